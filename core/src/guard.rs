@@ -1,0 +1,321 @@
+//! The per-(workspace, destination) guard: the sliding send window, the cross-session failure
+//! streak, and the active session per purpose (which makes reuse race-free: the guard is the
+//! arbiter that says "send", "reuse" or "wait for the send in flight").
+//!
+//! Protocol for one request (the host holds the guard atomically — one Durable Object, or one
+//! compare-and-set in Redis):
+//! 1. [`DestinationGuard::admit`] → `Send`, `Reuse`, `Wait`, or an error (429).
+//! 2. On `Send`, deliver outside the guard, then report [`DestinationGuard::delivery`].
+//! 3. After each verification, [`DestinationGuard::record_verify`] (may follow the response).
+
+use crate::error::{retry_secs_from_millis, Error};
+use crate::policy::{Policy, DESTINATION_LOCK_SECS};
+use crate::session::VerifyOutcome;
+use crate::time::UnixMillis;
+use crate::validate::Purpose;
+use crate::STATE_VERSION;
+use alloc::string::String;
+use alloc::vec::Vec;
+use serde::{Deserialize, Serialize};
+
+/// A send still in flight after this long is treated as timed out (the gateway timeout is 10 s);
+/// this frees the (destination, purpose) if a host died mid-send.
+pub const IN_FLIGHT_STALE_MS: u64 = 15_000;
+
+/// A charged send inside the window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SendRecord {
+    /// When it was admitted.
+    pub at: UnixMillis,
+    /// The session it was for (so a definite failure can be refunded).
+    pub session_id: String,
+}
+
+/// The newest session per purpose.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ActiveSession {
+    /// Purpose.
+    pub purpose: Purpose,
+    /// Session id.
+    pub session_id: String,
+    /// Its expiry.
+    pub expires_at: UnixMillis,
+    /// The gateway accepted its message (until then, others wait).
+    pub confirmed: bool,
+    /// When its send was admitted.
+    pub admitted_at: UnixMillis,
+    /// The session it replaces (reuse off): canceled once this one is delivered, restored if it fails.
+    pub previous: Option<(String, UnixMillis)>,
+}
+
+/// What the host does with a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// Deliver the new session's message, then report the outcome with [`DestinationGuard::delivery`].
+    Send,
+    /// A delivered, active session exists: answer `reused: true` with it (no SMS). If loading it
+    /// shows it is no longer reusable, call [`DestinationGuard::forget`] and admit again.
+    Reuse {
+        /// The session to answer with.
+        session_id: String,
+    },
+    /// Another request is delivering for this (destination, purpose): wait for its outcome and
+    /// answer reused with it, or 502 if it failed.
+    Wait {
+        /// The session being delivered.
+        session_id: String,
+    },
+}
+
+/// What the gateway did with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    /// 2xx: the session is live.
+    Delivered,
+    /// Non-2xx or refused: a definite failure, refunded from the send window.
+    Failed,
+    /// No answer in time: unknown outcome, still charged (a slow gateway is no pumping hole).
+    TimedOut,
+}
+
+/// The guard's stored state (versioned JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DestinationGuard {
+    /// Format version.
+    pub v: u8,
+    /// Charged sends inside the window, oldest first.
+    pub sends: Vec<SendRecord>,
+    /// Consecutive INVALID verifications across sessions.
+    pub failure_streak: u32,
+    /// Sends are refused until then.
+    pub locked_until: Option<UnixMillis>,
+    /// Newest session per purpose.
+    pub active: Vec<ActiveSession>,
+}
+
+impl DestinationGuard {
+    /// An empty guard.
+    #[must_use]
+    pub fn new() -> Self {
+        DestinationGuard {
+            v: STATE_VERSION,
+            ..Default::default()
+        }
+    }
+
+    /// Drops what time has made irrelevant: sends out of the window, expired or stale entries,
+    /// an ended lock (which also ends the streak that caused it).
+    pub fn prune(&mut self, policy: &Policy, now: UnixMillis) {
+        let window_ms = u64::from(policy.sends_per_destination.window_seconds).saturating_mul(1000);
+        self.sends.retain(|s| s.at.plus_millis(window_ms) > now);
+        self.active.retain(|a| {
+            now < a.expires_at
+                && (a.confirmed || a.admitted_at.plus_millis(IN_FLIGHT_STALE_MS) > now)
+        });
+        if self.locked_until.is_some_and(|until| now >= until) {
+            self.locked_until = None;
+            self.failure_streak = 0;
+        }
+    }
+
+    /// Decides a request for `purpose`. On `Send`, the new session (`session_id`, `expires_at`) is
+    /// recorded as in flight and, unless `test`, charged to the window.
+    pub fn admit(
+        &mut self,
+        purpose: Purpose,
+        session_id: &str,
+        expires_at: UnixMillis,
+        test: bool,
+        policy: &Policy,
+        now: UnixMillis,
+    ) -> Result<Admission, Error> {
+        self.prune(policy, now);
+        let current = self.active.iter().position(|a| a.purpose == purpose);
+        if policy.reuse {
+            if let Some(a) = current.and_then(|i| self.active.get(i)) {
+                let session_id = a.session_id.clone();
+                return Ok(if a.confirmed {
+                    Admission::Reuse { session_id }
+                } else {
+                    Admission::Wait { session_id }
+                });
+            }
+        }
+        if let Some(until) = self.locked_until {
+            return Err(Error::DestinationLocked {
+                retry_after_secs: retry_secs_from_millis(now.millis_until(until)),
+            });
+        }
+        let limit = usize::try_from(policy.sends_per_destination.limit).unwrap_or(usize::MAX);
+        if !test && self.sends.len() >= limit {
+            let window_ms =
+                u64::from(policy.sends_per_destination.window_seconds).saturating_mul(1000);
+            let oldest = self.sends.first().map_or(now, |s| s.at);
+            return Err(Error::RateLimited {
+                retry_after_secs: retry_secs_from_millis(
+                    now.millis_until(oldest.plus_millis(window_ms)),
+                ),
+            });
+        }
+        if !test {
+            self.sends.push(SendRecord {
+                at: now,
+                session_id: session_id.into(),
+            });
+        }
+        let previous = current
+            .map(|i| self.active.swap_remove(i))
+            .map(|a| (a.session_id, a.expires_at));
+        self.active.push(ActiveSession {
+            purpose,
+            session_id: session_id.into(),
+            expires_at,
+            confirmed: false,
+            admitted_at: now,
+            previous,
+        });
+        Ok(Admission::Send)
+    }
+
+    /// Records the gateway's answer for a session admitted with `Send`. Returns the id of a
+    /// session the host must now cancel (the one replaced with reuse off, or this one if a newer
+    /// send superseded it while it was in flight).
+    pub fn delivery(&mut self, session_id: &str, outcome: DeliveryOutcome) -> Option<String> {
+        let index = self.active.iter().position(|a| a.session_id == session_id);
+        if outcome == DeliveryOutcome::Failed {
+            if let Some(i) = self.sends.iter().rposition(|s| s.session_id == session_id) {
+                self.sends.remove(i);
+            }
+        }
+        match (outcome, index) {
+            (DeliveryOutcome::Delivered, Some(i)) => {
+                let a = self.active.get_mut(i)?;
+                a.confirmed = true;
+                a.previous.take().map(|(id, _)| id)
+            }
+            (DeliveryOutcome::Delivered, None) => Some(session_id.into()),
+            (_, Some(i)) => {
+                let a = self.active.swap_remove(i);
+                if let Some((id, expires_at)) = a.previous {
+                    self.active.push(ActiveSession {
+                        purpose: a.purpose,
+                        session_id: id,
+                        expires_at,
+                        confirmed: true,
+                        admitted_at: a.admitted_at,
+                        previous: None,
+                    });
+                }
+                None
+            }
+            (_, None) => None,
+        }
+    }
+
+    /// Records a verification outcome: INVALID extends the streak (locking the destination for
+    /// 1 h at `failureStreakLimit`), APPROVED resets it; a session that is approved or locked
+    /// stops being active. Returns whether the guard changed.
+    pub fn record_verify(
+        &mut self,
+        session_id: &str,
+        outcome: VerifyOutcome,
+        policy: &Policy,
+        now: UnixMillis,
+    ) -> bool {
+        self.prune(policy, now);
+        match outcome {
+            VerifyOutcome::Invalid { .. } => {
+                self.failure_streak = self.failure_streak.saturating_add(1);
+                if self.failure_streak >= policy.failure_streak_limit && self.locked_until.is_none()
+                {
+                    self.locked_until = Some(now.plus_secs(DESTINATION_LOCK_SECS));
+                }
+                if outcome.locked_session() {
+                    self.forget(session_id);
+                }
+                true
+            }
+            VerifyOutcome::Approved => {
+                self.failure_streak = 0;
+                self.forget(session_id);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Stops treating `session_id` as active (it was found used, locked or gone).
+    pub fn forget(&mut self, session_id: &str) {
+        self.active.retain(|a| a.session_id != session_id);
+    }
+
+    /// Nothing left worth storing: the host may delete the guard.
+    #[must_use]
+    pub fn is_idle(&self) -> bool {
+        self.sends.is_empty()
+            && self.active.is_empty()
+            && self.failure_streak == 0
+            && self.locked_until.is_none()
+    }
+
+    /// The next time pruning would change something (for a cleanup alarm), if any.
+    #[must_use]
+    pub fn next_change(&self, policy: &Policy) -> Option<UnixMillis> {
+        let window_ms = u64::from(policy.sends_per_destination.window_seconds).saturating_mul(1000);
+        let sends = self.sends.iter().map(|s| s.at.plus_millis(window_ms));
+        let active = self.active.iter().map(|a| a.expires_at);
+        sends.chain(active).chain(self.locked_until).min()
+    }
+
+    /// Stored JSON.
+    #[must_use]
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Reads stored JSON back ([`Error::CorruptState`] on anything else).
+    pub fn from_json(s: &str) -> Result<DestinationGuard, Error> {
+        let g: DestinationGuard = serde_json::from_str(s).map_err(|_| Error::CorruptState {
+            message: "stored destination guard is not valid JSON of version 1".into(),
+        })?;
+        if g.v != STATE_VERSION {
+            return Err(Error::CorruptState {
+                message: "stored destination guard has an unknown version".into(),
+            });
+        }
+        Ok(g)
+    }
+}
+
+/// The workspace flood shield: a fixed one-minute window (SPEC allows approximation here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct FloodShield {
+    /// Start of the current minute window.
+    pub window_start: UnixMillis,
+    /// Sends admitted in it.
+    pub count: u32,
+}
+
+impl FloodShield {
+    /// Admits one send or refuses with 429 `RATE_LIMITED` until the window ends.
+    pub fn admit(&mut self, limit: u32, now: UnixMillis) -> Result<(), Error> {
+        if now >= self.window_start.plus_secs(60) || now < self.window_start {
+            *self = FloodShield {
+                window_start: now,
+                count: 0,
+            };
+        }
+        if self.count >= limit {
+            let until = self.window_start.plus_secs(60);
+            return Err(Error::RateLimited {
+                retry_after_secs: retry_secs_from_millis(now.millis_until(until)),
+            });
+        }
+        self.count = self.count.saturating_add(1);
+        Ok(())
+    }
+}

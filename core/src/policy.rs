@@ -1,0 +1,349 @@
+//! Workspace policy (SPEC §2): defaults, bounds, and PATCH merging.
+
+use crate::error::Error;
+use crate::json::{self, invalid, invalid_owned, Object};
+use crate::validate::is_e164;
+use alloc::collections::BTreeMap;
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The send window per (workspace, destination).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SendWindow {
+    /// Sends admitted per window (1–100).
+    pub limit: u32,
+    /// Window length in seconds (60–86400).
+    pub window_seconds: u32,
+}
+
+/// A decimal price per SMS segment, for analytics cost.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    /// A decimal string: digits, optionally `.` and 1–6 digits.
+    pub amount: String,
+    /// ISO 4217 code, three capital letters.
+    pub currency: String,
+}
+
+/// A workspace's policy. `Policy::default()` is SPEC §2's defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Policy {
+    /// Digits per code (6–10).
+    pub code_length: u8,
+    /// Session lifetime (60–600 s).
+    pub ttl_seconds: u32,
+    /// Verification attempts per session (1–10).
+    pub max_attempts: u8,
+    /// Reuse an active session for the same (destination, purpose).
+    pub reuse: bool,
+    /// Sliding send window per destination.
+    pub sends_per_destination: SendWindow,
+    /// Workspace flood shield (1–100000 sends per minute; enforced approximately).
+    pub sends_per_workspace_per_minute: u32,
+    /// Consecutive failed verifications per destination before a 1 h lock (5–1000).
+    pub failure_streak_limit: u32,
+    /// Calling-code prefixes allowed as destinations; `None` = all.
+    pub allowed_countries: Option<Vec<String>>,
+    /// Test destinations with their fixed code (no SMS, not charged, still attempt-limited).
+    pub test_numbers: BTreeMap<String, String>,
+    /// Price per SMS segment.
+    pub price_per_segment: Price,
+    /// How long an ended session is kept after expiry (0–2592000 s).
+    pub retention_seconds: u32,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            code_length: 6,
+            ttl_seconds: 300,
+            max_attempts: 5,
+            reuse: true,
+            sends_per_destination: SendWindow {
+                limit: 3,
+                window_seconds: 600,
+            },
+            sends_per_workspace_per_minute: 600,
+            failure_streak_limit: 100,
+            allowed_countries: None,
+            test_numbers: BTreeMap::new(),
+            price_per_segment: Price {
+                amount: "0".into(),
+                currency: "USD".into(),
+            },
+            retention_seconds: 86_400,
+        }
+    }
+}
+
+/// How long a destination stays locked once its failure streak reaches the limit.
+pub const DESTINATION_LOCK_SECS: u64 = 3600;
+
+/// The policy keys, in SPEC order.
+pub const KEYS: [&str; 11] = [
+    "codeLength",
+    "ttlSeconds",
+    "maxAttempts",
+    "reuse",
+    "sendsPerDestination",
+    "sendsPerWorkspacePerMinute",
+    "failureStreakLimit",
+    "allowedCountries",
+    "testNumbers",
+    "pricePerSegment",
+    "retentionSeconds",
+];
+
+fn small<T: TryFrom<u64>>(n: u64) -> Result<T, Error> {
+    T::try_from(n).map_err(|_| Error::invalid("policy", "value out of range"))
+}
+
+impl Policy {
+    /// Applies a PATCH-style `policy` object: each given key replaces its value (nested objects
+    /// are replaced whole), then the result is checked as a whole. Unknown keys and
+    /// out-of-bounds values are 400s naming `policy.<key>`.
+    pub fn patched(&self, patch: &Value) -> Result<Policy, Error> {
+        let Value::Object(obj) = patch else {
+            return Err(Error::invalid("policy", "must be an object"));
+        };
+        let mut p = self.clone();
+        for (key, v) in obj {
+            let field = format!("policy.{key}");
+            let f = field.as_str();
+            match key.as_str() {
+                "codeLength" => p.code_length = small(json::int_in(v, f, 6, 10)?)?,
+                "ttlSeconds" => p.ttl_seconds = small(json::int_in(v, f, 60, 600)?)?,
+                "maxAttempts" => p.max_attempts = small(json::int_in(v, f, 1, 10)?)?,
+                "reuse" => {
+                    p.reuse = v
+                        .as_bool()
+                        .ok_or_else(|| invalid(f, "must be true or false"))?
+                }
+                "sendsPerDestination" => p.sends_per_destination = send_window(v, f)?,
+                "sendsPerWorkspacePerMinute" => {
+                    p.sends_per_workspace_per_minute = small(json::int_in(v, f, 1, 100_000)?)?;
+                }
+                "failureStreakLimit" => {
+                    p.failure_streak_limit = small(json::int_in(v, f, 5, 1000)?)?
+                }
+                "allowedCountries" => p.allowed_countries = allowed_countries(v, f)?,
+                "testNumbers" => p.test_numbers = test_numbers(v, f)?,
+                "pricePerSegment" => p.price_per_segment = price(v, f)?,
+                "retentionSeconds" => {
+                    p.retention_seconds = small(json::int_in(v, f, 0, 2_592_000)?)?
+                }
+                _ => return Err(invalid(f, "is not a policy key")),
+            }
+        }
+        p.check()?;
+        Ok(p)
+    }
+
+    /// Builds a policy from defaults and an optional `policy` value (`null` = defaults).
+    pub fn from_json(value: Option<&Value>) -> Result<Policy, Error> {
+        match value {
+            None | Some(Value::Null) => Ok(Policy::default()),
+            Some(v) => Policy::default().patched(v),
+        }
+    }
+
+    /// Cross-field rules: test-number codes have `codeLength` digits.
+    pub fn check(&self) -> Result<(), Error> {
+        let len = usize::from(self.code_length);
+        for (number, code) in &self.test_numbers {
+            if code.len() != len || !code.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(invalid_owned(
+                    "policy.testNumbers",
+                    format!("the code of {number} must have codeLength ({len}) digits"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The fixed code of a test number, if `dest` is one.
+    #[must_use]
+    pub fn test_code(&self, dest: &str) -> Option<&str> {
+        self.test_numbers.get(dest).map(String::as_str)
+    }
+}
+
+fn send_window(v: &Value, f: &str) -> Result<SendWindow, Error> {
+    let Value::Object(o) = v else {
+        return Err(invalid(f, "must be an object {limit, windowSeconds}"));
+    };
+    if let Some(k) = o
+        .keys()
+        .find(|k| !matches!(k.as_str(), "limit" | "windowSeconds"))
+    {
+        return Err(invalid_owned(
+            &format!("{f}.{k}"),
+            "is not a key of sendsPerDestination".to_string(),
+        ));
+    }
+    let limit = json::get(o, "limit")
+        .ok_or_else(|| invalid_owned(&format!("{f}.limit"), "is required".into()))?;
+    let window = json::get(o, "windowSeconds")
+        .ok_or_else(|| invalid_owned(&format!("{f}.windowSeconds"), "is required".into()))?;
+    Ok(SendWindow {
+        limit: small(json::int_in(limit, &format!("{f}.limit"), 1, 100)?)?,
+        window_seconds: small(json::int_in(
+            window,
+            &format!("{f}.windowSeconds"),
+            60,
+            86_400,
+        )?)?,
+    })
+}
+
+fn allowed_countries(v: &Value, f: &str) -> Result<Option<Vec<String>>, Error> {
+    match v {
+        Value::Null => Ok(None),
+        Value::Array(items) => {
+            if items.is_empty() || items.len() > 300 {
+                return Err(invalid(
+                    f,
+                    "must be null or a list of 1 to 300 calling-code prefixes",
+                ));
+            }
+            let mut out = Vec::with_capacity(items.len());
+            for item in items {
+                match item.as_str() {
+                    Some(s)
+                        if (1..=6).contains(&s.len())
+                            && s.bytes().all(|b| b.is_ascii_digit())
+                            && !s.starts_with('0') =>
+                    {
+                        out.push(s.to_string());
+                    }
+                    _ => {
+                        return Err(invalid(
+                            f,
+                            "each prefix must be 1 to 6 digits, the first not 0, as a string",
+                        ))
+                    }
+                }
+            }
+            Ok(Some(out))
+        }
+        _ => Err(invalid(
+            f,
+            "must be null or a list of calling-code prefixes",
+        )),
+    }
+}
+
+fn test_numbers(v: &Value, f: &str) -> Result<BTreeMap<String, String>, Error> {
+    let Value::Object(o) = v else {
+        return Err(invalid(f, "must be an object of E.164 number → code"));
+    };
+    if o.len() > 100 {
+        return Err(invalid(f, "must have at most 100 entries"));
+    }
+    let mut out = BTreeMap::new();
+    for (number, code) in o {
+        if !is_e164(number) {
+            return Err(invalid(f, "keys must be E.164 phone numbers"));
+        }
+        match code.as_str() {
+            Some(c) if (6..=10).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_digit()) => {
+                out.insert(number.clone(), c.to_string());
+            }
+            _ => return Err(invalid(f, "codes must be strings of 6 to 10 digits")),
+        }
+    }
+    Ok(out)
+}
+
+fn price(v: &Value, f: &str) -> Result<Price, Error> {
+    let Value::Object(o) = v else {
+        return Err(invalid(f, "must be an object {amount, currency}"));
+    };
+    let o: &Object = o;
+    if let Some(k) = o
+        .keys()
+        .find(|k| !matches!(k.as_str(), "amount" | "currency"))
+    {
+        return Err(invalid_owned(
+            &format!("{f}.{k}"),
+            "is not a key of pricePerSegment".into(),
+        ));
+    }
+    let amount = match json::get(o, "amount") {
+        Some(Value::String(s)) if is_decimal(s) => s.clone(),
+        _ => {
+            return Err(invalid_owned(
+                &format!("{f}.amount"),
+                "must be a decimal string such as \"0.0075\"".into(),
+            ))
+        }
+    };
+    let currency = match json::get(o, "currency") {
+        Some(Value::String(s)) if s.len() == 3 && s.bytes().all(|b| b.is_ascii_uppercase()) => {
+            s.clone()
+        }
+        _ => {
+            return Err(invalid_owned(
+                &format!("{f}.currency"),
+                "must be a three-letter ISO 4217 code".into(),
+            ))
+        }
+    };
+    Ok(Price { amount, currency })
+}
+
+/// Digits (1–12), optionally `.` and 1–6 digits.
+fn is_decimal(s: &str) -> bool {
+    let (int, frac) = match s.split_once('.') {
+        Some((i, f)) => (i, Some(f)),
+        None => (s, None),
+    };
+    let digits =
+        |x: &str, max: usize| (1..=max).contains(&x.len()) && x.bytes().all(|b| b.is_ascii_digit());
+    digits(int, 12) && frac.is_none_or(|f| digits(f, 6))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn patch_merges_and_checks() {
+        let p = Policy::default()
+            .patched(&json!({"ttlSeconds": 60, "maxAttempts": 3}))
+            .unwrap();
+        assert_eq!((p.ttl_seconds, p.max_attempts, p.code_length), (60, 3, 6));
+        let e = p.patched(&json!({"ttlSeconds": 601})).unwrap_err();
+        assert_eq!(e.field(), Some("policy.ttlSeconds"));
+        let e = p.patched(&json!({"bogus": 1})).unwrap_err();
+        assert_eq!(e.field(), Some("policy.bogus"));
+        let e = p
+            .patched(&json!({"testNumbers": {"+15005550006": "1234567"}}))
+            .unwrap_err();
+        assert_eq!(e.field(), Some("policy.testNumbers"));
+        let e = p
+            .patched(&json!({"sendsPerDestination": {"limit": 0, "windowSeconds": 60}}))
+            .unwrap_err();
+        assert_eq!(e.field(), Some("policy.sendsPerDestination.limit"));
+        assert!(p
+            .patched(&json!({"pricePerSegment": {"amount": "0.0075", "currency": "EUR"}}))
+            .is_ok());
+        assert!(p
+            .patched(&json!({"pricePerSegment": {"amount": "1e3", "currency": "EUR"}}))
+            .is_err());
+    }
+
+    #[test]
+    fn serde_round_trip() {
+        let p = Policy::default();
+        let s = serde_json::to_string(&p).unwrap();
+        assert_eq!(serde_json::from_str::<Policy>(&s).unwrap(), p);
+    }
+}

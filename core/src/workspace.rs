@@ -1,0 +1,296 @@
+//! The stored workspace record, API keys, admin bodies and credential checks.
+
+use crate::code::base64url;
+use crate::error::Error;
+use crate::hash::{ct_eq, sha256, to_hex};
+use crate::json::{self, invalid};
+use crate::policy::Policy;
+use crate::time::UnixMillis;
+use crate::validate;
+use crate::STATE_VERSION;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// API key prefix.
+pub const API_KEY_PREFIX: &str = "otpk_";
+
+/// One API key, stored only as its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApiKeyRecord {
+    /// Public id (`key_…`), safe to log.
+    pub key_id: String,
+    /// Hex SHA-256 of the key.
+    pub key_hash: String,
+    /// Creation time.
+    pub created_at: UnixMillis,
+    /// Revocation time, if revoked.
+    pub revoked_at: Option<UnixMillis>,
+}
+
+/// A tenant, as stored (versioned JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkspaceRecord {
+    /// Format version.
+    pub v: u8,
+    /// `ws_` + 24 hex digits.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Allowed sender names; the first is the second dialect's default.
+    pub senders: Vec<String>,
+    /// Policy.
+    pub policy: Policy,
+    /// Keys, revoked ones included.
+    pub keys: Vec<ApiKeyRecord>,
+    /// Creation time.
+    pub created_at: UnixMillis,
+}
+
+/// A new API key: the key (shown once), its id, and the record to store.
+#[derive(Clone)]
+pub struct NewApiKey {
+    /// `otpk_` + base64url of 32 random bytes. Return it once; never store or log it.
+    pub api_key: String,
+    /// The stored record.
+    pub record: ApiKeyRecord,
+}
+
+impl core::fmt::Debug for NewApiKey {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("NewApiKey")
+            .field("api_key", &"<redacted>")
+            .field("record", &self.record)
+            .finish()
+    }
+}
+
+/// Makes an API key from 32 host-drawn random bytes.
+#[must_use]
+pub fn new_api_key(random: &[u8; 32], now: UnixMillis) -> NewApiKey {
+    let api_key = alloc::format!("{API_KEY_PREFIX}{}", base64url(random));
+    let id_hash = sha256(&[b"otpkit/v1/key-id:".as_slice(), api_key.as_bytes()].concat());
+    let key_id = alloc::format!("key_{}", to_hex(id_hash.get(..8).unwrap_or(&[])));
+    NewApiKey {
+        record: ApiKeyRecord {
+            key_id,
+            key_hash: api_key_hash(&api_key),
+            created_at: now,
+            revoked_at: None,
+        },
+        api_key,
+    }
+}
+
+/// The lookup hash of a presented key (hex SHA-256). Keys are 256-bit random, so a fast hash is enough.
+#[must_use]
+pub fn api_key_hash(api_key: &str) -> String {
+    to_hex(&sha256(api_key.as_bytes()))
+}
+
+/// Is this shaped like one of our keys? (Malformed keys are refused without a lookup.)
+#[must_use]
+pub fn is_api_key_format(s: &str) -> bool {
+    s.strip_prefix(API_KEY_PREFIX).is_some_and(|rest| {
+        rest.len() == 43
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    })
+}
+
+/// The API key from `Authorization: Bearer <key>` or `x-api-key: <key>` (Bearer wins if both).
+#[must_use]
+pub fn presented_api_key<'a>(
+    authorization: Option<&'a str>,
+    x_api_key: Option<&'a str>,
+) -> Option<&'a str> {
+    bearer(authorization)
+        .or(x_api_key.map(str::trim))
+        .filter(|k| is_api_key_format(k))
+}
+
+fn bearer(authorization: Option<&str>) -> Option<&str> {
+    let v = authorization?.trim();
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Does `Authorization: Bearer <token>` carry the admin token? Compares SHA-256 digests in
+/// constant time, so neither the length nor a prefix of the token leaks through timing.
+#[must_use]
+pub fn admin_authorized(admin_token: &str, authorization: Option<&str>) -> bool {
+    let given = bearer(authorization).unwrap_or("");
+    ct_eq(&sha256(admin_token.as_bytes()), &sha256(given.as_bytes())) && !admin_token.is_empty()
+}
+
+/// `ws_` + hex of 12 host-drawn random bytes.
+#[must_use]
+pub fn workspace_id(random: &[u8; 12]) -> String {
+    alloc::format!("ws_{}", to_hex(random))
+}
+
+fn senders(v: &Value) -> Result<Vec<String>, Error> {
+    let Value::Array(items) = v else {
+        return Err(invalid("senders", "must be a list of sender names"));
+    };
+    if items.is_empty() || items.len() > 50 {
+        return Err(invalid("senders", "must list 1 to 50 sender names"));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(items.len());
+    for item in items {
+        let Some(s) = item.as_str() else {
+            return Err(invalid("senders", "each sender name must be a string"));
+        };
+        validate::sender("senders", s)?;
+        if !out.iter().any(|o| o == s) {
+            out.push(s.to_string());
+        }
+    }
+    Ok(out)
+}
+
+impl WorkspaceRecord {
+    /// `POST /v1/admin/workspaces` body `{name, senders, policy?}` → a record (without keys;
+    /// add the first with [`new_api_key`]).
+    pub fn from_create_json(
+        body: &[u8],
+        id: String,
+        now: UnixMillis,
+    ) -> Result<WorkspaceRecord, Error> {
+        let obj = json::parse_object(body)?;
+        let name = json::req_str(&obj, "name")?.trim();
+        if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+            return Err(invalid(
+                "name",
+                "must be 1 to 100 characters without control characters",
+            ));
+        }
+        let senders =
+            senders(json::get(&obj, "senders").ok_or_else(|| invalid("senders", "is required"))?)?;
+        let policy = Policy::from_json(obj.get("policy"))?;
+        Ok(WorkspaceRecord {
+            v: STATE_VERSION,
+            id,
+            name: name.to_string(),
+            senders,
+            policy,
+            keys: Vec::new(),
+            created_at: now,
+        })
+    }
+
+    /// `PATCH /v1/admin/workspaces/{id}` body `{senders?, policy?}`: `senders` replaces the
+    /// list, `policy` keys are merged. Nothing changes unless everything is valid.
+    pub fn patched(&self, body: &[u8]) -> Result<WorkspaceRecord, Error> {
+        let obj = json::parse_object(body)?;
+        if let Some(k) = obj
+            .keys()
+            .find(|k| !matches!(k.as_str(), "senders" | "policy" | "name"))
+        {
+            return Err(json::invalid_owned(
+                k,
+                "is not a workspace field (senders, policy, name)".into(),
+            ));
+        }
+        let mut next = self.clone();
+        if let Some(name) = json::opt_str(&obj, "name")? {
+            let name = name.trim();
+            if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+                return Err(invalid(
+                    "name",
+                    "must be 1 to 100 characters without control characters",
+                ));
+            }
+            next.name = name.to_string();
+        }
+        if let Some(v) = json::get(&obj, "senders") {
+            next.senders = senders(v)?;
+        }
+        if let Some(v) = json::get(&obj, "policy") {
+            next.policy = self.policy.patched(v)?;
+        }
+        Ok(next)
+    }
+
+    /// The live (unrevoked) key with this hash, if any.
+    #[must_use]
+    pub fn live_key(&self, key_hash: &str) -> Option<&ApiKeyRecord> {
+        self.keys
+            .iter()
+            .find(|k| k.revoked_at.is_none() && ct_eq(k.key_hash.as_bytes(), key_hash.as_bytes()))
+    }
+
+    /// Revokes a key by id; `false` if there is no such live key.
+    pub fn revoke(&mut self, key_id: &str, now: UnixMillis) -> bool {
+        match self
+            .keys
+            .iter_mut()
+            .find(|k| k.key_id == key_id && k.revoked_at.is_none())
+        {
+            Some(k) => {
+                k.revoked_at = Some(now);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// What the admin API shows: no key hashes.
+    #[must_use]
+    pub fn public_view(&self) -> WorkspaceView<'_> {
+        WorkspaceView {
+            workspace_id: &self.id,
+            name: &self.name,
+            senders: &self.senders,
+            policy: &self.policy,
+            key_ids: self
+                .keys
+                .iter()
+                .filter(|k| k.revoked_at.is_none())
+                .map(|k| k.key_id.as_str())
+                .collect(),
+        }
+    }
+
+    /// Stored JSON.
+    #[must_use]
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Reads stored JSON back ([`Error::CorruptState`] on anything else).
+    pub fn from_json(s: &str) -> Result<WorkspaceRecord, Error> {
+        let w: WorkspaceRecord = serde_json::from_str(s).map_err(|_| Error::CorruptState {
+            message: "stored workspace is not valid JSON of version 1".into(),
+        })?;
+        if w.v != STATE_VERSION || !validate::is_workspace_id(&w.id) {
+            return Err(Error::CorruptState {
+                message: "stored workspace has an unknown version or id".into(),
+            });
+        }
+        w.policy.check().map_err(|_| Error::CorruptState {
+            message: "stored workspace policy is inconsistent".into(),
+        })?;
+        Ok(w)
+    }
+}
+
+/// The admin view of a workspace.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkspaceView<'a> {
+    /// Id.
+    pub workspace_id: &'a str,
+    /// Name.
+    pub name: &'a str,
+    /// Sender names.
+    pub senders: &'a [String],
+    /// Policy.
+    pub policy: &'a Policy,
+    /// Ids of live keys.
+    pub key_ids: Vec<&'a str>,
+}
