@@ -2,9 +2,11 @@
 //! returns a [`Reply`]: status, JSON body, and the `Retry-After` value if one applies.
 
 use crate::error::Error;
-use crate::session::{Session, SessionView, VerifyOutcome};
+use crate::session::{Session, SessionView, Verification, VerifyOutcome};
 use crate::time::UnixMillis;
 use crate::validate::Channel;
+use alloc::borrow::Cow;
+use alloc::format;
 use alloc::string::String;
 use serde::Serialize;
 
@@ -69,11 +71,15 @@ struct ErrorEnvelope<'a> {
 /// `{"success":false,"message":…,"error":{"code":…,"field"?:…,"retryAfterSeconds"?:…}}`.
 #[must_use]
 pub fn error(e: &Error) -> Reply {
+    let message = match e.field() {
+        Some(field) => Cow::Owned(format!("{field} {}", e.message())),
+        None => Cow::Borrowed(e.message()),
+    };
     let mut r = Reply::json(
         e.http_status(),
         &ErrorEnvelope {
             success: false,
-            message: e.message(),
+            message: &message,
             error: ErrorBody {
                 code: e.code(),
                 field: e.field(),
@@ -145,7 +151,8 @@ struct VerifyData<'a> {
 
 /// `POST /v1/messaging/otp/verify` for any outcome. `session_id` is the id as the caller gave it.
 #[must_use]
-pub fn v1_verify(session_id: &str, outcome: VerifyOutcome) -> Reply {
+pub fn v1_verify(session_id: &str, v: &Verification) -> Reply {
+    let outcome = v.outcome;
     let approved = outcome == VerifyOutcome::Approved;
     let (top, inner) = verify_messages(outcome);
     Reply::json(
@@ -158,7 +165,7 @@ pub fn v1_verify(session_id: &str, outcome: VerifyOutcome) -> Reply {
                 status: outcome.status(),
                 verified: approved,
                 message: inner,
-                attempts_left: outcome.attempts_left(),
+                attempts_left: v.attempts_left,
             },
         },
     )
@@ -309,10 +316,11 @@ struct ZendVerify {
     attempts_remaining: u8,
 }
 
-/// `POST /otp/{id}/verify` for any outcome; `session` is the stored session after verifying
-/// (for `verified_at`), `None` when not found.
+/// `POST /otp/{id}/verify` for any outcome; `verified_at` is the stored session's approval time
+/// after verifying (`Session::verified_at`), `None` when not found or not approved.
 #[must_use]
-pub fn zend_verify(outcome: VerifyOutcome, session: Option<&Session>) -> Reply {
+pub fn zend_verify(v: &Verification, verified_at: Option<UnixMillis>) -> Reply {
+    let outcome = v.outcome;
     let message = match outcome {
         VerifyOutcome::NotFound => return zend_not_found(),
         VerifyOutcome::Invalid { .. } => "Invalid OTP code",
@@ -324,10 +332,8 @@ pub fn zend_verify(outcome: VerifyOutcome, session: Option<&Session>) -> Reply {
         &ZendVerify {
             success: outcome == VerifyOutcome::Approved,
             message,
-            verified_at: session
-                .and_then(|s| s.verified_at)
-                .map(UnixMillis::to_rfc3339),
-            attempts_remaining: outcome.attempts_left(),
+            verified_at: verified_at.map(UnixMillis::to_rfc3339),
+            attempts_remaining: v.attempts_left,
         },
     )
 }

@@ -155,7 +155,7 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.field() {
-            Some(field) => write!(f, "{}: {} ({field})", self.code(), self.message()),
+            Some(field) => write!(f, "{}: {field} {}", self.code(), self.message()),
             None => write!(f, "{}: {}", self.code(), self.message()),
         }
     }

@@ -60,7 +60,7 @@ pub use guard::{Admission, DeliveryOutcome, DestinationGuard};
 pub use policy::Policy;
 pub use request::{IssueRequest, VerifyRequest};
 pub use secret::{Code, Pepper};
-pub use session::{Session, SessionState, SessionView, VerifyOutcome};
+pub use session::{Session, SessionState, SessionView, Verification, VerifyOutcome};
 pub use time::UnixMillis;
 pub use validate::{Channel, Purpose};
 

@@ -174,16 +174,24 @@ impl VerifyOutcome {
     pub fn locked_session(self) -> bool {
         matches!(self, VerifyOutcome::Invalid { attempts_left: 0 })
     }
+}
 
-    /// Attempts the session would still accept: the count after a wrong code, 0 for every
-    /// other outcome (an approved, expired, locked or missing session accepts none).
-    #[must_use]
-    pub fn attempts_left(self) -> u8 {
-        match self {
-            VerifyOutcome::Invalid { attempts_left } => attempts_left,
-            _ => 0,
-        }
-    }
+/// A verification's answer: the outcome and the attempts the session has left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verification {
+    /// What happened.
+    pub outcome: VerifyOutcome,
+    /// `max − used` of the session after this verification; 0 when not found (so another
+    /// workspace's session reveals nothing). Reported as `attemptsLeft` / `attempts_remaining`.
+    pub attempts_left: u8,
+}
+
+impl Verification {
+    /// The answer for a missing, malformed, purged or foreign session.
+    pub const NOT_FOUND: Verification = Verification {
+        outcome: VerifyOutcome::NotFound,
+        attempts_left: 0,
+    };
 }
 
 /// A session ready to be delivered: the session to store once the gateway accepts, the code
@@ -273,7 +281,7 @@ pub fn plan_issue(
 }
 
 impl Session {
-    /// Verifies `code` for a caller in `workspace_id`, in SPEC's order. Returns the outcome and
+    /// Verifies `code` for a caller in `workspace_id`, in SPEC's order. Returns the answer and
     /// the session to store (changed only if [`VerifyOutcome::consumed_attempt`]).
     #[must_use]
     pub fn verify(
@@ -282,10 +290,11 @@ impl Session {
         code: &str,
         now: UnixMillis,
         pepper: &Pepper,
-    ) -> (VerifyOutcome, Session) {
-        let outcome = if self.workspace_id != workspace_id {
-            VerifyOutcome::NotFound
-        } else if self.state == StoredState::Approved {
+    ) -> (Verification, Session) {
+        if self.workspace_id != workspace_id {
+            return (Verification::NOT_FOUND, self);
+        }
+        let outcome = if self.state == StoredState::Approved {
             VerifyOutcome::AlreadyUsed
         } else if self.state == StoredState::Canceled || now >= self.expires_at {
             VerifyOutcome::Expired
@@ -305,7 +314,13 @@ impl Session {
                 }
             }
         };
-        (outcome, self)
+        (
+            Verification {
+                outcome,
+                attempts_left: self.attempts_left(),
+            },
+            self,
+        )
     }
 
     /// Attempts still allowed (`max − used`).
