@@ -171,6 +171,18 @@ pub fn v1_verify(session_id: &str, v: &Verification) -> Reply {
     )
 }
 
+/// `{"success":true,"message":"OK","data":…}` (200).
+pub fn ok<T: Serialize>(data: &T) -> Reply {
+    Reply::json(
+        200,
+        &Envelope {
+            success: true,
+            message: "OK",
+            data,
+        },
+    )
+}
+
 /// `GET /v1/messaging/otp/sessions/{id}` success.
 #[must_use]
 pub fn v1_session(view: &SessionView) -> Reply {

@@ -14,6 +14,7 @@ use crate::session::VerifyOutcome;
 use crate::time::UnixMillis;
 use crate::validate::Purpose;
 use crate::STATE_VERSION;
+use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
@@ -46,8 +47,9 @@ pub struct ActiveSession {
     pub confirmed: bool,
     /// When its send was admitted.
     pub admitted_at: UnixMillis,
-    /// The session it replaces (reuse off): canceled once this one is delivered, restored if it fails.
-    pub previous: Option<(String, UnixMillis)>,
+    /// The entry it replaced (reuse off): canceled once this one is delivered, restored as it
+    /// was if this one fails.
+    pub previous: Option<Box<ActiveSession>>,
 }
 
 /// What the host does with a request.
@@ -166,9 +168,7 @@ impl DestinationGuard {
                 session_id: session_id.into(),
             });
         }
-        let previous = current
-            .map(|i| self.active.swap_remove(i))
-            .map(|a| (a.session_id, a.expires_at));
+        let previous = current.map(|i| Box::new(self.active.swap_remove(i)));
         self.active.push(ActiveSession {
             purpose,
             session_id: session_id.into(),
@@ -194,20 +194,13 @@ impl DestinationGuard {
             (DeliveryOutcome::Delivered, Some(i)) => {
                 let a = self.active.get_mut(i)?;
                 a.confirmed = true;
-                a.previous.take().map(|(id, _)| id)
+                a.previous.take().map(|p| p.session_id)
             }
             (DeliveryOutcome::Delivered, None) => Some(session_id.into()),
             (_, Some(i)) => {
                 let a = self.active.swap_remove(i);
-                if let Some((id, expires_at)) = a.previous {
-                    self.active.push(ActiveSession {
-                        purpose: a.purpose,
-                        session_id: id,
-                        expires_at,
-                        confirmed: true,
-                        admitted_at: a.admitted_at,
-                        previous: None,
-                    });
+                if let Some(previous) = a.previous {
+                    self.active.push(*previous);
                 }
                 None
             }
@@ -266,7 +259,15 @@ impl DestinationGuard {
     pub fn next_change(&self, policy: &Policy) -> Option<UnixMillis> {
         let window_ms = u64::from(policy.sends_per_destination.window_seconds).saturating_mul(1000);
         let sends = self.sends.iter().map(|s| s.at.plus_millis(window_ms));
-        let active = self.active.iter().map(|a| a.expires_at);
+        // An unconfirmed send is pruned when it goes stale, if that comes before its expiry.
+        let active = self.active.iter().map(|a| {
+            if a.confirmed {
+                a.expires_at
+            } else {
+                a.expires_at
+                    .min(a.admitted_at.plus_millis(IN_FLIGHT_STALE_MS))
+            }
+        });
         sends.chain(active).chain(self.locked_until).min()
     }
 

@@ -9,6 +9,7 @@
 //!
 //! | module | what |
 //! |---|---|
+//! | [`audit`] | audit events, audit queries and their answer |
 //! | [`error`] | [`Error`]: malformed input or configuration, with a stable `code()` and `http_status()` |
 //! | [`validate`] | E.164, sender names, purposes, channels, apps, ids, codes |
 //! | [`request`] | parsing request bodies of both dialects into typed values |
@@ -37,6 +38,7 @@
 
 extern crate alloc;
 
+pub mod audit;
 pub mod code;
 pub mod envelope;
 pub mod error;
