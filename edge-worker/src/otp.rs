@@ -1,0 +1,397 @@
+//! The OTP flows on the edge: request (reuse, admit, deliver, store), verify, status.
+//! Every rule is the core's; this module only moves values between the Durable Objects,
+//! KV, the gateway and D1.
+
+use crate::proto::{
+    AdmitAnswer, Delivery, DeliveryAnswer, DestinationCall, SessionCall, VerifyAnswer,
+};
+use crate::{audit, config, gateway};
+use otpkit_core::audit::AuditEvent;
+use otpkit_core::envelope::{self, Reply};
+use otpkit_core::request::{Dialect, IssueRequest, VerifyRequest};
+use otpkit_core::session::plan_issue;
+use otpkit_core::workspace::WorkspaceRecord;
+use otpkit_core::{
+    Entropy, Error, Pepper, Purpose, Session, UnixMillis, Verification, VerifyOutcome,
+};
+use serde::Serialize;
+use worker::wasm_bindgen::JsValue;
+use worker::{Context, Date, Env, Method, Request, RequestInit, Stub};
+
+pub fn now() -> UnixMillis {
+    UnixMillis(Date::now().as_millis())
+}
+
+/// CSPRNG bytes (`crypto.getRandomValues`).
+pub fn random<const N: usize>() -> Result<[u8; N], Error> {
+    let mut buf = [0u8; N];
+    getrandom::fill(&mut buf).map_err(|_| Error::Misconfigured {
+        message: "no CSPRNG available".into(),
+    })?;
+    Ok(buf)
+}
+
+fn stub(env: &Env, binding: &str, name: &str) -> Result<Stub, Error> {
+    let missing = || Error::Misconfigured {
+        message: format!("Durable Object binding {binding} is missing").into(),
+    };
+    let ns = env.durable_object(binding).map_err(|_| missing())?;
+    ns.get_by_name(name).map_err(|_| missing())
+}
+
+fn session_stub(env: &Env, workspace_id: &str, session_id: &str) -> Result<Stub, Error> {
+    stub(env, "SESSIONS", &format!("{workspace_id}:{session_id}"))
+}
+
+fn destination_stub(env: &Env, workspace_id: &str, dest: &str) -> Result<Stub, Error> {
+    stub(env, "DESTINATIONS", &format!("{workspace_id}:{dest}"))
+}
+
+/// One internal call: POST JSON, answer status and text.
+async fn call<T: Serialize>(stub: &Stub, body: &T) -> Result<(u16, String), Error> {
+    let json = serde_json::to_string(body).map_err(|_| Error::StoreUnavailable)?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post)
+        .with_body(Some(JsValue::from_str(&json)));
+    let req = Request::new_with_init("https://do.internal/", &init)
+        .map_err(|_| Error::StoreUnavailable)?;
+    let mut resp = stub
+        .fetch_with_request(req)
+        .await
+        .map_err(|_| Error::StoreUnavailable)?;
+    let text = resp.text().await.map_err(|_| Error::StoreUnavailable)?;
+    Ok((resp.status_code(), text))
+}
+
+/// An internal answer that must be 200, else the error it carries (as a store failure).
+async fn call_ok<T: Serialize>(stub: &Stub, body: &T) -> Result<String, Error> {
+    match call(stub, body).await? {
+        (200, text) => Ok(text),
+        (_, text) if text.contains("\"INTERNAL_ERROR\"") => Err(Error::CorruptState {
+            message: "stored state could not be read".into(),
+        }),
+        _ => Err(Error::StoreUnavailable),
+    }
+}
+
+async fn get_session(
+    env: &Env,
+    workspace_id: &str,
+    session_id: &str,
+) -> Result<Option<Session>, Error> {
+    match call(
+        &session_stub(env, workspace_id, session_id)?,
+        &SessionCall::Get,
+    )
+    .await?
+    {
+        (200, text) => Session::from_json(&text).map(Some),
+        (404, _) => Ok(None),
+        _ => Err(Error::StoreUnavailable),
+    }
+}
+
+fn reuse_key(workspace_id: &str, dest: &str, purpose: Purpose) -> String {
+    format!("reuse:{workspace_id}:{dest}:{}", purpose.as_str())
+}
+
+fn issue_reply(dialect: Dialect, session: &Session, now: UnixMillis, reused: bool) -> Reply {
+    match dialect {
+        Dialect::V1 => envelope::v1_request(session, now, reused),
+        Dialect::Zend => envelope::zend_send(session, reused),
+    }
+}
+
+fn refused(code: &str, retry_after_secs: u32) -> Error {
+    match code {
+        "DESTINATION_LOCKED" => Error::DestinationLocked { retry_after_secs },
+        _ => Error::RateLimited { retry_after_secs },
+    }
+}
+
+/// Bookkeeping that may follow the response: audit rows, reuse hints, cancellations.
+fn later(ctx: &Context, f: impl std::future::Future<Output = ()> + 'static) {
+    ctx.wait_until(f);
+}
+
+/// `POST /v1/messaging/otp/request` and `POST /otp/send`.
+pub async fn request(
+    env: &Env,
+    ctx: &Context,
+    pepper: &Pepper,
+    ws: &WorkspaceRecord,
+    req: IssueRequest,
+) -> Result<Reply, Error> {
+    let now = now();
+    let entropy = Entropy::from_bytes(&random::<48>()?);
+    let plan = plan_issue(&req, &ws.id, &ws.senders, &ws.policy, now, &entropy, pepper)?;
+    let policy = &ws.policy;
+    let key = reuse_key(&ws.id, &req.dest, req.purpose);
+
+    // Fast path: a reuse hint in KV, confirmed against the session itself.
+    if policy.reuse {
+        let hint = match env.kv("REUSE") {
+            Ok(kv) => kv.get(&key).text().await.ok().flatten(),
+            Err(_) => None,
+        };
+        if let Some(sid) = hint {
+            if let Some(s) = get_session(env, &ws.id, &sid).await? {
+                if s.reusable(now) {
+                    let event = AuditEvent::for_session("reused", &s, "ok", None, now);
+                    let (env2, id) = (env.clone(), ws.id.clone());
+                    later(ctx, async move { audit::write(&env2, &id, &[event]).await });
+                    return Ok(issue_reply(req.dialect, &s, now, true));
+                }
+            }
+        }
+    }
+
+    let dest = destination_stub(env, &ws.id, &req.dest)?;
+    let session = plan.session;
+    let mut admitted = false;
+    for _ in 0..3 {
+        let answer: AdmitAnswer = serde_json::from_str(
+            &call_ok(
+                &dest,
+                &DestinationCall::Admit {
+                    purpose: session.purpose,
+                    session_id: session.id.clone(),
+                    expires_at: session.expires_at,
+                    test: session.test,
+                    policy: policy.clone(),
+                },
+            )
+            .await?,
+        )
+        .map_err(|_| Error::StoreUnavailable)?;
+        match answer {
+            AdmitAnswer::Send => {
+                admitted = true;
+                break;
+            }
+            AdmitAnswer::Reuse { session_id } => match get_session(env, &ws.id, &session_id).await?
+            {
+                Some(s) if s.reusable(now) => {
+                    let event = AuditEvent::for_session("reused", &s, "ok", None, now);
+                    let (env2, id) = (env.clone(), ws.id.clone());
+                    later(ctx, async move { audit::write(&env2, &id, &[event]).await });
+                    return Ok(issue_reply(req.dialect, &s, now, true));
+                }
+                _ => {
+                    call_ok(&dest, &DestinationCall::Forget { session_id }).await?;
+                }
+            },
+            AdmitAnswer::Failed => return Err(Error::DeliveryFailed),
+            AdmitAnswer::Refused {
+                code,
+                retry_after_secs,
+            } => {
+                let event = AuditEvent::refused(
+                    "rate_limited",
+                    &req.dest,
+                    req.purpose,
+                    req.app.as_deref(),
+                    &code,
+                    now,
+                );
+                let (env2, id) = (env.clone(), ws.id.clone());
+                later(ctx, async move { audit::write(&env2, &id, &[event]).await });
+                return Err(refused(&code, retry_after_secs));
+            }
+        }
+    }
+    if !admitted {
+        return Err(Error::StoreUnavailable);
+    }
+
+    let outcome = match &plan.message {
+        None => Delivery::Delivered, // test number: nothing is sent
+        Some(message) => {
+            let gw = config::gateway(env)?;
+            let m = gateway::Message {
+                to: &session.dest,
+                from: &session.src,
+                text: &message.text,
+                channel: session.channel,
+                reference: &session.id,
+            };
+            gateway::send(&gw, &m).await
+        }
+    };
+    let mut final_outcome = outcome;
+    if outcome == Delivery::Delivered {
+        // Stored before the guard confirms it, so a waiter told to reuse it can read it.
+        let create = SessionCall::Create {
+            session: session.to_json(),
+        };
+        if call_ok(&session_stub(env, &ws.id, &session.id)?, &create)
+            .await
+            .is_err()
+        {
+            final_outcome = Delivery::Failed;
+        }
+    }
+    let answer: DeliveryAnswer = serde_json::from_str(
+        &call_ok(
+            &dest,
+            &DestinationCall::Delivery {
+                session_id: session.id.clone(),
+                outcome: final_outcome,
+                policy: policy.clone(),
+            },
+        )
+        .await?,
+    )
+    .map_err(|_| Error::StoreUnavailable)?;
+
+    let mut events = vec![AuditEvent::for_session(
+        "requested",
+        &session,
+        "ok",
+        None,
+        now,
+    )];
+    if final_outcome != Delivery::Delivered {
+        events.push(AuditEvent::for_session(
+            "delivery_failed",
+            &session,
+            "failed",
+            None,
+            now,
+        ));
+        let (env2, id) = (env.clone(), ws.id.clone());
+        later(ctx, async move { audit::write(&env2, &id, &events).await });
+        return Err(if outcome == Delivery::Delivered {
+            Error::StoreUnavailable
+        } else {
+            Error::DeliveryFailed
+        });
+    }
+    events.push(AuditEvent::for_session(
+        "delivered",
+        &session,
+        "ok",
+        None,
+        now,
+    ));
+    let (env2, id, sid) = (env.clone(), ws.id.clone(), session.id.clone());
+    let ttl = now.secs_until_ceil(session.expires_at).max(60);
+    let cancel = answer.cancel;
+    later(ctx, async move {
+        if let Some(old) = cancel {
+            if let Ok(stub) = session_stub(&env2, &id, &old) {
+                let _ = call(&stub, &SessionCall::Cancel).await;
+            }
+        }
+        if let Ok(kv) = env2.kv("REUSE") {
+            if let Ok(put) = kv.put(&key, sid.as_str()) {
+                let _ = put.expiration_ttl(ttl).execute().await;
+            }
+        }
+        audit::write(&env2, &id, &events).await;
+    });
+    Ok(issue_reply(req.dialect, &session, now, false))
+}
+
+fn outcome_of(status: &str, attempts_left: u8) -> VerifyOutcome {
+    match status {
+        "APPROVED" => VerifyOutcome::Approved,
+        "INVALID" => VerifyOutcome::Invalid { attempts_left },
+        "EXPIRED" => VerifyOutcome::Expired,
+        "MAX_ATTEMPTS_REACHED" => VerifyOutcome::MaxAttemptsReached,
+        "ALREADY_USED" => VerifyOutcome::AlreadyUsed,
+        _ => VerifyOutcome::NotFound,
+    }
+}
+
+/// `POST /v1/messaging/otp/verify` and `POST /otp/{id}/verify`.
+pub async fn verify(
+    env: &Env,
+    ctx: &Context,
+    ws: &WorkspaceRecord,
+    req: VerifyRequest,
+    dialect: Dialect,
+) -> Result<Reply, Error> {
+    let not_found = || match dialect {
+        Dialect::V1 => envelope::v1_verify(&req.raw_session_id, &Verification::NOT_FOUND),
+        Dialect::Zend => envelope::zend_not_found(),
+    };
+    let Some(sid) = req.session_id.clone() else {
+        return Ok(not_found());
+    };
+    let call_body = SessionCall::Verify {
+        workspace_id: ws.id.clone(),
+        code: req.code.clone(),
+    };
+    let answer: VerifyAnswer =
+        serde_json::from_str(&call_ok(&session_stub(env, &ws.id, &sid)?, &call_body).await?)
+            .map_err(|_| Error::StoreUnavailable)?;
+    let outcome = outcome_of(&answer.status, answer.attempts_left);
+    let Some(session) = answer
+        .session
+        .as_deref()
+        .map(Session::from_json)
+        .transpose()?
+    else {
+        return Ok(not_found());
+    };
+    let v = Verification {
+        outcome,
+        attempts_left: answer.attempts_left,
+    };
+    let reply = match dialect {
+        Dialect::V1 => envelope::v1_verify(&session.id, &v),
+        Dialect::Zend => envelope::zend_verify(&v, session.verified_at),
+    };
+    let now = now();
+    let (env2, policy) = (env.clone(), ws.policy.clone());
+    let event = AuditEvent::for_verify(&session, outcome, now);
+    let ws_id = ws.id.clone();
+    later(ctx, async move {
+        if outcome.consumed_attempt() {
+            if let Ok(dest) = destination_stub(&env2, &ws_id, &session.dest) {
+                let call_body = DestinationCall::Verified {
+                    session_id: session.id.clone(),
+                    status: outcome.status().to_string(),
+                    attempts_left: v.attempts_left,
+                    policy,
+                };
+                let _ = call(&dest, &call_body).await;
+            }
+        }
+        if outcome == VerifyOutcome::Approved || outcome.locked_session() {
+            if let Ok(kv) = env2.kv("REUSE") {
+                let _ = kv
+                    .delete(&reuse_key(&ws_id, &session.dest, session.purpose))
+                    .await;
+            }
+        }
+        if let Some(e) = event {
+            audit::write(&env2, &ws_id, &[e]).await;
+        }
+    });
+    Ok(reply)
+}
+
+/// `GET /v1/messaging/otp/sessions/{id}` and `GET /otp/{id}/status`.
+pub async fn status(
+    env: &Env,
+    ws: &WorkspaceRecord,
+    raw_id: &str,
+    dialect: Dialect,
+) -> Result<Reply, Error> {
+    let not_found = || match dialect {
+        Dialect::V1 => envelope::v1_session_not_found(),
+        Dialect::Zend => envelope::zend_not_found(),
+    };
+    let Some(sid) = otpkit_core::validate::normalize_session_id(raw_id) else {
+        return Ok(not_found());
+    };
+    match get_session(env, &ws.id, &sid).await? {
+        Some(s) if s.workspace_id == ws.id => Ok(match dialect {
+            Dialect::V1 => envelope::v1_session(&s.view(now())),
+            Dialect::Zend => envelope::zend_status(&s, now()),
+        }),
+        _ => Ok(not_found()),
+    }
+}

@@ -1,0 +1,122 @@
+//! `SessionObject`: one Durable Object per OTP session (named `workspaceId:sessionId`).
+//!
+//! Verify is read–decide–write on this object's storage with no other await in between, so
+//! input gates make it atomic: attempts are never over-counted and approval happens once,
+//! under any concurrency. An alarm purges the session `retentionSeconds` after expiry.
+
+use crate::proto::{SessionCall, VerifyAnswer};
+use crate::{config, http};
+use otpkit_core::{Error, Session, UnixMillis, Verification};
+use worker::{durable_object, Date, DurableObject, Env, Request, Response, Result, State};
+
+const KEY: &str = "session";
+
+#[durable_object]
+pub struct SessionObject {
+    state: State,
+    env: Env,
+}
+
+impl SessionObject {
+    async fn load(&self) -> std::result::Result<Option<Session>, Error> {
+        let raw: Option<String> = self
+            .state
+            .storage()
+            .get(KEY)
+            .await
+            .map_err(|_| Error::StoreUnavailable)?;
+        raw.map(|s| Session::from_json(&s)).transpose()
+    }
+
+    async fn store(&self, session: &Session) -> std::result::Result<(), Error> {
+        self.state
+            .storage()
+            .put(KEY, session.to_json())
+            .await
+            .map_err(|_| Error::StoreUnavailable)
+    }
+
+    async fn handle(&self, call: SessionCall) -> std::result::Result<Response, Error> {
+        let now = UnixMillis(Date::now().as_millis());
+        let json = |body: String| Response::ok(body).map_err(|_| Error::StoreUnavailable);
+        match call {
+            SessionCall::Create { session } => {
+                let session = Session::from_json(&session)?;
+                self.store(&session).await?;
+                let purge_at = i64::try_from(session.purge_at().0).unwrap_or(i64::MAX);
+                let at = worker::ScheduledTime::new(js_sys_date(purge_at));
+                self.state
+                    .storage()
+                    .set_alarm(at)
+                    .await
+                    .map_err(|_| Error::StoreUnavailable)?;
+                json(String::new())
+            }
+            SessionCall::Get => match self.load().await? {
+                Some(s) => json(s.to_json()),
+                None => Response::error("not found", 404).map_err(|_| Error::StoreUnavailable),
+            },
+            SessionCall::Verify { workspace_id, code } => {
+                let pepper = config::pepper(&self.env)?;
+                // Read, decide, write: no await but storage between load and store.
+                let Some(session) = self.load().await? else {
+                    return json(answer(&Verification::NOT_FOUND, None));
+                };
+                let (verification, after) = session.verify(&workspace_id, &code, now, &pepper);
+                if verification.outcome.consumed_attempt() {
+                    self.store(&after).await?;
+                }
+                let found = verification.outcome != otpkit_core::VerifyOutcome::NotFound;
+                json(answer(&verification, found.then_some(&after)))
+            }
+            SessionCall::Cancel => {
+                if let Some(s) = self.load().await? {
+                    self.store(&s.cancel()).await?;
+                }
+                json(String::new())
+            }
+        }
+    }
+}
+
+fn answer(v: &Verification, session: Option<&Session>) -> String {
+    serde_json::to_string(&VerifyAnswer {
+        status: v.outcome.status().to_string(),
+        attempts_left: v.attempts_left,
+        session: session.map(Session::to_json),
+    })
+    .unwrap_or_default()
+}
+
+fn js_sys_date(ms: i64) -> worker::js_sys::Date {
+    worker::js_sys::Date::new(&worker::wasm_bindgen::JsValue::from_f64(ms as f64))
+}
+
+impl DurableObject for SessionObject {
+    fn new(state: State, env: Env) -> Self {
+        SessionObject { state, env }
+    }
+
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        let call: SessionCall = match req.json().await {
+            Ok(c) => c,
+            Err(_) => return http::error(&Error::invalid("", "bad internal call")),
+        };
+        match self.handle(call).await {
+            Ok(r) => Ok(r),
+            Err(e) => http::error(&e),
+        }
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        // Purge: the session's retention after expiry has passed.
+        self.state.storage().delete_all().await?;
+        Response::ok("")
+    }
+}
+
+impl std::fmt::Debug for SessionObject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionObject")
+    }
+}

@@ -1,0 +1,76 @@
+//! Workspaces and API keys in KV `WORKSPACES`: `ws:<id>` → record JSON, `key:<sha256>` → id.
+
+use otpkit_core::workspace::{self, WorkspaceRecord};
+use otpkit_core::Error;
+use worker::{kv::KvStore, Env};
+
+fn kv(env: &Env) -> Result<KvStore, Error> {
+    env.kv("WORKSPACES").map_err(|_| Error::Misconfigured {
+        message: "KV binding WORKSPACES is missing".into(),
+    })
+}
+
+/// Loads a workspace by id.
+pub async fn load(env: &Env, id: &str) -> Result<Option<WorkspaceRecord>, Error> {
+    if !otpkit_core::validate::is_workspace_id(id) {
+        return Ok(None);
+    }
+    let raw = kv(env)?
+        .get(&format!("ws:{id}"))
+        .text()
+        .await
+        .map_err(|_| Error::StoreUnavailable)?;
+    raw.map(|s| WorkspaceRecord::from_json(&s)).transpose()
+}
+
+/// Stores a workspace record.
+pub async fn save(env: &Env, ws: &WorkspaceRecord) -> Result<(), Error> {
+    kv(env)?
+        .put(&format!("ws:{}", ws.id), ws.to_json())
+        .map_err(|_| Error::StoreUnavailable)?
+        .execute()
+        .await
+        .map_err(|_| Error::StoreUnavailable)
+}
+
+/// Points a key hash at its workspace.
+pub async fn index_key(env: &Env, key_hash: &str, workspace_id: &str) -> Result<(), Error> {
+    kv(env)?
+        .put(&format!("key:{key_hash}"), workspace_id)
+        .map_err(|_| Error::StoreUnavailable)?
+        .execute()
+        .await
+        .map_err(|_| Error::StoreUnavailable)
+}
+
+/// Removes a key's index entry (revocation).
+pub async fn unindex_key(env: &Env, key_hash: &str) -> Result<(), Error> {
+    kv(env)?
+        .delete(&format!("key:{key_hash}"))
+        .await
+        .map_err(|_| Error::StoreUnavailable)
+}
+
+/// The workspace of a presented API key, or 401. The record is checked too, so a revoked key
+/// fails even while its index entry is still propagating.
+pub async fn authenticate(
+    env: &Env,
+    authorization: Option<&str>,
+    x_api_key: Option<&str>,
+) -> Result<WorkspaceRecord, Error> {
+    let key = workspace::presented_api_key(authorization, x_api_key).ok_or(Error::Unauthorized)?;
+    let hash = workspace::api_key_hash(key);
+    let id = kv(env)?
+        .get(&format!("key:{hash}"))
+        .text()
+        .await
+        .map_err(|_| Error::StoreUnavailable)?;
+    let ws = match id {
+        Some(id) => load(env, &id).await?,
+        None => None,
+    };
+    match ws {
+        Some(ws) if ws.live_key(&hash).is_some() => Ok(ws),
+        _ => Err(Error::Unauthorized),
+    }
+}
