@@ -8,6 +8,7 @@ use crate::proto::{
 use crate::{audit, config, gateway};
 use otpkit_core::audit::AuditEvent;
 use otpkit_core::envelope::{self, Reply};
+use otpkit_core::guard::FloodShield;
 use otpkit_core::request::{Dialect, IssueRequest, VerifyRequest};
 use otpkit_core::session::plan_issue;
 use otpkit_core::workspace::WorkspaceRecord;
@@ -203,6 +204,19 @@ pub async fn request(
     if !admitted {
         return Err(Error::StoreUnavailable);
     }
+    // The workspace flood shield (approximate by SPEC: KV, last writer wins). A refusal here
+    // hands the admitted send back to the guard as a definite failure, so nothing is charged.
+    if !session.test {
+        if let Err(e) = flood_shield(env, ctx, ws, now).await {
+            let failed = DestinationCall::Delivery {
+                session_id: session.id.clone(),
+                outcome: Delivery::Failed,
+                policy: policy.clone(),
+            };
+            call_ok(&dest, &failed).await?;
+            return Err(e);
+        }
+    }
 
     let outcome = match &plan.message {
         None => Delivery::Delivered, // test number: nothing is sent
@@ -291,6 +305,34 @@ pub async fn request(
         audit::write(&env2, &id, &events).await;
     });
     Ok(issue_reply(req.dialect, &session, now, false))
+}
+
+async fn flood_shield(
+    env: &Env,
+    ctx: &Context,
+    ws: &WorkspaceRecord,
+    now: UnixMillis,
+) -> Result<(), Error> {
+    let Ok(kv) = env.kv("REUSE") else {
+        return Ok(());
+    };
+    let key = format!("flood:{}", ws.id);
+    let mut shield: FloodShield = kv
+        .get(&key)
+        .text()
+        .await
+        .ok()
+        .flatten()
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_default();
+    shield.admit(ws.policy.sends_per_workspace_per_minute, now)?;
+    let value = serde_json::to_string(&shield).unwrap_or_default();
+    later(ctx, async move {
+        if let Ok(put) = kv.put(&key, value) {
+            let _ = put.expiration_ttl(120).execute().await;
+        }
+    });
+    Ok(())
 }
 
 fn outcome_of(status: &str, attempts_left: u8) -> VerifyOutcome {
