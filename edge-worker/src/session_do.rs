@@ -110,7 +110,13 @@ impl DurableObject for SessionObject {
 
     async fn alarm(&self) -> Result<Response> {
         // Purge: the session's retention after expiry has passed.
+        let session = self.load().await.ok().flatten();
         self.state.storage().delete_all().await?;
+        if let Some(s) = session {
+            let now = UnixMillis(Date::now().as_millis());
+            let event = otpkit_core::audit::AuditEvent::for_session("purged", &s, "ok", None, now);
+            crate::audit::write(&self.env, &s.workspace_id, &[event]).await;
+        }
         Response::ok("")
     }
 }
