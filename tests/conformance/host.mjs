@@ -1,0 +1,297 @@
+// Starts and stops the otpkit host under test, configured to send its messages to a sink.
+//
+//   HOST=worker (default)  `wrangler dev --local` from the repo root (real workerd, Durable Objects,
+//                          KV and D1 persisted in a temporary --persist-to directory). wrangler's
+//                          [build] command builds the Worker first: the first start may take minutes.
+//   HOST=node              `node napi-binding/bin/otpkit.js serve` (in-memory store, or Redis when
+//                          REDIS_URL is set).
+//   HOST=node-redis        the same with a private redis-server on a free port (or REDIS_URL).
+//
+// startHost({ gatewayUrl, gatewayToken? }) → { kind, baseUrl, adminToken, gatewayToken, persistent,
+// restart(), stop(), output() }. Every secret is random per run.
+
+import { spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+const FIRST_START_TIMEOUT_MS = 5 * 60_000; // includes wrangler's [build] (cold ≈ 2 min)
+const START_TIMEOUT_MS = Number(process.env.HOST_START_TIMEOUT_MS || 0) || FIRST_START_TIMEOUT_MS;
+const STOP_TIMEOUT_MS = 15_000;
+const OUTPUT_LINES = 300;
+
+export function randomToken(chars) {
+  return randomBytes(chars).toString('base64url').slice(0, chars);
+}
+
+export async function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** The last lines a child printed, for failure messages. */
+class OutputTail {
+  constructor() {
+    this.lines = [];
+    this.partial = '';
+  }
+  push(chunk) {
+    const text = this.partial + chunk.toString('utf8');
+    const parts = text.split('\n');
+    this.partial = parts.pop();
+    for (const line of parts) this.lines.push(line);
+    if (this.lines.length > OUTPUT_LINES) this.lines.splice(0, this.lines.length - OUTPUT_LINES);
+    if (process.env.HOST_VERBOSE) process.stderr.write(chunk);
+  }
+  text() {
+    return [...this.lines, this.partial].join('\n');
+  }
+}
+
+function wranglerCommand() {
+  const local = path.join(ROOT, 'node_modules', '.bin', 'wrangler');
+  return existsSync(local) ? { cmd: local, pre: [] } : { cmd: 'npx', pre: ['wrangler'] };
+}
+
+const wranglerEnv = () => ({
+  ...process.env,
+  WRANGLER_SEND_METRICS: 'false',
+  CLOUDFLARE_CF_FETCH_ENABLED: 'false',
+  // Keep the host's own config out of the user's shell: only what we pass counts.
+  OTP_PEPPER: undefined,
+  ADMIN_TOKEN: undefined,
+});
+
+function cleanEnv(env) {
+  const out = {};
+  for (const [k, v] of Object.entries(env)) if (v !== undefined) out[k] = v;
+  return out;
+}
+
+/** Spawns a long-running child in its own process group; collects its output. */
+function spawnChild(cmd, args, env, tail) {
+  const child = spawn(cmd, args, {
+    cwd: ROOT,
+    env: cleanEnv(env),
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true, // own process group: SIGINT reaches wrangler and workerd alike
+  });
+  child.stdout.on('data', (c) => tail.push(c));
+  child.stderr.on('data', (c) => tail.push(c));
+  child.exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  child.alive = true;
+  child.exited.then(() => {
+    child.alive = false;
+  });
+  return child;
+}
+
+async function stopChild(child) {
+  if (!child || !child.alive) return;
+  const group = (sig) => {
+    try {
+      process.kill(-child.pid, sig);
+    } catch {
+      try {
+        child.kill(sig);
+      } catch {
+        // already gone
+      }
+    }
+  };
+  group('SIGINT');
+  const done = await Promise.race([child.exited.then(() => true), sleep(STOP_TIMEOUT_MS).then(() => false)]);
+  if (!done) {
+    group('SIGKILL');
+    await child.exited;
+  }
+  // Anything left in the group (workerd) after wrangler itself exited.
+  try {
+    process.kill(-child.pid, 'SIGKILL');
+  } catch {
+    // the group is empty
+  }
+}
+
+async function waitHealthy(baseUrl, child, tail, timeoutMs, what) {
+  const deadline = Date.now() + timeoutMs;
+  let last = 'no answer yet';
+  while (Date.now() < deadline) {
+    if (!child.alive) {
+      const { code, signal } = await child.exited;
+      throw new Error(`${what} exited (code ${code}, signal ${signal}) before /health answered.\n--- its output ---\n${tail.text()}`);
+    }
+    try {
+      const r = await fetch(`${baseUrl}/health`, { signal: AbortSignal.timeout(2000) });
+      const body = await r.text();
+      if (r.status === 200) return;
+      last = `${r.status} ${body}`;
+    } catch (err) {
+      last = String(err?.cause?.code || err?.message || err);
+    }
+    await sleep(250);
+  }
+  throw new Error(`${what} did not answer GET /health within ${Math.round(timeoutMs / 1000)} s (last: ${last}).\n--- its output ---\n${tail.text()}`);
+}
+
+function commonSecrets(gatewayUrl, gatewayToken) {
+  return {
+    OTP_PEPPER: randomToken(48),
+    ADMIN_TOKEN: `adm_${randomToken(32)}`,
+    SMS_GATEWAY_URL: gatewayUrl,
+    SMS_GATEWAY_TOKEN: gatewayToken || `gw_${randomToken(24)}`,
+    SMS_GATEWAY_KIND: 'json',
+  };
+}
+
+async function startWorker({ gatewayUrl, gatewayToken }) {
+  const persistDir = mkdtempSync(path.join(os.tmpdir(), 'otpkit-conformance-'));
+  // An empty env file: wrangler then reads neither .dev.vars nor .env from the repo root.
+  const envFile = path.join(persistDir, 'empty.env');
+  writeFileSync(envFile, '');
+  const secrets = commonSecrets(gatewayUrl, gatewayToken);
+  const { cmd, pre } = wranglerCommand();
+  const tail = new OutputTail();
+
+  const migrate = spawnSync(cmd, [...pre, 'd1', 'migrations', 'apply', 'AUDIT', '--local', '--persist-to', persistDir], {
+    cwd: ROOT,
+    env: cleanEnv(wranglerEnv()),
+    encoding: 'utf8',
+    timeout: 120_000,
+    input: 'y\n',
+  });
+  if (migrate.status !== 0) {
+    throw new Error(`wrangler d1 migrations apply failed (status ${migrate.status}):\n${migrate.stdout}\n${migrate.stderr}`);
+  }
+
+  const vars = Object.entries(secrets).flatMap(([k, v]) => ['--var', `${k}:${v}`]);
+  let port;
+  let child;
+  let starts = 0;
+  const start = async (samePort) => {
+    port = samePort || (await freePort());
+    const args = [
+      ...pre, 'dev', '--local', '--ip', '127.0.0.1', '--port', String(port),
+      '--show-interactive-dev-session=false', '--persist-to', persistDir, '--env-file', envFile,
+      '--inspector-port', String(await freePort()),
+      ...vars,
+    ];
+    tail.push(`\n$ wrangler dev --port ${port} (start #${++starts})\n`);
+    child = spawnChild(cmd, args, wranglerEnv(), tail);
+    await waitHealthy(`http://127.0.0.1:${port}`, child, tail, START_TIMEOUT_MS, 'wrangler dev');
+  };
+  await start();
+  const host = {
+    kind: 'worker',
+    get baseUrl() {
+      return `http://127.0.0.1:${port}`;
+    },
+    adminToken: secrets.ADMIN_TOKEN,
+    gatewayToken: secrets.SMS_GATEWAY_TOKEN,
+    persistent: true,
+    persistDir,
+    output: () => tail.text(),
+    async restart() {
+      await stopChild(child);
+      await start(port); // same port and persist dir: only the process is new
+    },
+    async stop() {
+      await stopChild(child);
+      if (!process.env.KEEP_STATE) rmSync(persistDir, { recursive: true, force: true });
+    },
+  };
+  return host;
+}
+
+async function startRedis(tail) {
+  const port = await freePort();
+  const child = spawnChild('redis-server', ['--bind', '127.0.0.1', '--port', String(port), '--save', '', '--appendonly', 'no'], process.env, tail);
+  const deadline = Date.now() + 10_000;
+  while (Date.now() < deadline) {
+    if (!child.alive) throw new Error(`redis-server exited:\n${tail.text()}`);
+    const ok = await new Promise((resolve) => {
+      const s = net.connect(port, '127.0.0.1', () => {
+        s.end();
+        resolve(true);
+      });
+      s.on('error', () => resolve(false));
+    });
+    if (ok) return { url: `redis://127.0.0.1:${port}`, child };
+    await sleep(100);
+  }
+  throw new Error(`redis-server did not listen on ${port}:\n${tail.text()}`);
+}
+
+async function startNode({ gatewayUrl, gatewayToken, redis }) {
+  const bin = path.join(ROOT, 'napi-binding', 'bin', 'otpkit.js');
+  if (!existsSync(bin)) {
+    throw new Error(`HOST=node needs ${path.relative(ROOT, bin)} (build the napi binding first)`);
+  }
+  const secrets = commonSecrets(gatewayUrl, gatewayToken);
+  const tail = new OutputTail();
+  let redisUrl = process.env.REDIS_URL || null;
+  let redisChild = null;
+  if (redis && !redisUrl) {
+    const r = await startRedis(tail);
+    redisUrl = r.url;
+    redisChild = r.child;
+  }
+  let port;
+  let child;
+  const start = async () => {
+    port = await freePort();
+    const env = { ...process.env, ...secrets, PORT: String(port), REDIS_URL: redisUrl || undefined };
+    child = spawnChild(process.execPath, [bin, 'serve'], env, tail);
+    await waitHealthy(`http://127.0.0.1:${port}`, child, tail, 60_000, 'otpkit serve');
+  };
+  await start();
+  return {
+    kind: redisUrl ? 'node-redis' : 'node',
+    get baseUrl() {
+      return `http://127.0.0.1:${port}`;
+    },
+    adminToken: secrets.ADMIN_TOKEN,
+    gatewayToken: secrets.SMS_GATEWAY_TOKEN,
+    // The in-memory store is gone after a restart by design; Redis keeps it.
+    persistent: Boolean(redisUrl),
+    output: () => tail.text(),
+    async restart() {
+      await stopChild(child);
+      await start();
+    },
+    async stop() {
+      await stopChild(child);
+      await stopChild(redisChild);
+    },
+  };
+}
+
+/** Starts the host named by `kind` (default: $HOST or "worker"). */
+export async function startHost({ gatewayUrl, gatewayToken, kind = process.env.HOST || 'worker' } = {}) {
+  if (!gatewayUrl) throw new Error('startHost needs the gateway (sink) URL');
+  switch (kind) {
+    case 'worker':
+      return startWorker({ gatewayUrl, gatewayToken });
+    case 'node':
+      return startNode({ gatewayUrl, gatewayToken, redis: false });
+    case 'node-redis':
+    case 'redis':
+      return startNode({ gatewayUrl, gatewayToken, redis: true });
+    default:
+      throw new Error(`unknown HOST=${kind} (worker, node, node-redis)`);
+  }
+}
