@@ -147,6 +147,20 @@ impl VerifyOutcome {
         }
     }
 
+    /// Reads a wire status back (`attempts_left` is used for INVALID); `None` if unknown.
+    #[must_use]
+    pub fn from_status(status: &str, attempts_left: u8) -> Option<VerifyOutcome> {
+        Some(match status {
+            "NOT_FOUND" => VerifyOutcome::NotFound,
+            "ALREADY_USED" => VerifyOutcome::AlreadyUsed,
+            "EXPIRED" => VerifyOutcome::Expired,
+            "MAX_ATTEMPTS_REACHED" => VerifyOutcome::MaxAttemptsReached,
+            "APPROVED" => VerifyOutcome::Approved,
+            "INVALID" => VerifyOutcome::Invalid { attempts_left },
+            _ => return None,
+        })
+    }
+
     /// The HTTP status.
     #[must_use]
     pub fn http_status(self) -> u16 {

@@ -104,15 +104,8 @@ fn error_of(v: &Value) -> Error {
 }
 
 fn outcome_of(name: &str, attempts_left: u8) -> VerifyOutcome {
-    match name {
-        "APPROVED" => VerifyOutcome::Approved,
-        "INVALID" => VerifyOutcome::Invalid { attempts_left },
-        "EXPIRED" => VerifyOutcome::Expired,
-        "MAX_ATTEMPTS_REACHED" => VerifyOutcome::MaxAttemptsReached,
-        "ALREADY_USED" => VerifyOutcome::AlreadyUsed,
-        "NOT_FOUND" => VerifyOutcome::NotFound,
-        other => panic!("unknown outcome {other}"),
-    }
+    VerifyOutcome::from_status(name, attempts_left)
+        .unwrap_or_else(|| panic!("unknown outcome {name}"))
 }
 
 /// Parses a body for a route; `Ok` carries the values a case may check.

@@ -145,10 +145,8 @@ impl DestinationObject {
                 attempts_left,
                 policy,
             } => {
-                let outcome = match status.as_str() {
-                    "APPROVED" => VerifyOutcome::Approved,
-                    "INVALID" => VerifyOutcome::Invalid { attempts_left },
-                    _ => return Ok(String::new()),
+                let Some(outcome) = VerifyOutcome::from_status(&status, attempts_left) else {
+                    return Ok(String::new());
                 };
                 let mut guard = self.load().await?;
                 if guard.record_verify(&session_id, outcome, &policy, now()) {

@@ -138,6 +138,19 @@ async fn audit_route(
     Ok(core_audit::reply(&events, next))
 }
 
+/// Mints an API key, stores the workspace with it, and indexes its hash.
+async fn add_key(
+    env: &Env,
+    ws: &mut WorkspaceRecord,
+    now: otpkit_core::UnixMillis,
+) -> std::result::Result<workspace::NewApiKey, Error> {
+    let key = workspace::new_api_key(&otp::random::<32>()?, now);
+    ws.keys.push(key.record.clone());
+    workspaces::save(env, ws).await?;
+    workspaces::index_key(env, &key.record.key_hash, &ws.id).await?;
+    Ok(key)
+}
+
 async fn admin_route(
     req: &mut Request,
     env: &Env,
@@ -149,10 +162,7 @@ async fn admin_route(
             let body = http::json_body(req).await?;
             let id = workspace::workspace_id(&otp::random::<12>()?);
             let mut ws = WorkspaceRecord::from_create_json(&body, id, now)?;
-            let key = workspace::new_api_key(&otp::random::<32>()?, now);
-            ws.keys.push(key.record.clone());
-            workspaces::save(env, &ws).await?;
-            workspaces::index_key(env, &key.record.key_hash, &ws.id).await?;
+            let key = add_key(env, &mut ws, now).await?;
             Ok(envelope::admin_workspace_created(
                 &ws.id,
                 &key.api_key,
@@ -168,10 +178,7 @@ async fn admin_route(
         }
         Route::CreateKey(id) => {
             let mut ws = workspaces::load(env, id).await?.ok_or(Error::NotFound)?;
-            let key = workspace::new_api_key(&otp::random::<32>()?, now);
-            ws.keys.push(key.record.clone());
-            workspaces::save(env, &ws).await?;
-            workspaces::index_key(env, &key.record.key_hash, &ws.id).await?;
+            let key = add_key(env, &mut ws, now).await?;
             Ok(envelope::admin_key_created(
                 &key.api_key,
                 &key.record.key_id,

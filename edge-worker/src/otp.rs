@@ -335,17 +335,6 @@ async fn flood_shield(
     Ok(())
 }
 
-fn outcome_of(status: &str, attempts_left: u8) -> VerifyOutcome {
-    match status {
-        "APPROVED" => VerifyOutcome::Approved,
-        "INVALID" => VerifyOutcome::Invalid { attempts_left },
-        "EXPIRED" => VerifyOutcome::Expired,
-        "MAX_ATTEMPTS_REACHED" => VerifyOutcome::MaxAttemptsReached,
-        "ALREADY_USED" => VerifyOutcome::AlreadyUsed,
-        _ => VerifyOutcome::NotFound,
-    }
-}
-
 /// `POST /v1/messaging/otp/verify` and `POST /otp/{id}/verify`.
 pub async fn verify(
     env: &Env,
@@ -368,7 +357,8 @@ pub async fn verify(
     let answer: VerifyAnswer =
         serde_json::from_str(&call_ok(&session_stub(env, &ws.id, &sid)?, &call_body).await?)
             .map_err(|_| Error::StoreUnavailable)?;
-    let outcome = outcome_of(&answer.status, answer.attempts_left);
+    let outcome = VerifyOutcome::from_status(&answer.status, answer.attempts_left)
+        .unwrap_or(VerifyOutcome::NotFound);
     let Some(session) = answer
         .session
         .as_deref()
