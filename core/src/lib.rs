@@ -46,6 +46,7 @@ pub mod guard;
 pub mod hash;
 pub mod policy;
 pub mod request;
+pub mod route;
 pub mod secret;
 pub mod session;
 pub mod template;

@@ -16,6 +16,7 @@ pub use session_do::SessionObject;
 
 use otpkit_core::envelope::{self, Reply};
 use otpkit_core::request::{Dialect, IssueRequest, VerifyRequest};
+use otpkit_core::route::{match_route, Route};
 use otpkit_core::workspace::{self, WorkspaceRecord};
 use otpkit_core::{audit as core_audit, Error};
 use worker::{event, Context, Env, Request, Response, Result};
@@ -24,47 +25,10 @@ use worker::{event, Context, Env, Request, Response, Result};
 async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
     let method = req.inner().method();
     let path = req.path();
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let answer = route(&mut req, &env, &ctx, &method, &segments).await;
+    let answer = route(&mut req, &env, &ctx, &method, &path).await;
     match answer {
         Ok(reply) => http::respond(&reply),
         Err(e) => http::error(&e),
-    }
-}
-
-/// Which route a request names, before any body is read.
-enum Route<'a> {
-    Health,
-    Request(Dialect),
-    Verify(Dialect, Option<&'a str>),
-    Status(Dialect, &'a str),
-    Audit,
-    CreateWorkspace,
-    PatchWorkspace(&'a str),
-    CreateKey(&'a str),
-    RevokeKey(&'a str, &'a str),
-}
-
-fn match_route<'a>(method: &str, s: &[&'a str]) -> std::result::Result<Route<'a>, Error> {
-    let route = match s {
-        ["health"] => (Route::Health, "GET"),
-        ["v1", "messaging", "otp", "request"] => (Route::Request(Dialect::V1), "POST"),
-        ["v1", "messaging", "otp", "verify"] => (Route::Verify(Dialect::V1, None), "POST"),
-        ["v1", "messaging", "otp", "sessions", id] => (Route::Status(Dialect::V1, id), "GET"),
-        ["v1", "messaging", "otp", "audit"] => (Route::Audit, "GET"),
-        ["otp", "send"] => (Route::Request(Dialect::Zend), "POST"),
-        ["otp", id, "verify"] => (Route::Verify(Dialect::Zend, Some(id)), "POST"),
-        ["otp", id, "status"] => (Route::Status(Dialect::Zend, id), "GET"),
-        ["v1", "admin", "workspaces"] => (Route::CreateWorkspace, "POST"),
-        ["v1", "admin", "workspaces", id] => (Route::PatchWorkspace(id), "PATCH"),
-        ["v1", "admin", "workspaces", id, "keys"] => (Route::CreateKey(id), "POST"),
-        ["v1", "admin", "workspaces", id, "keys", key] => (Route::RevokeKey(id, key), "DELETE"),
-        _ => return Err(Error::NotFound),
-    };
-    if route.1 == method || (route.1 == "GET" && method == "HEAD") {
-        Ok(route.0)
-    } else {
-        Err(Error::MethodNotAllowed)
     }
 }
 
@@ -73,19 +37,16 @@ async fn route(
     env: &Env,
     ctx: &Context,
     method: &str,
-    segments: &[&str],
+    path: &str,
 ) -> std::result::Result<Reply, Error> {
-    let route = match_route(method, segments)?;
+    let route = match_route(method, path)?;
     if matches!(route, Route::Health) {
         return Ok(envelope::health(config::pepper(env).is_ok()));
     }
     let pepper = config::pepper(env)?;
     let header = |name: &str| req.headers().get(name).ok().flatten();
     match route {
-        Route::CreateWorkspace
-        | Route::PatchWorkspace(_)
-        | Route::CreateKey(_)
-        | Route::RevokeKey(..) => {
+        r if r.is_admin() => {
             let Some(admin) = config::read(env, "ADMIN_TOKEN") else {
                 return Err(Error::NotFound);
             };

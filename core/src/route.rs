@@ -1,0 +1,103 @@
+//! Which route a request names (SPEC §3), from its method and path, before any body is read.
+//! Both hosts route with this, so 404 and 405 answers and `HEAD` handling are the same.
+
+use crate::error::Error;
+use crate::request::Dialect;
+
+/// A route and the path parameters it carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route<'a> {
+    /// `GET /health`.
+    Health,
+    /// `POST /v1/messaging/otp/request` or `POST /otp/send`.
+    Request(Dialect),
+    /// `POST /v1/messaging/otp/verify` (no path id) or `POST /otp/{id}/verify`.
+    Verify(Dialect, Option<&'a str>),
+    /// `GET /v1/messaging/otp/sessions/{id}` or `GET /otp/{id}/status`.
+    Status(Dialect, &'a str),
+    /// `GET /v1/messaging/otp/audit`.
+    Audit,
+    /// `POST /v1/admin/workspaces`.
+    CreateWorkspace,
+    /// `PATCH /v1/admin/workspaces/{id}`.
+    PatchWorkspace(&'a str),
+    /// `POST /v1/admin/workspaces/{id}/keys`.
+    CreateKey(&'a str),
+    /// `DELETE /v1/admin/workspaces/{id}/keys/{keyId}`.
+    RevokeKey(&'a str, &'a str),
+}
+
+impl Route<'_> {
+    /// An operator route (admin token, absent without `ADMIN_TOKEN`).
+    #[must_use]
+    pub fn is_admin(&self) -> bool {
+        matches!(
+            self,
+            Route::CreateWorkspace
+                | Route::PatchWorkspace(_)
+                | Route::CreateKey(_)
+                | Route::RevokeKey(..)
+        )
+    }
+}
+
+/// Matches `method` and `path` (without the query string). Unknown paths are 404
+/// [`Error::NotFound`]; a known path with another method is 405 [`Error::MethodNotAllowed`];
+/// `HEAD` is accepted wherever `GET` is.
+pub fn match_route<'a>(method: &str, path: &'a str) -> Result<Route<'a>, Error> {
+    let mut parts = [""; 7];
+    let mut n = 0usize;
+    for part in path.trim_matches('/').split('/') {
+        match parts.get_mut(n) {
+            Some(slot) => *slot = part,
+            None => return Err(Error::NotFound),
+        }
+        n = n.saturating_add(1);
+    }
+    let (route, wanted) = match parts.get(..n).unwrap_or(&[]) {
+        ["health"] => (Route::Health, "GET"),
+        ["v1", "messaging", "otp", "request"] => (Route::Request(Dialect::V1), "POST"),
+        ["v1", "messaging", "otp", "verify"] => (Route::Verify(Dialect::V1, None), "POST"),
+        ["v1", "messaging", "otp", "sessions", id] => (Route::Status(Dialect::V1, id), "GET"),
+        ["v1", "messaging", "otp", "audit"] => (Route::Audit, "GET"),
+        ["otp", "send"] => (Route::Request(Dialect::Zend), "POST"),
+        ["otp", id, "verify"] => (Route::Verify(Dialect::Zend, Some(id)), "POST"),
+        ["otp", id, "status"] => (Route::Status(Dialect::Zend, id), "GET"),
+        ["v1", "admin", "workspaces"] => (Route::CreateWorkspace, "POST"),
+        ["v1", "admin", "workspaces", id] => (Route::PatchWorkspace(id), "PATCH"),
+        ["v1", "admin", "workspaces", id, "keys"] => (Route::CreateKey(id), "POST"),
+        ["v1", "admin", "workspaces", id, "keys", key] => (Route::RevokeKey(id, key), "DELETE"),
+        _ => return Err(Error::NotFound),
+    };
+    if wanted == method || (wanted == "GET" && method == "HEAD") {
+        Ok(route)
+    } else {
+        Err(Error::MethodNotAllowed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_methods_and_unknown_paths() {
+        assert_eq!(match_route("GET", "/health"), Ok(Route::Health));
+        assert_eq!(match_route("HEAD", "/health"), Ok(Route::Health));
+        assert_eq!(match_route("POST", "/health"), Err(Error::MethodNotAllowed));
+        assert_eq!(
+            match_route("POST", "/otp/abc/verify"),
+            Ok(Route::Verify(Dialect::Zend, Some("abc")))
+        );
+        assert_eq!(
+            match_route("DELETE", "/v1/admin/workspaces/ws_1/keys/key_2"),
+            Ok(Route::RevokeKey("ws_1", "key_2"))
+        );
+        assert_eq!(
+            match_route("GET", "/v1/messaging/otp/nope"),
+            Err(Error::NotFound)
+        );
+        assert_eq!(match_route("GET", "/a/b/c/d/e/f/g/h"), Err(Error::NotFound));
+        assert!(match_route("POST", "/v1/admin/workspaces").is_ok_and(|r| r.is_admin()));
+    }
+}
