@@ -1,0 +1,1075 @@
+//! otpkit for Node.js: otpkit-core's pure operations through Node-API, and a thread-safe
+//! in-memory store. The npm package's JavaScript (`lib/`) holds the Redis store, the gateway
+//! and the HTTP server; every rule those need is a function here, so no rule of SPEC is
+//! written twice.
+//!
+//! Conventions at this boundary:
+//! - Errors are thrown as `Error` whose message is `OTPKIT:` + JSON `{code, httpStatus, message,
+//!   field?, retryAfterSeconds?, body}`; `lib/errors.js` turns them into `OtpError`. `body` is the
+//!   core's error envelope, so an HTTP host answers it byte for byte like the Worker.
+//! - Times are Unix milliseconds as JS numbers.
+//! - Stored state crosses as the core's versioned JSON (`"v": 1`).
+
+mod memory;
+mod ops;
+
+use napi::bindgen_prelude::{Buffer, Status};
+use napi::Result;
+use napi_derive::napi;
+use otpkit_core::audit::{self, AuditEvent, AuditQuery};
+use otpkit_core::envelope::{self, Reply as CoreReply};
+use otpkit_core::guard::{DestinationGuard, FloodShield};
+use otpkit_core::request::{self, Dialect, IssueRequest, VerifyRequest};
+use otpkit_core::route::{match_route, Route as CoreRoute};
+use otpkit_core::session::{plan_issue, Verification};
+use otpkit_core::workspace::{self, WorkspaceRecord};
+use otpkit_core::{Entropy, Error, Pepper, Purpose, Session, UnixMillis, VerifyOutcome};
+
+pub use memory::MemoryStore;
+
+/// Prefix of every error message thrown with a core error inside.
+const ERROR_PREFIX: &str = "OTPKIT:";
+
+pub(crate) fn throw(e: &Error) -> napi::Error {
+    let info = serde_json::json!({
+        "code": e.code(),
+        "httpStatus": e.http_status(),
+        "message": e.message(),
+        "field": e.field(),
+        "retryAfterSeconds": e.retry_after_secs(),
+        "body": envelope::error(e).body,
+    });
+    napi::Error::new(Status::GenericFailure, format!("{ERROR_PREFIX}{info}"))
+}
+
+
+
+pub(crate) fn ms(now: f64) -> UnixMillis {
+    // JS numbers are exact up to 2^53 ms; negative or NaN clock values become 0.
+    UnixMillis(if now.is_finite() && now > 0.0 {
+        now as u64
+    } else {
+        0
+    })
+}
+
+pub(crate) fn num(t: UnixMillis) -> f64 {
+    t.0 as f64
+}
+
+pub(crate) fn random<const N: usize>() -> Result<[u8; N]> {
+    let mut buf = [0u8; N];
+    getrandom::fill(&mut buf).map_err(|_| {
+        throw(&Error::Misconfigured {
+            message: "no CSPRNG available".into(),
+        })
+    })?;
+    Ok(buf)
+}
+
+fn dialect(name: &str) -> Result<Dialect> {
+    match name {
+        "v1" => Ok(Dialect::V1),
+        "zend" => Ok(Dialect::Zend),
+        _ => Err(throw(&Error::invalid("dialect", "must be v1 or zend"))),
+    }
+}
+
+fn purpose(name: &str) -> Result<Purpose> {
+    Purpose::parse(name).ok_or_else(|| throw(&Error::invalid("purpose", "is not a purpose")))
+}
+
+/// An HTTP answer: status, JSON body (empty for 204), `Retry-After` seconds.
+#[napi(object)]
+#[derive(Debug)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u32,
+    /// JSON body.
+    pub body: String,
+    /// `Retry-After` seconds, when the answer has one.
+    pub retry_after: Option<u32>,
+}
+
+impl From<CoreReply> for Reply {
+    fn from(r: CoreReply) -> Self {
+        Reply {
+            status: u32::from(r.status),
+            body: r.body,
+            retry_after: r.retry_after,
+        }
+    }
+}
+
+/// The error envelope for a host-side condition: `STORE_UNAVAILABLE`, `DELIVERY_FAILED`,
+/// `NOT_FOUND`, `UNAUTHORIZED`, `METHOD_NOT_ALLOWED`, `PAYLOAD_TOO_LARGE`,
+/// `UNSUPPORTED_MEDIA_TYPE`; anything else is `INTERNAL_ERROR`.
+#[napi]
+pub fn error_reply(code: String) -> Reply {
+    envelope::error(&host_error(&code)).into()
+}
+
+/// Throws the core error named by `code` (see [`error_reply`]).
+#[napi]
+pub fn throw_error(code: String) -> Result<()> {
+    Err(throw(&host_error(&code)))
+}
+
+fn host_error(code: &str) -> Error {
+    match code {
+        "STORE_UNAVAILABLE" => Error::StoreUnavailable,
+        "DELIVERY_FAILED" => Error::DeliveryFailed,
+        "NOT_FOUND" => Error::NotFound,
+        "UNAUTHORIZED" => Error::Unauthorized,
+        "METHOD_NOT_ALLOWED" => Error::MethodNotAllowed,
+        "PAYLOAD_TOO_LARGE" => Error::PayloadTooLarge,
+        "UNSUPPORTED_MEDIA_TYPE" => Error::UnsupportedMediaType,
+        _ => Error::CorruptState {
+            message: "internal error".into(),
+        },
+    }
+}
+
+/// `GET /health`.
+#[napi]
+pub fn health_reply(configured: bool) -> Reply {
+    envelope::health(configured).into()
+}
+
+/// A matched route.
+#[napi(object)]
+#[derive(Debug)]
+pub struct RouteMatch {
+    /// `health`, `request`, `verify`, `status`, `audit`, `createWorkspace`, `patchWorkspace`,
+    /// `createKey`, `revokeKey`.
+    pub kind: String,
+    /// `v1` or `zend` for the OTP routes.
+    pub dialect: Option<String>,
+    /// Path id: session id (zend verify, status) or workspace id (admin).
+    pub id: Option<String>,
+    /// Key id (`revokeKey`).
+    pub key_id: Option<String>,
+    /// An operator route.
+    pub admin: bool,
+}
+
+/// Routes `method` `path` (no query string); throws 404 / 405 as the core decides.
+#[napi]
+pub fn route(method: String, path: String) -> Result<RouteMatch> {
+    let r = match_route(&method, &path).map_err(|e| throw(&e))?;
+    let d = |d: Dialect| {
+        Some(match d {
+            Dialect::V1 => "v1".to_string(),
+            Dialect::Zend => "zend".to_string(),
+        })
+    };
+    let (kind, dialect, id, key_id) = match r {
+        CoreRoute::Health => ("health", None, None, None),
+        CoreRoute::Request(x) => ("request", d(x), None, None),
+        CoreRoute::Verify(x, id) => ("verify", d(x), id.map(str::to_string), None),
+        CoreRoute::Status(x, id) => ("status", d(x), Some(id.to_string()), None),
+        CoreRoute::Audit => ("audit", None, None, None),
+        CoreRoute::CreateWorkspace => ("createWorkspace", None, None, None),
+        CoreRoute::PatchWorkspace(id) => ("patchWorkspace", None, Some(id.to_string()), None),
+        CoreRoute::CreateKey(id) => ("createKey", None, Some(id.to_string()), None),
+        CoreRoute::RevokeKey(id, k) => {
+            ("revokeKey", None, Some(id.to_string()), Some(k.to_string()))
+        }
+    };
+    Ok(RouteMatch {
+        kind: kind.to_string(),
+        dialect,
+        id,
+        key_id,
+        admin: r.is_admin(),
+    })
+}
+
+/// 415 / 413 before the body is read (SPEC's order).
+#[napi]
+pub fn check_content(
+    content_type: Option<String>,
+    content_length: Option<String>,
+) -> Result<()> {
+    let declared = content_length.and_then(|v| v.trim().parse::<u64>().ok());
+    request::check_content(content_type.as_deref(), declared).map_err(|e| throw(&e))
+}
+
+/// The largest body accepted, in bytes.
+#[napi]
+pub fn max_body_bytes() -> u32 {
+    u32::try_from(request::MAX_BODY_BYTES).unwrap_or(u32::MAX)
+}
+
+/// Hex SHA-256 of the API key presented by `Authorization: Bearer` or `x-api-key`, or `null`
+/// when none is presented in our key format.
+#[napi]
+pub fn presented_key_hash(
+    authorization: Option<String>,
+    x_api_key: Option<String>,
+) -> Option<String> {
+    workspace::presented_api_key(authorization.as_deref(), x_api_key.as_deref())
+        .map(workspace::api_key_hash)
+}
+
+/// Hex SHA-256 of an API key given to the library directly (`null` if not in our format).
+#[napi]
+pub fn api_key_hash(api_key: String) -> Option<String> {
+    workspace::is_api_key_format(&api_key).then(|| workspace::api_key_hash(&api_key))
+}
+
+/// Constant-time admin token check of an `Authorization` header.
+#[napi]
+pub fn admin_authorized(admin_token: String, authorization: Option<String>) -> bool {
+    workspace::admin_authorized(&admin_token, authorization.as_deref())
+}
+
+/// The canonical session id, or `null` for a malformed one (answered as not found).
+#[napi]
+pub fn normalize_session_id(raw: String) -> Option<String> {
+    otpkit_core::validate::normalize_session_id(&raw)
+}
+
+/// A tenant: sender names, policy and keys (the core's `WorkspaceRecord`).
+#[napi]
+#[derive(Debug, Clone)]
+pub struct Workspace {
+    pub(crate) rec: WorkspaceRecord,
+    /// The library's default workspace without a sender list accepts any valid sender name.
+    any_sender: bool,
+}
+
+/// A newly minted API key. `apiKey` is shown once: never store or log it.
+#[napi(object)]
+pub struct NewKey {
+    /// `otpk_…`.
+    pub api_key: String,
+    /// Public id.
+    pub key_id: String,
+    /// Hex SHA-256 (the index key).
+    pub key_hash: String,
+}
+
+impl std::fmt::Debug for NewKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewKey")
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+#[napi]
+impl Workspace {
+    /// Reads a stored record.
+    #[napi(factory)]
+    pub fn from_json(json: String) -> Result<Workspace> {
+        Ok(Workspace {
+            rec: WorkspaceRecord::from_json(&json).map_err(|e| throw(&e))?,
+            any_sender: false,
+        })
+    }
+
+    /// `POST /v1/admin/workspaces` body → a new workspace with a fresh id (no key yet).
+    #[napi(factory)]
+    pub fn create(body: Buffer, now: f64) -> Result<Workspace> {
+        let id = workspace::workspace_id(&random::<12>()?);
+        Ok(Workspace {
+            rec: WorkspaceRecord::from_create_json(&body, id, ms(now)).map_err(|e| throw(&e))?,
+            any_sender: false,
+        })
+    }
+
+    /// The library's workspace: `id`, optional `senders` (absent: any valid sender name is
+    /// accepted) and `policy` JSON (validated as the admin API does).
+    #[napi(factory)]
+    pub fn library(
+        id: String,
+        senders: Option<Vec<String>>,
+        policy: Option<String>,
+        now: f64,
+    ) -> Result<Workspace> {
+        if !otpkit_core::validate::is_workspace_id(&id) {
+            return Err(throw(&Error::invalid(
+                "workspaceId",
+                "must be 1 to 64 characters of A-Z a-z 0-9 _ -",
+            )));
+        }
+        let policy_value: serde_json::Value = match policy.as_deref() {
+            Some(p) => serde_json::from_str(p)
+                .map_err(|_| throw(&Error::invalid("policy", "must be an object")))?,
+            None => serde_json::Value::Null,
+        };
+        let any_sender = senders.is_none();
+        let body = serde_json::json!({
+            "name": id,
+            // Without a list, any valid sender name is accepted; "otpkit" is the default sender.
+            "senders": senders.unwrap_or_else(|| vec!["otpkit".to_string()]),
+            "policy": policy_value,
+        });
+        let rec = WorkspaceRecord::from_create_json(body.to_string().as_bytes(), id, ms(now))
+            .map_err(|e| throw(&e))?;
+        Ok(Workspace { rec, any_sender })
+    }
+
+    /// Workspace id.
+    #[napi(getter)]
+    pub fn id(&self) -> String {
+        self.rec.id.clone()
+    }
+
+    /// `sendsPerWorkspacePerMinute`.
+    #[napi(getter)]
+    pub fn flood_limit(&self) -> u32 {
+        self.rec.policy.sends_per_workspace_per_minute
+    }
+
+    /// Whether reuse is on.
+    #[napi(getter)]
+    pub fn reuse(&self) -> bool {
+        self.rec.policy.reuse
+    }
+
+    /// Stored JSON.
+    #[napi]
+    pub fn to_json(&self) -> String {
+        self.rec.to_json()
+    }
+
+    /// Does this workspace hold a live key with this hash?
+    #[napi]
+    pub fn live_key(&self, key_hash: String) -> bool {
+        self.rec.live_key(&key_hash).is_some()
+    }
+
+    /// Mints a key and adds its record (store the workspace and index the hash after).
+    #[napi]
+    pub fn add_key(&mut self, now: f64) -> Result<NewKey> {
+        let key = workspace::new_api_key(&random::<32>()?, ms(now));
+        self.rec.keys.push(key.record.clone());
+        Ok(NewKey {
+            api_key: key.api_key,
+            key_id: key.record.key_id,
+            key_hash: key.record.key_hash,
+        })
+    }
+
+    /// Revokes a live key; answers its hash (to unindex). Throws 404 when there is none.
+    #[napi]
+    pub fn revoke(&mut self, key_id: String, now: f64) -> Result<String> {
+        let hash = self
+            .rec
+            .keys
+            .iter()
+            .find(|k| k.key_id == key_id && k.revoked_at.is_none())
+            .map(|k| k.key_hash.clone());
+        match hash {
+            Some(h) if self.rec.revoke(&key_id, ms(now)) => Ok(h),
+            _ => Err(throw(&Error::NotFound)),
+        }
+    }
+
+    /// `PATCH` body → the updated workspace (nothing changes unless all of it is valid).
+    #[napi]
+    pub fn patched(&self, body: Buffer) -> Result<Workspace> {
+        Ok(Workspace {
+            rec: self.rec.patched(&body).map_err(|e| throw(&e))?,
+            any_sender: self.any_sender,
+        })
+    }
+
+    /// The 201 answer of `POST /v1/admin/workspaces`.
+    #[napi]
+    pub fn created_reply(&self, key: NewKey) -> Reply {
+        envelope::admin_workspace_created(&self.rec.id, &key.api_key, &key.key_id).into()
+    }
+
+    /// The 200 answer of `PATCH /v1/admin/workspaces/{id}`.
+    #[napi]
+    pub fn updated_reply(&self) -> Reply {
+        envelope::admin_workspace_updated(&self.rec).into()
+    }
+}
+
+/// The 201 answer of `POST /v1/admin/workspaces/{id}/keys`.
+#[napi]
+pub fn key_created_reply(key: NewKey) -> Reply {
+    envelope::admin_key_created(&key.api_key, &key.key_id).into()
+}
+
+/// 204.
+#[napi]
+pub fn no_content_reply() -> Reply {
+    CoreReply::no_content().into()
+}
+
+/// A planned issue: the session to store and the message to send. Holds the code only inside
+/// the rendered text, which goes to the gateway and nowhere else.
+#[napi]
+pub struct Plan {
+    pub(crate) session: Session,
+    text: Option<String>,
+    dialect: Dialect,
+}
+
+impl std::fmt::Debug for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plan")
+            .field("session_id", &self.session.id)
+            .finish_non_exhaustive()
+    }
+}
+
+#[napi]
+impl Plan {
+    /// Session id.
+    #[napi(getter)]
+    pub fn session_id(&self) -> String {
+        self.session.id.clone()
+    }
+    /// Destination (E.164).
+    #[napi(getter)]
+    pub fn dest(&self) -> String {
+        self.session.dest.clone()
+    }
+    /// Sender name.
+    #[napi(getter)]
+    pub fn src(&self) -> String {
+        self.session.src.clone()
+    }
+    /// Purpose.
+    #[napi(getter)]
+    pub fn purpose(&self) -> String {
+        self.session.purpose.as_str().to_string()
+    }
+    /// `sms` or `whatsapp`.
+    #[napi(getter)]
+    pub fn channel(&self) -> String {
+        self.session.channel.as_str().to_string()
+    }
+    /// Expiry (ms).
+    #[napi(getter)]
+    pub fn expires_at(&self) -> f64 {
+        num(self.session.expires_at)
+    }
+    /// A test number: nothing is sent.
+    #[napi(getter)]
+    pub fn test(&self) -> bool {
+        self.session.test
+    }
+    /// `v1` or `zend`.
+    #[napi(getter)]
+    pub fn dialect(&self) -> String {
+        match self.dialect {
+            Dialect::V1 => "v1".into(),
+            Dialect::Zend => "zend".into(),
+        }
+    }
+    /// The message text (contains the code; for the gateway only). `null` for a test number.
+    #[napi(getter)]
+    pub fn text(&self) -> Option<String> {
+        self.text.clone()
+    }
+    /// The session's stored JSON.
+    #[napi]
+    pub fn session_json(&self) -> String {
+        self.session.to_json()
+    }
+    /// How long to keep the stored session (ms from `now`): until `retentionSeconds` after expiry.
+    #[napi]
+    pub fn keep_ms(&self, now: f64) -> f64 {
+        num(UnixMillis(
+            ms(now).millis_until(self.session.purge_at()).max(1000),
+        ))
+    }
+    /// The 200 answer for this new session.
+    #[napi]
+    pub fn reply(&self, now: f64) -> Reply {
+        issue_reply_for(self.dialect, &self.session, ms(now), false)
+    }
+    /// Audit line for this session (`requested`, `delivered`, `delivery_failed`).
+    #[napi]
+    pub fn audit(&self, event: String, outcome: String, now: f64) -> String {
+        event_line(&AuditEvent::for_session(
+            &event,
+            &self.session,
+            &outcome,
+            None,
+            ms(now),
+        ))
+    }
+}
+
+fn issue_reply_for(dialect: Dialect, s: &Session, now: UnixMillis, reused: bool) -> Reply {
+    match dialect {
+        Dialect::V1 => envelope::v1_request(s, now, reused),
+        Dialect::Zend => envelope::zend_send(s, reused),
+    }
+    .into()
+}
+
+fn event_line(e: &AuditEvent) -> String {
+    serde_json::to_string(e).unwrap_or_default()
+}
+
+/// The outcome of a verification against stored state.
+#[napi(object)]
+#[derive(Debug)]
+pub struct VerifyStep {
+    /// `APPROVED`, `INVALID`, `EXPIRED`, `MAX_ATTEMPTS_REACHED`, `ALREADY_USED`, `NOT_FOUND`.
+    pub status: String,
+    /// Attempts left after this verification.
+    pub attempts_left: u32,
+    /// The state to store (JSON) when it changed; absent when nothing is to be written.
+    pub state: Option<String>,
+    /// The session's destination (absent for NOT_FOUND).
+    pub dest: Option<String>,
+    /// When it was verified (ms).
+    pub verified_at: Option<f64>,
+    /// An attempt was consumed (the guard's failure streak must hear of it).
+    pub consumed: bool,
+    /// The session stopped being active (approved, or its last attempt failed).
+    pub ended: bool,
+    /// The audit line (absent for NOT_FOUND).
+    pub audit: Option<String>,
+}
+
+pub(crate) fn verify_step(
+    session: Option<Session>,
+    ws_id: &str,
+    code: &str,
+    now: UnixMillis,
+    pepper: &Pepper,
+) -> (VerifyStep, Option<Session>) {
+    let Some(s) = session else {
+        return (not_found_step(), None);
+    };
+    let (v, after) = s.verify(ws_id, code, now, pepper);
+    if v.outcome == VerifyOutcome::NotFound {
+        return (not_found_step(), None);
+    }
+    let consumed = v.outcome.consumed_attempt();
+    let step = VerifyStep {
+        status: v.outcome.status().to_string(),
+        attempts_left: u32::from(v.attempts_left),
+        state: consumed.then(|| after.to_json()),
+        dest: Some(after.dest.clone()),
+        verified_at: after.verified_at.map(num),
+        consumed,
+        ended: v.outcome == VerifyOutcome::Approved || v.outcome.locked_session(),
+        audit: AuditEvent::for_verify(&after, v.outcome, now).map(|e| event_line(&e)),
+    };
+    (step, consumed.then_some(after))
+}
+
+fn not_found_step() -> VerifyStep {
+    VerifyStep {
+        status: "NOT_FOUND".into(),
+        attempts_left: 0,
+        state: None,
+        dest: None,
+        verified_at: None,
+        consumed: false,
+        ended: false,
+        audit: None,
+    }
+}
+
+fn outcome_of(status: &str, attempts_left: u32) -> Result<VerifyOutcome> {
+    VerifyOutcome::from_status(status, u8::try_from(attempts_left).unwrap_or(u8::MAX))
+        .ok_or_else(|| throw(&Error::invalid("status", "is not a verify status")))
+}
+
+/// The verify answer of `dialect` for a step (`rawSessionId` as the caller gave it).
+#[napi]
+pub fn verify_reply(
+    dialect_name: String,
+    raw_session_id: String,
+    step: VerifyStep,
+) -> Result<Reply> {
+    let outcome = outcome_of(&step.status, step.attempts_left)?;
+    let v = Verification {
+        outcome,
+        attempts_left: u8::try_from(step.attempts_left).unwrap_or(u8::MAX),
+    };
+    Ok(match dialect(&dialect_name)? {
+        Dialect::V1 => envelope::v1_verify(&raw_session_id, &v),
+        Dialect::Zend if outcome == VerifyOutcome::NotFound => envelope::zend_not_found(),
+        Dialect::Zend => envelope::zend_verify(&v, step.verified_at.map(ms)),
+    }
+    .into())
+}
+
+/// A parsed verification request.
+#[napi(object)]
+pub struct VerifyInput {
+    /// As given (echoed in NOT_FOUND answers).
+    pub raw_session_id: String,
+    /// Canonical id, `null` when malformed (answered NOT_FOUND without a lookup).
+    pub session_id: Option<String>,
+    /// The code (4–10 digits). Never log it.
+    pub code: String,
+}
+
+impl std::fmt::Debug for VerifyInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyInput")
+            .field("session_id", &self.session_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Parses a verify body (`v1`: `{sessionId, code}`; `zend`: `{code}` with the path id).
+#[napi]
+pub fn parse_verify(
+    dialect_name: String,
+    path_id: Option<String>,
+    body: Buffer,
+) -> Result<VerifyInput> {
+    let r = match (dialect(&dialect_name)?, path_id) {
+        (Dialect::Zend, Some(id)) => VerifyRequest::from_zend_json(&id, &body),
+        _ => VerifyRequest::from_v1_json(&body),
+    }
+    .map_err(|e| throw(&e))?;
+    Ok(VerifyInput {
+        raw_session_id: r.raw_session_id,
+        session_id: r.session_id,
+        code: r.code,
+    })
+}
+
+/// The pepper-holding part: planning issues and verifying codes.
+#[napi]
+pub struct Engine {
+    pepper: std::result::Result<Pepper, Error>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("configured", &self.pepper.is_ok())
+            .finish()
+    }
+}
+
+impl Engine {
+    pub(crate) fn pepper(&self) -> Result<&Pepper> {
+        self.pepper.as_ref().map_err(throw)
+    }
+}
+
+#[napi]
+impl Engine {
+    /// `pepper`: the `OTP_PEPPER` (≥ 32 bytes). Without one every operation throws
+    /// `MISCONFIGURED`, as SPEC wants a host to refuse to serve.
+    #[napi(constructor)]
+    pub fn new(pepper: Option<String>) -> Self {
+        Engine {
+            pepper: Pepper::new(pepper.as_deref().unwrap_or("").as_bytes()),
+        }
+    }
+
+    /// Has a usable pepper.
+    #[napi(getter)]
+    pub fn configured(&self) -> bool {
+        self.pepper.is_ok()
+    }
+
+    /// Throws `MISCONFIGURED` without a pepper.
+    #[napi]
+    pub fn check(&self) -> Result<()> {
+        self.pepper().map(|_| ())
+    }
+
+    /// Parses a request body of `dialect` and plans the issue in `ws` (sender, country, code,
+    /// template): throws the 400/403 errors in SPEC's order.
+    #[napi]
+    pub fn plan(
+        &self,
+        dialect_name: String,
+        body: Buffer,
+        ws: &Workspace,
+        now: f64,
+    ) -> Result<Plan> {
+        let pepper = self.pepper()?;
+        let d = dialect(&dialect_name)?;
+        let req = match d {
+            Dialect::V1 => IssueRequest::from_v1_json(&body),
+            Dialect::Zend => IssueRequest::from_zend_json(&body),
+        }
+        .map_err(|e| throw(&e))?;
+        let own;
+        let senders = match (&req.src, ws.any_sender) {
+            (Some(src), true) => {
+                own = [src.clone()];
+                &own[..]
+            }
+            _ => &ws.rec.senders[..],
+        };
+        let entropy = Entropy::from_bytes(&random::<48>()?);
+        let plan = plan_issue(
+            &req,
+            &ws.rec.id,
+            senders,
+            &ws.rec.policy,
+            ms(now),
+            &entropy,
+            pepper,
+        )
+        .map_err(|e| throw(&e))?;
+        Ok(Plan {
+            session: plan.session,
+            text: plan.message.map(|m| m.text),
+            dialect: d,
+        })
+    }
+
+    /// Verifies `code` against a stored session (JSON, or `null` when there is none) for a
+    /// caller in `wsId`. The Redis store writes `state` back with a compare-and-set.
+    #[napi]
+    pub fn verify_json(
+        &self,
+        state: Option<String>,
+        ws_id: String,
+        code: String,
+        now: f64,
+    ) -> Result<VerifyStep> {
+        let pepper = self.pepper()?;
+        let session = state
+            .as_deref()
+            .map(Session::from_json)
+            .transpose()
+            .map_err(|e| throw(&e))?;
+        Ok(verify_step(session, &ws_id, &code, ms(now), pepper).0)
+    }
+}
+
+/// The answer for an active session that is reused, or `null` when it is not reusable now.
+#[napi]
+pub fn reuse_reply(
+    dialect_name: String,
+    session_json: String,
+    now: f64,
+) -> Result<Option<Reply>> {
+    let d = dialect(&dialect_name)?;
+    let s = Session::from_json(&session_json).map_err(|e| throw(&e))?;
+    let now = ms(now);
+    Ok(s.reusable(now).then(|| issue_reply_for(d, &s, now, true)))
+}
+
+/// The `reused` audit line for a stored session.
+#[napi]
+pub fn session_audit(
+    event: String,
+    session_json: String,
+    outcome: String,
+    now: f64,
+) -> Result<String> {
+    let s = Session::from_json(&session_json).map_err(|e| throw(&e))?;
+    Ok(event_line(&AuditEvent::for_session(
+        &event,
+        &s,
+        &outcome,
+        None,
+        ms(now),
+    )))
+}
+
+/// The `rate_limited` audit line for a refused request.
+#[napi]
+pub fn refused_audit(
+    dest: String,
+    purpose_name: String,
+    app: Option<String>,
+    code: String,
+    now: f64,
+) -> Result<String> {
+    Ok(event_line(&AuditEvent::refused(
+        "rate_limited",
+        &dest,
+        purpose(&purpose_name)?,
+        app.as_deref(),
+        &code,
+        ms(now),
+    )))
+}
+
+/// The status answer of `dialect` for a stored session seen from `wsId` (`null` = not found).
+#[napi]
+pub fn status_reply(
+    dialect_name: String,
+    ws_id: String,
+    session_json: Option<String>,
+    now: f64,
+) -> Result<Reply> {
+    let d = dialect(&dialect_name)?;
+    let s = session_json
+        .as_deref()
+        .map(Session::from_json)
+        .transpose()
+        .map_err(|e| throw(&e))?
+        .filter(|s| s.workspace_id == ws_id);
+    let now = ms(now);
+    Ok(match (d, s) {
+        (Dialect::V1, Some(s)) => envelope::v1_session(&s.view(now)),
+        (Dialect::Zend, Some(s)) => envelope::zend_status(&s, now),
+        (Dialect::V1, None) => envelope::v1_session_not_found(),
+        (Dialect::Zend, None) => envelope::zend_not_found(),
+    }
+    .into())
+}
+
+/// The audit page for `query` (the URL's query string) over `lines` (`seq|eventJSON`, newest
+/// first, already limited to one workspace).
+#[napi]
+pub fn audit_reply(lines: Vec<String>, query: String) -> Result<Reply> {
+    let q = audit_query(&query)?;
+    Ok(audit_page(lines.iter().filter_map(|l| parse_line(l)), &q))
+}
+
+pub(crate) fn audit_query(query: &str) -> Result<AuditQuery> {
+    let pairs: Vec<(String, String)> = query
+        .trim_start_matches('?')
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect();
+    AuditQuery::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .map_err(|e| throw(&e))
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                if let Some(v) = hex {
+                    out.push(v);
+                    i += 2;
+                } else {
+                    out.push(b);
+                }
+            }
+            _ => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn parse_line(line: &str) -> Option<(u64, AuditEvent)> {
+    let (seq, json) = line.split_once('|')?;
+    Some((seq.parse().ok()?, serde_json::from_str(json).ok()?))
+}
+
+pub(crate) fn audit_page(events: impl Iterator<Item = (u64, AuditEvent)>, q: &AuditQuery) -> Reply {
+    let limit = q.limit as usize;
+    let mut page: Vec<(u64, AuditEvent)> = events
+        .filter(|(seq, e)| {
+            q.cursor.is_none_or(|c| *seq < c)
+                && q.since.is_none_or(|s| e.time >= s)
+                && q.session_id
+                    .as_deref()
+                    .is_none_or(|sid| e.session_id == sid)
+        })
+        .take(limit + 1)
+        .collect();
+    let more = page.len() > limit;
+    page.truncate(limit);
+    let next = if more {
+        page.last().map(|(s, _)| *s)
+    } else {
+        None
+    };
+    let events: Vec<AuditEvent> = page.into_iter().map(|(_, e)| e).collect();
+    audit::reply(&events, next).into()
+}
+
+/// A step of the destination guard on stored JSON.
+#[napi(object)]
+#[derive(Debug)]
+pub struct GuardStep {
+    /// `send`, `reuse`, `wait`, `refused` (admit); `done` (other steps).
+    pub kind: String,
+    /// The session to reuse or wait for (admit), or to cancel (delivery).
+    pub session_id: Option<String>,
+    /// The refusal (`RATE_LIMITED`, `DESTINATION_LOCKED`).
+    pub error_code: Option<String>,
+    /// Its retry delay.
+    pub retry_after: Option<u32>,
+    /// The state to store: JSON, or `null` to delete the key.
+    pub state: Option<String>,
+    /// How long to keep it (ms).
+    pub keep_ms: f64,
+    /// Whether the state changed (nothing to write otherwise).
+    pub changed: bool,
+}
+
+fn read_guard(state: Option<&str>) -> Result<DestinationGuard> {
+    state
+        .map(DestinationGuard::from_json)
+        .transpose()
+        .map(Option::unwrap_or_default)
+        .map(|mut g| {
+            g.v = otpkit_core::STATE_VERSION;
+            g
+        })
+        .map_err(|e| throw(&e))
+}
+
+fn guard_step(
+    before: &DestinationGuard,
+    after: &DestinationGuard,
+    ws: &Workspace,
+    now: UnixMillis,
+    kind: &str,
+) -> GuardStep {
+    let keep = ops::guard_keep_ms(after, &ws.rec.policy, now);
+    GuardStep {
+        kind: kind.into(),
+        session_id: None,
+        error_code: None,
+        retry_after: None,
+        state: keep.map(|_| after.to_json()),
+        keep_ms: keep.map_or(0.0, |k| k as f64),
+        changed: before != after,
+    }
+}
+
+pub(crate) fn admit_parts(
+    step: ops::AdmitStep,
+) -> (
+    &'static str,
+    Option<String>,
+    Option<&'static str>,
+    Option<u32>,
+) {
+    match step {
+        ops::AdmitStep::Send => ("send", None, None, None),
+        ops::AdmitStep::Reuse(id) => ("reuse", Some(id), None, None),
+        ops::AdmitStep::Wait(id) => ("wait", Some(id), None, None),
+        ops::AdmitStep::Refused(e) => ("refused", None, Some(e.code()), e.retry_after_secs()),
+    }
+}
+
+/// Admits `plan` on a stored guard (JSON or `null`).
+#[napi]
+pub fn guard_admit(
+    state: Option<String>,
+    ws: &Workspace,
+    plan: &Plan,
+    now: f64,
+) -> Result<GuardStep> {
+    let before = read_guard(state.as_deref())?;
+    let mut g = before.clone();
+    let now = ms(now);
+    let s = &plan.session;
+    let step = ops::admit(
+        &mut g,
+        s.purpose,
+        &s.id,
+        s.expires_at,
+        s.test,
+        &ws.rec.policy,
+        now,
+    );
+    let (kind, sid, code, retry) = admit_parts(step);
+    let mut out = guard_step(&before, &g, ws, now, kind);
+    out.session_id = sid;
+    out.error_code = code.map(str::to_string);
+    out.retry_after = retry;
+    Ok(out)
+}
+
+/// Records a delivery outcome (`delivered`, `failed`, `timedOut`); `sessionId` of the answer
+/// is a session to cancel.
+#[napi]
+pub fn guard_delivery(
+    state: Option<String>,
+    ws: &Workspace,
+    session_id: String,
+    outcome: String,
+    now: f64,
+) -> Result<GuardStep> {
+    let before = read_guard(state.as_deref())?;
+    let mut g = before.clone();
+    let cancel = g.delivery(
+        &session_id,
+        ops::delivery_outcome(&outcome).map_err(|e| throw(&e))?,
+    );
+    let mut out = guard_step(&before, &g, ws, ms(now), "done");
+    out.session_id = cancel;
+    Ok(out)
+}
+
+/// Records a verification outcome on the guard (failure streak, end of reuse).
+#[napi]
+pub fn guard_verified(
+    state: Option<String>,
+    ws: &Workspace,
+    session_id: String,
+    status: String,
+    attempts_left: u32,
+    now: f64,
+) -> Result<GuardStep> {
+    let before = read_guard(state.as_deref())?;
+    let mut g = before.clone();
+    let now = ms(now);
+    ops::record_verify(
+        &mut g,
+        &session_id,
+        outcome_of(&status, attempts_left)?,
+        &ws.rec.policy,
+        now,
+    );
+    Ok(guard_step(&before, &g, ws, now, "done"))
+}
+
+/// Stops treating a session as active.
+#[napi]
+pub fn guard_forget(
+    state: Option<String>,
+    ws: &Workspace,
+    session_id: String,
+    now: f64,
+) -> Result<GuardStep> {
+    let before = read_guard(state.as_deref())?;
+    let mut g = before.clone();
+    g.forget(&session_id);
+    Ok(guard_step(&before, &g, ws, ms(now), "done"))
+}
+
+/// Where another request's send stands: `pending`, `delivered` or `gone`.
+#[napi]
+pub fn guard_entry(state: Option<String>, session_id: String) -> Result<String> {
+    Ok(ops::entry_state(&read_guard(state.as_deref())?, &session_id).to_string())
+}
+
+/// The cancellation of a stored session (reuse off, replaced): the JSON to store.
+#[napi]
+pub fn cancel_json(state: String) -> Result<String> {
+    Ok(Session::from_json(&state)
+        .map_err(|e| throw(&e))?
+        .cancel()
+        .to_json())
+}
+
+/// One step of the workspace flood shield on stored JSON: the state to store; throws 429.
+#[napi]
+pub fn flood_json(state: Option<String>, limit: u32, now: f64) -> Result<String> {
+    let mut shield: FloodShield = state
+        .as_deref()
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_default();
+    ops::flood(&mut shield, limit, ms(now)).map_err(|e| throw(&e))?;
+    Ok(serde_json::to_string(&shield).unwrap_or_default())
+}

@@ -1,0 +1,376 @@
+//! The in-memory store: typed state behind one mutex, so every operation is atomic (the same
+//! read–decide–write a Durable Object gets from its input gate), and nothing is serialised on
+//! the hot path. State is lost when the process ends; use the Redis store for several processes.
+
+use crate::{
+    admit_parts, audit_page, audit_query, ms, ops, throw, verify_step, Engine, GuardStep,
+    Plan, Reply, VerifyStep, Workspace,
+};
+use napi::Result;
+use napi_derive::napi;
+use otpkit_core::audit::AuditEvent;
+use otpkit_core::guard::{DestinationGuard, FloodShield};
+use otpkit_core::{Error, Session, UnixMillis, VerifyOutcome};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, MutexGuard};
+
+/// Audit events kept per workspace (oldest dropped first).
+pub const AUDIT_KEEP: usize = 10_000;
+
+#[derive(Default)]
+struct Inner {
+    /// `ws:sid` → session (purged `retentionSeconds` after expiry).
+    sessions: HashMap<String, Session>,
+    /// `ws:dest` → guard and when it may be dropped.
+    guards: HashMap<String, (DestinationGuard, UnixMillis)>,
+    /// Workspace id → flood shield.
+    floods: HashMap<String, FloodShield>,
+    /// Workspaces and the key index (`ws:<id>`, `key:<hash>`).
+    kv: HashMap<String, String>,
+    /// Workspace id → events, newest at the front.
+    audit: HashMap<String, VecDeque<(u64, AuditEvent)>>,
+    seq: u64,
+}
+
+/// A thread-safe in-memory store of sessions, destination guards, workspaces and audit events.
+#[napi]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MemoryStore")
+    }
+}
+
+/// Sizes, for benchmarks and health checks.
+#[napi(object)]
+#[derive(Debug)]
+pub struct MemoryStats {
+    /// Stored sessions.
+    pub sessions: u32,
+    /// Stored destination guards.
+    pub guards: u32,
+    /// Stored audit events.
+    pub audit_events: u32,
+}
+
+fn key(a: &str, b: &str) -> String {
+    let mut k = String::with_capacity(a.len() + b.len() + 1);
+    k.push_str(a);
+    k.push(':');
+    k.push_str(b);
+    k
+}
+
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+impl MemoryStore {
+    fn lock(&self) -> Result<MutexGuard<'_, Inner>> {
+        self.inner
+            .lock()
+            .map_err(|_| throw(&Error::StoreUnavailable))
+    }
+}
+
+impl Inner {
+    /// The guard for `k`, created empty if absent.
+    fn guard(&mut self, k: &str, now: UnixMillis) -> &mut (DestinationGuard, UnixMillis) {
+        self.guards
+            .entry(k.to_string())
+            .or_insert_with(|| (DestinationGuard::new(), now))
+    }
+
+    fn settle_guard(&mut self, k: &str, ws: &Workspace, now: UnixMillis) {
+        let keep = self
+            .guards
+            .get(k)
+            .and_then(|(g, _)| ops::guard_keep_ms(g, &ws.rec.policy, now));
+        match keep {
+            Some(ms) => {
+                if let Some(entry) = self.guards.get_mut(k) {
+                    entry.1 = now.plus_millis(ms);
+                }
+            }
+            None => {
+                self.guards.remove(k);
+            }
+        }
+    }
+
+    fn push_audit(&mut self, ws_id: &str, e: AuditEvent) {
+        self.seq = self.seq.saturating_add(1);
+        let seq = self.seq;
+        let list = self.audit.entry(ws_id.to_string()).or_default();
+        list.push_front((seq, e));
+        list.truncate(AUDIT_KEEP);
+    }
+}
+
+#[napi]
+impl MemoryStore {
+    /// An empty store.
+    #[napi(constructor)]
+    pub fn new() -> Self {
+        MemoryStore {
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    /// Admits `plan` on its destination's guard (send / reuse / wait / refused).
+    #[napi]
+    pub fn admit(&self, ws: &Workspace, plan: &Plan, now: f64) -> Result<GuardStep> {
+        let now = ms(now);
+        let s = &plan.session;
+        let k = key(&ws.rec.id, &s.dest);
+        let mut inner = self.lock()?;
+        let step = ops::admit(
+            &mut inner.guard(&k, now).0,
+            s.purpose,
+            &s.id,
+            s.expires_at,
+            s.test,
+            &ws.rec.policy,
+            now,
+        );
+        inner.settle_guard(&k, ws, now);
+        let (kind, sid, code, retry) = admit_parts(step);
+        Ok(GuardStep {
+            kind: kind.into(),
+            session_id: sid,
+            error_code: code.map(str::to_string),
+            retry_after: retry,
+            state: None,
+            keep_ms: 0.0,
+            changed: true,
+        })
+    }
+
+    /// Records a delivery outcome; answers a session to cancel, if any.
+    #[napi]
+    pub fn delivery(
+        &self,
+        ws: &Workspace,
+        dest: String,
+        session_id: String,
+        outcome: String,
+        now: f64,
+    ) -> Result<Option<String>> {
+        let now = ms(now);
+        let outcome = ops::delivery_outcome(&outcome).map_err(|e| throw(&e))?;
+        let k = key(&ws.rec.id, &dest);
+        let mut inner = self.lock()?;
+        let cancel = inner.guard(&k, now).0.delivery(&session_id, outcome);
+        inner.settle_guard(&k, ws, now);
+        Ok(cancel)
+    }
+
+    /// Where a send stands: `pending`, `delivered`, `gone`.
+    #[napi]
+    pub fn entry(&self, ws_id: String, dest: String, session_id: String) -> Result<String> {
+        let inner = self.lock()?;
+        Ok(match inner.guards.get(&key(&ws_id, &dest)) {
+            Some((g, _)) => ops::entry_state(g, &session_id),
+            None => "gone",
+        }
+        .to_string())
+    }
+
+    /// Stops treating a session as active.
+    #[napi]
+    pub fn forget(
+        &self,
+        ws: &Workspace,
+        dest: String,
+        session_id: String,
+        now: f64,
+    ) -> Result<()> {
+        let now = ms(now);
+        let k = key(&ws.rec.id, &dest);
+        let mut inner = self.lock()?;
+        if let Some((g, _)) = inner.guards.get_mut(&k) {
+            g.forget(&session_id);
+        }
+        inner.settle_guard(&k, ws, now);
+        Ok(())
+    }
+
+    /// Stores a delivered session.
+    #[napi]
+    pub fn put_session(&self, plan: &Plan) -> Result<()> {
+        let s = plan.session.clone();
+        self.lock()?.sessions.insert(key(&s.workspace_id, &s.id), s);
+        Ok(())
+    }
+
+    /// A session's JSON, or `null` (also once purged).
+    #[napi]
+    pub fn get_session(
+        &self,
+        ws_id: String,
+        session_id: String,
+        now: f64,
+    ) -> Result<Option<String>> {
+        let inner = self.lock()?;
+        Ok(inner
+            .sessions
+            .get(&key(&ws_id, &session_id))
+            .filter(|s| ms(now) < s.purge_at())
+            .map(Session::to_json))
+    }
+
+    /// Cancels a session (reuse off, replaced by a newer delivered code).
+    #[napi]
+    pub fn cancel_session(&self, ws_id: String, session_id: String) -> Result<()> {
+        let mut inner = self.lock()?;
+        if let Some(s) = inner.sessions.remove(&key(&ws_id, &session_id)) {
+            let k = key(&s.workspace_id, &s.id);
+            inner.sessions.insert(k, s.cancel());
+        }
+        Ok(())
+    }
+
+    /// Verifies a code and, in the same critical section, tells the destination guard (failure
+    /// streak, end of reuse), as the Worker's Durable Objects do.
+    #[napi]
+    pub fn verify(
+        &self,
+        engine: &Engine,
+        ws: &Workspace,
+        session_id: String,
+        code: String,
+        now: f64,
+    ) -> Result<VerifyStep> {
+        let pepper = engine.pepper()?;
+        let now = ms(now);
+        let k = key(&ws.rec.id, &session_id);
+        let mut inner = self.lock()?;
+        let session = inner
+            .sessions
+            .get(&k)
+            .filter(|s| now < s.purge_at())
+            .cloned();
+        let (step, after) = verify_step(session, &ws.rec.id, &code, now, pepper);
+        if let Some(after) = after {
+            let outcome = VerifyOutcome::from_status(
+                &step.status,
+                u8::try_from(step.attempts_left).unwrap_or(0),
+            );
+            let gk = key(&ws.rec.id, &after.dest);
+            if let Some(outcome) = outcome {
+                let g = &mut inner.guard(&gk, now).0;
+                ops::record_verify(g, &after.id, outcome, &ws.rec.policy, now);
+            }
+            inner.settle_guard(&gk, ws, now);
+            inner.sessions.insert(k, after);
+        }
+        Ok(VerifyStep {
+            state: None,
+            ..step
+        })
+    }
+
+    /// One send through the workspace flood shield; throws 429 `RATE_LIMITED` when full.
+    #[napi]
+    pub fn flood(&self, ws: &Workspace, now: f64) -> Result<()> {
+        let mut inner = self.lock()?;
+        let shield = inner.floods.entry(ws.rec.id.clone()).or_default();
+        ops::flood(
+            shield,
+            ws.rec.policy.sends_per_workspace_per_minute,
+            ms(now),
+        )
+        .map_err(|e| throw(&e))
+    }
+
+    /// Appends audit lines (event JSON) for a workspace.
+    #[napi]
+    pub fn audit_append(&self, ws_id: String, lines: Vec<String>) -> Result<()> {
+        let mut inner = self.lock()?;
+        for line in lines {
+            if let Ok(e) = serde_json::from_str::<AuditEvent>(&line) {
+                inner.push_audit(&ws_id, e);
+            }
+        }
+        Ok(())
+    }
+
+    /// `GET /v1/messaging/otp/audit` for a workspace (`query`: the URL's query string).
+    #[napi]
+    pub fn audit_reply(&self, ws_id: String, query: String) -> Result<Reply> {
+        let q = audit_query(&query)?;
+        let inner = self.lock()?;
+        let events = inner
+            .audit
+            .get(&ws_id)
+            .into_iter()
+            .flatten()
+            .map(|(seq, e)| (*seq, e.clone()));
+        Ok(audit_page(events, &q))
+    }
+
+    /// A plain value (workspace records, the key index).
+    #[napi]
+    pub fn kv_get(&self, k: String) -> Result<Option<String>> {
+        Ok(self.lock()?.kv.get(&k).cloned())
+    }
+
+    /// Sets a plain value.
+    #[napi]
+    pub fn kv_set(&self, k: String, value: String) -> Result<()> {
+        self.lock()?.kv.insert(k, value);
+        Ok(())
+    }
+
+    /// Deletes a plain value.
+    #[napi]
+    pub fn kv_delete(&self, k: String) -> Result<()> {
+        self.lock()?.kv.remove(&k);
+        Ok(())
+    }
+
+    /// Drops what has expired: sessions past retention (each leaves a `purged` audit event)
+    /// and idle guards. Answers how many sessions were purged.
+    #[napi]
+    pub fn sweep(&self, now: f64) -> Result<u32> {
+        let now = ms(now);
+        let mut inner = self.lock()?;
+        let purged: Vec<String> = inner
+            .sessions
+            .iter()
+            .filter(|(_, s)| now >= s.purge_at())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &purged {
+            if let Some(s) = inner.sessions.remove(k) {
+                let e = AuditEvent::for_session("purged", &s, "ok", None, now);
+                inner.push_audit(&s.workspace_id, e);
+            }
+        }
+        inner.guards.retain(|_, (_, until)| now < *until);
+        inner
+            .floods
+            .retain(|_, f| now < f.window_start.plus_secs(60));
+        Ok(count(purged.len()))
+    }
+
+    /// Sizes.
+    #[napi]
+    pub fn stats(&self) -> Result<MemoryStats> {
+        let inner = self.lock()?;
+        Ok(MemoryStats {
+            sessions: count(inner.sessions.len()),
+            guards: count(inner.guards.len()),
+            audit_events: count(inner.audit.values().map(VecDeque::len).sum()),
+        })
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}

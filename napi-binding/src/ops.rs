@@ -1,0 +1,101 @@
+//! The store operations, written once over typed state. The in-memory store ([`crate::memory`])
+//! applies them to values it holds; the JSON transitions in `lib.rs` apply them to what the
+//! Redis store read, and the Redis store writes the result back with a compare-and-set.
+//! Every decision is otpkit-core's; this module only decides what to keep and for how long.
+
+use otpkit_core::guard::{Admission, DeliveryOutcome, DestinationGuard, FloodShield};
+use otpkit_core::policy::Policy;
+use otpkit_core::{Error, Purpose, UnixMillis, VerifyOutcome};
+
+/// A failure streak with no lock is kept this long without activity (the streak has no expiry
+/// of its own in SPEC; a month of silence ends it).
+pub const STREAK_KEEP_MS: u64 = 30 * 24 * 3600 * 1000;
+
+/// What a request may do, after the guard decided.
+#[derive(Debug)]
+pub enum AdmitStep {
+    /// Deliver the new session.
+    Send,
+    /// Answer with this delivered session.
+    Reuse(String),
+    /// Wait for this session's delivery.
+    Wait(String),
+    /// 429.
+    Refused(Error),
+}
+
+/// `DestinationGuard::admit` as a step.
+pub fn admit(
+    guard: &mut DestinationGuard,
+    purpose: Purpose,
+    session_id: &str,
+    expires_at: UnixMillis,
+    test: bool,
+    policy: &Policy,
+    now: UnixMillis,
+) -> AdmitStep {
+    match guard.admit(purpose, session_id, expires_at, test, policy, now) {
+        Ok(Admission::Send) => AdmitStep::Send,
+        Ok(Admission::Reuse { session_id }) => AdmitStep::Reuse(session_id),
+        Ok(Admission::Wait { session_id }) => AdmitStep::Wait(session_id),
+        Err(e) => AdmitStep::Refused(e),
+    }
+}
+
+/// Parses a delivery outcome name (`delivered`, `failed`, `timedOut`).
+pub fn delivery_outcome(name: &str) -> Result<DeliveryOutcome, Error> {
+    match name {
+        "delivered" => Ok(DeliveryOutcome::Delivered),
+        "failed" => Ok(DeliveryOutcome::Failed),
+        "timedOut" => Ok(DeliveryOutcome::TimedOut),
+        _ => Err(Error::invalid(
+            "outcome",
+            "must be delivered, failed or timedOut",
+        )),
+    }
+}
+
+/// Where a send another request is making stands: `pending` (in flight), `delivered`, or
+/// `gone` (it failed, went stale, or ended; the caller checks the session itself).
+pub fn entry_state(guard: &DestinationGuard, session_id: &str) -> &'static str {
+    match guard.active.iter().find(|a| a.session_id == session_id) {
+        Some(a) if a.confirmed => "delivered",
+        Some(_) => "pending",
+        None => "gone",
+    }
+}
+
+/// A verification's effect on the guard (failure streak, end of reuse).
+pub fn record_verify(
+    guard: &mut DestinationGuard,
+    session_id: &str,
+    outcome: VerifyOutcome,
+    policy: &Policy,
+    now: UnixMillis,
+) -> bool {
+    guard.record_verify(session_id, outcome, policy, now)
+}
+
+/// How long to keep a guard (ms from `now`), or `None` when it holds nothing worth keeping.
+pub fn guard_keep_ms(guard: &DestinationGuard, policy: &Policy, now: UnixMillis) -> Option<u64> {
+    if guard.is_idle() {
+        return None;
+    }
+    let window_ms = u64::from(policy.sends_per_destination.window_seconds).saturating_mul(1000);
+    let sends = guard.sends.iter().map(|s| s.at.plus_millis(window_ms));
+    let active = guard.active.iter().map(|a| a.expires_at);
+    let mut until = sends
+        .chain(active)
+        .chain(guard.locked_until)
+        .max()
+        .unwrap_or(now);
+    if guard.failure_streak > 0 {
+        until = until.max(now.plus_millis(STREAK_KEEP_MS));
+    }
+    Some(now.millis_until(until).max(1000))
+}
+
+/// The workspace flood shield, one step.
+pub fn flood(shield: &mut FloodShield, limit: u32, now: UnixMillis) -> Result<(), Error> {
+    shield.admit(limit, now)
+}
