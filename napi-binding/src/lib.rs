@@ -42,8 +42,6 @@ pub(crate) fn throw(e: &Error) -> napi::Error {
     napi::Error::new(Status::GenericFailure, format!("{ERROR_PREFIX}{info}"))
 }
 
-
-
 pub(crate) fn ms(now: f64) -> UnixMillis {
     // JS numbers are exact up to 2^53 ms; negative or NaN clock values become 0.
     UnixMillis(if now.is_finite() && now > 0.0 {
@@ -113,6 +111,16 @@ pub fn error_reply(code: String) -> Reply {
 #[napi]
 pub fn throw_error(code: String) -> Result<()> {
     Err(throw(&host_error(&code)))
+}
+
+/// Throws a guard's refusal (`RATE_LIMITED` or `DESTINATION_LOCKED`) with its retry delay.
+#[napi]
+pub fn throw_refused(code: String, retry_after: u32) -> Result<()> {
+    let retry_after_secs = retry_after.max(1);
+    Err(throw(&match code.as_str() {
+        "DESTINATION_LOCKED" => Error::DestinationLocked { retry_after_secs },
+        _ => Error::RateLimited { retry_after_secs },
+    }))
 }
 
 fn host_error(code: &str) -> Error {
@@ -187,10 +195,7 @@ pub fn route(method: String, path: String) -> Result<RouteMatch> {
 
 /// 415 / 413 before the body is read (SPEC's order).
 #[napi]
-pub fn check_content(
-    content_type: Option<String>,
-    content_length: Option<String>,
-) -> Result<()> {
+pub fn check_content(content_type: Option<String>, content_length: Option<String>) -> Result<()> {
     let declared = content_length.and_then(|v| v.trim().parse::<u64>().ok());
     request::check_content(content_type.as_deref(), declared).map_err(|e| throw(&e))
 }
@@ -426,6 +431,11 @@ impl Plan {
     pub fn session_id(&self) -> String {
         self.session.id.clone()
     }
+    /// Workspace id.
+    #[napi(getter)]
+    pub fn workspace_id(&self) -> String {
+        self.session.workspace_id.clone()
+    }
     /// Destination (E.164).
     #[napi(getter)]
     pub fn dest(&self) -> String {
@@ -440,6 +450,11 @@ impl Plan {
     #[napi(getter)]
     pub fn purpose(&self) -> String {
         self.session.purpose.as_str().to_string()
+    }
+    /// App label.
+    #[napi(getter)]
+    pub fn app(&self) -> Option<String> {
+        self.session.app.clone()
     }
     /// `sms` or `whatsapp`.
     #[napi(getter)]
@@ -745,11 +760,7 @@ impl Engine {
 
 /// The answer for an active session that is reused, or `null` when it is not reusable now.
 #[napi]
-pub fn reuse_reply(
-    dialect_name: String,
-    session_json: String,
-    now: f64,
-) -> Result<Option<Reply>> {
+pub fn reuse_reply(dialect_name: String, session_json: String, now: f64) -> Result<Option<Reply>> {
     let d = dialect(&dialect_name)?;
     let s = Session::from_json(&session_json).map_err(|e| throw(&e))?;
     let now = ms(now);

@@ -3,8 +3,8 @@
 //! the hot path. State is lost when the process ends; use the Redis store for several processes.
 
 use crate::{
-    admit_parts, audit_page, audit_query, ms, ops, throw, verify_step, Engine, GuardStep,
-    Plan, Reply, VerifyStep, Workspace,
+    admit_parts, audit_page, audit_query, ms, ops, throw, verify_step, Engine, GuardStep, Plan,
+    Reply, VerifyStep, Workspace,
 };
 use napi::Result;
 use napi_derive::napi;
@@ -181,13 +181,7 @@ impl MemoryStore {
 
     /// Stops treating a session as active.
     #[napi]
-    pub fn forget(
-        &self,
-        ws: &Workspace,
-        dest: String,
-        session_id: String,
-        now: f64,
-    ) -> Result<()> {
+    pub fn forget(&self, ws: &Workspace, dest: String, session_id: String, now: f64) -> Result<()> {
         let now = ms(now);
         let k = key(&ws.rec.id, &dest);
         let mut inner = self.lock()?;

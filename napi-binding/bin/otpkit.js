@@ -1,0 +1,70 @@
+#!/usr/bin/env node
+'use strict';
+// otpkit serve: SPEC's HTTP API on node:http, configured like the Worker (OTP_PEPPER, ADMIN_TOKEN,
+// SMS_GATEWAY_*) plus PORT (default 8787), OTPKIT_BIND (default 127.0.0.1) and REDIS_URL (absent: memory).
+
+const path = require('node:path');
+
+const USAGE = `usage: otpkit serve
+
+Environment:
+  OTP_PEPPER           secret of >= 32 bytes (without it every route answers 500 MISCONFIGURED)
+  ADMIN_TOKEN          enables the admin routes (/v1/admin/...)
+  SMS_GATEWAY_URL      where messages are POSTed; SMS_GATEWAY_KIND json (default) or twilio
+  SMS_GATEWAY_TOKEN    bearer token (json) or auth token (twilio); SMS_GATEWAY_ACCOUNT (twilio)
+  REDIS_URL            redis://host:port to share state between processes (default: in memory)
+  PORT, OTPKIT_BIND    where to listen (default 8787 on 127.0.0.1)
+`;
+
+async function serve() {
+  const { OtpService, MemoryStore, RedisStore, gatewayFromEnv, createServer } = require(path.join(__dirname, '..'));
+  const env = process.env;
+  let store;
+  if (env.REDIS_URL) {
+    store = new RedisStore({ url: env.REDIS_URL });
+    try {
+      await store.connect();
+    } catch {
+      // Keep going: requests answer 503 STORE_UNAVAILABLE until Redis is reachable.
+      console.error('otpkit: Redis is not reachable yet; answering 503 until it is');
+    }
+  } else {
+    store = new MemoryStore();
+  }
+  const service = new OtpService({
+    pepper: env.OTP_PEPPER,
+    adminToken: env.ADMIN_TOKEN,
+    gateway: gatewayFromEnv(env),
+    store,
+    allowMisconfigured: true,
+  });
+  if (!service.engine.configured) console.error('otpkit: OTP_PEPPER is missing or shorter than 32 bytes; answering 500 MISCONFIGURED');
+  const port = Number(env.PORT || 8787);
+  const host = env.OTPKIT_BIND || '127.0.0.1';
+  const server = createServer(service);
+  server.listen(port, host, () => {
+    console.log(`otpkit serve: listening on http://${host}:${port} (${store.kind} store)`);
+  });
+  let stopping = false;
+  const stop = () => {
+    if (stopping) return;
+    stopping = true;
+    server.close();
+    server.closeIdleConnections?.();
+    service.close().finally(() => process.exit(0));
+    setTimeout(() => process.exit(0), 3000).unref();
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+}
+
+const cmd = process.argv[2];
+if (cmd === 'serve') {
+  serve().catch((e) => {
+    console.error(`otpkit serve: ${e.message}`);
+    process.exit(1);
+  });
+} else {
+  process.stdout.write(USAGE);
+  process.exit(cmd === 'help' || cmd === '--help' || cmd === '-h' ? 0 : 2);
+}

@@ -1,0 +1,21 @@
+'use strict';
+// otpkit for Node.js. See index.d.ts for the API and README.md ("Node") for examples.
+
+const { OtpService } = require('./lib/service');
+const { MemoryStore } = require('./lib/memory-store');
+const { RedisStore } = require('./lib/redis-store'); // ioredis is loaded on first use
+const { OtpError } = require('./lib/errors');
+const { JsonGateway, TwilioGateway, gatewayFromEnv } = require('./lib/gateway');
+const { createServer, listener } = require('./lib/server');
+
+module.exports = {
+  OtpService,
+  MemoryStore,
+  RedisStore,
+  OtpError,
+  JsonGateway,
+  TwilioGateway,
+  gatewayFromEnv,
+  createServer,
+  listener,
+};

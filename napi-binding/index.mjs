@@ -1,0 +1,15 @@
+// ESM entry: the same objects as the CommonJS entry.
+import otpkit from './index.js';
+
+export const {
+  OtpService,
+  MemoryStore,
+  RedisStore,
+  OtpError,
+  JsonGateway,
+  TwilioGateway,
+  gatewayFromEnv,
+  createServer,
+  listener,
+} = otpkit;
+export default otpkit;

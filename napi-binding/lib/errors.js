@@ -1,0 +1,75 @@
+'use strict';
+// OtpError: every refusal otpkit makes, with SPEC's stable code and HTTP status. The HTTP body
+// the Worker would answer travels with it (`reply`), so `otpkit serve` answers byte for byte alike.
+
+const PREFIX = 'OTPKIT:';
+
+class OtpError extends Error {
+  /**
+   * @param {string} code stable code (VALIDATION_ERROR, RATE_LIMITED, …)
+   * @param {number} httpStatus
+   * @param {string} message
+   * @param {{field?: string, retryAfterSeconds?: number, body?: string}} [extra]
+   */
+  constructor(code, httpStatus, message, extra = {}) {
+    super(message);
+    this.name = 'OtpError';
+    this.code = code;
+    this.httpStatus = httpStatus;
+    if (extra.field) this.field = extra.field;
+    if (extra.retryAfterSeconds != null) this.retryAfterSeconds = extra.retryAfterSeconds;
+    Object.defineProperty(this, 'body', { value: extra.body ?? null, enumerable: false });
+  }
+
+  /** The HTTP answer for this error: `{status, body, retryAfter}`. */
+  get reply() {
+    const native = require('./native');
+    if (this.body == null) return native.errorReply(this.code);
+    return { status: this.httpStatus, body: this.body, retryAfter: this.retryAfterSeconds ?? undefined };
+  }
+}
+
+/** Turns what the native module threw into an OtpError (anything else is returned unchanged). */
+function fromNative(e) {
+  if (e instanceof OtpError) return e;
+  if (e && typeof e.message === 'string' && e.message.startsWith(PREFIX)) {
+    const info = JSON.parse(e.message.slice(PREFIX.length));
+    return new OtpError(info.code, info.httpStatus, info.message, {
+      field: info.field ?? undefined,
+      retryAfterSeconds: info.retryAfterSeconds ?? undefined,
+      body: info.body,
+    });
+  }
+  return e;
+}
+
+/** The OtpError for a host-side condition (STORE_UNAVAILABLE, DELIVERY_FAILED, …). */
+function hostError(code, cause) {
+  const native = require('./native');
+  try {
+    native.throwError(code);
+  } catch (e) {
+    const err = fromNative(e);
+    if (cause) Object.defineProperty(err, 'cause', { value: cause, enumerable: false });
+    return err;
+  }
+  return new OtpError('INTERNAL_ERROR', 500, 'internal error');
+}
+
+/** The OtpError carried by an error reply (`{status, body}`) of the core. */
+function fromReply(reply) {
+  let parsed = {};
+  try {
+    parsed = JSON.parse(reply.body);
+  } catch {
+    // fall through: an empty body
+  }
+  const info = parsed.error || {};
+  return new OtpError(info.code || 'NOT_FOUND', reply.status, parsed.message || 'error', {
+    field: info.field,
+    retryAfterSeconds: info.retryAfterSeconds,
+    body: reply.body,
+  });
+}
+
+module.exports = { OtpError, fromNative, hostError, fromReply };

@@ -1,0 +1,87 @@
+'use strict';
+// The in-memory store: the Rust MemoryStore (typed state behind one mutex) behind the store
+// interface OtpService uses. One process only; state is gone when it exits.
+
+const native = require('./native');
+const { fromNative } = require('./errors');
+
+const SWEEP_MS = 10_000;
+
+class MemoryStore {
+  constructor() {
+    this.kind = 'memory';
+    this.native = new native.MemoryStore();
+    // Purges sessions past retention (with their `purged` audit event) and idle guards.
+    this.timer = setInterval(() => {
+      try {
+        this.native.sweep(Date.now());
+      } catch {
+        // a poisoned lock would already answer STORE_UNAVAILABLE everywhere
+      }
+    }, SWEEP_MS);
+    this.timer.unref();
+  }
+
+  admit(ws, plan, now) {
+    return this.native.admit(ws, plan, now);
+  }
+  delivery(ws, dest, sessionId, outcome, now) {
+    return this.native.delivery(ws, dest, sessionId, outcome, now);
+  }
+  entry(ws, dest, sessionId) {
+    return this.native.entry(ws.id, dest, sessionId);
+  }
+  forget(ws, dest, sessionId, now) {
+    return this.native.forget(ws, dest, sessionId, now);
+  }
+  putSession(plan) {
+    return this.native.putSession(plan);
+  }
+  getSession(wsId, sessionId, now) {
+    return this.native.getSession(wsId, sessionId, now);
+  }
+  cancelSession(wsId, sessionId) {
+    return this.native.cancelSession(wsId, sessionId);
+  }
+  verify(engine, ws, sessionId, code, now) {
+    return this.native.verify(engine, ws, sessionId, code, now);
+  }
+  flood(ws, now) {
+    return this.native.flood(ws, now);
+  }
+  auditAppend(wsId, lines) {
+    if (lines.length) this.native.auditAppend(wsId, lines);
+  }
+  auditReply(wsId, query) {
+    return this.native.auditReply(wsId, query);
+  }
+  getWorkspace(id) {
+    return this.native.kvGet(`ws:${id}`);
+  }
+  putWorkspace(ws) {
+    this.native.kvSet(`ws:${ws.id}`, ws.toJson());
+  }
+  indexKey(hash, wsId) {
+    this.native.kvSet(`key:${hash}`, wsId);
+  }
+  unindexKey(hash) {
+    this.native.kvDelete(`key:${hash}`);
+  }
+  /** The workspace JSON an API key hash points at, or null. */
+  lookupKey(hash) {
+    const id = this.native.kvGet(`key:${hash}`);
+    return id == null ? null : this.native.kvGet(`ws:${id}`);
+  }
+  stats() {
+    try {
+      return this.native.stats();
+    } catch (e) {
+      throw fromNative(e);
+    }
+  }
+  async close() {
+    clearInterval(this.timer);
+  }
+}
+
+module.exports = { MemoryStore };

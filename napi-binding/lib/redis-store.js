@@ -1,0 +1,236 @@
+'use strict';
+// The Redis store: several Node processes share one Redis and keep SPEC's guarantees.
+//
+// Every value that changes is stored as "<version>|<JSON>". A change is read → decided by the
+// core (through the native module) → written by one Lua script that compares the version and
+// sets the new value only if nobody wrote in between; on a conflict the step is decided again
+// on fresh state. So attempts are never over-counted, a session is approved at most once, and
+// concurrent requests for one (destination, purpose) admit one send, across processes.
+// Keys expire with the session retention (sessions), the send window / lock (guards).
+
+const native = require('./native');
+const { OtpError, fromNative, hostError } = require('./errors');
+
+const AUDIT_KEEP = 10_000; // events per workspace
+const AUDIT_TTL_MS = 90 * 24 * 3600 * 1000;
+const MAX_TRIES = 500;
+
+// KEYS[1]; ARGV: expected version, new JSON ('' deletes), keep ms ('-1' keeps the current TTL).
+const CAS = `
+local cur = redis.call('GET', KEYS[1])
+local ver = 0
+if cur then ver = tonumber(string.match(cur, '^(%d+)|')) or 0 end
+if ver ~= tonumber(ARGV[1]) then return 0 end
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[1])
+elseif ARGV[3] == '-1' then
+  redis.call('SET', KEYS[1], (ver + 1) .. '|' .. ARGV[2], 'KEEPTTL')
+else
+  redis.call('SET', KEYS[1], (ver + 1) .. '|' .. ARGV[2], 'PX', ARGV[3])
+end
+return 1
+`;
+
+// KEYS[1] = key index entry; ARGV[1] = workspace key prefix. One round trip for authentication.
+const LOOKUP = `
+local id = redis.call('GET', KEYS[1])
+if not id then return false end
+return redis.call('GET', ARGV[1] .. id)
+`;
+
+// KEYS[1] = the workspace's event list, KEYS[2] = the sequence; ARGV = event JSON lines.
+const APPEND = `
+for i = 1, #ARGV do
+  local seq = redis.call('INCR', KEYS[2])
+  redis.call('LPUSH', KEYS[1], seq .. '|' .. ARGV[i])
+end
+redis.call('LTRIM', KEYS[1], 0, ${AUDIT_KEEP - 1})
+redis.call('PEXPIRE', KEYS[1], ${AUDIT_TTL_MS})
+return 1
+`;
+
+function split(raw) {
+  if (raw == null) return [0, null];
+  const bar = raw.indexOf('|');
+  return [Number(raw.slice(0, bar)), raw.slice(bar + 1)];
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+class RedisStore {
+  /**
+   * @param {{client?: import('ioredis').Redis, url?: string, prefix?: string}} [opts]
+   *   `client`: an ioredis client you created; else one is made from `url` (or REDIS_URL).
+   */
+  constructor({ client, url, prefix = 'otpkit:' } = {}) {
+    this.kind = 'redis';
+    this.prefix = prefix;
+    if (client) {
+      this.redis = client;
+      this.ownClient = false;
+    } else {
+      const Redis = require('ioredis');
+      const target = url || process.env.REDIS_URL;
+      if (!target) throw new TypeError('RedisStore needs a client, a url, or REDIS_URL');
+      // Fail fast while Redis is down (a clear 503), reconnect in the background.
+      this.redis = new Redis(target, {
+        lazyConnect: true,
+        enableOfflineQueue: false,
+        maxRetriesPerRequest: 1,
+        connectTimeout: 2000,
+        retryStrategy: (times) => Math.min(times * 100, 1000),
+      });
+      this.redis.on('error', () => {}); // each failed command answers STORE_UNAVAILABLE
+      this.ownClient = true;
+    }
+    this.redis.defineCommand('otpkitCas', { numberOfKeys: 1, lua: CAS });
+    this.redis.defineCommand('otpkitLookup', { numberOfKeys: 1, lua: LOOKUP });
+    this.redis.defineCommand('otpkitAppend', { numberOfKeys: 2, lua: APPEND });
+    /** Bookkeeping that follows an answer (failure streak after a verify); see settle(). */
+    this.pending = new Set();
+  }
+
+  /** Connects (the client made from a URL connects lazily); resolves when Redis answers. */
+  async connect() {
+    if (this.ownClient && this.redis.status === 'wait') await this.redis.connect();
+    await this.run(() => this.redis.ping());
+  }
+
+  async run(fn) {
+    try {
+      return await fn();
+    } catch (e) {
+      const err = fromNative(e);
+      if (err instanceof OtpError) throw err;
+      throw hostError('STORE_UNAVAILABLE', e);
+    }
+  }
+
+  key(kind, a, b) {
+    return b === undefined ? `${this.prefix}${kind}:${a}` : `${this.prefix}${kind}:${a}:${b}`;
+  }
+
+  /**
+   * Read → decide → compare-and-set, again on conflict. `decide(json|null)` returns
+   * `{state, keepMs, changed}` (state null deletes) plus anything the caller wants back.
+   */
+  async update(key, decide) {
+    return this.run(async () => {
+      for (let i = 0; i < MAX_TRIES; i++) {
+        const [ver, json] = split(await this.redis.get(key));
+        const step = decide(json);
+        if (!step.changed) return step;
+        const keep = step.keepMs == null ? '-1' : String(Math.max(1000, Math.ceil(step.keepMs)));
+        if (await this.redis.otpkitCas(key, ver, step.state ?? '', keep)) return step;
+        if (i > 3) await sleep(Math.random() * Math.min(i, 20));
+      }
+      throw hostError('STORE_UNAVAILABLE');
+    });
+  }
+
+  admit(ws, plan, now) {
+    return this.update(this.key('g', ws.id, plan.dest), (json) => native.guardAdmit(json, ws, plan, now));
+  }
+
+  async delivery(ws, dest, sessionId, outcome, now) {
+    const step = await this.update(this.key('g', ws.id, dest), (json) =>
+      native.guardDelivery(json, ws, sessionId, outcome, now),
+    );
+    return step.sessionId ?? null;
+  }
+
+  async entry(ws, dest, sessionId) {
+    const raw = await this.run(() => this.redis.get(this.key('g', ws.id, dest)));
+    return native.guardEntry(split(raw)[1], sessionId);
+  }
+
+  async forget(ws, dest, sessionId, now) {
+    await this.update(this.key('g', ws.id, dest), (json) => native.guardForget(json, ws, sessionId, now));
+  }
+
+  async putSession(plan, now) {
+    const key = this.sessionKey(plan.workspaceId, plan.sessionId);
+    await this.run(() => this.redis.set(key, `1|${plan.sessionJson()}`, 'PX', Math.ceil(plan.keepMs(now))));
+  }
+
+  sessionKey(wsId, sessionId) {
+    return this.key('s', wsId, sessionId);
+  }
+
+  async getSession(wsId, sessionId) {
+    const raw = await this.run(() => this.redis.get(this.sessionKey(wsId, sessionId)));
+    return split(raw)[1];
+  }
+
+  async cancelSession(wsId, sessionId) {
+    await this.update(this.sessionKey(wsId, sessionId), (json) =>
+      json == null ? { changed: false } : { state: native.cancelJson(json), keepMs: null, changed: true },
+    );
+  }
+
+  async verify(engine, ws, sessionId, code, now) {
+    const step = await this.update(this.sessionKey(ws.id, sessionId), (json) => {
+      const s = engine.verifyJson(json, ws.id, code, now);
+      return { ...s, changed: s.state != null, keepMs: null };
+    });
+    if (step.consumed) {
+      // The failure streak and the end of reuse follow the answer, as on the Worker.
+      const p = this.update(this.key('g', ws.id, step.dest), (json) =>
+        native.guardVerified(json, ws, sessionId, step.status, step.attemptsLeft, now),
+      )
+        .catch(() => {})
+        .finally(() => this.pending.delete(p));
+      this.pending.add(p);
+    }
+    delete step.state;
+    delete step.changed;
+    delete step.keepMs;
+    return step;
+  }
+
+  async flood(ws, now) {
+    await this.update(this.key('f', ws.id), (json) => ({
+      state: native.floodJson(json, ws.floodLimit, now),
+      keepMs: 120_000,
+      changed: true,
+    }));
+  }
+
+  async auditAppend(wsId, lines) {
+    if (!lines.length) return;
+    await this.run(() => this.redis.otpkitAppend(this.key('a', wsId), this.key('aseq', 'all'), ...lines));
+  }
+
+  async auditReply(wsId, query) {
+    const lines = await this.run(() => this.redis.lrange(this.key('a', wsId), 0, -1));
+    return native.auditReply(lines, query);
+  }
+
+  getWorkspace(id) {
+    return this.run(() => this.redis.get(this.key('ws', id)));
+  }
+  async putWorkspace(ws) {
+    await this.run(() => this.redis.set(this.key('ws', ws.id), ws.toJson()));
+  }
+  async indexKey(hash, wsId) {
+    await this.run(() => this.redis.set(this.key('key', hash), wsId));
+  }
+  async unindexKey(hash) {
+    await this.run(() => this.redis.del(this.key('key', hash)));
+  }
+  lookupKey(hash) {
+    return this.run(() => this.redis.otpkitLookup(this.key('key', hash), `${this.prefix}ws:`));
+  }
+
+  /** Waits for bookkeeping still in flight. */
+  async settle() {
+    while (this.pending.size) await Promise.allSettled([...this.pending]);
+  }
+
+  async close() {
+    await this.settle();
+    if (this.ownClient) this.redis.disconnect();
+  }
+}
+
+module.exports = { RedisStore };

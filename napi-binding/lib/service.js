@@ -1,0 +1,409 @@
+'use strict';
+// OtpService: the OTP flows on Node. Every rule is otpkit-core's (through the native module);
+// this file only moves values between the store, the gateway and the caller, in the same order
+// as the Worker (edge-worker/src/otp.rs): admit → send → store → confirm, verify, status.
+
+const native = require('./native');
+const { OtpError, fromNative, hostError, fromReply } = require('./errors');
+const { MemoryStore } = require('./memory-store');
+
+const IN_FLIGHT_STALE_MS = 15_000; // as otpkit-core's guard::IN_FLIGHT_STALE_MS
+const POLL_MS = 20;
+const NOT_FOUND_STEP = { status: 'NOT_FOUND', attemptsLeft: 0, consumed: false, ended: false };
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const toBody = (value) => Buffer.from(JSON.stringify(value ?? {}));
+
+function normalize(e) {
+  return fromNative(e);
+}
+
+class OtpService {
+  /**
+   * @param {object} opts
+   * @param {string} opts.pepper OTP_PEPPER, ≥ 32 bytes.
+   * @param {{send(m: object): Promise<string>} | ((m: object) => Promise<string>)} opts.gateway
+   * @param {object} [opts.store] MemoryStore (default) or RedisStore.
+   * @param {string[]} [opts.senders] sender names of the library's workspace (default: any).
+   * @param {object} [opts.policy] policy of the library's workspace (SPEC §2 keys).
+   * @param {string} [opts.workspaceId] id of the library's workspace (default "default").
+   * @param {string} [opts.adminToken] enables the admin routes of handle().
+   * @param {boolean} [opts.allowMisconfigured] serve MISCONFIGURED answers instead of throwing.
+   */
+  constructor(opts = {}) {
+    this.engine = new native.Engine(opts.pepper ?? null);
+    if (!this.engine.configured && !opts.allowMisconfigured) {
+      try {
+        this.engine.check();
+      } catch (e) {
+        throw normalize(e);
+      }
+    }
+    const gw = opts.gateway;
+    this.gateway = typeof gw === 'function' ? { send: gw } : gw || null;
+    this.store = opts.store || new MemoryStore();
+    this.adminToken = opts.adminToken || null;
+    this.inflight = new Map(); // sessionId → { promise, resolve } for sends made by this process
+    this.background = new Set();
+    try {
+      this.libraryWorkspace = native.Workspace.library(
+        opts.workspaceId || 'default',
+        opts.senders ?? null,
+        opts.policy == null ? null : JSON.stringify(opts.policy),
+        Date.now(),
+      );
+    } catch (e) {
+      throw normalize(e);
+    }
+  }
+
+  // ---- library API (the library's workspace) -------------------------------------------
+
+  /** Issues (or reuses) a code: `{sessionId, expiresInSeconds, attemptsLeft, reused}`. */
+  async request(params) {
+    return this.#data(() => this.issue(this.libraryWorkspace, 'v1', toBody(params)));
+  }
+
+  /** Checks a code: `{sessionId, status, verified, message, attemptsLeft}` for every outcome. */
+  async verify(params) {
+    return this.#data(() => this.check(this.libraryWorkspace, 'v1', null, toBody(params)), true);
+  }
+
+  /** A session's status (masked destination, state, attempts, times), or null if not found. */
+  async status(sessionId) {
+    const reply = await this.#reply(() => this.sessionStatus(this.libraryWorkspace, 'v1', String(sessionId ?? '')));
+    return reply.status === 200 ? JSON.parse(reply.body).data : null;
+  }
+
+  /** Audit events, newest first: `{events, nextCursor}`. `query`: {sessionId, since, limit, cursor}. */
+  async audit(query = {}) {
+    return this.#data(() => this.store.auditReply(this.libraryWorkspace.id, new URLSearchParams(query).toString()));
+  }
+
+  /** The same operations inside another workspace (multi-tenant), by id. */
+  forWorkspace(workspaceId) {
+    return this.#scoped(async () => {
+      const json = await this.store.getWorkspace(String(workspaceId));
+      if (json == null) throw hostError('NOT_FOUND');
+      return native.Workspace.fromJson(json);
+    });
+  }
+
+  /** The same operations inside the workspace an API key belongs to (401 if none). */
+  forApiKey(apiKey) {
+    return this.#scoped(async () => {
+      const hash = native.apiKeyHash(String(apiKey ?? ''));
+      return this.authenticateHash(hash);
+    });
+  }
+
+  /** Creates a workspace: `{workspaceId, apiKey, keyId}` (the key is shown once). */
+  async createWorkspace({ name, senders, policy } = {}) {
+    return this.#data(() => this.createWorkspaceReply(toBody({ name, senders, policy })));
+  }
+  /** Replaces senders and/or merges policy keys; answers the workspace (without keys). */
+  async updateWorkspace(workspaceId, patch = {}) {
+    return this.#data(() => this.patchWorkspaceReply(String(workspaceId), toBody(patch)));
+  }
+  /** Mints another API key: `{apiKey, keyId}`. */
+  async createKey(workspaceId) {
+    return this.#data(() => this.createKeyReply(String(workspaceId)));
+  }
+  /** Revokes a key (immediately). */
+  async revokeKey(workspaceId, keyId) {
+    await this.#data(() => this.revokeKeyReply(String(workspaceId), String(keyId)));
+  }
+
+  /** Waits for bookkeeping that follows answers (audit, failure streak). */
+  async settle() {
+    while (this.background.size) await Promise.allSettled([...this.background]);
+    if (this.store.settle) await this.store.settle();
+  }
+
+  /** Settles and closes the store. */
+  async close() {
+    await this.settle();
+    await this.store.close?.();
+  }
+
+  #scoped(load) {
+    return {
+      request: (params) => this.#data(async () => this.issue(await load(), 'v1', toBody(params))),
+      verify: (params) => this.#data(async () => this.check(await load(), 'v1', null, toBody(params)), true),
+      status: async (sessionId) => {
+        const reply = await this.#reply(async () => this.sessionStatus(await load(), 'v1', String(sessionId ?? '')));
+        return reply.status === 200 ? JSON.parse(reply.body).data : null;
+      },
+      audit: (query = {}) =>
+        this.#data(async () => this.store.auditReply((await load()).id, new URLSearchParams(query).toString())),
+    };
+  }
+
+  async #reply(fn) {
+    try {
+      return await fn();
+    } catch (e) {
+      throw normalize(e);
+    }
+  }
+
+  async #data(fn, anyStatus = false) {
+    const reply = await this.#reply(fn);
+    if (reply.status === 204) return undefined;
+    if (!anyStatus && (reply.status < 200 || reply.status >= 300)) throw fromReply(reply);
+    return JSON.parse(reply.body).data;
+  }
+
+  // ---- flows (answer core replies: {status, body, retryAfter}) ---------------------------
+
+  later(promise) {
+    const p = Promise.resolve(promise)
+      .catch(() => {})
+      .finally(() => this.background.delete(p));
+    this.background.add(p);
+  }
+
+  auditLater(wsId, lines) {
+    this.later(this.store.auditAppend(wsId, lines));
+  }
+
+  async send(message) {
+    if (!this.gateway) return 'failed';
+    try {
+      const outcome = await this.gateway.send(message);
+      return outcome === 'delivered' || outcome === 'timedOut' ? outcome : 'failed';
+    } catch {
+      return 'failed';
+    }
+  }
+
+  /** POST /v1/messaging/otp/request and POST /otp/send. */
+  async issue(ws, dialect, body) {
+    const now = Date.now();
+    const plan = this.engine.plan(dialect, body, ws, now);
+    let admitted = false;
+    for (let i = 0; i < 3 && !admitted; i++) {
+      const a = await this.store.admit(ws, plan, now);
+      if (a.kind === 'send') {
+        admitted = true;
+      } else if (a.kind === 'reuse') {
+        const reply = await this.reuse(ws, dialect, plan.dest, a.sessionId, now);
+        if (reply) return reply;
+      } else if (a.kind === 'wait') {
+        if (!(await this.waitFor(ws, plan.dest, a.sessionId))) throw hostError('DELIVERY_FAILED');
+        const reply = await this.reuse(ws, dialect, plan.dest, a.sessionId, now);
+        if (reply) return reply;
+      } else {
+        this.auditLater(ws.id, [native.refusedAudit(plan.dest, plan.purpose, plan.app ?? null, a.errorCode, now)]);
+        native.throwRefused(a.errorCode, a.retryAfter ?? 1);
+      }
+    }
+    if (!admitted) throw hostError('STORE_UNAVAILABLE');
+
+    let resolve;
+    const promise = new Promise((r) => (resolve = r));
+    this.inflight.set(plan.sessionId, { promise, resolve });
+    let final = 'failed';
+    try {
+      // The workspace flood shield (approximate, as SPEC allows). A refusal hands the admitted
+      // send back to the guard as a definite failure, so nothing is charged.
+      if (!plan.test) {
+        try {
+          await this.store.flood(ws, now);
+        } catch (e) {
+          await this.store.delivery(ws, plan.dest, plan.sessionId, 'failed', now);
+          throw e;
+        }
+      }
+      const text = plan.text;
+      const outcome =
+        text == null
+          ? 'delivered' // test number: nothing is sent
+          : await this.send({ to: plan.dest, from: plan.src, text, channel: plan.channel, reference: plan.sessionId });
+      final = outcome;
+      if (outcome === 'delivered') {
+        // Stored before the guard confirms it, so a waiter told to reuse it can read it.
+        try {
+          await this.store.putSession(plan, now);
+        } catch {
+          final = 'failed';
+        }
+      }
+      const cancel = await this.store.delivery(ws, plan.dest, plan.sessionId, final, now);
+      const events = [plan.audit('requested', 'ok', now)];
+      if (final !== 'delivered') {
+        events.push(plan.audit('delivery_failed', 'failed', now));
+        this.auditLater(ws.id, events);
+        throw hostError(outcome === 'delivered' ? 'STORE_UNAVAILABLE' : 'DELIVERY_FAILED');
+      }
+      events.push(plan.audit('delivered', 'ok', now));
+      this.auditLater(ws.id, events);
+      if (cancel) this.later(this.store.cancelSession(ws.id, cancel));
+      return plan.reply(now);
+    } finally {
+      this.inflight.delete(plan.sessionId);
+      resolve(final === 'delivered');
+    }
+  }
+
+  /** The reused answer for an active session, or null (then it is forgotten and admit runs again). */
+  async reuse(ws, dialect, dest, sessionId, now) {
+    const json = await this.store.getSession(ws.id, sessionId, now);
+    const reply = json == null ? null : native.reuseReply(dialect, json, now);
+    if (reply) {
+      this.auditLater(ws.id, [native.sessionAudit('reused', json, 'ok', now)]);
+      return reply;
+    }
+    await this.store.forget(ws, dest, sessionId, now);
+    return null;
+  }
+
+  /** Waits for another request's send: true once delivered, false if it failed or went stale. */
+  async waitFor(ws, dest, sessionId) {
+    const local = this.inflight.get(sessionId);
+    if (local) {
+      let timer;
+      const stale = new Promise((r) => (timer = setTimeout(() => r(false), IN_FLIGHT_STALE_MS)));
+      try {
+        return await Promise.race([local.promise, stale]);
+      } finally {
+        clearTimeout(timer);
+      }
+    }
+    // Another process is sending (Redis): watch the guard.
+    const deadline = Date.now() + IN_FLIGHT_STALE_MS;
+    while (Date.now() < deadline) {
+      const state = await this.store.entry(ws, dest, sessionId);
+      if (state === 'delivered') return true;
+      if (state === 'gone') return (await this.store.getSession(ws.id, sessionId, Date.now())) != null;
+      await sleep(POLL_MS);
+    }
+    return false;
+  }
+
+  /** POST /v1/messaging/otp/verify and POST /otp/{id}/verify. */
+  async check(ws, dialect, pathId, body) {
+    const input = native.parseVerify(dialect, pathId, body);
+    if (!input.sessionId) return native.verifyReply(dialect, input.rawSessionId, NOT_FOUND_STEP);
+    const now = Date.now();
+    const step = await this.store.verify(this.engine, ws, input.sessionId, input.code, now);
+    if (step.audit) this.auditLater(ws.id, [step.audit]);
+    const shownId = step.status === 'NOT_FOUND' ? input.rawSessionId : input.sessionId;
+    return native.verifyReply(dialect, shownId, step);
+  }
+
+  /** GET /v1/messaging/otp/sessions/{id} and GET /otp/{id}/status. */
+  async sessionStatus(ws, dialect, rawId) {
+    const now = Date.now();
+    const sessionId = native.normalizeSessionId(rawId);
+    const json = sessionId == null ? null : await this.store.getSession(ws.id, sessionId, now);
+    return native.statusReply(dialect, ws.id, json, now);
+  }
+
+  async authenticateHash(hash) {
+    if (!hash) throw hostError('UNAUTHORIZED');
+    const json = await this.store.lookupKey(hash);
+    if (json == null) throw hostError('UNAUTHORIZED');
+    const ws = native.Workspace.fromJson(json);
+    if (!ws.liveKey(hash)) throw hostError('UNAUTHORIZED');
+    return ws;
+  }
+
+  async loadWorkspace(id) {
+    const json = await this.store.getWorkspace(id);
+    if (json == null) throw hostError('NOT_FOUND');
+    return native.Workspace.fromJson(json);
+  }
+
+  async createWorkspaceReply(body) {
+    const now = Date.now();
+    const ws = native.Workspace.create(body, now);
+    const key = ws.addKey(now);
+    await this.store.putWorkspace(ws);
+    await this.store.indexKey(key.keyHash, ws.id);
+    return ws.createdReply(key);
+  }
+
+  async patchWorkspaceReply(id, body) {
+    const ws = await this.loadWorkspace(id);
+    const next = ws.patched(body);
+    await this.store.putWorkspace(next);
+    return next.updatedReply();
+  }
+
+  async createKeyReply(id) {
+    const ws = await this.loadWorkspace(id);
+    const key = ws.addKey(Date.now());
+    await this.store.putWorkspace(ws);
+    await this.store.indexKey(key.keyHash, ws.id);
+    return native.keyCreatedReply(key);
+  }
+
+  async revokeKeyReply(id, keyId) {
+    const ws = await this.loadWorkspace(id);
+    const hash = ws.revoke(keyId, Date.now());
+    await this.store.putWorkspace(ws);
+    await this.store.unindexKey(hash);
+    return native.noContentReply();
+  }
+
+  // ---- HTTP (one request → one core reply) ----------------------------------------------
+
+  /**
+   * Answers one HTTP request exactly as the Worker does.
+   * @param {{method: string, path: string, query: string, headers: Record<string, string|undefined>,
+   *          readBody: (maxBytes: number) => Promise<Buffer>}} req
+   * @returns {Promise<{status: number, body: string, retryAfter?: number}>}
+   */
+  async handle(req) {
+    try {
+      const r = native.route(req.method, req.path);
+      if (r.kind === 'health') return native.healthReply(this.engine.configured);
+      this.engine.check();
+      const h = req.headers;
+      if (r.admin) {
+        if (!this.adminToken) throw hostError('NOT_FOUND');
+        if (!native.adminAuthorized(this.adminToken, h.authorization ?? null)) throw hostError('UNAUTHORIZED');
+        switch (r.kind) {
+          case 'createWorkspace':
+            return await this.createWorkspaceReply(await this.jsonBody(req));
+          case 'patchWorkspace':
+            return await this.patchWorkspaceReply(r.id, await this.jsonBody(req));
+          case 'createKey':
+            return await this.createKeyReply(r.id);
+          default:
+            return await this.revokeKeyReply(r.id, r.keyId);
+        }
+      }
+      const ws = await this.authenticateHash(native.presentedKeyHash(h.authorization ?? null, h['x-api-key'] ?? null));
+      switch (r.kind) {
+        case 'request':
+          return await this.issue(ws, r.dialect, await this.jsonBody(req));
+        case 'verify':
+          return await this.check(ws, r.dialect, r.id ?? null, await this.jsonBody(req));
+        case 'status':
+          return await this.sessionStatus(ws, r.dialect, r.id);
+        default:
+          return await this.store.auditReply(ws.id, req.query || '');
+      }
+    } catch (e) {
+      return this.errorReply(e);
+    }
+  }
+
+  /** 415 / 413 in SPEC's order, then the body (the core answers 400 for empty or malformed). */
+  async jsonBody(req) {
+    native.checkContent(req.headers['content-type'] ?? null, req.headers['content-length'] ?? null);
+    return req.readBody(native.maxBodyBytes());
+  }
+
+  errorReply(e) {
+    const err = normalize(e);
+    if (err instanceof OtpError) return err.reply;
+    // Never the error's content: it could hold request data.
+    process.emitWarning(`otpkit: internal error (${err && err.name})`);
+    return native.errorReply('INTERNAL_ERROR');
+  }
+}
+
+module.exports = { OtpService };
