@@ -1,0 +1,316 @@
+// Types of the `otpkit` npm package (napi-binding/). Contract: SPEC.md; examples: README.md ("Node").
+
+/// <reference types="node" />
+
+/** A SPEC purpose. */
+export type Purpose =
+  | 'LOGIN'
+  | 'PASSWORD_RESET'
+  | 'TRANSACTION'
+  | 'DEVICE_VERIFICATION'
+  | 'EMAIL_VERIFICATION'
+  | 'ACCOUNT_RECOVERY'
+  | 'KYC_VERIFICATION';
+
+export type Channel = 'sms' | 'whatsapp';
+
+/** Outcomes of a verification (values, not errors). */
+export type VerifyStatus = 'APPROVED' | 'INVALID' | 'EXPIRED' | 'MAX_ATTEMPTS_REACHED' | 'ALREADY_USED' | 'NOT_FOUND';
+
+/** Stable error codes of {@link OtpError}. */
+export type ErrorCode =
+  | 'VALIDATION_ERROR'
+  | 'UNAUTHORIZED'
+  | 'NOT_FOUND'
+  | 'UNSUPPORTED_MEDIA_TYPE'
+  | 'PAYLOAD_TOO_LARGE'
+  | 'METHOD_NOT_ALLOWED'
+  | 'SENDER_NOT_ALLOWED'
+  | 'DESTINATION_NOT_ALLOWED'
+  | 'RATE_LIMITED'
+  | 'DESTINATION_LOCKED'
+  | 'DELIVERY_FAILED'
+  | 'STORE_UNAVAILABLE'
+  | 'MISCONFIGURED'
+  | 'INTERNAL_ERROR';
+
+/** Workspace policy (SPEC §2). Every key is optional; out-of-bounds values are refused with 400. */
+export interface Policy {
+  /** 6–10 digits (default 6). */
+  codeLength?: number;
+  /** 60–600 s (default 300). */
+  ttlSeconds?: number;
+  /** 1–10 (default 5). */
+  maxAttempts?: number;
+  /** Reuse an active session for the same (dest, purpose) (default true). */
+  reuse?: boolean;
+  /** Sliding window per destination (default 3 per 600 s). */
+  sendsPerDestination?: { limit: number; windowSeconds: number };
+  /** Workspace flood shield (default 600). */
+  sendsPerWorkspacePerMinute?: number;
+  /** Consecutive failed verifications per destination before a 1 h lock (default 100). */
+  failureStreakLimit?: number;
+  /** Calling-code prefixes, e.g. ["233", "1"]; null = all. */
+  allowedCountries?: string[] | null;
+  /** Fixed codes for test numbers (no SMS is sent), e.g. {"+15005550006": "123456"}. */
+  testNumbers?: Record<string, string>;
+  /** Price per SMS segment for analytics. */
+  pricePerSegment?: { amount: string; currency: string };
+  /** Seconds an ended session is kept after expiry (default 86400). */
+  retentionSeconds?: number;
+}
+
+/** What a gateway is asked to deliver. `text` contains the code: never log it. */
+export interface OutgoingMessage {
+  to: string;
+  from: string;
+  text: string;
+  channel: Channel;
+  /** The session id. */
+  reference: string;
+}
+
+/**
+ * `'delivered'` (2xx), `'failed'` (definite failure: not charged to the send limit) or
+ * `'timedOut'` (unknown outcome: charged). Anything else, or a throw, counts as `'failed'`.
+ */
+export type DeliveryOutcome = 'delivered' | 'failed' | 'timedOut';
+
+export interface Gateway {
+  send(message: OutgoingMessage): Promise<DeliveryOutcome>;
+}
+
+/** SPEC §5 JSON gateway: POST `{to, from, text, channel, reference}` with a Bearer token; 10 s timeout. */
+export class JsonGateway implements Gateway {
+  constructor(opts: { url: string; token?: string; timeoutMs?: number });
+  readonly url: string;
+  send(message: OutgoingMessage): Promise<DeliveryOutcome>;
+}
+
+/** Twilio Messages API form encoding (`To`, `From`, `Body`; `whatsapp:` prefix), basic auth. */
+export class TwilioGateway implements Gateway {
+  constructor(opts: { url: string; account: string; token: string; timeoutMs?: number });
+  readonly url: string;
+  send(message: OutgoingMessage): Promise<DeliveryOutcome>;
+}
+
+/** The gateway that SMS_GATEWAY_KIND / _URL / _TOKEN / _ACCOUNT describe. */
+export function gatewayFromEnv(env?: Record<string, string | undefined>): Gateway;
+
+/** Every refusal: a stable `code` and the HTTP status `otpkit serve` answers with. */
+export class OtpError extends Error {
+  readonly name: 'OtpError';
+  readonly code: ErrorCode;
+  readonly httpStatus: number;
+  /** The offending field (VALIDATION_ERROR), dotted for nested ones (`policy.ttlSeconds`). */
+  readonly field?: string;
+  /** Whole seconds ≥ 1 (RATE_LIMITED, DESTINATION_LOCKED). */
+  readonly retryAfterSeconds?: number;
+}
+
+/** Sizes of a memory store. */
+export interface MemoryStats {
+  sessions: number;
+  guards: number;
+  auditEvents: number;
+}
+
+/** One process, state in Rust memory behind one lock (the default). Lost when the process exits. */
+export class MemoryStore {
+  constructor();
+  readonly kind: 'memory';
+  stats(): MemoryStats;
+  close(): Promise<void>;
+}
+
+/**
+ * Redis, for several processes: every change is a Lua compare-and-set on a version, so attempts
+ * are never over-counted, a session is approved at most once and one SMS is sent for concurrent
+ * requests, across processes. Keys expire with the session retention.
+ */
+export class RedisStore {
+  /**
+   * @param opts.client an ioredis client you manage; or
+   * @param opts.url a redis:// URL (default: REDIS_URL) for a client this store creates and closes.
+   * @param opts.prefix key prefix (default "otpkit:").
+   */
+  constructor(opts?: { client?: unknown; url?: string; prefix?: string });
+  readonly kind: 'redis';
+  /** Connects and pings; rejects with OtpError STORE_UNAVAILABLE when Redis does not answer. */
+  connect(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface RequestParams {
+  /** E.164 destination: `+` then 8–15 digits. */
+  dest: string;
+  /** Sender name (one of the workspace's senders). */
+  src: string;
+  purpose: Purpose;
+  /** Must contain `{code}` once; may use `{minutes}`, `{app}`, `{purpose}`; ≤ 3 SMS segments. */
+  messageTemplate?: string;
+  /** ≤ 64 characters. */
+  app?: string;
+  channel?: Channel;
+}
+
+export interface RequestResult {
+  sessionId: string;
+  expiresInSeconds: number;
+  attemptsLeft: number;
+  /** An active session for (dest, purpose) was reused: no SMS was sent. */
+  reused: boolean;
+}
+
+export interface VerifyParams {
+  sessionId: string;
+  /** 4–10 digits, as a string. */
+  code: string;
+}
+
+export interface VerifyResult {
+  sessionId: string;
+  status: VerifyStatus;
+  verified: boolean;
+  message: string;
+  attemptsLeft: number;
+}
+
+export interface SessionStatus {
+  sessionId: string;
+  /** Masked, e.g. `+233*****7745`. */
+  dest: string;
+  purpose: Purpose;
+  app: string | null;
+  channel: Channel;
+  state: 'PENDING' | 'APPROVED' | 'EXPIRED' | 'LOCKED' | 'CANCELED';
+  attemptsUsed: number;
+  maxAttempts: number;
+  /** RFC 3339. */
+  createdAt: string;
+  expiresAt: string;
+  verifiedAt: string | null;
+}
+
+export interface AuditEvent {
+  time: string;
+  event: string;
+  sessionId: string;
+  purpose: Purpose;
+  app: string | null;
+  dest: string;
+  outcome: string;
+  status?: string;
+  test?: boolean;
+}
+
+export interface AuditPage {
+  events: AuditEvent[];
+  nextCursor: string | null;
+}
+
+export interface AuditQuery {
+  sessionId?: string;
+  /** RFC 3339. */
+  since?: string;
+  /** 1–500 (default 100). */
+  limit?: number | string;
+  cursor?: string;
+}
+
+/** The OTP operations bound to one workspace. */
+export interface WorkspaceOps {
+  request(params: RequestParams): Promise<RequestResult>;
+  verify(params: VerifyParams): Promise<VerifyResult>;
+  status(sessionId: string): Promise<SessionStatus | null>;
+  audit(query?: AuditQuery): Promise<AuditPage>;
+}
+
+export interface OtpServiceOptions {
+  /** OTP_PEPPER: ≥ 32 bytes. Codes are stored only as HMAC-SHA256 under it. */
+  pepper: string;
+  /** Where messages go: a Gateway, or a function with the signature of `send`. */
+  gateway: Gateway | ((message: OutgoingMessage) => Promise<DeliveryOutcome>);
+  /** Default: a new MemoryStore. */
+  store?: MemoryStore | RedisStore;
+  /** Sender names of the library's own workspace (default: any valid sender name). */
+  senders?: string[];
+  /** Policy of the library's own workspace. */
+  policy?: Policy;
+  /** Id of the library's own workspace (default "default"). */
+  workspaceId?: string;
+  /** Enables the admin routes of `handle()` / `otpkit serve`. */
+  adminToken?: string;
+  /** Answer MISCONFIGURED instead of throwing when the pepper is missing (for servers). */
+  allowMisconfigured?: boolean;
+}
+
+/** The HTTP answer `handle()` produces. */
+export interface Reply {
+  status: number;
+  body: string;
+  retryAfter?: number;
+}
+
+export interface HandledRequest {
+  method: string;
+  /** Without the query string. */
+  path: string;
+  /** The query string without `?`. */
+  query?: string;
+  /** Lower-case header names, as node:http gives them. */
+  headers: Record<string, string | string[] | undefined>;
+  /** Reads the body, refusing more than `maxBytes` (PAYLOAD_TOO_LARGE). */
+  readBody(maxBytes: number): Promise<Buffer>;
+}
+
+/**
+ * OTPs by SMS/WhatsApp. The methods on the service itself act in its own workspace; use
+ * `forWorkspace` / `forApiKey` for tenants created with `createWorkspace`.
+ * Validation and refusals reject with {@link OtpError}; verification outcomes are results.
+ */
+export class OtpService {
+  /** Throws OtpError MISCONFIGURED without a pepper of ≥ 32 bytes, VALIDATION_ERROR for a bad policy. */
+  constructor(opts: OtpServiceOptions);
+  readonly store: MemoryStore | RedisStore;
+
+  /** Sends a code, or reuses the active session for (dest, purpose) without an SMS. */
+  request(params: RequestParams): Promise<RequestResult>;
+  /** Checks a code. Every outcome resolves (status APPROVED, INVALID, …); bad input rejects. */
+  verify(params: VerifyParams): Promise<VerifyResult>;
+  /** A session's status, or null when there is none. */
+  status(sessionId: string): Promise<SessionStatus | null>;
+  /** Audit events of the service's own workspace, newest first. */
+  audit(query?: AuditQuery): Promise<AuditPage>;
+
+  /** Operations in a workspace created with `createWorkspace` (NOT_FOUND if there is none). */
+  forWorkspace(workspaceId: string): WorkspaceOps;
+  /** Operations in the workspace of an API key (UNAUTHORIZED if it is unknown or revoked). */
+  forApiKey(apiKey: string): WorkspaceOps;
+
+  /** Creates a tenant and its first API key (shown once). */
+  createWorkspace(params: { name: string; senders: string[]; policy?: Policy }): Promise<{
+    workspaceId: string;
+    apiKey: string;
+    keyId: string;
+  }>;
+  /** Replaces `senders`, merges `policy` keys. */
+  updateWorkspace(workspaceId: string, patch: { name?: string; senders?: string[]; policy?: Policy }): Promise<unknown>;
+  createKey(workspaceId: string): Promise<{ apiKey: string; keyId: string }>;
+  /** Revocation is immediate. */
+  revokeKey(workspaceId: string, keyId: string): Promise<void>;
+
+  /** Answers one HTTP request exactly as the Worker does (what `otpkit serve` uses). */
+  handle(req: HandledRequest): Promise<Reply>;
+  /** Waits for bookkeeping that follows answers (audit rows, failure streak). */
+  settle(): Promise<void>;
+  /** Settles and closes the store (and its Redis client, if the store created it). */
+  close(): Promise<void>;
+}
+
+/** A node:http server answering SPEC's HTTP API with `service`. */
+export function createServer(service: OtpService): import('node:http').Server;
+/** The request listener, to mount under your own node:http server. */
+export function listener(
+  service: OtpService,
+): (req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse) => Promise<void>;

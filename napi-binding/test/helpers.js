@@ -1,0 +1,74 @@
+'use strict';
+// Shared test plumbing: a private redis-server, free ports, the conformance suite's SMS sink.
+
+const { spawn } = require('node:child_process');
+const net = require('node:net');
+const path = require('node:path');
+const { pathToFileURL } = require('node:url');
+
+const ROOT = path.resolve(__dirname, '..', '..');
+const PEPPER = 'test-pepper-0123456789abcdef0123456789';
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function canConnect(port) {
+  return new Promise((resolve) => {
+    const s = net.connect(port, '127.0.0.1', () => {
+      s.end();
+      resolve(true);
+    });
+    s.on('error', () => resolve(false));
+  });
+}
+
+/** A private redis-server on a free port: { url, port, stop(), kill() }. */
+async function startRedis() {
+  const port = await freePort();
+  const child = spawn('redis-server', ['--bind', '127.0.0.1', '--port', String(port), '--save', '', '--appendonly', 'no'], {
+    stdio: 'ignore',
+  });
+  let exited = false;
+  child.on('exit', () => (exited = true));
+  const deadline = Date.now() + 10_000;
+  while (!(await canConnect(port))) {
+    if (exited) throw new Error('redis-server exited at start (is it installed? scripts/bootstrap installs it)');
+    if (Date.now() > deadline) throw new Error(`redis-server did not listen on ${port}`);
+    await sleep(50);
+  }
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    port,
+    async stop() {
+      if (exited) return;
+      const done = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      await done;
+    },
+  };
+}
+
+/** The conformance suite's SMS sink (a real HTTP server). */
+async function startSink() {
+  const mod = await import(pathToFileURL(path.join(ROOT, 'tests', 'conformance', 'sink.mjs')).href);
+  return mod.startSink({ port: 0 });
+}
+
+/** The code inside a message text (the first run of digits). */
+const codeOf = (text) => /\d{4,10}/.exec(text)[0];
+
+let destCounter = Math.floor(Math.random() * 1e6);
+/** A fresh E.164 destination. */
+const newDest = () => `+1555${String(destCounter++ % 1e7).padStart(7, '0')}`;
+
+module.exports = { ROOT, PEPPER, freePort, sleep, startRedis, startSink, codeOf, newDest };

@@ -1,0 +1,210 @@
+'use strict';
+// The library through the binding: shared vectors (tests/vectors), OtpService with the memory
+// store and a real HTTP sink as the gateway, errors, multi-tenancy, CommonJS and ESM.
+
+const { describe, it, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const path = require('node:path');
+const native = require('../lib/native');
+const otpkit = require('..');
+const { ROOT, PEPPER, startSink, codeOf, newDest } = require('./helpers');
+
+const { OtpService, OtpError, JsonGateway, MemoryStore } = otpkit;
+const vectors = (name) => JSON.parse(fs.readFileSync(path.join(ROOT, 'tests', 'vectors', name), 'utf8'));
+
+/** A gateway that records what it was given (no network). */
+function recorder(outcome = 'delivered') {
+  const sent = [];
+  const gw = async (m) => {
+    sent.push(m);
+    return typeof outcome === 'function' ? outcome(m) : outcome;
+  };
+  gw.sent = sent;
+  return gw;
+}
+
+describe('vectors through the binding', () => {
+  it('hash.json: a stored hash verifies with its code and pepper, not with another code', () => {
+    // A real session from the binding, with the vector's ids and hash put in.
+    const ws = native.Workspace.library('ws_vec', null, null, Date.now());
+    const engine0 = new native.Engine(PEPPER);
+    const base = JSON.parse(engine0.plan('v1', Buffer.from('{"dest":"+233202007745","src":"A","purpose":"LOGIN"}'), ws, Date.now()).sessionJson());
+    const cases = vectors('hash.json').cases;
+    assert.ok(cases.length >= 5);
+    let checked = 0;
+    for (const c of cases) {
+      if (!native.normalizeSessionId(c.sessionId)) continue; // framing-only vectors (ids like "c")
+      checked++;
+      const engine = new native.Engine(c.pepper);
+      const s = { ...base, id: c.sessionId, workspaceId: c.workspaceId, purpose: c.purpose, codeHash: c.hash, codeLength: c.code.length };
+      const ok = engine.verifyJson(JSON.stringify(s), c.workspaceId, c.code, Date.now());
+      assert.equal(ok.status, 'APPROVED', `vector ${c.sessionId}`);
+      const wrong = String((Number(c.code[0]) + 1) % 10) + c.code.slice(1);
+      assert.equal(engine.verifyJson(JSON.stringify(s), c.workspaceId, wrong, Date.now()).status, 'INVALID');
+    }
+    assert.ok(checked >= 5, `checked ${checked}`);
+  });
+
+  it('validation.json: every request and verify body answers as the core decides', () => {
+    const engine = new native.Engine(PEPPER);
+    const ws = native.Workspace.library('ws_vec', null, null, Date.now());
+    let checked = 0;
+    for (const c of vectors('validation.json').cases) {
+      const body = Buffer.from(c.body ?? '');
+      let run;
+      if (c.route === 'v1.request') run = () => engine.plan('v1', body, ws, Date.now());
+      else if (c.route === 'zend.send') run = () => engine.plan('zend', body, ws, Date.now());
+      else if (c.route === 'content') run = () => native.checkContent(c.contentType ?? null, c.length == null ? null : String(c.length));
+      else if (c.route === 'admin.create') run = () => native.Workspace.create(body, Date.now());
+      else if (c.route === 'admin.patch') run = () => ws.patched(body);
+      else if (c.route === 'v1.verify') run = () => native.parseVerify('v1', null, body);
+      else if (c.route === 'zend.verify') run = () => native.parseVerify('zend', c.pathId ?? 'x', body);
+      else continue;
+      checked++;
+      if (c.error) {
+        assert.throws(run, (e) => {
+          const err = require('../lib/errors').fromNative(e);
+          assert.equal(err.code, c.error.code, c.name);
+          assert.equal(err.httpStatus, c.error.status, c.name);
+          assert.equal(err.field, c.error.field ?? undefined, c.name);
+          return true;
+        }, c.name);
+      } else {
+        assert.doesNotThrow(run, c.name);
+      }
+    }
+    assert.equal(checked, vectors('validation.json').cases.length);
+  });
+
+  it('envelopes.json: host-side error bodies are the core\'s, byte for byte', () => {
+    let checked = 0;
+    for (const c of vectors('envelopes.json').cases) {
+      if (c.kind !== 'error' || Object.keys(c.error).length !== 1) continue;
+      const r = native.errorReply(c.error.code);
+      if (r.body !== c.body && c.error.code !== r.body.match(/"code":"(\w+)"/)[1]) continue; // not a host-side code
+      assert.equal(r.status, c.status, c.name);
+      assert.equal(r.body, c.body, c.name);
+      checked++;
+    }
+    assert.ok(checked >= 3, `checked ${checked}`);
+  });
+});
+
+describe('OtpService (memory store)', () => {
+  let sink;
+  before(async () => {
+    sink = await startSink();
+  });
+  after(async () => {
+    await sink.stop();
+  });
+
+  it('request → SMS at the real sink → verify wrong, right, then already used; status', async () => {
+    const otp = new OtpService({ pepper: PEPPER, gateway: new JsonGateway({ url: sink.gatewayUrl, token: 't' }), senders: ['Acme'] });
+    const dest = newDest();
+    const r = await otp.request({ dest, src: 'Acme', purpose: 'LOGIN', app: 'shop' });
+    assert.equal(r.reused, false);
+    assert.equal(r.attemptsLeft, 5);
+    assert.equal(r.expiresInSeconds, 300);
+    assert.ok(!JSON.stringify(r).match(/\d{6}/) || !JSON.stringify(r).includes(codeOf((await sink.messages(dest))[0].body.text)));
+    const msgs = await sink.messages(dest);
+    assert.equal(msgs.length, 1);
+    assert.equal(msgs[0].body.from, 'Acme');
+    assert.equal(msgs[0].body.reference, r.sessionId);
+    const code = codeOf(msgs[0].body.text);
+    const wrong = code === '000000' ? '111111' : '000000';
+    assert.deepEqual(await otp.verify({ sessionId: r.sessionId, code: wrong }), {
+      sessionId: r.sessionId, status: 'INVALID', verified: false, message: 'Invalid OTP', attemptsLeft: 4,
+    });
+    const ok = await otp.verify({ sessionId: r.sessionId, code });
+    assert.equal(ok.status, 'APPROVED');
+    assert.equal(ok.verified, true);
+    assert.equal((await otp.verify({ sessionId: r.sessionId, code })).status, 'ALREADY_USED');
+    const st = await otp.status(r.sessionId);
+    assert.equal(st.state, 'APPROVED');
+    assert.equal(st.attemptsUsed, 2);
+    assert.match(st.dest, /^\+155\*+\d{4}$/);
+    assert.equal(await otp.status('00000000-0000-4000-8000-000000000000'), null);
+    await otp.settle();
+    const audit = await otp.audit({ sessionId: r.sessionId });
+    assert.deepEqual(audit.events.map((e) => e.event), ['verify_rejected', 'verify_approved', 'verify_invalid', 'delivered', 'requested']);
+    assert.ok(!JSON.stringify(audit).includes(code));
+    await otp.close();
+  });
+
+  it('reuse: a second request for (dest, purpose) sends nothing; concurrent requests send one SMS', async () => {
+    const gw = recorder();
+    const otp = new OtpService({ pepper: PEPPER, gateway: gw });
+    const dest = newDest();
+    const all = await Promise.all(Array.from({ length: 10 }, () => otp.request({ dest, src: 'Acme', purpose: 'LOGIN' })));
+    assert.equal(gw.sent.length, 1);
+    assert.equal(new Set(all.map((r) => r.sessionId)).size, 1);
+    assert.equal(all.filter((r) => !r.reused).length, 1);
+    const other = await otp.request({ dest, src: 'Acme', purpose: 'PASSWORD_RESET' });
+    assert.equal(other.reused, false);
+    assert.equal(gw.sent.length, 2);
+    await otp.close();
+  });
+
+  it('errors are OtpError with code, httpStatus, field and retryAfterSeconds', async () => {
+    assert.throws(() => new OtpService({ pepper: 'short', gateway: recorder() }), (e) => e instanceof OtpError && e.code === 'MISCONFIGURED' && e.httpStatus === 500);
+    assert.throws(
+      () => new OtpService({ pepper: PEPPER, gateway: recorder(), policy: { ttlSeconds: 5 } }),
+      (e) => e.code === 'VALIDATION_ERROR' && e.field === 'policy.ttlSeconds',
+    );
+    const otp = new OtpService({ pepper: PEPPER, gateway: recorder(), senders: ['Acme'], policy: { reuse: false } });
+    await assert.rejects(otp.request({ dest: '233202007745', src: 'Acme', purpose: 'LOGIN' }), (e) => e instanceof OtpError && e.code === 'VALIDATION_ERROR' && e.field === 'dest' && e.httpStatus === 400);
+    await assert.rejects(otp.request({ dest: newDest(), src: 'Other', purpose: 'LOGIN' }), (e) => e.code === 'SENDER_NOT_ALLOWED' && e.httpStatus === 403);
+    await assert.rejects(otp.verify({ sessionId: 'x', code: 12345 }), (e) => e.code === 'VALIDATION_ERROR' && e.field === 'code');
+    const dest = newDest();
+    for (let i = 0; i < 3; i++) await otp.request({ dest, src: 'Acme', purpose: 'LOGIN' });
+    await assert.rejects(otp.request({ dest, src: 'Acme', purpose: 'LOGIN' }), (e) => e.code === 'RATE_LIMITED' && e.httpStatus === 429 && e.retryAfterSeconds >= 1);
+    await otp.close();
+  });
+
+  it('a failed delivery is 502 DELIVERY_FAILED, leaves no session and is not charged', async () => {
+    const gw = recorder('failed');
+    const otp = new OtpService({ pepper: PEPPER, gateway: gw });
+    const dest = newDest();
+    for (let i = 0; i < 4; i++) {
+      await assert.rejects(otp.request({ dest, src: 'Acme', purpose: 'LOGIN' }), (e) => e.code === 'DELIVERY_FAILED' && e.httpStatus === 502);
+    }
+    assert.equal(gw.sent.length, 4); // four definite failures, none charged to the limit of 3
+    assert.equal(await otp.status(gw.sent[0].reference), null);
+    await otp.close();
+  });
+
+  it('test numbers: fixed code, no SMS, still attempt-limited', async () => {
+    const gw = recorder();
+    const otp = new OtpService({ pepper: PEPPER, gateway: gw, policy: { testNumbers: { '+15005550006': '424242' }, maxAttempts: 2 } });
+    const r = await otp.request({ dest: '+15005550006', src: 'Acme', purpose: 'LOGIN' });
+    assert.equal(gw.sent.length, 0);
+    assert.equal((await otp.verify({ sessionId: r.sessionId, code: '111111' })).status, 'INVALID');
+    assert.equal((await otp.verify({ sessionId: r.sessionId, code: '111111' })).status, 'INVALID');
+    assert.equal((await otp.verify({ sessionId: r.sessionId, code: '424242' })).status, 'MAX_ATTEMPTS_REACHED');
+    await otp.close();
+  });
+
+  it('workspaces: create, act by API key, revoke immediately; tenants do not see each other', async () => {
+    const gw = recorder();
+    const otp = new OtpService({ pepper: PEPPER, gateway: gw, store: new MemoryStore() });
+    const a = await otp.createWorkspace({ name: 'A', senders: ['AAA'] });
+    const b = await otp.createWorkspace({ name: 'B', senders: ['BBB'] });
+    assert.match(a.apiKey, /^otpk_/);
+    const r = await otp.forApiKey(a.apiKey).request({ dest: newDest(), src: 'AAA', purpose: 'LOGIN' });
+    assert.equal((await otp.forApiKey(b.apiKey).verify({ sessionId: r.sessionId, code: '123456' })).status, 'NOT_FOUND');
+    assert.equal(await otp.forWorkspace(b.workspaceId).status(r.sessionId), null);
+    assert.equal((await otp.forWorkspace(a.workspaceId).status(r.sessionId)).state, 'PENDING');
+    await assert.rejects(otp.forApiKey(a.apiKey).request({ dest: newDest(), src: 'BBB', purpose: 'LOGIN' }), (e) => e.code === 'SENDER_NOT_ALLOWED');
+    await otp.revokeKey(a.workspaceId, a.keyId);
+    await assert.rejects(otp.forApiKey(a.apiKey).status(r.sessionId), (e) => e.code === 'UNAUTHORIZED' && e.httpStatus === 401);
+    await otp.close();
+  });
+
+  it('the ESM entry exports the same objects', async () => {
+    const esm = await import('../index.mjs');
+    assert.equal(esm.OtpService, OtpService);
+    assert.equal(esm.default.RedisStore, otpkit.RedisStore);
+  });
+});

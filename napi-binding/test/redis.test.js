@@ -1,0 +1,96 @@
+'use strict';
+// RedisStore against a real redis-server (private, on a free port): the library round trip,
+// concurrency inside one process, key expiry, and a clear 503 while Redis is down.
+
+const { describe, it, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const { spawn } = require('node:child_process');
+const { OtpService, RedisStore } = require('..');
+const { PEPPER, startRedis, codeOf, newDest, sleep } = require('./helpers');
+
+function recorder() {
+  const sent = [];
+  const gw = async (m) => {
+    sent.push(m);
+    return 'delivered';
+  };
+  gw.sent = sent;
+  return gw;
+}
+
+describe('RedisStore', () => {
+  let redis;
+  before(async () => {
+    redis = await startRedis();
+  });
+  after(async () => {
+    await redis.stop();
+  });
+
+  it('request, verify and status round-trip through Redis; keys carry a TTL', async () => {
+    const gw = recorder();
+    const store = new RedisStore({ url: redis.url });
+    await store.connect();
+    const otp = new OtpService({ pepper: PEPPER, gateway: gw, store });
+    const r = await otp.request({ dest: newDest(), src: 'Acme', purpose: 'LOGIN' });
+    const code = codeOf(gw.sent[0].text);
+    assert.equal((await otp.verify({ sessionId: r.sessionId, code: code === '000000' ? '111111' : '000000' })).attemptsLeft, 4);
+    assert.equal((await otp.verify({ sessionId: r.sessionId, code })).status, 'APPROVED');
+    assert.equal((await otp.status(r.sessionId)).state, 'APPROVED');
+    const ttl = await store.redis.pttl(`otpkit:s:default:${r.sessionId}`);
+    assert.ok(ttl > 300_000 && ttl <= 86_700_000, `session TTL ${ttl}`); // expiry + 24 h retention
+    const raw = await store.redis.get(`otpkit:s:default:${r.sessionId}`);
+    assert.ok(!raw.includes(code), 'the code is never stored in clear');
+    await otp.settle();
+    const events = (await otp.audit({ sessionId: r.sessionId })).events.map((e) => e.event);
+    assert.deepEqual(events, ['verify_approved', 'verify_invalid', 'delivered', 'requested']);
+    await otp.close();
+  });
+
+  it('50 parallel wrong verifies consume exactly maxAttempts; 20 parallel right ones approve once', async () => {
+    const gw = recorder();
+    const store = new RedisStore({ url: redis.url });
+    await store.connect();
+    const otp = new OtpService({ pepper: PEPPER, gateway: gw, store });
+    const a = await otp.request({ dest: newDest(), src: 'Acme', purpose: 'LOGIN' });
+    const wrong = codeOf(gw.sent[0].text) === '000000' ? '111111' : '000000';
+    const answers = await Promise.all(Array.from({ length: 50 }, () => otp.verify({ sessionId: a.sessionId, code: wrong })));
+    const count = (s) => answers.filter((x) => x.status === s).length;
+    assert.equal(count('INVALID'), 5);
+    assert.equal(count('MAX_ATTEMPTS_REACHED'), 45);
+    assert.equal((await otp.status(a.sessionId)).attemptsUsed, 5);
+
+    const b = await otp.request({ dest: newDest(), src: 'Acme', purpose: 'LOGIN' });
+    const code = codeOf(gw.sent[1].text);
+    const rights = await Promise.all(Array.from({ length: 20 }, () => otp.verify({ sessionId: b.sessionId, code })));
+    assert.equal(rights.filter((x) => x.status === 'APPROVED').length, 1);
+    assert.equal(rights.filter((x) => x.status === 'ALREADY_USED').length, 19);
+    await otp.close();
+  });
+
+  it('answers 503 STORE_UNAVAILABLE while Redis is down and recovers when it is back', async () => {
+    const own = await startRedis();
+    const gw = recorder();
+    const store = new RedisStore({ url: own.url });
+    await store.connect();
+    const otp = new OtpService({ pepper: PEPPER, gateway: gw, store });
+    const before = await otp.request({ dest: newDest(), src: 'Acme', purpose: 'LOGIN' });
+    await own.stop();
+    await sleep(100);
+    await assert.rejects(otp.request({ dest: newDest(), src: 'Acme', purpose: 'LOGIN' }), (e) => e.code === 'STORE_UNAVAILABLE' && e.httpStatus === 503);
+    await assert.rejects(otp.verify({ sessionId: before.sessionId, code: '123456' }), (e) => e.code === 'STORE_UNAVAILABLE');
+    // Back on the same port (empty: this server keeps nothing on disk).
+    const child = spawn('redis-server', ['--bind', '127.0.0.1', '--port', String(own.port), '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+    try {
+      let ok = null;
+      for (let i = 0; i < 50 && !ok; i++) {
+        await sleep(100);
+        ok = await otp.request({ dest: newDest(), src: 'Acme', purpose: 'LOGIN' }).catch(() => null);
+      }
+      assert.ok(ok && ok.sessionId, 'requests succeed again once Redis is back');
+    } finally {
+      await otp.close();
+      child.kill('SIGTERM');
+    }
+  });
+});

@@ -1,0 +1,120 @@
+'use strict';
+// Two `otpkit serve` processes on one Redis, hammered in parallel over HTTP: attempts are never
+// over-counted, a session is approved once, and concurrent requests for one (dest, purpose) send
+// one SMS, across processes. The gateway is the conformance suite's real HTTP sink.
+
+const { describe, it, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const { spawn } = require('node:child_process');
+const path = require('node:path');
+const { randomBytes } = require('node:crypto');
+const { ROOT, freePort, sleep, startRedis, startSink, codeOf, newDest } = require('./helpers');
+
+const BIN = path.join(ROOT, 'napi-binding', 'bin', 'otpkit.js');
+
+async function serve(env) {
+  const port = await freePort();
+  const child = spawn(process.execPath, [BIN, 'serve'], { env: { ...process.env, ...env, PORT: String(port) }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout.on('data', (c) => (out += c));
+  child.stderr.on('data', (c) => (out += c));
+  const base = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 100; i++) {
+    if (child.exitCode != null) throw new Error(`otpkit serve exited:\n${out}`);
+    const ok = await fetch(`${base}/health`).then((r) => r.ok, () => false);
+    if (ok) break;
+    await sleep(100);
+  }
+  return {
+    base,
+    output: () => out,
+    async stop() {
+      if (child.exitCode != null) return;
+      const done = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      await done;
+    },
+  };
+}
+
+describe('two otpkit serve processes sharing one Redis', () => {
+  let redis;
+  let sink;
+  let a;
+  let b;
+  let key;
+  const admin = randomBytes(16).toString('hex');
+
+  before(async () => {
+    redis = await startRedis();
+    sink = await startSink();
+    const env = {
+      OTP_PEPPER: randomBytes(32).toString('hex'),
+      ADMIN_TOKEN: admin,
+      SMS_GATEWAY_URL: sink.gatewayUrl,
+      SMS_GATEWAY_TOKEN: 'sink-token',
+      REDIS_URL: redis.url,
+    };
+    [a, b] = await Promise.all([serve(env), serve(env)]);
+    const created = await fetch(`${a.base}/v1/admin/workspaces`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'two-process', senders: ['Acme'], policy: { maxAttempts: 5 } }),
+    });
+    assert.equal(created.status, 201);
+    key = (await created.json()).data.apiKey;
+  });
+
+  after(async () => {
+    await Promise.all([a?.stop(), b?.stop()]);
+    await sink?.stop();
+    await redis?.stop();
+  });
+
+  const post = (host, p, body) =>
+    fetch(`${host.base}${p}`, {
+      method: 'POST',
+      headers: { 'x-api-key': key, 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    }).then(async (r) => ({ status: r.status, body: await r.json() }));
+  const hosts = () => [a, b];
+
+  it('40 concurrent requests for one (dest, purpose) across both processes send one SMS', async () => {
+    const dest = newDest();
+    const answers = await Promise.all(
+      Array.from({ length: 40 }, (_, i) => post(hosts()[i % 2], '/v1/messaging/otp/request', { dest, src: 'Acme', purpose: 'LOGIN' })),
+    );
+    assert.deepEqual([...new Set(answers.map((x) => x.status))], [200]);
+    assert.equal(new Set(answers.map((x) => x.body.data.sessionId)).size, 1);
+    assert.equal(answers.filter((x) => x.body.data.reused === false).length, 1);
+    assert.equal((await sink.messages(dest)).length, 1);
+  });
+
+  it('60 concurrent wrong verifies across both processes consume exactly 5 attempts', async () => {
+    const dest = newDest();
+    const r = await post(a, '/v1/messaging/otp/request', { dest, src: 'Acme', purpose: 'LOGIN' });
+    const code = codeOf((await sink.messages(dest))[0].body.text);
+    const wrong = code === '000000' ? '111111' : '000000';
+    const answers = await Promise.all(
+      Array.from({ length: 60 }, (_, i) => post(hosts()[i % 2], '/v1/messaging/otp/verify', { sessionId: r.body.data.sessionId, code: wrong })),
+    );
+    const count = (s) => answers.filter((x) => x.body.data.status === s).length;
+    assert.equal(count('INVALID'), 5);
+    assert.equal(count('MAX_ATTEMPTS_REACHED'), 55);
+    assert.deepEqual(answers.filter((x) => x.body.data.status === 'INVALID').map((x) => x.body.data.attemptsLeft).sort(), [0, 1, 2, 3, 4]);
+    const st = await fetch(`${b.base}/v1/messaging/otp/sessions/${r.body.data.sessionId}`, { headers: { 'x-api-key': key } }).then((x) => x.json());
+    assert.equal(st.data.attemptsUsed, 5);
+    assert.equal(st.data.state, 'LOCKED');
+  });
+
+  it('30 concurrent right verifies across both processes approve exactly once', async () => {
+    const dest = newDest();
+    const r = await post(b, '/v1/messaging/otp/request', { dest, src: 'Acme', purpose: 'LOGIN' });
+    const code = codeOf((await sink.messages(dest))[0].body.text);
+    const answers = await Promise.all(
+      Array.from({ length: 30 }, (_, i) => post(hosts()[i % 2], '/v1/messaging/otp/verify', { sessionId: r.body.data.sessionId, code })),
+    );
+    assert.equal(answers.filter((x) => x.status === 200 && x.body.data.status === 'APPROVED').length, 1);
+    assert.equal(answers.filter((x) => x.status === 409 && x.body.data.status === 'ALREADY_USED').length, 29);
+  });
+});
