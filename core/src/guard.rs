@@ -196,7 +196,6 @@ impl DestinationGuard {
                 a.confirmed = true;
                 a.previous.take().map(|p| p.session_id)
             }
-            (DeliveryOutcome::Delivered, None) => Some(session_id.into()),
             (_, Some(i)) => {
                 let a = self.active.swap_remove(i);
                 if let Some(previous) = a.previous {
@@ -204,7 +203,14 @@ impl DestinationGuard {
                 }
                 None
             }
-            (_, None) => None,
+            (_, None) => {
+                // Superseded while in flight: its send has ended, so it must not come back if
+                // the newer send fails (it would be "in flight" forever, or canceled but reused).
+                for a in &mut self.active {
+                    unlink(&mut a.previous, session_id);
+                }
+                (outcome == DeliveryOutcome::Delivered).then(|| session_id.into())
+            }
         }
     }
 
@@ -291,6 +297,16 @@ impl DestinationGuard {
     }
 }
 
+/// Removes `session_id` from a chain of replaced entries, keeping the rest of the chain.
+fn unlink(slot: &mut Option<Box<ActiveSession>>, session_id: &str) {
+    if slot.as_ref().is_some_and(|p| p.session_id == session_id) {
+        let rest = slot.take().and_then(|p| p.previous);
+        *slot = rest;
+    } else if let Some(p) = slot {
+        unlink(&mut p.previous, session_id);
+    }
+}
+
 /// The workspace flood shield: a fixed one-minute window (SPEC allows approximation here).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
@@ -318,5 +334,53 @@ impl FloodShield {
         }
         self.count = self.count.saturating_add(1);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the property test: with reuse off, a send replaced while in flight timed out
+    /// (while nested), then the newer one timed out too. The old entry must not come back as
+    /// "in flight", or a later request would wait for a send nobody is making.
+    #[test]
+    fn superseded_send_that_ended_is_not_restored() {
+        let mut policy = Policy {
+            reuse: false,
+            ..Policy::default()
+        };
+        let t0 = UnixMillis(1_000_000);
+        let exp = t0.plus_secs(60);
+        let mut g = DestinationGuard::new();
+        assert_eq!(
+            g.admit(Purpose::Login, "s1", exp, true, &policy, t0),
+            Ok(Admission::Send)
+        );
+        assert_eq!(
+            g.admit(Purpose::Login, "s2", exp, false, &policy, t0),
+            Ok(Admission::Send)
+        );
+        assert_eq!(g.delivery("s1", DeliveryOutcome::TimedOut), None);
+        assert_eq!(g.delivery("s2", DeliveryOutcome::TimedOut), None);
+        assert!(g.active.is_empty());
+        policy.reuse = true;
+        let later = t0.plus_secs(10);
+        assert_eq!(
+            g.admit(Purpose::Login, "s3", exp, true, &policy, later),
+            Ok(Admission::Send)
+        );
+        // A superseded send that is delivered is canceled and not restored either.
+        policy.reuse = false;
+        assert_eq!(
+            g.admit(Purpose::Login, "s4", exp, true, &policy, later),
+            Ok(Admission::Send)
+        );
+        assert_eq!(
+            g.delivery("s3", DeliveryOutcome::Delivered),
+            Some("s3".into())
+        );
+        assert_eq!(g.delivery("s4", DeliveryOutcome::Failed), None);
+        assert!(g.active.is_empty());
     }
 }

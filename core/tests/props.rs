@@ -332,6 +332,14 @@ fn run_verify_ops(
     })
 }
 
+fn model_unlink(slot: &mut Option<Box<Current>>, id: &str) {
+    match slot {
+        Some(c) if c.id == id => *slot = c.prev.take(),
+        Some(c) => model_unlink(&mut c.prev, id),
+        None => {}
+    }
+}
+
 proptest! {
     #![proptest_config(config(256))]
 
@@ -695,7 +703,6 @@ impl GuardSim {
                 c.confirmed = true;
                 c.prev.take().map(|prev| prev.id)
             }
-            (DeliveryOutcome::Delivered, None) => Some(f.id.clone()),
             (_, Some(k)) => {
                 let c = self.active.remove(&k).expect("present");
                 // The replaced entry comes back exactly as it was.
@@ -704,7 +711,13 @@ impl GuardSim {
                 }
                 None
             }
-            (_, None) => None,
+            (_, None) => {
+                // A superseded send that ends leaves the chain of replaced entries.
+                for c in self.active.values_mut() {
+                    model_unlink(&mut c.prev, &f.id);
+                }
+                (outcome == DeliveryOutcome::Delivered).then(|| f.id.clone())
+            }
         };
         let got = self.guard.delivery(&f.id, outcome);
         prop_assert_eq!(&got, &want, "delivery {:?} of {}", outcome, f.id);
