@@ -52,6 +52,10 @@ class MemoryStore {
   auditAppend(wsId, lines) {
     if (lines.length) this.native.auditAppend(wsId, lines);
   }
+  /** Session events of a plan: `requested`, `delivered` (ok), `delivery_failed` (failed). */
+  auditPlan(plan, events, now) {
+    this.native.auditPlan(plan, events, now);
+  }
   auditReply(wsId, query) {
     return this.native.auditReply(wsId, query);
   }

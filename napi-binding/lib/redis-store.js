@@ -201,6 +201,11 @@ class RedisStore {
     await this.run(() => this.redis.otpkitAppend(this.key('a', wsId), this.key('aseq', 'all'), ...lines));
   }
 
+  auditPlan(plan, events, now) {
+    const lines = events.map((e) => plan.audit(e, e === 'delivery_failed' ? 'failed' : 'ok', now));
+    return this.auditAppend(plan.workspaceId, lines);
+  }
+
   async auditReply(wsId, query) {
     const lines = await this.run(() => this.redis.lrange(this.key('a', wsId), 0, -1));
     return native.auditReply(lines, query);

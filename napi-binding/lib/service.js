@@ -181,20 +181,23 @@ class OtpService {
   async issue(ws, dialect, body) {
     const now = Date.now();
     const plan = this.engine.plan(dialect, body, ws, now);
+    // Read once: each property of a native object is a call across Node-API.
+    const sessionId = plan.sessionId;
+    const dest = plan.dest;
     let admitted = false;
     for (let i = 0; i < 3 && !admitted; i++) {
       const a = await this.store.admit(ws, plan, now);
       if (a.kind === 'send') {
         admitted = true;
       } else if (a.kind === 'reuse') {
-        const reply = await this.reuse(ws, dialect, plan.dest, a.sessionId, now);
+        const reply = await this.reuse(ws, dialect, dest, a.sessionId, now);
         if (reply) return reply;
       } else if (a.kind === 'wait') {
-        if (!(await this.waitFor(ws, plan.dest, a.sessionId))) throw hostError('DELIVERY_FAILED');
-        const reply = await this.reuse(ws, dialect, plan.dest, a.sessionId, now);
+        if (!(await this.waitFor(ws, dest, a.sessionId))) throw hostError('DELIVERY_FAILED');
+        const reply = await this.reuse(ws, dialect, dest, a.sessionId, now);
         if (reply) return reply;
       } else {
-        this.auditLater(ws.id, [native.refusedAudit(plan.dest, plan.purpose, plan.app ?? null, a.errorCode, now)]);
+        this.auditLater(ws.id, [native.refusedAudit(dest, plan.purpose, plan.app ?? null, a.errorCode, now)]);
         native.throwRefused(a.errorCode, a.retryAfter ?? 1);
       }
     }
@@ -202,24 +205,21 @@ class OtpService {
 
     let resolve;
     const promise = new Promise((r) => (resolve = r));
-    this.inflight.set(plan.sessionId, { promise, resolve });
+    this.inflight.set(sessionId, { promise, resolve });
     let final = 'failed';
     try {
+      const message = plan.message(); // null for a test number: nothing is sent
       // The workspace flood shield (approximate, as SPEC allows). A refusal hands the admitted
       // send back to the guard as a definite failure, so nothing is charged.
-      if (!plan.test) {
+      if (message) {
         try {
           await this.store.flood(ws, now);
         } catch (e) {
-          await this.store.delivery(ws, plan.dest, plan.sessionId, 'failed', now);
+          await this.store.delivery(ws, dest, sessionId, 'failed', now);
           throw e;
         }
       }
-      const text = plan.text;
-      const outcome =
-        text == null
-          ? 'delivered' // test number: nothing is sent
-          : await this.send({ to: plan.dest, from: plan.src, text, channel: plan.channel, reference: plan.sessionId });
+      const outcome = message ? await this.send(message) : 'delivered';
       final = outcome;
       if (outcome === 'delivered') {
         // Stored before the guard confirms it, so a waiter told to reuse it can read it.
@@ -229,19 +229,16 @@ class OtpService {
           final = 'failed';
         }
       }
-      const cancel = await this.store.delivery(ws, plan.dest, plan.sessionId, final, now);
-      const events = [plan.audit('requested', 'ok', now)];
+      const cancel = await this.store.delivery(ws, dest, sessionId, final, now);
       if (final !== 'delivered') {
-        events.push(plan.audit('delivery_failed', 'failed', now));
-        this.auditLater(ws.id, events);
+        this.later(this.store.auditPlan(plan, ['requested', 'delivery_failed'], now));
         throw hostError(outcome === 'delivered' ? 'STORE_UNAVAILABLE' : 'DELIVERY_FAILED');
       }
-      events.push(plan.audit('delivered', 'ok', now));
-      this.auditLater(ws.id, events);
+      this.later(this.store.auditPlan(plan, ['requested', 'delivered'], now));
       if (cancel) this.later(this.store.cancelSession(ws.id, cancel));
       return plan.reply(now);
     } finally {
-      this.inflight.delete(plan.sessionId);
+      this.inflight.delete(sessionId);
       resolve(final === 'delivered');
     }
   }

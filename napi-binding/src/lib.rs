@@ -484,6 +484,18 @@ impl Plan {
     pub fn text(&self) -> Option<String> {
         self.text.clone()
     }
+    /// What the gateway is asked to deliver (`null` for a test number), in one call.
+    #[napi]
+    pub fn message(&self) -> Option<OutgoingMessage> {
+        let text = self.text.clone()?;
+        Some(OutgoingMessage {
+            to: self.session.dest.clone(),
+            from: self.session.src.clone(),
+            text,
+            channel: self.session.channel.as_str().to_string(),
+            reference: self.session.id.clone(),
+        })
+    }
     /// The session's stored JSON.
     #[napi]
     pub fn session_json(&self) -> String {
@@ -514,6 +526,29 @@ impl Plan {
     }
 }
 
+/// A message for the gateway. `text` holds the code: never log it.
+#[napi(object)]
+pub struct OutgoingMessage {
+    /// Destination.
+    pub to: String,
+    /// Sender name.
+    pub from: String,
+    /// Rendered text.
+    pub text: String,
+    /// `sms` or `whatsapp`.
+    pub channel: String,
+    /// Session id.
+    pub reference: String,
+}
+
+impl std::fmt::Debug for OutgoingMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutgoingMessage")
+            .field("reference", &self.reference)
+            .finish_non_exhaustive()
+    }
+}
+
 fn issue_reply_for(dialect: Dialect, s: &Session, now: UnixMillis, reused: bool) -> Reply {
     match dialect {
         Dialect::V1 => envelope::v1_request(s, now, reused),
@@ -522,7 +557,7 @@ fn issue_reply_for(dialect: Dialect, s: &Session, now: UnixMillis, reused: bool)
     .into()
 }
 
-fn event_line(e: &AuditEvent) -> String {
+pub(crate) fn event_line(e: &AuditEvent) -> String {
     serde_json::to_string(e).unwrap_or_default()
 }
 
@@ -554,26 +589,34 @@ pub(crate) fn verify_step(
     code: &str,
     now: UnixMillis,
     pepper: &Pepper,
-) -> (VerifyStep, Option<Session>) {
+    serialize: bool,
+) -> (VerifyStep, Option<Session>, Option<AuditEvent>) {
     let Some(s) = session else {
-        return (not_found_step(), None);
+        return (not_found_step(), None, None);
     };
     let (v, after) = s.verify(ws_id, code, now, pepper);
     if v.outcome == VerifyOutcome::NotFound {
-        return (not_found_step(), None);
+        return (not_found_step(), None, None);
     }
     let consumed = v.outcome.consumed_attempt();
+    let event = AuditEvent::for_verify(&after, v.outcome, now);
+    // The Redis store needs the new state and the audit line as JSON; the memory store keeps
+    // both as values, so it skips serialising them.
     let step = VerifyStep {
         status: v.outcome.status().to_string(),
         attempts_left: u32::from(v.attempts_left),
-        state: consumed.then(|| after.to_json()),
+        state: (serialize && consumed).then(|| after.to_json()),
         dest: Some(after.dest.clone()),
         verified_at: after.verified_at.map(num),
         consumed,
         ended: v.outcome == VerifyOutcome::Approved || v.outcome.locked_session(),
-        audit: AuditEvent::for_verify(&after, v.outcome, now).map(|e| event_line(&e)),
+        audit: if serialize {
+            event.as_ref().map(event_line)
+        } else {
+            None
+        },
     };
-    (step, consumed.then_some(after))
+    (step, consumed.then_some(after), event)
 }
 
 fn not_found_step() -> VerifyStep {
@@ -754,7 +797,7 @@ impl Engine {
             .map(Session::from_json)
             .transpose()
             .map_err(|e| throw(&e))?;
-        Ok(verify_step(session, &ws_id, &code, ms(now), pepper).0)
+        Ok(verify_step(session, &ws_id, &code, ms(now), pepper, true).0)
     }
 }
 

@@ -247,7 +247,10 @@ impl MemoryStore {
             .get(&k)
             .filter(|s| now < s.purge_at())
             .cloned();
-        let (step, after) = verify_step(session, &ws.rec.id, &code, now, pepper);
+        let (step, after, event) = verify_step(session, &ws.rec.id, &code, now, pepper, false);
+        if let Some(e) = event {
+            inner.push_audit(&ws.rec.id, e);
+        }
         if let Some(after) = after {
             let outcome = VerifyOutcome::from_status(
                 &step.status,
@@ -261,10 +264,25 @@ impl MemoryStore {
             inner.settle_guard(&gk, ws, now);
             inner.sessions.insert(k, after);
         }
-        Ok(VerifyStep {
-            state: None,
-            ..step
-        })
+        Ok(step)
+    }
+
+    /// Appends the plan's session events (`requested`, `delivered`: outcome ok;
+    /// `delivery_failed`: failed) without a JSON round trip.
+    #[napi]
+    pub fn audit_plan(&self, plan: &Plan, events: Vec<String>, now: f64) -> Result<()> {
+        let now = ms(now);
+        let mut inner = self.lock()?;
+        for kind in events {
+            let outcome = if kind == "delivery_failed" {
+                "failed"
+            } else {
+                "ok"
+            };
+            let e = AuditEvent::for_session(&kind, &plan.session, outcome, None, now);
+            inner.push_audit(&plan.session.workspace_id, e);
+        }
+        Ok(())
     }
 
     /// One send through the workspace flood shield; throws 429 `RATE_LIMITED` when full.
