@@ -208,3 +208,50 @@ describe('OtpService (memory store)', () => {
     assert.equal(esm.default.RedisStore, otpkit.RedisStore);
   });
 });
+
+describe('TwilioGateway over HTTP', () => {
+  it('posts the Twilio form (whatsapp: prefix) with basic auth to a real local server', async () => {
+    const http = require('node:http');
+    const seen = [];
+    const server = http.createServer((req, res) => {
+      let body = '';
+      req.on('data', (c) => (body += c));
+      req.on('end', () => {
+        seen.push({ auth: req.headers.authorization, type: req.headers['content-type'], form: Object.fromEntries(new URLSearchParams(body)) });
+        res.writeHead(seen.length === 1 ? 201 : 400).end('{}');
+      });
+    });
+    await new Promise((r) => server.listen(0, '127.0.0.1', r));
+    const url = `http://127.0.0.1:${server.address().port}/2010-04-01/Accounts/AC1/Messages.json`;
+    try {
+      const gw = new otpkit.TwilioGateway({ url, account: 'AC1', token: 'secret' });
+      const m = { to: '+233202007745', from: '+15005550006', text: '123456 is your code', channel: 'whatsapp', reference: 'x' };
+      assert.equal(await gw.send(m), 'delivered');
+      assert.equal(await gw.send({ ...m, channel: 'sms' }), 'failed'); // 400 from the server
+      assert.equal(seen[0].auth, `Basic ${Buffer.from('AC1:secret').toString('base64')}`);
+      assert.equal(seen[0].type, 'application/x-www-form-urlencoded');
+      assert.deepEqual(seen[0].form, { To: 'whatsapp:+233202007745', From: 'whatsapp:+15005550006', Body: '123456 is your code' });
+      assert.deepEqual(seen[1].form, { To: '+233202007745', From: '+15005550006', Body: '123456 is your code' });
+      assert.ok(!JSON.stringify(gw).includes('secret'), 'the token is not enumerable');
+    } finally {
+      server.close();
+    }
+  });
+
+  it('JsonGateway: a gateway that does not answer in time is timedOut, a refused connection failed', async () => {
+    const http = require('node:http');
+    const server = http.createServer(() => {}); // never answers
+    await new Promise((r) => server.listen(0, '127.0.0.1', r));
+    const port = server.address().port;
+    try {
+      const slow = new JsonGateway({ url: `http://127.0.0.1:${port}/sms`, timeoutMs: 200 });
+      const m = { to: '+233202007745', from: 'Acme', text: 'x', channel: 'sms', reference: 'r' };
+      assert.equal(await slow.send(m), 'timedOut');
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+      assert.equal(await slow.send(m), 'failed');
+    } finally {
+      server.close();
+    }
+  });
+});
