@@ -3,8 +3,8 @@
 
 import { describe, it } from 'node:test';
 import {
-  assert, DEFAULT_TEXT, expectStatus, expectVerify, H, newDest, newWorkspace, sleep, useHarness, UUID_V4, codeOf,
-  wrongCode,
+  assert, DEFAULT_TEXT, expectRetryAfter, expectStatus, expectVerify, H, newDest, newWorkspace, sleep, useHarness, UUID_V4,
+  codeOf, wrongCode,
 } from './lib.mjs';
 
 useHarness();
@@ -177,5 +177,21 @@ describe('request', () => {
     assert.equal(msgs[0].reference, [...ids][0]);
     const code = codeOf(msgs[0]);
     expectVerify(await ws.verify([...ids][0], code), 'APPROVED', [...ids][0], 4);
+  });
+
+  it('the workspace flood shield refuses sends past sendsPerWorkspacePerMinute (429 RATE_LIMITED, Retry-After ≤ 60)', async () => {
+    const ws = await newWorkspace({ policy: { sendsPerWorkspacePerMinute: 2 } });
+    // SPEC lets the shield be approximate (the Worker keeps it in KV, written after the answer):
+    // spaced requests make the count exact on every host.
+    for (let i = 0; i < 2; i++) {
+      expectStatus(await ws.request(ws.body(newDest())), 200, `send ${i + 1} of 2`);
+      await sleep(400);
+    }
+    const dest = newDest();
+    expectRetryAfter(await ws.request(ws.body(dest)), 'RATE_LIMITED', 60);
+    assert.equal((await H.sink.messages(dest)).length, 0, 'no SMS past the shield');
+    // Refused by the shield, not charged to the destination: another workspace can still send to it.
+    const other = await newWorkspace();
+    expectStatus(await other.request(other.body(dest)), 200);
   });
 });
