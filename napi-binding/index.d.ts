@@ -120,6 +120,8 @@ export class MemoryStore {
   constructor();
   readonly kind: 'memory';
   stats(): MemoryStats;
+  /** Purges sessions past retention (each with a `purged` audit event); runs every 10 s by itself. */
+  sweep(now?: number): number;
   close(): Promise<void>;
 }
 
@@ -138,6 +140,11 @@ export class RedisStore {
   readonly kind: 'redis';
   /** Connects and pings; rejects with OtpError STORE_UNAVAILABLE when Redis does not answer. */
   connect(): Promise<void>;
+  /**
+   * Purges sessions past retention, each once across processes, with a `purged` audit event;
+   * runs every 10 s by itself. Resolves to how many were purged.
+   */
+  sweep(now?: number, limit?: number): Promise<number>;
   close(): Promise<void>;
 }
 

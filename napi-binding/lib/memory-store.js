@@ -76,6 +76,10 @@ class MemoryStore {
     const id = this.native.kvGet(`key:${hash}`);
     return id == null ? null : this.native.kvGet(`ws:${id}`);
   }
+  /** Purges sessions past retention (each with a `purged` audit event); runs every 10 s. */
+  sweep(now = Date.now()) {
+    return this.native.sweep(now);
+  }
   stats() {
     try {
       return this.native.stats();

@@ -14,6 +14,10 @@ const { OtpError, fromNative, hostError } = require('./errors');
 const AUDIT_KEEP = 10_000; // events per workspace
 const AUDIT_TTL_MS = 90 * 24 * 3600 * 1000;
 const MAX_TRIES = 500;
+const SWEEP_MS = 10_000;
+// A session key outlives its purge time by this much, so the sweeper (which writes the `purged`
+// audit event) finds it; the TTL is only the safety net if no process sweeps.
+const PURGE_GRACE_MS = 3600 * 1000;
 
 // KEYS[1]; ARGV: expected version, new JSON ('' deletes), keep ms ('-1' keeps the current TTL).
 const CAS = `
@@ -47,6 +51,22 @@ end
 redis.call('LTRIM', KEYS[1], 0, ${AUDIT_KEEP - 1})
 redis.call('PEXPIRE', KEYS[1], ${AUDIT_TTL_MS})
 return 1
+`;
+
+// KEYS[1] = the purge schedule (sorted set of session keys by purge time); ARGV: now, limit.
+// Atomic, so each due session is purged (and reported) by exactly one process.
+const SWEEP = `
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+local out = {}
+for _, k in ipairs(due) do
+  redis.call('ZREM', KEYS[1], k)
+  local v = redis.call('GET', k)
+  if v then
+    redis.call('DEL', k)
+    table.insert(out, v)
+  end
+end
+return out
 `;
 
 function split(raw) {
@@ -86,6 +106,10 @@ class RedisStore {
     this.redis.defineCommand('otpkitCas', { numberOfKeys: 1, lua: CAS });
     this.redis.defineCommand('otpkitLookup', { numberOfKeys: 1, lua: LOOKUP });
     this.redis.defineCommand('otpkitAppend', { numberOfKeys: 2, lua: APPEND });
+    this.redis.defineCommand('otpkitSweep', { numberOfKeys: 1, lua: SWEEP });
+    // Purges sessions past retention with their `purged` audit event (as the Worker's alarm does).
+    this.timer = setInterval(() => this.sweep().catch(() => {}), SWEEP_MS);
+    this.timer.unref();
     /** Bookkeeping that follows an answer (failure streak after a verify); see settle(). */
     this.pending = new Set();
   }
@@ -150,7 +174,33 @@ class RedisStore {
 
   async putSession(plan, now) {
     const key = this.sessionKey(plan.workspaceId, plan.sessionId);
-    await this.run(() => this.redis.set(key, `1|${plan.sessionJson()}`, 'PX', Math.ceil(plan.keepMs(now))));
+    const keep = Math.ceil(plan.keepMs(now)) + PURGE_GRACE_MS;
+    const results = await this.run(() =>
+      this.redis.multi().set(key, `1|${plan.sessionJson()}`, 'PX', keep).zadd(this.key('purge', 'all'), plan.purgeAt, key).exec(),
+    );
+    if (!results || results.some(([err]) => err)) throw hostError('STORE_UNAVAILABLE');
+  }
+
+  /**
+   * Purges the sessions whose retention has passed (at most `limit` per call), writing a
+   * `purged` audit event for each. Runs every 10 s; answers how many were purged.
+   */
+  async sweep(now = Date.now(), limit = 500) {
+    const values = await this.run(() => this.redis.otpkitSweep(this.key('purge', 'all'), now, limit));
+    const byWorkspace = new Map();
+    for (const raw of values) {
+      const json = split(raw)[1];
+      let wsId;
+      try {
+        wsId = JSON.parse(json).workspaceId;
+      } catch {
+        continue; // unreadable: dropped without an event
+      }
+      if (!byWorkspace.has(wsId)) byWorkspace.set(wsId, []);
+      byWorkspace.get(wsId).push(native.sessionAudit('purged', json, 'ok', now));
+    }
+    for (const [wsId, lines] of byWorkspace) await this.auditAppend(wsId, lines);
+    return values.length;
   }
 
   sessionKey(wsId, sessionId) {
@@ -233,6 +283,7 @@ class RedisStore {
   }
 
   async close() {
+    clearInterval(this.timer);
     await this.settle();
     if (this.ownClient) this.redis.disconnect();
   }

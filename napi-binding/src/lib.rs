@@ -501,6 +501,11 @@ impl Plan {
     pub fn session_json(&self) -> String {
         self.session.to_json()
     }
+    /// When the session is purged (ms): `retentionSeconds` after expiry.
+    #[napi(getter)]
+    pub fn purge_at(&self) -> f64 {
+        num(self.session.purge_at())
+    }
     /// How long to keep the stored session (ms from `now`): until `retentionSeconds` after expiry.
     #[napi]
     pub fn keep_ms(&self, now: f64) -> f64 {

@@ -202,6 +202,18 @@ describe('OtpService (memory store)', () => {
     await otp.close();
   });
 
+  it('sessions are purged retentionSeconds after expiry, with a purged audit event', async () => {
+    const otp = new OtpService({ pepper: PEPPER, gateway: recorder(), policy: { retentionSeconds: 0, ttlSeconds: 60 } });
+    const r = await otp.request({ dest: newDest(), src: 'Acme', purpose: 'LOGIN' });
+    assert.equal(otp.store.sweep(Date.now() + 30_000), 0, 'not before expiry + retention');
+    assert.equal((await otp.status(r.sessionId)).state, 'PENDING');
+    assert.equal(otp.store.sweep(Date.now() + 61_000), 1);
+    assert.equal(await otp.status(r.sessionId), null);
+    await otp.settle();
+    assert.equal((await otp.audit({ sessionId: r.sessionId })).events[0].event, 'purged');
+    await otp.close();
+  });
+
   it('the ESM entry exports the same objects', async () => {
     const esm = await import('../index.mjs');
     assert.equal(esm.OtpService, OtpService);

@@ -38,7 +38,7 @@ describe('RedisStore', () => {
     assert.equal((await otp.verify({ sessionId: r.sessionId, code })).status, 'APPROVED');
     assert.equal((await otp.status(r.sessionId)).state, 'APPROVED');
     const ttl = await store.redis.pttl(`otpkit:s:default:${r.sessionId}`);
-    assert.ok(ttl > 300_000 && ttl <= 86_700_000, `session TTL ${ttl}`); // expiry + 24 h retention
+    assert.ok(ttl > 300_000 && ttl <= 86_700_000 + 3_600_000, `session TTL ${ttl}`); // expiry + 24 h retention + 1 h for the sweeper
     const raw = await store.redis.get(`otpkit:s:default:${r.sessionId}`);
     assert.ok(!raw.includes(code), 'the code is never stored in clear');
     await otp.settle();
@@ -66,6 +66,23 @@ describe('RedisStore', () => {
     assert.equal(rights.filter((x) => x.status === 'APPROVED').length, 1);
     assert.equal(rights.filter((x) => x.status === 'ALREADY_USED').length, 19);
     await otp.close();
+  });
+
+  it('the sweeper purges sessions past retention once, across stores, with a purged audit event', async () => {
+    const store = new RedisStore({ url: redis.url });
+    const other = new RedisStore({ url: redis.url });
+    await Promise.all([store.connect(), other.connect()]);
+    const otp = new OtpService({ pepper: PEPPER, gateway: recorder(), store, policy: { retentionSeconds: 0, ttlSeconds: 60 } });
+    const r = await otp.request({ dest: newDest(), src: 'Acme', purpose: 'LOGIN' });
+    assert.equal(await store.sweep(Date.now() + 30_000), 0, 'not before expiry + retention');
+    const later = Date.now() + 61_000;
+    const counts = await Promise.all([store.sweep(later), other.sweep(later)]);
+    assert.equal(counts[0] + counts[1], 1, 'purged by exactly one process');
+    assert.equal(await otp.status(r.sessionId), null);
+    const events = (await otp.audit({ sessionId: r.sessionId })).events.filter((e) => e.event === 'purged');
+    assert.equal(events.length, 1);
+    await otp.close();
+    await other.close();
   });
 
   it('answers 503 STORE_UNAVAILABLE while Redis is down and recovers when it is back', async () => {
