@@ -21,7 +21,7 @@ async function serve(env) {
   const base = `http://127.0.0.1:${port}`;
   for (let i = 0; i < 100; i++) {
     if (child.exitCode != null) throw new Error(`otpkit serve exited:\n${out}`);
-    const ok = await fetch(`${base}/health`).then((r) => r.ok, () => false);
+    const ok = await fetch(`${base}/health`).then(() => true, () => false); // any answer: listening
     if (ok) break;
     await sleep(100);
   }
@@ -116,5 +116,29 @@ describe('two otpkit serve processes sharing one Redis', () => {
     );
     assert.equal(answers.filter((x) => x.status === 200 && x.body.data.status === 'APPROVED').length, 1);
     assert.equal(answers.filter((x) => x.status === 409 && x.body.data.status === 'ALREADY_USED').length, 29);
+  });
+});
+
+describe('otpkit serve without a usable OTP_PEPPER', () => {
+  it('answers /health 503 and every other route 500 MISCONFIGURED, with the core\'s exact bodies', async () => {
+    const fs = require('node:fs');
+    const cases = JSON.parse(fs.readFileSync(path.join(ROOT, 'tests', 'vectors', 'envelopes.json'), 'utf8')).cases;
+    const body = (name) => cases.find((c) => c.name === name).body;
+    for (const pepper of [undefined, 'too-short']) {
+      const host = await serve({ OTP_PEPPER: pepper ?? '', ADMIN_TOKEN: 'admin-token-for-this-test' });
+      try {
+        const health = await fetch(`${host.base}/health`);
+        assert.equal(health.status, 503);
+        assert.equal(await health.text(), body('health misconfigured'));
+        for (const [method, p] of [['POST', '/v1/messaging/otp/request'], ['POST', '/otp/send'], ['GET', '/v1/messaging/otp/audit'], ['POST', '/v1/admin/workspaces']]) {
+          const r = await fetch(`${host.base}${p}`, { method, headers: { 'content-type': 'application/json' }, body: method === 'POST' ? '{}' : undefined });
+          assert.equal(r.status, 500, `${method} ${p}`);
+          assert.equal(await r.text(), body('500 misconfigured (no pepper)'), `${method} ${p}`);
+        }
+        assert.match(host.output(), /OTP_PEPPER is missing or shorter than 32 bytes/);
+      } finally {
+        await host.stop();
+      }
+    }
   });
 });
