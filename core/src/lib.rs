@@ -44,6 +44,7 @@ pub mod envelope;
 pub mod error;
 pub mod guard;
 pub mod hash;
+pub mod openapi;
 pub mod policy;
 pub mod request;
 pub mod route;

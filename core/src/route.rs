@@ -9,6 +9,8 @@ use crate::request::Dialect;
 pub enum Route<'a> {
     /// `GET /health`.
     Health,
+    /// `GET /openapi.json` (no authentication).
+    OpenApi,
     /// `POST /v1/messaging/otp/request` or `POST /otp/send`.
     Request(Dialect),
     /// `POST /v1/messaging/otp/verify` (no path id) or `POST /otp/{id}/verify`.
@@ -56,6 +58,7 @@ pub fn match_route<'a>(method: &str, path: &'a str) -> Result<Route<'a>, Error> 
     }
     let (route, wanted) = match parts.get(..n).unwrap_or(&[]) {
         ["health"] => (Route::Health, "GET"),
+        ["openapi.json"] => (Route::OpenApi, "GET"),
         ["v1", "messaging", "otp", "request"] => (Route::Request(Dialect::V1), "POST"),
         ["v1", "messaging", "otp", "verify"] => (Route::Verify(Dialect::V1, None), "POST"),
         ["v1", "messaging", "otp", "sessions", id] => (Route::Status(Dialect::V1, id), "GET"),

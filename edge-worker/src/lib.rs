@@ -40,8 +40,10 @@ async fn route(
     path: &str,
 ) -> std::result::Result<Reply, Error> {
     let route = match_route(method, path)?;
-    if matches!(route, Route::Health) {
-        return Ok(envelope::health(config::pepper(env).is_ok()));
+    match route {
+        Route::Health => return Ok(envelope::health(config::pepper(env).is_ok())),
+        Route::OpenApi => return Ok(otpkit_core::openapi::reply()),
+        _ => {}
     }
     let pepper = config::pepper(env)?;
     let header = |name: &str| req.headers().get(name).ok().flatten();

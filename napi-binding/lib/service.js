@@ -356,6 +356,7 @@ class OtpService {
     try {
       const r = native.route(req.method, req.path);
       if (r.kind === 'health') return native.healthReply(this.engine.configured);
+      if (r.kind === 'openapi') return native.openapiReply();
       this.engine.check();
       const h = req.headers;
       if (r.admin) {

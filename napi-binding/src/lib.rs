@@ -144,11 +144,17 @@ pub fn health_reply(configured: bool) -> Reply {
     envelope::health(configured).into()
 }
 
+/// `GET /openapi.json`.
+#[napi]
+pub fn openapi_reply() -> Reply {
+    otpkit_core::openapi::reply().into()
+}
+
 /// A matched route.
 #[napi(object)]
 #[derive(Debug)]
 pub struct RouteMatch {
-    /// `health`, `request`, `verify`, `status`, `audit`, `createWorkspace`, `patchWorkspace`,
+    /// `health`, `openapi`, `request`, `verify`, `status`, `audit`, `createWorkspace`, `patchWorkspace`,
     /// `createKey`, `revokeKey`.
     pub kind: String,
     /// `v1` or `zend` for the OTP routes.
@@ -173,6 +179,7 @@ pub fn route(method: String, path: String) -> Result<RouteMatch> {
     };
     let (kind, dialect, id, key_id) = match r {
         CoreRoute::Health => ("health", None, None, None),
+        CoreRoute::OpenApi => ("openapi", None, None, None),
         CoreRoute::Request(x) => ("request", d(x), None, None),
         CoreRoute::Verify(x, id) => ("verify", d(x), id.map(str::to_string), None),
         CoreRoute::Status(x, id) => ("status", d(x), Some(id.to_string()), None),

@@ -4,7 +4,7 @@
 
 import assert from 'node:assert/strict';
 import { randomInt } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { appendFileSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before } from 'node:test';
 import { closeHarness, harness } from './harness.mjs';
@@ -88,6 +88,8 @@ export async function call(method, route, opts = {}) {
   const text = await res.text();
   const ms = Date.now() - started;
   noteBody(text, `${method} ${route}`);
+  // Every (method, path, status) the suite sees, for zz-openapi.test.mjs to check against openapi.yaml.
+  if (process.env.OTPKIT_CALL_LOG) appendFileSync(process.env.OTPKIT_CALL_LOG, `${method} ${route.split('?')[0]} ${res.status}\n`);
   let json = null;
   try {
     json = text ? JSON.parse(text) : null;
