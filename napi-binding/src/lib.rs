@@ -1011,22 +1011,6 @@ fn guard_step(
     }
 }
 
-pub(crate) fn admit_parts(
-    step: ops::AdmitStep,
-) -> (
-    &'static str,
-    Option<String>,
-    Option<&'static str>,
-    Option<u32>,
-) {
-    match step {
-        ops::AdmitStep::Send => ("send", None, None, None),
-        ops::AdmitStep::Reuse(id) => ("reuse", Some(id), None, None),
-        ops::AdmitStep::Wait(id) => ("wait", Some(id), None, None),
-        ops::AdmitStep::Refused(e) => ("refused", None, Some(e.code()), e.retry_after_secs()),
-    }
-}
-
 /// Admits `plan` on a stored guard (JSON or `null`).
 #[napi]
 pub fn guard_admit(
@@ -1038,17 +1022,7 @@ pub fn guard_admit(
     let before = read_guard(state.as_deref())?;
     let mut g = before.clone();
     let now = ms(now);
-    let s = &plan.session;
-    let step = ops::admit(
-        &mut g,
-        s.purpose,
-        &s.id,
-        s.expires_at,
-        s.test,
-        &ws.rec.policy,
-        now,
-    );
-    let (kind, sid, code, retry) = admit_parts(step);
+    let (kind, sid, code, retry) = ops::admit(&mut g, &plan.session, &ws.rec.policy, now);
     let mut out = guard_step(&before, &g, ws, now, kind);
     out.session_id = sid;
     out.error_code = code.map(str::to_string);

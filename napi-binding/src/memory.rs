@@ -3,8 +3,8 @@
 //! the hot path. State is lost when the process ends; use the Redis store for several processes.
 
 use crate::{
-    admit_parts, audit_page, audit_query, ms, ops, throw, verify_step, Engine, GuardStep, Plan,
-    Reply, VerifyStep, Workspace,
+    audit_page, audit_query, ms, ops, throw, verify_step, Engine, GuardStep, Plan, Reply,
+    VerifyStep, Workspace,
 };
 use napi::Result;
 use napi_derive::napi;
@@ -127,17 +127,9 @@ impl MemoryStore {
         let s = &plan.session;
         let k = key(&ws.rec.id, &s.dest);
         let mut inner = self.lock()?;
-        let step = ops::admit(
-            &mut inner.guard(&k, now).0,
-            s.purpose,
-            &s.id,
-            s.expires_at,
-            s.test,
-            &ws.rec.policy,
-            now,
-        );
+        let (kind, sid, code, retry) =
+            ops::admit(&mut inner.guard(&k, now).0, s, &ws.rec.policy, now);
         inner.settle_guard(&k, ws, now);
-        let (kind, sid, code, retry) = admit_parts(step);
         Ok(GuardStep {
             kind: kind.into(),
             session_id: sid,

@@ -5,40 +5,33 @@
 
 use otpkit_core::guard::{Admission, DeliveryOutcome, DestinationGuard, FloodShield};
 use otpkit_core::policy::Policy;
-use otpkit_core::{Error, Purpose, UnixMillis, VerifyOutcome};
+use otpkit_core::{Error, Session, UnixMillis, VerifyOutcome};
 
 /// A failure streak with no lock is kept this long without activity (the streak has no expiry
 /// of its own in SPEC; a month of silence ends it).
 pub const STREAK_KEEP_MS: u64 = 30 * 24 * 3600 * 1000;
 
-/// What a request may do, after the guard decided.
-#[derive(Debug)]
-pub enum AdmitStep {
-    /// Deliver the new session.
-    Send,
-    /// Answer with this delivered session.
-    Reuse(String),
-    /// Wait for this session's delivery.
-    Wait(String),
-    /// 429.
-    Refused(Error),
-}
+/// What the guard decided for a request: `send`, `reuse`, `wait` or `refused`.
+pub type Admitted = (
+    &'static str,
+    Option<String>,
+    Option<&'static str>,
+    Option<u32>,
+);
 
-/// `DestinationGuard::admit` as a step.
+/// Admits a planned session on its destination's guard: the decision, the session to reuse or
+/// wait for, and for a refusal its code and retry delay.
 pub fn admit(
     guard: &mut DestinationGuard,
-    purpose: Purpose,
-    session_id: &str,
-    expires_at: UnixMillis,
-    test: bool,
+    s: &Session,
     policy: &Policy,
     now: UnixMillis,
-) -> AdmitStep {
-    match guard.admit(purpose, session_id, expires_at, test, policy, now) {
-        Ok(Admission::Send) => AdmitStep::Send,
-        Ok(Admission::Reuse { session_id }) => AdmitStep::Reuse(session_id),
-        Ok(Admission::Wait { session_id }) => AdmitStep::Wait(session_id),
-        Err(e) => AdmitStep::Refused(e),
+) -> Admitted {
+    match guard.admit(s.purpose, &s.id, s.expires_at, s.test, policy, now) {
+        Ok(Admission::Send) => ("send", None, None, None),
+        Ok(Admission::Reuse { session_id }) => ("reuse", Some(session_id), None, None),
+        Ok(Admission::Wait { session_id }) => ("wait", Some(session_id), None, None),
+        Err(e) => ("refused", None, Some(e.code()), e.retry_after_secs()),
     }
 }
 

@@ -67,8 +67,19 @@ async function startSink() {
 /** The code inside a message text (the first run of digits). */
 const codeOf = (text) => /\d{4,10}/.exec(text)[0];
 
+/** A gateway that records what it was given and answers `outcome` (no network). */
+function recorder(outcome = 'delivered') {
+  const sent = [];
+  const gw = async (m) => {
+    sent.push(m);
+    return typeof outcome === 'function' ? outcome(m) : outcome;
+  };
+  gw.sent = sent;
+  return gw;
+}
+
 let destCounter = Math.floor(Math.random() * 1e6);
 /** A fresh E.164 destination. */
 const newDest = () => `+1555${String(destCounter++ % 1e7).padStart(7, '0')}`;
 
-module.exports = { ROOT, PEPPER, freePort, sleep, startRedis, startSink, codeOf, newDest };
+module.exports = { ROOT, PEPPER, freePort, sleep, startRedis, startSink, codeOf, newDest, recorder };

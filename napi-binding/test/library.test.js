@@ -8,21 +8,11 @@ const fs = require('node:fs');
 const path = require('node:path');
 const native = require('../lib/native');
 const otpkit = require('..');
-const { ROOT, PEPPER, startSink, codeOf, newDest } = require('./helpers');
+const { ROOT, PEPPER, startSink, codeOf, newDest, recorder } = require('./helpers');
 
 const { OtpService, OtpError, JsonGateway, MemoryStore } = otpkit;
 const vectors = (name) => JSON.parse(fs.readFileSync(path.join(ROOT, 'tests', 'vectors', name), 'utf8'));
 
-/** A gateway that records what it was given (no network). */
-function recorder(outcome = 'delivered') {
-  const sent = [];
-  const gw = async (m) => {
-    sent.push(m);
-    return typeof outcome === 'function' ? outcome(m) : outcome;
-  };
-  gw.sent = sent;
-  return gw;
-}
 
 describe('vectors through the binding', () => {
   it('hash.json: a stored hash verifies with its code and pepper, not with another code', () => {

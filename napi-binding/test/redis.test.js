@@ -6,17 +6,8 @@ const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { spawn } = require('node:child_process');
 const { OtpService, RedisStore } = require('..');
-const { PEPPER, startRedis, codeOf, newDest, sleep } = require('./helpers');
+const { PEPPER, startRedis, codeOf, newDest, sleep, recorder } = require('./helpers');
 
-function recorder() {
-  const sent = [];
-  const gw = async (m) => {
-    sent.push(m);
-    return 'delivered';
-  };
-  gw.sent = sent;
-  return gw;
-}
 
 describe('RedisStore', () => {
   let redis;
