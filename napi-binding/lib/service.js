@@ -55,29 +55,30 @@ class OtpService {
     } catch (e) {
       throw normalize(e);
     }
+    /** The operations in the library's own workspace (the same code as forWorkspace/forApiKey). */
+    this.own = this.#scoped(() => this.libraryWorkspace);
   }
 
   // ---- library API (the library's workspace) -------------------------------------------
 
   /** Issues (or reuses) a code: `{sessionId, expiresInSeconds, attemptsLeft, reused}`. */
-  async request(params) {
-    return this.#data(() => this.issue(this.libraryWorkspace, 'v1', toBody(params)));
+  request(params) {
+    return this.own.request(params);
   }
 
   /** Checks a code: `{sessionId, status, verified, message, attemptsLeft}` for every outcome. */
-  async verify(params) {
-    return this.#data(() => this.check(this.libraryWorkspace, 'v1', null, toBody(params)), true);
+  verify(params) {
+    return this.own.verify(params);
   }
 
   /** A session's status (masked destination, state, attempts, times), or null if not found. */
-  async status(sessionId) {
-    const reply = await this.#reply(() => this.sessionStatus(this.libraryWorkspace, 'v1', String(sessionId ?? '')));
-    return reply.status === 200 ? JSON.parse(reply.body).data : null;
+  status(sessionId) {
+    return this.own.status(sessionId);
   }
 
   /** Audit events, newest first: `{events, nextCursor}`. `query`: {sessionId, since, limit, cursor}. */
-  async audit(query = {}) {
-    return this.#data(() => this.store.auditReply(this.libraryWorkspace.id, new URLSearchParams(query).toString()));
+  audit(query = {}) {
+    return this.own.audit(query);
   }
 
   /** The same operations inside another workspace (multi-tenant), by id. */
