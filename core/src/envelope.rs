@@ -23,7 +23,7 @@ pub struct Reply {
 }
 
 impl Reply {
-    fn json<T: Serialize>(status: u16, value: &T) -> Reply {
+    pub(crate) fn json<T: Serialize>(status: u16, value: &T) -> Reply {
         // Serializing these plain structs cannot fail; an empty body would show it if it did.
         Reply {
             status,

@@ -9,6 +9,7 @@
 //!
 //! | module | what |
 //! |---|---|
+//! | [`analytics`] | what events add to daily counters, the analytics query and its answer |
 //! | [`audit`] | audit events, audit queries and their answer |
 //! | [`error`] | [`Error`]: malformed input or configuration, with a stable `code()` and `http_status()` |
 //! | [`validate`] | E.164, sender names, purposes, channels, apps, ids, codes |
@@ -38,6 +39,7 @@
 
 extern crate alloc;
 
+pub mod analytics;
 pub mod audit;
 pub mod code;
 pub mod envelope;

@@ -19,6 +19,8 @@ pub enum Route<'a> {
     Status(Dialect, &'a str),
     /// `GET /v1/messaging/otp/audit`.
     Audit,
+    /// `GET /otp/analytics` (second dialect).
+    Analytics,
     /// `POST /v1/admin/workspaces`.
     CreateWorkspace,
     /// `PATCH /v1/admin/workspaces/{id}`.
@@ -64,6 +66,7 @@ pub fn match_route<'a>(method: &str, path: &'a str) -> Result<Route<'a>, Error> 
         ["v1", "messaging", "otp", "sessions", id] => (Route::Status(Dialect::V1, id), "GET"),
         ["v1", "messaging", "otp", "audit"] => (Route::Audit, "GET"),
         ["otp", "send"] => (Route::Request(Dialect::Zend), "POST"),
+        ["otp", "analytics"] => (Route::Analytics, "GET"),
         ["otp", id, "verify"] => (Route::Verify(Dialect::Zend, Some(id)), "POST"),
         ["otp", id, "status"] => (Route::Status(Dialect::Zend, id), "GET"),
         ["v1", "admin", "workspaces"] => (Route::CreateWorkspace, "POST"),
@@ -101,6 +104,11 @@ mod tests {
             Err(Error::NotFound)
         );
         assert_eq!(match_route("GET", "/a/b/c/d/e/f/g/h"), Err(Error::NotFound));
+        assert_eq!(match_route("GET", "/otp/analytics"), Ok(Route::Analytics));
+        assert_eq!(
+            match_route("POST", "/otp/analytics"),
+            Err(Error::MethodNotAllowed)
+        );
         assert!(match_route("POST", "/v1/admin/workspaces").is_ok_and(|r| r.is_admin()));
     }
 }

@@ -1,0 +1,744 @@
+//! Analytics (SPEC §3 `GET /otp/analytics`, "Precise rules: Analytics"): what each event adds to a
+//! workspace's daily counters, the query, and the answer.
+//!
+//! Hosts keep two things per workspace and the core decides both:
+//! - **counters** per bucket (UTC day of the session's creation, channel, purpose, app), added to
+//!   by the [`Delta`]s that [`delivered`], [`reused`], [`delivery_failed`] and [`verified`] return;
+//! - **open sessions**: a session is opened when its SMS is accepted and closed when it is
+//!   verified or locked. At query time, an open session past its expiry is *expired*, so
+//!   `expired = sent − verified − failed − (open and not yet expired)`, exactly and without a timer.
+//!
+//! Every count is attributed to the day the session was created (a cohort), so
+//! `verification_rate = verified / sent` never exceeds 1. Sessions of test numbers are not
+//! counted at all. `sms_segments` and the cost count SMS only: the price is per SMS segment and a
+//! WhatsApp message is not made of segments.
+
+use crate::envelope::Reply;
+use crate::error::Error;
+use crate::policy::Price;
+use crate::session::{Session, VerifyOutcome};
+use crate::time::UnixMillis;
+use crate::validate::{self, Channel, Purpose};
+use alloc::collections::BTreeMap;
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use serde::{Deserialize, Serialize};
+
+/// Days answered when the query names none.
+pub const DEFAULT_DAYS: u32 = 30;
+/// Most days one query may ask for; counters are kept this long.
+pub const MAX_DAYS: u32 = 90;
+const DAY_MS: u64 = 86_400_000;
+
+/// The UTC day number (days since 1970-01-01) of a time.
+#[must_use]
+pub fn day_of(t: UnixMillis) -> u32 {
+    u32::try_from(t.0 / DAY_MS).unwrap_or(u32::MAX)
+}
+
+/// The oldest day still kept at `now`: counters of earlier days may be dropped.
+#[must_use]
+pub fn oldest_kept_day(now: UnixMillis) -> u32 {
+    day_of(now).saturating_sub(MAX_DAYS.saturating_sub(1))
+}
+
+/// `YYYY-MM-DD` of a day number.
+#[must_use]
+pub fn date_of(day: u32) -> String {
+    UnixMillis(u64::from(day).saturating_mul(DAY_MS)).utc_date()
+}
+
+/// Where counts are kept: the session's creation day, channel, purpose and app (`""` for none).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Bucket {
+    /// UTC day number of the session's creation.
+    pub day: u32,
+    /// Channel.
+    pub channel: Channel,
+    /// Purpose.
+    pub purpose: Purpose,
+    /// App label, `""` when the request named none.
+    pub app: String,
+}
+
+impl Bucket {
+    /// The bucket of a session.
+    #[must_use]
+    pub fn of(session: &Session) -> Bucket {
+        Bucket {
+            day: day_of(session.created_at),
+            channel: session.channel,
+            purpose: session.purpose,
+            app: session.app.clone().unwrap_or_default(),
+        }
+    }
+
+    /// The bucket within its day as one string, `channel|purpose|app` (the app last: it may
+    /// contain `|`). Stores that shard by day use it as a field name.
+    #[must_use]
+    pub fn key(&self) -> String {
+        format!(
+            "{}|{}|{}",
+            self.channel.as_str(),
+            self.purpose.as_str(),
+            self.app
+        )
+    }
+
+    /// Reads [`Bucket::key`] back; `None` if it is not one.
+    #[must_use]
+    pub fn parse(day: u32, key: &str) -> Option<Bucket> {
+        let mut parts = key.splitn(3, '|');
+        let channel = Channel::parse(parts.next()?)?;
+        let purpose = Purpose::parse(parts.next()?)?;
+        let app = parts.next()?.to_string();
+        Some(Bucket {
+            day,
+            channel,
+            purpose,
+            app,
+        })
+    }
+}
+
+/// Counters of one bucket. Each is a count of sessions except `sms_segments`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    /// Sessions whose message the gateway accepted.
+    pub sent: u64,
+    /// Requests answered with an existing session.
+    pub reused: u64,
+    /// Requests whose delivery failed or timed out (no session left).
+    pub delivery_failed: u64,
+    /// Sessions approved.
+    pub verified: u64,
+    /// Sessions locked (every attempt used without the right code).
+    pub failed: u64,
+    /// SMS segments of the messages sent (SMS channel only).
+    pub sms_segments: u64,
+}
+
+impl Counts {
+    /// The counter names, as stored and answered.
+    pub const FIELDS: [&'static str; 6] = [
+        "sent",
+        "reused",
+        "delivery_failed",
+        "verified",
+        "failed",
+        "sms_segments",
+    ];
+
+    /// A counter by name.
+    #[must_use]
+    pub fn get(&self, field: &str) -> Option<u64> {
+        Some(match field {
+            "sent" => self.sent,
+            "reused" => self.reused,
+            "delivery_failed" => self.delivery_failed,
+            "verified" => self.verified,
+            "failed" => self.failed,
+            "sms_segments" => self.sms_segments,
+            _ => return None,
+        })
+    }
+
+    /// Adds to a counter by name; `false` if there is no such counter.
+    pub fn add_to(&mut self, field: &str, n: u64) -> bool {
+        let slot = match field {
+            "sent" => &mut self.sent,
+            "reused" => &mut self.reused,
+            "delivery_failed" => &mut self.delivery_failed,
+            "verified" => &mut self.verified,
+            "failed" => &mut self.failed,
+            "sms_segments" => &mut self.sms_segments,
+            _ => return false,
+        };
+        *slot = slot.saturating_add(n);
+        true
+    }
+
+    /// Adds every counter of `other`.
+    pub fn add(&mut self, other: &Counts) {
+        for f in Counts::FIELDS {
+            self.add_to(f, other.get(f).unwrap_or(0));
+        }
+    }
+
+    /// The non-zero counters, by name.
+    pub fn nonzero(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        Counts::FIELDS
+            .into_iter()
+            .filter_map(|f| self.get(f).filter(|&n| n > 0).map(|n| (f, n)))
+    }
+}
+
+/// What one event adds: counters of a bucket, and whether the session opens or closes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Delta {
+    /// The session.
+    pub session_id: String,
+    /// UTC day number of the bucket.
+    pub day: u32,
+    /// Bucket key within the day ([`Bucket::key`]).
+    pub bucket: String,
+    /// What to add.
+    pub counts: Counts,
+    /// The session is now open, until this time (its expiry).
+    pub open_until: Option<UnixMillis>,
+    /// The session is now closed (verified or locked): drop it from the open sessions.
+    pub close: bool,
+}
+
+impl Delta {
+    fn new(session: &Session, counts: Counts) -> Option<Delta> {
+        if session.test {
+            return None;
+        }
+        let bucket = Bucket::of(session);
+        Some(Delta {
+            session_id: session.id.clone(),
+            day: bucket.day,
+            bucket: bucket.key(),
+            counts,
+            open_until: None,
+            close: false,
+        })
+    }
+
+    /// The open-session entry as one string, `sessionId|day|bucket` (for a sorted set).
+    #[must_use]
+    pub fn open_member(&self) -> String {
+        format!("{}|{}|{}", self.session_id, self.day, self.bucket)
+    }
+}
+
+/// Parses [`Delta::open_member`] back into its bucket.
+#[must_use]
+pub fn parse_open_member(member: &str) -> Option<Bucket> {
+    let mut parts = member.splitn(3, '|');
+    let _session = parts.next()?;
+    let day = parts.next()?.parse().ok()?;
+    Bucket::parse(day, parts.next()?)
+}
+
+/// The gateway accepted a session's message.
+#[must_use]
+pub fn delivered(session: &Session) -> Option<Delta> {
+    let sms = if session.channel == Channel::Sms {
+        u64::from(session.segments)
+    } else {
+        0
+    };
+    let mut d = Delta::new(
+        session,
+        Counts {
+            sent: 1,
+            sms_segments: sms,
+            ..Counts::default()
+        },
+    )?;
+    d.open_until = Some(session.expires_at);
+    Some(d)
+}
+
+/// A request was answered with this active session.
+#[must_use]
+pub fn reused(session: &Session) -> Option<Delta> {
+    Delta::new(
+        session,
+        Counts {
+            reused: 1,
+            ..Counts::default()
+        },
+    )
+}
+
+/// A planned session's delivery failed or timed out (it was never stored).
+#[must_use]
+pub fn delivery_failed(session: &Session) -> Option<Delta> {
+    Delta::new(
+        session,
+        Counts {
+            delivery_failed: 1,
+            ..Counts::default()
+        },
+    )
+}
+
+/// A verification answered: approval counts `verified`, the attempt that locks counts `failed`;
+/// both close the session. Other outcomes change nothing.
+#[must_use]
+pub fn verified(session: &Session, outcome: VerifyOutcome) -> Option<Delta> {
+    let counts = match outcome {
+        VerifyOutcome::Approved => Counts {
+            verified: 1,
+            ..Counts::default()
+        },
+        VerifyOutcome::Invalid { attempts_left: 0 } => Counts {
+            failed: 1,
+            ..Counts::default()
+        },
+        _ => return None,
+    };
+    let mut d = Delta::new(session, counts)?;
+    d.close = true;
+    Some(d)
+}
+
+/// A checked analytics query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnalyticsQuery {
+    /// Only this app (`None`: every app).
+    pub app: Option<String>,
+    /// UTC calendar days, today included (1–90).
+    pub days: u32,
+}
+
+impl AnalyticsQuery {
+    /// Reads `app` (≤ 64 characters; empty = every app) and `days` (1–90, default 30).
+    pub fn from_pairs<'a>(
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<AnalyticsQuery, Error> {
+        let mut q = AnalyticsQuery {
+            app: None,
+            days: DEFAULT_DAYS,
+        };
+        for (k, v) in pairs {
+            match k {
+                "app" => {
+                    validate::app("app", v)?;
+                    q.app = (!v.is_empty()).then(|| v.to_string());
+                }
+                "days" => {
+                    q.days = v
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|n| (1..=MAX_DAYS).contains(n))
+                        .ok_or(Error::invalid("days", "must be an integer from 1 to 90"))?;
+                }
+                _ => {}
+            }
+        }
+        Ok(q)
+    }
+
+    /// The first day of the period at `now`.
+    #[must_use]
+    pub fn first_day(&self, now: UnixMillis) -> u32 {
+        day_of(now).saturating_sub(self.days.saturating_sub(1))
+    }
+
+    /// Whether a bucket falls in the period and matches the app filter.
+    #[must_use]
+    pub fn covers(&self, b: &Bucket, now: UnixMillis) -> bool {
+        (self.first_day(now)..=day_of(now)).contains(&b.day)
+            && self.app.as_deref().is_none_or(|a| a == b.app)
+    }
+}
+
+/// `amount × n`, exactly, with the amount's decimals (`"0.0075" × 3 = "0.0225"`).
+#[must_use]
+pub fn times(amount: &str, n: u64) -> String {
+    let (int, frac) = amount.split_once('.').unwrap_or((amount, ""));
+    let mantissa: u128 = format!("{int}{frac}").parse().unwrap_or(0);
+    let total = mantissa.saturating_mul(u128::from(n)).to_string();
+    if frac.is_empty() {
+        return total;
+    }
+    let scale = frac.len();
+    let padded = format!("{total:0>width$}", width = scale.saturating_add(1));
+    let (whole, cents) = padded.split_at(padded.len().saturating_sub(scale));
+    format!("{whole}.{cents}")
+}
+
+/// `verified / sent`, rounded to 4 decimals; 0 when nothing was sent.
+#[must_use]
+pub fn rate(verified: u64, sent: u64) -> f64 {
+    if sent == 0 {
+        return 0.0;
+    }
+    // Rounded half up in integers (no float rounding in core), then scaled.
+    let v = u128::from(verified);
+    let s = u128::from(sent);
+    let e4 = v
+        .saturating_mul(20_000)
+        .saturating_add(s)
+        .checked_div(s.saturating_mul(2))
+        .unwrap_or(0);
+    #[allow(clippy::cast_precision_loss)] // ≤ 10 000 × verified/sent: exact for any real count
+    let r = e4 as f64 / 10_000.0;
+    r
+}
+
+#[derive(Default, Clone, Copy)]
+struct Tally {
+    counts: Counts,
+    expired: u64,
+}
+
+impl Tally {
+    fn add(&mut self, other: &Tally) {
+        self.counts.add(&other.counts);
+        self.expired = self.expired.saturating_add(other.expired);
+    }
+}
+
+#[derive(Serialize)]
+struct Cost<'a> {
+    amount: String,
+    currency: &'a str,
+}
+
+#[derive(Serialize)]
+struct CountView<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    date: Option<String>,
+    sent: u64,
+    reused: u64,
+    delivery_failed: u64,
+    verified: u64,
+    failed: u64,
+    expired: u64,
+    verification_rate: f64,
+    sms_segments: u64,
+    estimated_cost: Cost<'a>,
+}
+
+impl<'a> CountView<'a> {
+    fn new(t: &Tally, price: &'a Price, date: Option<String>) -> CountView<'a> {
+        let c = &t.counts;
+        CountView {
+            date,
+            sent: c.sent,
+            reused: c.reused,
+            delivery_failed: c.delivery_failed,
+            verified: c.verified,
+            failed: c.failed,
+            expired: t.expired,
+            verification_rate: rate(c.verified, c.sent),
+            sms_segments: c.sms_segments,
+            estimated_cost: Cost {
+                amount: times(&price.amount, c.sms_segments),
+                currency: &price.currency,
+            },
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    app: Option<&'a str>,
+    period_days: u32,
+    from: String,
+    to: String,
+    totals: CountView<'a>,
+    days: Vec<CountView<'a>>,
+    by_channel: BTreeMap<&'static str, CountView<'a>>,
+    by_purpose: BTreeMap<&'static str, CountView<'a>>,
+}
+
+/// The answer of `GET /otp/analytics` (second dialect: no envelope).
+///
+/// `counters`: the workspace's stored counters (any buckets; those outside the query are
+/// ignored, and one bucket may come in several parts). `open`: the bucket of each open session
+/// whose expiry is after `now`, once per session.
+#[must_use]
+pub fn report(
+    q: &AnalyticsQuery,
+    now: UnixMillis,
+    counters: impl IntoIterator<Item = (Bucket, Counts)>,
+    open: impl IntoIterator<Item = Bucket>,
+    price: &Price,
+) -> Reply {
+    let mut buckets: BTreeMap<Bucket, (Counts, u64)> = BTreeMap::new();
+    for (b, c) in counters {
+        if q.covers(&b, now) {
+            buckets.entry(b).or_default().0.add(&c);
+        }
+    }
+    for b in open {
+        if q.covers(&b, now) {
+            let live = &mut buckets.entry(b).or_default().1;
+            *live = live.saturating_add(1);
+        }
+    }
+    let first = q.first_day(now);
+    let today = day_of(now);
+    let mut totals = Tally::default();
+    let mut days: BTreeMap<u32, Tally> = (first..=today).map(|d| (d, Tally::default())).collect();
+    let mut by_channel: BTreeMap<&'static str, Tally> = BTreeMap::new();
+    let mut by_purpose: BTreeMap<&'static str, Tally> = BTreeMap::new();
+    for (b, (counts, live)) in &buckets {
+        let c = counts;
+        // Sessions neither verified, locked nor still live have reached expiry unverified.
+        let expired = c
+            .sent
+            .saturating_sub(c.verified)
+            .saturating_sub(c.failed)
+            .saturating_sub(*live);
+        let t = Tally {
+            counts: *c,
+            expired,
+        };
+        if t.counts == Counts::default() && expired == 0 {
+            continue; // only open sessions whose counters are not written yet
+        }
+        totals.add(&t);
+        days.entry(b.day).or_default().add(&t);
+        by_channel.entry(b.channel.as_str()).or_default().add(&t);
+        by_purpose.entry(b.purpose.as_str()).or_default().add(&t);
+    }
+    let view = |m: BTreeMap<&'static str, Tally>| {
+        m.into_iter()
+            .map(|(k, t)| (k, CountView::new(&t, price, None)))
+            .collect()
+    };
+    let report = Report {
+        app: q.app.as_deref(),
+        period_days: q.days,
+        from: date_of(first),
+        to: date_of(today),
+        totals: CountView::new(&totals, price, None),
+        days: days
+            .into_iter()
+            .map(|(d, t)| CountView::new(&t, price, Some(date_of(d))))
+            .collect(),
+        by_channel: view(by_channel),
+        by_purpose: view(by_purpose),
+    };
+    Reply::json(200, &report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::code::Entropy;
+    use crate::policy::Policy;
+    use crate::request::IssueRequest;
+    use crate::secret::Pepper;
+    use crate::session::plan_issue;
+    use serde_json::{json, Value};
+
+    const DAY: u64 = DAY_MS;
+    // 2026-11-22T12:00:00Z
+    const NOW: UnixMillis = UnixMillis(1_795_348_800_000);
+
+    fn session(app: Option<&str>, channel: &str, at: UnixMillis) -> Session {
+        static SEED: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
+        let seed = SEED.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        let mut body = json!({"dest": "+233201234567", "src": "otpkit", "purpose": "LOGIN", "channel": channel});
+        if let Some(a) = app {
+            body["app"] = json!(a);
+        }
+        let req = IssueRequest::from_v1_json(body.to_string().as_bytes()).unwrap();
+        let pepper = Pepper::new("p".repeat(32).as_bytes()).unwrap();
+        let plan = plan_issue(
+            &req,
+            "ws_1",
+            &["otpkit".into()],
+            &Policy::default(),
+            at,
+            &Entropy::from_bytes(&[seed; 48]),
+            &pepper,
+        )
+        .unwrap();
+        plan.session
+    }
+
+    fn price(amount: &str) -> Price {
+        Price {
+            amount: amount.into(),
+            currency: "USD".into(),
+        }
+    }
+
+    fn query(s: &str) -> Result<AnalyticsQuery, Error> {
+        AnalyticsQuery::from_pairs(
+            s.split('&')
+                .filter(|p| !p.is_empty())
+                .map(|p| p.split_once('=').unwrap_or((p, ""))),
+        )
+    }
+
+    /// Applies deltas the way a store does: counters added, open sessions kept until closed.
+    fn run(deltas: &[Option<Delta>], q: &AnalyticsQuery, now: UnixMillis, p: &Price) -> Value {
+        let mut counters = Vec::new();
+        let mut open: BTreeMap<String, (Bucket, UnixMillis)> = BTreeMap::new();
+        for d in deltas.iter().flatten() {
+            let b = Bucket::parse(d.day, &d.bucket).unwrap();
+            counters.push((b.clone(), d.counts));
+            if let Some(until) = d.open_until {
+                open.insert(d.session_id.clone(), (b, until));
+            }
+            if d.close {
+                open.remove(&d.session_id);
+            }
+        }
+        let live = open
+            .into_values()
+            .filter(|(_, until)| *until > now)
+            .map(|(b, _)| b);
+        serde_json::from_str(&report(q, now, counters, live, p).body).unwrap()
+    }
+
+    #[test]
+    fn counts_by_cohort_with_expired_derived_from_open_sessions() {
+        let sms = session(Some("Shop"), "sms", NOW);
+        let wa = session(Some("Shop"), "whatsapp", NOW);
+        let locked = session(Some("Shop"), "sms", NOW);
+        let other_app = session(Some("Blog"), "sms", NOW);
+        let deltas = [
+            delivered(&sms),
+            delivered(&wa),
+            reused(&sms),
+            verified(&sms, VerifyOutcome::Approved),
+            delivery_failed(&session(Some("Shop"), "sms", NOW)),
+            delivered(&locked),
+            verified(&locked, VerifyOutcome::Invalid { attempts_left: 1 }),
+            verified(&locked, VerifyOutcome::Invalid { attempts_left: 0 }),
+            delivered(&other_app),
+        ];
+        let q = query("app=Shop&days=7").unwrap();
+        let p = price("0.05");
+        // While the WhatsApp session is live, it is neither verified nor expired.
+        let j = run(&deltas, &q, NOW.plus_secs(10), &p);
+        assert_eq!(j["app"], "Shop");
+        assert_eq!(j["period_days"], 7);
+        assert_eq!(j["to"], "2026-11-22");
+        assert_eq!(j["from"], "2026-11-16");
+        let t = &j["totals"];
+        assert_eq!(
+            (
+                t["sent"].as_u64(),
+                t["reused"].as_u64(),
+                t["delivery_failed"].as_u64()
+            ),
+            (Some(3), Some(1), Some(1))
+        );
+        assert_eq!(
+            (
+                t["verified"].as_u64(),
+                t["failed"].as_u64(),
+                t["expired"].as_u64()
+            ),
+            (Some(1), Some(1), Some(0))
+        );
+        assert_eq!(t["verification_rate"], 0.3333);
+        assert_eq!(
+            t["sms_segments"], 2,
+            "the WhatsApp message has no SMS segments"
+        );
+        assert_eq!(
+            t["estimated_cost"],
+            json!({"amount": "0.10", "currency": "USD"})
+        );
+        assert_eq!(j["days"].as_array().unwrap().len(), 7);
+        assert_eq!(j["days"][6]["date"], "2026-11-22");
+        assert_eq!(j["days"][6]["sent"], 3);
+        assert_eq!(j["days"][0]["sent"], 0);
+        assert_eq!(j["by_channel"]["whatsapp"]["sent"], 1);
+        assert_eq!(j["by_channel"]["sms"]["sent"], 2);
+        assert_eq!(j["by_purpose"]["LOGIN"]["verified"], 1);
+        // After its expiry it is expired; nothing else moves.
+        let j = run(&deltas, &q, NOW.plus_secs(301), &p);
+        assert_eq!(j["totals"]["expired"], 1);
+        assert_eq!(j["by_channel"]["whatsapp"]["expired"], 1);
+        assert_eq!(j["totals"]["verified"], 1);
+        // Every app: the other app's session is counted too.
+        let all = run(&deltas, &query("").unwrap(), NOW.plus_secs(301), &p);
+        assert_eq!(all["app"], Value::Null);
+        assert_eq!(all["period_days"], 30);
+        assert_eq!(all["totals"]["sent"], 4);
+        assert_eq!(all["totals"]["expired"], 2);
+    }
+
+    #[test]
+    fn days_outside_the_period_and_test_numbers_are_not_counted() {
+        let old = session(None, "sms", UnixMillis(NOW.0 - 3 * DAY));
+        let q = query("days=3").unwrap();
+        let j = run(&[delivered(&old)], &q, NOW, &price("1"));
+        assert_eq!(j["totals"]["sent"], 0);
+        let j = run(
+            &[delivered(&old)],
+            &query("days=4").unwrap(),
+            NOW,
+            &price("1"),
+        );
+        assert_eq!(j["totals"]["sent"], 1);
+        assert_eq!(j["totals"]["estimated_cost"]["amount"], "1");
+        assert_eq!(j["days"][0]["date"], "2026-11-19");
+        let mut test = session(None, "sms", NOW);
+        test.test = true;
+        assert!(delivered(&test).is_none() && reused(&test).is_none());
+        assert!(verified(&test, VerifyOutcome::Approved).is_none());
+    }
+
+    #[test]
+    fn only_approval_and_the_locking_attempt_close_a_session() {
+        let s = session(None, "sms", NOW);
+        for o in [
+            VerifyOutcome::NotFound,
+            VerifyOutcome::AlreadyUsed,
+            VerifyOutcome::Expired,
+            VerifyOutcome::MaxAttemptsReached,
+            VerifyOutcome::Invalid { attempts_left: 2 },
+        ] {
+            assert!(verified(&s, o).is_none(), "{o:?}");
+        }
+        assert!(verified(&s, VerifyOutcome::Approved).unwrap().close);
+        let d = delivered(&s).unwrap();
+        assert_eq!(d.open_until, Some(s.expires_at));
+        assert_eq!(parse_open_member(&d.open_member()), Some(Bucket::of(&s)));
+    }
+
+    #[test]
+    fn bucket_keys_round_trip_even_with_bars_in_the_app() {
+        let b = Bucket {
+            day: 20_000,
+            channel: Channel::Whatsapp,
+            purpose: Purpose::KycVerification,
+            app: "a|b".into(),
+        };
+        assert_eq!(b.key(), "whatsapp|KYC_VERIFICATION|a|b");
+        assert_eq!(Bucket::parse(20_000, &b.key()), Some(b));
+        assert_eq!(Bucket::parse(1, "fax|LOGIN|"), None);
+    }
+
+    #[test]
+    fn query_bounds() {
+        assert_eq!(
+            query("").unwrap(),
+            AnalyticsQuery {
+                app: None,
+                days: 30
+            }
+        );
+        assert_eq!(query("app=&days=90").unwrap().days, 90);
+        for bad in ["days=0", "days=91", "days=x", "days=-1", "days=1.5"] {
+            assert_eq!(query(bad).unwrap_err().field(), Some("days"), "{bad}");
+        }
+        assert_eq!(
+            query(&format!("app={}", "a".repeat(65)))
+                .unwrap_err()
+                .field(),
+            Some("app")
+        );
+    }
+
+    #[test]
+    fn exact_costs_and_rates() {
+        assert_eq!(times("0.05", 2), "0.10");
+        assert_eq!(times("0.0075", 3), "0.0225");
+        assert_eq!(times("0.0075", 0), "0.0000");
+        assert_eq!(times("12", 3), "36");
+        assert_eq!(times("0", 5), "0");
+        assert_eq!(times("1.5", 1_000_000), "1500000.0");
+        assert!((rate(1, 3) - 0.3333).abs() < 1e-12);
+        assert!((rate(2, 3) - 0.6667).abs() < 1e-12);
+        assert!((rate(0, 0)).abs() < 1e-12);
+        assert!((rate(5, 5) - 1.0).abs() < 1e-12);
+    }
+}
