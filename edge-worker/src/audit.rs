@@ -1,13 +1,15 @@
 //! The audit log in D1 `AUDIT` (schema: migrations/0001_audit.sql). Written after the response
-//! with `waitUntil`; queried per workspace, newest first.
+//! with `waitUntil`, in one batch with the analytics counters the same events move
+//! ([`crate::analytics`]); queried per workspace, newest first.
 
+use otpkit_core::analytics::Delta;
 use otpkit_core::audit::{AuditEvent, AuditQuery};
 use otpkit_core::{Error, Purpose, UnixMillis};
 use serde::Deserialize;
 use worker::wasm_bindgen::JsValue;
 use worker::Env;
 
-fn text(s: &str) -> JsValue {
+pub(crate) fn text(s: &str) -> JsValue {
     JsValue::from_str(s)
 }
 
@@ -15,11 +17,11 @@ fn opt_text(s: Option<&str>) -> JsValue {
     s.map_or(JsValue::NULL, JsValue::from_str)
 }
 
-/// Appends events for a workspace. Failures are logged (without content) and dropped: the
-/// audit never decides an answer.
-pub async fn write(env: &Env, workspace_id: &str, events: &[AuditEvent]) {
+/// Appends events for a workspace and applies their analytics deltas, in one D1 batch (one
+/// transaction). Failures are logged (without content) and dropped: neither decides an answer.
+pub async fn write(env: &Env, workspace_id: &str, events: &[AuditEvent], deltas: &[Delta]) {
     let Ok(db) = env.d1("AUDIT") else { return };
-    let mut statements = Vec::with_capacity(events.len());
+    let mut statements = Vec::with_capacity(events.len().saturating_add(deltas.len() * 2));
     for e in events {
         let bound = db
             .prepare(
@@ -42,6 +44,15 @@ pub async fn write(env: &Env, workspace_id: &str, events: &[AuditEvent]) {
             Ok(s) => statements.push(s),
             Err(_) => return,
         }
+    }
+    for d in deltas {
+        match crate::analytics::statements(&db, workspace_id, d) {
+            Ok(mut s) => statements.append(&mut s),
+            Err(_) => return,
+        }
+    }
+    if statements.is_empty() {
+        return;
     }
     if let Err(err) = db.batch(statements).await {
         worker::console_error!(

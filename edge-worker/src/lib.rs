@@ -1,6 +1,7 @@
 //! otpkit on Cloudflare Workers. Routing and authentication here; the rules are otpkit-core's;
 //! state lives in two Durable Object classes ([`session_do`], [`destination_do`]), KV and D1.
 
+mod analytics;
 mod audit;
 mod config;
 mod destination_do;
@@ -83,6 +84,13 @@ async fn route(
                 }
                 Route::Status(dialect, id) => otp::status(env, &ws, id, dialect).await,
                 Route::Audit => audit_route(req, env, &ws).await,
+                Route::Analytics => {
+                    let pairs = http::query_pairs(req);
+                    let q = otpkit_core::analytics::AnalyticsQuery::from_pairs(
+                        pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                    )?;
+                    analytics::report(env, &ws, &q, otp::now()).await
+                }
                 _ => Err(Error::NotFound),
             }
         }

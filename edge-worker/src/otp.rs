@@ -6,6 +6,7 @@ use crate::proto::{
     AdmitAnswer, Delivery, DeliveryAnswer, DestinationCall, SessionCall, VerifyAnswer,
 };
 use crate::{audit, config, gateway};
+use otpkit_core::analytics;
 use otpkit_core::audit::AuditEvent;
 use otpkit_core::envelope::{self, Reply};
 use otpkit_core::guard::FloodShield;
@@ -115,6 +116,16 @@ fn later(ctx: &Context, f: impl std::future::Future<Output = ()> + 'static) {
     ctx.wait_until(f);
 }
 
+/// The `reused` audit event and its analytics, after the response.
+fn reused_later(env: &Env, ctx: &Context, ws_id: &str, s: &Session, now: UnixMillis) {
+    let event = AuditEvent::for_session("reused", s, "ok", None, now);
+    let deltas: Vec<_> = analytics::reused(s).into_iter().collect();
+    let (env2, id) = (env.clone(), ws_id.to_string());
+    later(ctx, async move {
+        audit::write(&env2, &id, &[event], &deltas).await
+    });
+}
+
 /// `POST /v1/messaging/otp/request` and `POST /otp/send`.
 pub async fn request(
     env: &Env,
@@ -138,9 +149,7 @@ pub async fn request(
         if let Some(sid) = hint {
             if let Some(s) = get_session(env, &ws.id, &sid).await? {
                 if s.reusable(now) {
-                    let event = AuditEvent::for_session("reused", &s, "ok", None, now);
-                    let (env2, id) = (env.clone(), ws.id.clone());
-                    later(ctx, async move { audit::write(&env2, &id, &[event]).await });
+                    reused_later(env, ctx, &ws.id, &s, now);
                     return Ok(issue_reply(req.dialect, &s, now, true));
                 }
             }
@@ -173,9 +182,7 @@ pub async fn request(
             AdmitAnswer::Reuse { session_id } => match get_session(env, &ws.id, &session_id).await?
             {
                 Some(s) if s.reusable(now) => {
-                    let event = AuditEvent::for_session("reused", &s, "ok", None, now);
-                    let (env2, id) = (env.clone(), ws.id.clone());
-                    later(ctx, async move { audit::write(&env2, &id, &[event]).await });
+                    reused_later(env, ctx, &ws.id, &s, now);
                     return Ok(issue_reply(req.dialect, &s, now, true));
                 }
                 _ => {
@@ -196,7 +203,10 @@ pub async fn request(
                     now,
                 );
                 let (env2, id) = (env.clone(), ws.id.clone());
-                later(ctx, async move { audit::write(&env2, &id, &[event]).await });
+                later(
+                    ctx,
+                    async move { audit::write(&env2, &id, &[event], &[]).await },
+                );
                 return Err(refused(&code, retry_after_secs));
             }
         }
@@ -273,8 +283,11 @@ pub async fn request(
             None,
             now,
         ));
+        let deltas: Vec<_> = analytics::delivery_failed(&session).into_iter().collect();
         let (env2, id) = (env.clone(), ws.id.clone());
-        later(ctx, async move { audit::write(&env2, &id, &events).await });
+        later(ctx, async move {
+            audit::write(&env2, &id, &events, &deltas).await
+        });
         return Err(if outcome == Delivery::Delivered {
             Error::StoreUnavailable
         } else {
@@ -288,6 +301,7 @@ pub async fn request(
         None,
         now,
     ));
+    let deltas: Vec<_> = analytics::delivered(&session).into_iter().collect();
     let (env2, id, sid) = (env.clone(), ws.id.clone(), session.id.clone());
     let ttl = now.secs_until_ceil(session.expires_at).max(60);
     let cancel = answer.cancel;
@@ -302,7 +316,7 @@ pub async fn request(
                 let _ = put.expiration_ttl(ttl).execute().await;
             }
         }
-        audit::write(&env2, &id, &events).await;
+        audit::write(&env2, &id, &events, &deltas).await;
     });
     Ok(issue_reply(req.dialect, &session, now, false))
 }
@@ -378,6 +392,7 @@ pub async fn verify(
     let now = now();
     let (env2, policy) = (env.clone(), ws.policy.clone());
     let event = AuditEvent::for_verify(&session, outcome, now);
+    let deltas: Vec<_> = analytics::verified(&session, outcome).into_iter().collect();
     let ws_id = ws.id.clone();
     later(ctx, async move {
         if outcome.consumed_attempt() {
@@ -398,9 +413,8 @@ pub async fn verify(
                     .await;
             }
         }
-        if let Some(e) = event {
-            audit::write(&env2, &ws_id, &[e]).await;
-        }
+        let events: Vec<_> = event.into_iter().collect();
+        audit::write(&env2, &ws_id, &events, &deltas).await;
     });
     Ok(reply)
 }

@@ -2,7 +2,8 @@
 //!
 //! Verify is read–decide–write on this object's storage with no other await in between, so
 //! input gates make it atomic: attempts are never over-counted and approval happens once,
-//! under any concurrency. An alarm purges the session `retentionSeconds` after expiry.
+//! under any concurrency. An alarm purges the session `retentionSeconds` after expiry (with its
+//! `purged` audit event, its analytics open row, and the workspace's counters past 90 days).
 
 use crate::proto::{SessionCall, VerifyAnswer};
 use crate::{config, http};
@@ -115,7 +116,8 @@ impl DurableObject for SessionObject {
         if let Some(s) = session {
             let now = UnixMillis(Date::now().as_millis());
             let event = otpkit_core::audit::AuditEvent::for_session("purged", &s, "ok", None, now);
-            crate::audit::write(&self.env, &s.workspace_id, &[event]).await;
+            crate::audit::write(&self.env, &s.workspace_id, &[event], &[]).await;
+            crate::analytics::purge(&self.env, &s.workspace_id, &s.id, now).await;
         }
         Response::ok("")
     }

@@ -1,0 +1,209 @@
+//! Analytics in D1 `AUDIT` (schema: migrations/0002_analytics.sql). The core decides every
+//! increment ([`otpkit_core::analytics`]); this module turns them into statements, and answers
+//! `GET /otp/analytics` from two indexed reads of one workspace's rows.
+
+use crate::audit::text;
+use otpkit_core::analytics::{self, AnalyticsQuery, Bucket, Counts, Delta};
+use otpkit_core::envelope::Reply;
+use otpkit_core::workspace::WorkspaceRecord;
+use otpkit_core::{Error, UnixMillis};
+use serde::Deserialize;
+use worker::wasm_bindgen::JsValue;
+use worker::{D1Database, D1PreparedStatement, Env};
+
+type Statements = worker::Result<Vec<D1PreparedStatement>>;
+
+fn num(n: u64) -> JsValue {
+    #[allow(clippy::cast_precision_loss)] // counts and times stay far below 2^53
+    JsValue::from_f64(n as f64)
+}
+
+/// The statements of one delta: add to the bucket's counters, open or close the session.
+pub fn statements(db: &D1Database, workspace_id: &str, d: &Delta) -> Statements {
+    let Some(b) = Bucket::parse(d.day, &d.bucket) else {
+        return Ok(Vec::new());
+    };
+    let key = [
+        text(workspace_id),
+        num(u64::from(b.day)),
+        text(b.channel.as_str()),
+        text(b.purpose.as_str()),
+        text(&b.app),
+    ];
+    let mut out = Vec::with_capacity(2);
+    if d.counts != Counts::default() {
+        let c = &d.counts;
+        let mut args = key.to_vec();
+        args.extend(
+            [
+                c.sent,
+                c.reused,
+                c.delivery_failed,
+                c.verified,
+                c.failed,
+                c.sms_segments,
+            ]
+            .map(num),
+        );
+        out.push(
+            db.prepare(
+                "INSERT INTO analytics_daily (workspace_id, day, channel, purpose, app, \
+                 sent, reused, delivery_failed, verified, failed, sms_segments) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+                 ON CONFLICT (workspace_id, day, channel, purpose, app) DO UPDATE SET \
+                 sent = sent + excluded.sent, reused = reused + excluded.reused, \
+                 delivery_failed = delivery_failed + excluded.delivery_failed, \
+                 verified = verified + excluded.verified, failed = failed + excluded.failed, \
+                 sms_segments = sms_segments + excluded.sms_segments",
+            )
+            .bind(&args)?,
+        );
+    }
+    if let Some(until) = d.open_until {
+        let mut args = key.to_vec();
+        args.extend([text(&d.session_id), num(until.0)]);
+        out.push(
+            db.prepare(
+                "INSERT OR REPLACE INTO analytics_open \
+                 (workspace_id, day, channel, purpose, app, session_id, expires_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .bind(&args)?,
+        );
+    }
+    if d.close {
+        out.push(
+            db.prepare("DELETE FROM analytics_open WHERE workspace_id = ?1 AND session_id = ?2")
+                .bind(&[text(workspace_id), text(&d.session_id)])?,
+        );
+    }
+    Ok(out)
+}
+
+/// When a session is purged: its open row goes, and the workspace's counters older than 90 days
+/// (a range on the primary key). Failures are logged and dropped, as audit writes are.
+pub async fn purge(env: &Env, workspace_id: &str, session_id: &str, now: UnixMillis) {
+    let Ok(db) = env.d1("AUDIT") else { return };
+    let outcome = match purge_statements(&db, workspace_id, session_id, now) {
+        Ok(statements) => db.batch(statements).await.map(drop),
+        Err(e) => Err(e),
+    };
+    if let Err(err) = outcome {
+        worker::console_error!(
+            "analytics purge failed: {}",
+            err.to_string().chars().take(200).collect::<String>()
+        );
+    }
+}
+
+fn purge_statements(
+    db: &D1Database,
+    workspace_id: &str,
+    session_id: &str,
+    now: UnixMillis,
+) -> Statements {
+    Ok(vec![
+        db.prepare("DELETE FROM analytics_open WHERE workspace_id = ?1 AND session_id = ?2")
+            .bind(&[text(workspace_id), text(session_id)])?,
+        db.prepare("DELETE FROM analytics_daily WHERE workspace_id = ?1 AND day < ?2")
+            .bind(&[
+                text(workspace_id),
+                num(u64::from(analytics::oldest_kept_day(now))),
+            ])?,
+    ])
+}
+
+#[derive(Deserialize)]
+struct CounterRow {
+    day: f64,
+    channel: String,
+    purpose: String,
+    app: String,
+    sent: f64,
+    reused: f64,
+    delivery_failed: f64,
+    verified: f64,
+    failed: f64,
+    sms_segments: f64,
+}
+
+#[derive(Deserialize)]
+struct OpenRow {
+    day: f64,
+    channel: String,
+    purpose: String,
+    app: String,
+    live: f64,
+}
+
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // D1 integers come as f64
+fn int(x: f64) -> u64 {
+    x.max(0.0) as u64
+}
+
+fn bucket(day: f64, channel: &str, purpose: &str, app: &str) -> Option<Bucket> {
+    let day = u32::try_from(int(day)).ok()?;
+    Bucket::parse(day, &format!("{channel}|{purpose}|{app}"))
+}
+
+/// `GET /otp/analytics`: the workspace's counters of the period and its live sessions, read in
+/// one batch (both on the `(workspace_id, …)` keys: no other workspace's rows are touched).
+pub async fn report(
+    env: &Env,
+    ws: &WorkspaceRecord,
+    q: &AnalyticsQuery,
+    now: UnixMillis,
+) -> Result<Reply, Error> {
+    let db = env.d1("AUDIT").map_err(|_| Error::Misconfigured {
+        message: "D1 binding AUDIT is missing".into(),
+    })?;
+    let app = q.app.as_deref().map_or(JsValue::NULL, JsValue::from_str);
+    let first = num(u64::from(q.first_day(now)));
+    let unavailable = |_| Error::StoreUnavailable;
+    let counters = db
+        .prepare(
+            "SELECT day, channel, purpose, app, sent, reused, delivery_failed, verified, failed, \
+             sms_segments FROM analytics_daily \
+             WHERE workspace_id = ?1 AND day >= ?2 AND (?3 IS NULL OR app = ?3)",
+        )
+        .bind(&[text(&ws.id), first.clone(), app.clone()])
+        .map_err(unavailable)?;
+    let open = db
+        .prepare(
+            "SELECT day, channel, purpose, app, COUNT(*) AS live FROM analytics_open \
+             WHERE workspace_id = ?1 AND expires_at > ?2 AND day >= ?3 AND (?4 IS NULL OR app = ?4) \
+             GROUP BY day, channel, purpose, app",
+        )
+        .bind(&[text(&ws.id), num(now.0), first, app])
+        .map_err(unavailable)?;
+    let results = db.batch(vec![counters, open]).await.map_err(unavailable)?;
+    let (Some(counters), Some(open)) = (results.first(), results.get(1)) else {
+        return Err(Error::StoreUnavailable);
+    };
+    let counters: Vec<CounterRow> = counters.results().map_err(unavailable)?;
+    let open: Vec<OpenRow> = open.results().map_err(unavailable)?;
+    let counters = counters.iter().filter_map(|r| {
+        let b = bucket(r.day, &r.channel, &r.purpose, &r.app)?;
+        let c = Counts {
+            sent: int(r.sent),
+            reused: int(r.reused),
+            delivery_failed: int(r.delivery_failed),
+            verified: int(r.verified),
+            failed: int(r.failed),
+            sms_segments: int(r.sms_segments),
+        };
+        Some((b, c))
+    });
+    let live = open.iter().flat_map(|r| {
+        let b = bucket(r.day, &r.channel, &r.purpose, &r.app);
+        let n = usize::try_from(int(r.live)).unwrap_or(0);
+        std::iter::repeat_n(b, n).flatten()
+    });
+    Ok(analytics::report(
+        q,
+        now,
+        counters,
+        live,
+        &ws.policy.price_per_segment,
+    ))
+}
