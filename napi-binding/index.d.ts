@@ -113,6 +113,10 @@ export interface MemoryStats {
   sessions: number;
   guards: number;
   auditEvents: number;
+  /** Analytics buckets (day, channel, purpose, app) with counters. */
+  analyticsBuckets: number;
+  /** Sessions sent and not yet verified, locked or expired. */
+  analyticsOpen: number;
 }
 
 /** One process, state in Rust memory behind one lock (the default). Lost when the process exits. */
@@ -225,12 +229,56 @@ export interface AuditQuery {
   cursor?: string;
 }
 
+export interface AnalyticsQuery {
+  /** Only this app (default: every app). */
+  app?: string;
+  /** UTC calendar days including today, 1–90 (default 30). */
+  days?: number | string;
+}
+
+/** Counts of one day, channel, purpose or the whole period. Test numbers are never counted. */
+export interface AnalyticsCounts {
+  /** Sessions whose message the gateway accepted (not reuses). */
+  sent: number;
+  /** Requests answered with an active session (no message). */
+  reused: number;
+  /** Requests whose delivery failed or timed out. */
+  delivery_failed: number;
+  verified: number;
+  /** Sessions locked: every attempt used without the right code. */
+  failed: number;
+  /** Sessions that reached expiry unverified (canceled ones included). */
+  expired: number;
+  /** verified / sent, 4 decimals; 0 when nothing was sent. */
+  verification_rate: number;
+  /** SMS segments sent (WhatsApp messages have none). */
+  sms_segments: number;
+  /** pricePerSegment × sms_segments, exact, with the price's decimals. */
+  estimated_cost: { amount: string; currency: string };
+}
+
+/** GET /otp/analytics: every count is attributed to the UTC day its session was created. */
+export interface AnalyticsReport {
+  app: string | null;
+  period_days: number;
+  /** First and last day of the period, YYYY-MM-DD (UTC). */
+  from: string;
+  to: string;
+  totals: AnalyticsCounts;
+  /** Every day of the period, oldest first. */
+  days: Array<AnalyticsCounts & { date: string }>;
+  /** Only channels and purposes with activity in the period. */
+  by_channel: Partial<Record<Channel, AnalyticsCounts>>;
+  by_purpose: Partial<Record<Purpose, AnalyticsCounts>>;
+}
+
 /** The OTP operations bound to one workspace. */
 export interface WorkspaceOps {
   request(params: RequestParams): Promise<RequestResult>;
   verify(params: VerifyParams): Promise<VerifyResult>;
   status(sessionId: string): Promise<SessionStatus | null>;
   audit(query?: AuditQuery): Promise<AuditPage>;
+  analytics(query?: AnalyticsQuery): Promise<AnalyticsReport>;
 }
 
 export interface OtpServiceOptions {
@@ -289,6 +337,8 @@ export class OtpService {
   status(sessionId: string): Promise<SessionStatus | null>;
   /** Audit events of the service's own workspace, newest first. */
   audit(query?: AuditQuery): Promise<AuditPage>;
+  /** Analytics of the service's own workspace (VALIDATION_ERROR for a bad `days` or `app`). */
+  analytics(query?: AnalyticsQuery): Promise<AnalyticsReport>;
 
   /** Operations in a workspace created with `createWorkspace` (NOT_FOUND if there is none). */
   forWorkspace(workspaceId: string): WorkspaceOps;

@@ -49,15 +49,19 @@ class MemoryStore {
   flood(ws, now) {
     return this.native.flood(ws, now);
   }
-  auditAppend(wsId, lines) {
-    if (lines.length) this.native.auditAppend(wsId, lines);
+  /** Audit lines and analytics deltas (JSON) of one workspace. */
+  record(wsId, lines, deltas = []) {
+    if (lines.length || deltas.length) this.native.record(wsId, lines, deltas);
   }
-  /** Session events of a plan: `requested`, `delivered` (ok), `delivery_failed` (failed). */
+  /** Session events of a plan (`requested`, `delivered` ok, `delivery_failed` failed) and their analytics. */
   auditPlan(plan, events, now) {
     this.native.auditPlan(plan, events, now);
   }
   auditReply(wsId, query) {
     return this.native.auditReply(wsId, query);
+  }
+  analyticsReply(ws, query, now) {
+    return this.native.analyticsReply(ws, query, now);
   }
   getWorkspace(id) {
     return this.native.kvGet(`ws:${id}`);

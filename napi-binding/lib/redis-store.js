@@ -18,6 +18,8 @@ const SWEEP_MS = 10_000;
 // A session key outlives its purge time by this much, so the sweeper (which writes the `purged`
 // audit event) finds it; the TTL is only the safety net if no process sweeps.
 const PURGE_GRACE_MS = 3600 * 1000;
+const DAY_MS = 86_400_000;
+const ANALYTICS_KEEP_DAYS = 91; // one more than the longest query, so a whole period is there
 
 // KEYS[1]; ARGV: expected version, new JSON ('' deletes), keep ms ('-1' keeps the current TTL).
 const CAS = `
@@ -42,14 +44,31 @@ if not id then return false end
 return redis.call('GET', ARGV[1] .. id)
 `;
 
-// KEYS[1] = the workspace's event list, KEYS[2] = the sequence; ARGV = event JSON lines.
-const APPEND = `
-for i = 1, #ARGV do
+// KEYS[1] = the workspace's event list, KEYS[2] = the sequence; ARGV[1] = n, ARGV[2..n+1] = event
+// JSON lines, then analytics operations of 4 arguments each (op, key, a, b), applied in the same
+// atomic step. The analytics keys are not declared in KEYS: one Redis, not a cluster.
+const RECORD = `
+local n = tonumber(ARGV[1])
+for i = 2, n + 1 do
   local seq = redis.call('INCR', KEYS[2])
   redis.call('LPUSH', KEYS[1], seq .. '|' .. ARGV[i])
 end
-redis.call('LTRIM', KEYS[1], 0, ${AUDIT_KEEP - 1})
-redis.call('PEXPIRE', KEYS[1], ${AUDIT_TTL_MS})
+if n > 0 then
+  redis.call('LTRIM', KEYS[1], 0, ${AUDIT_KEEP - 1})
+  redis.call('PEXPIRE', KEYS[1], ${AUDIT_TTL_MS})
+end
+local i = n + 2
+while i + 3 <= #ARGV do
+  local op, k, a, b = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  if op == 'H' then redis.call('HINCRBY', k, a, b)
+  elseif op == 'E' then redis.call('PEXPIREAT', k, a)
+  elseif op == 'O' then redis.call('ZADD', k, a, b)
+  elseif op == 'C' then redis.call('ZREM', k, b)
+  elseif op == 'R' then redis.call('ZREMRANGEBYSCORE', k, '-inf', a)
+  elseif op == 'T' then redis.call('PEXPIRE', k, a)
+  end
+  i = i + 4
+end
 return 1
 `;
 
@@ -105,7 +124,7 @@ class RedisStore {
     }
     this.redis.defineCommand('otpkitCas', { numberOfKeys: 1, lua: CAS });
     this.redis.defineCommand('otpkitLookup', { numberOfKeys: 1, lua: LOOKUP });
-    this.redis.defineCommand('otpkitAppend', { numberOfKeys: 2, lua: APPEND });
+    this.redis.defineCommand('otpkitRecord', { numberOfKeys: 2, lua: RECORD });
     this.redis.defineCommand('otpkitSweep', { numberOfKeys: 1, lua: SWEEP });
     // Purges sessions past retention with their `purged` audit event (as the Worker's alarm does).
     this.timer = setInterval(() => this.sweep().catch(() => {}), SWEEP_MS);
@@ -199,7 +218,7 @@ class RedisStore {
       if (!byWorkspace.has(wsId)) byWorkspace.set(wsId, []);
       byWorkspace.get(wsId).push(native.sessionAudit('purged', json, 'ok', now));
     }
-    for (const [wsId, lines] of byWorkspace) await this.auditAppend(wsId, lines);
+    for (const [wsId, lines] of byWorkspace) await this.record(wsId, lines);
     return values.length;
   }
 
@@ -246,19 +265,60 @@ class RedisStore {
     }));
   }
 
-  async auditAppend(wsId, lines) {
-    if (!lines.length) return;
-    await this.run(() => this.redis.otpkitAppend(this.key('a', wsId), this.key('aseq', 'all'), ...lines));
+  /**
+   * Appends audit lines and applies analytics deltas (JSON from the native module) for one
+   * workspace, in one atomic script. Analytics keys: a hash of counters per UTC day
+   * (`an:<ws>:<day>`, field `<counter>|<bucket>`, kept 91 days) and a sorted set of open
+   * sessions by expiry (`ao:<ws>`; members past expiry are dropped as new ones arrive).
+   */
+  async record(wsId, lines, deltas = []) {
+    const ops = [];
+    for (const json of deltas) {
+      const d = JSON.parse(json);
+      const hash = this.key('an', wsId, d.day);
+      const counted = Object.entries(d.counts).filter(([, n]) => n > 0);
+      for (const [name, n] of counted) ops.push('H', hash, `${name}|${d.bucket}`, String(n));
+      if (counted.length) ops.push('E', hash, String((d.day + ANALYTICS_KEEP_DAYS) * DAY_MS), '');
+      const open = this.key('ao', wsId);
+      const member = `${d.sessionId}|${d.day}|${d.bucket}`;
+      if (d.openUntil != null) {
+        ops.push('R', open, String(Date.now()), '', 'O', open, String(d.openUntil), member, 'T', open, String(DAY_MS), '');
+      }
+      if (d.close) ops.push('C', open, '', member);
+    }
+    if (!lines.length && !ops.length) return;
+    await this.run(() =>
+      this.redis.otpkitRecord(this.key('a', wsId), this.key('aseq', 'all'), String(lines.length), ...lines, ...ops),
+    );
   }
 
   auditPlan(plan, events, now) {
     const lines = events.map((e) => plan.audit(e, e === 'delivery_failed' ? 'failed' : 'ok', now));
-    return this.auditAppend(plan.workspaceId, lines);
+    const deltas = events.map((e) => plan.analytics(e)).filter((d) => d != null);
+    return this.record(plan.workspaceId, lines, deltas);
   }
 
   async auditReply(wsId, query) {
     const lines = await this.run(() => this.redis.lrange(this.key('a', wsId), 0, -1));
     return native.auditReply(lines, query);
+  }
+
+  /** `GET /otp/analytics`: the period's day hashes and the live open sessions, one pipeline. */
+  async analyticsReply(ws, query, now) {
+    const period = native.analyticsPeriod(query, now); // 400 before any read
+    const results = await this.run(() => {
+      const pipe = this.redis.pipeline();
+      for (let day = period.firstDay; day <= period.lastDay; day++) pipe.hgetall(this.key('an', ws.id, day));
+      pipe.zrangebyscore(this.key('ao', ws.id), `(${now}`, '+inf');
+      return pipe.exec();
+    });
+    if (!results || results.some(([err]) => err)) throw hostError('STORE_UNAVAILABLE');
+    const counters = [];
+    results.slice(0, -1).forEach(([, hash], i) => {
+      const day = String(period.firstDay + i);
+      for (const [field, value] of Object.entries(hash)) counters.push(day, field, value);
+    });
+    return native.analyticsReply(ws, query, now, counters, results[results.length - 1][1]);
   }
 
   getWorkspace(id) {

@@ -81,6 +81,11 @@ class OtpService {
     return this.own.audit(query);
   }
 
+  /** Analytics (GET /otp/analytics's answer): `query`: {app, days}. */
+  analytics(query = {}) {
+    return this.own.analytics(query);
+  }
+
   /** The same operations inside another workspace (multi-tenant), by id. */
   forWorkspace(workspaceId) {
     return this.#scoped(async () => {
@@ -137,6 +142,13 @@ class OtpService {
       },
       audit: (query = {}) =>
         this.#data(async () => this.store.auditReply((await load()).id, new URLSearchParams(query).toString())),
+      analytics: async (query = {}) => {
+        const reply = await this.#reply(async () =>
+          this.store.analyticsReply(await load(), new URLSearchParams(query).toString(), Date.now()),
+        );
+        if (reply.status !== 200) throw fromReply(reply);
+        return JSON.parse(reply.body);
+      },
     };
   }
 
@@ -164,8 +176,9 @@ class OtpService {
     this.background.add(p);
   }
 
-  auditLater(wsId, lines) {
-    this.later(this.store.auditAppend(wsId, lines));
+  /** Audit lines and analytics deltas, after the answer (as the Worker's waitUntil). */
+  recordLater(wsId, lines, deltas = []) {
+    this.later(this.store.record(wsId, lines, deltas));
   }
 
   async send(message) {
@@ -198,7 +211,7 @@ class OtpService {
         const reply = await this.reuse(ws, dialect, dest, a.sessionId, now);
         if (reply) return reply;
       } else {
-        this.auditLater(ws.id, [native.refusedAudit(dest, plan.purpose, plan.app ?? null, a.errorCode, now)]);
+        this.recordLater(ws.id, [native.refusedAudit(dest, plan.purpose, plan.app ?? null, a.errorCode, now)]);
         native.throwRefused(a.errorCode, a.retryAfter ?? 1);
       }
     }
@@ -249,7 +262,8 @@ class OtpService {
     const json = await this.store.getSession(ws.id, sessionId, now);
     const reply = json == null ? null : native.reuseReply(dialect, json, now);
     if (reply) {
-      this.auditLater(ws.id, [native.sessionAudit('reused', json, 'ok', now)]);
+      const delta = native.sessionAnalytics('reused', json);
+      this.recordLater(ws.id, [native.sessionAudit('reused', json, 'ok', now)], delta == null ? [] : [delta]);
       return reply;
     }
     await this.store.forget(ws, dest, sessionId, now);
@@ -285,7 +299,8 @@ class OtpService {
     if (!input.sessionId) return native.verifyReply(dialect, input.rawSessionId, NOT_FOUND_STEP);
     const now = Date.now();
     const step = await this.store.verify(this.engine, ws, input.sessionId, input.code, now);
-    if (step.audit) this.auditLater(ws.id, [step.audit]);
+    // The memory store records in the same critical section; Redis answers lines to record.
+    if (step.audit) this.recordLater(ws.id, [step.audit], step.analytics ? [step.analytics] : []);
     const shownId = step.status === 'NOT_FOUND' ? input.rawSessionId : input.sessionId;
     return native.verifyReply(dialect, shownId, step);
   }
@@ -382,6 +397,8 @@ class OtpService {
           return await this.check(ws, r.dialect, r.id ?? null, await this.jsonBody(req));
         case 'status':
           return await this.sessionStatus(ws, r.dialect, r.id);
+        case 'analytics':
+          return await this.store.analyticsReply(ws, req.query || '', Date.now());
         default:
           return await this.store.auditReply(ws.id, req.query || '');
       }

@@ -16,6 +16,7 @@ mod ops;
 use napi::bindgen_prelude::{Buffer, Status};
 use napi::Result;
 use napi_derive::napi;
+use otpkit_core::analytics::{self, AnalyticsQuery, Bucket, Counts, Delta};
 use otpkit_core::audit::{self, AuditEvent, AuditQuery};
 use otpkit_core::envelope::{self, Reply as CoreReply};
 use otpkit_core::guard::{DestinationGuard, FloodShield};
@@ -184,6 +185,7 @@ pub fn route(method: String, path: String) -> Result<RouteMatch> {
         CoreRoute::Verify(x, id) => ("verify", d(x), id.map(str::to_string), None),
         CoreRoute::Status(x, id) => ("status", d(x), Some(id.to_string()), None),
         CoreRoute::Audit => ("audit", None, None, None),
+        CoreRoute::Analytics => ("analytics", None, None, None),
         CoreRoute::CreateWorkspace => ("createWorkspace", None, None, None),
         CoreRoute::PatchWorkspace(id) => ("patchWorkspace", None, Some(id.to_string()), None),
         CoreRoute::CreateKey(id) => ("createKey", None, Some(id.to_string()), None),
@@ -525,6 +527,13 @@ impl Plan {
     pub fn reply(&self, now: f64) -> Reply {
         issue_reply_for(self.dialect, &self.session, ms(now), false)
     }
+    /// The analytics delta (JSON) of `delivered` or `delivery_failed` for this session, or null
+    /// (test numbers, other events).
+    #[napi]
+    pub fn analytics(&self, event: String) -> Option<String> {
+        plan_delta(&self.session, &event).as_ref().map(delta_line)
+    }
+
     /// Audit line for this session (`requested`, `delivered`, `delivery_failed`).
     #[napi]
     pub fn audit(&self, event: String, outcome: String, now: f64) -> String {
@@ -573,6 +582,19 @@ pub(crate) fn event_line(e: &AuditEvent) -> String {
     serde_json::to_string(e).unwrap_or_default()
 }
 
+pub(crate) fn delta_line(d: &Delta) -> String {
+    serde_json::to_string(d).unwrap_or_default()
+}
+
+/// The analytics delta of a planned session's delivery outcome event.
+pub(crate) fn plan_delta(session: &Session, event: &str) -> Option<Delta> {
+    match event {
+        "delivered" => analytics::delivered(session),
+        "delivery_failed" => analytics::delivery_failed(session),
+        _ => None,
+    }
+}
+
 /// The outcome of a verification against stored state.
 #[napi(object)]
 #[derive(Debug)]
@@ -593,6 +615,8 @@ pub struct VerifyStep {
     pub ended: bool,
     /// The audit line (absent for NOT_FOUND).
     pub audit: Option<String>,
+    /// The analytics delta (JSON), when this verification approved or locked the session.
+    pub analytics: Option<String>,
 }
 
 pub(crate) fn verify_step(
@@ -602,16 +626,22 @@ pub(crate) fn verify_step(
     now: UnixMillis,
     pepper: &Pepper,
     serialize: bool,
-) -> (VerifyStep, Option<Session>, Option<AuditEvent>) {
+) -> (
+    VerifyStep,
+    Option<Session>,
+    Option<AuditEvent>,
+    Option<Delta>,
+) {
     let Some(s) = session else {
-        return (not_found_step(), None, None);
+        return (not_found_step(), None, None, None);
     };
     let (v, after) = s.verify(ws_id, code, now, pepper);
     if v.outcome == VerifyOutcome::NotFound {
-        return (not_found_step(), None, None);
+        return (not_found_step(), None, None, None);
     }
     let consumed = v.outcome.consumed_attempt();
     let event = AuditEvent::for_verify(&after, v.outcome, now);
+    let delta = analytics::verified(&after, v.outcome);
     // The Redis store needs the new state and the audit line as JSON; the memory store keeps
     // both as values, so it skips serialising them.
     let step = VerifyStep {
@@ -627,8 +657,13 @@ pub(crate) fn verify_step(
         } else {
             None
         },
+        analytics: if serialize {
+            delta.as_ref().map(delta_line)
+        } else {
+            None
+        },
     };
-    (step, consumed.then_some(after), event)
+    (step, consumed.then_some(after), event, delta)
 }
 
 fn not_found_step() -> VerifyStep {
@@ -641,6 +676,7 @@ fn not_found_step() -> VerifyStep {
         consumed: false,
         ended: false,
         audit: None,
+        analytics: None,
     }
 }
 
@@ -822,6 +858,68 @@ pub fn reuse_reply(dialect_name: String, session_json: String, now: f64) -> Resu
     Ok(s.reusable(now).then(|| issue_reply_for(d, &s, now, true)))
 }
 
+/// The analytics delta (JSON) of `reused` for a stored session, or null (test numbers).
+#[napi]
+pub fn session_analytics(event: String, session_json: String) -> Result<Option<String>> {
+    let s = Session::from_json(&session_json).map_err(|e| throw(&e))?;
+    Ok(match event.as_str() {
+        "reused" => analytics::reused(&s).as_ref().map(delta_line),
+        _ => None,
+    })
+}
+
+/// The period an analytics query covers.
+#[napi(object)]
+#[derive(Debug)]
+pub struct AnalyticsPeriod {
+    /// First UTC day number (days since 1970-01-01).
+    pub first_day: u32,
+    /// Today's UTC day number.
+    pub last_day: u32,
+}
+
+pub(crate) fn analytics_query(query: &str) -> Result<AnalyticsQuery> {
+    let pairs = query_pairs(query);
+    AnalyticsQuery::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .map_err(|e| throw(&e))
+}
+
+/// Checks an analytics query string (400 `VALIDATION_ERROR` with the field) and answers the
+/// days it covers, so a store reads only those.
+#[napi]
+pub fn analytics_period(query: String, now: f64) -> Result<AnalyticsPeriod> {
+    let q = analytics_query(&query)?;
+    let now = ms(now);
+    Ok(AnalyticsPeriod {
+        first_day: q.first_day(now),
+        last_day: analytics::day_of(now),
+    })
+}
+
+/// `GET /otp/analytics` from a store's raw rows: `counters` is flat `[day, field, value, …]`
+/// with fields `<counter>|<bucket>`, `open` the members of sessions still open and unexpired.
+#[napi]
+pub fn analytics_reply(
+    ws: &Workspace,
+    query: String,
+    now: f64,
+    counters: Vec<String>,
+    open: Vec<String>,
+) -> Result<Reply> {
+    let q = analytics_query(&query)?;
+    let rows = counters.chunks_exact(3).filter_map(|c| {
+        let [day, field, value] = c else { return None };
+        let (name, bucket) = field.split_once('|')?;
+        let b = Bucket::parse(day.parse().ok()?, bucket)?;
+        let mut counts = Counts::default();
+        counts
+            .add_to(name, value.parse().ok()?)
+            .then_some((b, counts))
+    });
+    let live = open.iter().filter_map(|m| analytics::parse_open_member(m));
+    Ok(analytics::report(&q, ms(now), rows, live, &ws.rec.policy.price_per_segment).into())
+}
+
 /// The `reused` audit line for a stored session.
 #[napi]
 pub fn session_audit(
@@ -892,8 +990,8 @@ pub fn audit_reply(lines: Vec<String>, query: String) -> Result<Reply> {
     Ok(audit_page(lines.iter().filter_map(|l| parse_line(l)), &q))
 }
 
-pub(crate) fn audit_query(query: &str) -> Result<AuditQuery> {
-    let pairs: Vec<(String, String)> = query
+fn query_pairs(query: &str) -> Vec<(String, String)> {
+    query
         .trim_start_matches('?')
         .split('&')
         .filter(|p| !p.is_empty())
@@ -901,7 +999,11 @@ pub(crate) fn audit_query(query: &str) -> Result<AuditQuery> {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
             (percent_decode(k), percent_decode(v))
         })
-        .collect();
+        .collect()
+}
+
+pub(crate) fn audit_query(query: &str) -> Result<AuditQuery> {
+    let pairs = query_pairs(query);
     AuditQuery::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .map_err(|e| throw(&e))
 }

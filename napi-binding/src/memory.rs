@@ -3,15 +3,16 @@
 //! the hot path. State is lost when the process ends; use the Redis store for several processes.
 
 use crate::{
-    audit_page, audit_query, ms, ops, throw, verify_step, Engine, GuardStep, Plan, Reply,
-    VerifyStep, Workspace,
+    analytics_query, audit_page, audit_query, ms, ops, plan_delta, throw, verify_step, Engine,
+    GuardStep, Plan, Reply, VerifyStep, Workspace,
 };
 use napi::Result;
 use napi_derive::napi;
+use otpkit_core::analytics::{self, Bucket, Counts, Delta};
 use otpkit_core::audit::AuditEvent;
 use otpkit_core::guard::{DestinationGuard, FloodShield};
 use otpkit_core::{Error, Session, UnixMillis, VerifyOutcome};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 
 /// Audit events kept per workspace (oldest dropped first).
@@ -30,6 +31,11 @@ struct Inner {
     /// Workspace id → events, newest at the front.
     audit: HashMap<String, VecDeque<(u64, AuditEvent)>>,
     seq: u64,
+    /// Workspace id → analytics counters per bucket (kept 90 days).
+    counters: HashMap<String, BTreeMap<Bucket, Counts>>,
+    /// Workspace id → sessions sent and not yet verified or locked: id → (bucket, expiry).
+    /// Dropped once expired (then they count as expired); see `otpkit_core::analytics`.
+    open: HashMap<String, HashMap<String, (Bucket, UnixMillis)>>,
 }
 
 /// A thread-safe in-memory store of sessions, destination guards, workspaces and audit events.
@@ -54,6 +60,10 @@ pub struct MemoryStats {
     pub guards: u32,
     /// Stored audit events.
     pub audit_events: u32,
+    /// Analytics buckets (day, channel, purpose, app) with counters.
+    pub analytics_buckets: u32,
+    /// Sessions open for analytics (sent, not yet verified, locked or expired).
+    pub analytics_open: u32,
 }
 
 fn key(a: &str, b: &str) -> String {
@@ -98,6 +108,23 @@ impl Inner {
             None => {
                 self.guards.remove(k);
             }
+        }
+    }
+
+    fn count(&mut self, ws_id: &str, d: &Delta) {
+        let Some(b) = Bucket::parse(d.day, &d.bucket) else {
+            return;
+        };
+        if d.counts != Counts::default() {
+            let c = self.counters.entry(ws_id.to_string()).or_default();
+            c.entry(b.clone()).or_default().add(&d.counts);
+        }
+        let open = self.open.entry(ws_id.to_string()).or_default();
+        if let Some(until) = d.open_until {
+            open.insert(d.session_id.clone(), (b, until));
+        }
+        if d.close {
+            open.remove(&d.session_id);
         }
     }
 
@@ -239,9 +266,13 @@ impl MemoryStore {
             .get(&k)
             .filter(|s| now < s.purge_at())
             .cloned();
-        let (step, after, event) = verify_step(session, &ws.rec.id, &code, now, pepper, false);
+        let (step, after, event, delta) =
+            verify_step(session, &ws.rec.id, &code, now, pepper, false);
         if let Some(e) = event {
             inner.push_audit(&ws.rec.id, e);
+        }
+        if let Some(d) = delta {
+            inner.count(&ws.rec.id, &d);
         }
         if let Some(after) = after {
             let outcome = VerifyOutcome::from_status(
@@ -260,7 +291,7 @@ impl MemoryStore {
     }
 
     /// Appends the plan's session events (`requested`, `delivered`: outcome ok;
-    /// `delivery_failed`: failed) without a JSON round trip.
+    /// `delivery_failed`: failed) and their analytics, without a JSON round trip.
     #[napi]
     pub fn audit_plan(&self, plan: &Plan, events: Vec<String>, now: f64) -> Result<()> {
         let now = ms(now);
@@ -273,6 +304,9 @@ impl MemoryStore {
             };
             let e = AuditEvent::for_session(&kind, &plan.session, outcome, None, now);
             inner.push_audit(&plan.session.workspace_id, e);
+            if let Some(d) = plan_delta(&plan.session, &kind) {
+                inner.count(&plan.session.workspace_id, &d);
+            }
         }
         Ok(())
     }
@@ -290,16 +324,44 @@ impl MemoryStore {
         .map_err(|e| throw(&e))
     }
 
-    /// Appends audit lines (event JSON) for a workspace.
+    /// Appends audit lines (event JSON) and applies analytics deltas (JSON) for a workspace.
     #[napi]
-    pub fn audit_append(&self, ws_id: String, lines: Vec<String>) -> Result<()> {
+    pub fn record(&self, ws_id: String, lines: Vec<String>, deltas: Vec<String>) -> Result<()> {
         let mut inner = self.lock()?;
         for line in lines {
             if let Ok(e) = serde_json::from_str::<AuditEvent>(&line) {
                 inner.push_audit(&ws_id, e);
             }
         }
+        for d in deltas {
+            if let Ok(d) = serde_json::from_str::<Delta>(&d) {
+                inner.count(&ws_id, &d);
+            }
+        }
         Ok(())
+    }
+
+    /// `GET /otp/analytics` for a workspace (`query`: the URL's query string).
+    #[napi]
+    pub fn analytics_reply(&self, ws: &Workspace, query: String, now: f64) -> Result<Reply> {
+        let q = analytics_query(&query)?;
+        let now = ms(now);
+        let inner = self.lock()?;
+        let counters = inner
+            .counters
+            .get(&ws.rec.id)
+            .into_iter()
+            .flatten()
+            .map(|(b, c)| (b.clone(), *c));
+        let live = inner
+            .open
+            .get(&ws.rec.id)
+            .into_iter()
+            .flat_map(HashMap::values)
+            .filter(|(_, until)| now < *until)
+            .map(|(b, _)| b.clone());
+        let price = &ws.rec.policy.price_per_segment;
+        Ok(analytics::report(&q, now, counters, live, price).into())
     }
 
     /// `GET /v1/messaging/otp/audit` for a workspace (`query`: the URL's query string).
@@ -355,6 +417,16 @@ impl MemoryStore {
             }
         }
         inner.guards.retain(|_, (_, until)| now < *until);
+        // Expired open sessions already count as expired without their entry; old days go.
+        for open in inner.open.values_mut() {
+            open.retain(|_, (_, until)| now < *until);
+        }
+        inner.open.retain(|_, open| !open.is_empty());
+        let oldest = analytics::oldest_kept_day(now);
+        for counters in inner.counters.values_mut() {
+            counters.retain(|b, _| b.day >= oldest);
+        }
+        inner.counters.retain(|_, c| !c.is_empty());
         inner
             .floods
             .retain(|_, f| now < f.window_start.plus_secs(60));
@@ -369,6 +441,8 @@ impl MemoryStore {
             sessions: count(inner.sessions.len()),
             guards: count(inner.guards.len()),
             audit_events: count(inner.audit.values().map(VecDeque::len).sum()),
+            analytics_buckets: count(inner.counters.values().map(BTreeMap::len).sum()),
+            analytics_open: count(inner.open.values().map(HashMap::len).sum()),
         })
     }
 }

@@ -117,6 +117,27 @@ describe('two otpkit serve processes sharing one Redis', () => {
     assert.equal(answers.filter((x) => x.status === 200 && x.body.data.status === 'APPROVED').length, 1);
     assert.equal(answers.filter((x) => x.status === 409 && x.body.data.status === 'ALREADY_USED').length, 29);
   });
+
+  it('analytics of the runs above count every send, reuse, approval and lock exactly once, read from either process', async () => {
+    const want = { sent: 3, reused: 39, delivery_failed: 0, verified: 1, failed: 1, expired: 0 };
+    const read = async (host) => {
+      const r = await fetch(`${host.base}/otp/analytics?days=1`, { headers: { 'x-api-key': key } });
+      assert.equal(r.status, 200);
+      return (await r.json()).totals;
+    };
+    const deadline = Date.now() + 2500; // rows may lag an answer by up to 2 s
+    let totals;
+    do {
+      totals = await read(a);
+      if (Object.entries(want).every(([k, v]) => totals[k] === v)) break;
+      await sleep(100);
+    } while (Date.now() < deadline);
+    for (const host of [a, b]) {
+      const t = await read(host);
+      assert.deepEqual(Object.fromEntries(Object.keys(want).map((k) => [k, t[k]])), want);
+      assert.equal(t.sms_segments, 3);
+    }
+  });
 });
 
 describe('otpkit serve without a usable OTP_PEPPER', () => {
