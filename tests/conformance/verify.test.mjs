@@ -3,7 +3,7 @@
 
 import { describe, it } from 'node:test';
 import {
-  assert, expectError, expectStatus, expectVerify, mask, newDest, newWorkspace, RFC3339, useHarness,
+  assert, call, eventually, expectError, expectStatus, expectVerify, mask, newDest, newWorkspace, RFC3339, useHarness,
   verifyBody, wrongCode,
 } from './lib.mjs';
 
@@ -206,14 +206,19 @@ describe('concurrency', () => {
 });
 
 describe('expiry (slow: waits 61 s)', () => {
-  it('after ttlSeconds → 410 EXPIRED even with the right code; status EXPIRED; a new request sends', async () => {
+  it('after ttlSeconds → 410 EXPIRED even with the right code; status EXPIRED; a new request sends; analytics counts it expired', async () => {
     const ws = await newWorkspace({ policy: { ttlSeconds: 60 } });
     const dest = newDest();
     const s = await ws.issue(dest);
     assert.ok(s.data.expiresInSeconds <= 60 && s.data.expiresInSeconds > 55);
     expectVerify(await ws.verify(s.sessionId, wrongCode(s.code)), 'INVALID', s.sessionId, 4);
+    const totals = async () => expectStatus(await call('GET', '/otp/analytics?days=1', { key: ws.key }), 200).totals;
+    const live = await eventually(async () => ((await totals()).sent === 1 ? totals() : null), 2500);
+    assert.equal(live?.expired, 0, 'a live session is not expired');
     // SLOW: the one real wait of the suite.
     await new Promise((r) => setTimeout(r, 61_000));
+    const after = await totals();
+    assert.deepEqual([after.sent, after.expired, after.verified, after.failed], [1, 1, 0, 0], 'reached expiry unverified');
     expectVerify(await ws.verify(s.sessionId, s.code), 'EXPIRED', s.sessionId, 4);
     expectVerify(await ws.verify(s.sessionId, wrongCode(s.code)), 'EXPIRED', s.sessionId, 4);
     const st = expectStatus(await ws.status(s.sessionId), 200);
@@ -222,5 +227,7 @@ describe('expiry (slow: waits 61 s)', () => {
     const next = await ws.issue(dest);
     assert.notEqual(next.sessionId, s.sessionId, 'an expired session is not reused');
     assert.ok(next.data.expiresInSeconds > 55);
+    const both = await eventually(async () => ((await totals()).sent === 2 ? totals() : null), 2500);
+    assert.equal(both?.expired, 1, 'the new session is live, the old one expired');
   });
 });

@@ -3,7 +3,7 @@
 
 import { describe, it } from 'node:test';
 import {
-  assert, call, codeOf, expectError, expectStatus, expectVectorBody, expectVerify, H, newDest, newWorkspace, RFC3339,
+  assert, call, codeOf, eventually, expectError, expectStatus, expectVectorBody, expectVerify, H, newDest, newWorkspace, RFC3339,
   useHarness, UUID_V4, wrongCode,
 } from './lib.mjs';
 
@@ -204,44 +204,88 @@ describe('second dialect', () => {
     assert.equal(expectStatus(await ws.zendStatus(z.id), 200).status, 'verified');
   });
 
-  // SPEC §3 lists GET /otp/analytics; the Worker does not route it yet. Marked todo so that it
-  // reports without failing the run; drop the todo once the route exists.
-  it('GET /otp/analytics?app=&days= → totals, days, by_channel, by_purpose', { todo: 'GET /otp/analytics is not implemented by the Worker yet' }, async () => {
-    const ws = await newWorkspace({ policy: { pricePerSegment: { amount: '0.05', currency: 'USD' } } });
+  it('GET /otp/analytics → totals, every day, by channel and purpose, with cost; test numbers not counted', async () => {
+    const testNumber = '+15005550006';
+    const ws = await newWorkspace({
+      policy: { maxAttempts: 2, pricePerSegment: { amount: '0.05', currency: 'USD' }, testNumbers: { [testNumber]: '424242' } },
+    });
     const app = `Shop${Date.now()}`;
     const a = await send(ws, { phone_number: newDest(), app });
     await send(ws, { phone_number: newDest(), app, channel: 'whatsapp' });
+    const locked = await send(ws, { phone_number: newDest(), app, purpose: 'TRANSACTION' });
     expectStatus(await ws.zendSend({ phone_number: a.body.phone_number, app }), 200); // a reuse
-    expectZendApproved(await ws.zendVerify(a.id, a.code), 4);
+    expectZendApproved(await ws.zendVerify(a.id, a.code), 1);
+    for (let i = 0; i < 2; i++) assert.equal((await ws.zendVerify(locked.id, wrongCode(locked.code))).status, 400);
     const failing = newDest();
     await H.sink.setMode(failing, 'fail500');
     assert.equal((await ws.zendSend({ phone_number: failing, app })).status, 502);
+    // A test number is sent, reused and verified, and counted nowhere.
+    const t = expectStatus(await ws.zendSend({ phone_number: testNumber, app }), 200);
+    expectStatus(await ws.zendSend({ phone_number: testNumber, app }), 200);
+    expectZendApproved(await ws.zendVerify(t.id, '424242'), 1);
+    // Another app of the same workspace: only in the unfiltered answer.
+    await send(ws, { phone_number: newDest(), app: `${app}-other` });
 
-    const counts = ['sent', 'reused', 'delivery_failed', 'verified', 'failed', 'expired', 'verification_rate', 'sms_segments', 'estimated_cost'];
-    let j;
-    const deadline = Date.now() + 2500;
-    do {
-      const res = await call('GET', `/otp/analytics?app=${encodeURIComponent(app)}&days=30`, { key: ws.key });
-      j = expectStatus(res, 200);
-      if (j.totals?.sent === 2 && j.totals?.verified === 1 && j.totals?.reused === 1 && j.totals?.delivery_failed === 1) break;
-      await new Promise((r) => setTimeout(r, 200));
-    } while (Date.now() < deadline);
-    for (const k of ['app', 'period_days', 'totals', 'days', 'by_channel', 'by_purpose']) assert.ok(k in j, `analytics has ${k}`);
+    const analytics = async (q) => call('GET', `/otp/analytics?${q}`, { key: ws.key });
+    // Rows may lag an answer by up to 2 s (SPEC "Precise rules").
+    const j = await eventually(async () => {
+      const r = expectStatus(await analytics(`app=${encodeURIComponent(app)}&days=30`), 200);
+      const c = r.totals;
+      return c.sent === 3 && c.reused === 1 && c.verified === 1 && c.failed === 1 && c.delivery_failed === 1 ? r : null;
+    }, 2500);
+    assert.ok(j, 'analytics caught up within 2.5 s');
+    const today = new Date().toISOString().slice(0, 10);
+    assert.deepEqual(Object.keys(j).sort(), ['app', 'by_channel', 'by_purpose', 'days', 'from', 'period_days', 'to', 'totals']);
     assert.equal(j.app, app);
     assert.equal(j.period_days, 30);
-    for (const k of counts) assert.ok(k in j.totals, `totals has ${k}`);
-    assert.equal(j.totals.sent, 2);
-    assert.equal(j.totals.reused, 1);
-    assert.equal(j.totals.delivery_failed, 1);
-    assert.equal(j.totals.verified, 1);
-    assert.equal(j.totals.verification_rate, 0.5);
-    assert.ok(j.totals.sms_segments >= 2);
-    assert.equal(j.totals.estimated_cost.currency, 'USD');
-    assert.ok(Array.isArray(j.days));
-    const today = new Date().toISOString().slice(0, 10);
-    const row = j.days.find((d) => d.date === today);
-    assert.ok(row, `a row for today (${today})`);
-    assert.equal(row.sent, 2);
+    assert.equal(j.to, today);
+    assert.equal(j.from, new Date(Date.parse(`${today}T00:00:00Z`) - 29 * 86_400_000).toISOString().slice(0, 10));
+    assert.deepEqual(j.totals, {
+      sent: 3, reused: 1, delivery_failed: 1, verified: 1, failed: 1, expired: 0, verification_rate: 0.3333,
+      sms_segments: 2, estimated_cost: { amount: '0.10', currency: 'USD' },
+    }, 'the WhatsApp message has no SMS segments; nothing has reached expiry yet');
+    assert.equal(j.days.length, 30);
+    assert.equal(j.days[29].date, today);
+    assert.equal(j.days[0].date, j.from);
+    assert.deepEqual(j.days[29], { date: today, ...j.totals });
+    assert.equal(j.days[0].sent, 0);
+    assert.deepEqual(Object.keys(j.by_channel).sort(), ['sms', 'whatsapp']);
+    assert.equal(j.by_channel.whatsapp.sent, 1);
+    assert.equal(j.by_channel.whatsapp.sms_segments, 0);
+    assert.equal(j.by_channel.sms.sent, 2);
+    assert.equal(j.by_channel.sms.delivery_failed, 1);
+    assert.deepEqual(Object.keys(j.by_purpose).sort(), ['LOGIN', 'TRANSACTION']);
+    assert.equal(j.by_purpose.TRANSACTION.failed, 1);
+    assert.equal(j.by_purpose.LOGIN.verified, 1);
+
+    // Every app (default 30 days), and one day.
+    const all = await eventually(async () => {
+      const r = expectStatus(await analytics('days=1'), 200);
+      return r.totals.sent === 4 ? r : null;
+    }, 2500);
+    assert.ok(all, 'the other app counted when no app is named');
+    assert.equal(all.app, null);
+    assert.equal(all.period_days, 1);
+    assert.equal(all.days.length, 1);
+    assert.equal(all.totals.verified, 1, 'the test number\'s approval is not counted');
+    assert.equal(expectStatus(await analytics(''), 200).period_days, 30);
+
+    // Another workspace sees none of it.
+    const other = await newWorkspace();
+    const o = expectStatus(await call('GET', `/otp/analytics?app=${encodeURIComponent(app)}`, { key: other.key }), 200);
+    assert.equal(o.totals.sent, 0);
+    assert.deepEqual(o.by_channel, {});
+  });
+
+  it('GET /otp/analytics: days 1–90 and app ≤ 64 characters, else 400 with the field; a key is needed', async () => {
+    const ws = await newWorkspace();
+    for (const q of ['days=0', 'days=91', 'days=abc', 'days=-3', 'days=2.5']) {
+      expectError(await call('GET', `/otp/analytics?${q}`, { key: ws.key }), 400, 'VALIDATION_ERROR', { field: 'days' });
+    }
+    expectError(await call('GET', `/otp/analytics?app=${'a'.repeat(65)}`, { key: ws.key }), 400, 'VALIDATION_ERROR', { field: 'app' });
+    assert.equal(expectStatus(await call('GET', '/otp/analytics?days=90', { key: ws.key }), 200).days.length, 90);
+    expectVectorBody(await call('GET', '/otp/analytics'), '401');
+    assert.equal((await call('POST', '/otp/analytics', { key: ws.key, body: {} })).status, 405);
   });
 
   it('the same auth: no key → 401', async () => {
