@@ -148,22 +148,24 @@ async function waitHealthy(baseUrl, child, tail, timeoutMs, what) {
   throw new Error(`${what} did not answer GET /health within ${Math.round(timeoutMs / 1000)} s (last: ${last}).\n--- its output ---\n${tail.text()}`);
 }
 
-function commonSecrets(gatewayUrl, gatewayToken) {
-  return {
+function commonSecrets(gatewayUrl, gatewayToken, gatewayKind = 'json', gatewayAccount) {
+  const secrets = {
     OTP_PEPPER: randomToken(48),
     ADMIN_TOKEN: `adm_${randomToken(32)}`,
     SMS_GATEWAY_URL: gatewayUrl,
     SMS_GATEWAY_TOKEN: gatewayToken || `gw_${randomToken(24)}`,
-    SMS_GATEWAY_KIND: 'json',
+    SMS_GATEWAY_KIND: gatewayKind,
   };
+  if (gatewayAccount) secrets.SMS_GATEWAY_ACCOUNT = gatewayAccount;
+  return secrets;
 }
 
-async function startWorker({ gatewayUrl, gatewayToken }) {
+async function startWorker({ gatewayUrl, gatewayToken, gatewayKind, gatewayAccount }) {
   const persistDir = mkdtempSync(path.join(os.tmpdir(), 'otpkit-conformance-'));
   // An empty env file: wrangler then reads neither .dev.vars nor .env from the repo root.
   const envFile = path.join(persistDir, 'empty.env');
   writeFileSync(envFile, '');
-  const secrets = commonSecrets(gatewayUrl, gatewayToken);
+  const secrets = commonSecrets(gatewayUrl, gatewayToken, gatewayKind, gatewayAccount);
   const { cmd, pre } = wranglerCommand();
   const tail = new OutputTail();
 
@@ -236,12 +238,12 @@ async function startRedis(tail) {
   throw new Error(`redis-server did not listen on ${port}:\n${tail.text()}`);
 }
 
-async function startNode({ gatewayUrl, gatewayToken, redis }) {
+async function startNode({ gatewayUrl, gatewayToken, gatewayKind, gatewayAccount, redis }) {
   const bin = path.join(ROOT, 'napi-binding', 'bin', 'otpkit.js');
   if (!existsSync(bin)) {
     throw new Error(`HOST=node needs ${path.relative(ROOT, bin)} (build the napi binding first)`);
   }
-  const secrets = commonSecrets(gatewayUrl, gatewayToken);
+  const secrets = commonSecrets(gatewayUrl, gatewayToken, gatewayKind, gatewayAccount);
   const tail = new OutputTail();
   let redisUrl = process.env.REDIS_URL || null;
   let redisChild = null;
@@ -280,17 +282,21 @@ async function startNode({ gatewayUrl, gatewayToken, redis }) {
   };
 }
 
-/** Starts the host named by `kind` (default: $HOST or "worker"). */
-export async function startHost({ gatewayUrl, gatewayToken, kind = process.env.HOST || 'worker' } = {}) {
+/**
+ * Starts the host named by `kind` (default: $HOST or "worker"), sending messages to
+ * `gatewayUrl` with SMS_GATEWAY_KIND `gatewayKind` (default json; twilio needs `gatewayAccount`).
+ */
+export async function startHost({ gatewayUrl, gatewayToken, gatewayKind, gatewayAccount, kind = process.env.HOST || 'worker' } = {}) {
   if (!gatewayUrl) throw new Error('startHost needs the gateway (sink) URL');
+  const gw = { gatewayUrl, gatewayToken, gatewayKind, gatewayAccount };
   switch (kind) {
     case 'worker':
-      return startWorker({ gatewayUrl, gatewayToken });
+      return startWorker(gw);
     case 'node':
-      return startNode({ gatewayUrl, gatewayToken, redis: false });
+      return startNode({ ...gw, redis: false });
     case 'node-redis':
     case 'redis':
-      return startNode({ gatewayUrl, gatewayToken, redis: true });
+      return startNode({ ...gw, redis: true });
     default:
       throw new Error(`unknown HOST=${kind} (worker, node, node-redis)`);
   }
