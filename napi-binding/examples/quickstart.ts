@@ -16,6 +16,8 @@ async function main(): Promise<void> {
     if (result.status === 'APPROVED' && !reused) console.log('signed in');
     const st = await otp.status(sessionId);
     console.log(st?.state, st?.attemptsUsed);
+    const report = await otp.analytics({ app: 'shop', days: 7 });
+    console.log(report.totals.verification_rate, report.by_channel.sms?.estimated_cost.amount);
   } catch (e) {
     if (e instanceof OtpError && e.code === 'RATE_LIMITED') console.log(`retry in ${e.retryAfterSeconds} s`);
     else throw e;
