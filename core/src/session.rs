@@ -370,10 +370,11 @@ impl Session {
         }
     }
 
-    /// Cancels a pending session (reuse off and a newer code was sent). Others are unchanged.
+    /// Cancels a pending session (reuse off and a newer code was sent). Others are unchanged:
+    /// approved stays approved and locked stays locked, whenever the cancel arrives.
     #[must_use]
     pub fn cancel(mut self) -> Session {
-        if self.state == StoredState::Pending {
+        if self.state == StoredState::Pending && self.attempts_used < self.max_attempts {
             self.state = StoredState::Canceled;
         }
         self

@@ -234,8 +234,8 @@ fn run_verify_ops(
                 if allow_cancel {
                     let before = s.clone();
                     s = s.cancel();
-                    if m.approved {
-                        prop_assert_eq!(&s, &before, "cancel changed an approved session");
+                    if m.approved || before.attempts_used >= before.max_attempts {
+                        prop_assert_eq!(&s, &before, "cancel changed an approved or locked session");
                     } else {
                         m.canceled = true;
                         prop_assert_eq!(s.state, StoredState::Canceled);
