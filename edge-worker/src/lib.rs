@@ -26,17 +26,25 @@ use worker::{event, Context, Env, Request, Response, Result};
 async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
     let method = req.inner().method();
     let path = req.path();
-    let answer = route(&mut req, &env, &ctx, &method, &path).await;
-    match answer {
-        Ok(reply) => http::respond(&reply),
-        Err(e) => http::error(&e),
+    let calls = otp::Calls::default();
+    let answer = route(&mut req, &env, &ctx, &calls, &method, &path).await;
+    let mut response = match answer {
+        Ok(reply) => http::respond(&reply)?,
+        Err(e) => http::error(&e)?,
+    };
+    if config::read(&env, "OTPKIT_TRACE_DO_CALLS").is_some() {
+        response
+            .headers_mut()
+            .set("x-otpkit-do-calls", &calls.get().to_string())?;
     }
+    Ok(response)
 }
 
 async fn route(
     req: &mut Request,
     env: &Env,
     ctx: &Context,
+    calls: &otp::Calls,
     method: &str,
     path: &str,
 ) -> std::result::Result<Reply, Error> {
@@ -72,7 +80,7 @@ async fn route(
                         Dialect::V1 => IssueRequest::from_v1_json(&body)?,
                         Dialect::Zend => IssueRequest::from_zend_json(&body)?,
                     };
-                    otp::request(env, ctx, &pepper, &ws, parsed).await
+                    otp::request(env, ctx, calls, &pepper, &ws, parsed).await
                 }
                 Route::Verify(dialect, path_id) => {
                     let body = http::json_body(req).await?;
@@ -80,9 +88,9 @@ async fn route(
                         None => VerifyRequest::from_v1_json(&body)?,
                         Some(id) => VerifyRequest::from_zend_json(id, &body)?,
                     };
-                    otp::verify(env, ctx, &ws, parsed, dialect).await
+                    otp::verify(env, ctx, calls, &ws, parsed, dialect).await
                 }
-                Route::Status(dialect, id) => otp::status(env, &ws, id, dialect).await,
+                Route::Status(dialect, id) => otp::status(env, calls, &ws, id, dialect).await,
                 Route::Audit => audit_route(req, env, &ws).await,
                 Route::Analytics => {
                     let pairs = http::query_pairs(req);

@@ -49,8 +49,21 @@ fn destination_stub(env: &Env, workspace_id: &str, dest: &str) -> Result<Stub, E
     stub(env, "DESTINATIONS", &format!("{workspace_id}:{dest}"))
 }
 
+/// Durable Object calls made while a request is answered (not those that follow the answer).
+/// `scripts/test` checks the counts per route, and benchmarks report them, through the
+/// `x-otpkit-do-calls` header a Worker adds when `OTPKIT_TRACE_DO_CALLS` is set.
+#[derive(Debug, Default)]
+pub struct Calls(std::cell::Cell<u32>);
+
+impl Calls {
+    pub fn get(&self) -> u32 {
+        self.0.get()
+    }
+}
+
 /// One internal call: POST JSON, answer status and text.
-async fn call<T: Serialize>(stub: &Stub, body: &T) -> Result<(u16, String), Error> {
+async fn call<T: Serialize>(calls: &Calls, stub: &Stub, body: &T) -> Result<(u16, String), Error> {
+    calls.0.set(calls.0.get().saturating_add(1));
     let json = serde_json::to_string(body).map_err(|_| Error::StoreUnavailable)?;
     let mut init = RequestInit::new();
     init.with_method(Method::Post)
@@ -66,8 +79,8 @@ async fn call<T: Serialize>(stub: &Stub, body: &T) -> Result<(u16, String), Erro
 }
 
 /// An internal answer that must be 200, else the error it carries (as a store failure).
-async fn call_ok<T: Serialize>(stub: &Stub, body: &T) -> Result<String, Error> {
-    match call(stub, body).await? {
+async fn call_ok<T: Serialize>(calls: &Calls, stub: &Stub, body: &T) -> Result<String, Error> {
+    match call(calls, stub, body).await? {
         (200, text) => Ok(text),
         (_, text) if text.contains("\"INTERNAL_ERROR\"") => Err(Error::CorruptState {
             message: "stored state could not be read".into(),
@@ -78,10 +91,12 @@ async fn call_ok<T: Serialize>(stub: &Stub, body: &T) -> Result<String, Error> {
 
 async fn get_session(
     env: &Env,
+    calls: &Calls,
     workspace_id: &str,
     session_id: &str,
 ) -> Result<Option<Session>, Error> {
     match call(
+        calls,
         &session_stub(env, workspace_id, session_id)?,
         &SessionCall::Get,
     )
@@ -130,6 +145,7 @@ fn reused_later(env: &Env, ctx: &Context, ws_id: &str, s: &Session, now: UnixMil
 pub async fn request(
     env: &Env,
     ctx: &Context,
+    calls: &Calls,
     pepper: &Pepper,
     ws: &WorkspaceRecord,
     req: IssueRequest,
@@ -147,7 +163,7 @@ pub async fn request(
             Err(_) => None,
         };
         if let Some(sid) = hint {
-            if let Some(s) = get_session(env, &ws.id, &sid).await? {
+            if let Some(s) = get_session(env, calls, &ws.id, &sid).await? {
                 if s.reusable(now) {
                     reused_later(env, ctx, &ws.id, &s, now);
                     return Ok(issue_reply(req.dialect, &s, now, true));
@@ -162,6 +178,7 @@ pub async fn request(
     for _ in 0..3 {
         let answer: AdmitAnswer = serde_json::from_str(
             &call_ok(
+                calls,
                 &dest,
                 &DestinationCall::Admit {
                     purpose: session.purpose,
@@ -179,16 +196,17 @@ pub async fn request(
                 admitted = true;
                 break;
             }
-            AdmitAnswer::Reuse { session_id } => match get_session(env, &ws.id, &session_id).await?
-            {
-                Some(s) if s.reusable(now) => {
-                    reused_later(env, ctx, &ws.id, &s, now);
-                    return Ok(issue_reply(req.dialect, &s, now, true));
+            AdmitAnswer::Reuse { session_id } => {
+                match get_session(env, calls, &ws.id, &session_id).await? {
+                    Some(s) if s.reusable(now) => {
+                        reused_later(env, ctx, &ws.id, &s, now);
+                        return Ok(issue_reply(req.dialect, &s, now, true));
+                    }
+                    _ => {
+                        call_ok(calls, &dest, &DestinationCall::Forget { session_id }).await?;
+                    }
                 }
-                _ => {
-                    call_ok(&dest, &DestinationCall::Forget { session_id }).await?;
-                }
-            },
+            }
             AdmitAnswer::Failed => return Err(Error::DeliveryFailed),
             AdmitAnswer::Refused {
                 code,
@@ -223,7 +241,7 @@ pub async fn request(
                 outcome: Delivery::Failed,
                 policy: policy.clone(),
             };
-            call_ok(&dest, &failed).await?;
+            call_ok(calls, &dest, &failed).await?;
             return Err(e);
         }
     }
@@ -248,26 +266,24 @@ pub async fn request(
         let create = SessionCall::Create {
             session: session.to_json(),
         };
-        if call_ok(&session_stub(env, &ws.id, &session.id)?, &create)
+        if call_ok(calls, &session_stub(env, &ws.id, &session.id)?, &create)
             .await
             .is_err()
         {
             final_outcome = Delivery::Failed;
         }
     }
-    let answer: DeliveryAnswer = serde_json::from_str(
-        &call_ok(
-            &dest,
-            &DestinationCall::Delivery {
-                session_id: session.id.clone(),
-                outcome: final_outcome,
-                policy: policy.clone(),
-            },
-        )
-        .await?,
-    )
-    .map_err(|_| Error::StoreUnavailable)?;
-
+    // A failure is confirmed before the answer, so the send window is refunded before the
+    // client can retry. A delivered send is confirmed after the answer: the session is stored
+    // already, so the request is decided; confirming releases concurrent waiters (they wait a
+    // moment longer) and cancels the previous session when reuse is off. Either way at most two
+    // Durable Object calls are on the response path. If a confirmation is lost, the entry goes
+    // stale after 15 s as if the send had failed.
+    let confirm = DestinationCall::Delivery {
+        session_id: session.id.clone(),
+        outcome: final_outcome,
+        policy: policy.clone(),
+    };
     let mut events = vec![AuditEvent::for_session(
         "requested",
         &session,
@@ -283,10 +299,11 @@ pub async fn request(
             None,
             now,
         ));
+        call_ok(calls, &dest, &confirm).await?;
         let deltas: Vec<_> = analytics::delivery_failed(&session).into_iter().collect();
         let (env2, id) = (env.clone(), ws.id.clone());
         later(ctx, async move {
-            audit::write(&env2, &id, &events, &deltas).await
+            audit::write(&env2, &id, &events, &deltas).await;
         });
         return Err(if outcome == Delivery::Delivered {
             Error::StoreUnavailable
@@ -304,11 +321,16 @@ pub async fn request(
     let deltas: Vec<_> = analytics::delivered(&session).into_iter().collect();
     let (env2, id, sid) = (env.clone(), ws.id.clone(), session.id.clone());
     let ttl = now.secs_until_ceil(session.expires_at).max(60);
-    let cancel = answer.cancel;
     later(ctx, async move {
+        let cancel = match call(&Calls::default(), &dest, &confirm).await {
+            Ok((200, text)) => serde_json::from_str::<DeliveryAnswer>(&text)
+                .ok()
+                .and_then(|a| a.cancel),
+            _ => None,
+        };
         if let Some(old) = cancel {
             if let Ok(stub) = session_stub(&env2, &id, &old) {
-                let _ = call(&stub, &SessionCall::Cancel).await;
+                let _ = call(&Calls::default(), &stub, &SessionCall::Cancel).await;
             }
         }
         if let Ok(kv) = env2.kv("REUSE") {
@@ -353,6 +375,7 @@ async fn flood_shield(
 pub async fn verify(
     env: &Env,
     ctx: &Context,
+    calls: &Calls,
     ws: &WorkspaceRecord,
     req: VerifyRequest,
     dialect: Dialect,
@@ -369,7 +392,7 @@ pub async fn verify(
         code: req.code.clone(),
     };
     let answer: VerifyAnswer =
-        serde_json::from_str(&call_ok(&session_stub(env, &ws.id, &sid)?, &call_body).await?)
+        serde_json::from_str(&call_ok(calls, &session_stub(env, &ws.id, &sid)?, &call_body).await?)
             .map_err(|_| Error::StoreUnavailable)?;
     let outcome = VerifyOutcome::from_status(&answer.status, answer.attempts_left)
         .unwrap_or(VerifyOutcome::NotFound);
@@ -403,7 +426,7 @@ pub async fn verify(
                     attempts_left: v.attempts_left,
                     policy,
                 };
-                let _ = call(&dest, &call_body).await;
+                let _ = call(&Calls::default(), &dest, &call_body).await;
             }
         }
         if outcome == VerifyOutcome::Approved || outcome.locked_session() {
@@ -422,6 +445,7 @@ pub async fn verify(
 /// `GET /v1/messaging/otp/sessions/{id}` and `GET /otp/{id}/status`.
 pub async fn status(
     env: &Env,
+    calls: &Calls,
     ws: &WorkspaceRecord,
     raw_id: &str,
     dialect: Dialect,
@@ -433,7 +457,7 @@ pub async fn status(
     let Some(sid) = otpkit_core::validate::normalize_session_id(raw_id) else {
         return Ok(not_found());
     };
-    match get_session(env, &ws.id, &sid).await? {
+    match get_session(env, calls, &ws.id, &sid).await? {
         Some(s) if s.workspace_id == ws.id => Ok(match dialect {
             Dialect::V1 => envelope::v1_session(&s.view(now())),
             Dialect::Zend => envelope::zend_status(&s, now()),

@@ -180,7 +180,8 @@ async function startWorker({ gatewayUrl, gatewayToken, gatewayKind, gatewayAccou
     throw new Error(`wrangler d1 migrations apply failed (status ${migrate.status}):\n${migrate.stdout}\n${migrate.stderr}`);
   }
 
-  const vars = Object.entries(secrets).flatMap(([k, v]) => ['--var', `${k}:${v}`]);
+  // x-otpkit-do-calls on every answer: Durable Object calls on the response path (do-calls.test.mjs).
+  const vars = Object.entries({ ...secrets, OTPKIT_TRACE_DO_CALLS: '1' }).flatMap(([k, v]) => ['--var', `${k}:${v}`]);
   let port;
   let child;
   let starts = 0;
