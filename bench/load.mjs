@@ -51,7 +51,8 @@ if (!base) {
   admin = randomBytes(12).toString('hex');
   state = mkdtempSync(join(tmpdir(), 'otpkit-load-'));
   const env = { ...process.env, WRANGLER_SEND_METRICS: 'false', CLOUDFLARE_CF_FETCH_ENABLED: 'false' };
-  const wr = (args) => spawn('npx', ['wrangler', ...args], { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  // Its own process group, so the whole tree (npx, wrangler, workerd) can be stopped at the end.
+  const wr = (args) => spawn('npx', ['wrangler', ...args], { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
   console.error('load: applying the D1 migration and starting wrangler dev (the Worker build may take a while)…');
   await new Promise((r) => wr(['d1', 'migrations', 'apply', 'AUDIT', '--local', '--persist-to', state]).on('exit', r));
   wrangler = wr(['dev', '--local', '--ip', '127.0.0.1', '--port', String(port), '--show-interactive-dev-session=false',
@@ -117,7 +118,18 @@ for (const r of rows) {
 }
 sink.close();
 if (wrangler) {
-  wrangler.kill('SIGINT');
-  await new Promise((r) => wrangler.on('exit', r));
+  // SIGTERM to the group: a shell started in the background ignores SIGINT, and workerd is a
+  // grandchild; SIGKILL after 5 s if anything is left.
+  const exited = new Promise((r) => wrangler.on('exit', r));
+  const group = (sig) => {
+    try {
+      process.kill(-wrangler.pid, sig);
+    } catch {
+      // already gone
+    }
+  };
+  group('SIGTERM');
+  await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
+  group('SIGKILL');
   rmSync(state, { recursive: true, force: true });
 }
