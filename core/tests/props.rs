@@ -235,7 +235,11 @@ fn run_verify_ops(
                     let before = s.clone();
                     s = s.cancel();
                     if m.approved || before.attempts_used >= before.max_attempts {
-                        prop_assert_eq!(&s, &before, "cancel changed an approved or locked session");
+                        prop_assert_eq!(
+                            &s,
+                            &before,
+                            "cancel changed an approved or locked session"
+                        );
                     } else {
                         m.canceled = true;
                         prop_assert_eq!(s.state, StoredState::Canceled);
