@@ -625,6 +625,11 @@ async function main(argv) {
   if (!SIZES[size]) throw new Error(`unknown size ${size}: full or ci`);
   const sizes = SIZES[size];
   const log = (m) => process.stdout.write(`${m}\n`);
+  if (process.env.REDIS_URL) {
+    // host.mjs would give the memory host that Redis; node-redis-2 starts its own.
+    log('concurrency: ignoring REDIS_URL (the Redis setup starts its own redis-server)');
+    delete process.env.REDIS_URL;
+  }
   log(`concurrency: sizes ${JSON.stringify(sizes)}; hosts ${hosts.join(', ')}`);
   const rows = [];
   for (const [i, kind] of hosts.entries()) {
