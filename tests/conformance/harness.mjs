@@ -17,6 +17,9 @@
 
 import http from 'node:http';
 import { writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startHost } from './host.mjs';
 import { sinkClient, startSink } from './sink.mjs';
@@ -42,6 +45,9 @@ async function fromControl(control) {
     gatewayToken: info.gatewayToken,
     sink: sinkClient(info.sinkUrl),
     restartSkip: info.restartSkip || null,
+    pepper: info.pepper || null,
+    hostOutputFile: info.hostOutputFile || null,
+    bodyLogFile: info.bodyLogFile || null,
     async restart() {
       const res = await fetch(`${base}/restart`, { method: 'POST' });
       const body = await res.json();
@@ -90,6 +96,9 @@ export async function startLocal() {
     sink: sinkClient(sink.url),
     sinkUrl: sink.url,
     restartSkip: host.persistent ? null : `HOST=${host.kind} keeps sessions in memory: they do not survive a restart`,
+    pepper: host.pepper,
+    hostOutputFile: process.env.OTPKIT_HOST_OUTPUT_FILE || null,
+    bodyLogFile: process.env.OTPKIT_BODY_LOG || null,
     host,
     async restart() {
       await host.restart();
@@ -127,6 +136,11 @@ async function main(argv) {
     if (argv[i] === '--ready-file') readyFile = argv[++i];
     else throw new Error(`unknown argument ${argv[i]}`);
   }
+  // For zzz-leaks.test.mjs: everything the host prints and every response body the test files
+  // read (lib.mjs call()), in a private (0700) directory removed when the harness stops.
+  const leakDir = mkdtempSync(path.join(os.tmpdir(), 'otpkit-leaks-'));
+  process.env.OTPKIT_HOST_OUTPUT_FILE ||= path.join(leakDir, 'host-output.log');
+  process.env.OTPKIT_BODY_LOG ||= path.join(leakDir, 'bodies.jsonl');
   const h = await startLocal();
   let restarting = null;
   const info = () => ({
@@ -136,6 +150,9 @@ async function main(argv) {
     gatewayToken: h.gatewayToken,
     sinkUrl: h.sinkUrl,
     restartSkip: h.restartSkip,
+    pepper: h.pepper,
+    hostOutputFile: h.hostOutputFile,
+    bodyLogFile: h.bodyLogFile,
   });
   const server = http.createServer(async (req, res) => {
     const send = (status, value) => {
@@ -173,6 +190,7 @@ async function main(argv) {
     server.close();
     server.closeAllConnections?.();
     await h.close();
+    if (!process.env.KEEP_STATE) rmSync(leakDir, { recursive: true, force: true });
     process.exit(0);
   };
   process.on('SIGINT', stop);

@@ -9,10 +9,13 @@
 //
 // startHost({ gatewayUrl, gatewayToken? }) → { kind, baseUrl, adminToken, gatewayToken, persistent,
 // restart(), stop(), output() }. Every secret is random per run.
+// OTPKIT_HOST_OUTPUT_FILE=<file>: everything the host (and its redis-server) prints is also appended
+// there, in full (output() keeps only the last lines).
 
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -56,6 +59,8 @@ class OutputTail {
     for (const line of parts) this.lines.push(line);
     if (this.lines.length > OUTPUT_LINES) this.lines.splice(0, this.lines.length - OUTPUT_LINES);
     if (process.env.HOST_VERBOSE) process.stderr.write(chunk);
+    // Everything the host printed, for zzz-leaks.test.mjs (harness.mjs sets it for a run).
+    if (process.env.OTPKIT_HOST_OUTPUT_FILE) appendFileSync(process.env.OTPKIT_HOST_OUTPUT_FILE, chunk);
   }
   text() {
     return [...this.lines, this.partial].join('\n');
@@ -205,6 +210,7 @@ async function startWorker({ gatewayUrl, gatewayToken, gatewayKind, gatewayAccou
     },
     adminToken: secrets.ADMIN_TOKEN,
     gatewayToken: secrets.SMS_GATEWAY_TOKEN,
+    pepper: secrets.OTP_PEPPER, // for the leak checks only
     persistent: true,
     persistDir,
     output: () => tail.text(),
@@ -269,6 +275,7 @@ async function startNode({ gatewayUrl, gatewayToken, gatewayKind, gatewayAccount
     },
     adminToken: secrets.ADMIN_TOKEN,
     gatewayToken: secrets.SMS_GATEWAY_TOKEN,
+    pepper: secrets.OTP_PEPPER, // for the leak checks only
     // The in-memory store is gone after a restart by design; Redis keeps it.
     persistent: Boolean(redisUrl),
     output: () => tail.text(),

@@ -90,6 +90,11 @@ export async function call(method, route, opts = {}) {
   noteBody(text, `${method} ${route}`);
   // Every (method, path, status) the suite sees, for zz-openapi.test.mjs to check against openapi.yaml.
   if (process.env.OTPKIT_CALL_LOG) appendFileSync(process.env.OTPKIT_CALL_LOG, `${method} ${route.split('?')[0]} ${res.status}\n`);
+  // Every answer (headers and body) the suite reads, for the run-wide leak checks of zzz-leaks.test.mjs.
+  if (H.bodyLogFile) {
+    const entry = { method, route, status: res.status, headers: Object.fromEntries(res.headers), text };
+    appendFileSync(H.bodyLogFile, `${JSON.stringify(entry)}\n`);
+  }
   let json = null;
   try {
     json = text ? JSON.parse(text) : null;

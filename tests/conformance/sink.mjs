@@ -7,21 +7,24 @@
 //   fail500  500 {"error":"gateway failure"}
 //   hang     no answer: the socket is held open until the client gives up (or the sink stops)
 //   reset    the socket is destroyed without any answer (connection reset)
+//   slow     200 {"accepted":true} after `delayMs` (default 9000: just under the hosts' 10 s timeout)
 // Control API on the same server (JSON):
 //   GET  /_messages[?to=+X]   recorded messages, oldest first
-//   POST /_mode {to?, mode}   sets the mode of one number (or the default without `to`)
+//   POST /_mode {to?, mode, delayMs?}   sets the mode of one number (or the default without `to`);
+//                             delayMs is the delay of `slow`
 //   POST /_reset              forgets messages and modes
 //   GET  /_health             {"status":"ok"}
 //
 // As a module: `const sink = await startSink({ port })` → { url, gatewayUrl, messages(to),
-// setMode(to, mode), reset(), stop() }.
+// setMode(to, mode, {delayMs}?), reset(), stop() }.
 // As a CLI: `node tests/conformance/sink.mjs --port N [--quiet]` prints each message it receives
 // (scripts/dev uses this to show codes to the developer).
 
 import http from 'node:http';
 import { fileURLToPath } from 'node:url';
 
-const MODES = new Set(['ok', 'fail500', 'hang', 'reset']);
+const MODES = new Set(['ok', 'fail500', 'hang', 'reset', 'slow']);
+const SLOW_DEFAULT_MS = 9000;
 const MAX_BODY = 1024 * 1024;
 
 function readBody(req) {
@@ -69,6 +72,7 @@ export async function startSink({ port = 0, host = '127.0.0.1', onMessage } = {}
   let messages = [];
   let modes = new Map();
   let defaultMode = 'ok';
+  let delays = new Map(); // `slow` delay per number ('' = the default mode's)
   let seq = 0;
   const sockets = new Set();
 
@@ -92,14 +96,17 @@ export async function startSink({ port = 0, host = '127.0.0.1', onMessage } = {}
         if (!MODES.has(body?.mode)) {
           return sendJson(res, 400, { error: `mode must be one of ${[...MODES].join(', ')}` });
         }
-        if (body.to === undefined || body.to === null) defaultMode = body.mode;
-        else modes.set(normalizeTo(body.to), body.mode);
+        if (body.delayMs !== undefined && !(Number.isInteger(body.delayMs) && body.delayMs >= 0)) {
+          return sendJson(res, 400, { error: 'delayMs must be an integer ≥ 0' });
+        }
+        setModeOf(body.to === undefined || body.to === null ? null : normalizeTo(body.to), body.mode, body.delayMs);
         return sendJson(res, 200, { ok: true });
       }
       if (url.pathname === '/_reset' && req.method === 'POST') {
         await readBody(req);
         messages = [];
         modes = new Map();
+        delays = new Map();
         defaultMode = 'ok';
         return sendJson(res, 200, { ok: true });
       }
@@ -149,6 +156,14 @@ export async function startSink({ port = 0, host = '127.0.0.1', onMessage } = {}
         case 'reset':
           req.socket.destroy();
           return;
+        case 'slow': {
+          const ms = (to !== null && modes.has(to) ? delays.get(to) : delays.get('')) ?? SLOW_DEFAULT_MS;
+          const timer = setTimeout(() => {
+            if (!res.destroyed) sendJson(res, 200, { accepted: true, id: `msg_${message.seq}` });
+          }, ms);
+          res.on('close', () => clearTimeout(timer));
+          return;
+        }
         default:
           return sendJson(res, 200, { accepted: true, id: `msg_${message.seq}` });
       }
@@ -156,6 +171,13 @@ export async function startSink({ port = 0, host = '127.0.0.1', onMessage } = {}
       if (!res.headersSent) sendJson(res, 500, { error: String(err?.message || err) });
     }
   });
+  function setModeOf(to, mode, delayMs) {
+    if (to === null) defaultMode = mode;
+    else modes.set(to, mode);
+    if (delayMs !== undefined) delays.set(to ?? '', delayMs);
+    else delays.delete(to ?? '');
+  }
+
   server.keepAliveTimeout = 1000;
   server.on('connection', (s) => {
     sockets.add(s);
@@ -179,14 +201,14 @@ export async function startSink({ port = 0, host = '127.0.0.1', onMessage } = {}
     gatewayUrl: `${url}/sms`,
     /** Messages recorded for `to` (all without it), oldest first. */
     messages: (to) => (to === undefined ? [...messages] : messages.filter((m) => m.to === to)),
-    setMode: (to, mode) => {
+    setMode: (to, mode, { delayMs } = {}) => {
       if (!MODES.has(mode)) throw new Error(`unknown sink mode ${mode}`);
-      if (to === undefined || to === null) defaultMode = mode;
-      else modes.set(to, mode);
+      setModeOf(to === undefined || to === null ? null : to, mode, delayMs);
     },
     reset: () => {
       messages = [];
       modes = new Map();
+      delays = new Map();
       defaultMode = 'ok';
     },
     stop: () =>
@@ -218,7 +240,7 @@ export function sinkClient(url) {
       if (!r.ok) throw new Error(`sink /_messages: ${r.status}`);
       return r.json();
     },
-    setMode: (to, mode) => post('/_mode', { to, mode }),
+    setMode: (to, mode, { delayMs } = {}) => post('/_mode', { to, mode, delayMs }),
     reset: () => post('/_reset', {}),
   };
 }

@@ -1,0 +1,210 @@
+// Runs after every other file (`run` runs them in name order) and checks what the whole run
+// produced (SECURITY.md, "Key leakage" and "Log leakage"):
+//   - every code the SMS sink received (all of them, from every file),
+//   - against every answer the suite read (headers and body; lib.mjs call() logs them to the
+//     harness's $OTPKIT_BODY_LOG), every audit row of every workspace the suite made, and every
+//     line the host printed (host.mjs appends it all to $OTPKIT_HOST_OUTPUT_FILE; for wrangler
+//     that includes the Worker's console output and its request log).
+// Also: API keys only in the 201 answers that mint them, never their hashes; the admin token,
+// the pepper and the gateway token nowhere; destinations only masked in audit rows and logs.
+// Needs the shared harness of `run` (skipped with BASE_URL: the host's output is not ours).
+
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { before, describe, it } from 'node:test';
+import { assert, call, H, useHarness } from './lib.mjs';
+
+useHarness();
+
+const FULL = Boolean(process.env.OTPKIT_FULL_SUITE);
+// A code is a run of 6–10 digits not inside a longer alphanumeric word (as lib.mjs checks).
+const DIGIT_RUN = /(?<![0-9A-Za-z])\d{6,10}(?![0-9A-Za-z])/g;
+const API_KEY_ANYWHERE = /otpk_[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])/g;
+const HEX64 = /(?<![0-9a-fA-F])[0-9a-fA-F]{64}(?![0-9a-fA-F])/g;
+
+let skip = null;
+let answers = []; // { where, text } from every other file: status line, headers and body
+let logLines = []; // { where, text } every line the host printed
+let codes = new Set();
+let dests = new Set();
+let creations = []; // { entry, workspaceId, apiKey }
+let auditRows = []; // { where, text } one per audit event of every reachable workspace
+let auditStats = { workspaces: 0, reachable: 0, events: 0 };
+
+/** `text` with every secret in `hide` replaced, so a failure message never prints one. */
+function redact(text, hide) {
+  let out = text;
+  for (const s of hide) if (s) out = out.split(s).join('<redacted>');
+  return out.length > 400 ? `${out.slice(0, 400)}…` : out;
+}
+
+/** Asserts no leak was found, showing the first 20 (already redacted) and the count. */
+function assertNone(leaks, what) {
+  assert.deepEqual(leaks.slice(0, 20), [], `${what} (${leaks.length} in all; the first 20 shown)`);
+}
+
+function parseBodyLog(file) {
+  const out = [];
+  for (const line of readFileSync(file, 'utf8').split('\n')) {
+    if (!line) continue;
+    const e = JSON.parse(line);
+    out.push(e);
+  }
+  return out;
+}
+
+/** Every page of a workspace's audit log through any of its keys (revoked ones answer 401). */
+async function auditOf(workspaceId, keys) {
+  for (const key of keys) {
+    const rows = [];
+    let cursor = null;
+    for (let page = 0; page < 100; page++) {
+      const q = new URLSearchParams({ limit: '500', ...(cursor ? { cursor: String(cursor) } : {}) });
+      const res = await call('GET', `/v1/messaging/otp/audit?${q}`, { key });
+      if (res.status === 401) break;
+      assert.equal(res.status, 200, `audit of ${workspaceId}: ${res.status}`);
+      for (const ev of res.json.data.events) rows.push({ where: `audit of ${workspaceId}`, text: JSON.stringify(ev), ev });
+      cursor = res.json.data.nextCursor;
+      if (cursor === null || cursor === undefined) return rows;
+    }
+    if (rows.length) return rows;
+  }
+  return null;
+}
+
+describe('run-wide leak checks', () => {
+  before(async () => {
+    if (!H.bodyLogFile || !H.hostOutputFile) {
+      skip = 'needs the harness of tests/conformance/run (BASE_URL is set, or an old harness)';
+      return;
+    }
+    // No file yet: this file runs alone (its own calls come after this point).
+    const entries = existsSync(H.bodyLogFile) ? parseBodyLog(H.bodyLogFile) : [];
+    answers = entries.map((e) => ({
+      where: `${e.method} ${e.route.split('?')[0]} → ${e.status}`,
+      text: `${JSON.stringify(e.headers)}\n${e.text}`,
+      entry: e,
+    }));
+    const out = existsSync(H.hostOutputFile) ? readFileSync(H.hostOutputFile, 'utf8') : '';
+    logLines = out.split('\n').map((text, i) => ({ where: `host output line ${i + 1}`, text }));
+
+    for (const m of await H.sink.messages()) {
+      if (typeof m.text === 'string') for (const run of m.text.match(DIGIT_RUN) || []) codes.add(run);
+      if (m.to) dests.add(m.to);
+    }
+
+    // API keys minted by the suite: the 201 answers of workspace and key creation.
+    for (const a of answers) {
+      const e = a.entry;
+      if (e.status !== 201) continue;
+      let j;
+      try {
+        j = JSON.parse(e.text);
+      } catch {
+        continue;
+      }
+      const apiKey = j?.data?.apiKey;
+      if (typeof apiKey !== 'string') continue;
+      const m = e.route.match(/^\/v1\/admin\/workspaces\/([^/?]+)\/keys/);
+      const workspaceId = j.data.workspaceId || (m && decodeURIComponent(m[1]));
+      creations.push({ entry: e, workspaceId, apiKey });
+    }
+
+    // Every audit row of every workspace the suite made.
+    const byWs = new Map();
+    for (const c of creations) {
+      if (!byWs.has(c.workspaceId)) byWs.set(c.workspaceId, []);
+      byWs.get(c.workspaceId).push(c.apiKey);
+    }
+    auditStats.workspaces = byWs.size;
+    for (const [id, keys] of byWs) {
+      const rows = await auditOf(id, keys);
+      if (rows === null) continue;
+      auditStats.reachable += 1;
+      auditStats.events += rows.length;
+      auditRows.push(...rows);
+    }
+    process.stdout.write(
+      `leak checks over: ${codes.size} codes, ${answers.length} answers, ${logLines.length} host output lines, ` +
+        `${auditStats.events} audit rows of ${auditStats.reachable}/${auditStats.workspaces} workspaces, ${creations.length} API keys\n`,
+    );
+  });
+
+  it('the checks have something to check (and would see a leak)', (t) => {
+    if (skip) return t.skip(skip);
+    // The scanner finds a code where lib.mjs's check would, and only there.
+    const sample = 'x 4815162342 y';
+    assert.deepEqual(sample.match(DIGIT_RUN), ['4815162342']);
+    assert.equal('id a4815162342b'.match(DIGIT_RUN), null);
+    assert.ok(logLines.some((l) => l.text.trim()), 'the host printed something');
+    if (!FULL) return;
+    assert.ok(codes.size >= 100, `the sink saw ${codes.size} codes in a whole run`);
+    assert.ok(answers.length >= 500, `${answers.length} answers logged in a whole run`);
+    assert.ok(creations.length >= 50, `${creations.length} API keys minted in a whole run`);
+    assert.ok(auditStats.events >= 100, `${auditStats.events} audit rows read`);
+    if (H.kind === 'worker') {
+      // wrangler's request log is in the captured output: the log check sees the Worker's lines.
+      assert.ok(logLines.some((l) => l.text.includes('/v1/messaging/otp/request')), 'wrangler request log lines captured');
+    }
+  });
+
+  it('no issued code in any answer, audit row or host log line of the whole run', (t) => {
+    if (skip) return t.skip(skip);
+    const leaks = [];
+    for (const h of [...answers, ...auditRows, ...logLines]) {
+      for (const run of h.text.match(DIGIT_RUN) || []) {
+        if (codes.has(run)) leaks.push(`${h.where}: ${redact(h.text, [run])}`);
+      }
+    }
+    assertNone(leaks, 'an issued code (shown as <redacted>) appears in these places');
+  });
+
+  it('API keys only in the 201 that mints them, never their hashes; admin token, pepper and gateway token nowhere', (t) => {
+    if (skip) return t.skip(skip);
+    const minted = new Set(creations.map((c) => c.entry));
+    const keys = creations.map((c) => c.apiKey);
+    const hashes = keys.map((k) => createHash('sha256').update(k).digest('hex'));
+    const secrets = [
+      ['the admin token', H.adminToken],
+      ['the pepper', H.pepper],
+      ['the SMS gateway token', H.gatewayToken],
+    ];
+    assert.ok(H.pepper && H.adminToken && H.gatewayToken, 'the harness names every secret of the host');
+    const hide = [...keys, ...hashes, ...secrets.map(([, s]) => s)];
+    const leaks = [];
+    for (const h of [...answers, ...auditRows, ...logLines]) {
+      if (!h.entry || !minted.has(h.entry)) {
+        if ((h.text.match(API_KEY_ANYWHERE) || []).length) leaks.push(`an API key in ${h.where}: ${redact(h.text, hide)}`);
+      }
+      for (const [name, s] of secrets) if (h.text.includes(s)) leaks.push(`${name} in ${h.where}: ${redact(h.text, hide)}`);
+      for (const hex of h.text.match(HEX64) || []) {
+        const lower = hex.toLowerCase();
+        if (hashes.includes(lower)) leaks.push(`an API key hash in ${h.where}: ${redact(h.text, hide)}`);
+        else leaks.push(`a 64-hex-digit value (a hash?) in ${h.where}: ${redact(h.text, hide)}`);
+      }
+    }
+    // A minted key appears once: in its own 201 answer.
+    for (const c of creations) {
+      const seen = answers.filter((a) => a.text.includes(c.apiKey)).length;
+      if (seen !== 1) leaks.push(`an API key appears in ${seen} answers (want only its 201)`);
+    }
+    assertNone(leaks, 'secrets where they must not be');
+  });
+
+  it('destinations are masked in every audit row and never printed in full by the host', (t) => {
+    if (skip) return t.skip(skip);
+    const leaks = [];
+    for (const r of auditRows) {
+      if (!/^\+\d{3}\*+\d{4}$/.test(r.ev.dest)) leaks.push(`${r.where}: dest ${r.ev.dest} is not masked`);
+      for (const k of Object.keys(r.ev)) {
+        if (!['time', 'event', 'sessionId', 'purpose', 'app', 'dest', 'outcome', 'status', 'test'].includes(k)) {
+          leaks.push(`${r.where}: unexpected audit field ${k}`);
+        }
+      }
+    }
+    for (const h of [...auditRows, ...logLines]) {
+      for (const d of dests) if (h.text.includes(d)) leaks.push(`${h.where}: a full destination number`);
+    }
+    assertNone(leaks, 'destinations in the clear');
+  });
+});
