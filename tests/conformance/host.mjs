@@ -8,7 +8,11 @@
 //   HOST=node-redis        the same with a private redis-server on a free port (or REDIS_URL).
 //
 // startHost({ gatewayUrl, gatewayToken? }) → { kind, baseUrl, adminToken, gatewayToken, persistent,
-// restart(), stop(), output() }. Every secret is random per run.
+// restart(), crash(), stop(), output() }. Every secret is random per run.
+// crash() SIGKILLs the host's whole process group (wrangler and workerd, or otpkit serve) without
+// any warning and waits for it to be gone; restart() then starts it again on the same persisted
+// state (the Worker also on the same port). Option redisUrl: the Redis of HOST=node-redis (the
+// caller owns it; default $REDIS_URL or a private one).
 // OTPKIT_HOST_OUTPUT_FILE=<file>: everything the host (and its redis-server) prints is also appended
 // there, in full (output() keeps only the last lines).
 
@@ -103,6 +107,21 @@ function spawnChild(cmd, args, env, tail) {
     child.alive = false;
   });
   return child;
+}
+
+/** SIGKILL to the child's process group (no chance to flush or clean up); waits for its exit. */
+async function crashChild(child) {
+  if (!child || !child.alive) return;
+  try {
+    process.kill(-child.pid, 'SIGKILL');
+  } catch {
+    try {
+      child.kill('SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  await child.exited;
 }
 
 async function stopChild(child) {
@@ -218,6 +237,9 @@ async function startWorker({ gatewayUrl, gatewayToken, gatewayKind, gatewayAccou
       await stopChild(child);
       await start(port); // same port and persist dir: only the process is new
     },
+    async crash() {
+      await crashChild(child);
+    },
     async stop() {
       await stopChild(child);
       if (!process.env.KEEP_STATE) rmSync(persistDir, { recursive: true, force: true });
@@ -245,14 +267,14 @@ async function startRedis(tail) {
   throw new Error(`redis-server did not listen on ${port}:\n${tail.text()}`);
 }
 
-async function startNode({ gatewayUrl, gatewayToken, gatewayKind, gatewayAccount, redis }) {
+async function startNode({ gatewayUrl, gatewayToken, gatewayKind, gatewayAccount, redis, redisUrl: givenRedisUrl }) {
   const bin = path.join(ROOT, 'napi-binding', 'bin', 'otpkit.js');
   if (!existsSync(bin)) {
     throw new Error(`HOST=node needs ${path.relative(ROOT, bin)} (build the napi binding first)`);
   }
   const secrets = commonSecrets(gatewayUrl, gatewayToken, gatewayKind, gatewayAccount);
   const tail = new OutputTail();
-  let redisUrl = process.env.REDIS_URL || null;
+  let redisUrl = (redis && givenRedisUrl) || process.env.REDIS_URL || null;
   let redisChild = null;
   if (redis && !redisUrl) {
     const r = await startRedis(tail);
@@ -283,6 +305,9 @@ async function startNode({ gatewayUrl, gatewayToken, gatewayKind, gatewayAccount
       await stopChild(child);
       await start();
     },
+    async crash() {
+      await crashChild(child);
+    },
     async stop() {
       await stopChild(child);
       await stopChild(redisChild);
@@ -294,7 +319,7 @@ async function startNode({ gatewayUrl, gatewayToken, gatewayKind, gatewayAccount
  * Starts the host named by `kind` (default: $HOST or "worker"), sending messages to
  * `gatewayUrl` with SMS_GATEWAY_KIND `gatewayKind` (default json; twilio needs `gatewayAccount`).
  */
-export async function startHost({ gatewayUrl, gatewayToken, gatewayKind, gatewayAccount, kind = process.env.HOST || 'worker' } = {}) {
+export async function startHost({ gatewayUrl, gatewayToken, gatewayKind, gatewayAccount, redisUrl, kind = process.env.HOST || 'worker' } = {}) {
   if (!gatewayUrl) throw new Error('startHost needs the gateway (sink) URL');
   const gw = { gatewayUrl, gatewayToken, gatewayKind, gatewayAccount };
   switch (kind) {
@@ -304,7 +329,7 @@ export async function startHost({ gatewayUrl, gatewayToken, gatewayKind, gateway
       return startNode({ ...gw, redis: false });
     case 'node-redis':
     case 'redis':
-      return startNode({ ...gw, redis: true });
+      return startNode({ ...gw, redis: true, redisUrl });
     default:
       throw new Error(`unknown HOST=${kind} (worker, node, node-redis)`);
   }
