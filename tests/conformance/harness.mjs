@@ -5,7 +5,8 @@
 // Three ways to get one, tried in order by `harness()`:
 //   1. OTPKIT_CONFORMANCE_CONTROL=<url>: a harness process started by tests/conformance/run
 //      (this file as a CLI) shares ONE host and sink with every test file; GET <url>/info
-//      describes them and POST <url>/restart restarts the host.
+//      describes them and POST <url>/restart restarts the host (POST <url>/crash SIGKILLs it
+//      first: faults.test.mjs).
 //   2. BASE_URL=<url>: a host somebody else runs (e.g. scripts/dev). Also needs ADMIN_TOKEN; the
 //      sink is SINK_URL (default: BASE_URL's port + 1, where scripts/dev starts it);
 //      SMS_GATEWAY_TOKEN is optional (the Authorization check is skipped without it).
@@ -54,6 +55,12 @@ async function fromControl(control) {
       if (!res.ok) throw new Error(`restart failed: ${body.error}`);
       this.baseUrl = body.baseUrl;
     },
+    /** SIGKILLs the host (no clean shutdown); restart() brings it back on the same state. */
+    async crash() {
+      const res = await fetch(`${base}/crash`, { method: 'POST' });
+      const body = await res.json();
+      if (!res.ok) throw new Error(`crash failed: ${body.error}`);
+    },
     async close() {},
   };
 }
@@ -70,6 +77,9 @@ function fromBaseUrl(baseUrl) {
     sink: sinkClient(sinkUrlFor(baseUrl)),
     restartSkip: 'BASE_URL is set: the host under test is not ours to restart',
     async restart() {
+      throw new Error(this.restartSkip);
+    },
+    async crash() {
       throw new Error(this.restartSkip);
     },
     async close() {},
@@ -102,6 +112,9 @@ export async function startLocal() {
     host,
     async restart() {
       await host.restart();
+    },
+    async crash() {
+      await host.crash();
     },
     async close() {
       await host.stop();
@@ -170,6 +183,10 @@ async function main(argv) {
           restarting = null;
         });
         await restarting;
+        return send(200, info());
+      }
+      if (req.method === 'POST' && req.url === '/crash') {
+        await h.crash();
         return send(200, info());
       }
       return send(404, { error: 'not found' });

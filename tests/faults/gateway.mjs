@@ -46,6 +46,8 @@ export async function gatewayScenario({ client, adminToken, sink, okMs, badMs, r
     sendsPerWorkspacePerMinute: 100000,
   });
   const codes = new Set();
+  // The bad phase starts with one request of each failure kind (so even a short run sees all).
+  const firstBad = ['hang', 'slow', 'fail500', 'reset'];
   const retry = []; // destinations whose request failed: requested again once the gateway is back
   const stats = { requests: 0, ok200: 0, failed502: 0, slow200: 0, retried: 0, byMode: {} };
   const latency = { ok: [], slow: [], failed: [], hang: [] };
@@ -131,7 +133,7 @@ export async function gatewayScenario({ client, adminToken, sink, okMs, badMs, r
   await loops(concurrency, () => Date.now() >= end, async () => {
     const phase = phaseAt(Date.now());
     if (phase === 'recover' && retry.length) return one(retry.shift(), 'ok', true);
-    return one(newDest(), phase === 'bad' ? pickBad() : 'ok', false);
+    return one(newDest(), phase === 'bad' ? firstBad.shift() || pickBad() : 'ok', false);
   });
   // Whatever failed too late to be retried inside the window is retried now.
   while (retry.length) await one(retry.shift(), 'ok', true);
@@ -141,8 +143,10 @@ export async function gatewayScenario({ client, adminToken, sink, okMs, badMs, r
   say(`${label}gateway: done, ${stats.requests} requests, ${problems.list.length} problems`);
   return {
     problems,
+    stats,
     figures: {
       requests: stats.requests,
+      'requests per gateway mode': Object.entries(stats.byMode).map(([m, n]) => `${m} ${n}`).join(', '),
       'answered 200': stats.ok200,
       'answered 502': stats.failed502,
       'slow gateway (9 s) answered 200': `${stats.slow200}/${stats.byMode.slow || 0}`,
