@@ -43,6 +43,13 @@ function assertNone(leaks, what) {
   assert.deepEqual(leaks.slice(0, 20), [], `${what} (${leaks.length} in all; the first 20 shown)`);
 }
 
+/** Every 16-character window of a secret. */
+function windows(secret) {
+  const out = [];
+  for (let i = 0; i + 16 <= secret.length; i++) out.push(secret.slice(i, i + 16));
+  return out;
+}
+
 function parseBodyLog(file) {
   const out = [];
   for (const line of readFileSync(file, 'utf8').split('\n')) {
@@ -176,7 +183,10 @@ describe('run-wide leak checks', () => {
       if (!h.entry || !minted.has(h.entry)) {
         if ((h.text.match(API_KEY_ANYWHERE) || []).length) leaks.push(`an API key in ${h.where}: ${redact(h.text, hide)}`);
       }
-      for (const [name, s] of secrets) if (h.text.includes(s)) leaks.push(`${name} in ${h.where}: ${redact(h.text, hide)}`);
+      // Any 16 consecutive characters of a secret count (a truncated print is a leak too).
+      for (const [name, s] of secrets) {
+        if (windows(s).some((w) => h.text.includes(w))) leaks.push(`${name} (or 16+ characters of it) in ${h.where}: ${redact(h.text, [...hide, ...windows(s)])}`);
+      }
       for (const hex of h.text.match(HEX64) || []) {
         const lower = hex.toLowerCase();
         if (hashes.includes(lower)) leaks.push(`an API key hash in ${h.where}: ${redact(h.text, hide)}`);
