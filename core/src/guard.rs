@@ -168,7 +168,8 @@ impl DestinationGuard {
                 session_id: session_id.into(),
             });
         }
-        let previous = current.map(|i| Box::new(self.active.swap_remove(i)));
+        let mut previous = current.map(|i| Box::new(self.active.swap_remove(i)));
+        truncate_chain(&mut previous, MAX_REPLACED_CHAIN);
         self.active.push(ActiveSession {
             purpose,
             session_id: session_id.into(),
@@ -294,6 +295,24 @@ impl DestinationGuard {
             });
         }
         Ok(g)
+    }
+}
+
+/// Most replaced entries kept under one active entry. Each is one more level of JSON nesting,
+/// and `serde_json` refuses values nested over 128 deep. Found with the `guard_state` fuzz
+/// target's invariant (a changed guard reads back as itself): a chain of 126 sends replaced while
+/// in flight (test numbers, so uncharged; reuse off) made a guard that
+/// [`DestinationGuard::from_json`] could not read back, so every later request for that
+/// destination failed. A replaced send dropped from the chain is treated like one that ended:
+/// if it is delivered after all, [`DestinationGuard::delivery`] asks the host to cancel it.
+pub const MAX_REPLACED_CHAIN: usize = 64;
+
+/// Keeps the first `keep` entries of a chain of replaced entries, dropping the older rest.
+fn truncate_chain(slot: &mut Option<Box<ActiveSession>>, keep: usize) {
+    match (keep, slot) {
+        (_, None) => {}
+        (0, slot) => *slot = None,
+        (n, Some(p)) => truncate_chain(&mut p.previous, n.saturating_sub(1)),
     }
 }
 
