@@ -474,7 +474,7 @@ fn check_bucket_key(day: u32, key: &str) {
 
 /// A stored guard value (input starting with `{`): a clear error or a guard that round-trips and
 /// takes every operation. Any other input is a sequence of operations on a fresh guard (one byte
-/// each). After every change the guard must store and read back as itself.
+/// each). After the changes the guard must store and read back as itself.
 pub fn guard_state(data: &[u8]) -> bool {
     let mut policy = Policy::default();
     let (mut guard, ops) = if data.first() == Some(&b'{') {
@@ -491,7 +491,9 @@ pub fn guard_state(data: &[u8]) -> bool {
     assert_round_trip(&guard);
     let mut now = T0;
     let mut next_id = 0u32;
-    for &op in ops {
+    // Storing and reading back after every operation is the costly part: every operation of
+    // the first 64, then every 16th, and at the end (at most 1024 operations).
+    for (i, &op) in ops.iter().take(1024).enumerate() {
         let purpose = PURPOSES[usize::from(op >> 4) % 3];
         let id = |n: u32| format!("s{n}");
         match op & 15 {
@@ -553,8 +555,11 @@ pub fn guard_state(data: &[u8]) -> bool {
                 let _ = guard.is_idle();
             }
         }
-        assert_round_trip(&guard);
+        if i < 64 || i % 16 == 0 {
+            assert_round_trip(&guard);
+        }
     }
+    assert_round_trip(&guard);
     true
 }
 
