@@ -29,7 +29,7 @@ class MemoryStore {
     return this.native.delivery(ws, dest, sessionId, outcome, now);
   }
   entry(ws, dest, sessionId) {
-    return this.native.entry(ws.id, dest, sessionId);
+    return this.native.entry(ws.id, dest, sessionId, Date.now());
   }
   forget(ws, dest, sessionId, now) {
     return this.native.forget(ws, dest, sessionId, now);

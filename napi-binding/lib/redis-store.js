@@ -184,7 +184,7 @@ class RedisStore {
 
   async entry(ws, dest, sessionId) {
     const raw = await this.run(() => this.redis.get(this.key('g', ws.id, dest)));
-    return native.guardEntry(split(raw)[1], sessionId);
+    return native.guardEntry(split(raw)[1], sessionId, Date.now()); // a stale send is gone
   }
 
   async forget(ws, dest, sessionId, now) {

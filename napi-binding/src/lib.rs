@@ -1190,10 +1190,11 @@ pub fn guard_forget(
     Ok(guard_step(&before, &g, ws, ms(now), "done"))
 }
 
-/// Where another request's send stands: `pending`, `delivered` or `gone`.
+/// Where another request's send stands: `pending`, `delivered` or `gone` (also once it is
+/// stale at `now`, when given).
 #[napi]
-pub fn guard_entry(state: Option<String>, session_id: String) -> Result<String> {
-    Ok(ops::entry_state(&read_guard(state.as_deref())?, &session_id).to_string())
+pub fn guard_entry(state: Option<String>, session_id: String, now: Option<f64>) -> Result<String> {
+    Ok(ops::entry_state(&read_guard(state.as_deref())?, &session_id, now.map(ms)).to_string())
 }
 
 /// The cancellation of a stored session (reuse off, replaced): the JSON to store.

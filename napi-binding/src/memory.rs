@@ -187,12 +187,18 @@ impl MemoryStore {
         Ok(cancel)
     }
 
-    /// Where a send stands: `pending`, `delivered`, `gone`.
+    /// Where a send stands: `pending`, `delivered`, `gone` (also once stale at `now`, when given).
     #[napi]
-    pub fn entry(&self, ws_id: String, dest: String, session_id: String) -> Result<String> {
+    pub fn entry(
+        &self,
+        ws_id: String,
+        dest: String,
+        session_id: String,
+        now: Option<f64>,
+    ) -> Result<String> {
         let inner = self.lock()?;
         Ok(match inner.guards.get(&key(&ws_id, &dest)) {
-            Some((g, _)) => ops::entry_state(g, &session_id),
+            Some((g, _)) => ops::entry_state(g, &session_id, now.map(ms)),
             None => "gone",
         }
         .to_string())

@@ -3,7 +3,9 @@
 //! Redis store read, and the Redis store writes the result back with a compare-and-set.
 //! Every decision is otpkit-core's; this module only decides what to keep and for how long.
 
-use otpkit_core::guard::{Admission, DeliveryOutcome, DestinationGuard, FloodShield};
+use otpkit_core::guard::{
+    Admission, DeliveryOutcome, DestinationGuard, FloodShield, IN_FLIGHT_STALE_MS,
+};
 use otpkit_core::policy::Policy;
 use otpkit_core::{Error, Session, UnixMillis, VerifyOutcome};
 
@@ -49,10 +51,20 @@ pub fn delivery_outcome(name: &str) -> Result<DeliveryOutcome, Error> {
 }
 
 /// Where a send another request is making stands: `pending` (in flight), `delivered`, or
-/// `gone` (it failed, went stale, or ended; the caller checks the session itself).
-pub fn entry_state(guard: &DestinationGuard, session_id: &str) -> &'static str {
+/// `gone` (it failed, went stale, or ended; the caller checks the session itself). With `now`,
+/// an unconfirmed send admitted [`IN_FLIGHT_STALE_MS`] ago or more is `gone`: its sender died
+/// (a crash, or its store failed before it could report), so a waiter stops waiting then — as
+/// the guard's own prune does — instead of a full stale period after it started to wait.
+pub fn entry_state(
+    guard: &DestinationGuard,
+    session_id: &str,
+    now: Option<UnixMillis>,
+) -> &'static str {
     match guard.active.iter().find(|a| a.session_id == session_id) {
         Some(a) if a.confirmed => "delivered",
+        Some(a) if now.is_some_and(|t| a.admitted_at.plus_millis(IN_FLIGHT_STALE_MS) <= t) => {
+            "gone"
+        }
         Some(_) => "pending",
         None => "gone",
     }
