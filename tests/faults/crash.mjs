@@ -16,7 +16,9 @@
 // status 200 PENDING with exactly the attempts whose INVALID answer the client saw (plus at most
 // the verifies whose answer was lost at the kill), and its code must verify with the remaining
 // attempts. Requests in flight at the kill may fail (503 / dropped); when their SMS went out,
-// a new request for the same destination must answer 200 (the guard must not stay stuck).
+// a new request for the same destination must not wait past the moment the dead send goes stale
+// and must answer 200 after it (the guard must not stay stuck). Two requests whose gateway never
+// answers are made just before the kill, so at least two sends are surely in flight then.
 
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -30,6 +32,7 @@ export const OUTAGE_BOUND_MS = 3000;
 /** otpkit-core's guard::IN_FLIGHT_STALE_MS: an unconfirmed send is treated as timed out after it. */
 export const IN_FLIGHT_STALE_MS = 15_000;
 const STALE_SLACK_MS = 2000;
+const HANG_PROBES = 2;
 const MAX_WRONG = 2; // wrong verifies per session (maxAttempts is 5)
 
 async function listening(port) {
@@ -128,7 +131,7 @@ export async function crashScenario({ client, adminToken, sink, fault, beforeMs,
         return;
       }
       codes.add(code);
-      sessions.push({ sessionId, dest, code, acked: 0, unsure: 0, wrongSent: 0, at: res.started });
+      sessions.push({ sessionId, dest, code, acked: 0, unsure: 0, wrongSent: 0, at: res.started, ended: res.started + res.ms });
     } else {
       failedRequests.push({ dest, before, res });
     }
@@ -165,6 +168,7 @@ export async function crashScenario({ client, adminToken, sink, fault, beforeMs,
     const msgs = (await sink.messages(f.dest)).slice(f.before);
     if (!msgs.length) continue;
     smsWithoutAnswer += 1;
+    await sink.setMode(f.dest, 'ok'); // a hang probe's number: the gateway answers again
     const st = await ws.status(msgs[0].reference);
     if (st.status === 200) orphanSessions += 1;
     const staleAt = f.res.started + IN_FLIGHT_STALE_MS;
@@ -207,10 +211,29 @@ export async function crashScenario({ client, adminToken, sink, fault, beforeMs,
 
   say(`${label}${name}: ${concurrency} loops; up ${beforeMs / 1000} s → SIGKILL, down ${outageMs / 1000} s → restarted, ${afterMs / 1000} s more`);
   await sleep(beforeMs);
-  const ackedBeforeKill = sessions.length;
+  // Sends certainly in flight at the kill: the gateway holds these messages without answering,
+  // so each is admitted (its guard entry says "sending") and its outcome dies with the kill.
+  const probes = [];
+  const probeDests = [];
+  for (let i = 0; i < HANG_PROBES; i++) {
+    const dest = newDest('+2338');
+    probeDests.push(dest);
+    await sink.setMode(dest, 'hang');
+    probes.push(
+      ws.request(dest, 'LOGIN', { timeoutMs: 40_000 }).then((res) => {
+        record('request', res, { dest });
+        if (res.status !== 200) failedRequests.push({ dest, before: 0, res });
+      }),
+    );
+  }
+  // Kill once the gateway holds both messages (the sends are admitted and waiting on it).
+  for (const until = Date.now() + 5000; Date.now() < until; await sleep(50)) {
+    const held = await Promise.all(probeDests.map(async (d) => (await sink.messages(d)).length));
+    if (held.every((n) => n > 0)) break;
+  }
   killAt = Date.now();
   await fault.kill();
-  say(`${label}${name}: SIGKILLed ${name} (${ackedBeforeKill} sessions answered 200 so far)`);
+  say(`${label}${name}: SIGKILLed ${name} (${sessions.length} sessions answered 200 so far)`);
   await sleep(outageMs);
   restoreStartedAt = Date.now();
   await fault.restore();
@@ -225,7 +248,7 @@ export async function crashScenario({ client, adminToken, sink, fault, beforeMs,
       const m = (await sink.messages(dest)).find((x) => x.reference === res.json.data.sessionId);
       if (m && codeOf(m)) {
         codes.add(codeOf(m));
-        sessions.push({ sessionId: res.json.data.sessionId, dest, code: codeOf(m), acked: 0, unsure: 0, wrongSent: 0, at: res.started });
+        sessions.push({ sessionId: res.json.data.sessionId, dest, code: codeOf(m), acked: 0, unsure: 0, wrongSent: 0, at: res.started, ended: Date.now() });
       }
       break;
     }
@@ -239,6 +262,7 @@ export async function crashScenario({ client, adminToken, sink, fault, beforeMs,
   stop = true;
   await loadDone;
   await retriesDone;
+  await Promise.all(probes);
   await retryFailed(); // anything that failed later
   say(`${label}${name}: load stopped; checking ${sessions.length} sessions`);
 
@@ -264,7 +288,7 @@ export async function crashScenario({ client, adminToken, sink, fault, beforeMs,
   for (const s of sessions) {
     const st = await ws.status(s.sessionId);
     if (st.status !== 200) {
-      problems.add('sessions lost', `status of a session answered 200 → ${st.status || st.error}${s.at < killAt ? ' (issued before the kill)' : ''}`);
+      problems.add('sessions lost', `status of a session answered 200 → ${st.status || st.error}${s.ended < killAt ? ' (answered before the kill)' : ''}`);
       continue;
     }
     const d = st.json.data;
@@ -278,12 +302,13 @@ export async function crashScenario({ client, adminToken, sink, fault, beforeMs,
       problems.add('sessions corrupted', `verify with its code → ${v.status} ${v.json?.data?.status} attemptsLeft ${v.json?.data?.attemptsLeft} (expected ${5 - used - 1})`);
       continue;
     }
-    if (s.at < killAt) beforeKillVerified += 1;
+    if (s.ended < killAt) beforeKillVerified += 1;
   }
 
   const leaks = client.leaks(codes);
   if (leaks) problems.add('code leaks', `${leaks} codes appear in response bodies`);
   const outageMsList = outage.map((a) => a.ms);
+  const ackedBeforeKill = sessions.filter((s) => s.ended < killAt).length;
   const figures = {
       'sessions answered 200 before the kill / verified after': `${ackedBeforeKill} / ${beforeKillVerified}`,
       'requests in flight at the kill (200 / 503 / dropped)': `${inFlight.length} (${inFlight.filter((a) => a.status === 200 || a.status === 400).length} / ${inFlight.filter((a) => a.status === 503).length} / ${inFlight.filter((a) => a.status === 0).length})`,
