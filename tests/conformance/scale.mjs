@@ -162,7 +162,10 @@ function tally(answers) {
     const k = `${a.status}${a.json?.data?.status ? ` ${a.json.data.status}` : a.json?.error?.code ? ` ${a.json.error.code}` : ''}`;
     m.set(k, (m.get(k) || 0) + 1);
   }
-  return [...m].sort((x, y) => y[1] - x[1]).map(([k, n]) => `${k}×${n}`).join(', ');
+  const odd = answers.find((a) => ![200, 400, 409, 423].includes(a.status));
+  // The first unexpected body, shortened (a host never puts a code in a body; lib.mjs checks that).
+  const first = odd ? `; first: ${odd.text.slice(0, 160)}` : '';
+  return `${[...m].sort((x, y) => y[1] - x[1]).map(([k, n]) => `${k}×${n}`).join(', ')}${first}`;
 }
 
 let wsCounter = 0;
