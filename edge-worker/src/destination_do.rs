@@ -72,14 +72,15 @@ impl DestinationObject {
         Ok(())
     }
 
-    async fn wait_for(&self, session_id: &str) -> bool {
+    /// Waits at most `timeout_ms` for the outcome of `session_id`'s send.
+    async fn wait_for(&self, session_id: &str, timeout_ms: u64) -> bool {
         let (tx, rx) = oneshot::channel();
         self.waiters
             .borrow_mut()
             .entry(session_id.to_string())
             .or_default()
             .push(tx);
-        let timeout = Delay::from(Duration::from_millis(IN_FLIGHT_STALE_MS));
+        let timeout = Delay::from(Duration::from_millis(timeout_ms));
         match select(rx, timeout).await {
             Either::Left((Ok(delivered), _)) => delivered,
             _ => false,
@@ -104,13 +105,24 @@ impl DestinationObject {
             } => {
                 // Read, decide, write: only storage awaits until the guard is stored.
                 let mut guard = self.load().await?;
-                let admission = guard.admit(purpose, &session_id, expires_at, test, &policy, now());
+                let at = now();
+                let admission = guard.admit(purpose, &session_id, expires_at, test, &policy, at);
                 self.store(&guard, &policy).await?;
                 let answer = match admission {
                     Ok(Admission::Send) => AdmitAnswer::Send,
                     Ok(Admission::Reuse { session_id }) => AdmitAnswer::Reuse { session_id },
                     Ok(Admission::Wait { session_id }) => {
-                        if self.wait_for(&session_id).await {
+                        // No longer than until that send goes stale: a sender that died (a
+                        // crash or restart of this object, which also loses its waiters) never
+                        // reports, and waiting a whole stale period from now overshoots it.
+                        let stale_in = guard
+                            .active
+                            .iter()
+                            .find(|a| a.session_id == session_id)
+                            .map_or(IN_FLIGHT_STALE_MS, |a| {
+                                at.millis_until(a.admitted_at.plus_millis(IN_FLIGHT_STALE_MS))
+                            });
+                        if self.wait_for(&session_id, stale_in).await {
                             AdmitAnswer::Reuse { session_id }
                         } else {
                             AdmitAnswer::Failed
