@@ -185,11 +185,24 @@ fn plan_and_verify(req: &IssueRequest, seed: &[u8]) {
         envelope::v1_request(&stored, now, false),
         envelope::zend_send(&stored, false),
     ] {
-        assert!(serde_json::from_str::<serde_json::Value>(&reply.body).is_ok());
+        match serde_json::from_str::<serde_json::Value>(&reply.body) {
+            Ok(v) => assert!(!holds_string(&v, &code), "a reply carries the code"),
+            Err(e) => panic!("a reply is not JSON: {e}"),
+        }
     }
     let (v, after) = stored.verify(WS, &code, now.plus_secs(1), &pepper);
     assert_eq!(v.outcome, VerifyOutcome::Approved);
     assert_eq!(after.state_at(now.plus_secs(1)), SessionState::Approved);
+}
+
+/// Is `s` one of the strings anywhere in `v`?
+fn holds_string(v: &serde_json::Value, s: &str) -> bool {
+    match v {
+        serde_json::Value::String(x) => x == s,
+        serde_json::Value::Array(a) => a.iter().any(|x| holds_string(x, s)),
+        serde_json::Value::Object(o) => o.values().any(|x| holds_string(x, s)),
+        _ => false,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
