@@ -17,8 +17,9 @@
 // from SPEC (empty when the host conforms). No code is ever printed.
 //
 // A context `ctx` is { call(method, route, {key, admin, body}) → {status, json, text},
-// messages(to?) → sink messages, newDest(), codeOf?(message) }; httpContext() builds one that
-// spreads requests round-robin over several base URLs (two processes behind one Redis).
+// messages(to?) → sink messages, newDest(), codeOf?(message), quietMs? }; httpContext() builds
+// one that spreads requests round-robin over several base URLs (two processes behind one Redis).
+// quietMs: a pause before each scenario, for `wrangler dev` (see quiet()).
 //
 // CLI: node tests/conformance/scale.mjs [--hosts worker,node,node-redis-2] [--size full|ci] [--json FILE]
 // starts each host in turn (with its own sink), runs a–d, prints the figures table.
@@ -57,9 +58,10 @@ const zeroFigures = () => Object.fromEntries(FIGURES.map(([k]) => [k, 0]));
 // Clients
 
 /** A context over plain fetch, round-robin over `bases`; `sink` is a sink.mjs sink or sinkClient. */
-export function httpContext({ bases, adminToken, sink, timeoutMs = 60_000 }) {
+export function httpContext({ bases, adminToken, sink, timeoutMs = 60_000, quietMs = 0 }) {
   let next = 0;
   return {
+    quietMs,
     async call(method, route, opts = {}) {
       const base = bases[next++ % bases.length];
       const headers = {};
@@ -141,6 +143,25 @@ function tracker(ctx) {
   return t;
 }
 
+/**
+ * Waits ctx.quietMs (if set) with no request in flight before a scenario. Under `wrangler dev`
+ * (quietMs = WRANGLER_QUIET_MS) every request passes wrangler's local ProxyWorker, whose pooled
+ * connections to the Worker race the runtime's 5 s keep-alive close: a POST sent on a connection
+ * idle for ≈5 s is dropped and answered 503 "Your worker restarted mid-request" although nothing
+ * restarted (upstream: cloudflare/workers-sdk#14641, #15252). A burst after a pause of a few
+ * seconds hits that often. Past 6 s of quiet every pooled connection is closed on both sides,
+ * so the scenario's burst opens fresh ones. Not a retry: nothing sent is ever sent again.
+ */
+async function quiet(ctx) {
+  if (ctx.quietMs) await new Promise((r) => setTimeout(r, ctx.quietMs));
+}
+
+/** The quiet time for a host under `wrangler dev` (see quiet()). */
+export const WRANGLER_QUIET_MS = 6_000;
+
+/** wrangler dev's own 503 body when its proxy loses a request (not an answer of the Worker). */
+const WRANGLER_PROXY_DROP = 'Your worker restarted mid-request';
+
 /** Runs fn over items with at most `limit` in flight; answers the results in order. */
 async function pool(items, limit, fn) {
   const out = new Array(items.length);
@@ -164,7 +185,10 @@ function tally(answers) {
   }
   const odd = answers.find((a) => ![200, 400, 409, 423].includes(a.status));
   // The first unexpected body, shortened (a host never puts a code in a body; lib.mjs checks that).
-  const first = odd ? `; first: ${odd.text.slice(0, 160)}` : '';
+  let first = odd ? `; first: ${odd.text.slice(0, 160)}` : '';
+  if (odd && odd.status === 503 && odd.text.startsWith(WRANGLER_PROXY_DROP)) {
+    first += ' [wrangler dev\'s proxy lost the request before the Worker answered: cloudflare/workers-sdk#14641]';
+  }
   return `${[...m].sort((x, y) => y[1] - x[1]).map(([k, n]) => `${k}×${n}`).join(', ')}${first}`;
 }
 
@@ -207,6 +231,7 @@ function result(name, t, started, figures, problems, counts) {
 
 /** a. `parallel` wrong verifies on one session at once: exactly maxAttempts are counted. */
 export async function wrongVerifies(ctx, { parallel, maxAttempts }) {
+  await quiet(ctx);
   const t = tracker(ctx);
   const started = Date.now();
   const f = zeroFigures();
@@ -252,6 +277,7 @@ export async function wrongVerifies(ctx, { parallel, maxAttempts }) {
 
 /** b. `parallel` right verifies on one session at once: approved exactly once. */
 export async function rightVerifies(ctx, { parallel }) {
+  await quiet(ctx);
   const t = tracker(ctx);
   const started = Date.now();
   const f = zeroFigures();
@@ -286,6 +312,7 @@ export async function rightVerifies(ctx, { parallel }) {
 
 /** c. `parallel` requests for one (destination, purpose) at once, reuse on: one SMS, one session. */
 export async function parallelRequests(ctx, { parallel }) {
+  await quiet(ctx);
   const t = tracker(ctx);
   const started = Date.now();
   const f = zeroFigures();
@@ -339,6 +366,7 @@ export async function manySessions(ctx, { sessions, destinations, inFlight }, on
   if (!Number.isInteger(per) || per < 1 || per > PURPOSES.length) {
     throw new Error(`sessions / destinations must be a whole number of purposes, 1–${PURPOSES.length} (got ${sessions}/${destinations})`);
   }
+  await quiet(ctx);
   const t = tracker(ctx);
   const started = Date.now();
   const f = zeroFigures();
@@ -644,7 +672,7 @@ async function main(argv) {
     try {
       target = await startTarget(kind, sink);
       log(`   ready after ${((Date.now() - startedAt) / 1000).toFixed(1)} s on ${target.bases.join(', ')}`);
-      const ctx = httpContext({ bases: target.bases, adminToken: target.adminToken, sink });
+      const ctx = httpContext({ bases: target.bases, adminToken: target.adminToken, sink, quietMs: kind === 'worker' ? WRANGLER_QUIET_MS : 0 });
       const run = await runAll(ctx, sizes, (m) => log(`   ${m}`));
       rows.push({ kind, label, ...run });
     } catch (err) {
