@@ -126,7 +126,8 @@ if (jsonFile) report = JSON.parse(readFileSync(jsonFile, 'utf8'));
 const failures = report?.failures ?? [];
 const errors = report?.errors ?? [];
 const unique = report?.test_cases?.unique_failures ?? failures.length;
-const otherFailures = Math.max(0, unique - (fiveXX ? 1 : 0)) + errors.length + (report ? 0 : 1);
+// Unique check failures (a 5xx is also one: not_a_server_error), errors, or no report at all.
+const otherFailures = unique + errors.length + (report ? 0 : 1);
 
 // What failed, in a few lines (the full report stays in the text output on failure).
 const lines = output.split('\n');
@@ -135,7 +136,9 @@ if (code !== 0 || fiveXX || unique || errors.length) {
   const fl = lines.findIndex((l) => /= FAILURES =|= ERRORS =/.test(l));
   console.log(redact(lines.slice(fl === -1 ? -80 : fl, fl === -1 ? undefined : fl + 120).join('\n')));
 }
-console.log(redact(summary.split('\n').filter((l) => l.trim()).slice(0, 30).join('\n')));
+// (the report files named there are deleted below unless OTPKIT_ROBUSTNESS_KEEP is set)
+const keep = process.env.OTPKIT_ROBUSTNESS_KEEP;
+console.log(redact(summary.split('\n').filter((l) => l.trim() && (keep || (!l.includes(work) && l.trim() !== 'Reports:'))).slice(0, 30).join('\n')));
 console.log(`schemathesis[${label}]: ${requests} requests (HTTP statuses ${JSON.stringify(statuses)}), ${fiveXX} 5xx, ${unique} unique check failures, ${errors.length} errors, exit ${code} (${seconds} s)`);
 const out = {
   host: label,
@@ -150,6 +153,6 @@ const out = {
   failures: failures.slice(0, 50).map((f) => redact(JSON.stringify(f)).slice(0, 600)),
 };
 if (opt('json')) writeFileSync(opt('json'), JSON.stringify(out, null, 1));
-if (process.env.OTPKIT_ROBUSTNESS_KEEP) console.log(`schemathesis[${label}]: reports kept in ${work}`);
+if (keep) console.log(`schemathesis[${label}]: reports kept in ${work}`);
 else rmSync(work, { recursive: true, force: true });
 process.exitCode = out.fiveXX + out.otherFailures > 0 ? 1 : 0;
