@@ -6,7 +6,7 @@
 // lookups — hostile path ids are tests/robustness/battery.mjs's job.
 //
 //   node tests/robustness/schemathesis.mjs --control <harness control URL> [--label NAME]
-//        [--max-examples N] [--json FILE] [--st PATH-TO-schemathesis] [--seed N]
+//        [--max-examples N] [--json FILE] [--st PATH-TO-schemathesis] [--seed N] [--schema FILE (default openapi.yaml)]
 //
 // Checks: not_a_server_error, status_code_conformance, content_type_conformance,
 // response_headers_conformance, response_schema_conformance. Requests are counted from the HAR
@@ -81,7 +81,7 @@ const checks = [
 ].join(',');
 const stArgs = [
   '--config-file', config,
-  'run', path.join(ROOT, 'openapi.yaml'),
+  'run', opt('schema', path.join(ROOT, 'openapi.yaml')),
   '--url', baseUrl,
   '--checks', checks,
   '--max-examples', String(maxExamples),
