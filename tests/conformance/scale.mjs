@@ -12,9 +12,11 @@
 //      once with the right code at bounded client concurrency: each approved exactly once, one
 //      SMS per session
 //
-// A scenario answers { name, figures, problems, counts, requests, peakInFlight, ms }. `figures`
-// are the counts that must be 0 (FIGURES); `problems` says in words every way the answers differ
-// from SPEC (empty when the host conforms). No code is ever printed.
+// A scenario answers { name, figures, problems, counts, requests, proxyDrops, peakInFlight, ms }.
+// `figures` are the counts that must be 0 (FIGURES); `problems` says in words every way the
+// answers differ from SPEC (empty when the host conforms); proxyDrops counts requests that
+// wrangler dev's local proxy lost before they reached the Worker (see quiet()). No code is ever
+// printed.
 //
 // A context `ctx` is { call(method, route, {key, admin, body}) → {status, json, text},
 // messages(to?) → sink messages, newDest(), codeOf?(message), quietMs? }; httpContext() builds
@@ -117,7 +119,7 @@ function wrongCode(code) {
  * conformance client (a code in a response body) still throw.
  */
 function tracker(ctx) {
-  const t = { requests: 0, inFlight: 0, peak: 0 };
+  const t = { requests: 0, inFlight: 0, peak: 0, drops: 0 };
   t.call = async (method, route, opts) => {
     t.requests += 1;
     t.inFlight += 1;
@@ -130,6 +132,16 @@ function tracker(ctx) {
     } finally {
       t.inFlight -= 1;
     }
+  };
+  /**
+   * The answers without wrangler dev's proxy drops (counted in t.drops). Only under wrangler dev
+   * (ctx.quietMs set): such a request never reached the Worker, so the scenario's expectations
+   * are for the requests that did; the drops are reported in their own column.
+   */
+  t.kept = (answers) => {
+    const kept = answers.filter((a) => !(ctx.quietMs && a.status === 503 && a.text.startsWith(WRANGLER_PROXY_DROP)));
+    t.drops += answers.length - kept.length;
+    return kept;
   };
   /** Runs fn; answers [its result, the peak in flight while it ran]. */
   t.burst = async (fn) => {
@@ -223,7 +235,7 @@ async function issue(ctx, t, ws, dest, purpose = 'LOGIN') {
 }
 
 function result(name, t, started, figures, problems, counts) {
-  return { name, figures, problems, counts, requests: t.requests, peakInFlight: t.peak, ms: Date.now() - started };
+  return { name, figures, problems, counts, requests: t.requests, proxyDrops: t.drops, peakInFlight: t.peak, ms: Date.now() - started };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -239,7 +251,8 @@ export async function wrongVerifies(ctx, { parallel, maxAttempts }) {
   const ws = await workspace(t, 'a', { maxAttempts });
   const s = await issue(ctx, t, ws, ctx.newDest());
   const bad = wrongCode(s.code);
-  const [answers, burstPeak] = await t.burst(() => Promise.all(Array.from({ length: parallel }, () => verify(t, ws, s.sessionId, bad))));
+  const [sent, burstPeak] = await t.burst(() => Promise.all(Array.from({ length: parallel }, () => verify(t, ws, s.sessionId, bad))));
+  const answers = t.kept(sent);
   const invalid = answers.filter((a) => a.status === 400 && a.json?.data?.status === 'INVALID');
   const locked = answers.filter((a) => a.status === 423 && a.json?.data?.status === 'MAX_ATTEMPTS_REACHED');
   const other = answers.length - invalid.length - locked.length;
@@ -250,7 +263,7 @@ export async function wrongVerifies(ctx, { parallel, maxAttempts }) {
   f.failures = other;
   if (answers.some((a) => a.status === 404) || st.status === 404) f.lostSessions = 1;
   if (invalid.length !== maxAttempts) problems.push(`${invalid.length} INVALID answers, expected maxAttempts = ${maxAttempts} (${tally(answers)})`);
-  if (locked.length !== parallel - maxAttempts) problems.push(`${locked.length} MAX_ATTEMPTS_REACHED answers, expected ${parallel - maxAttempts}`);
+  if (locked.length !== answers.length - maxAttempts) problems.push(`${locked.length} MAX_ATTEMPTS_REACHED answers, expected ${answers.length - maxAttempts}`);
   if (other) problems.push(`${other} answers neither INVALID nor MAX_ATTEMPTS_REACHED (${tally(answers)})`);
   const left = invalid.map((a) => a.json.data.attemptsLeft).sort((x, y) => x - y);
   const want = Array.from({ length: maxAttempts }, (_, i) => i);
@@ -285,7 +298,8 @@ export async function rightVerifies(ctx, { parallel }) {
   const maxAttempts = 5;
   const ws = await workspace(t, 'b', { maxAttempts });
   const s = await issue(ctx, t, ws, ctx.newDest());
-  const [answers, burstPeak] = await t.burst(() => Promise.all(Array.from({ length: parallel }, () => verify(t, ws, s.sessionId, s.code))));
+  const [sent, burstPeak] = await t.burst(() => Promise.all(Array.from({ length: parallel }, () => verify(t, ws, s.sessionId, s.code))));
+  const answers = t.kept(sent);
   const approved = answers.filter((a) => a.status === 200 && a.json?.data?.status === 'APPROVED');
   const used = answers.filter((a) => a.status === 409 && a.json?.data?.status === 'ALREADY_USED');
   const other = answers.length - approved.length - used.length;
@@ -293,7 +307,7 @@ export async function rightVerifies(ctx, { parallel }) {
   f.failures = other;
   if (approved.length === 0) f.lostSessions = 1;
   if (approved.length !== 1) problems.push(`${approved.length} APPROVED answers, expected exactly 1 (${tally(answers)})`);
-  if (used.length !== parallel - 1) problems.push(`${used.length} ALREADY_USED answers, expected ${parallel - 1} (${tally(answers)})`);
+  if (used.length !== answers.length - 1) problems.push(`${used.length} ALREADY_USED answers, expected ${answers.length - 1} (${tally(answers)})`);
   for (const a of [...approved, ...used]) {
     if (a.json.data.attemptsLeft !== maxAttempts - 1) problems.push(`${a.json.data.status} with attemptsLeft ${a.json.data.attemptsLeft}, expected ${maxAttempts - 1}`);
   }
@@ -320,7 +334,8 @@ export async function parallelRequests(ctx, { parallel }) {
   // Reuse on and the default send limit (3 per 10 min): reuses are not charged to it (SPEC §3).
   const ws = await workspace(t, 'c', { reuse: true, maxAttempts: 5 });
   const dest = ctx.newDest();
-  const [answers, burstPeak] = await t.burst(() => Promise.all(Array.from({ length: parallel }, () => request(t, ws, dest, 'LOGIN'))));
+  const [sent, burstPeak] = await t.burst(() => Promise.all(Array.from({ length: parallel }, () => request(t, ws, dest, 'LOGIN'))));
+  const answers = t.kept(sent);
   const ok = answers.filter((a) => a.status === 200 && a.json?.success === true);
   const fresh = ok.filter((a) => a.json.data.reused === false);
   const reused = ok.filter((a) => a.json.data.reused === true);
@@ -392,9 +407,12 @@ export async function manySessions(ctx, { sessions, destinations, inFlight }, on
     if (done % 250 === 0 || done === jobs.length) onProgress(`issued ${done}/${jobs.length}`);
     return { ...job, res };
   });
-  const sent = issued.filter((x) => x.res.status === 200 && x.res.json?.data?.reused === false);
-  const reusedWrongly = issued.filter((x) => x.res.status === 200 && x.res.json?.data?.reused !== false);
-  const refusedIssue = issued.filter((x) => x.res.status !== 200);
+  const reached = new Set(t.kept(issued.map((x) => x.res)));
+  const issueDrops = issued.length - reached.size;
+  const answered = issued.filter((x) => reached.has(x.res));
+  const sent = answered.filter((x) => x.res.status === 200 && x.res.json?.data?.reused === false);
+  const reusedWrongly = answered.filter((x) => x.res.status === 200 && x.res.json?.data?.reused !== false);
+  const refusedIssue = answered.filter((x) => x.res.status !== 200);
   f.failures += refusedIssue.length;
   if (refusedIssue.length) problems.push(`${refusedIssue.length} requests not answered 200 (${tally(refusedIssue.map((x) => x.res))})`);
   // A reused answer for a (destination, purpose) asked once names some other request's session.
@@ -436,19 +454,25 @@ export async function manySessions(ctx, { sessions, destinations, inFlight }, on
   for (const s of withCode) s.code = (ctx.codeOf || plainCodeOf)(s.msgs[0]);
   done = 0;
   const pairs = await pool(withCode, Math.max(1, Math.floor(inFlight / 2)), async (s) => {
-    const two = await Promise.all([verify(t, ws, s.sessionId, s.code), verify(t, ws, s.sessionId, s.code)]);
+    const two = t.kept(await Promise.all([verify(t, ws, s.sessionId, s.code), verify(t, ws, s.sessionId, s.code)]));
     done += 1;
     if (done % 250 === 0 || done === withCode.length) onProgress(`verified ${done}/${withCode.length} (2 at once each)`);
     return two;
   });
   let zeroApproved = 0;
+  let unverified = 0; // both verifies lost by wrangler dev's proxy: the session is left PENDING
   let oddAnswers = [];
-  for (const two of pairs) {
+  for (const [i, two] of pairs.entries()) {
+    if (two.length === 0) {
+      withCode[i].unverified = true;
+      unverified += 1;
+      continue;
+    }
     const approved = two.filter((a) => a.status === 200 && a.json?.data?.status === 'APPROVED').length;
     const used = two.filter((a) => a.status === 409 && a.json?.data?.status === 'ALREADY_USED').length;
     f.doubleApprovals += Math.max(0, approved - 1);
     if (approved === 0) zeroApproved += 1;
-    if (approved + used !== 2) oddAnswers = oddAnswers.concat(two.filter((a) => !(a.status === 200 || a.status === 409)));
+    if (approved + used !== two.length) oddAnswers = oddAnswers.concat(two.filter((a) => !(a.status === 200 || a.status === 409)));
   }
   f.lostSessions += zeroApproved;
   f.failures += oddAnswers.length;
@@ -459,27 +483,30 @@ export async function manySessions(ctx, { sessions, destinations, inFlight }, on
   // Every session's status: APPROVED after exactly one attempt.
   done = 0;
   const states = await pool(withCode, inFlight, async (s) => {
-    const st = await status(t, ws, s.sessionId);
+    const [st] = t.kept([await status(t, ws, s.sessionId)]);
     done += 1;
     if (done % 500 === 0 || done === withCode.length) onProgress(`status ${done}/${withCode.length}`);
     return st;
   });
   let notApproved = 0;
   let statusFailed = 0;
-  for (const st of states) {
+  for (const [i, st] of states.entries()) {
+    if (!st) continue; // lost by wrangler dev's proxy
     if (st.status !== 200) {
       statusFailed += 1;
       continue;
     }
     const u = st.json.data.attemptsUsed;
     if (u > 1) f.overCounted += u - 1;
-    if (st.json.data.state !== 'APPROVED' || u !== 1) notApproved += 1;
+    const want = withCode[i].unverified ? ['PENDING', 0] : ['APPROVED', 1];
+    if (st.json.data.state !== want[0] || u !== want[1]) notApproved += 1;
   }
   f.failures += statusFailed;
-  note(`status reads not answered 200 (${tally(states.filter((s) => s.status !== 200))})`, statusFailed);
-  note('sessions whose status is not APPROVED with attemptsUsed 1', notApproved);
+  note(`status reads not answered 200 (${tally(states.filter((s) => s && s.status !== 200))})`, statusFailed);
+  note('sessions whose status is not APPROVED with attemptsUsed 1 (or PENDING with 0 when neither verify reached the Worker)', notApproved);
   return result('d. many sessions', t, started, f, problems, {
-    sessions, destinations, purposesEach: per, inFlight, sent: sent.length, sms: all.length, approved: pairs.length - zeroApproved,
+    sessions, destinations, purposesEach: per, inFlight, sent: sent.length, issueDrops, sms: all.length,
+    approved: pairs.length - zeroApproved - unverified, unverified,
   });
 }
 
@@ -496,7 +523,8 @@ export async function runAll(ctx, sizes, log = () => {}) {
   for (const [i, [title, run]] of steps.entries()) {
     log(`[${i + 1}/${steps.length}] ${title}`);
     const r = await run();
-    log(`   ${r.requests} requests in ${(r.ms / 1000).toFixed(1)} s, peak ${r.peakInFlight} in flight; ${r.problems.length ? `PROBLEMS: ${r.problems.join('; ')}` : 'as SPEC says'}`);
+    const drops = r.proxyDrops ? ` (${r.proxyDrops} lost by wrangler dev's proxy before reaching the Worker)` : '';
+    log(`   ${r.requests} requests${drops} in ${(r.ms / 1000).toFixed(1)} s, peak ${r.peakInFlight} in flight; ${r.problems.length ? `PROBLEMS: ${r.problems.join('; ')}` : 'as SPEC says'}`);
     results.push(r);
   }
   return { results, totals: totals(results) };
@@ -508,6 +536,7 @@ export function totals(results) {
   return {
     figures: f,
     requests: results.reduce((n, r) => n + r.requests, 0),
+    proxyDrops: results.reduce((n, r) => n + r.proxyDrops, 0),
     ms: results.reduce((n, r) => n + r.ms, 0),
     peakInFlight: Math.max(0, ...results.map((r) => r.peakInFlight)),
     problems: results.flatMap((r) => r.problems.map((p) => `${r.name}: ${p}`)),
@@ -519,6 +548,8 @@ export function assertClean(r) {
   const bad = FIGURES.filter(([k]) => r.figures[k] !== 0).map(([k, title]) => `${title} ${r.figures[k]}`);
   assert.deepEqual(r.problems, [], `${r.name}: ${[...bad, ...r.problems].join('; ')}`);
   assert.deepEqual(r.figures, zeroFigures(), `${r.name}: ${bad.join('; ')}`);
+  // wrangler dev's proxy may lose a rare request (see quiet()); more than 1% is not that.
+  assert.ok(r.proxyDrops <= Math.floor(r.requests / 100), `${r.name}: wrangler dev's proxy lost ${r.proxyDrops} of ${r.requests} requests`);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -617,25 +648,25 @@ async function startTarget(kind, sink) {
 }
 
 function table(rows) {
-  const head = ['host', ...FIGURES.map(([, t]) => t), 'requests', 'wall s', 'peak in flight'];
+  const head = ['host', ...FIGURES.map(([, t]) => t), 'requests', 'lost by wrangler\'s proxy', 'wall s', 'peak in flight'];
   const lines = [`| ${head.join(' | ')} |`, `|${head.map((_, i) => (i ? '---:' : '---')).join('|')}|`];
   for (const r of rows) {
     if (r.error) {
-      lines.push(`| ${r.label} | ${FIGURES.map(() => '–').join(' | ')} | – | – | – |`);
+      lines.push(`| ${r.label} | ${FIGURES.map(() => '–').join(' | ')} | – | – | – | – |`);
       continue;
     }
     const t = r.totals;
-    lines.push(`| ${r.label} | ${FIGURES.map(([k]) => t.figures[k]).join(' | ')} | ${t.requests} | ${(t.ms / 1000).toFixed(1)} | ${t.peakInFlight} |`);
+    lines.push(`| ${r.label} | ${FIGURES.map(([k]) => t.figures[k]).join(' | ')} | ${t.requests} | ${t.proxyDrops} | ${(t.ms / 1000).toFixed(1)} | ${t.peakInFlight} |`);
   }
   return lines.join('\n');
 }
 
 function scenarioTable(rows) {
-  const head = ['host', 'scenario', ...FIGURES.map(([, t]) => t), 'requests', 's'];
+  const head = ['host', 'scenario', ...FIGURES.map(([, t]) => t), 'requests', 'lost by wrangler\'s proxy', 's'];
   const lines = [`| ${head.join(' | ')} |`, `|${head.map((_, i) => (i > 1 ? '---:' : '---')).join('|')}|`];
   for (const r of rows) {
     for (const s of r.results || []) {
-      lines.push(`| ${r.label} | ${s.name} | ${FIGURES.map(([k]) => s.figures[k]).join(' | ')} | ${s.requests} | ${(s.ms / 1000).toFixed(1)} |`);
+      lines.push(`| ${r.label} | ${s.name} | ${FIGURES.map(([k]) => s.figures[k]).join(' | ')} | ${s.requests} | ${s.proxyDrops} | ${(s.ms / 1000).toFixed(1)} |`);
     }
   }
   return lines.join('\n');
