@@ -287,7 +287,10 @@ class OtpService {
     while (Date.now() < deadline) {
       const state = await this.store.entry(ws, dest, sessionId);
       if (state === 'delivered') return true;
-      if (state === 'gone') return (await this.store.getSession(ws.id, sessionId, Date.now())) != null;
+      // A session is stored only after the gateway accepted its message: once it is there the
+      // send succeeded, even if its sender died before confirming it (Redis lost mid-request).
+      const stored = (await this.store.getSession(ws.id, sessionId, Date.now())) != null;
+      if (stored || state === 'gone') return stored;
       await sleep(POLL_MS);
     }
     return false;

@@ -5,7 +5,9 @@
 //    Redis is down fail fast with STORE_UNAVAILABLE, and the same service recovers by itself;
 //  - a send whose sender could not report its outcome (Redis died between the gateway's answer
 //    and the store) no longer blocks its destination beyond the moment it goes stale (regression:
-//    a waiter used to wait a full 15 s from its own start, then answer 502).
+//    a waiter used to wait a full 15 s from its own start, then answer 502);
+//  - a send whose session was stored but not confirmed (Redis died in between) is reused at once
+//    (regression: a waiter waited until it was stale, ~15 s).
 // scripts/faults redis runs the same fault under load through `otpkit serve`.
 
 const { describe, it, before, after } = require('node:test');
@@ -80,6 +82,41 @@ describe('Redis SIGKILL and restart (AOF, fsync always)', () => {
       }
       const fresh = await otp.request({ dest: newDest(), src: 'Acme', purpose: 'LOGIN' });
       assert.ok(fresh.sessionId, 'new requests succeed again');
+    } finally {
+      await otp.close();
+    }
+  });
+
+  it('a send stored before Redis died is reused at once, although its sender could not confirm it', async () => {
+    const victim = newDest();
+    const gw = recorder();
+    const store = new RedisStore({ url: redis.url });
+    await store.connect();
+    // Redis dies right after the session is stored, before the guard hears it was delivered.
+    const putSession = store.putSession.bind(store);
+    let killed = false;
+    store.putSession = async (plan, now) => {
+      await putSession(plan, now);
+      if (!killed && plan.dest === victim) {
+        killed = true;
+        await redis.kill();
+      }
+    };
+    const otp = new OtpService({ pepper: PEPPER, gateway: gw, store });
+    try {
+      await assert.rejects(otp.request({ dest: victim, src: 'Acme', purpose: 'LOGIN' }), (e) => e.code === 'STORE_UNAVAILABLE');
+      const stored = gw.sent[0].reference; // the session id the gateway was given
+      await redis.start();
+      await sleep(1000); // the client reconnects
+      const t = Date.now();
+      const again = await otp.request({ dest: victim, src: 'Acme', purpose: 'LOGIN' });
+      const waited = Date.now() - t;
+      assert.equal(again.reused, true, 'the stored session is reused (its SMS went out): no second code');
+      assert.equal(again.sessionId, stored);
+      assert.ok(waited < 3000, `answered in ${waited} ms (it waited for the unconfirmed send until it was stale: ~14 s)`);
+      assert.equal(gw.sent.length, 1, 'one SMS in all');
+      const code = codeOf(gw.sent[0].text);
+      assert.equal((await otp.verify({ sessionId: again.sessionId, code })).status, 'APPROVED');
     } finally {
       await otp.close();
     }
