@@ -450,7 +450,9 @@ pub fn session_state(data: &[u8]) -> bool {
         assert_eq!(Session::from_json(&after.to_json()).as_ref(), Ok(&after));
         let reply = envelope::zend_verify(&v, after.verified_at);
         assert!(serde_json::from_str::<serde_json::Value>(&reply.body).is_ok());
-        let (other, same) = session.clone().verify("ws_other", "123456", now, &pepper);
+        // Another workspace (the stored one may be named anything, "ws_other" included).
+        let foreign = format!("{}-other", session.workspace_id);
+        let (other, same) = session.clone().verify(&foreign, "123456", now, &pepper);
         assert_eq!((other.outcome, &same), (VerifyOutcome::NotFound, &session));
         if let Some(d) = analytics::verified(&session, v.outcome) {
             check_bucket_key(d.day, &d.bucket);
