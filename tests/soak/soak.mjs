@@ -3,7 +3,7 @@
 // memory (RSS) of the host's processes sampled every 10 s.
 //
 //   node tests/soak/soak.mjs --host worker|node|node-redis [--seconds 600] [--rate 25]
-//                            [--sample 10] [--warmup 120] [--json out.json]
+//                            [--sample 10] [--warmup 120] [--cooldown 0] [--json out.json]
 //
 // The host is started by tests/conformance/host.mjs (wrangler dev --local, or `otpkit serve`
 // with the memory store, or with a private redis-server started here) and sends its messages
@@ -20,6 +20,9 @@
 // Every answer is checked against what SPEC says it must be; anything else is an error.
 // The workspace policy keeps sessions short (ttl 60 s, ZendOTP expiry 1 min, retention 0) so the live set
 // reaches a plateau after the first minutes: from then on RSS should stay flat.
+//
+// --cooldown N: after the traffic, N more seconds of samples with no traffic at all — memory the
+// host gives back once idle (objects evicted, caches dropped) is not a leak; memory it keeps is.
 //
 // Prints a progress line per sample and a summary; exits 1 when any error was seen.
 
@@ -46,6 +49,7 @@ const RATE = Number(opt('rate', 25));
 const SAMPLE_S = Number(opt('sample', 10));
 const WARMUP_S = Number(opt('warmup', Math.min(120, Math.floor(SECONDS / 3))));
 const JSON_OUT = opt('json', null);
+const COOLDOWN_S = Number(opt('cooldown', 0));
 const POOL = 2000; // destinations
 for (const [k, v] of Object.entries({ SECONDS, RATE, SAMPLE_S, WARMUP_S })) {
   if (!Number.isFinite(v) || v <= 0) {
@@ -406,6 +410,18 @@ async function main() {
     await Promise.all(inflight);
     const elapsed = (Date.now() - started) / 1000;
     sample(Math.round(elapsed));
+    const cooldown = [];
+    if (COOLDOWN_S > 0) {
+      console.log(`soak: no traffic for ${COOLDOWN_S} s, RSS still sampled`);
+      const idleFrom = Date.now();
+      while (Date.now() - idleFrom < COOLDOWN_S * 1000) {
+        await sleep(SAMPLE_S * 1000);
+        const t = Math.round((Date.now() - started) / 1000);
+        sample(t);
+        cooldown.push(samples[samples.length - 1]);
+      }
+      samples.splice(samples.length - cooldown.length, cooldown.length);
+    }
 
     const warm = samples.find((s) => s.t >= WARMUP_S) || samples[0];
     const tail = samples.slice(-3);
@@ -428,6 +444,8 @@ async function main() {
       rssEndMb: +endMb.toFixed(1),
       rssMaxAfterWarmupMb: +maxMb.toFixed(1),
       growthAfterWarmupMb: +(endMb - warm.hostMb).toFixed(1),
+      rssAfterCooldownMb: cooldown.length ? +cooldown[cooldown.length - 1].hostMb.toFixed(1) : null,
+      cooldownSeconds: COOLDOWN_S,
       redisWarmMb: redis ? +warm.redisMb.toFixed(1) : null,
       redisEndMb: redis ? +(tail.reduce((a, s) => a + s.redisMb, 0) / tail.length).toFixed(1) : null,
       byRoute: Object.fromEntries(stats.byRoute),
@@ -440,6 +458,7 @@ async function main() {
     if (HOST === 'worker') console.log(`  lost by wrangler dev's proxy before reaching the Worker: ${stats.proxyLost} (${((100 * stats.proxyLost) / Math.max(1, stats.requests)).toFixed(2)}%; cloudflare/workers-sdk#14641)`);
     console.log(`  latency p50 ${result.p50ms} ms, p99 ${result.p99ms} ms`);
     console.log(`  host RSS: start ${result.rssStartMb} MB, after warm-up (${warm.t} s) ${result.rssWarmMb} MB, end (mean of last 3) ${result.rssEndMb} MB, max after warm-up ${result.rssMaxAfterWarmupMb} MB → growth ${result.growthAfterWarmupMb} MB`);
+    if (cooldown.length) console.log(`  host RSS after ${COOLDOWN_S} s without traffic: ${result.rssAfterCooldownMb} MB`);
     if (redis) console.log(`  redis RSS: after warm-up ${result.redisWarmMb} MB, end ${result.redisEndMb} MB`);
     console.log(`  routes: ${[...stats.byRoute].map(([k, v]) => `${k} ${v}`).join(', ')}`);
     for (const e of stats.errorSamples) console.log(`  error: ${e}`);
