@@ -36,8 +36,23 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
         response
             .headers_mut()
             .set("x-otpkit-do-calls", &calls.get().to_string())?;
+        // The isolate's wasm linear memory (it only grows): tells the soak whether memory the
+        // host keeps is Rust's (this number grows) or the runtime's (it stays flat).
+        response
+            .headers_mut()
+            .set("x-otpkit-wasm-bytes", &wasm_memory_bytes().to_string())?;
     }
     Ok(response)
+}
+
+#[cfg(target_arch = "wasm32")]
+fn wasm_memory_bytes() -> usize {
+    core::arch::wasm32::memory_size(0) * 65_536
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn wasm_memory_bytes() -> usize {
+    0
 }
 
 async fn route(

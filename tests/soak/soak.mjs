@@ -205,6 +205,8 @@ async function call(name, method, route, body) {
     signal: AbortSignal.timeout(30_000),
   });
   const text = await res.text();
+  const wasm = res.headers.get('x-otpkit-wasm-bytes');
+  if (wasm) stats.wasmBytes = Math.max(stats.wasmBytes || 0, Number(wasm));
   if (HOST === 'worker' && res.status === 503 && text.startsWith(WRANGLER_PROXY_DROP)) {
     stats.proxyLost += 1;
     throw new ProxyLost();
@@ -378,12 +380,13 @@ async function main() {
       const g = groupRss(pgrp);
       const total = [...g.values()].reduce((a, b) => a + b, 0);
       const redisRss = redis ? (procStat(redis.pid)?.rssPages || 0) * PAGE : 0;
-      const s = { t, hostMb: mb(total), byProcess: Object.fromEntries([...g].map(([k, v]) => [k, +mb(v).toFixed(1)])), redisMb: mb(redisRss), requests: stats.requests, errors: stats.errors };
+      const s = { t, hostMb: mb(total), wasmMb: stats.wasmBytes ? +mb(stats.wasmBytes).toFixed(1) : null, byProcess: Object.fromEntries([...g].map(([k, v]) => [k, +mb(v).toFixed(1)])), redisMb: mb(redisRss), requests: stats.requests, errors: stats.errors };
       samples.push(s);
       const procs = Object.entries(s.byProcess).map(([k, v]) => `${k} ${v}`).join(', ');
       console.log(
         `  t=${String(t).padStart(4)} s  requests ${String(stats.requests).padStart(7)}  errors ${stats.errors}${HOST === 'worker' ? `  lost by wrangler's proxy ${stats.proxyLost}` : ''}  host RSS ${s.hostMb.toFixed(1)} MB (${procs})` +
-          (redis ? `  redis ${s.redisMb.toFixed(1)} MB` : ''),
+          (redis ? `  redis ${s.redisMb.toFixed(1)} MB` : '') +
+          (s.wasmMb !== null ? `  wasm memory ${s.wasmMb} MB` : ''),
       );
     };
 
