@@ -45,15 +45,7 @@ const WS: &str = "ws_fuzz";
 const SENDER: &str = "OTPKIT";
 /// 2026-01-01T00:00:00Z.
 const T0: u64 = 1_767_225_600_000;
-const PURPOSES: [Purpose; 7] = [
-    Purpose::Login,
-    Purpose::PasswordReset,
-    Purpose::Transaction,
-    Purpose::DeviceVerification,
-    Purpose::EmailVerification,
-    Purpose::AccountRecovery,
-    Purpose::KycVerification,
-];
+const PURPOSES: [Purpose; 7] = Purpose::ALL;
 
 fn pepper() -> Pepper {
     match Pepper::new(b"the fuzz harness pepper, thirty-two bytes or more") {
