@@ -26,6 +26,20 @@ function normalized(res, from, to) {
   return { status: res.status, headers, body: res.text.split(from).join(to) };
 }
 
+/** Every credential form in `forms` gets a 401 identical (status, body, headers) to the first's, on every route. */
+async function expectIdentical401s(routes, forms) {
+  for (const [method, route, opts] of routes) {
+    let first = null;
+    for (const [name, auth] of Object.entries(forms)) {
+      const res = await call(method, route, { ...opts, ...auth });
+      expectError(res, 401, 'UNAUTHORIZED');
+      const got = normalized(res, '\0', '\0');
+      first ??= { name, got };
+      assert.deepEqual(got, first.got, `${method} ${route}: "${name}" vs "${first.name}"`);
+    }
+  }
+}
+
 /** Asserts two answers equal in status, body and headers (but date), once `idB` reads `idA`. */
 function assertSameAnswer(a, idA, b, idB, what) {
   assert.deepEqual(normalized(b, idB, idA), normalized(a, idA, idA), `${what}: an existing foreign session vs a missing one`);
@@ -126,16 +140,7 @@ describe('security', () => {
       ['POST', `/v1/admin/workspaces/${ws.id}/keys`, {}],
       ['DELETE', `/v1/admin/workspaces/${ws.id}/keys/${ws.keyId}`, {}],
     ];
-    for (const [method, route, opts] of routes) {
-      let first = null;
-      for (const [name, auth] of Object.entries(forms)) {
-        const res = await call(method, route, { ...opts, ...auth });
-        expectError(res, 401, 'UNAUTHORIZED');
-        const got = normalized(res, '\0', '\0');
-        first ??= { name, got };
-        assert.deepEqual(got, first.got, `${method} ${route}: "${name}" vs "${first.name}"`);
-      }
-    }
+    await expectIdentical401s(routes, forms);
     // Nothing was changed by any of them.
     expectStatus(await ws.request(ws.body(newDest())), 200);
   });
@@ -155,19 +160,10 @@ describe('security', () => {
       'the admin token': { admin: true },
       malformed: { key: 'otpk_short' },
     };
-    for (const [method, route, opts] of [
+    await expectIdentical401s([
       ['POST', '/v1/messaging/otp/request', { body: ws.body(dest) }],
       ['GET', `/v1/messaging/otp/sessions/${randomUUID()}`, {}],
-    ]) {
-      let first = null;
-      for (const [name, auth] of Object.entries(forms)) {
-        const res = await call(method, route, { ...opts, ...auth });
-        expectError(res, 401, 'UNAUTHORIZED');
-        const got = normalized(res, '\0', '\0');
-        first ??= { name, got };
-        assert.deepEqual(got, first.got, `${method} ${route}: "${name}" vs "${first.name}"`);
-      }
-    }
+    ], forms);
     assert.equal((await H.sink.messages(dest)).length, 0, 'nothing was sent');
   });
 
