@@ -68,6 +68,9 @@ const median = (xs) => {
 // The REDIS_URL of the caller's shell would turn the memory host into a Redis one (host.mjs).
 delete process.env.REDIS_URL;
 
+// Children still running when this script fails: stopped before it exits (their groups are detached).
+const running = new Set();
+
 /** A child in its own process group, output kept (last 200 lines) for failure messages. */
 function spawnGroup(cmd, argv, env) {
   const child = spawn(cmd, argv, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
@@ -80,7 +83,11 @@ function spawnGroup(cmd, argv, env) {
   child.stderr.on('data', keep);
   child.exited = new Promise((r) => child.once('exit', (code, signal) => r({ code, signal })));
   child.alive = true;
-  child.exited.then(() => (child.alive = false));
+  running.add(child);
+  child.exited.then(() => {
+    child.alive = false;
+    running.delete(child);
+  });
   child.output = () => lines.join('\n');
   child.stopGroup = async () => {
     if (!child.alive) return;
@@ -487,7 +494,8 @@ async function main() {
   process.exit(0); // idle keep-alive sockets of fetch would hold the loop open for a while
 }
 
-main().catch((e) => {
+main().catch(async (e) => {
   process.stderr.write(`http: ${e.stack || e}\n`);
+  for (const child of running) await child.stopGroup();
   process.exit(1);
 });
