@@ -298,6 +298,7 @@ async function startNode({ gatewayUrl, gatewayToken, gatewayKind, gatewayAccount
     adminToken: secrets.ADMIN_TOKEN,
     gatewayToken: secrets.SMS_GATEWAY_TOKEN,
     pepper: secrets.OTP_PEPPER, // for the leak checks only
+    redisUrl, // null for the memory store
     // The in-memory store is gone after a restart by design; Redis keeps it.
     persistent: Boolean(redisUrl),
     output: () => tail.text(),

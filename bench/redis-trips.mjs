@@ -1,0 +1,192 @@
+#!/usr/bin/env node
+// Redis round trips per operation of `otpkit serve` with REDIS_URL: counted, not timed.
+//
+//   node bench/redis-trips.mjs [--write] [--json FILE]
+//
+// Starts a private redis-server, `otpkit serve` on it and the gateway stand-in, watches Redis with
+// MONITOR, and for each operation counts the commands otpkit sent while the HTTP request was open
+// and the ones after the answer (bookkeeping: audit, analytics, failure streak). Bookkeeping that is
+// started but not awaited (the failure streak after a verify) can land in either column: MONITOR
+// shows what ran, not what the answer waited for; the critical path is stated from the code. A MULTI…EXEC
+// transaction is one round trip; commands run inside a Lua script are listed apart (they are no
+// round trip). Phases are separated by an ECHO marker from a second client: MONITOR streams in
+// execution order, so once the marker is seen every earlier command is counted.
+// Goal (issue 7): ≤ 2 round trips per verify, one of them a Lua call.
+import { createRequire } from 'node:module';
+import { readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { startHost, ROOT } from '../tests/conformance/host.mjs';
+import { startCodeSink, postJson, freshDest, createWorkspace } from './lib/pairs.mjs';
+import http from 'node:http';
+
+const require = createRequire(path.join(ROOT, 'napi-binding', 'package.json'));
+const Redis = require('ioredis');
+const arg = (name) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? process.argv[i + 1] : undefined;
+};
+const write = process.argv.includes('--write');
+const REPEAT = 5; // each operation is counted this many times; the table shows the median count
+
+const sink = await startCodeSink();
+process.stderr.write('redis-trips: starting redis-server and otpkit serve…\n');
+const host = await startHost({ gatewayUrl: sink.url, kind: 'node-redis' });
+const redisUrl = host.redisUrl;
+if (!redisUrl) throw new Error('startHost did not report the Redis URL');
+const apiKey = await createWorkspace(host.baseUrl, host.adminToken);
+
+const monitorClient = new Redis(redisUrl);
+const monitor = await monitorClient.monitor();
+const marker = new Redis(redisUrl);
+let seen = [];
+const waiting = new Map();
+monitor.on('monitor', (time, args, source) => {
+  if (args[0]?.toLowerCase() === 'echo' && waiting.has(args[1])) {
+    waiting.get(args[1])();
+    waiting.delete(args[1]);
+    return;
+  }
+  seen.push({ cmd: args[0].toUpperCase(), lua: source === 'lua' });
+});
+let markers = 0;
+/** Everything Redis executed since the last cut. */
+async function cut() {
+  const name = `otpkit-bench-mark-${++markers}`;
+  const got = new Promise((r) => waiting.set(name, r));
+  await marker.echo(name);
+  await got;
+  const out = seen;
+  seen = [];
+  return out;
+}
+function summarize(cmds) {
+  let trips = 0;
+  let lua = 0;
+  let inMulti = false;
+  const names = [];
+  for (const c of cmds) {
+    if (c.lua) continue;
+    if (c.cmd === 'MULTI') {
+      inMulti = true;
+      trips += 1;
+      names.push('MULTI…EXEC');
+      continue;
+    }
+    if (inMulti) {
+      if (c.cmd === 'EXEC') inMulti = false;
+      continue;
+    }
+    trips += 1;
+    if (c.cmd === 'EVALSHA' || c.cmd === 'EVAL') lua += 1;
+    names.push(c.cmd);
+  }
+  return { trips, lua, inLua: cmds.filter((c) => c.lua).length, names: names.join(', ') };
+}
+
+const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+const call = (route, body) => postJson(agent, host.baseUrl, route, apiKey, body);
+const settleMs = 300; // bookkeeping after the answer finishes well within this locally
+
+async function measure(label, fn) {
+  const runs = [];
+  for (let i = 0; i < REPEAT; i++) {
+    const setup = await fn.setup?.();
+    await cut();
+    await fn.run(setup);
+    const before = summarize(await cut());
+    await new Promise((r) => setTimeout(r, settleMs));
+    const after = summarize(await cut());
+    runs.push({ before, after });
+  }
+  const mid = runs.sort((a, b) => a.before.trips + a.after.trips - (b.before.trips + b.after.trips))[Math.floor(REPEAT / 2)];
+  process.stderr.write(`redis-trips: ${label}: ${mid.before.trips} before the answer (${mid.before.names}), ${mid.after.trips} after (${mid.after.names})\n`);
+  return { label, ...mid };
+}
+
+async function newSession() {
+  const r = await call('/v1/messaging/otp/request', { dest: freshDest(), src: 'LOAD', purpose: 'LOGIN' });
+  if (r.status !== 200) throw new Error(`request answered ${r.status}`);
+  const sessionId = JSON.parse(r.body).data.sessionId;
+  const code = sink.codes.get(sessionId);
+  sink.codes.delete(sessionId);
+  return { sessionId, code };
+}
+const expect = (r, status) => {
+  if (r.status !== status) throw new Error(`answered ${r.status}, expected ${status}: ${r.body.slice(0, 200)}`);
+};
+
+const rows = [];
+// Warm-up: scripts loaded (EVALSHA after the first EVAL), connections open.
+for (let i = 0; i < 3; i++) await newSession();
+await new Promise((r) => setTimeout(r, settleMs));
+rows.push(await measure('request (new send)', {
+  run: async () => expect(await call('/v1/messaging/otp/request', { dest: freshDest(), src: 'LOAD', purpose: 'LOGIN' }), 200),
+}));
+rows.push(await measure('request (reuse of a live code)', {
+  setup: async () => {
+    const dest = freshDest();
+    expect(await call('/v1/messaging/otp/request', { dest, src: 'LOAD', purpose: 'LOGIN' }), 200);
+    await new Promise((r) => setTimeout(r, settleMs));
+    return dest;
+  },
+  run: async (dest) => expect(await call('/v1/messaging/otp/request', { dest, src: 'LOAD', purpose: 'LOGIN' }), 200),
+}));
+rows.push(await measure('verify, right code', {
+  setup: newSession,
+  run: async (s) => expect(await call('/v1/messaging/otp/verify', { sessionId: s.sessionId, code: s.code }), 200),
+}));
+rows.push(await measure('verify, wrong code', {
+  setup: newSession,
+  run: async (s) => {
+    const wrong = String((Number(s.code) + 1) % 10 ** s.code.length).padStart(s.code.length, '0');
+    expect(await call('/v1/messaging/otp/verify', { sessionId: s.sessionId, code: wrong }), 400);
+  },
+}));
+rows.push(await measure('status', {
+  setup: newSession,
+  run: async (s) => {
+    const r = await new Promise((resolve, reject) => {
+      const req = http.request(`${host.baseUrl}/v1/messaging/otp/sessions/${s.sessionId}`, { agent, headers: { authorization: `Bearer ${apiKey}` } }, (res) => {
+        res.resume();
+        res.on('end', () => resolve({ status: res.statusCode, body: '' }));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+    expect(r, 200);
+  },
+}));
+
+agent.destroy();
+monitor.disconnect();
+monitorClient.disconnect();
+marker.disconnect();
+await host.stop();
+await sink.close();
+
+const verifyRight = rows.find((r) => r.label === 'verify, right code');
+const goalMet = verifyRight.before.trips <= 2 && verifyRight.before.lua <= 1;
+const table = [
+  '| operation (HTTP, `otpkit serve` + Redis) | round trips while the request was open | of them Lua | commands, in order | after the answer | commands after |',
+  '|---|---:|---:|---|---:|---|',
+  ...rows.map((r) => `| ${r.label} | ${r.before.trips} | ${r.before.lua} | ${r.before.names} | ${r.after.trips} | ${r.after.names || '–'} |`),
+].join('\n');
+const verdict = `Goal ≤ 2 round trips per verify, one Lua call, on the response path: **${goalMet ? 'met' : 'NOT met'}** (${verifyRight.before.trips} round trips, ${verifyRight.before.lua} Lua; ${verifyRight.after.trips} more follow the answer).`;
+const machine = `${os.cpus().length} cores, ${os.cpus()[0].model.trim()}, Node ${process.version}, ${new Date().toISOString().slice(0, 10)}`;
+console.log(table);
+console.log();
+console.log(verdict);
+if (arg('json')) writeFileSync(arg('json'), JSON.stringify({ rows, goalMet, machine }, null, 2));
+if (write) {
+  const file = path.join(ROOT, 'BENCHMARKS.md');
+  let text = readFileSync(file, 'utf8');
+  const block = `<!-- redis-trips:start -->\nCounted by \`node bench/redis-trips.mjs --write\` (MONITOR on a private redis-server; median of ${REPEAT} per operation; ${machine}). The API-key lookup is one Lua call (\`EVALSHA\`) on every request.\n\n${table}\n\n${verdict}\n<!-- redis-trips:end -->`;
+  if (text.includes('<!-- redis-trips:start -->')) {
+    text = text.replace(/<!-- redis-trips:start -->[\s\S]*?<!-- redis-trips:end -->/, () => block);
+  } else {
+    text += `\n## Redis round trips per operation\n\n${block}\n`;
+  }
+  writeFileSync(file, text);
+  console.log('wrote BENCHMARKS.md');
+}
