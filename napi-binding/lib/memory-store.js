@@ -22,8 +22,24 @@ class MemoryStore {
     this.timer.unref();
   }
 
-  admit(ws, plan, now) {
-    return this.native.admit(ws, plan, now);
+  /** Admits a send; with `flood`, also counts it in the workspace's flood shield (a refusal throws). */
+  admit(ws, plan, now, flood = false) {
+    const a = this.native.admit(ws, plan, now);
+    if (flood && a.kind === 'send') {
+      try {
+        this.native.flood(ws, now);
+      } catch (e) {
+        // Refused: the admitted send goes back to the guard as a definite failure (nothing charged).
+        this.native.delivery(ws, plan.dest, plan.sessionId, 'failed', now);
+        throw e;
+      }
+    }
+    return a;
+  }
+  /** The end of an admitted send: a delivered session is stored, then the guard records the outcome. */
+  finish(ws, plan, outcome, now) {
+    if (outcome === 'delivered') this.native.putSession(plan);
+    return this.native.delivery(ws, plan.dest, plan.sessionId, outcome, now);
   }
   delivery(ws, dest, sessionId, outcome, now) {
     return this.native.delivery(ws, dest, sessionId, outcome, now);

@@ -19,6 +19,7 @@ const SWEEP_MS = 10_000;
 // audit event) finds it; the TTL is only the safety net if no process sweeps.
 const PURGE_GRACE_MS = 3600 * 1000;
 const DAY_MS = 86_400_000;
+const FLOOD_KEEP_MS = 120_000; // the flood shield's window is one minute
 const ANALYTICS_KEEP_DAYS = 91; // one more than the longest query, so a whole period is there
 
 // KEYS[1]; ARGV: expected version, new JSON ('' deletes), keep ms ('-1' keeps the current TTL).
@@ -27,6 +28,47 @@ local cur = redis.call('GET', KEYS[1])
 local ver = 0
 if cur then ver = tonumber(string.match(cur, '^(%d+)|')) or 0 end
 if ver ~= tonumber(ARGV[1]) then return 0 end
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[1])
+elseif ARGV[3] == '-1' then
+  redis.call('SET', KEYS[1], (ver + 1) .. '|' .. ARGV[2], 'KEEPTTL')
+else
+  redis.call('SET', KEYS[1], (ver + 1) .. '|' .. ARGV[2], 'PX', ARGV[3])
+end
+return 1
+`;
+
+// Two compare-and-sets at once: KEYS[1..2]; ARGV: version, JSON, keep ms for each (as CAS).
+// Both are written, or neither (the send is admitted and counted by the flood shield together).
+const CAS2 = `
+local function ver(k)
+  local cur = redis.call('GET', k)
+  if cur then return tonumber(string.match(cur, '^(%d+)|')) or 0 end
+  return 0
+end
+local v1, v2 = ver(KEYS[1]), ver(KEYS[2])
+if v1 ~= tonumber(ARGV[1]) or v2 ~= tonumber(ARGV[4]) then return 0 end
+local function put(k, v, json, keep)
+  if json == '' then redis.call('DEL', k)
+  elseif keep == '-1' then redis.call('SET', k, (v + 1) .. '|' .. json, 'KEEPTTL')
+  else redis.call('SET', k, (v + 1) .. '|' .. json, 'PX', keep) end
+end
+put(KEYS[1], v1, ARGV[2], ARGV[3])
+put(KEYS[2], v2, ARGV[5], ARGV[6])
+return 1
+`;
+
+// The delivered send: the session is stored (with its purge entry) and the guard confirms it in
+// one atomic step, so a waiter told "delivered" always finds the session.
+// KEYS[1] = guard, KEYS[2] = session, KEYS[3] = purge schedule; ARGV: guard version, guard JSON,
+// guard keep ms, session value, session keep ms, purge time.
+const CONFIRM = `
+local cur = redis.call('GET', KEYS[1])
+local ver = 0
+if cur then ver = tonumber(string.match(cur, '^(%d+)|')) or 0 end
+if ver ~= tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[5])
+redis.call('ZADD', KEYS[3], ARGV[6], KEYS[2])
 if ARGV[2] == '' then
   redis.call('DEL', KEYS[1])
 elseif ARGV[3] == '-1' then
@@ -95,6 +137,9 @@ function split(raw) {
 }
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+/** The CAS scripts' keep argument: '-1' keeps the key's TTL; at least 1 s otherwise. */
+const keepArg = (keepMs) => (keepMs == null ? '-1' : String(Math.max(1000, Math.ceil(keepMs))));
+const backoff = (i) => (i > 3 ? sleep(Math.random() * Math.min(i, 20)) : null);
 
 class RedisStore {
   /**
@@ -123,6 +168,8 @@ class RedisStore {
       this.ownClient = true;
     }
     this.redis.defineCommand('otpkitCas', { numberOfKeys: 1, lua: CAS });
+    this.redis.defineCommand('otpkitCas2', { numberOfKeys: 2, lua: CAS2 });
+    this.redis.defineCommand('otpkitConfirm', { numberOfKeys: 3, lua: CONFIRM });
     this.redis.defineCommand('otpkitLookup', { numberOfKeys: 1, lua: LOOKUP });
     this.redis.defineCommand('otpkitRecord', { numberOfKeys: 2, lua: RECORD });
     this.redis.defineCommand('otpkitSweep', { numberOfKeys: 1, lua: SWEEP });
@@ -163,16 +210,69 @@ class RedisStore {
         const [ver, json] = split(await this.redis.get(key));
         const step = decide(json);
         if (!step.changed) return step;
-        const keep = step.keepMs == null ? '-1' : String(Math.max(1000, Math.ceil(step.keepMs)));
-        if (await this.redis.otpkitCas(key, ver, step.state ?? '', keep)) return step;
-        if (i > 3) await sleep(Math.random() * Math.min(i, 20));
+        if (await this.redis.otpkitCas(key, ver, step.state ?? '', keepArg(step.keepMs))) return step;
+        await backoff(i);
       }
       throw hostError('STORE_UNAVAILABLE');
     });
   }
 
-  admit(ws, plan, now) {
-    return this.update(this.key('g', ws.id, plan.dest), (json) => native.guardAdmit(json, ws, plan, now));
+  /**
+   * Admits a send to `plan.dest`; with `flood`, also counts it in the workspace's flood shield —
+   * both in one read (MGET) and one atomic write, or neither if the shield refuses (it throws).
+   */
+  admit(ws, plan, now, flood = false) {
+    const guardKey = this.key('g', ws.id, plan.dest);
+    if (!flood) return this.update(guardKey, (json) => native.guardAdmit(json, ws, plan, now));
+    const floodKey = this.key('f', ws.id);
+    return this.run(async () => {
+      for (let i = 0; i < MAX_TRIES; i++) {
+        const [rawGuard, rawFlood] = await this.redis.mget(guardKey, floodKey);
+        const [gv, guard] = split(rawGuard);
+        const step = native.guardAdmit(guard, ws, plan, now);
+        if (step.kind !== 'send') {
+          if (!step.changed || (await this.redis.otpkitCas(guardKey, gv, step.state ?? '', keepArg(step.keepMs)))) return step;
+        } else {
+          const [fv, shield] = split(rawFlood);
+          const counted = native.floodJson(shield, ws.floodLimit, now); // throws RATE_LIMITED: nothing written
+          const written = await this.redis.otpkitCas2(guardKey, floodKey, gv, step.state ?? '', keepArg(step.keepMs), fv, counted, FLOOD_KEEP_MS);
+          if (written) return step;
+        }
+        await backoff(i);
+      }
+      throw hostError('STORE_UNAVAILABLE');
+    });
+  }
+
+  /**
+   * The end of an admitted send. Delivered: the session is stored and the guard confirms it in
+   * one atomic script (a failure there answers STORE_UNAVAILABLE; the service then reports the
+   * send failed). Otherwise the guard records the outcome. Answers the session id the guard
+   * says to cancel, or null.
+   */
+  async finish(ws, plan, outcome, now) {
+    if (outcome !== 'delivered') return this.delivery(ws, plan.dest, plan.sessionId, outcome, now);
+    const guardKey = this.key('g', ws.id, plan.dest);
+    const sessionKey = this.sessionKey(plan.workspaceId, plan.sessionId);
+    const value = `1|${plan.sessionJson()}`;
+    const keep = String(Math.ceil(plan.keepMs(now)) + PURGE_GRACE_MS);
+    const purgeAt = String(plan.purgeAt);
+    const step = await this.run(async () => {
+      for (let i = 0; i < MAX_TRIES; i++) {
+        const [ver, json] = split(await this.redis.get(guardKey));
+        const s = native.guardDelivery(json, ws, plan.sessionId, 'delivered', now);
+        const args = [guardKey, sessionKey, this.key('purge', 'all'), ver, s.state ?? '', keepArg(s.keepMs), value, keep, purgeAt];
+        if (!s.changed) {
+          // The guard needs no change: store the session against its current version.
+          args[4] = json ?? '';
+          args[5] = '-1';
+        }
+        if (await this.redis.otpkitConfirm(...args)) return s;
+        await backoff(i);
+      }
+      throw hostError('STORE_UNAVAILABLE');
+    });
+    return step.sessionId ?? null;
   }
 
   async delivery(ws, dest, sessionId, outcome, now) {
@@ -260,7 +360,7 @@ class RedisStore {
   async flood(ws, now) {
     await this.update(this.key('f', ws.id), (json) => ({
       state: native.floodJson(json, ws.floodLimit, now),
-      keepMs: 120_000,
+      keepMs: FLOOD_KEEP_MS,
       changed: true,
     }));
   }

@@ -198,9 +198,12 @@ class OtpService {
     // Read once: each property of a native object is a call across Node-API.
     const sessionId = plan.sessionId;
     const dest = plan.dest;
+    // The workspace flood shield (approximate, as SPEC allows) counts each admitted send that
+    // leaves (not test numbers); the store admits and counts in one step, or refuses (throws).
+    const flood = !plan.test;
     let admitted = false;
     for (let i = 0; i < 3 && !admitted; i++) {
-      const a = await this.store.admit(ws, plan, now);
+      const a = await this.store.admit(ws, plan, now, flood);
       if (a.kind === 'send') {
         admitted = true;
       } else if (a.kind === 'reuse') {
@@ -223,27 +226,18 @@ class OtpService {
     let final = 'failed';
     try {
       const message = plan.message(); // null for a test number: nothing is sent
-      // The workspace flood shield (approximate, as SPEC allows). A refusal hands the admitted
-      // send back to the guard as a definite failure, so nothing is charged.
-      if (message) {
-        try {
-          await this.store.flood(ws, now);
-        } catch (e) {
-          await this.store.delivery(ws, dest, sessionId, 'failed', now);
-          throw e;
-        }
-      }
       const outcome = message ? await this.send(message) : 'delivered';
       final = outcome;
-      if (outcome === 'delivered') {
-        // Stored before the guard confirms it, so a waiter told to reuse it can read it.
-        try {
-          await this.store.putSession(plan, now);
-        } catch {
-          final = 'failed';
-        }
+      let cancel = null;
+      // Delivered: the session is stored no later than the guard confirms it, so a waiter told to
+      // reuse it can read it. If that fails, the guard records a failed send.
+      try {
+        cancel = await this.store.finish(ws, plan, outcome, now);
+      } catch (e) {
+        if (outcome !== 'delivered') throw e;
+        final = 'failed';
+        await this.store.delivery(ws, dest, sessionId, 'failed', now);
       }
-      const cancel = await this.store.delivery(ws, dest, sessionId, final, now);
       if (final !== 'delivered') {
         this.later(this.store.auditPlan(plan, ['requested', 'delivery_failed'], now));
         throw hostError(outcome === 'delivered' ? 'STORE_UNAVAILABLE' : 'DELIVERY_FAILED');
