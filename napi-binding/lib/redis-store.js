@@ -79,6 +79,18 @@ end
 return 1
 `;
 
+// KEYS[1] = key index entry; ARGV[1] = workspace key prefix, ARGV[2] = session key prefix,
+// ARGV[3] = session id ('' for none). The key's workspace and, in it, the session: one round trip
+// for authentication and the read of a verify. The session key is built from the workspace the
+// key belongs to, so no other workspace's session can be read.
+const LOOKUP_SESSION = `
+local id = redis.call('GET', KEYS[1])
+if not id then return {false, false} end
+local ws = redis.call('GET', ARGV[1] .. id)
+if not ws or ARGV[3] == '' then return {ws, false} end
+return {ws, redis.call('GET', ARGV[2] .. id .. ':' .. ARGV[3])}
+`;
+
 // KEYS[1] = key index entry; ARGV[1] = workspace key prefix. One round trip for authentication.
 const LOOKUP = `
 local id = redis.call('GET', KEYS[1])
@@ -171,6 +183,7 @@ class RedisStore {
     this.redis.defineCommand('otpkitCas2', { numberOfKeys: 2, lua: CAS2 });
     this.redis.defineCommand('otpkitConfirm', { numberOfKeys: 3, lua: CONFIRM });
     this.redis.defineCommand('otpkitLookup', { numberOfKeys: 1, lua: LOOKUP });
+    this.redis.defineCommand('otpkitLookupSession', { numberOfKeys: 1, lua: LOOKUP_SESSION });
     this.redis.defineCommand('otpkitRecord', { numberOfKeys: 2, lua: RECORD });
     this.redis.defineCommand('otpkitSweep', { numberOfKeys: 1, lua: SWEEP });
     // Purges sessions past retention with their `purged` audit event (as the Worker's alarm does).
@@ -203,11 +216,14 @@ class RedisStore {
   /**
    * Read → decide → compare-and-set, again on conflict. `decide(json|null)` returns
    * `{state, keepMs, changed}` (state null deletes) plus anything the caller wants back.
+   * `firstRaw`: the key's value already read (a string, or null when absent) — the first try
+   * skips its GET.
    */
-  async update(key, decide) {
+  async update(key, decide, firstRaw) {
     return this.run(async () => {
       for (let i = 0; i < MAX_TRIES; i++) {
-        const [ver, json] = split(await this.redis.get(key));
+        const raw = i === 0 && firstRaw !== undefined ? firstRaw : await this.redis.get(key);
+        const [ver, json] = split(raw);
         const step = decide(json);
         if (!step.changed) return step;
         if (await this.redis.otpkitCas(key, ver, step.state ?? '', keepArg(step.keepMs))) return step;
@@ -327,7 +343,10 @@ class RedisStore {
   }
 
   async getSession(wsId, sessionId) {
-    const raw = await this.run(() => this.redis.get(this.sessionKey(wsId, sessionId)));
+    return this.sessionValue(await this.run(() => this.redis.get(this.sessionKey(wsId, sessionId))));
+  }
+  /** A session's JSON from its stored value (null when absent). */
+  sessionValue(raw) {
     return split(raw)[1];
   }
 
@@ -337,11 +356,16 @@ class RedisStore {
     );
   }
 
-  async verify(engine, ws, sessionId, code, now) {
-    const step = await this.update(this.sessionKey(ws.id, sessionId), (json) => {
-      const s = engine.verifyJson(json, ws.id, code, now);
-      return { ...s, changed: s.state != null, keepMs: null };
-    });
+  /** `prefetched`: the session's stored value read with the key (lookupKeyWithSession), if any. */
+  async verify(engine, ws, sessionId, code, now, prefetched) {
+    const step = await this.update(
+      this.sessionKey(ws.id, sessionId),
+      (json) => {
+        const s = engine.verifyJson(json, ws.id, code, now);
+        return { ...s, changed: s.state != null, keepMs: null };
+      },
+      prefetched,
+    );
     if (step.consumed) {
       // The failure streak and the end of reuse follow the answer, as on the Worker.
       const p = this.update(this.key('g', ws.id, step.dest), (json) =>
@@ -435,6 +459,13 @@ class RedisStore {
   }
   lookupKey(hash) {
     return this.run(() => this.redis.otpkitLookup(this.key('key', hash), `${this.prefix}ws:`));
+  }
+  /** The workspace JSON of an API key hash and that workspace's session `sessionId` (raw value), one round trip. */
+  async lookupKeyWithSession(hash, sessionId) {
+    const [workspace, session] = await this.run(() =>
+      this.redis.otpkitLookupSession(this.key('key', hash), `${this.prefix}ws:`, `${this.prefix}s:`, sessionId ?? ''),
+    );
+    return { workspace: workspace ?? null, session: sessionId == null ? undefined : session ?? null };
   }
 
   /** Waits for bookkeeping still in flight. */

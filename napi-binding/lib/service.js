@@ -290,12 +290,12 @@ class OtpService {
     return false;
   }
 
-  /** POST /v1/messaging/otp/verify and POST /otp/{id}/verify. */
-  async check(ws, dialect, pathId, body) {
-    const input = native.parseVerify(dialect, pathId, body);
+  /** POST /v1/messaging/otp/verify and POST /otp/{id}/verify. `prefetched`: see checkPrefetched. */
+  async check(ws, dialect, pathId, body, prefetched) {
+    const input = prefetched?.input ?? native.parseVerify(dialect, pathId, body);
     if (!input.sessionId) return native.verifyReply(dialect, input.rawSessionId, NOT_FOUND_STEP);
     const now = Date.now();
-    const step = await this.store.verify(this.engine, ws, input.sessionId, input.code, now);
+    const step = await this.store.verify(this.engine, ws, input.sessionId, input.code, now, prefetched?.session);
     // The memory store records in the same critical section; Redis answers lines to record.
     if (step.audit) this.recordLater(ws.id, [step.audit], step.analytics ? [step.analytics] : []);
     const shownId = step.status === 'NOT_FOUND' ? input.rawSessionId : input.sessionId;
@@ -310,13 +310,49 @@ class OtpService {
     return native.statusReply(dialect, ws.id, json, now);
   }
 
+  /** The status over HTTP with the key and the session read in one round trip (Redis). */
+  async statusPrefetched(r, hash) {
+    if (!hash) throw hostError('UNAUTHORIZED');
+    const sessionId = native.normalizeSessionId(r.id);
+    const found = await this.store.lookupKeyWithSession(hash, sessionId);
+    const ws = this.workspaceOfKey(hash, found.workspace);
+    const json = sessionId == null ? null : this.store.sessionValue(found.session);
+    return native.statusReply(r.dialect, ws.id, json, Date.now());
+  }
+
   async authenticateHash(hash) {
     if (!hash) throw hostError('UNAUTHORIZED');
-    const json = await this.store.lookupKey(hash);
+    return this.workspaceOfKey(hash, await this.store.lookupKey(hash));
+  }
+
+  workspaceOfKey(hash, json) {
     if (json == null) throw hostError('UNAUTHORIZED');
     const ws = native.Workspace.fromJson(json);
     if (!ws.liveKey(hash)) throw hostError('UNAUTHORIZED');
     return ws;
+  }
+
+  /**
+   * A verify over HTTP on a store that can read the key's workspace and the session in one round
+   * trip (Redis): the body is read and parsed first, then one lookup answers both, so the answer
+   * waits for two round trips (that read and the session's compare-and-set). Answers keep their
+   * order: 401 before any body error (415, 413, 400).
+   */
+  async checkPrefetched(r, hash, req) {
+    if (!hash) throw hostError('UNAUTHORIZED');
+    let body = null;
+    let input = null;
+    let bodyError = null;
+    try {
+      body = await this.jsonBody(req);
+      input = native.parseVerify(r.dialect, r.id ?? null, body);
+    } catch (e) {
+      bodyError = e;
+    }
+    const found = await this.store.lookupKeyWithSession(hash, input?.sessionId ?? null);
+    const ws = this.workspaceOfKey(hash, found.workspace);
+    if (bodyError) throw bodyError;
+    return this.check(ws, r.dialect, r.id ?? null, body, { input, session: found.session });
   }
 
   async loadWorkspace(id) {
@@ -386,7 +422,12 @@ class OtpService {
             return await this.revokeKeyReply(r.id, r.keyId);
         }
       }
-      const ws = await this.authenticateHash(native.presentedKeyHash(h.authorization ?? null, h['x-api-key'] ?? null));
+      const hash = native.presentedKeyHash(h.authorization ?? null, h['x-api-key'] ?? null);
+      if (this.store.lookupKeyWithSession) {
+        if (r.kind === 'verify') return await this.checkPrefetched(r, hash, req);
+        if (r.kind === 'status') return await this.statusPrefetched(r, hash);
+      }
+      const ws = await this.authenticateHash(hash);
       switch (r.kind) {
         case 'request':
           return await this.issue(ws, r.dialect, await this.jsonBody(req));
