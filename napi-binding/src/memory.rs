@@ -12,7 +12,8 @@ use otpkit_core::analytics::{self, Bucket, Counts, Delta};
 use otpkit_core::audit::AuditEvent;
 use otpkit_core::guard::{DestinationGuard, FloodShield};
 use otpkit_core::{Error, Session, UnixMillis, VerifyOutcome};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 
 /// Audit events kept per workspace (oldest dropped first).
@@ -36,6 +37,22 @@ struct Inner {
     /// Workspace id → sessions sent and not yet verified or locked: id → (bucket, expiry).
     /// Dropped once expired (then they count as expired); see `otpkit_core::analytics`.
     open: HashMap<String, HashMap<String, (Bucket, UnixMillis)>>,
+    /// When something may be due for the sweep: one entry per write of a session's purge time,
+    /// a guard's keep time or an open entry's expiry (older entries of the same item stay until
+    /// their time and are then skipped). The sweep pops what is due instead of walking every
+    /// session, guard and open entry (32 ms at 10⁶ sessions, every 10 s, under the lock).
+    due: BinaryHeap<Reverse<(UnixMillis, Due)>>,
+}
+
+/// What a `due` entry points at.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Due {
+    /// `ws:sid` in `sessions`.
+    Session(String),
+    /// `ws:dest` in `guards`.
+    Guard(String),
+    /// (workspace id, session id) in `open`.
+    Open(String, String),
 }
 
 /// A thread-safe in-memory store of sessions, destination guards, workspaces and audit events.
@@ -88,10 +105,21 @@ impl MemoryStore {
 
 impl Inner {
     /// The guard for `k`, created empty if absent.
-    fn guard(&mut self, k: &str, now: UnixMillis) -> &mut (DestinationGuard, UnixMillis) {
+    /// Every caller settles the guard next, which sets its keep time (and schedules it): a new
+    /// guard starts at time 0 so that first settle always counts as a change.
+    fn guard(&mut self, k: &str) -> &mut (DestinationGuard, UnixMillis) {
         self.guards
             .entry(k.to_string())
-            .or_insert_with(|| (DestinationGuard::new(), now))
+            .or_insert_with(|| (DestinationGuard::new(), UnixMillis(0)))
+    }
+
+    /// Stores a session and schedules its purge (once per purge time: a verify keeps it).
+    fn put_session(&mut self, k: String, s: Session) {
+        let at = s.purge_at();
+        if self.sessions.get(&k).map(Session::purge_at) != Some(at) {
+            self.due.push(Reverse((at, Due::Session(k.clone()))));
+        }
+        self.sessions.insert(k, s);
     }
 
     fn settle_guard(&mut self, k: &str, ws: &Workspace, now: UnixMillis) {
@@ -102,7 +130,13 @@ impl Inner {
         match keep {
             Some(ms) => {
                 if let Some(entry) = self.guards.get_mut(k) {
-                    entry.1 = now.plus_millis(ms);
+                    let until = now.plus_millis(ms);
+                    // Scheduled when new or earlier; a later time is rescheduled by the sweep
+                    // when the earlier entry comes up (one heap entry per guard, mostly).
+                    if entry.1 == UnixMillis(0) || until < entry.1 {
+                        self.due.push(Reverse((until, Due::Guard(k.to_string()))));
+                    }
+                    entry.1 = until;
                 }
             }
             None => {
@@ -121,7 +155,13 @@ impl Inner {
         }
         let open = self.open.entry(ws_id.to_string()).or_default();
         if let Some(until) = d.open_until {
-            open.insert(d.session_id.clone(), (b, until));
+            let before = open.insert(d.session_id.clone(), (b, until));
+            if before.is_none_or(|(_, was)| until < was) {
+                self.due.push(Reverse((
+                    until,
+                    Due::Open(ws_id.to_string(), d.session_id.clone()),
+                )));
+            }
         }
         if d.close {
             open.remove(&d.session_id);
@@ -154,8 +194,7 @@ impl MemoryStore {
         let s = &plan.session;
         let k = key(&ws.rec.id, &s.dest);
         let mut inner = self.lock()?;
-        let (kind, sid, code, retry) =
-            ops::admit(&mut inner.guard(&k, now).0, s, &ws.rec.policy, now);
+        let (kind, sid, code, retry) = ops::admit(&mut inner.guard(&k).0, s, &ws.rec.policy, now);
         inner.settle_guard(&k, ws, now);
         Ok(GuardStep {
             kind: kind.into(),
@@ -182,7 +221,7 @@ impl MemoryStore {
         let outcome = ops::delivery_outcome(&outcome).map_err(|e| throw(&e))?;
         let k = key(&ws.rec.id, &dest);
         let mut inner = self.lock()?;
-        let cancel = inner.guard(&k, now).0.delivery(&session_id, outcome);
+        let cancel = inner.guard(&k).0.delivery(&session_id, outcome);
         inner.settle_guard(&k, ws, now);
         Ok(cancel)
     }
@@ -221,7 +260,7 @@ impl MemoryStore {
     #[napi]
     pub fn put_session(&self, plan: &Plan) -> Result<()> {
         let s = plan.session.clone();
-        self.lock()?.sessions.insert(key(&s.workspace_id, &s.id), s);
+        self.lock()?.put_session(key(&s.workspace_id, &s.id), s);
         Ok(())
     }
 
@@ -247,7 +286,7 @@ impl MemoryStore {
         let mut inner = self.lock()?;
         if let Some(s) = inner.sessions.remove(&key(&ws_id, &session_id)) {
             let k = key(&s.workspace_id, &s.id);
-            inner.sessions.insert(k, s.cancel());
+            inner.put_session(k, s.cancel());
         }
         Ok(())
     }
@@ -287,11 +326,11 @@ impl MemoryStore {
             );
             let gk = key(&ws.rec.id, &after.dest);
             if let Some(outcome) = outcome {
-                let g = &mut inner.guard(&gk, now).0;
+                let g = &mut inner.guard(&gk).0;
                 ops::record_verify(g, &after.id, outcome, &ws.rec.policy, now);
             }
             inner.settle_guard(&gk, ws, now);
-            inner.sessions.insert(k, after);
+            inner.put_session(k, after);
         }
         Ok(step)
     }
@@ -410,24 +449,49 @@ impl MemoryStore {
     pub fn sweep(&self, now: f64) -> Result<u32> {
         let now = ms(now);
         let mut inner = self.lock()?;
-        let purged: Vec<String> = inner
-            .sessions
-            .iter()
-            .filter(|(_, s)| now >= s.purge_at())
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in &purged {
-            if let Some(s) = inner.sessions.remove(k) {
-                let e = AuditEvent::for_session("purged", &s, "ok", None, now);
-                inner.push_audit(&s.workspace_id, e);
+        let mut purged = 0usize;
+        while inner.due.peek().is_some_and(|Reverse((at, _))| *at <= now) {
+            let Some(Reverse((_, item))) = inner.due.pop() else {
+                break;
+            };
+            match item {
+                Due::Session(k) => {
+                    if inner.sessions.get(&k).is_some_and(|s| now >= s.purge_at()) {
+                        if let Some(s) = inner.sessions.remove(&k) {
+                            let e = AuditEvent::for_session("purged", &s, "ok", None, now);
+                            inner.push_audit(&s.workspace_id, e);
+                            purged += 1;
+                        }
+                    }
+                }
+                Due::Guard(k) => match inner.guards.get(&k).map(|(_, until)| *until) {
+                    Some(until) if now >= until => {
+                        inner.guards.remove(&k);
+                    }
+                    Some(until) => inner.due.push(Reverse((until, Due::Guard(k)))),
+                    None => {}
+                },
+                // Expired open sessions already count as expired without their entry.
+                Due::Open(ws, sid) => {
+                    let mut later = None;
+                    if let Some(open) = inner.open.get_mut(&ws) {
+                        match open.get(&sid).map(|(_, until)| *until) {
+                            Some(until) if now >= until => {
+                                open.remove(&sid);
+                            }
+                            Some(until) => later = Some(until),
+                            None => {}
+                        }
+                        if open.is_empty() {
+                            inner.open.remove(&ws);
+                        }
+                    }
+                    if let Some(until) = later {
+                        inner.due.push(Reverse((until, Due::Open(ws, sid))));
+                    }
+                }
             }
         }
-        inner.guards.retain(|_, (_, until)| now < *until);
-        // Expired open sessions already count as expired without their entry; old days go.
-        for open in inner.open.values_mut() {
-            open.retain(|_, (_, until)| now < *until);
-        }
-        inner.open.retain(|_, open| !open.is_empty());
         let oldest = analytics::oldest_kept_day(now);
         for counters in inner.counters.values_mut() {
             counters.retain(|b, _| b.day >= oldest);
@@ -436,7 +500,7 @@ impl MemoryStore {
         inner
             .floods
             .retain(|_, f| now < f.window_start.plus_secs(60));
-        Ok(count(purged.len()))
+        Ok(count(purged))
     }
 
     /// Sizes.

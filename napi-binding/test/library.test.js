@@ -192,6 +192,29 @@ describe('OtpService (memory store)', () => {
     await otp.close();
   });
 
+  it('the memory sweep drops what is due (sessions, guards, open analytics entries) and nothing before', async () => {
+    const otp = new OtpService({ pepper: PEPPER, gateway: recorder(), policy: { retentionSeconds: 0, ttlSeconds: 60 } });
+    const dests = [newDest(), newDest(), newDest()];
+    const sessions = [];
+    for (const dest of dests) sessions.push(await otp.request({ dest, src: 'Acme', purpose: 'LOGIN' }));
+    // One more code to the first number: its guard's keep time moves; the old deadline must not drop it.
+    await otp.request({ dest: dests[0], src: 'Acme', purpose: 'PASSWORD_RESET' });
+    await otp.settle();
+    const before = otp.store.stats();
+    assert.equal(before.sessions, 4);
+    assert.equal(before.guards, 3);
+    assert.equal(before.analyticsOpen, 4);
+    assert.equal(otp.store.sweep(Date.now() + 30_000), 0, 'nothing is due yet');
+    assert.deepEqual(otp.store.stats(), before);
+    assert.equal(otp.store.sweep(Date.now() + 61_000), 4, 'every session is due at expiry + retention');
+    const after = otp.store.stats();
+    assert.equal(after.sessions, 0);
+    assert.equal(after.analyticsOpen, 0, 'expired open entries leave');
+    assert.equal(otp.store.sweep(Date.now() + 2 * 86_400_000), 0);
+    assert.equal(otp.store.stats().guards, 0, 'idle guards leave once their windows are over');
+    await otp.close();
+  });
+
   it('sessions are purged retentionSeconds after expiry, with a purged audit event', async () => {
     const otp = new OtpService({ pepper: PEPPER, gateway: recorder(), policy: { retentionSeconds: 0, ttlSeconds: 60 } });
     const r = await otp.request({ dest: newDest(), src: 'Acme', purpose: 'LOGIN' });
