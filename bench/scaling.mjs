@@ -30,7 +30,7 @@ const FLAT = 1.5; // p50 at the largest size ≤ 1.5× p50 at the smallest
 
 function args() {
   const a = process.argv.slice(2);
-  const o = { sizes: [1000, 100_000, 1_000_000], stores: ['memory', 'redis'], seconds: 4, warmup: 1, workspaces: 20, json: null, write: false };
+  const o = { sizes: [1000, 100_000, 1_000_000], stores: ['memory', 'redis'], seconds: 2.5, warmup: 0.5, rounds: 3, workspaces: 20, json: null, write: false };
   for (let i = 0; i < a.length; i++) {
     const v = () => a[++i];
     switch (a[i]) {
@@ -38,6 +38,7 @@ function args() {
       case '--stores': o.stores = v().split(','); break;
       case '--seconds': o.seconds = Number(v()); break;
       case '--warmup': o.warmup = Number(v()); break;
+      case '--rounds': o.rounds = Number(v()); break;
       case '--workspaces': o.workspaces = Number(v()); break;
       case '--json': o.json = v(); break;
       case '--write': o.write = true; break;
@@ -141,51 +142,93 @@ async function createWorkspaces(base, adminToken, count) {
   return out;
 }
 
-async function measure(store, n, sink) {
+/** A server of `store` with `n` live sessions, ready for runs. */
+async function prepare(store, n, sink) {
   const secrets = {
     OTP_PEPPER: randomBytes(32).toString('hex'),
     ADMIN_TOKEN: randomBytes(24).toString('base64url'),
     SMS_GATEWAY_URL: sink.url,
     SMS_GATEWAY_TOKEN: randomBytes(16).toString('base64url'),
   };
-  let redis = null;
-  let server = null;
+  const env = { store, n, redis: null, server: null };
+  if (store === 'redis') env.redis = await startRedis();
+  env.server = await startServer({ ...secrets, ...(env.redis ? { REDIS_URL: env.redis.url } : {}), PORT: '0' });
+  env.base = `http://127.0.0.1:${env.server.port}`;
+  const workspaces = await createWorkspaces(env.base, secrets.ADMIN_TOKEN, opt.workspaces);
+  log(`${store} store, prefilling ${fmt(n)} sessions …`);
+  env.server.child.send({ cmd: 'prefill', n, workspaces: workspaces.map((w) => w.id) });
+  env.pre = await env.server.next('prefilled');
+  log(`${store} store, ${fmt(n)} sessions prefilled in ${env.pre.seconds.toFixed(1)} s`);
+  env.prefilledAt = Date.now();
+  env.server.child.send({ cmd: 'watch' });
+  await env.server.next('watching');
+  env.keys = workspaces.map((w) => w.apiKey);
+  env.windows = { 1: [], 32: [] };
+  return env;
+}
+
+async function teardown(env) {
+  if (env.server) await stopChild(env.server.child);
+  if (env.redis) await stopChild(env.redis.child);
+}
+
+const median = (xs) => {
+  const v = [...xs].sort((a, b) => a - b);
+  return v[Math.floor(v.length / 2)];
+};
+/** The median window of several (each figure its own median; errors summed). */
+function medianRun(ws) {
+  const route = (k) => ({ p50: median(ws.map((w) => w[k].p50)), p99: median(ws.map((w) => w[k].p99)) });
+  return {
+    pairsPerSec: median(ws.map((w) => w.pairsPerSec)),
+    request: route('request'),
+    verify: route('verify'),
+    errors: ws.reduce((t, w) => t + w.errors, 0),
+    errorSamples: ws.flatMap((w) => w.errorSamples).slice(0, 5),
+    windows: ws.length,
+  };
+}
+
+/**
+ * All sizes of one store live at once (one server each, prefilled), then `rounds` rounds; each
+ * round runs every size at 1 and 32 clients, the order of sizes rotating, so the machine's drift
+ * falls on every size alike. Medians over the rounds.
+ */
+async function measureStore(store, sink) {
+  const envs = [];
   try {
-    if (store === 'redis') redis = await startRedis();
-    server = await startServer({ ...secrets, ...(redis ? { REDIS_URL: redis.url } : {}), PORT: '0' });
-    const base = `http://127.0.0.1:${server.port}`;
-    const workspaces = await createWorkspaces(base, secrets.ADMIN_TOKEN, opt.workspaces);
-    log(`${store} store, prefilling ${fmt(n)} sessions …`);
-    server.child.send({ cmd: 'prefill', n, workspaces: workspaces.map((w) => w.id) });
-    const pre = await server.next('prefilled');
-    log(`${store} store, ${fmt(n)} sessions prefilled in ${pre.seconds.toFixed(1)} s`);
-    const prefilledAt = Date.now();
-    server.child.send({ cmd: 'watch' });
-    await server.next('watching');
-    const keys = workspaces.map((w) => w.apiKey);
-    const runs = {};
-    for (const clients of [1, 32]) {
-      runs[clients] = await runPairs({ base, apiKey: keys, codes: sink.codes, clients, seconds: opt.seconds, warmupSeconds: opt.warmup });
-      const r = runs[clients];
-      log(`${store} store, ${fmt(n)} sessions, ${clients} client(s): ${fmt(r.pairsPerSec)} pairs/s, request p50 ${ms(r.request.p50)} ms, errors ${r.errors}`);
-      for (const e of r.errorSamples) log(`  error: ${e}`);
+    for (const n of opt.sizes) envs.push(await prepare(store, n, sink));
+    for (let round = 0; round < opt.rounds; round++) {
+      for (let i = 0; i < envs.length; i++) {
+        const env = envs[(i + round) % envs.length];
+        for (const clients of [1, 32]) {
+          const r = await runPairs({ base: env.base, apiKey: env.keys, codes: sink.codes, clients, seconds: opt.seconds, warmupSeconds: opt.warmup });
+          env.windows[clients].push(r);
+          log(`${store} store, round ${round + 1}/${opt.rounds}, ${fmt(env.n)} sessions, ${clients} client(s): ${fmt(r.pairsPerSec)} pairs/s, request p50 ${ms(r.request.p50)} ms, errors ${r.errors}`);
+          for (const e of r.errorSamples) log(`  error: ${e}`);
+        }
+      }
     }
-    server.child.send({ cmd: 'stats' });
-    const stats = await server.next('stats');
-    const b = pre.before;
-    const a = pre.after;
-    const m = pre.measured; // sessions made between the two measurements
-    const mem = {
-      measured: m,
-      rssPerSession: (a.rss - b.rss) / m,
-      heapPerSession: (a.heapUsed - b.heapUsed) / m,
-      redisPerSession: a.redis ? (a.redis.usedMemory - b.redis.usedMemory) / m : null,
-      redisRssPerSession: a.redis ? (a.redis.usedMemoryRss - b.redis.usedMemoryRss) / m : null,
-    };
-    return { store, n, prefill: { seconds: pre.seconds, method: pre.method, before: b, after: a }, liveSecondsAtEnd: (Date.now() - prefilledAt) / 1000, runs, end: stats, mem };
+    const results = [];
+    for (const env of envs) {
+      env.server.child.send({ cmd: 'stats' });
+      const stats = await env.server.next('stats');
+      const b = env.pre.before;
+      const a = env.pre.after;
+      const m = env.pre.measured; // sessions made between the two measurements
+      const mem = {
+        measured: m,
+        rssPerSession: (a.rss - b.rss) / m,
+        heapPerSession: (a.heapUsed - b.heapUsed) / m,
+        redisPerSession: a.redis ? (a.redis.usedMemory - b.redis.usedMemory) / m : null,
+        redisRssPerSession: a.redis ? (a.redis.usedMemoryRss - b.redis.usedMemoryRss) / m : null,
+      };
+      const runs = { 1: medianRun(env.windows[1]), 32: medianRun(env.windows[32]) };
+      results.push({ store, n: env.n, prefill: { seconds: env.pre.seconds, method: env.pre.method, before: b, after: a }, liveSecondsAtEnd: (Date.now() - env.prefilledAt) / 1000, runs, end: stats, mem });
+    }
+    return results;
   } finally {
-    if (server) await stopChild(server.child);
-    if (redis) await stopChild(redis.child);
+    for (const env of envs) await teardown(env);
   }
 }
 
@@ -317,7 +360,7 @@ function machine() {
 
 function section(results, totalSeconds) {
   return `${START}
-\`node bench/scaling.mjs --write\` (${Math.round(totalSeconds)} s; options \`--sizes ${opt.sizes.join(',')} --stores ${opt.stores.join(',')} --seconds ${opt.seconds}\`). ${machine()}
+\`node bench/scaling.mjs --write\` (${Math.round(totalSeconds)} s; options \`--sizes ${opt.sizes.join(',')} --stores ${opt.stores.join(',')} --seconds ${opt.seconds} --rounds ${opt.rounds}\`). ${machine()}
 
 ${table(results)}
 
@@ -355,7 +398,10 @@ round-robin over the same workspaces the runs use) are put into the store:
 Then \`bench/lib/pairs.mjs\`: request+verify pairs over HTTP (node:http keep-alive, every pair on a
 destination never used before, the gateway stand-in handing the code back), ${opt.warmup} s warm-up and
 ${opt.seconds} s measured at 1 client, then the same at 32 clients, the API keys of the ${opt.workspaces} workspaces
-round-robin. Those pairs add their own (verified) sessions to the store: "store after runs" shows them.
+round-robin. All sizes of a store are up at once (one server each, prefilled first) and measured in
+${opt.rounds} rounds, the order of sizes rotating each round, so the machine's drift falls on every size
+alike; the table shows each figure's median over the rounds. Those pairs add their own (verified)
+sessions to the store: "store after runs" shows them.
 
 Memory per live session = (after prefill − before prefill) / sessions made in between: for the
 memory store the server's RSS (measured after the first min(1,000, N/2) sessions, so one-time costs
@@ -400,9 +446,7 @@ const t0 = performance.now();
 const sink = await startCodeSink();
 const results = [];
 try {
-  for (const store of opt.stores) {
-    for (const n of opt.sizes) results.push(await measure(store, n, sink));
-  }
+  for (const store of opt.stores) results.push(...(await measureStore(store, sink)));
 } finally {
   await sink.close();
 }
