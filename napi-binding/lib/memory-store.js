@@ -62,6 +62,10 @@ class MemoryStore {
   verify(engine, ws, sessionId, code, now) {
     return this.native.verify(engine, ws, sessionId, code, now);
   }
+  /** A whole verify request (parse, verify, reply) in one native call; audit recorded inside. */
+  verifyRequest(engine, ws, dialect, pathId, body, now) {
+    return this.native.verifyRequest(engine, ws, dialect, pathId, body, now);
+  }
   flood(ws, now) {
     return this.native.flood(ws, now);
   }

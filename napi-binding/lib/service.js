@@ -292,6 +292,7 @@ class OtpService {
 
   /** POST /v1/messaging/otp/verify and POST /otp/{id}/verify. `prefetched`: see checkPrefetched. */
   async check(ws, dialect, pathId, body, prefetched) {
+    if (this.store.verifyRequest) return this.store.verifyRequest(this.engine, ws, dialect, pathId, body, Date.now());
     const input = prefetched?.input ?? native.parseVerify(dialect, pathId, body);
     if (!input.sessionId) return native.verifyReply(dialect, input.rawSessionId, NOT_FOUND_STEP);
     const now = Date.now();

@@ -3,9 +3,10 @@
 //! the hot path. State is lost when the process ends; use the Redis store for several processes.
 
 use crate::{
-    analytics_query, audit_page, audit_query, ms, ops, plan_delta, throw, verify_step, Engine,
-    GuardStep, Plan, Reply, VerifyStep, Workspace,
+    analytics_query, audit_page, audit_query, ms, ops, parse_verify, plan_delta, throw,
+    verify_reply, verify_step, Engine, GuardStep, Plan, Reply, VerifyStep, Workspace,
 };
+use napi::bindgen_prelude::Buffer;
 use napi::Result;
 use napi_derive::napi;
 use otpkit_core::analytics::{self, Bucket, Counts, Delta};
@@ -289,6 +290,43 @@ impl MemoryStore {
             inner.put_session(k, s.cancel());
         }
         Ok(())
+    }
+
+    /// A whole verify request in one call (one Node-API crossing instead of three): parses the
+    /// body of `dialect` (`path_id` for the zend dialect), verifies as [`Self::verify`] and answers
+    /// the dialect's reply. A malformed session id is answered NOT_FOUND without a lookup.
+    #[napi]
+    pub fn verify_request(
+        &self,
+        engine: &Engine,
+        ws: &Workspace,
+        dialect: String,
+        path_id: Option<String>,
+        body: Buffer,
+        now: f64,
+    ) -> Result<Reply> {
+        let input = parse_verify(dialect.clone(), path_id, body)?;
+        let Some(session_id) = input.session_id else {
+            let step = VerifyStep {
+                status: "NOT_FOUND".into(),
+                attempts_left: 0,
+                state: None,
+                dest: None,
+                verified_at: None,
+                consumed: false,
+                ended: false,
+                audit: None,
+                analytics: None,
+            };
+            return verify_reply(dialect, input.raw_session_id, step);
+        };
+        let step = self.verify(engine, ws, session_id.clone(), input.code, now)?;
+        let shown = if step.status == "NOT_FOUND" {
+            input.raw_session_id
+        } else {
+            session_id
+        };
+        verify_reply(dialect, shown, step)
     }
 
     /// Verifies a code and, in the same critical section, tells the destination guard (failure
