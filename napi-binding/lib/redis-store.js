@@ -22,19 +22,27 @@ const DAY_MS = 86_400_000;
 const FLOOD_KEEP_MS = 120_000; // the flood shield's window is one minute
 const ANALYTICS_KEEP_DAYS = 91; // one more than the longest query, so a whole period is there
 
-// KEYS[1]; ARGV: expected version, new JSON ('' deletes), keep ms ('-1' keeps the current TTL).
-const CAS = `
-local cur = redis.call('GET', KEYS[1])
-local ver = 0
-if cur then ver = tonumber(string.match(cur, '^(%d+)|')) or 0 end
-if ver ~= tonumber(ARGV[1]) then return 0 end
-if ARGV[2] == '' then
-  redis.call('DEL', KEYS[1])
-elseif ARGV[3] == '-1' then
-  redis.call('SET', KEYS[1], (ver + 1) .. '|' .. ARGV[2], 'KEEPTTL')
-else
-  redis.call('SET', KEYS[1], (ver + 1) .. '|' .. ARGV[2], 'PX', ARGV[3])
+// Shared by the scripts below: `ver(k)`, the version of a stored "<version>|<JSON>" value (0 when
+// absent), and `put(k, v, json, keep)`, its write as version v + 1 ('' deletes; keep '-1' keeps the
+// key's TTL, else PX keep).
+const VERSIONED = `
+local function ver(k)
+  local cur = redis.call('GET', k)
+  if cur then return tonumber(string.match(cur, '^(%d+)|')) or 0 end
+  return 0
 end
+local function put(k, v, json, keep)
+  if json == '' then redis.call('DEL', k)
+  elseif keep == '-1' then redis.call('SET', k, (v + 1) .. '|' .. json, 'KEEPTTL')
+  else redis.call('SET', k, (v + 1) .. '|' .. json, 'PX', keep) end
+end
+`;
+
+// KEYS[1]; ARGV: expected version, new JSON ('' deletes), keep ms ('-1' keeps the current TTL).
+const CAS = `${VERSIONED}
+local v = ver(KEYS[1])
+if v ~= tonumber(ARGV[1]) then return 0 end
+put(KEYS[1], v, ARGV[2], ARGV[3])
 return 1
 `;
 
@@ -43,19 +51,9 @@ return 1
 // keep ms for each. The shield is approximate by SPEC and on the Worker (KV, last writer wins):
 // sends racing in the same instant may be counted once, and no send ever retries because of
 // another destination's send — the shield key is the one key every send of a workspace writes.
-const ADMIT = `
-local function ver(k)
-  local cur = redis.call('GET', k)
-  if cur then return tonumber(string.match(cur, '^(%d+)|')) or 0 end
-  return 0
-end
+const ADMIT = `${VERSIONED}
 local v1, v2 = ver(KEYS[1]), ver(KEYS[2])
 if v1 ~= tonumber(ARGV[1]) then return 0 end
-local function put(k, v, json, keep)
-  if json == '' then redis.call('DEL', k)
-  elseif keep == '-1' then redis.call('SET', k, (v + 1) .. '|' .. json, 'KEEPTTL')
-  else redis.call('SET', k, (v + 1) .. '|' .. json, 'PX', keep) end
-end
 put(KEYS[1], v1, ARGV[2], ARGV[3])
 put(KEYS[2], v2, ARGV[5], ARGV[6])
 return 1
@@ -65,20 +63,12 @@ return 1
 // one atomic step, so a waiter told "delivered" always finds the session.
 // KEYS[1] = guard, KEYS[2] = session, KEYS[3] = purge schedule; ARGV: guard version, guard JSON,
 // guard keep ms, session value, session keep ms, purge time.
-const CONFIRM = `
-local cur = redis.call('GET', KEYS[1])
-local ver = 0
-if cur then ver = tonumber(string.match(cur, '^(%d+)|')) or 0 end
-if ver ~= tonumber(ARGV[1]) then return 0 end
+const CONFIRM = `${VERSIONED}
+local v = ver(KEYS[1])
+if v ~= tonumber(ARGV[1]) then return 0 end
 redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[5])
 redis.call('ZADD', KEYS[3], ARGV[6], KEYS[2])
-if ARGV[2] == '' then
-  redis.call('DEL', KEYS[1])
-elseif ARGV[3] == '-1' then
-  redis.call('SET', KEYS[1], (ver + 1) .. '|' .. ARGV[2], 'KEEPTTL')
-else
-  redis.call('SET', KEYS[1], (ver + 1) .. '|' .. ARGV[2], 'PX', ARGV[3])
-end
+put(KEYS[1], v, ARGV[2], ARGV[3])
 return 1
 `;
 

@@ -666,7 +666,7 @@ pub(crate) fn verify_step(
     (step, consumed.then_some(after), event, delta)
 }
 
-fn not_found_step() -> VerifyStep {
+pub(crate) fn not_found_step() -> VerifyStep {
     VerifyStep {
         status: "NOT_FOUND".into(),
         attempts_left: 0,

@@ -3,8 +3,8 @@
 //! the hot path. State is lost when the process ends; use the Redis store for several processes.
 
 use crate::{
-    analytics_query, audit_page, audit_query, ms, ops, parse_verify, plan_delta, throw,
-    verify_reply, verify_step, Engine, GuardStep, Plan, Reply, VerifyStep, Workspace,
+    analytics_query, audit_page, audit_query, ms, not_found_step, ops, parse_verify, plan_delta,
+    throw, verify_reply, verify_step, Engine, GuardStep, Plan, Reply, VerifyStep, Workspace,
 };
 use napi::bindgen_prelude::Buffer;
 use napi::Result;
@@ -307,18 +307,7 @@ impl MemoryStore {
     ) -> Result<Reply> {
         let input = parse_verify(dialect.clone(), path_id, body)?;
         let Some(session_id) = input.session_id else {
-            let step = VerifyStep {
-                status: "NOT_FOUND".into(),
-                attempts_left: 0,
-                state: None,
-                dest: None,
-                verified_at: None,
-                consumed: false,
-                ended: false,
-                audit: None,
-                analytics: None,
-            };
-            return verify_reply(dialect, input.raw_session_id, step);
+            return verify_reply(dialect, input.raw_session_id, not_found_step());
         };
         let step = self.verify(engine, ws, session_id.clone(), input.code, now)?;
         let shown = if step.status == "NOT_FOUND" {
