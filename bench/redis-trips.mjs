@@ -19,7 +19,7 @@ import { createRequire } from 'node:module';
 import { readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { startHost, ROOT } from '../tests/conformance/host.mjs';
+import { freePort, startHost, ROOT } from '../tests/conformance/host.mjs';
 import { startCodeSink, postJson, freshDest, createWorkspace } from './lib/pairs.mjs';
 import http from 'node:http';
 import net from 'node:net';
@@ -35,12 +35,6 @@ const write = process.argv.includes('--write');
 const REPEAT = 5; // each operation is counted this many times; the table shows the median count
 
 const DELAY_MS = Number(process.env.DELAY_MS || 60); // far above the local work of a request (≈ 1–3 ms), so rounding is exact
-const freePort = () => new Promise((r) => {
-  const srv = net.createServer().listen(0, '127.0.0.1', () => {
-    const { port } = srv.address();
-    srv.close(() => r(port));
-  });
-});
 const sink = await startCodeSink();
 process.stderr.write('redis-trips: starting redis-server, a delaying proxy in front of it and otpkit serve…\n');
 const redisPort = await freePort();

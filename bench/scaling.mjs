@@ -19,6 +19,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startCodeSink, runPairs, postJson } from './lib/pairs.mjs';
+import { freePort } from '../tests/conformance/host.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, '..');
@@ -59,17 +60,6 @@ const log = (s) => process.stderr.write(`scaling: ${s}\n`);
 const fmt = (n) => Math.round(n).toLocaleString('en-US');
 const ms = (x) => (x >= 10 ? x.toFixed(1) : x.toFixed(2));
 const sleep = (t) => new Promise((r) => setTimeout(r, t));
-
-async function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 async function startRedis() {
   const port = await freePort();
