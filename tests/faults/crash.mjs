@@ -105,6 +105,7 @@ export async function crashScenario({ client, adminToken, sink, fault, beforeMs,
   const answers = []; // {op, started, ended, status, text, error}
   const failedRequests = []; // request answers that were not 200 (dest)
   let killAt = Infinity;
+  let deadAt = Infinity; // kill() has returned: the process (host or Redis) is gone
   let backAt = Infinity;
   let recoveredAt = Infinity;
   let restoreStartedAt = 0;
@@ -242,6 +243,7 @@ export async function crashScenario({ client, adminToken, sink, fault, beforeMs,
   }
   killAt = Date.now();
   await fault.kill();
+  deadAt = Date.now();
   say(`${label}${name}: SIGKILLed ${name} (${sessions.length} sessions answered 200 so far)`);
   await sleep(outageMs);
   restoreStartedAt = Date.now();
@@ -276,9 +278,11 @@ export async function crashScenario({ client, adminToken, sink, fault, beforeMs,
   say(`${label}${name}: load stopped; checking ${sessions.length} sessions`);
 
   // During the outage: exact 503 (redis) or no connection at all (a killed host), bounded.
-  // Started after the kill and over before the restart began (once it begins, the new process
-  // or Redis may already answer: a restarted Node host can even get its old port back).
-  const outage = answers.filter((a) => a.started >= killAt && a.ended <= restoreStartedAt);
+  // Started once the kill had landed (kill() goes through the harness's control channel, so a
+  // request started just after killAt can still be answered by the process about to die) and
+  // over before the restart began (once it begins, the new process or Redis may already answer:
+  // a restarted Node host can even get its old port back).
+  const outage = answers.filter((a) => a.started >= deadAt && a.ended <= restoreStartedAt);
   for (const a of outage) {
     if (!fault.answers503) {
       if (a.status !== 0) problems.add('wrong statuses', `${a.op} answered ${a.status} while nothing was running`);
