@@ -38,8 +38,11 @@ local function put(k, v, json, keep)
 end
 `;
 
-// KEYS[1]; ARGV: expected version, new JSON ('' deletes), keep ms ('-1' keeps the current TTL).
+// KEYS[1]; ARGV: expected version, new JSON ('' deletes), keep ms ('-1' keeps the current TTL),
+// and optionally the whole expected value: a step decided on a value read earlier (not just now)
+// is written only if the key still holds exactly that value.
 const CAS = `${VERSIONED}
+if ARGV[4] and ARGV[4] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[4] then return 0 end
 local v = ver(KEYS[1])
 if v ~= tonumber(ARGV[1]) then return 0 end
 put(KEYS[1], v, ARGV[2], ARGV[3])
@@ -62,8 +65,12 @@ return 1
 // The delivered send: the session is stored (with its purge entry) and the guard confirms it in
 // one atomic step, so a waiter told "delivered" always finds the session.
 // KEYS[1] = guard, KEYS[2] = session, KEYS[3] = purge schedule; ARGV: guard version, guard JSON,
-// guard keep ms, session value, session keep ms, purge time.
+// guard keep ms, session value, session keep ms, purge time, and the guard's whole expected value
+// ('' when the caller read the guard just now: then its version is compared). The first try
+// decides on the value admit wrote, without a GET, and so compares that whole value: equal text is
+// equal state, however long the send took and whatever happened to the key meanwhile.
 const CONFIRM = `${VERSIONED}
+if ARGV[7] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[7] then return 0 end
 local v = ver(KEYS[1])
 if v ~= tonumber(ARGV[1]) then return 0 end
 redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[5])
@@ -141,6 +148,17 @@ function split(raw) {
   return [Number(raw.slice(0, bar)), raw.slice(bar + 1)];
 }
 
+/**
+ * `step` with `guardRaw`, the value the guard holds after it: `before` (read at version `ver`) if
+ * nothing was written, else the script's write of `step.state` as version `ver` + 1 (null: deleted).
+ * The send's end decides on it first (finish), without reading the guard again.
+ */
+function withGuard(step, ver, before, wrote) {
+  if (!wrote) return { ...step, guardRaw: before };
+  const state = step.state ?? '';
+  return { ...step, guardRaw: state === '' ? null : `${ver + 1}|${state}` };
+}
+
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 /** The CAS scripts' keep argument: '-1' keeps the key's TTL; at least 1 s otherwise. */
 const keepArg = (keepMs) => (keepMs == null ? '-1' : String(Math.max(1000, Math.ceil(keepMs))));
@@ -210,16 +228,19 @@ class RedisStore {
    * Read → decide → compare-and-set, again on conflict. `decide(json|null)` returns
    * `{state, keepMs, changed}` (state null deletes) plus anything the caller wants back.
    * `firstRaw`: the key's value already read (a string, or null when absent) — the first try
-   * skips its GET.
+   * skips its GET. `tell`: the step also carries `guardRaw`, the value now stored (see withGuard).
    */
-  async update(key, decide, firstRaw) {
+  async update(key, decide, firstRaw, tell = false) {
     return this.run(async () => {
       for (let i = 0; i < MAX_TRIES; i++) {
-        const raw = i === 0 && firstRaw !== undefined ? firstRaw : await this.redis.get(key);
+        const given = i === 0 && firstRaw !== undefined;
+        const raw = given ? firstRaw : await this.redis.get(key);
         const [ver, json] = split(raw);
         const step = decide(json);
-        if (!step.changed) return step;
-        if (await this.redis.otpkitCas(key, ver, step.state ?? '', keepArg(step.keepMs))) return step;
+        if (!step.changed) return tell ? withGuard(step, ver, raw, false) : step;
+        const cas = [key, ver, step.state ?? '', keepArg(step.keepMs)];
+        if (given && raw != null) cas.push(raw);
+        if (await this.redis.otpkitCas(...cas)) return tell ? withGuard(step, ver, raw, true) : step;
         await backoff(i);
       }
       throw hostError('STORE_UNAVAILABLE');
@@ -233,7 +254,7 @@ class RedisStore {
    */
   admit(ws, plan, now, flood = false) {
     const guardKey = this.key('g', ws.id, plan.dest);
-    if (!flood) return this.update(guardKey, (json) => native.guardAdmit(json, ws, plan, now));
+    if (!flood) return this.update(guardKey, (json) => native.guardAdmit(json, ws, plan, now), undefined, true);
     const floodKey = this.key('f', ws.id);
     return this.run(async () => {
       for (let i = 0; i < MAX_TRIES; i++) {
@@ -246,7 +267,7 @@ class RedisStore {
           const [fv, shield] = split(rawFlood);
           const counted = native.floodJson(shield, ws.floodLimit, now); // throws RATE_LIMITED: nothing written
           const written = await this.redis.otpkitAdmit(guardKey, floodKey, gv, step.state ?? '', keepArg(step.keepMs), fv, counted, FLOOD_KEEP_MS);
-          if (written) return step;
+          if (written) return withGuard(step, gv, rawGuard, true);
         }
         await backoff(i);
       }
@@ -260,8 +281,10 @@ class RedisStore {
    * send failed). Otherwise the guard records the outcome. Answers the session id the guard
    * says to cancel, or null.
    */
-  async finish(ws, plan, outcome, now) {
-    if (outcome !== 'delivered') return this.delivery(ws, plan.dest, plan.sessionId, outcome, now);
+  async finish(ws, plan, outcome, now, admitted) {
+    // What admit left in the guard (`admitted.guardRaw`): the first try decides on it, no GET.
+    const guess = admitted && admitted.guardRaw !== undefined ? admitted.guardRaw : undefined;
+    if (outcome !== 'delivered') return this.delivery(ws, plan.dest, plan.sessionId, outcome, now, guess);
     const guardKey = this.key('g', ws.id, plan.dest);
     const sessionKey = this.sessionKey(plan.workspaceId, plan.sessionId);
     const value = `1|${plan.sessionJson()}`;
@@ -269,9 +292,13 @@ class RedisStore {
     const purgeAt = String(plan.purgeAt);
     const step = await this.run(async () => {
       for (let i = 0; i < MAX_TRIES; i++) {
-        const [ver, json] = split(await this.redis.get(guardKey));
+        const guessed = i === 0 && guess !== undefined;
+        const raw = guessed ? guess : await this.redis.get(guardKey);
+        const [ver, json] = split(raw);
         const s = native.guardDelivery(json, ws, plan.sessionId, 'delivered', now);
-        const args = [guardKey, sessionKey, this.key('purge', 'all'), ver, s.state ?? '', keepArg(s.keepMs), value, keep, purgeAt];
+        // A guessed absent guard is compared by version (0: still absent), as a read one is.
+        const expect = guessed && raw != null ? raw : '';
+        const args = [guardKey, sessionKey, this.key('purge', 'all'), ver, s.state ?? '', keepArg(s.keepMs), value, keep, purgeAt, expect];
         if (!s.changed) {
           // The guard needs no change: store the session against its current version.
           args[4] = json ?? '';
@@ -285,9 +312,11 @@ class RedisStore {
     return step.sessionId ?? null;
   }
 
-  async delivery(ws, dest, sessionId, outcome, now) {
-    const step = await this.update(this.key('g', ws.id, dest), (json) =>
-      native.guardDelivery(json, ws, sessionId, outcome, now),
+  async delivery(ws, dest, sessionId, outcome, now, firstRaw) {
+    const step = await this.update(
+      this.key('g', ws.id, dest),
+      (json) => native.guardDelivery(json, ws, sessionId, outcome, now),
+      firstRaw,
     );
     return step.sessionId ?? null;
   }

@@ -201,11 +201,11 @@ class OtpService {
     // The workspace flood shield (approximate, as SPEC allows) counts each admitted send that
     // leaves (not test numbers); the store admits and counts in one step, or refuses (throws).
     const flood = !plan.test;
-    let admitted = false;
+    let admitted = null; // the store's admit step (the Redis store's carries what it wrote)
     for (let i = 0; i < 3 && !admitted; i++) {
       const a = await this.store.admit(ws, plan, now, flood);
       if (a.kind === 'send') {
-        admitted = true;
+        admitted = a;
       } else if (a.kind === 'reuse') {
         const reply = await this.reuse(ws, dialect, dest, a.sessionId, now);
         if (reply) return reply;
@@ -232,7 +232,7 @@ class OtpService {
       // Delivered: the session is stored no later than the guard confirms it, so a waiter told to
       // reuse it can read it. If that fails, the guard records a failed send.
       try {
-        cancel = await this.store.finish(ws, plan, outcome, now);
+        cancel = await this.store.finish(ws, plan, outcome, now, admitted);
       } catch (e) {
         if (outcome !== 'delivered') throw e;
         final = 'failed';

@@ -59,6 +59,43 @@ describe('RedisStore', () => {
     await otp.close();
   });
 
+  it("a send's end decides on the guard admit wrote, but writes only if the guard still holds exactly that", async () => {
+    // finish() skips re-reading the destination guard: its first try decides on the value admit
+    // stored, and the script compares that whole value, not only its version. Here, while the first
+    // send is at the gateway, a second send to the same number (another purpose) changes the guard,
+    // and the guard is then put back at the version the first send's admit wrote — same version,
+    // other content. A version-only compare would write the first send's decision over the
+    // second's entry; the value compare re-reads and keeps both.
+    const dest = newDest();
+    let release;
+    const held = new Promise((r) => (release = r));
+    let calls = 0;
+    const gw = recorder(() => (calls++ === 0 ? held.then(() => 'delivered') : 'delivered'));
+    const store = new RedisStore({ url: redis.url });
+    await store.connect();
+    const otp = new OtpService({ pepper: PEPPER, gateway: gw, store });
+    const guardKey = `otpkit:g:default:${dest}`;
+    const first = otp.request({ dest, src: 'Acme', purpose: 'LOGIN' });
+    while (gw.sent.length < 1) await sleep(5);
+    const admitted = await store.redis.get(guardKey); // what the first send's admit wrote
+    const version = Number(admitted.split('|')[0]);
+    const second = await otp.request({ dest, src: 'Acme', purpose: 'PASSWORD_RESET' });
+    const changed = await store.redis.get(guardKey);
+    assert.ok(Number(changed.split('|')[0]) > version, 'the second send wrote the guard');
+    assert.ok(changed.includes(second.sessionId));
+    await store.redis.set(guardKey, `${version}|${changed.slice(changed.indexOf('|') + 1)}`, 'KEEPTTL');
+    release();
+    const a = await first;
+    const after = await store.redis.get(guardKey);
+    assert.ok(after.includes(second.sessionId), "the second send's entry survives the first send's end");
+    assert.ok(after.includes(a.sessionId), "the first send's entry is there");
+    assert.ok(Number(after.split('|')[0]) > version, 'written after a fresh read');
+    // Both sessions are live and each is reused for its own purpose.
+    assert.equal((await otp.status(a.sessionId)).state, 'PENDING');
+    assert.equal((await otp.status(second.sessionId)).state, 'PENDING');
+    await otp.close();
+  });
+
   it('the sweeper purges sessions past retention once, across stores, with a purged audit event', async () => {
     const store = new RedisStore({ url: redis.url });
     const other = new RedisStore({ url: redis.url });
