@@ -23,11 +23,11 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createWorkspace, runPairs, startCodeSink } from './lib/pairs.mjs';
+import { startRedis, writeSection } from './lib/common.mjs';
 import { freePort, startHost } from '../tests/conformance/host.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -105,27 +105,11 @@ function spawnGroup(cmd, argv, env) {
   return child;
 }
 
-async function startRedis() {
-  const port = await freePort();
-  const child = spawnGroup('redis-server', ['--bind', '127.0.0.1', '--port', String(port), '--save', '', '--appendonly', 'no'], process.env);
-  const deadline = Date.now() + 10_000;
-  while (Date.now() < deadline) {
-    if (!child.alive) throw new Error(`redis-server exited:\n${child.output()}`);
-    const ok = await new Promise((resolve) => {
-      const s = net.connect(port, '127.0.0.1', () => {
-        s.end();
-        resolve(true);
-      });
-      s.on('error', () => resolve(false));
-    });
-    if (ok) {
-      const url = `redis://127.0.0.1:${port}`;
-      const client = new Redis(url);
-      return { url, client, stop: async () => (client.disconnect(), child.stopGroup()) };
-    }
-    await sleep(100);
-  }
-  throw new Error(`redis-server did not listen on ${port}:\n${child.output()}`);
+/** The shared private redis-server, with a client for FLUSHDB and INFO between windows. */
+async function startRedisWithClient() {
+  const server = await startRedis();
+  const client = new Redis(server.url);
+  return { url: server.url, client, stop: async () => (client.disconnect(), server.stop()) };
 }
 
 async function startPeer({ gatewayUrl, redisUrl, env: extra = {} }) {
@@ -184,7 +168,7 @@ async function bench() {
   const t0 = Date.now();
   const sink = await startCodeSink();
   const needRedis = HOSTS.includes('node-redis') || HOSTS.includes('peer');
-  const redis = needRedis ? await startRedis() : null;
+  const redis = needRedis ? await startRedisWithClient() : null;
   const fast = HOSTS.filter((h) => h !== 'worker');
   const results = {}; // `${kind}@${clients}` → [run, …]
   const push = (kind, clients, r) => (results[`${kind}@${clients}`] ||= []).push(r);
@@ -313,27 +297,7 @@ otpkit**: no per-destination or per-workspace limits, no audit trail, the code s
 (otpkit stores an HMAC), no workspaces or idempotency. The comparison asks what otpkit's extra
 guarantees cost against what people actually deploy.`;
 
-const START = '<!-- http-bench:start -->';
-const END = '<!-- http-bench:end -->';
 const HEADING = '## HTTP: request+verify pairs against a peer service';
-
-function writeSection(body) {
-  const file = path.join(ROOT, 'BENCHMARKS.md');
-  const text = readFileSync(file, 'utf8'); // read right before writing: others edit other sections
-  const block = `${START}\n${body}\n${END}`;
-  let next;
-  const a = text.indexOf(START);
-  const b = text.indexOf(END);
-  if (a >= 0 && b > a) {
-    next = text.slice(0, a) + block + text.slice(b + END.length);
-  } else {
-    const section = `${HEADING}\n\n${block}\n\n`;
-    const anchor = text.indexOf('<!-- node-inprocess:start -->');
-    next = anchor >= 0 ? text.slice(0, anchor) + section + text.slice(anchor) : `${text.trimEnd()}\n\n${section}`;
-  }
-  writeFileSync(file, next);
-  log('BENCHMARKS.md: http-bench section written');
-}
 
 // ---- --profile: where otpkit serve+Redis spends its time, and Redis commands per pair ----
 
@@ -410,7 +374,7 @@ async function roundTrips(redis, c, sink, pairs = 20) {
 
 async function profile() {
   const sink = await startCodeSink();
-  const redis = await startRedis();
+  const redis = await startRedisWithClient();
   const clients = 32;
   const report = [];
   const dir = mkdtempSync(path.join(os.tmpdir(), 'otpkit-http-prof-'));
@@ -490,7 +454,10 @@ async function main() {
   const md = markdown(run, sum);
   process.stdout.write(`${md}\n`);
   if (JSON_FILE) writeFileSync(JSON_FILE, `${JSON.stringify({ ...run, summary: sum }, null, 2)}\n`);
-  if (flag('write')) writeSection(`${md}\n\n${METHOD}`);
+  if (flag('write')) {
+    writeSection('http-bench', `${md}\n\n${METHOD}`, { heading: HEADING, before: 'node-inprocess' });
+    log('BENCHMARKS.md: http-bench section written');
+  }
   process.exit(0); // idle keep-alive sockets of fetch would hold the loop open for a while
 }
 

@@ -16,14 +16,14 @@
 // takes about k × DELAY_MS longer; k = round(latency / DELAY_MS) (local work is well under 1 ms).
 // Goal (issue 7): ≤ 2 round trips per verify, one of them a Lua call.
 import { createRequire } from 'node:module';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { freePort, startHost, ROOT } from '../tests/conformance/host.mjs';
+import { startHost, ROOT } from '../tests/conformance/host.mjs';
 import { startCodeSink, postJson, freshDest, createWorkspace } from './lib/pairs.mjs';
+import { startRedis, writeSection } from './lib/common.mjs';
 import http from 'node:http';
 import net from 'node:net';
-import { spawn } from 'node:child_process';
 
 const require = createRequire(path.join(ROOT, 'napi-binding', 'package.json'));
 const Redis = require('ioredis');
@@ -37,15 +37,8 @@ const REPEAT = 5; // each operation is counted this many times; the table shows 
 const DELAY_MS = Number(process.env.DELAY_MS || 60); // far above the local work of a request (≈ 1–3 ms), so rounding is exact
 const sink = await startCodeSink();
 process.stderr.write('redis-trips: starting redis-server, a delaying proxy in front of it and otpkit serve…\n');
-const redisPort = await freePort();
-const redisServer = spawn('redis-server', ['--bind', '127.0.0.1', '--port', String(redisPort), '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
-const redisUrl = `redis://127.0.0.1:${redisPort}`;
-for (let i = 0; ; i++) {
-  const ok = await new Promise((r) => net.connect(redisPort, '127.0.0.1', function () { this.end(); r(true); }).on('error', () => r(false)));
-  if (ok) break;
-  if (i > 100) throw new Error('redis-server did not start (is it installed? run scripts/bootstrap)');
-  await new Promise((r) => setTimeout(r, 100));
-}
+const redisServer = await startRedis();
+const { port: redisPort, url: redisUrl } = redisServer;
 // The proxy: requests pass at once, each reply chunk is held DELAY_MS (order kept).
 let delayMs = 0;
 const proxy = net.createServer((client) => {
@@ -203,7 +196,7 @@ marker.disconnect();
 await host.stop();
 await sink.close();
 proxy.close();
-redisServer.kill('SIGTERM');
+await redisServer.stop();
 
 const verifyRight = rows.find((r) => r.label === 'verify, right code');
 const verifyOps = rows.filter((r) => r.label.startsWith('verify'));
@@ -221,14 +214,10 @@ console.log();
 console.log(verdict);
 if (arg('json')) writeFileSync(arg('json'), JSON.stringify({ rows, goalMet, machine }, null, 2));
 if (write) {
-  const file = path.join(ROOT, 'BENCHMARKS.md');
-  let text = readFileSync(file, 'utf8');
-  const block = `<!-- redis-trips:start -->\nCounted by \`node bench/redis-trips.mjs --write\` (MONITOR on a private redis-server; median of ${REPEAT} per operation; ${machine}). The API-key lookup is one Lua call (\`EVALSHA\`) on every request.\n\n${table}\n\n${verdict}\n<!-- redis-trips:end -->`;
-  if (text.includes('<!-- redis-trips:start -->')) {
-    text = text.replace(/<!-- redis-trips:start -->[\s\S]*?<!-- redis-trips:end -->/, () => block);
-  } else {
-    text += `\n## Redis round trips per operation\n\n${block}\n`;
-  }
-  writeFileSync(file, text);
+  writeSection(
+    'redis-trips',
+    `Counted by \`node bench/redis-trips.mjs --write\` (MONITOR on a private redis-server; median of ${REPEAT} per operation; ${machine}). The API-key lookup is one Lua call (\`EVALSHA\`) on every request.\n\n${table}\n\n${verdict}`,
+    { heading: '## Redis round trips per operation' },
+  );
   console.log('wrote BENCHMARKS.md');
 }

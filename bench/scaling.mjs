@@ -10,23 +10,17 @@
 // after, then bench/lib/pairs.mjs's request+verify pairs over HTTP at 1 and 32 clients. --write
 // replaces the section between <!-- scaling-bench:start --> and <!-- scaling-bench:end --> in
 // BENCHMARKS.md. Progress goes to stderr. No code, key or pepper is ever printed.
-import { fork, spawn } from 'node:child_process';
+import { fork } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startCodeSink, runPairs, postJson } from './lib/pairs.mjs';
-import { freePort } from '../tests/conformance/host.mjs';
+import { BENCHMARKS_MD, startRedis, writeSection } from './lib/common.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
-const ROOT = path.resolve(HERE, '..');
-const MD = path.join(ROOT, 'BENCHMARKS.md');
-const START = '<!-- scaling-bench:start -->';
-const END = '<!-- scaling-bench:end -->';
-const ANCHOR = '<!-- node-inprocess:start -->';
 const FLAT = 1.5; // p50 at the largest size ≤ 1.5× p50 at the smallest
 
 function args() {
@@ -60,23 +54,6 @@ const log = (s) => process.stderr.write(`scaling: ${s}\n`);
 const fmt = (n) => Math.round(n).toLocaleString('en-US');
 const ms = (x) => (x >= 10 ? x.toFixed(1) : x.toFixed(2));
 const sleep = (t) => new Promise((r) => setTimeout(r, t));
-
-async function startRedis() {
-  const port = await freePort();
-  const child = spawn('redis-server', ['--bind', '127.0.0.1', '--port', String(port), '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
-  const deadline = Date.now() + 10_000;
-  while (Date.now() < deadline) {
-    if (child.exitCode != null) throw new Error('redis-server exited');
-    const ok = await new Promise((resolve) => {
-      const s = net.connect(port, '127.0.0.1', () => (s.end(), resolve(true)));
-      s.on('error', () => resolve(false));
-    });
-    if (ok) return { url: `redis://127.0.0.1:${port}`, child };
-    await sleep(100);
-  }
-  child.kill('SIGKILL');
-  throw new Error('redis-server did not start');
-}
 
 async function stopChild(child) {
   if (!child || child.exitCode != null || child.signalCode != null) return;
@@ -159,7 +136,7 @@ async function prepare(store, n, sink) {
 
 async function teardown(env) {
   if (env.server) await stopChild(env.server.child);
-  if (env.redis) await stopChild(env.redis.child);
+  if (env.redis) await env.redis.stop();
 }
 
 const median = (xs) => {
@@ -349,8 +326,7 @@ function machine() {
 }
 
 function section(results, totalSeconds) {
-  return `${START}
-\`node bench/scaling.mjs --write\` (${Math.round(totalSeconds)} s; options \`--sizes ${opt.sizes.join(',')} --stores ${opt.stores.join(',')} --seconds ${opt.seconds} --rounds ${opt.rounds}\`). ${machine()}
+  return `\`node bench/scaling.mjs --write\` (${Math.round(totalSeconds)} s; options \`--sizes ${opt.sizes.join(',')} --stores ${opt.stores.join(',')} --seconds ${opt.seconds} --rounds ${opt.rounds}\`). ${machine()}
 
 ${table(results)}
 
@@ -412,24 +388,7 @@ sessions exist: a session is addressed by its id, which names its own object
 request or verify touches only its own objects, each purged by its own alarm; there is no shared
 index, sweep or sorted set on the response path. The one shared structure that grows with the
 count is D1's \`analytics_open\` table (a row per open session), written after the answer and read
-only by \`GET /otp/analytics\`.
-${END}`;
-}
-
-function writeSection(text) {
-  // Re-read right before writing: other sections are edited concurrently.
-  const md = readFileSync(MD, 'utf8');
-  let out;
-  const s = md.indexOf(START);
-  const e = md.indexOf(END);
-  if (s >= 0 && e > s) {
-    out = md.slice(0, s) + text + md.slice(e + END.length);
-  } else {
-    const a = md.indexOf(ANCHOR);
-    const block = `## Scaling: live sessions in the store\n\n${text}\n\n`;
-    out = a >= 0 ? md.slice(0, a) + block + md.slice(a) : `${md.trimEnd()}\n\n${block}`;
-  }
-  writeFileSync(MD, out);
+only by \`GET /otp/analytics\`.`;
 }
 
 const t0 = performance.now();
@@ -445,7 +404,7 @@ const text = section(results, total);
 process.stdout.write(`${text}\n`);
 if (opt.json) writeFileSync(opt.json, JSON.stringify({ machine: machine(), totalSeconds: total, options: opt, results }, null, 2));
 if (opt.write) {
-  writeSection(text);
-  log(`wrote ${path.relative(process.cwd(), MD)}`);
+  writeSection('scaling-bench', text, { heading: '## Scaling: live sessions in the store', before: 'node-inprocess' });
+  log(`wrote ${path.relative(process.cwd(), BENCHMARKS_MD)}`);
 }
 log(`done in ${total.toFixed(0)} s`);

@@ -11,20 +11,17 @@
 // Without REDIS_URL a private redis-server (no persistence) is started on a free port and
 // killed at the end. See README.md next to this file for the method.
 import { createRequire } from 'node:module';
-import { spawn } from 'node:child_process';
-import { createServer } from 'node:net';
 import { createHmac, randomInt, randomUUID, randomBytes, timingSafeEqual } from 'node:crypto';
-import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import os from 'node:os';
 import v8 from 'node:v8';
 import { runInNewContext } from 'node:vm';
+import { BENCHMARKS_MD, startRedis, writeSection } from '../../bench/lib/common.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const pkgDir = join(here, '..');
-const repoRoot = join(pkgDir, '..');
 const require = createRequire(join(pkgDir, 'package.json'));
 const { OtpService, MemoryStore, RedisStore } = require(pkgDir);
 const Redis = require('ioredis'); // the same ioredis package RedisStore uses
@@ -35,9 +32,6 @@ const WARMUP = Number(process.env.WARMUP || 2000);
 const PRIME = 200; // untimed pairs on each fresh instance before its timed run
 const LEVELS = (process.env.CONCURRENCY || '1,16').split(',').map(Number);
 const WRITE = process.argv.includes('--write');
-const BENCH_FILE = join(repoRoot, 'BENCHMARKS.md');
-const START = '<!-- node-inprocess:start -->';
-const END = '<!-- node-inprocess:end -->';
 
 // A full GC before every timed run (untimed), so one contender's garbage is not collected
 // during the other's run.
@@ -189,60 +183,15 @@ async function drive(name, svc, { count = Infinity, seconds = Infinity, conc = 1
 }
 
 // ---- Redis -------------------------------------------------------------------------------------
-let redisChild = null;
+let redisServer = null; // bench/lib/common.mjs's private redis-server, when REDIS_URL is not set
 let redisUrl = process.env.REDIS_URL || null;
 const privateRedis = !redisUrl;
 const tag = randomBytes(4).toString('hex'); // key prefixes, so a shared REDIS_URL is left tidy
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.unref();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-async function startRedis() {
-  const port = await freePort();
-  redisChild = spawn('redis-server', ['--bind', '127.0.0.1', '--port', String(port), '--save', '', '--appendonly', 'no'], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  redisChild.stdout.on('data', (d) => (out += d));
-  redisChild.stderr.on('data', (d) => (out += d));
-  const exited = new Promise((_, reject) =>
-    redisChild.once('exit', (code) => reject(new Error(`redis-server exited (${code}):\n${out}`))),
-  );
-  exited.catch(() => {});
-  const url = `redis://127.0.0.1:${port}`;
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    const probe = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
-    probe.on('error', () => {});
-    try {
-      await Promise.race([probe.connect().then(() => probe.ping()), exited]);
-      probe.disconnect();
-      return url;
-    } catch (e) {
-      probe.disconnect();
-      if (redisChild.exitCode !== null || Date.now() > deadline) throw e;
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
-}
-
-function stopRedis() {
-  if (redisChild && redisChild.exitCode === null) redisChild.kill('SIGTERM');
-  redisChild = null;
-}
-process.on('exit', stopRedis);
+process.on('exit', () => redisServer?.kill());
 for (const sig of ['SIGINT', 'SIGTERM']) {
   process.on(sig, () => {
-    stopRedis();
+    redisServer?.kill();
     process.exit(130);
   });
 }
@@ -322,7 +271,8 @@ const results = [];
 try {
   if (privateRedis) {
     log('starting a private redis-server');
-    redisUrl = await startRedis();
+    redisServer = await startRedis();
+    redisUrl = redisServer.url;
   }
   admin = new Redis(redisUrl);
   log(`redis at ${redisUrl}${privateRedis ? ' (private)' : ' (REDIS_URL)'}`);
@@ -373,7 +323,7 @@ try {
     }
     admin.disconnect();
   }
-  stopRedis();
+  await redisServer?.stop();
 }
 const totalSecs = (performance.now() - tStart) / 1000;
 
@@ -419,7 +369,6 @@ if (WRITE) {
   const cpus = os.cpus();
   const date = new Date().toISOString().slice(0, 10);
   const section = [
-    START,
     '## Node in-process: OtpService vs node:crypto peers',
     '',
     wrap(`\`node napi-binding/bench/inprocess.mjs --write\` (${totalSecs.toFixed(0)} s). Measured on ${cpus.length} cores, ${cpus[0]?.model?.trim() ?? 'unknown CPU'}, ${os.arch()}; Node ${process.version}; ${date}.`),
@@ -431,16 +380,7 @@ if (WRITE) {
     ...goals.map((g) => `- ${g}`),
     '',
     wrap(`**Method.** One request+verify pair = \`request({dest, src, purpose})\` with a destination never used before, the code taken from the text the no-op gateway received, then \`verify({sessionId, code})\`; every verify must answer \`APPROVED\` (the script aborts otherwise). No HTTP: both calls are awaited in the same process. **otpkit** is \`OtpService\` (the Rust core through Node-API: per-destination guard, flood shield at 100,000/min, session store, audit events) with the default \`MemoryStore\` or \`RedisStore\`; its background bookkeeping is settled inside each timed run. The **peer** is what a typical Node developer writes with \`node:crypto\`: \`randomInt\` code, \`randomUUID\` session id, HMAC-SHA256(pepper, sessionId+code) hex, \`timingSafeEqual\`, attempts/used/expiry checks, stored in a \`Map\` or as JSON in Redis (\`GET\` / \`SET … PX\`) through the same ioredis package; it has no rate limiting and no audit. Each contender gets a ${WARMUP}-pair warm-up, then ${RUNS} runs of ${SECONDS} s each, interleaved otpkit, peer, otpkit, peer… so both share the machine's noise; each run uses a fresh instance (fresh store, ${PRIME} untimed pairs first). The table shows the median pairs/s over the runs, sequentially (concurrency 1) and with 16 pairs in flight. The Redis contenders share one local redis-server (${privateRedis ? 'private, no persistence, FLUSHDB before each run' : 'from REDIS_URL'}) on the same ${cpus.length} cores as Node.`),
-    END,
   ].join('\n');
-  let text = existsSync(BENCH_FILE) ? readFileSync(BENCH_FILE, 'utf8') : '';
-  const a = text.indexOf(START);
-  const b = text.indexOf(END);
-  if (a >= 0 && b > a) {
-    text = text.slice(0, a) + section + text.slice(b + END.length);
-  } else {
-    text = text.replace(/\n*$/, '\n\n') + section + '\n';
-  }
-  writeFileSync(BENCH_FILE, text);
-  log(`wrote ${BENCH_FILE}`);
+  writeSection('node-inprocess', section);
+  log(`wrote ${BENCHMARKS_MD}`);
 }

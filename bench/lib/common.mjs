@@ -1,0 +1,79 @@
+// Shared by the benchmark scripts (bench/*.mjs, napi-binding/bench/inprocess.mjs): a private
+// redis-server, and the rewrite of one marked section of BENCHMARKS.md.
+
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { freePort, ROOT } from '../../tests/conformance/host.mjs';
+
+export const BENCHMARKS_MD = path.join(ROOT, 'BENCHMARKS.md');
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const listens = (port) =>
+  new Promise((resolve) => {
+    const s = net.connect(port, '127.0.0.1', () => (s.end(), resolve(true)));
+    s.on('error', () => resolve(false));
+  });
+
+/**
+ * A private redis-server on a free port, no persistence: `{ url, port, child, output(), stop(), kill() }`.
+ * `stop()` sends SIGTERM and waits for the exit (SIGKILL after 5 s); `kill()` is the synchronous
+ * SIGKILL for `process.on('exit')`. Throws with the server's own output if it does not listen in 10 s.
+ */
+export async function startRedis() {
+  const port = await freePort();
+  const child = spawn('redis-server', ['--bind', '127.0.0.1', '--port', String(port), '--save', '', '--appendonly', 'no'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  const keep = (d) => (out = (out + d).slice(-4000));
+  child.stdout.on('data', keep);
+  child.stderr.on('data', keep);
+  let spawnError = null;
+  child.once('error', (e) => (spawnError = e));
+  const exited = new Promise((r) => child.once('close', r));
+  const alive = () => child.exitCode === null && child.signalCode === null && !spawnError;
+  const kill = () => {
+    if (alive()) child.kill('SIGKILL');
+  };
+  const stop = async () => {
+    if (!alive()) return;
+    child.kill('SIGTERM');
+    const t = setTimeout(kill, 5000);
+    await exited;
+    clearTimeout(t);
+  };
+  const server = { url: `redis://127.0.0.1:${port}`, port, child, output: () => out, stop, kill };
+  for (const deadline = Date.now() + 10_000; Date.now() < deadline; await sleep(50)) {
+    if (spawnError) throw new Error(`redis-server could not start (${spawnError.message}): scripts/bootstrap installs it`);
+    if (!alive()) throw new Error(`redis-server exited (is port ${port} taken? is it installed? scripts/bootstrap installs it):\n${out}`);
+    if (await listens(port)) return server;
+  }
+  await stop();
+  throw new Error(`redis-server did not listen on ${port} within 10 s:\n${out}`);
+}
+
+/**
+ * Replaces the section `<!-- name:start -->` … `<!-- name:end -->` of BENCHMARKS.md with `body`
+ * between those markers. When the file has no such section, it goes in with `heading` (a markdown
+ * heading line) in front, before the marker `<!-- before:start -->` if there is one, else at the
+ * end. The file is read right before writing: other bench parts write other sections.
+ */
+export function writeSection(name, body, { heading = null, before = null, file = BENCHMARKS_MD } = {}) {
+  const start = `<!-- ${name}:start -->`;
+  const end = `<!-- ${name}:end -->`;
+  const block = `${start}\n${body.trim()}\n${end}`;
+  const text = existsSync(file) ? readFileSync(file, 'utf8') : '';
+  const a = text.indexOf(start);
+  const b = text.indexOf(end);
+  let next;
+  if (a >= 0 && b > a) {
+    next = text.slice(0, a) + block + text.slice(b + end.length);
+  } else {
+    const section = `${heading ? `${heading}\n\n` : ''}${block}\n\n`;
+    const anchor = before ? text.indexOf(`<!-- ${before}:start -->`) : -1;
+    next = anchor >= 0 ? text.slice(0, anchor) + section + text.slice(anchor) : `${text.trimEnd()}\n\n${section}`;
+  }
+  writeFileSync(file, next);
+}
