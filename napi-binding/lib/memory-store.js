@@ -22,24 +22,19 @@ class MemoryStore {
     this.timer.unref();
   }
 
-  /** Admits a send; with `flood`, also counts it in the workspace's flood shield (a refusal throws). */
+  /** Admits a send; with `flood`, also counts it in the workspace's flood shield (a refusal throws). One native call. */
   admit(ws, plan, now, flood = false) {
-    const a = this.native.admit(ws, plan, now);
-    if (flood && a.kind === 'send') {
-      try {
-        this.native.flood(ws, now);
-      } catch (e) {
-        // Refused: the admitted send goes back to the guard as a definite failure (nothing charged).
-        this.native.delivery(ws, plan.dest, plan.sessionId, 'failed', now);
-        throw e;
-      }
-    }
-    return a;
+    return this.native.admit(ws, plan, now, flood);
   }
-  /** The end of an admitted send: a delivered session is stored, then the guard records the outcome. */
+  /**
+   * The end of an admitted send, one native call: a delivered session is stored, the guard records
+   * the outcome, and the send's audit events are written (so the service writes none: finishAudits).
+   */
   finish(ws, plan, outcome, now) {
-    if (outcome === 'delivered') this.native.putSession(plan);
-    return this.native.delivery(ws, plan.dest, plan.sessionId, outcome, now);
+    return this.native.finish(ws, plan, outcome, now);
+  }
+  get finishAudits() {
+    return true;
   }
   delivery(ws, dest, sessionId, outcome, now) {
     return this.native.delivery(ws, dest, sessionId, outcome, now);
@@ -49,9 +44,6 @@ class MemoryStore {
   }
   forget(ws, dest, sessionId, now) {
     return this.native.forget(ws, dest, sessionId, now);
-  }
-  putSession(plan) {
-    return this.native.putSession(plan);
   }
   getSession(wsId, sessionId, now) {
     return this.native.getSession(wsId, sessionId, now);
@@ -65,9 +57,6 @@ class MemoryStore {
   /** A whole verify request (parse, verify, reply) in one native call; audit recorded inside. */
   verifyRequest(engine, ws, dialect, pathId, body, now) {
     return this.native.verifyRequest(engine, ws, dialect, pathId, body, now);
-  }
-  flood(ws, now) {
-    return this.native.flood(ws, now);
   }
   /** Audit lines and analytics deltas (JSON) of one workspace. */
   record(wsId, lines, deltas = []) {

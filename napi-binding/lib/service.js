@@ -229,20 +229,23 @@ class OtpService {
       const outcome = message ? await this.send(message) : 'delivered';
       final = outcome;
       let cancel = null;
+      // The memory store writes the send's audit events inside finish (finishAudits).
+      let audited = false;
       // Delivered: the session is stored no later than the guard confirms it, so a waiter told to
       // reuse it can read it. If that fails, the guard records a failed send.
       try {
         cancel = await this.store.finish(ws, plan, outcome, now, admitted);
+        audited = this.store.finishAudits === true;
       } catch (e) {
         if (outcome !== 'delivered') throw e;
         final = 'failed';
         await this.store.delivery(ws, dest, sessionId, 'failed', now);
       }
       if (final !== 'delivered') {
-        this.later(this.store.auditPlan(plan, ['requested', 'delivery_failed'], now));
+        if (!audited) this.later(this.store.auditPlan(plan, ['requested', 'delivery_failed'], now));
         throw hostError(outcome === 'delivered' ? 'STORE_UNAVAILABLE' : 'DELIVERY_FAILED');
       }
-      this.later(this.store.auditPlan(plan, ['requested', 'delivered'], now));
+      if (!audited) this.later(this.store.auditPlan(plan, ['requested', 'delivered'], now));
       if (cancel) this.later(this.store.cancelSession(ws.id, cancel));
       return plan.reply(now);
     } finally {

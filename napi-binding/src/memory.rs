@@ -11,7 +11,7 @@ use napi::Result;
 use napi_derive::napi;
 use otpkit_core::analytics::{self, Bucket, Counts, Delta};
 use otpkit_core::audit::AuditEvent;
-use otpkit_core::guard::{DestinationGuard, FloodShield};
+use otpkit_core::guard::{DeliveryOutcome, DestinationGuard, FloodShield};
 use otpkit_core::{Error, Session, UnixMillis, VerifyOutcome};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
@@ -123,6 +123,22 @@ impl Inner {
         self.sessions.insert(k, s);
     }
 
+    /// A plan's session events (`delivery_failed`: outcome failed, others ok) and their analytics.
+    fn audit_plan(&mut self, session: &Session, events: &[&str], now: UnixMillis) {
+        for &kind in events {
+            let outcome = if kind == "delivery_failed" {
+                "failed"
+            } else {
+                "ok"
+            };
+            let e = AuditEvent::for_session(kind, session, outcome, None, now);
+            self.push_audit(&session.workspace_id, e);
+            if let Some(d) = plan_delta(session, kind) {
+                self.count(&session.workspace_id, &d);
+            }
+        }
+    }
+
     fn settle_guard(&mut self, k: &str, ws: &Workspace, now: UnixMillis) {
         let keep = self
             .guards
@@ -188,14 +204,32 @@ impl MemoryStore {
         }
     }
 
-    /// Admits `plan` on its destination's guard (send / reuse / wait / refused).
+    /// Admits `plan` on its destination's guard (send / reuse / wait / refused). With `flood`, an
+    /// admitted send is also counted in the workspace's flood shield in the same critical section;
+    /// if the shield is full, the send goes back to the guard as a definite failure (nothing
+    /// charged) and this throws 429 `RATE_LIMITED`.
     #[napi]
-    pub fn admit(&self, ws: &Workspace, plan: &Plan, now: f64) -> Result<GuardStep> {
+    pub fn admit(
+        &self,
+        ws: &Workspace,
+        plan: &Plan,
+        now: f64,
+        flood: Option<bool>,
+    ) -> Result<GuardStep> {
         let now = ms(now);
         let s = &plan.session;
         let k = key(&ws.rec.id, &s.dest);
         let mut inner = self.lock()?;
         let (kind, sid, code, retry) = ops::admit(&mut inner.guard(&k).0, s, &ws.rec.policy, now);
+        if kind == "send" && flood == Some(true) {
+            let limit = ws.rec.policy.sends_per_workspace_per_minute;
+            let shield = inner.floods.entry(ws.rec.id.clone()).or_default();
+            if let Err(e) = ops::flood(shield, limit, now) {
+                inner.guard(&k).0.delivery(&s.id, DeliveryOutcome::Failed);
+                inner.settle_guard(&k, ws, now);
+                return Err(throw(&e));
+            }
+        }
         inner.settle_guard(&k, ws, now);
         Ok(GuardStep {
             kind: kind.into(),
@@ -206,6 +240,38 @@ impl MemoryStore {
             keep_ms: 0.0,
             changed: true,
         })
+    }
+
+    /// The end of an admitted send in one critical section: a delivered session is stored, the
+    /// guard records the outcome, and the plan's events (`requested`, then `delivered` or
+    /// `delivery_failed`) go to the audit log with their analytics. Answers a session to cancel
+    /// (an older delivered code when reuse is off), if any.
+    #[napi]
+    pub fn finish(
+        &self,
+        ws: &Workspace,
+        plan: &Plan,
+        outcome: String,
+        now: f64,
+    ) -> Result<Option<String>> {
+        let now = ms(now);
+        let outcome = ops::delivery_outcome(&outcome).map_err(|e| throw(&e))?;
+        let s = &plan.session;
+        let k = key(&ws.rec.id, &s.dest);
+        let mut inner = self.lock()?;
+        let delivered = outcome == DeliveryOutcome::Delivered;
+        if delivered {
+            inner.put_session(key(&s.workspace_id, &s.id), s.clone());
+        }
+        let cancel = inner.guard(&k).0.delivery(&s.id, outcome);
+        inner.settle_guard(&k, ws, now);
+        let last = if delivered {
+            "delivered"
+        } else {
+            "delivery_failed"
+        };
+        inner.audit_plan(s, &["requested", last], now);
+        Ok(cancel)
     }
 
     /// Records a delivery outcome; answers a session to cancel, if any.
@@ -254,14 +320,6 @@ impl MemoryStore {
             g.forget(&session_id);
         }
         inner.settle_guard(&k, ws, now);
-        Ok(())
-    }
-
-    /// Stores a delivered session.
-    #[napi]
-    pub fn put_session(&self, plan: &Plan) -> Result<()> {
-        let s = plan.session.clone();
-        self.lock()?.put_session(key(&s.workspace_id, &s.id), s);
         Ok(())
     }
 
@@ -366,34 +424,9 @@ impl MemoryStore {
     /// `delivery_failed`: failed) and their analytics, without a JSON round trip.
     #[napi]
     pub fn audit_plan(&self, plan: &Plan, events: Vec<String>, now: f64) -> Result<()> {
-        let now = ms(now);
-        let mut inner = self.lock()?;
-        for kind in events {
-            let outcome = if kind == "delivery_failed" {
-                "failed"
-            } else {
-                "ok"
-            };
-            let e = AuditEvent::for_session(&kind, &plan.session, outcome, None, now);
-            inner.push_audit(&plan.session.workspace_id, e);
-            if let Some(d) = plan_delta(&plan.session, &kind) {
-                inner.count(&plan.session.workspace_id, &d);
-            }
-        }
+        let events: Vec<&str> = events.iter().map(String::as_str).collect();
+        self.lock()?.audit_plan(&plan.session, &events, ms(now));
         Ok(())
-    }
-
-    /// One send through the workspace flood shield; throws 429 `RATE_LIMITED` when full.
-    #[napi]
-    pub fn flood(&self, ws: &Workspace, now: f64) -> Result<()> {
-        let mut inner = self.lock()?;
-        let shield = inner.floods.entry(ws.rec.id.clone()).or_default();
-        ops::flood(
-            shield,
-            ws.rec.policy.sends_per_workspace_per_minute,
-            ms(now),
-        )
-        .map_err(|e| throw(&e))
     }
 
     /// Appends audit lines (event JSON) and applies analytics deltas (JSON) for a workspace.
