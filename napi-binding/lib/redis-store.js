@@ -49,6 +49,18 @@ put(KEYS[1], v, ARGV[2], ARGV[3])
 return 1
 `;
 
+// A verify's write: CAS of the session (KEYS[1]; ARGV as CAS), answering {1, the value of KEYS[2]}
+// — the session's destination guard, read in the same step — or {0} on a conflict. The failure
+// streak that follows the answer decides on that value (compared whole when it writes) instead of
+// reading the guard again.
+const VERIFY_WRITE = `${VERSIONED}
+if ARGV[4] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[4] then return {0} end
+local v = ver(KEYS[1])
+if v ~= tonumber(ARGV[1]) then return {0} end
+put(KEYS[1], v, ARGV[2], ARGV[3])
+return {1, redis.call('GET', KEYS[2])}
+`;
+
 // An admitted send: KEYS[1] = the destination guard (compare-and-set, as CAS), KEYS[2] = the
 // workspace flood shield, written whatever its version (last writer wins). ARGV: version, JSON,
 // keep ms for each. The shield is approximate by SPEC and on the Worker (KV, last writer wins):
@@ -192,6 +204,7 @@ class RedisStore {
     }
     this.redis.defineCommand('otpkitCas', { numberOfKeys: 1, lua: CAS });
     this.redis.defineCommand('otpkitAdmit', { numberOfKeys: 2, lua: ADMIT });
+    this.redis.defineCommand('otpkitVerifyWrite', { numberOfKeys: 2, lua: VERIFY_WRITE });
     this.redis.defineCommand('otpkitConfirm', { numberOfKeys: 3, lua: CONFIRM });
     this.redis.defineCommand('otpkitLookup', { numberOfKeys: 1, lua: LOOKUP });
     this.redis.defineCommand('otpkitLookupSession', { numberOfKeys: 1, lua: LOOKUP_SESSION });
@@ -381,26 +394,36 @@ class RedisStore {
 
   /** `prefetched`: the session's stored value read with the key (lookupKeyWithSession), if any. */
   async verify(engine, ws, sessionId, code, now, prefetched) {
-    const step = await this.update(
-      this.sessionKey(ws.id, sessionId),
-      (json) => {
+    const sessionKey = this.sessionKey(ws.id, sessionId);
+    const step = await this.run(async () => {
+      for (let i = 0; i < MAX_TRIES; i++) {
+        const given = i === 0 && prefetched !== undefined;
+        const raw = given ? prefetched : await this.redis.get(sessionKey);
+        const [ver, json] = split(raw);
         const s = engine.verifyJson(json, ws.id, code, now);
-        return { ...s, changed: s.state != null, keepMs: null };
-      },
-      prefetched,
-    );
+        if (s.state == null) return s; // nothing to write (no session, already ended)
+        // The write reads the destination guard too, for the failure streak below.
+        const guardKey = this.key('g', ws.id, s.dest ?? '');
+        const [ok, guardRaw] = await this.redis.otpkitVerifyWrite(sessionKey, guardKey, ver, s.state, '-1', given && raw != null ? raw : '');
+        if (ok === 1) return { ...s, guardRaw };
+        await backoff(i);
+      }
+      throw hostError('STORE_UNAVAILABLE');
+    });
     if (step.consumed) {
-      // The failure streak and the end of reuse follow the answer, as on the Worker.
-      const p = this.update(this.key('g', ws.id, step.dest), (json) =>
-        native.guardVerified(json, ws, sessionId, step.status, step.attemptsLeft, now),
+      // The failure streak and the end of reuse follow the answer, as on the Worker; the first try
+      // decides on the guard read with the session's write.
+      const p = this.update(
+        this.key('g', ws.id, step.dest),
+        (json) => native.guardVerified(json, ws, sessionId, step.status, step.attemptsLeft, now),
+        step.guardRaw,
       )
         .catch(() => {})
         .finally(() => this.pending.delete(p));
       this.pending.add(p);
     }
     delete step.state;
-    delete step.changed;
-    delete step.keepMs;
+    delete step.guardRaw;
     return step;
   }
 
