@@ -207,7 +207,7 @@ const table = [
   '|---|---:|---:|---:|---|---:|---|',
   ...rows.map((r) => `| ${r.label} | ${r.critical} | ${r.before.trips} | ${r.before.lua} | ${r.before.names} | ${r.after.trips} | ${r.after.names || '–'} |`),
 ].join('\n');
-const verdict = `Goal ≤ 2 round trips per verify on the response path: **${goalMet ? 'met' : 'NOT met'}** (the answer waits for ${worst}, counting the API-key lookup every request makes; ${verifyRight.before.trips + verifyRight.after.trips - worst} more run beside or after the answer: the failure streak's read + compare-and-set and the audit/analytics script).`;
+const verdict = `Goal ≤ 2 round trips per verify on the response path: **${goalMet ? 'met' : 'NOT met'}** (the answer waits for ${worst}, counting the API-key lookup every request makes; ${verifyRight.before.trips + verifyRight.after.trips - worst} more run beside or after the answer: the failure streak's compare-and-set — the guard was read by the session's write — and the audit/analytics script).`;
 const machine = `${os.cpus().length} cores, ${os.cpus()[0].model.trim()}, Node ${process.version}, ${new Date().toISOString().slice(0, 10)}`;
 console.log(table);
 console.log();
