@@ -23,9 +23,13 @@ const FLOOD_KEEP_MS = 120_000; // the flood shield's window is one minute
 const ANALYTICS_KEEP_DAYS = 91; // one more than the longest query, so a whole period is there
 
 // Shared by the scripts below: `ver(k)`, the version of a stored "<version>|<JSON>" value (0 when
-// absent), and `put(k, v, json, keep)`, its write as version v + 1 ('' deletes; keep '-1' keeps the
-// key's TTL, else PX keep).
+// absent); `holds(k, want)`, whether k still holds exactly `want` (true when `want` is '' or not
+// given: the caller read k just now, so its version is what is compared); and `put(k, v, json,
+// keep)`, its write as version v + 1 ('' deletes; keep '-1' keeps the key's TTL, else PX keep).
 const VERSIONED = `
+local function holds(k, want)
+  return want == nil or want == '' or redis.call('GET', k) == want
+end
 local function ver(k)
   local cur = redis.call('GET', k)
   if cur then return tonumber(string.match(cur, '^(%d+)|')) or 0 end
@@ -42,7 +46,7 @@ end
 // and optionally the whole expected value: a step decided on a value read earlier (not just now)
 // is written only if the key still holds exactly that value.
 const CAS = `${VERSIONED}
-if ARGV[4] and ARGV[4] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[4] then return 0 end
+if not holds(KEYS[1], ARGV[4]) then return 0 end
 local v = ver(KEYS[1])
 if v ~= tonumber(ARGV[1]) then return 0 end
 put(KEYS[1], v, ARGV[2], ARGV[3])
@@ -54,7 +58,7 @@ return 1
 // streak that follows the answer decides on that value (compared whole when it writes) instead of
 // reading the guard again.
 const VERIFY_WRITE = `${VERSIONED}
-if ARGV[4] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[4] then return {0} end
+if not holds(KEYS[1], ARGV[4]) then return {0} end
 local v = ver(KEYS[1])
 if v ~= tonumber(ARGV[1]) then return {0} end
 put(KEYS[1], v, ARGV[2], ARGV[3])
@@ -82,7 +86,7 @@ return 1
 // decides on the value admit wrote, without a GET, and so compares that whole value: equal text is
 // equal state, however long the send took and whatever happened to the key meanwhile.
 const CONFIRM = `${VERSIONED}
-if ARGV[7] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[7] then return 0 end
+if not holds(KEYS[1], ARGV[7]) then return 0 end
 local v = ver(KEYS[1])
 if v ~= tonumber(ARGV[1]) then return 0 end
 redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[5])
