@@ -59,7 +59,7 @@ describe('RedisStore', () => {
     await otp.close();
   });
 
-  it("a send's end decides on the guard admit wrote, but writes only if the guard still holds exactly that", async () => {
+  it("a send's end decides on the guard admit wrote, but writes only if the guard still holds exactly that", { timeout: 60_000 }, async () => {
     // finish() skips re-reading the destination guard: its first try decides on the value admit
     // stored, and the script compares that whole value, not only its version. Here, while the first
     // send is at the gateway, a second send to the same number (another purpose) changes the guard,
@@ -76,7 +76,12 @@ describe('RedisStore', () => {
     const otp = new OtpService({ pepper: PEPPER, gateway: gw, store });
     const guardKey = `otpkit:g:default:${dest}`;
     const first = otp.request({ dest, src: 'Acme', purpose: 'LOGIN' });
-    while (gw.sent.length < 1) await sleep(5);
+    let failed = null;
+    first.catch((e) => (failed = e)); // awaited below; seen here so the wait cannot outlive it
+    for (const until = Date.now() + 10_000; gw.sent.length < 1; await sleep(5)) {
+      if (failed) throw failed;
+      assert.ok(Date.now() < until, 'the first send reached the gateway within 10 s');
+    }
     const admitted = await store.redis.get(guardKey); // what the first send's admit wrote
     const version = Number(admitted.split('|')[0]);
     const second = await otp.request({ dest, src: 'Acme', purpose: 'PASSWORD_RESET' });
