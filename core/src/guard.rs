@@ -72,7 +72,8 @@ pub enum Admission {
 }
 
 /// What the gateway did with a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub enum DeliveryOutcome {
     /// 2xx: the session is live.
     Delivered,

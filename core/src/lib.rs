@@ -19,6 +19,8 @@
 //! | [`hash`] | `HMAC-SHA256(pepper, "otpkit/v1" ‖ f(ws) ‖ f(id) ‖ f(purpose) ‖ f(code))` |
 //! | [`code`] | uniform code digits from host bytes, session ids, API keys |
 //! | [`session`] | the session state machine: issue, verify, reuse, status view |
+//! | [`flow`] | the request, verify, status and admin flows as sans-IO state machines |
+//! | [`gateway`] | gateway HTTP requests (json, twilio) encoded as values, replies classified |
 //! | [`guard`] | the per-destination guard: send window, failure streak, active session per purpose |
 //! | [`template`] | template checks, rendering and SMS segment counting |
 //! | [`envelope`] | response bodies of both dialects, byte for byte |
@@ -44,6 +46,8 @@ pub mod audit;
 pub mod code;
 pub mod envelope;
 pub mod error;
+pub mod flow;
+pub mod gateway;
 pub mod guard;
 pub mod hash;
 pub mod openapi;

@@ -1,0 +1,1005 @@
+//! The order of the steps: request, verify and status as sans-IO state machines.
+//!
+//! A host starts a flow with the parsed input, the workspace, `now`, entropy and the pepper,
+//! then loops (the quinn-proto model):
+//!
+//! ```text
+//! loop {
+//!     match flow.poll() {
+//!         Step::Io(io)        => { let result = perform(io).await; flow.handle(result); }
+//!         Step::Answer(reply) => send(reply),   // keep polling: what follows the answer
+//!         Step::Done          => break,
+//!     }
+//! }
+//! ```
+//!
+//! Every [`Io`] handed out must be answered with exactly one [`Outcome`] before the next poll.
+//! Effects polled before the [`Step::Answer`] decide it; those polled after it are bookkeeping
+//! that may follow the answer (a Worker runs them in `waitUntil`, Node in the background), and
+//! their failures change nothing.
+//!
+//! Every decision is made here, once: retrying the admission when a reused session turns out to
+//! be stale, refunding a definite gateway failure, charging a timeout, answering 503 when the
+//! store fails after a send, coalescing concurrent requests, the failure streak, the audit
+//! events and the analytics deltas. A store may still fuse effects into one atomic step: the
+//! admission carries the flood shield's limit ([`Io::Admit::flood_limit`]) so a store can charge
+//! both in one step, and a store that confirms a delivery in the same step as it stores the
+//! session answers [`Io::StoreSession`] with [`Outcome::StoredAndConfirmed`], which skips the
+//! [`Io::ReportDelivery`] that would otherwise follow the answer.
+
+use crate::analytics::{self, Delta};
+use crate::audit::AuditEvent;
+use crate::envelope::{self, Reply};
+use crate::error::Error;
+use crate::gateway::OutgoingMessage;
+use crate::guard::DeliveryOutcome;
+use crate::policy::Policy;
+use crate::request::{Dialect, IssueRequest, VerifyRequest};
+use crate::secret::Pepper;
+use crate::session::{plan_issue, Session, Verification, VerifyOutcome};
+use crate::time::UnixMillis;
+use crate::validate::{self, Purpose};
+use crate::Entropy;
+use alloc::collections::VecDeque;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+use serde::{Deserialize, Serialize};
+
+/// How many times a request is admitted at the destination guard before it gives up with 503
+/// (each retry follows a reused session that turned out to be stale, and is forgotten first).
+pub const MAX_ADMITS: u8 = 3;
+
+/// What a host does next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Perform this IO, then [`RequestFlow::handle`] (or the flow's `handle`) its outcome.
+    Io(Io),
+    /// The answer: send it now (an `Err` is mapped by the host: envelope, HTTP status, JS error).
+    /// Polling goes on with what follows the answer.
+    Answer(Result<Reply, Error>),
+    /// Nothing left to do.
+    Done,
+}
+
+/// A verification code inside an effect: serialized as the plain string (the store checks it),
+/// never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CodeText(pub String);
+
+impl core::fmt::Debug for CodeText {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// One IO effect. All are scoped to the flow's workspace (the host knows it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(
+    tag = "io",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase",
+    deny_unknown_fields
+)]
+pub enum Io {
+    /// Read the reuse hint of (dest, purpose): answer [`Outcome::ReuseHint`]. Only asked of
+    /// hosts that keep hints ([`HostTraits::reuse_hints`]); a failed read counts as no hint.
+    ReadReuseHint {
+        /// Destination.
+        dest: String,
+        /// Purpose.
+        purpose: Purpose,
+    },
+    /// Read a session of the workspace: answer [`Outcome::Session`].
+    ReadSession {
+        /// Session id.
+        session_id: String,
+    },
+    /// Decide a send at the destination guard (atomically): [`DestinationGuard::admit`] with
+    /// these values and the workspace policy. With `flood_limit`, charge the workspace flood
+    /// shield too ([`FloodShield::admit`]) once the guard says `Send`. Answer
+    /// [`Outcome::Admitted`].
+    ///
+    /// [`DestinationGuard::admit`]: crate::guard::DestinationGuard::admit
+    /// [`FloodShield::admit`]: crate::guard::FloodShield::admit
+    Admit {
+        /// Destination.
+        dest: String,
+        /// Purpose.
+        purpose: Purpose,
+        /// The new session's id.
+        session_id: String,
+        /// Its expiry.
+        expires_at: UnixMillis,
+        /// A test number (not charged).
+        test: bool,
+        /// The flood shield's limit per minute, when this send is charged to it.
+        flood_limit: Option<u32>,
+    },
+    /// Wait until the send of `session_id` (admitted by another request) ends: answer
+    /// [`Outcome::Awaited`] (`true` once delivered; `false` if it failed or went stale after
+    /// [`crate::guard::IN_FLIGHT_STALE_MS`]).
+    AwaitSend {
+        /// Destination.
+        dest: String,
+        /// The session being delivered.
+        session_id: String,
+    },
+    /// Stop treating `session_id` as active at the guard ([`crate::guard::DestinationGuard::forget`]).
+    Forget {
+        /// Destination.
+        dest: String,
+        /// Session id.
+        session_id: String,
+    },
+    /// Send this message through the gateway (bounded by [`crate::gateway::TIMEOUT_MS`]):
+    /// answer [`Outcome::Delivery`].
+    Deliver {
+        /// The message (its text holds the code: it goes to the gateway and nowhere else).
+        message: OutgoingMessage,
+    },
+    /// Store the delivered session (with its purge time, [`Session::purge_at`]): answer
+    /// [`Outcome::Done`], or [`Outcome::StoredAndConfirmed`] when the store also confirmed the
+    /// delivery at the guard in the same step.
+    StoreSession {
+        /// The session.
+        session: Session,
+    },
+    /// Record the gateway's outcome at the guard ([`crate::guard::DestinationGuard::delivery`]):
+    /// answer [`Outcome::Confirmed`] with the session the guard says to cancel.
+    ReportDelivery {
+        /// Destination.
+        dest: String,
+        /// Session id.
+        session_id: String,
+        /// What the gateway did.
+        outcome: DeliveryOutcome,
+    },
+    /// Cancel a session ([`Session::cancel`]) that a newer delivered code replaced (reuse off).
+    CancelSession {
+        /// Session id.
+        session_id: String,
+    },
+    /// Point the reuse hint of (dest, purpose) at `session_id` for `ttl_secs`.
+    PutReuseHint {
+        /// Destination.
+        dest: String,
+        /// Purpose.
+        purpose: Purpose,
+        /// Session id.
+        session_id: String,
+        /// Seconds to keep it.
+        ttl_secs: u64,
+    },
+    /// Drop the reuse hint of (dest, purpose).
+    DropReuseHint {
+        /// Destination.
+        dest: String,
+        /// Purpose.
+        purpose: Purpose,
+    },
+    /// Verify `code` against the stored session atomically: [`verify_stored`] between the read
+    /// and the write. Answer [`Outcome::Verified`].
+    Verify {
+        /// Session id.
+        session_id: String,
+        /// The code given.
+        code: CodeText,
+    },
+    /// Record a verification at the guard ([`crate::guard::DestinationGuard::record_verify`]):
+    /// the failure streak, and the end of an approved or locked session's reuse.
+    RecordVerify {
+        /// Destination.
+        dest: String,
+        /// Session id.
+        session_id: String,
+        /// Verify status (`APPROVED`, `INVALID`, …).
+        status: String,
+        /// Attempts left after it.
+        attempts_left: u8,
+    },
+    /// Append audit events and apply analytics deltas (one write where the store can).
+    Record {
+        /// Audit events, oldest first.
+        events: Vec<AuditEvent>,
+        /// Analytics deltas.
+        deltas: Vec<Delta>,
+    },
+}
+
+/// What the guard decided ([`Io::Admit`]'s answer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    tag = "kind",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase",
+    deny_unknown_fields
+)]
+pub enum Admitted {
+    /// Deliver the new session's message.
+    Send,
+    /// A delivered, active session exists: answer with it if it is still reusable.
+    Reuse {
+        /// Its id.
+        session_id: String,
+    },
+    /// Another request is delivering for this (dest, purpose): wait for it.
+    Wait {
+        /// The session being delivered.
+        session_id: String,
+    },
+    /// The store waited for another request's send itself, and that send failed.
+    Failed,
+    /// Refused by the guard (429).
+    Refused {
+        /// `RATE_LIMITED` or `DESTINATION_LOCKED`.
+        code: String,
+        /// Seconds until a send may be admitted.
+        retry_after_secs: u32,
+    },
+    /// The guard said send, but the flood shield refused (429 `RATE_LIMITED`).
+    FloodRefused {
+        /// Seconds until the shield's minute ends.
+        retry_after_secs: u32,
+        /// The guard recorded the send before the shield refused (a store that does not fuse
+        /// the two): the flow refunds it with a failed [`Io::ReportDelivery`].
+        admitted: bool,
+    },
+}
+
+/// The result of one [`Io`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(
+    tag = "result",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase",
+    deny_unknown_fields
+)]
+pub enum Outcome {
+    /// Performed; nothing to report.
+    Done,
+    /// The store could not perform it (`corrupt`: the stored state could not be read).
+    Failed {
+        /// Stored state is corrupt (500) rather than the store unreachable (503).
+        #[serde(default)]
+        corrupt: bool,
+    },
+    /// [`Io::ReadReuseHint`].
+    ReuseHint {
+        /// The hinted session id.
+        session_id: Option<String>,
+    },
+    /// [`Io::ReadSession`].
+    Session {
+        /// The session (absent: none).
+        session: Option<Session>,
+    },
+    /// [`Io::Admit`].
+    Admitted {
+        /// What the guard decided.
+        admission: Admitted,
+    },
+    /// [`Io::AwaitSend`].
+    Awaited {
+        /// The awaited send was delivered.
+        delivered: bool,
+    },
+    /// [`Io::Deliver`].
+    Delivery {
+        /// What the gateway did.
+        outcome: DeliveryOutcome,
+    },
+    /// [`Io::StoreSession`] performed together with a delivered [`Io::ReportDelivery`].
+    StoredAndConfirmed {
+        /// The session the guard says to cancel.
+        cancel: Option<String>,
+    },
+    /// [`Io::ReportDelivery`].
+    Confirmed {
+        /// The session the guard says to cancel.
+        cancel: Option<String>,
+    },
+    /// [`Io::Verify`].
+    Verified {
+        /// Verify status.
+        status: String,
+        /// Attempts left after it.
+        attempts_left: u8,
+        /// The session after verifying (absent when not found).
+        session: Option<Session>,
+    },
+}
+
+impl Outcome {
+    /// A store failure as an outcome.
+    #[must_use]
+    pub fn failed(e: &Error) -> Outcome {
+        Outcome::Failed {
+            corrupt: matches!(e, Error::CorruptState { .. }),
+        }
+    }
+}
+
+/// What a host can do beyond the effects every host performs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HostTraits {
+    /// The host keeps reuse hints by (dest, purpose) (the Worker's KV): the request flow reads
+    /// one first, and keeps them current.
+    pub reuse_hints: bool,
+}
+
+/// An atomic verify step for a store: [`Session::verify`] on what it holds. `write` is the
+/// session to store back (only when an attempt was consumed); `outcome` answers [`Io::Verify`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifyStep {
+    /// The answer to feed back.
+    pub outcome: Outcome,
+    /// What to write (in the same atomic step as the read), if anything.
+    pub write: Option<Session>,
+}
+
+/// What a store does inside its critical section for [`Io::Verify`].
+#[must_use]
+pub fn verify_stored(
+    stored: Option<Session>,
+    workspace_id: &str,
+    code: &str,
+    now: UnixMillis,
+    pepper: &Pepper,
+) -> VerifyStep {
+    let Some(session) = stored else {
+        return VerifyStep {
+            outcome: not_verified(),
+            write: None,
+        };
+    };
+    let (v, after) = session.verify(workspace_id, code, now, pepper);
+    if v.outcome == VerifyOutcome::NotFound {
+        return VerifyStep {
+            outcome: not_verified(),
+            write: None,
+        };
+    }
+    let write = v.outcome.consumed_attempt().then(|| after.clone());
+    VerifyStep {
+        outcome: Outcome::Verified {
+            status: v.outcome.status().into(),
+            attempts_left: v.attempts_left,
+            session: Some(after),
+        },
+        write,
+    }
+}
+
+fn not_verified() -> Outcome {
+    Outcome::Verified {
+        status: "NOT_FOUND".into(),
+        attempts_left: 0,
+        session: None,
+    }
+}
+
+fn store_error(corrupt: bool) -> Error {
+    if corrupt {
+        Error::CorruptState {
+            message: "stored state could not be read".into(),
+        }
+    } else {
+        Error::StoreUnavailable
+    }
+}
+
+fn refused(code: &str, retry_after_secs: u32) -> Error {
+    match code {
+        "DESTINATION_LOCKED" => Error::DestinationLocked { retry_after_secs },
+        _ => Error::RateLimited { retry_after_secs },
+    }
+}
+
+/// The steps handed out, and what the next outcome answers.
+#[derive(Debug, Clone)]
+struct Queue<W> {
+    steps: VecDeque<Step>,
+    waiting: Option<W>,
+}
+
+impl<W> Default for Queue<W> {
+    fn default() -> Self {
+        Queue {
+            steps: VecDeque::new(),
+            waiting: None,
+        }
+    }
+}
+
+impl<W: Copy> Queue<W> {
+    fn io(&mut self, io: Io) {
+        self.steps.push_back(Step::Io(io));
+    }
+
+    fn answer(&mut self, a: Result<Reply, Error>) {
+        self.steps.push_back(Step::Answer(a));
+    }
+
+    /// The next step; `tags` says what the outcome of each IO will answer, in order.
+    fn poll(&mut self, tags: &mut VecDeque<W>) -> Step {
+        if self.waiting.is_some() {
+            // A host bug: an IO was handed out and not answered. Nothing more can be decided.
+            return Step::Done;
+        }
+        match self.steps.pop_front() {
+            Some(Step::Io(io)) => {
+                self.waiting = tags.pop_front();
+                Step::Io(io)
+            }
+            Some(Step::Answer(a)) => Step::Answer(a),
+            Some(Step::Done) | None => Step::Done,
+        }
+    }
+}
+
+// ---- request ---------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReqWait {
+    Hint,
+    HintSession,
+    Admit,
+    ReuseSession,
+    Awaited,
+    Forget,
+    FloodRefund,
+    Deliver,
+    Store,
+    FailedReport,
+    Confirm,
+    After,
+}
+
+/// `POST /v1/messaging/otp/request` and `POST /otp/send`: reuse hint → admit at the destination
+/// guard (with the flood shield) → deliver → store → confirm → audit and analytics.
+#[derive(Debug)]
+pub struct RequestFlow {
+    dialect: Dialect,
+    traits: HostTraits,
+    flood_limit: u32,
+    now: UnixMillis,
+    session: Session,
+    message: Option<OutgoingMessage>,
+    admits: u8,
+    /// The session a reuse answer is being read for (forgotten at the guard if stale).
+    candidate: Option<String>,
+    /// Seconds of a flood-shield refusal, answered once the guard is refunded.
+    flood_retry: u32,
+    /// The gateway accepted the message but the session could not be stored (503).
+    store_failed: bool,
+    q: Queue<ReqWait>,
+    tags: VecDeque<ReqWait>,
+}
+
+impl RequestFlow {
+    /// Plans the send ([`plan_issue`]: sender, country, code, template) and starts the flow; a
+    /// request that fails those checks is answered with the error (nothing was touched).
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        req: &IssueRequest,
+        workspace_id: &str,
+        senders: &[String],
+        policy: &Policy,
+        now: UnixMillis,
+        entropy: &Entropy,
+        pepper: &Pepper,
+        traits: HostTraits,
+    ) -> Result<RequestFlow, Error> {
+        let plan = plan_issue(req, workspace_id, senders, policy, now, entropy, pepper)?;
+        let message = plan.message.map(|m| OutgoingMessage {
+            to: plan.session.dest.clone(),
+            from: plan.session.src.clone(),
+            text: m.text,
+            channel: plan.session.channel,
+            reference: plan.session.id.clone(),
+        });
+        let mut flow = RequestFlow {
+            dialect: req.dialect,
+            traits: HostTraits {
+                reuse_hints: traits.reuse_hints && policy.reuse,
+            },
+            flood_limit: policy.sends_per_workspace_per_minute,
+            now,
+            session: plan.session,
+            message,
+            admits: 0,
+            candidate: None,
+            flood_retry: 1,
+            store_failed: false,
+            q: Queue::default(),
+            tags: VecDeque::new(),
+        };
+        if flow.traits.reuse_hints {
+            let io = Io::ReadReuseHint {
+                dest: flow.session.dest.clone(),
+                purpose: flow.session.purpose,
+            };
+            flow.ask(ReqWait::Hint, io);
+        } else {
+            flow.admit();
+        }
+        Ok(flow)
+    }
+
+    /// The session this request would create.
+    #[must_use]
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// The next step.
+    pub fn poll(&mut self) -> Step {
+        self.q.poll(&mut self.tags)
+    }
+
+    fn ask(&mut self, wait: ReqWait, io: Io) {
+        self.tags.push_back(wait);
+        self.q.io(io);
+    }
+
+    fn admit(&mut self) {
+        if self.admits >= MAX_ADMITS {
+            // Every try found a stale session in the way: give up rather than loop.
+            self.q.answer(Err(Error::StoreUnavailable));
+            return;
+        }
+        self.admits = self.admits.saturating_add(1);
+        let s = &self.session;
+        let io = Io::Admit {
+            dest: s.dest.clone(),
+            purpose: s.purpose,
+            session_id: s.id.clone(),
+            expires_at: s.expires_at,
+            test: s.test,
+            flood_limit: (!s.test).then_some(self.flood_limit),
+        };
+        self.ask(ReqWait::Admit, io);
+    }
+
+    fn read_candidate(&mut self, session_id: String) {
+        self.candidate = Some(session_id.clone());
+        self.ask(ReqWait::ReuseSession, Io::ReadSession { session_id });
+    }
+
+    /// Answers with `found` if it is this request's reusable session; false otherwise.
+    fn try_reuse(&mut self, found: Option<Session>) -> bool {
+        let Some(s) = found else { return false };
+        let same = s.workspace_id == self.session.workspace_id
+            && s.dest == self.session.dest
+            && s.purpose == self.session.purpose;
+        if !same || !s.reusable(self.now) {
+            return false;
+        }
+        self.q
+            .answer(Ok(issue_reply(self.dialect, &s, self.now, true)));
+        let events = vec![AuditEvent::for_session("reused", &s, "ok", None, self.now)];
+        let deltas = analytics::reused(&s).into_iter().collect();
+        self.ask(ReqWait::After, Io::Record { events, deltas });
+        true
+    }
+
+    fn admitted(&mut self, admission: Admitted) {
+        match admission {
+            Admitted::Send => self.deliver(),
+            Admitted::Reuse { session_id } => self.read_candidate(session_id),
+            Admitted::Wait { session_id } => {
+                self.candidate = Some(session_id.clone());
+                let io = Io::AwaitSend {
+                    dest: self.session.dest.clone(),
+                    session_id,
+                };
+                self.ask(ReqWait::Awaited, io);
+            }
+            Admitted::Failed => self.q.answer(Err(Error::DeliveryFailed)),
+            Admitted::Refused {
+                code,
+                retry_after_secs,
+            } => {
+                let s = &self.session;
+                let event = AuditEvent::refused(
+                    "rate_limited",
+                    &s.dest,
+                    s.purpose,
+                    s.app.as_deref(),
+                    &code,
+                    self.now,
+                );
+                self.q.answer(Err(refused(&code, retry_after_secs)));
+                let io = Io::Record {
+                    events: vec![event],
+                    deltas: Vec::new(),
+                };
+                self.ask(ReqWait::After, io);
+            }
+            Admitted::FloodRefused {
+                retry_after_secs,
+                admitted,
+            } => {
+                if admitted {
+                    // The guard charged this send already: hand it back as a definite failure.
+                    self.flood_retry = retry_after_secs;
+                    self.report(ReqWait::FloodRefund, DeliveryOutcome::Failed);
+                } else {
+                    self.q.answer(Err(Error::RateLimited { retry_after_secs }));
+                }
+            }
+        }
+    }
+
+    fn deliver(&mut self) {
+        match self.message.clone() {
+            Some(message) => self.ask(ReqWait::Deliver, Io::Deliver { message }),
+            // A test number: nothing is sent.
+            None => self.delivered(DeliveryOutcome::Delivered),
+        }
+    }
+
+    fn delivered(&mut self, outcome: DeliveryOutcome) {
+        if outcome == DeliveryOutcome::Delivered {
+            let io = Io::StoreSession {
+                session: self.session.clone(),
+            };
+            self.ask(ReqWait::Store, io);
+        } else {
+            // Reported before the answer, so a definite failure is refunded before the client
+            // can retry; a timeout stays charged (the guard decides that from the outcome).
+            self.report(ReqWait::FailedReport, outcome);
+        }
+    }
+
+    fn report(&mut self, wait: ReqWait, outcome: DeliveryOutcome) {
+        let io = Io::ReportDelivery {
+            dest: self.session.dest.clone(),
+            session_id: self.session.id.clone(),
+            outcome,
+        };
+        self.ask(wait, io);
+    }
+
+    /// The send's audit events and analytics, after the answer.
+    fn record_send(&mut self, delivered: bool) {
+        let s = &self.session;
+        let mut events = vec![AuditEvent::for_session(
+            "requested",
+            s,
+            "ok",
+            None,
+            self.now,
+        )];
+        let delta = if delivered {
+            events.push(AuditEvent::for_session(
+                "delivered",
+                s,
+                "ok",
+                None,
+                self.now,
+            ));
+            analytics::delivered(s)
+        } else {
+            let failed = AuditEvent::for_session("delivery_failed", s, "failed", None, self.now);
+            events.push(failed);
+            analytics::delivery_failed(s)
+        };
+        let deltas = delta.into_iter().collect();
+        self.ask(ReqWait::After, Io::Record { events, deltas });
+    }
+
+    /// What follows a delivered, stored and confirmed send's answer.
+    fn after_confirm(&mut self, cancel: Option<String>) {
+        // The guard names this very session when a newer send superseded it while in flight:
+        // it is canceled, and no hint may point at it.
+        let superseded = cancel.as_deref() == Some(self.session.id.as_str());
+        if let Some(session_id) = cancel {
+            self.ask(ReqWait::After, Io::CancelSession { session_id });
+        }
+        if self.traits.reuse_hints && !superseded {
+            let io = Io::PutReuseHint {
+                dest: self.session.dest.clone(),
+                purpose: self.session.purpose,
+                session_id: self.session.id.clone(),
+                ttl_secs: self.now.secs_until_ceil(self.session.expires_at).max(60),
+            };
+            self.ask(ReqWait::After, io);
+        }
+        self.record_send(true);
+    }
+
+    /// Feeds the outcome of the IO last polled.
+    pub fn handle(&mut self, outcome: Outcome) {
+        let Some(wait) = self.q.waiting.take() else {
+            return;
+        };
+        match (wait, outcome) {
+            (
+                ReqWait::Hint,
+                Outcome::ReuseHint {
+                    session_id: Some(id),
+                },
+            ) => {
+                self.ask(ReqWait::HintSession, Io::ReadSession { session_id: id });
+            }
+            // No hint, or it could not be read: the guard decides.
+            (ReqWait::Hint, _) => self.admit(),
+            (ReqWait::HintSession, Outcome::Session { session }) => {
+                if !self.try_reuse(session) {
+                    self.admit();
+                }
+            }
+            (ReqWait::Admit, Outcome::Admitted { admission }) => self.admitted(admission),
+            (ReqWait::ReuseSession, Outcome::Session { session }) => {
+                if !self.try_reuse(session) {
+                    // Stale (used, locked, expired or gone): stop treating it as active, and
+                    // ask the guard again.
+                    let session_id = self.candidate.take().unwrap_or_default();
+                    let dest = self.session.dest.clone();
+                    self.ask(ReqWait::Forget, Io::Forget { dest, session_id });
+                }
+            }
+            (ReqWait::Awaited, Outcome::Awaited { delivered: true }) => {
+                let id = self.candidate.take().unwrap_or_default();
+                self.read_candidate(id);
+            }
+            (ReqWait::Awaited, Outcome::Awaited { delivered: false }) => {
+                self.q.answer(Err(Error::DeliveryFailed));
+            }
+            (ReqWait::Forget, Outcome::Done) => self.admit(),
+            (ReqWait::FloodRefund, Outcome::Confirmed { .. } | Outcome::Done) => {
+                let retry_after_secs = self.flood_retry;
+                self.q.answer(Err(Error::RateLimited { retry_after_secs }));
+            }
+            (ReqWait::Deliver, Outcome::Delivery { outcome }) => self.delivered(outcome),
+            (ReqWait::Store, Outcome::Done) => {
+                self.q.answer(Ok(self.reply_new()));
+                self.report(ReqWait::Confirm, DeliveryOutcome::Delivered);
+            }
+            (ReqWait::Store, Outcome::StoredAndConfirmed { cancel }) => {
+                self.q.answer(Ok(self.reply_new()));
+                self.after_confirm(cancel);
+            }
+            (ReqWait::Store, _) => {
+                // Delivered but not stored: nobody can verify it, and the client is told 503.
+                // The message did go out, so the send stays charged (reported as an unknown
+                // outcome, like a timeout): a failing store must not open a pumping hole.
+                self.store_failed = true;
+                self.report(ReqWait::FailedReport, DeliveryOutcome::TimedOut);
+            }
+            (ReqWait::FailedReport, result) => {
+                let reported = matches!(result, Outcome::Confirmed { .. } | Outcome::Done);
+                let e = if self.store_failed || !reported {
+                    Error::StoreUnavailable
+                } else {
+                    Error::DeliveryFailed
+                };
+                self.q.answer(Err(e));
+                self.record_send(false);
+            }
+            (ReqWait::Confirm, Outcome::Confirmed { cancel }) => self.after_confirm(cancel),
+            // A lost confirmation: the guard's entry goes stale as if the send had failed; the
+            // session is stored and answered, so its audit events are still written.
+            (ReqWait::Confirm, _) => self.after_confirm(None),
+            (ReqWait::After, _) => {}
+            // Any other answer to a step before the reply is a store failure.
+            (_, Outcome::Failed { corrupt }) => self.q.answer(Err(store_error(corrupt))),
+            (_, _) => self.q.answer(Err(Error::StoreUnavailable)),
+        }
+    }
+
+    fn reply_new(&self) -> Reply {
+        issue_reply(self.dialect, &self.session, self.now, false)
+    }
+}
+
+fn issue_reply(dialect: Dialect, session: &Session, now: UnixMillis, reused: bool) -> Reply {
+    match dialect {
+        Dialect::V1 => envelope::v1_request(session, now, reused),
+        Dialect::Zend => envelope::zend_send(session, reused),
+    }
+}
+
+// ---- verify ----------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum VerWait {
+    Verify,
+    After,
+}
+
+/// `POST /v1/messaging/otp/verify` and `POST /otp/{id}/verify`: the atomic verify at the
+/// session, the answer, then the failure streak at the guard, the end of reuse, audit and
+/// analytics.
+#[derive(Debug)]
+pub struct VerifyFlow {
+    dialect: Dialect,
+    traits: HostTraits,
+    raw_session_id: String,
+    now: UnixMillis,
+    q: Queue<VerWait>,
+    tags: VecDeque<VerWait>,
+}
+
+impl VerifyFlow {
+    /// Starts a verification (a malformed id is answered NOT_FOUND at once).
+    #[must_use]
+    pub fn start(
+        req: &VerifyRequest,
+        dialect: Dialect,
+        now: UnixMillis,
+        traits: HostTraits,
+    ) -> VerifyFlow {
+        let mut flow = VerifyFlow {
+            dialect,
+            traits,
+            raw_session_id: req.raw_session_id.clone(),
+            now,
+            q: Queue::default(),
+            tags: VecDeque::new(),
+        };
+        match &req.session_id {
+            Some(id) => {
+                flow.tags.push_back(VerWait::Verify);
+                flow.q.io(Io::Verify {
+                    session_id: id.clone(),
+                    code: CodeText(req.code.clone()),
+                });
+            }
+            None => flow.q.answer(Ok(flow.not_found())),
+        }
+        flow
+    }
+
+    /// The next step.
+    pub fn poll(&mut self) -> Step {
+        self.q.poll(&mut self.tags)
+    }
+
+    fn not_found(&self) -> Reply {
+        match self.dialect {
+            Dialect::V1 => envelope::v1_verify(&self.raw_session_id, &Verification::NOT_FOUND),
+            Dialect::Zend => envelope::zend_not_found(),
+        }
+    }
+
+    fn after(&mut self, io: Io) {
+        self.tags.push_back(VerWait::After);
+        self.q.io(io);
+    }
+
+    /// Feeds the outcome of the IO last polled.
+    pub fn handle(&mut self, outcome: Outcome) {
+        let Some(wait) = self.q.waiting.take() else {
+            return;
+        };
+        let (status, attempts_left, session) = match (wait, outcome) {
+            (VerWait::After, _) => return,
+            (
+                VerWait::Verify,
+                Outcome::Verified {
+                    status,
+                    attempts_left,
+                    session: Some(session),
+                },
+            ) => (status, attempts_left, session),
+            (VerWait::Verify, Outcome::Verified { session: None, .. }) => {
+                self.q.answer(Ok(self.not_found()));
+                return;
+            }
+            (VerWait::Verify, Outcome::Failed { corrupt }) => {
+                self.q.answer(Err(store_error(corrupt)));
+                return;
+            }
+            (VerWait::Verify, _) => {
+                self.q.answer(Err(Error::StoreUnavailable));
+                return;
+            }
+        };
+        let outcome = match VerifyOutcome::from_status(&status, attempts_left) {
+            Some(VerifyOutcome::NotFound) | None => {
+                self.q.answer(Ok(self.not_found()));
+                return;
+            }
+            Some(o) => o,
+        };
+        let v = Verification {
+            outcome,
+            attempts_left,
+        };
+        self.q.answer(Ok(match self.dialect {
+            Dialect::V1 => envelope::v1_verify(&session.id, &v),
+            Dialect::Zend => envelope::zend_verify(&v, session.verified_at),
+        }));
+        if outcome.consumed_attempt() {
+            self.after(Io::RecordVerify {
+                dest: session.dest.clone(),
+                session_id: session.id.clone(),
+                status: outcome.status().into(),
+                attempts_left,
+            });
+        }
+        let ended = outcome == VerifyOutcome::Approved || outcome.locked_session();
+        if ended && self.traits.reuse_hints {
+            self.after(Io::DropReuseHint {
+                dest: session.dest.clone(),
+                purpose: session.purpose,
+            });
+        }
+        let events: Vec<_> = AuditEvent::for_verify(&session, outcome, self.now)
+            .into_iter()
+            .collect();
+        let deltas: Vec<_> = analytics::verified(&session, outcome).into_iter().collect();
+        if !events.is_empty() || !deltas.is_empty() {
+            self.after(Io::Record { events, deltas });
+        }
+    }
+}
+
+// ---- status ----------------------------------------------------------------------------------
+
+/// `GET /v1/messaging/otp/sessions/{id}` and `GET /otp/{id}/status`: one read.
+#[derive(Debug)]
+pub struct StatusFlow {
+    dialect: Dialect,
+    workspace_id: String,
+    now: UnixMillis,
+    q: Queue<()>,
+    tags: VecDeque<()>,
+}
+
+impl StatusFlow {
+    /// Starts a status read for the id as given in the path (malformed → NOT_FOUND at once).
+    #[must_use]
+    pub fn start(raw_id: &str, dialect: Dialect, workspace_id: &str, now: UnixMillis) -> Self {
+        let mut flow = StatusFlow {
+            dialect,
+            workspace_id: workspace_id.into(),
+            now,
+            q: Queue::default(),
+            tags: VecDeque::new(),
+        };
+        match validate::normalize_session_id(raw_id) {
+            Some(session_id) => {
+                flow.tags.push_back(());
+                flow.q.io(Io::ReadSession { session_id });
+            }
+            None => flow.q.answer(Ok(flow.not_found())),
+        }
+        flow
+    }
+
+    /// The next step.
+    pub fn poll(&mut self) -> Step {
+        self.q.poll(&mut self.tags)
+    }
+
+    fn not_found(&self) -> Reply {
+        match self.dialect {
+            Dialect::V1 => envelope::v1_session_not_found(),
+            Dialect::Zend => envelope::zend_not_found(),
+        }
+    }
+
+    /// Feeds the outcome of the read.
+    pub fn handle(&mut self, outcome: Outcome) {
+        if self.q.waiting.take().is_none() {
+            return;
+        }
+        let answer = match outcome {
+            Outcome::Session {
+                session: Some(s), ..
+            } if s.workspace_id == self.workspace_id => Ok(match self.dialect {
+                Dialect::V1 => envelope::v1_session(&s.view(self.now)),
+                Dialect::Zend => envelope::zend_status(&s, self.now),
+            }),
+            Outcome::Session { .. } => Ok(self.not_found()),
+            Outcome::Failed { corrupt } => Err(store_error(corrupt)),
+            _ => Err(Error::StoreUnavailable),
+        };
+        self.q.answer(answer);
+    }
+}
