@@ -1,0 +1,666 @@
+//! Runs the flow traces in `tests/vectors/flows/*.json` (format: that folder's README.md)
+//! against `otpkit_core::flow`: each trace starts one flow, then every step the flow yields is
+//! compared with the next expected step, and each IO is answered with the outcome the trace
+//! scripts. The same file compiles for wasm32 and runs in Node under wasm-bindgen-test, so the
+//! traces are embedded with `include_str!` (wasm has no filesystem);
+//! `every_trace_file_is_embedded` fails natively when a file is missing from [`TRACES`].
+
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+use otpkit_core::flow::{
+    verify_stored, HostTraits, Io, Outcome, RequestFlow, StatusFlow, Step, VerifyFlow,
+};
+use otpkit_core::hash::{code_hash, to_hex};
+use otpkit_core::request::Dialect;
+use otpkit_core::{
+    Entropy, Error, IssueRequest, Pepper, Policy, Purpose, Reply, Session, UnixMillis,
+    VerifyRequest,
+};
+use serde_json::{json, Map, Value};
+use std::collections::BTreeSet;
+
+macro_rules! traces {
+    ($($file:literal),* $(,)?) => {
+        &[$(($file, include_str!(concat!("../../tests/vectors/flows/", $file)))),*]
+    };
+}
+
+/// Every trace file, embedded.
+const TRACES: &[(&str, &str)] = traces![
+    "request-new-send-v1.json",
+    "request-new-send-zend.json",
+    "request-new-send-whatsapp.json",
+    "request-hint-reused.json",
+    "request-hint-reused-zend.json",
+    "request-hint-none-puts-hint.json",
+    "request-hint-stale-expired.json",
+    "request-hint-stale-used.json",
+    "request-hint-session-gone.json",
+    "request-hint-other-workspace.json",
+    "request-hint-read-failed.json",
+    "request-hint-session-read-failed.json",
+    "request-admit-reuse.json",
+    "request-admit-reuse-other-purpose.json",
+    "request-admit-reuse-stale.json",
+    "request-admit-reuse-other-workspace.json",
+    "request-admit-reuse-read-corrupt.json",
+    "request-admit-reuse-forget-failed.json",
+    "request-three-stale-reuses.json",
+    "request-coalesced-delivered.json",
+    "request-coalesced-failed.json",
+    "request-coalesced-stale.json",
+    "request-admit-failed-send.json",
+    "request-admit-store-failed.json",
+    "request-refused-rate-limited.json",
+    "request-refused-destination-locked.json",
+    "request-flood-refused-fused.json",
+    "request-flood-refused-unfused.json",
+    "request-flood-refund-failed.json",
+    "request-gateway-failed.json",
+    "request-gateway-timeout.json",
+    "request-store-failed-after-send.json",
+    "request-report-failed.json",
+    "request-stored-and-confirmed.json",
+    "request-stored-and-confirmed-cancel.json",
+    "request-reuse-off-cancels-previous.json",
+    "request-confirm-failed.json",
+    "request-confirm-cancels-own.json",
+    "request-confirm-cancels-own-hints.json",
+    "request-record-failed.json",
+    "request-test-number.json",
+    "request-start-sender-not-allowed.json",
+    "request-start-destination-not-allowed.json",
+    "request-start-template-too-long.json",
+    "verify-approved.json",
+    "verify-approved-hints.json",
+    "verify-approved-uppercase-id.json",
+    "verify-invalid.json",
+    "verify-invalid-locks.json",
+    "verify-invalid-literal.json",
+    "verify-max-attempts.json",
+    "verify-expired.json",
+    "verify-canceled.json",
+    "verify-already-used.json",
+    "verify-not-found-missing.json",
+    "verify-not-found-malformed.json",
+    "verify-not-found-other-workspace.json",
+    "verify-store-failed.json",
+    "verify-store-corrupt.json",
+    "verify-zend-approved.json",
+    "verify-zend-invalid.json",
+    "verify-zend-expired.json",
+    "verify-zend-not-found.json",
+    "verify-zend-malformed.json",
+    "status-found-v1.json",
+    "status-found-zend.json",
+    "status-locked-v1.json",
+    "status-expired-zend.json",
+    "status-not-found-v1.json",
+    "status-not-found-zend.json",
+    "status-malformed-v1.json",
+    "status-malformed-zend.json",
+    "status-other-workspace.json",
+    "status-store-failed.json",
+    "status-store-corrupt.json",
+];
+
+/// Every IO, outcome and admission kind; the traces together must use each of them.
+const IO_KINDS: [&str; 14] = [
+    "readReuseHint",
+    "readSession",
+    "admit",
+    "awaitSend",
+    "forget",
+    "deliver",
+    "storeSession",
+    "reportDelivery",
+    "cancelSession",
+    "putReuseHint",
+    "dropReuseHint",
+    "verify",
+    "recordVerify",
+    "record",
+];
+const OUTCOME_KINDS: [&str; 10] = [
+    "done",
+    "failed",
+    "reuseHint",
+    "session",
+    "admitted",
+    "awaited",
+    "delivery",
+    "storedAndConfirmed",
+    "confirmed",
+    "verified",
+];
+const ADMISSION_KINDS: [&str; 6] = ["send", "reuse", "wait", "failed", "refused", "floodRefused"];
+
+type R<T> = Result<T, String>;
+
+fn get<'a>(v: &'a Value, k: &str) -> R<&'a Value> {
+    v.get(k).ok_or_else(|| format!("missing `{k}` in {v}"))
+}
+
+fn get_str<'a>(v: &'a Value, k: &str) -> R<&'a str> {
+    get(v, k)?
+        .as_str()
+        .ok_or_else(|| format!("`{k}` is not a string in {v}"))
+}
+
+fn get_u64(v: &Value, k: &str) -> R<u64> {
+    get(v, k)?
+        .as_u64()
+        .ok_or_else(|| format!("`{k}` is not an integer in {v}"))
+}
+
+fn only_keys(v: &Value, what: &str, allowed: &[&str]) -> R<()> {
+    let obj = v
+        .as_object()
+        .ok_or_else(|| format!("{what} is not an object"))?;
+    match obj.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(k) => Err(format!("unknown key `{k}` in {what}")),
+        None => Ok(()),
+    }
+}
+
+fn hex48(s: &str) -> R<[u8; 48]> {
+    let bad = || format!("entropy must be 96 hex digits, got {s:?}");
+    if s.len() != 96 || !s.is_ascii() {
+        return Err(bad());
+    }
+    let mut out = [0u8; 48];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+    }
+    Ok(out)
+}
+
+enum Flow {
+    Request(Box<RequestFlow>),
+    Verify(VerifyFlow),
+    Status(StatusFlow),
+}
+
+impl Flow {
+    fn poll(&mut self) -> Step {
+        match self {
+            Flow::Request(f) => f.poll(),
+            Flow::Verify(f) => f.poll(),
+            Flow::Status(f) => f.poll(),
+        }
+    }
+
+    fn handle(&mut self, outcome: Outcome) {
+        match self {
+            Flow::Request(f) => f.handle(outcome),
+            Flow::Verify(f) => f.handle(outcome),
+            Flow::Status(f) => f.handle(outcome),
+        }
+    }
+}
+
+/// What fixtures and `$code` need of a trace.
+struct Ctx {
+    workspace_id: String,
+    senders: Vec<String>,
+    policy: Policy,
+    pepper: Pepper,
+    /// The flow's `now`.
+    now: UnixMillis,
+    /// Destination and purpose of `$session` fixtures.
+    dest: String,
+    purpose: Purpose,
+}
+
+impl Ctx {
+    fn hash(&self, session: &Value, code: &str) -> R<String> {
+        let purpose = get_str(session, "purpose")?;
+        let purpose = Purpose::parse(purpose).ok_or_else(|| format!("bad purpose {purpose}"))?;
+        Ok(to_hex(&code_hash(
+            &self.pepper,
+            get_str(session, "workspaceId")?,
+            get_str(session, "id")?,
+            purpose,
+            code,
+        )))
+    }
+
+    /// A pending session of the trace's workspace (README: "Session fixtures").
+    fn base_session(&self, id: Option<&str>) -> Value {
+        let created = self.now.0.saturating_sub(60_000);
+        json!({
+            "v": 1,
+            "id": id,
+            "workspaceId": self.workspace_id,
+            "dest": self.dest,
+            "src": self.senders.first(),
+            "purpose": self.purpose.as_str(),
+            "channel": "sms",
+            "app": null,
+            "codeHash": null,
+            "codeLength": null,
+            "createdAt": created,
+            "expiresAt": created + u64::from(self.policy.ttl_seconds) * 1000,
+            "attemptsUsed": 0,
+            "maxAttempts": self.policy.max_attempts,
+            "state": "PENDING",
+            "verifiedAt": null,
+            "test": false,
+            "segments": 1,
+            "retentionSeconds": self.policy.retention_seconds,
+        })
+    }
+
+    /// `overrides` (with an optional `$code`, default `123456`) merged over `base`; the code
+    /// hash is computed unless `codeHash` is given.
+    fn merged(&self, mut base: Value, overrides: &Value) -> R<Value> {
+        let over = overrides
+            .as_object()
+            .ok_or_else(|| format!("session overrides are not an object: {overrides}"))?;
+        let code = match over.get("$code") {
+            Some(c) => c.as_str().ok_or("`$code` is not a string")?,
+            None => "123456",
+        };
+        let fields = base
+            .as_object_mut()
+            .ok_or("base session is not an object")?;
+        for (k, v) in over {
+            if k == "$code" {
+                continue;
+            }
+            let slot = fields
+                .get_mut(k)
+                .ok_or_else(|| format!("`{k}` is not a session field"))?;
+            *slot = v.clone();
+        }
+        if !over.contains_key("codeHash") {
+            let hash = self.hash(&base, code)?;
+            base["codeHash"] = Value::from(hash);
+            if !over.contains_key("codeLength") {
+                base["codeLength"] = Value::from(code.len());
+            }
+        }
+        let session: Session = serde_json::from_value(base.clone())
+            .map_err(|e| format!("session fixture is not a Session ({e}): {base}"))?;
+        serde_json::to_value(session).map_err(|e| e.to_string())
+    }
+
+    /// Expands `$session` fixtures anywhere in a scripted result.
+    fn expand(&self, v: &Value, id: Option<&str>) -> R<Value> {
+        match v {
+            Value::Object(o) if o.len() == 1 && o.contains_key("$session") => {
+                self.merged(self.base_session(id), &o["$session"])
+            }
+            Value::Object(o) => {
+                let mut out = Map::new();
+                for (k, x) in o {
+                    out.insert(k.clone(), self.expand(x, id)?);
+                }
+                Ok(Value::Object(out))
+            }
+            Value::Array(a) => a.iter().map(|x| self.expand(x, id)).collect(),
+            other => Ok(other.clone()),
+        }
+    }
+
+    /// The outcome a scripted `result` feeds back for `io`.
+    fn outcome(&self, result: &Value, io: &Io) -> R<Outcome> {
+        let id = match io {
+            Io::ReadSession { session_id } | Io::Verify { session_id, .. } => {
+                Some(session_id.as_str())
+            }
+            _ => None,
+        };
+        if let Some(stored) = result.get("$verifyStored") {
+            only_keys(result, "a $verifyStored result", &["$verifyStored"])?;
+            let Io::Verify { code, .. } = io else {
+                return Err("`$verifyStored` answers a verify only".into());
+            };
+            let session = match stored {
+                Value::Null => None,
+                fixture => {
+                    let v = self.expand(fixture, id)?;
+                    Some(serde_json::from_value::<Session>(v).map_err(|e| e.to_string())?)
+                }
+            };
+            let step = verify_stored(session, &self.workspace_id, &code.0, self.now, &self.pepper);
+            return Ok(step.outcome);
+        }
+        let v = self.expand(result, id)?;
+        serde_json::from_value(v.clone()).map_err(|e| format!("result {v} is not an Outcome: {e}"))
+    }
+
+    /// Partial match: every key of `want` is in `got` and matches; arrays element-wise with
+    /// equal length; scalars equal. `"$absent"` wants the key absent; `"$code": c` wants
+    /// `codeHash` to be the hash of `c` for the object's workspace, id and purpose.
+    fn matches(&self, path: &str, want: &Value, got: &Value) -> R<()> {
+        let differ = || format!("at {path}: want {want}, got {got}");
+        match want {
+            Value::Object(w) => {
+                let g = got.as_object().ok_or_else(differ)?;
+                for (k, wv) in w {
+                    let at = format!("{path}.{k}");
+                    if k == "$code" {
+                        let code = wv.as_str().ok_or("`$code` is not a string")?;
+                        let hash = self.hash(got, code)?;
+                        if got.get("codeHash") != Some(&Value::from(hash)) {
+                            return Err(format!("at {path}: codeHash is not the hash of {code}"));
+                        }
+                    } else if wv == "$absent" {
+                        if g.contains_key(k) {
+                            return Err(format!("at {at}: want absent, got {}", g[k]));
+                        }
+                    } else {
+                        let gv = g
+                            .get(k)
+                            .ok_or_else(|| format!("at {at}: missing (want {wv}) in {got}"))?;
+                        self.matches(&at, wv, gv)?;
+                    }
+                }
+                Ok(())
+            }
+            Value::Array(w) => {
+                let g = got.as_array().ok_or_else(differ)?;
+                if g.len() != w.len() {
+                    return Err(format!(
+                        "at {path}: want {} elements, got {}: {got}",
+                        w.len(),
+                        g.len()
+                    ));
+                }
+                for (i, (wv, gv)) in w.iter().zip(g).enumerate() {
+                    self.matches(&format!("{path}[{i}]"), wv, gv)?;
+                }
+                Ok(())
+            }
+            _ if want == got => Ok(()),
+            _ => Err(differ()),
+        }
+    }
+}
+
+fn reply_json(r: &Reply) -> R<Value> {
+    let body = if r.body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&r.body).map_err(|e| format!("answer body is not JSON: {e}"))?
+    };
+    Ok(json!({"status": r.status, "body": body, "retryAfter": r.retry_after}))
+}
+
+fn error_json(e: &Error) -> Value {
+    json!({"error": {
+        "code": e.code(),
+        "status": e.http_status(),
+        "field": e.field(),
+        "retryAfterSecs": e.retry_after_secs(),
+    }})
+}
+
+fn step_json(step: &Step) -> R<Value> {
+    Ok(match step {
+        Step::Io(io) => {
+            let v = serde_json::to_value(io).map_err(|e| e.to_string())?;
+            let back: Io = serde_json::from_value(v.clone())
+                .map_err(|e| format!("{v} does not read back as an Io: {e}"))?;
+            if &back != io {
+                return Err(format!("{v} reads back as another Io"));
+            }
+            v
+        }
+        Step::Answer(Ok(reply)) => json!({"answer": reply_json(reply)?}),
+        Step::Answer(Err(e)) => error_json(e),
+        Step::Done => json!("done"),
+    })
+}
+
+/// What the traces used, for the coverage check.
+#[derive(Default)]
+struct Seen {
+    io: BTreeSet<String>,
+    outcomes: BTreeSet<String>,
+    admissions: BTreeSet<String>,
+}
+
+fn dialect(start: &Value) -> R<Dialect> {
+    match get_str(start, "dialect")? {
+        "v1" => Ok(Dialect::V1),
+        "zend" => Ok(Dialect::Zend),
+        other => Err(format!("unknown dialect {other}")),
+    }
+}
+
+fn run_trace(file: &str, text: &str, seen: &mut Seen) -> R<()> {
+    let t: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    only_keys(
+        &t,
+        "the trace",
+        &[
+            "name",
+            "about",
+            "workspace",
+            "traits",
+            "now",
+            "entropy",
+            "pepper",
+            "start",
+            "steps",
+        ],
+    )?;
+    let name = get_str(&t, "name")?;
+    if format!("{name}.json") != file {
+        return Err(format!("name {name:?} is not the file name"));
+    }
+    if get_str(&t, "about")?.trim().is_empty() {
+        return Err("empty about".into());
+    }
+    let ws = get(&t, "workspace")?;
+    only_keys(ws, "workspace", &["id", "senders", "policy"])?;
+    let senders: Vec<String> = get(ws, "senders")?
+        .as_array()
+        .ok_or("senders is not a list")?
+        .iter()
+        .map(|s| {
+            s.as_str()
+                .map(String::from)
+                .ok_or("a sender is not a string")
+        })
+        .collect::<Result<_, _>>()?;
+    let policy = Policy::from_json(ws.get("policy")).map_err(|e| format!("policy: {e}"))?;
+    let traits_v = get(&t, "traits")?;
+    only_keys(traits_v, "traits", &["reuseHints"])?;
+    let traits = HostTraits {
+        reuse_hints: get(traits_v, "reuseHints")?
+            .as_bool()
+            .ok_or("reuseHints is not a bool")?,
+    };
+    let entropy = Entropy::from_bytes(&hex48(get_str(&t, "entropy")?)?);
+    let pepper = Pepper::new(get_str(&t, "pepper")?.as_bytes()).map_err(|e| e.to_string())?;
+    let start = get(&t, "start")?;
+    only_keys(
+        start,
+        "start",
+        &["flow", "dialect", "body", "pathId", "id", "now"],
+    )?;
+    let now = UnixMillis(match start.get("now") {
+        Some(n) => n.as_u64().ok_or("start.now is not an integer")?,
+        None => get_u64(&t, "now")?,
+    });
+    let dialect = dialect(start)?;
+    let body =
+        || -> R<Vec<u8>> { serde_json::to_vec(get(start, "body")?).map_err(|e| e.to_string()) };
+    let mut ctx = Ctx {
+        workspace_id: get_str(ws, "id")?.to_string(),
+        senders,
+        policy,
+        pepper,
+        now,
+        dest: "+233202007745".into(),
+        purpose: Purpose::Login,
+    };
+    let started: Result<Flow, Error> = match get_str(start, "flow")? {
+        "request" => {
+            let body = body()?;
+            let req = match dialect {
+                Dialect::V1 => IssueRequest::from_v1_json(&body),
+                Dialect::Zend => IssueRequest::from_zend_json(&body),
+            }
+            .map_err(|e| format!("start.body does not parse: {e}"))?;
+            ctx.dest.clone_from(&req.dest);
+            ctx.purpose = req.purpose;
+            RequestFlow::start(
+                &req,
+                &ctx.workspace_id,
+                &ctx.senders,
+                &ctx.policy,
+                now,
+                &entropy,
+                &ctx.pepper,
+                traits,
+            )
+            .map(|f| Flow::Request(Box::new(f)))
+        }
+        "verify" => {
+            let body = body()?;
+            let req = match dialect {
+                Dialect::V1 => VerifyRequest::from_v1_json(&body),
+                Dialect::Zend => VerifyRequest::from_zend_json(get_str(start, "pathId")?, &body),
+            }
+            .map_err(|e| format!("start.body does not parse: {e}"))?;
+            Ok(Flow::Verify(VerifyFlow::start(&req, dialect, now, traits)))
+        }
+        "status" => Ok(Flow::Status(StatusFlow::start(
+            get_str(start, "id")?,
+            dialect,
+            &ctx.workspace_id,
+            now,
+        ))),
+        other => return Err(format!("unknown flow {other}")),
+    };
+    let steps = get(&t, "steps")?.as_array().ok_or("steps is not a list")?;
+    if steps.last() != Some(&json!("done")) {
+        return Err("the steps do not end with \"done\"".into());
+    }
+    let mut flow = match started {
+        Ok(flow) => flow,
+        Err(e) => {
+            let [want, done] = steps.as_slice() else {
+                return Err(format!(
+                    "start failed ({e}): want [error, \"done\"], the trace has {} steps",
+                    steps.len()
+                ));
+            };
+            ctx.matches("steps[0]", want, &error_json(&e))?;
+            return ctx.matches("steps[1]", done, &json!("done"));
+        }
+    };
+    let mut answers = 0;
+    for (i, want) in steps.iter().enumerate() {
+        let step = flow.poll();
+        let got = step_json(&step)?;
+        let path = format!("steps[{i}]");
+        let (want_step, result) = match want {
+            Value::Object(o) if o.contains_key("result") => {
+                let mut w = o.clone();
+                let r = w.remove("result");
+                (Value::Object(w), r)
+            }
+            other => (other.clone(), None),
+        };
+        ctx.matches(&path, &want_step, &got)?;
+        match (&step, result) {
+            (Step::Io(io), Some(result)) => {
+                let outcome = ctx
+                    .outcome(&result, io)
+                    .map_err(|e| format!("{path}: {e}"))?;
+                seen.io.insert(get_str(&got, "io")?.to_string());
+                let o = serde_json::to_value(&outcome).map_err(|e| e.to_string())?;
+                seen.outcomes.insert(get_str(&o, "result")?.to_string());
+                if let Some(a) = o.get("admission") {
+                    seen.admissions.insert(get_str(a, "kind")?.to_string());
+                }
+                if let Io::StoreSession { session } = io {
+                    // What a flow asks to store must read back as itself.
+                    if Session::from_json(&session.to_json()).as_ref() != Ok(session) {
+                        return Err(format!("{path}: the stored session does not read back"));
+                    }
+                }
+                flow.handle(outcome);
+            }
+            (Step::Io(_), None) => return Err(format!("{path}: an IO step needs a `result`")),
+            (_, Some(_)) => return Err(format!("{path}: `result` given for a step that is no IO")),
+            (Step::Answer(_), None) => answers += 1,
+            (Step::Done, None) => {}
+        }
+        if step == Step::Done {
+            if i + 1 != steps.len() {
+                return Err(format!("the flow was done at {path}, before the trace"));
+            }
+            if flow.poll() != Step::Done {
+                return Err("the flow yielded a step after Done".into());
+            }
+        }
+    }
+    if answers != 1 {
+        return Err(format!("the flow answered {answers} times"));
+    }
+    Ok(())
+}
+
+#[test]
+fn flow_traces() {
+    let mut seen = Seen::default();
+    let mut failures = Vec::new();
+    for (file, text) in TRACES {
+        if let Err(e) = run_trace(file, text, &mut seen) {
+            failures.push(format!("{file}: {e}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} flow traces failing:\n{}",
+        failures.len(),
+        TRACES.len(),
+        failures.join("\n")
+    );
+    assert!(TRACES.len() >= 40, "only {} flow traces", TRACES.len());
+    let unused = |all: &[&str], seen: &BTreeSet<String>| -> Vec<String> {
+        all.iter()
+            .filter(|k| !seen.contains(**k))
+            .map(|k| (*k).to_string())
+            .collect()
+    };
+    let missing = [
+        unused(&IO_KINDS, &seen.io),
+        unused(&OUTCOME_KINDS, &seen.outcomes),
+        unused(&ADMISSION_KINDS, &seen.admissions),
+    ]
+    .concat();
+    assert!(missing.is_empty(), "no trace uses {missing:?}");
+}
+
+/// A trace file that is not embedded in [`TRACES`] would silently not run.
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn every_trace_file_is_embedded() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/vectors/flows");
+    let on_disk: BTreeSet<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| {
+            entry
+                .expect("dir entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .filter(|name| name.ends_with(".json"))
+        .collect();
+    let embedded: BTreeSet<String> = TRACES.iter().map(|(f, _)| (*f).to_string()).collect();
+    assert_eq!(embedded.len(), TRACES.len(), "a trace is listed twice");
+    let missing: Vec<_> = on_disk.difference(&embedded).collect();
+    assert!(
+        missing.is_empty(),
+        "add these to TRACES in core/tests/flows.rs: {missing:?}"
+    );
+}
