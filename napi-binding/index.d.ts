@@ -94,7 +94,10 @@ export class TwilioGateway implements Gateway {
   send(message: OutgoingMessage): Promise<DeliveryOutcome>;
 }
 
-/** The gateway that SMS_GATEWAY_KIND / _URL / _TOKEN / _ACCOUNT describe. */
+/**
+ * The gateway that SMS_GATEWAY_KIND / _URL / _TOKEN / _ACCOUNT describe. Throws an {@link OtpError}
+ * `MISCONFIGURED` when SMS_GATEWAY_KIND is neither `json` nor `twilio`.
+ */
 export function gatewayFromEnv(env?: Record<string, string | undefined>): Gateway;
 
 /** Every refusal: a stable `code` and the HTTP status `otpkit serve` answers with. */

@@ -1,12 +1,26 @@
 'use strict';
-// SMS / WhatsApp gateways (SPEC §5), sent with fetch. `send()` answers the delivery outcome the
-// core understands: 'delivered' (2xx), 'failed' (non-2xx or refused: definite, refunded) or
-// 'timedOut' (no answer in 10 s, the fetch is aborted: unknown, charged).
+// SMS / WhatsApp gateways (SPEC §5), sent with fetch. otpkit-core encodes the request
+// (native.encodeGatewayRequest, the same bytes the Worker sends); this file only performs it.
+// `send()` answers the delivery outcome the core understands: 'delivered' (2xx), 'failed'
+// (non-2xx or refused: definite, refunded) or 'timedOut' (no answer in 10 s, the fetch is
+// aborted: unknown, charged).
+
+const native = require('./native');
+const { fromNative } = require('./errors');
 
 const TIMEOUT_MS = 10_000;
 
-async function post(url, headers, body, timeoutMs) {
-  if (!url) return 'failed';
+/** The core's request for `message` through gateway `kind`, or null without a URL. */
+function encode(kind, { url, token, account }, { to, from, text, channel, reference }) {
+  try {
+    return native.encodeGatewayRequest(kind, url ? String(url) : null, token ?? null, account ?? null, to, from, text, channel, reference ?? '');
+  } catch (e) {
+    throw fromNative(e);
+  }
+}
+
+async function post(req, timeoutMs) {
+  if (!req) return 'failed'; // no gateway URL configured
   const controller = new AbortController();
   let timedOut = false;
   const timer = setTimeout(() => {
@@ -14,7 +28,7 @@ async function post(url, headers, body, timeoutMs) {
     controller.abort();
   }, timeoutMs);
   try {
-    const res = await fetch(url, { method: 'POST', headers, body, signal: controller.signal });
+    const res = await fetch(req.url, { method: req.method, headers: req.headers, body: req.body, signal: controller.signal });
     // Drain the body so the connection can be reused; its content does not matter.
     await res.arrayBuffer().catch(() => {});
     return res.status >= 200 && res.status < 300 ? 'delivered' : 'failed';
@@ -34,11 +48,8 @@ class JsonGateway {
     this.timeoutMs = timeoutMs;
   }
 
-  send({ to, from, text, channel, reference }) {
-    const headers = { 'content-type': 'application/json' };
-    if (this.token) headers.authorization = `Bearer ${this.token}`;
-    const body = JSON.stringify({ to, from, text, channel, reference });
-    return post(this.url, headers, body, this.timeoutMs);
+  async send(message) {
+    return post(encode('json', this, message), this.timeoutMs);
   }
 }
 
@@ -52,26 +63,25 @@ class TwilioGateway {
     this.timeoutMs = timeoutMs;
   }
 
-  send({ to, from, text, channel }) {
-    const wa = channel === 'whatsapp';
-    const form = new URLSearchParams({
-      To: wa ? `whatsapp:${to}` : to,
-      From: wa ? `whatsapp:${from}` : from,
-      Body: text,
-    });
-    const auth = Buffer.from(`${this.account || ''}:${this.token || ''}`).toString('base64');
-    const headers = { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${auth}` };
-    return post(this.url, headers, form.toString(), this.timeoutMs);
+  async send(message) {
+    return post(encode('twilio', this, message), this.timeoutMs);
   }
 }
 
-/** The gateway the environment describes (SMS_GATEWAY_KIND, _URL, _TOKEN, _ACCOUNT). */
+/**
+ * The gateway the environment describes (SMS_GATEWAY_KIND, _URL, _TOKEN, _ACCOUNT). Throws an
+ * OtpError MISCONFIGURED ("SMS_GATEWAY_KIND must be json or twilio") for an unknown kind.
+ */
 function gatewayFromEnv(env = process.env) {
-  const kind = (env.SMS_GATEWAY_KIND || 'json').toLowerCase();
+  let kind;
+  try {
+    kind = native.gatewayKind(env.SMS_GATEWAY_KIND ?? null);
+  } catch (e) {
+    throw fromNative(e);
+  }
   if (kind === 'twilio') {
     return new TwilioGateway({ url: env.SMS_GATEWAY_URL, account: env.SMS_GATEWAY_ACCOUNT, token: env.SMS_GATEWAY_TOKEN });
   }
-  if (kind !== 'json') throw new Error('SMS_GATEWAY_KIND must be json or twilio');
   return new JsonGateway({ url: env.SMS_GATEWAY_URL, token: env.SMS_GATEWAY_TOKEN });
 }
 
