@@ -29,16 +29,20 @@ class OtpError extends Error {
   }
 }
 
+/** The OtpError of the native module's error JSON (`{code, httpStatus, message, field?, retryAfterSeconds?, body}`). */
+function fromInfo(info) {
+  return new OtpError(info.code, info.httpStatus, info.message, {
+    field: info.field ?? undefined,
+    retryAfterSeconds: info.retryAfterSeconds ?? undefined,
+    body: info.body,
+  });
+}
+
 /** Turns what the native module threw into an OtpError (anything else is returned unchanged). */
 function fromNative(e) {
   if (e instanceof OtpError) return e;
   if (e && typeof e.message === 'string' && e.message.startsWith(PREFIX)) {
-    const info = JSON.parse(e.message.slice(PREFIX.length));
-    return new OtpError(info.code, info.httpStatus, info.message, {
-      field: info.field ?? undefined,
-      retryAfterSeconds: info.retryAfterSeconds ?? undefined,
-      body: info.body,
-    });
+    return fromInfo(JSON.parse(e.message.slice(PREFIX.length)));
   }
   return e;
 }
@@ -72,4 +76,4 @@ function fromReply(reply) {
   });
 }
 
-module.exports = { OtpError, fromNative, hostError, fromReply };
+module.exports = { OtpError, fromInfo, fromNative, hostError, fromReply };

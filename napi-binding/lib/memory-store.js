@@ -22,49 +22,20 @@ class MemoryStore {
     this.timer.unref();
   }
 
-  /** Admits a send; with `flood`, also counts it in the workspace's flood shield (a refusal throws). One native call. */
-  admit(ws, plan, now, flood = false) {
-    return this.native.admit(ws, plan, now, flood);
-  }
   /**
-   * The end of an admitted send, one native call: a delivered session is stored, the guard records
-   * the outcome, and the send's audit events are written (so the service writes none: finishAudits).
+   * Performs one store effect of a flow (`io`; `raw`: its JSON) in one native call under the
+   * store's lock, and answers the outcome JSON. Admission and flood shield are one step, and so
+   * are storing a delivered session and confirming it at the guard.
    */
-  finish(ws, plan, outcome, now) {
-    return this.native.finish(ws, plan, outcome, now);
+  perform(engine, ws, io, raw, now) {
+    return this.native.perform(engine, ws, raw, now);
   }
-  get finishAudits() {
-    return true;
-  }
-  delivery(ws, dest, sessionId, outcome, now) {
-    return this.native.delivery(ws, dest, sessionId, outcome, now);
-  }
+  /** Where another request's send stands: `pending`, `delivered` or `gone`. */
   entry(ws, dest, sessionId) {
     return this.native.entry(ws.id, dest, sessionId, Date.now());
   }
-  forget(ws, dest, sessionId, now) {
-    return this.native.forget(ws, dest, sessionId, now);
-  }
   getSession(wsId, sessionId, now) {
     return this.native.getSession(wsId, sessionId, now);
-  }
-  cancelSession(wsId, sessionId) {
-    return this.native.cancelSession(wsId, sessionId);
-  }
-  verify(engine, ws, sessionId, code, now) {
-    return this.native.verify(engine, ws, sessionId, code, now);
-  }
-  /** A whole verify request (parse, verify, reply) in one native call; audit recorded inside. */
-  verifyRequest(engine, ws, dialect, pathId, body, now) {
-    return this.native.verifyRequest(engine, ws, dialect, pathId, body, now);
-  }
-  /** Audit lines and analytics deltas (JSON) of one workspace. */
-  record(wsId, lines, deltas = []) {
-    if (lines.length || deltas.length) this.native.record(wsId, lines, deltas);
-  }
-  /** Session events of a plan (`requested`, `delivered` ok, `delivery_failed` failed) and their analytics. */
-  auditPlan(plan, events, now) {
-    this.native.auditPlan(plan, events, now);
   }
   auditReply(wsId, query) {
     return this.native.auditReply(wsId, query);

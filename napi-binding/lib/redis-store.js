@@ -176,6 +176,12 @@ function withGuard(step, ver, before, wrote) {
 }
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const DONE = '{"result":"done"}';
+/** When a stored session (JSON) is purged, and how long its key is kept (ms from `now`). */
+function retention(json, now) {
+  const purgeAt = native.sessionPurgeAt(json);
+  return { purgeAt, keep: Math.ceil(Math.max(1000, purgeAt - now)) + PURGE_GRACE_MS };
+}
 /** The CAS scripts' keep argument: '-1' keeps the key's TTL; at least 1 s otherwise. */
 const keepArg = (keepMs) => (keepMs == null ? '-1' : String(Math.max(1000, Math.ceil(keepMs))));
 const backoff = (i) => (i > 3 ? sleep(Math.random() * Math.min(i, 20)) : null);
@@ -217,8 +223,6 @@ class RedisStore {
     // Purges sessions past retention with their `purged` audit event (as the Worker's alarm does).
     this.timer = setInterval(() => this.sweep().catch(() => {}), SWEEP_MS);
     this.timer.unref();
-    /** Bookkeeping that follows an answer (failure streak after a verify); see settle(). */
-    this.pending = new Set();
   }
 
   /** Connects (the client made from a URL connects lazily); resolves when Redis answers. */
@@ -265,26 +269,92 @@ class RedisStore {
   }
 
   /**
-   * Admits a send to `plan.dest`; with `flood`, also counts it in the workspace's flood shield —
-   * both in one read (MGET) and one script, or neither if the shield refuses (it throws). Only
-   * the guard is compared-and-set (see ADMIT).
+   * Performs one store effect of a flow (`io`) and answers the outcome JSON. `ctx` carries what
+   * one step read for the next of the same request, so it need not read again: the session read
+   * with the API key (`session`), and the guard value a step left (`guardRaw`).
    */
-  admit(ws, plan, now, flood = false) {
-    const guardKey = this.key('g', ws.id, plan.dest);
-    if (!flood) return this.update(guardKey, (json) => native.guardAdmit(json, ws, plan, now), undefined, true);
+  async perform(engine, ws, io, raw, now, ctx) {
+    switch (io.io) {
+      case 'readSession': {
+        const given = ctx.session !== undefined;
+        const value = given ? ctx.session : await this.run(() => this.redis.get(this.sessionKey(ws.id, io.sessionId)));
+        ctx.session = undefined;
+        return `{"result":"session","session":${this.sessionValue(value) ?? 'null'}}`;
+      }
+      case 'admit':
+        return this.admit(ws, io, now, ctx);
+      case 'forget':
+        await this.update(this.key('g', ws.id, io.dest), (json) => native.guardForget(json, ws, io.sessionId, now));
+        return DONE;
+      case 'storeSession':
+        return this.storeSession(ws, io.session, now, ctx);
+      case 'reportDelivery': {
+        const guess = ctx.guardRaw;
+        ctx.guardRaw = undefined;
+        const cancel = await this.delivery(ws, io.dest, io.sessionId, io.outcome, now, guess);
+        return JSON.stringify({ result: 'confirmed', cancel });
+      }
+      case 'cancelSession':
+        await this.cancelSession(ws.id, io.sessionId);
+        return DONE;
+      case 'verify':
+        return this.verify(engine, ws, io.sessionId, io.code, now, ctx);
+      case 'recordVerify': {
+        const guess = ctx.guardRaw;
+        ctx.guardRaw = undefined;
+        await this.update(
+          this.key('g', ws.id, io.dest),
+          (json) => native.guardVerified(json, ws, io.sessionId, io.status, io.attemptsLeft, now),
+          guess,
+        );
+        return DONE;
+      }
+      case 'record':
+        await this.record(
+          ws.id,
+          io.events.map((e) => JSON.stringify(e)),
+          io.deltas,
+        );
+        return DONE;
+      case 'readReuseHint': // this store keeps no reuse hints: the guard decides every request
+        return '{"result":"reuseHint","sessionId":null}';
+      default: // putReuseHint, dropReuseHint
+        return DONE;
+    }
+  }
+
+  /**
+   * Admits a send at the destination guard; with `io.floodLimit`, also counts it in the
+   * workspace's flood shield — both in one read (MGET) and one script, or neither if the shield
+   * refuses. Only the guard is compared-and-set (see ADMIT).
+   */
+  admit(ws, io, now, ctx) {
+    const guardKey = this.key('g', ws.id, io.dest);
+    const decide = (json) => native.guardAdmit(json, ws, io.purpose, io.sessionId, io.expiresAt, io.test, now);
+    const answer = (step) => `{"result":"admitted","admission":${step.admission}}`;
+    if (io.floodLimit == null) {
+      return this.update(guardKey, decide, undefined, true).then((step) => {
+        ctx.guardRaw = step.guardRaw;
+        return answer(step);
+      });
+    }
     const floodKey = this.key('f', ws.id);
     return this.run(async () => {
       for (let i = 0; i < MAX_TRIES; i++) {
         const [rawGuard, rawFlood] = await this.redis.mget(guardKey, floodKey);
         const [gv, guard] = split(rawGuard);
-        const step = native.guardAdmit(guard, ws, plan, now);
+        const step = decide(guard);
         if (step.kind !== 'send') {
-          if (!step.changed || (await this.redis.otpkitCas(guardKey, gv, step.state ?? '', keepArg(step.keepMs)))) return step;
+          if (!step.changed || (await this.redis.otpkitCas(guardKey, gv, step.state ?? '', keepArg(step.keepMs)))) return answer(step);
         } else {
           const [fv, shield] = split(rawFlood);
-          const counted = native.floodJson(shield, ws.floodLimit, now); // throws RATE_LIMITED: nothing written
-          const written = await this.redis.otpkitAdmit(guardKey, floodKey, gv, step.state ?? '', keepArg(step.keepMs), fv, counted, FLOOD_KEEP_MS);
-          if (written) return withGuard(step, gv, rawGuard, true);
+          const counted = native.floodJson(shield, io.floodLimit, now);
+          if (counted.refused) return `{"result":"admitted","admission":${counted.refused}}`; // nothing written
+          const written = await this.redis.otpkitAdmit(guardKey, floodKey, gv, step.state ?? '', keepArg(step.keepMs), fv, counted.state, FLOOD_KEEP_MS);
+          if (written) {
+            ctx.guardRaw = withGuard(step, gv, rawGuard, true).guardRaw;
+            return answer(step);
+          }
         }
         await backoff(i);
       }
@@ -293,32 +363,31 @@ class RedisStore {
   }
 
   /**
-   * The end of an admitted send. Delivered: the session is stored and the guard confirms it in
-   * one atomic script (a failure there answers STORE_UNAVAILABLE; the service then reports the
-   * send failed). Otherwise the guard records the outcome. Answers the session id the guard
-   * says to cancel, or null.
+   * A delivered session: stored (with its purge entry) and confirmed at the guard in one atomic
+   * script, so a waiter told "delivered" always finds it. Answers `storedAndConfirmed` with the
+   * session the guard says to cancel.
    */
-  async finish(ws, plan, outcome, now, admitted) {
-    // What admit left in the guard (`admitted.guardRaw`): the first try decides on it, no GET.
-    const guess = admitted && admitted.guardRaw !== undefined ? admitted.guardRaw : undefined;
-    if (outcome !== 'delivered') return this.delivery(ws, plan.dest, plan.sessionId, outcome, now, guess);
-    const guardKey = this.key('g', ws.id, plan.dest);
-    const sessionKey = this.sessionKey(plan.workspaceId, plan.sessionId);
-    const value = `1|${plan.sessionJson()}`;
-    const keep = String(Math.ceil(plan.keepMs(now)) + PURGE_GRACE_MS);
-    const purgeAt = String(plan.purgeAt);
+  async storeSession(ws, session, now, ctx) {
+    // What admit left in the guard (`ctx.guardRaw`): the first try decides on it, no GET.
+    const guess = ctx.guardRaw;
+    ctx.guardRaw = undefined;
+    const json = JSON.stringify(session);
+    const guardKey = this.key('g', ws.id, session.dest);
+    const sessionKey = this.sessionKey(session.workspaceId, session.id);
+    const value = `1|${json}`;
+    const { purgeAt, keep } = retention(json, now);
     const step = await this.run(async () => {
       for (let i = 0; i < MAX_TRIES; i++) {
         const guessed = i === 0 && guess !== undefined;
         const raw = guessed ? guess : await this.redis.get(guardKey);
-        const [ver, json] = split(raw);
-        const s = native.guardDelivery(json, ws, plan.sessionId, 'delivered', now);
+        const [ver, guard] = split(raw);
+        const s = native.guardDelivery(guard, ws, session.id, 'delivered', now);
         // A guessed absent guard is compared by version (0: still absent), as a read one is.
         const expect = guessed && raw != null ? raw : '';
-        const args = [guardKey, sessionKey, this.key('purge', 'all'), ver, s.state ?? '', keepArg(s.keepMs), value, keep, purgeAt, expect];
+        const args = [guardKey, sessionKey, this.key('purge', 'all'), ver, s.state ?? '', keepArg(s.keepMs), value, String(keep), String(purgeAt), expect];
         if (!s.changed) {
           // The guard needs no change: store the session against its current version.
-          args[4] = json ?? '';
+          args[4] = guard ?? '';
           args[5] = '-1';
         }
         if (await this.redis.otpkitConfirm(...args)) return s;
@@ -326,7 +395,7 @@ class RedisStore {
       }
       throw hostError('STORE_UNAVAILABLE');
     });
-    return step.sessionId ?? null;
+    return JSON.stringify({ result: 'storedAndConfirmed', cancel: step.sessionId ?? null });
   }
 
   async delivery(ws, dest, sessionId, outcome, now, firstRaw) {
@@ -343,15 +412,13 @@ class RedisStore {
     return native.guardEntry(split(raw)[1], sessionId, Date.now()); // a stale send is gone
   }
 
-  async forget(ws, dest, sessionId, now) {
-    await this.update(this.key('g', ws.id, dest), (json) => native.guardForget(json, ws, sessionId, now));
-  }
-
-  async putSession(plan, now) {
-    const key = this.sessionKey(plan.workspaceId, plan.sessionId);
-    const keep = Math.ceil(plan.keepMs(now)) + PURGE_GRACE_MS;
+  /** Stores a session (an object of the core's session JSON) by itself, without the guard. */
+  async putSession(session, now) {
+    const json = JSON.stringify(session);
+    const key = this.sessionKey(session.workspaceId, session.id);
+    const { purgeAt, keep } = retention(json, now);
     const results = await this.run(() =>
-      this.redis.multi().set(key, `1|${plan.sessionJson()}`, 'PX', keep).zadd(this.key('purge', 'all'), plan.purgeAt, key).exec(),
+      this.redis.multi().set(key, `1|${json}`, 'PX', keep).zadd(this.key('purge', 'all'), purgeAt, key).exec(),
     );
     if (!results || results.some(([err]) => err)) throw hostError('STORE_UNAVAILABLE');
   }
@@ -396,47 +463,33 @@ class RedisStore {
     );
   }
 
-  /** `prefetched`: the session's stored value read with the key (lookupKeyWithSession), if any. */
-  async verify(engine, ws, sessionId, code, now, prefetched) {
+  /**
+   * A flow's verify: read → otpkit_core::flow::verify_stored → compare-and-set, again on a
+   * conflict. The first try uses the session read with the API key (`ctx.session`) if any. The
+   * write also reads the destination guard (`ctx.guardRaw`), on which the failure streak that
+   * follows the answer decides first.
+   */
+  async verify(engine, ws, sessionId, code, now, ctx) {
     const sessionKey = this.sessionKey(ws.id, sessionId);
-    const step = await this.run(async () => {
+    const prefetched = ctx.session;
+    ctx.session = undefined;
+    return this.run(async () => {
       for (let i = 0; i < MAX_TRIES; i++) {
         const given = i === 0 && prefetched !== undefined;
         const raw = given ? prefetched : await this.redis.get(sessionKey);
         const [ver, json] = split(raw);
-        const s = engine.verifyJson(json, ws.id, code, now);
-        if (s.state == null) return s; // nothing to write (no session, already ended)
-        // The write reads the destination guard too, for the failure streak below.
+        const s = engine.verifyStored(json, ws.id, code, now);
+        if (s.write == null) return s.outcome; // nothing to write (no session, already ended)
         const guardKey = this.key('g', ws.id, s.dest ?? '');
-        const [ok, guardRaw] = await this.redis.otpkitVerifyWrite(sessionKey, guardKey, ver, s.state, '-1', given && raw != null ? raw : '');
-        if (ok === 1) return { ...s, guardRaw };
+        const [ok, guardRaw] = await this.redis.otpkitVerifyWrite(sessionKey, guardKey, ver, s.write, '-1', given && raw != null ? raw : '');
+        if (ok === 1) {
+          ctx.guardRaw = guardRaw;
+          return s.outcome;
+        }
         await backoff(i);
       }
       throw hostError('STORE_UNAVAILABLE');
     });
-    if (step.consumed) {
-      // The failure streak and the end of reuse follow the answer, as on the Worker; the first try
-      // decides on the guard read with the session's write.
-      const p = this.update(
-        this.key('g', ws.id, step.dest),
-        (json) => native.guardVerified(json, ws, sessionId, step.status, step.attemptsLeft, now),
-        step.guardRaw,
-      )
-        .catch(() => {})
-        .finally(() => this.pending.delete(p));
-      this.pending.add(p);
-    }
-    delete step.state;
-    delete step.guardRaw;
-    return step;
-  }
-
-  async flood(ws, now) {
-    await this.update(this.key('f', ws.id), (json) => ({
-      state: native.floodJson(json, ws.floodLimit, now),
-      keepMs: FLOOD_KEEP_MS,
-      changed: true,
-    }));
   }
 
   /**
@@ -447,8 +500,8 @@ class RedisStore {
    */
   async record(wsId, lines, deltas = []) {
     const ops = [];
-    for (const json of deltas) {
-      const d = JSON.parse(json);
+    for (const delta of deltas) {
+      const d = typeof delta === 'string' ? JSON.parse(delta) : delta;
       const hash = this.key('an', wsId, d.day);
       const counted = Object.entries(d.counts).filter(([, n]) => n > 0);
       for (const [name, n] of counted) ops.push('H', hash, `${name}|${d.bucket}`, String(n));
@@ -464,12 +517,6 @@ class RedisStore {
     await this.run(() =>
       this.redis.otpkitRecord(this.key('a', wsId), this.key('aseq', 'all'), String(lines.length), ...lines, ...ops),
     );
-  }
-
-  auditPlan(plan, events, now) {
-    const lines = events.map((e) => plan.audit(e, e === 'delivery_failed' ? 'failed' : 'ok', now));
-    const deltas = events.map((e) => plan.analytics(e)).filter((d) => d != null);
-    return this.record(plan.workspaceId, lines, deltas);
   }
 
   async auditReply(wsId, query) {
@@ -518,14 +565,8 @@ class RedisStore {
     return { workspace: workspace ?? null, session: sessionId == null ? undefined : session ?? null };
   }
 
-  /** Waits for bookkeeping still in flight. */
-  async settle() {
-    while (this.pending.size) await Promise.allSettled([...this.pending]);
-  }
-
   async close() {
     clearInterval(this.timer);
-    await this.settle();
     if (this.ownClient) this.redis.disconnect();
   }
 }

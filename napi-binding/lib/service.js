@@ -1,15 +1,15 @@
 'use strict';
-// OtpService: the OTP flows on Node. Every rule is otpkit-core's (through the native module);
-// this file only moves values between the store, the gateway and the caller, in the same order
-// as the Worker (edge-worker/src/otp.rs): admit → send → store → confirm, verify, status.
+// OtpService: otpkit on Node. Every rule and every sequence of steps is otpkit-core's (the flows
+// of otpkit_core::flow, through the native module); this file drives them — it performs the IO a
+// flow names with the store and the gateway, as the Worker's edge-worker/src/otp.rs does with
+// Durable Objects, KV and D1 — and holds the library API and the HTTP routing.
 
 const native = require('./native');
-const { OtpError, fromNative, hostError, fromReply } = require('./errors');
+const { OtpError, fromInfo, fromNative, hostError, fromReply } = require('./errors');
 const { MemoryStore } = require('./memory-store');
 
 const IN_FLIGHT_STALE_MS = 15_000; // as otpkit-core's guard::IN_FLIGHT_STALE_MS
 const POLL_MS = 20;
-const NOT_FOUND_STEP = { status: 'NOT_FOUND', attemptsLeft: 0, consumed: false, ended: false };
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const toBody = (value) => Buffer.from(JSON.stringify(value ?? {}));
@@ -167,7 +167,12 @@ class OtpService {
     return JSON.parse(reply.body).data;
   }
 
-  // ---- flows (answer core replies: {status, body, retryAfter}) ---------------------------
+  // ---- flows: otpkit-core's state machines, driven here ------------------------------------
+  //
+  // Every step and every decision is the core's (otpkit_core::flow, through the native module):
+  // this driver only performs the IO a flow names — the store's effects, the gateway's send, the
+  // wait for another request's send — and feeds back what happened. What follows the answer
+  // (confirmation, cancellation, failure streak, audit, analytics) runs in the background.
 
   later(promise) {
     const p = Promise.resolve(promise)
@@ -176,11 +181,49 @@ class OtpService {
     this.background.add(p);
   }
 
-  /** Audit lines and analytics deltas, after the answer (as the Worker's waitUntil). */
-  recordLater(wsId, lines, deltas = []) {
-    this.later(this.store.record(wsId, lines, deltas));
+  /** Runs a flow to its answer (`{status, body, retryAfter}`; an error answer is thrown). */
+  async drive(flow, ws, ctx = {}) {
+    for (;;) {
+      const raw = flow.poll();
+      const step = JSON.parse(raw);
+      if (step.io) {
+        flow.handle(await this.perform(ws, step, raw, ctx));
+        continue;
+      }
+      if (step.done) throw hostError('STORE_UNAVAILABLE'); // a flow always answers before it ends
+      this.later(this.drain(flow, ws, ctx));
+      if (step.error) throw fromInfo(step.error);
+      return step.answer;
+    }
   }
 
+  /** Performs what follows an answer, until the flow is done. */
+  async drain(flow, ws, ctx) {
+    for (;;) {
+      const raw = flow.poll();
+      const step = JSON.parse(raw);
+      if (!step.io) return;
+      flow.handle(await this.perform(ws, step, raw, ctx));
+    }
+  }
+
+  /** One IO of a flow; answers the outcome JSON (a thrown store error is a failed outcome). */
+  async perform(ws, io, raw, ctx) {
+    try {
+      switch (io.io) {
+        case 'deliver':
+          return `{"result":"delivery","outcome":"${await this.send(io.message)}"}`;
+        case 'awaitSend':
+          return `{"result":"awaited","delivered":${await this.waitFor(ws, io.dest, io.sessionId)}}`;
+        default:
+          return await this.store.perform(this.engine, ws, io, raw, Date.now(), ctx);
+      }
+    } catch (e) {
+      return normalize(e)?.code === 'INTERNAL_ERROR' ? '{"result":"failed","corrupt":true}' : '{"result":"failed"}';
+    }
+  }
+
+  /** The gateway's outcome: 'delivered', 'failed' (definite) or 'timedOut' (unknown, charged). */
   async send(message) {
     if (!this.gateway) return 'failed';
     try {
@@ -193,78 +236,21 @@ class OtpService {
 
   /** POST /v1/messaging/otp/request and POST /otp/send. */
   async issue(ws, dialect, body) {
-    const now = Date.now();
-    const plan = this.engine.plan(dialect, body, ws, now);
-    // Read once: each property of a native object is a call across Node-API.
-    const sessionId = plan.sessionId;
-    const dest = plan.dest;
-    // The workspace flood shield (approximate, as SPEC allows) counts each admitted send that
-    // leaves (not test numbers); the store admits and counts in one step, or refuses (throws).
-    const flood = !plan.test;
-    let admitted = null; // the store's admit step (the Redis store's carries what it wrote)
-    for (let i = 0; i < 3 && !admitted; i++) {
-      const a = await this.store.admit(ws, plan, now, flood);
-      if (a.kind === 'send') {
-        admitted = a;
-      } else if (a.kind === 'reuse') {
-        const reply = await this.reuse(ws, dialect, dest, a.sessionId, now);
-        if (reply) return reply;
-      } else if (a.kind === 'wait') {
-        if (!(await this.waitFor(ws, dest, a.sessionId))) throw hostError('DELIVERY_FAILED');
-        const reply = await this.reuse(ws, dialect, dest, a.sessionId, now);
-        if (reply) return reply;
-      } else {
-        this.recordLater(ws.id, [native.refusedAudit(dest, plan.purpose, plan.app ?? null, a.errorCode, now)]);
-        native.throwRefused(a.errorCode, a.retryAfter ?? 1);
-      }
-    }
-    if (!admitted) throw hostError('STORE_UNAVAILABLE');
-
+    const flow = native.requestFlow(this.engine, dialect, body, ws, Date.now());
+    // Requests of this process told to wait for this send wait on its answer (see waitFor).
+    const sessionId = flow.sessionId;
     let resolve;
     const promise = new Promise((r) => (resolve = r));
-    this.inflight.set(sessionId, { promise, resolve });
-    let final = 'failed';
+    this.inflight.set(sessionId, { promise });
+    let answered = false;
     try {
-      const message = plan.message(); // null for a test number: nothing is sent
-      const outcome = message ? await this.send(message) : 'delivered';
-      final = outcome;
-      let cancel = null;
-      // The memory store writes the send's audit events inside finish (finishAudits).
-      let audited = false;
-      // Delivered: the session is stored no later than the guard confirms it, so a waiter told to
-      // reuse it can read it. If that fails, the guard records a failed send.
-      try {
-        cancel = await this.store.finish(ws, plan, outcome, now, admitted);
-        audited = this.store.finishAudits === true;
-      } catch (e) {
-        if (outcome !== 'delivered') throw e;
-        final = 'failed';
-        await this.store.delivery(ws, dest, sessionId, 'failed', now);
-      }
-      if (final !== 'delivered') {
-        if (!audited) this.later(this.store.auditPlan(plan, ['requested', 'delivery_failed'], now));
-        throw hostError(outcome === 'delivered' ? 'STORE_UNAVAILABLE' : 'DELIVERY_FAILED');
-      }
-      if (!audited) this.later(this.store.auditPlan(plan, ['requested', 'delivered'], now));
-      if (cancel) this.later(this.store.cancelSession(ws.id, cancel));
-      return plan.reply(now);
+      const answer = await this.drive(flow, ws);
+      answered = true;
+      return answer;
     } finally {
       this.inflight.delete(sessionId);
-      resolve(final === 'delivered');
+      resolve(answered);
     }
-  }
-
-  /** The reused answer for an active session, or null (then it is forgotten and admit runs again). */
-  async reuse(ws, dialect, dest, sessionId, now) {
-    const json = await this.store.getSession(ws.id, sessionId, now);
-    const reply = json == null ? null : native.reuseReply(dialect, json, now);
-    if (reply) {
-      const delta = native.sessionAnalytics('reused', json);
-      this.recordLater(ws.id, [native.sessionAudit('reused', json, 'ok', now)], delta == null ? [] : [delta]);
-      return reply;
-    }
-    await this.store.forget(ws, dest, sessionId, now);
-    return null;
   }
 
   /** Waits for another request's send: true once delivered, false if it failed or went stale. */
@@ -295,23 +281,14 @@ class OtpService {
 
   /** POST /v1/messaging/otp/verify and POST /otp/{id}/verify. `prefetched`: see checkPrefetched. */
   async check(ws, dialect, pathId, body, prefetched) {
-    if (this.store.verifyRequest) return this.store.verifyRequest(this.engine, ws, dialect, pathId, body, Date.now());
-    const input = prefetched?.input ?? native.parseVerify(dialect, pathId, body);
-    if (!input.sessionId) return native.verifyReply(dialect, input.rawSessionId, NOT_FOUND_STEP);
-    const now = Date.now();
-    const step = await this.store.verify(this.engine, ws, input.sessionId, input.code, now, prefetched?.session);
-    // The memory store records in the same critical section; Redis answers lines to record.
-    if (step.audit) this.recordLater(ws.id, [step.audit], step.analytics ? [step.analytics] : []);
-    const shownId = step.status === 'NOT_FOUND' ? input.rawSessionId : input.sessionId;
-    return native.verifyReply(dialect, shownId, step);
+    const flow = native.verifyFlow(dialect, pathId, body, Date.now());
+    return this.drive(flow, ws, prefetched === undefined ? {} : { session: prefetched });
   }
 
   /** GET /v1/messaging/otp/sessions/{id} and GET /otp/{id}/status. */
-  async sessionStatus(ws, dialect, rawId) {
-    const now = Date.now();
-    const sessionId = native.normalizeSessionId(rawId);
-    const json = sessionId == null ? null : await this.store.getSession(ws.id, sessionId, now);
-    return native.statusReply(dialect, ws.id, json, now);
+  async sessionStatus(ws, dialect, rawId, prefetched) {
+    const flow = native.statusFlow(dialect, rawId, ws.id, Date.now());
+    return this.drive(flow, ws, prefetched === undefined ? {} : { session: prefetched });
   }
 
   /** The status over HTTP with the key and the session read in one round trip (Redis). */
@@ -320,8 +297,7 @@ class OtpService {
     const sessionId = native.normalizeSessionId(r.id);
     const found = await this.store.lookupKeyWithSession(hash, sessionId);
     const ws = this.workspaceOfKey(hash, found.workspace);
-    const json = sessionId == null ? null : this.store.sessionValue(found.session);
-    return native.statusReply(r.dialect, ws.id, json, Date.now());
+    return this.sessionStatus(ws, r.dialect, r.id, found.session);
   }
 
   async authenticateHash(hash) {
@@ -356,7 +332,7 @@ class OtpService {
     const found = await this.store.lookupKeyWithSession(hash, input?.sessionId ?? null);
     const ws = this.workspaceOfKey(hash, found.workspace);
     if (bodyError) throw bodyError;
-    return this.check(ws, r.dialect, r.id ?? null, body, { input, session: found.session });
+    return this.check(ws, r.dialect, r.id ?? null, body, found.session);
   }
 
   async loadWorkspace(id) {

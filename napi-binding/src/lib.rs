@@ -10,6 +10,8 @@
 //! - Times are Unix milliseconds as JS numbers.
 //! - Stored state crosses as the core's versioned JSON (`"v": 1`).
 
+mod flow;
+mod gateway;
 mod memory;
 mod ops;
 
@@ -19,6 +21,7 @@ use napi_derive::napi;
 use otpkit_core::analytics::{self, AnalyticsQuery, Bucket, Counts, Delta};
 use otpkit_core::audit::{self, AuditEvent, AuditQuery};
 use otpkit_core::envelope::{self, Reply as CoreReply};
+use otpkit_core::flow::Admitted;
 use otpkit_core::guard::{DestinationGuard, FloodShield};
 use otpkit_core::request::{self, Dialect, IssueRequest, VerifyRequest};
 use otpkit_core::route::{match_route, Route as CoreRoute};
@@ -849,6 +852,55 @@ impl Engine {
     }
 }
 
+/// A flow's `verify` effect on a stored session (JSON or `null`), for a store that writes back
+/// with a compare-and-set: the outcome to feed the flow (JSON) and the session to write (JSON,
+/// absent when nothing changed).
+#[napi(object)]
+#[derive(Debug)]
+pub struct VerifyStored {
+    /// `otpkit_core::flow::Outcome` JSON.
+    pub outcome: String,
+    /// The session to store back, when an attempt was consumed.
+    pub write: Option<String>,
+    /// The session's destination (absent when not found).
+    pub dest: Option<String>,
+}
+
+#[napi]
+impl Engine {
+    /// `otpkit_core::flow::verify_stored` on stored JSON.
+    #[napi]
+    pub fn verify_stored(
+        &self,
+        state: Option<String>,
+        ws_id: String,
+        code: String,
+        now: f64,
+    ) -> Result<VerifyStored> {
+        let pepper = self.pepper()?;
+        let session = state
+            .as_deref()
+            .map(Session::from_json)
+            .transpose()
+            .map_err(|e| throw(&e))?;
+        let dest = session.as_ref().map(|s| s.dest.clone());
+        let step = otpkit_core::flow::verify_stored(session, &ws_id, &code, ms(now), pepper);
+        Ok(VerifyStored {
+            outcome: serde_json::to_string(&step.outcome).unwrap_or_default(),
+            write: step.write.as_ref().map(Session::to_json),
+            dest,
+        })
+    }
+}
+
+/// When a stored session (JSON) is purged (ms): `retentionSeconds` after its expiry.
+#[napi]
+pub fn session_purge_at(session_json: String) -> Result<f64> {
+    Ok(num(Session::from_json(&session_json)
+        .map_err(|e| throw(&e))?
+        .purge_at()))
+}
+
 /// The answer for an active session that is reused, or `null` when it is not reusable now.
 #[napi]
 pub fn reuse_reply(dialect_name: String, session_json: String, now: f64) -> Result<Option<Reply>> {
@@ -1080,6 +1132,8 @@ pub struct GuardStep {
     pub keep_ms: f64,
     /// Whether the state changed (nothing to write otherwise).
     pub changed: bool,
+    /// For an admission: the flow outcome's `admission` (`otpkit_core::flow::Admitted` JSON).
+    pub admission: Option<String>,
 }
 
 fn read_guard(state: Option<&str>) -> Result<DestinationGuard> {
@@ -1110,22 +1164,50 @@ fn guard_step(
         state: keep.map(|_| after.to_json()),
         keep_ms: keep.map_or(0.0, |k| k as f64),
         changed: before != after,
+        admission: None,
     }
 }
 
-/// Admits `plan` on a stored guard (JSON or `null`).
+/// Admits a send (a flow's `admit` effect: purpose, session id, expiry, test) on a stored guard
+/// (JSON or `null`).
 #[napi]
+#[allow(clippy::too_many_arguments)]
 pub fn guard_admit(
     state: Option<String>,
     ws: &Workspace,
-    plan: &Plan,
+    purpose_name: String,
+    session_id: String,
+    expires_at: f64,
+    test: bool,
     now: f64,
 ) -> Result<GuardStep> {
     let before = read_guard(state.as_deref())?;
     let mut g = before.clone();
     let now = ms(now);
-    let (kind, sid, code, retry) = ops::admit(&mut g, &plan.session, &ws.rec.policy, now);
+    let (kind, sid, code, retry) = ops::admit(
+        &mut g,
+        purpose(&purpose_name)?,
+        &session_id,
+        ms(expires_at),
+        test,
+        &ws.rec.policy,
+        now,
+    );
+    let admission = match (kind, &sid, code) {
+        ("reuse", Some(id), _) => Admitted::Reuse {
+            session_id: id.clone(),
+        },
+        ("wait", Some(id), _) => Admitted::Wait {
+            session_id: id.clone(),
+        },
+        (_, _, Some(code)) => Admitted::Refused {
+            code: code.into(),
+            retry_after_secs: retry.unwrap_or(1),
+        },
+        _ => Admitted::Send,
+    };
     let mut out = guard_step(&before, &g, ws, now, kind);
+    out.admission = serde_json::to_string(&admission).ok();
     out.session_id = sid;
     out.error_code = code.map(str::to_string);
     out.retry_after = retry;
@@ -1206,13 +1288,36 @@ pub fn cancel_json(state: String) -> Result<String> {
         .to_json())
 }
 
-/// One step of the workspace flood shield on stored JSON: the state to store; throws 429.
+/// One step of the workspace flood shield on stored JSON.
+#[napi(object)]
+#[derive(Debug)]
+pub struct FloodStep {
+    /// The state to store when the send is counted.
+    pub state: Option<String>,
+    /// The flow outcome's `admission` when the shield refuses (`floodRefused`, nothing written).
+    pub refused: Option<String>,
+}
+
+/// Counts one send in the flood shield (stored JSON or `null`): the state to store, or the
+/// refusal (429 until the minute ends).
 #[napi]
-pub fn flood_json(state: Option<String>, limit: u32, now: f64) -> Result<String> {
+pub fn flood_json(state: Option<String>, limit: u32, now: f64) -> FloodStep {
     let mut shield: FloodShield = state
         .as_deref()
         .and_then(|s| serde_json::from_str(s).ok())
         .unwrap_or_default();
-    ops::flood(&mut shield, limit, ms(now)).map_err(|e| throw(&e))?;
-    Ok(serde_json::to_string(&shield).unwrap_or_default())
+    match ops::flood(&mut shield, limit, ms(now)) {
+        Ok(()) => FloodStep {
+            state: Some(serde_json::to_string(&shield).unwrap_or_default()),
+            refused: None,
+        },
+        Err(e) => FloodStep {
+            state: None,
+            refused: serde_json::to_string(&Admitted::FloodRefused {
+                retry_after_secs: e.retry_after_secs().unwrap_or(1),
+                admitted: false,
+            })
+            .ok(),
+        },
+    }
 }

@@ -2,16 +2,13 @@
 //! read–decide–write a Durable Object gets from its input gate), and nothing is serialised on
 //! the hot path. State is lost when the process ends; use the Redis store for several processes.
 
-use crate::{
-    analytics_query, audit_page, audit_query, ms, not_found_step, ops, parse_verify, plan_delta,
-    throw, verify_reply, verify_step, Engine, GuardStep, Plan, Reply, VerifyStep, Workspace,
-};
-use napi::bindgen_prelude::Buffer;
+use crate::{analytics_query, audit_page, audit_query, ms, ops, throw, Engine, Reply, Workspace};
 use napi::Result;
 use napi_derive::napi;
 use otpkit_core::analytics::{self, Bucket, Counts, Delta};
 use otpkit_core::audit::AuditEvent;
-use otpkit_core::guard::{DeliveryOutcome, DestinationGuard, FloodShield};
+use otpkit_core::flow::{self, Admitted, Io, Outcome};
+use otpkit_core::guard::{Admission, DeliveryOutcome, DestinationGuard, FloodShield};
 use otpkit_core::{Error, Session, UnixMillis, VerifyOutcome};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
@@ -102,9 +99,142 @@ impl MemoryStore {
             .lock()
             .map_err(|_| throw(&Error::StoreUnavailable))
     }
+
+    fn perform_io(
+        &self,
+        engine: &Engine,
+        ws: &Workspace,
+        io: Io,
+        now: UnixMillis,
+    ) -> std::result::Result<Outcome, Error> {
+        let mut inner = self.inner.lock().map_err(|_| Error::StoreUnavailable)?;
+        let policy = &ws.rec.policy;
+        let ws_id = &ws.rec.id;
+        Ok(match io {
+            Io::ReadSession { session_id } => Outcome::Session {
+                session: inner.live_session(&key(ws_id, &session_id), now),
+            },
+            Io::Admit {
+                dest,
+                purpose,
+                session_id,
+                expires_at,
+                test,
+                flood_limit,
+            } => {
+                let k = key(ws_id, &dest);
+                let g = &mut inner.guard(&k).0;
+                let admission = match g.admit(purpose, &session_id, expires_at, test, policy, now) {
+                    Ok(Admission::Send) => Admitted::Send,
+                    Ok(Admission::Reuse { session_id }) => Admitted::Reuse { session_id },
+                    Ok(Admission::Wait { session_id }) => Admitted::Wait { session_id },
+                    Err(e) => Admitted::Refused {
+                        code: e.code().into(),
+                        retry_after_secs: e.retry_after_secs().unwrap_or(1),
+                    },
+                };
+                let admission = match (admission, flood_limit) {
+                    (Admitted::Send, Some(limit)) => {
+                        let shield = inner.floods.entry(ws_id.clone()).or_default();
+                        match ops::flood(shield, limit, now) {
+                            Ok(()) => Admitted::Send,
+                            Err(e) => {
+                                // Handed back under the same lock: nothing stays charged.
+                                inner
+                                    .guard(&k)
+                                    .0
+                                    .delivery(&session_id, DeliveryOutcome::Failed);
+                                Admitted::FloodRefused {
+                                    retry_after_secs: e.retry_after_secs().unwrap_or(1),
+                                    admitted: false,
+                                }
+                            }
+                        }
+                    }
+                    (a, _) => a,
+                };
+                inner.settle_guard(&k, ws, now);
+                Outcome::Admitted { admission }
+            }
+            Io::Forget { dest, session_id } => {
+                let k = key(ws_id, &dest);
+                if let Some((g, _)) = inner.guards.get_mut(&k) {
+                    g.forget(&session_id);
+                }
+                inner.settle_guard(&k, ws, now);
+                Outcome::Done
+            }
+            Io::StoreSession { session } => {
+                let k = key(ws_id, &session.dest);
+                let id = session.id.clone();
+                inner.put_session(key(&session.workspace_id, &session.id), session);
+                let cancel = inner.guard(&k).0.delivery(&id, DeliveryOutcome::Delivered);
+                inner.settle_guard(&k, ws, now);
+                Outcome::StoredAndConfirmed { cancel }
+            }
+            Io::ReportDelivery {
+                dest,
+                session_id,
+                outcome,
+            } => {
+                let k = key(ws_id, &dest);
+                let cancel = inner.guard(&k).0.delivery(&session_id, outcome);
+                inner.settle_guard(&k, ws, now);
+                Outcome::Confirmed { cancel }
+            }
+            Io::CancelSession { session_id } => {
+                if let Some(s) = inner.sessions.remove(&key(ws_id, &session_id)) {
+                    let k = key(&s.workspace_id, &s.id);
+                    inner.put_session(k, s.cancel());
+                }
+                Outcome::Done
+            }
+            Io::Verify { session_id, code } => {
+                let pepper = engine.pepper.as_ref().map_err(Clone::clone)?;
+                let k = key(ws_id, &session_id);
+                let stored = inner.live_session(&k, now);
+                let step = flow::verify_stored(stored, ws_id, &code.0, now, pepper);
+                if let Some(after) = step.write {
+                    inner.put_session(k, after);
+                }
+                step.outcome
+            }
+            Io::RecordVerify {
+                dest,
+                session_id,
+                status,
+                attempts_left,
+            } => {
+                if let Some(outcome) = VerifyOutcome::from_status(&status, attempts_left) {
+                    let k = key(ws_id, &dest);
+                    ops::record_verify(&mut inner.guard(&k).0, &session_id, outcome, policy, now);
+                    inner.settle_guard(&k, ws, now);
+                }
+                Outcome::Done
+            }
+            Io::Record { events, deltas } => {
+                for e in events {
+                    inner.push_audit(ws_id, e);
+                }
+                for d in &deltas {
+                    inner.count(ws_id, d);
+                }
+                Outcome::Done
+            }
+            // This store keeps no reuse hints: the guard decides every request.
+            Io::ReadReuseHint { .. } => Outcome::ReuseHint { session_id: None },
+            Io::PutReuseHint { .. } | Io::DropReuseHint { .. } => Outcome::Done,
+            Io::Deliver { .. } | Io::AwaitSend { .. } => Outcome::Failed { corrupt: false },
+        })
+    }
 }
 
 impl Inner {
+    /// A stored session not yet purged at `now`.
+    fn live_session(&self, k: &str, now: UnixMillis) -> Option<Session> {
+        self.sessions.get(k).filter(|s| now < s.purge_at()).cloned()
+    }
+
     /// The guard for `k`, created empty if absent.
     /// Every caller settles the guard next, which sets its keep time (and schedules it): a new
     /// guard starts at time 0 so that first settle always counts as a change.
@@ -121,22 +251,6 @@ impl Inner {
             self.due.push(Reverse((at, Due::Session(k.clone()))));
         }
         self.sessions.insert(k, s);
-    }
-
-    /// A plan's session events (`delivery_failed`: outcome failed, others ok) and their analytics.
-    fn audit_plan(&mut self, session: &Session, events: &[&str], now: UnixMillis) {
-        for &kind in events {
-            let outcome = if kind == "delivery_failed" {
-                "failed"
-            } else {
-                "ok"
-            };
-            let e = AuditEvent::for_session(kind, session, outcome, None, now);
-            self.push_audit(&session.workspace_id, e);
-            if let Some(d) = plan_delta(session, kind) {
-                self.count(&session.workspace_id, &d);
-            }
-        }
     }
 
     fn settle_guard(&mut self, k: &str, ws: &Workspace, now: UnixMillis) {
@@ -204,93 +318,19 @@ impl MemoryStore {
         }
     }
 
-    /// Admits `plan` on its destination's guard (send / reuse / wait / refused). With `flood`, an
-    /// admitted send is also counted in the workspace's flood shield in the same critical section;
-    /// if the shield is full, the send goes back to the guard as a definite failure (nothing
-    /// charged) and this throws 429 `RATE_LIMITED`.
+    /// Performs one store effect of a flow (`otpkit_core::flow::Io`, as JSON) in one critical
+    /// section and answers its outcome (JSON). The admission charges the flood shield in the
+    /// same step, and a stored session is confirmed at the guard in the same step
+    /// (`storedAndConfirmed`). Not store effects (deliver, awaitSend) answer `failed`.
     #[napi]
-    pub fn admit(
-        &self,
-        ws: &Workspace,
-        plan: &Plan,
-        now: f64,
-        flood: Option<bool>,
-    ) -> Result<GuardStep> {
-        let now = ms(now);
-        let s = &plan.session;
-        let k = key(&ws.rec.id, &s.dest);
-        let mut inner = self.lock()?;
-        let (kind, sid, code, retry) = ops::admit(&mut inner.guard(&k).0, s, &ws.rec.policy, now);
-        if kind == "send" && flood == Some(true) {
-            let limit = ws.rec.policy.sends_per_workspace_per_minute;
-            let shield = inner.floods.entry(ws.rec.id.clone()).or_default();
-            if let Err(e) = ops::flood(shield, limit, now) {
-                inner.guard(&k).0.delivery(&s.id, DeliveryOutcome::Failed);
-                inner.settle_guard(&k, ws, now);
-                return Err(throw(&e));
-            }
-        }
-        inner.settle_guard(&k, ws, now);
-        Ok(GuardStep {
-            kind: kind.into(),
-            session_id: sid,
-            error_code: code.map(str::to_string),
-            retry_after: retry,
-            state: None,
-            keep_ms: 0.0,
-            changed: true,
-        })
-    }
-
-    /// The end of an admitted send in one critical section: a delivered session is stored, the
-    /// guard records the outcome, and the plan's events (`requested`, then `delivered` or
-    /// `delivery_failed`) go to the audit log with their analytics. Answers a session to cancel
-    /// (an older delivered code when reuse is off), if any.
-    #[napi]
-    pub fn finish(
-        &self,
-        ws: &Workspace,
-        plan: &Plan,
-        outcome: String,
-        now: f64,
-    ) -> Result<Option<String>> {
-        let now = ms(now);
-        let outcome = ops::delivery_outcome(&outcome).map_err(|e| throw(&e))?;
-        let s = &plan.session;
-        let k = key(&ws.rec.id, &s.dest);
-        let mut inner = self.lock()?;
-        let delivered = outcome == DeliveryOutcome::Delivered;
-        if delivered {
-            inner.put_session(key(&s.workspace_id, &s.id), s.clone());
-        }
-        let cancel = inner.guard(&k).0.delivery(&s.id, outcome);
-        inner.settle_guard(&k, ws, now);
-        let last = if delivered {
-            "delivered"
-        } else {
-            "delivery_failed"
+    pub fn perform(&self, engine: &Engine, ws: &Workspace, io_json: String, now: f64) -> String {
+        let outcome = match serde_json::from_str::<Io>(&io_json) {
+            Ok(io) => self
+                .perform_io(engine, ws, io, ms(now))
+                .unwrap_or_else(|e| Outcome::failed(&e)),
+            Err(_) => Outcome::Failed { corrupt: false },
         };
-        inner.audit_plan(s, &["requested", last], now);
-        Ok(cancel)
-    }
-
-    /// Records a delivery outcome; answers a session to cancel, if any.
-    #[napi]
-    pub fn delivery(
-        &self,
-        ws: &Workspace,
-        dest: String,
-        session_id: String,
-        outcome: String,
-        now: f64,
-    ) -> Result<Option<String>> {
-        let now = ms(now);
-        let outcome = ops::delivery_outcome(&outcome).map_err(|e| throw(&e))?;
-        let k = key(&ws.rec.id, &dest);
-        let mut inner = self.lock()?;
-        let cancel = inner.guard(&k).0.delivery(&session_id, outcome);
-        inner.settle_guard(&k, ws, now);
-        Ok(cancel)
+        serde_json::to_string(&outcome).unwrap_or_default()
     }
 
     /// Where a send stands: `pending`, `delivered`, `gone` (also once stale at `now`, when given).
@@ -310,19 +350,6 @@ impl MemoryStore {
         .to_string())
     }
 
-    /// Stops treating a session as active.
-    #[napi]
-    pub fn forget(&self, ws: &Workspace, dest: String, session_id: String, now: f64) -> Result<()> {
-        let now = ms(now);
-        let k = key(&ws.rec.id, &dest);
-        let mut inner = self.lock()?;
-        if let Some((g, _)) = inner.guards.get_mut(&k) {
-            g.forget(&session_id);
-        }
-        inner.settle_guard(&k, ws, now);
-        Ok(())
-    }
-
     /// A session's JSON, or `null` (also once purged).
     #[napi]
     pub fn get_session(
@@ -333,117 +360,9 @@ impl MemoryStore {
     ) -> Result<Option<String>> {
         let inner = self.lock()?;
         Ok(inner
-            .sessions
-            .get(&key(&ws_id, &session_id))
-            .filter(|s| ms(now) < s.purge_at())
+            .live_session(&key(&ws_id, &session_id), ms(now))
+            .as_ref()
             .map(Session::to_json))
-    }
-
-    /// Cancels a session (reuse off, replaced by a newer delivered code).
-    #[napi]
-    pub fn cancel_session(&self, ws_id: String, session_id: String) -> Result<()> {
-        let mut inner = self.lock()?;
-        if let Some(s) = inner.sessions.remove(&key(&ws_id, &session_id)) {
-            let k = key(&s.workspace_id, &s.id);
-            inner.put_session(k, s.cancel());
-        }
-        Ok(())
-    }
-
-    /// A whole verify request in one call (one Node-API crossing instead of three): parses the
-    /// body of `dialect` (`path_id` for the zend dialect), verifies as [`Self::verify`] and answers
-    /// the dialect's reply. A malformed session id is answered NOT_FOUND without a lookup.
-    #[napi]
-    pub fn verify_request(
-        &self,
-        engine: &Engine,
-        ws: &Workspace,
-        dialect: String,
-        path_id: Option<String>,
-        body: Buffer,
-        now: f64,
-    ) -> Result<Reply> {
-        let input = parse_verify(dialect.clone(), path_id, body)?;
-        let Some(session_id) = input.session_id else {
-            return verify_reply(dialect, input.raw_session_id, not_found_step());
-        };
-        let step = self.verify(engine, ws, session_id.clone(), input.code, now)?;
-        let shown = if step.status == "NOT_FOUND" {
-            input.raw_session_id
-        } else {
-            session_id
-        };
-        verify_reply(dialect, shown, step)
-    }
-
-    /// Verifies a code and, in the same critical section, tells the destination guard (failure
-    /// streak, end of reuse), as the Worker's Durable Objects do.
-    #[napi]
-    pub fn verify(
-        &self,
-        engine: &Engine,
-        ws: &Workspace,
-        session_id: String,
-        code: String,
-        now: f64,
-    ) -> Result<VerifyStep> {
-        let pepper = engine.pepper()?;
-        let now = ms(now);
-        let k = key(&ws.rec.id, &session_id);
-        let mut inner = self.lock()?;
-        let session = inner
-            .sessions
-            .get(&k)
-            .filter(|s| now < s.purge_at())
-            .cloned();
-        let (step, after, event, delta) =
-            verify_step(session, &ws.rec.id, &code, now, pepper, false);
-        if let Some(e) = event {
-            inner.push_audit(&ws.rec.id, e);
-        }
-        if let Some(d) = delta {
-            inner.count(&ws.rec.id, &d);
-        }
-        if let Some(after) = after {
-            let outcome = VerifyOutcome::from_status(
-                &step.status,
-                u8::try_from(step.attempts_left).unwrap_or(0),
-            );
-            let gk = key(&ws.rec.id, &after.dest);
-            if let Some(outcome) = outcome {
-                let g = &mut inner.guard(&gk).0;
-                ops::record_verify(g, &after.id, outcome, &ws.rec.policy, now);
-            }
-            inner.settle_guard(&gk, ws, now);
-            inner.put_session(k, after);
-        }
-        Ok(step)
-    }
-
-    /// Appends the plan's session events (`requested`, `delivered`: outcome ok;
-    /// `delivery_failed`: failed) and their analytics, without a JSON round trip.
-    #[napi]
-    pub fn audit_plan(&self, plan: &Plan, events: Vec<String>, now: f64) -> Result<()> {
-        let events: Vec<&str> = events.iter().map(String::as_str).collect();
-        self.lock()?.audit_plan(&plan.session, &events, ms(now));
-        Ok(())
-    }
-
-    /// Appends audit lines (event JSON) and applies analytics deltas (JSON) for a workspace.
-    #[napi]
-    pub fn record(&self, ws_id: String, lines: Vec<String>, deltas: Vec<String>) -> Result<()> {
-        let mut inner = self.lock()?;
-        for line in lines {
-            if let Ok(e) = serde_json::from_str::<AuditEvent>(&line) {
-                inner.push_audit(&ws_id, e);
-            }
-        }
-        for d in deltas {
-            if let Ok(d) = serde_json::from_str::<Delta>(&d) {
-                inner.count(&ws_id, &d);
-            }
-        }
-        Ok(())
     }
 
     /// `GET /otp/analytics` for a workspace (`query`: the URL's query string).

@@ -7,7 +7,7 @@ use otpkit_core::guard::{
     Admission, DeliveryOutcome, DestinationGuard, FloodShield, IN_FLIGHT_STALE_MS,
 };
 use otpkit_core::policy::Policy;
-use otpkit_core::{Error, Session, UnixMillis, VerifyOutcome};
+use otpkit_core::{Error, Purpose, UnixMillis, VerifyOutcome};
 
 /// A failure streak with no lock is kept this long without activity (the streak has no expiry
 /// of its own in SPEC; a month of silence ends it).
@@ -25,11 +25,14 @@ pub type Admitted = (
 /// wait for, and for a refusal its code and retry delay.
 pub fn admit(
     guard: &mut DestinationGuard,
-    s: &Session,
+    purpose: Purpose,
+    session_id: &str,
+    expires_at: UnixMillis,
+    test: bool,
     policy: &Policy,
     now: UnixMillis,
 ) -> Admitted {
-    match guard.admit(s.purpose, &s.id, s.expires_at, s.test, policy, now) {
+    match guard.admit(purpose, session_id, expires_at, test, policy, now) {
         Ok(Admission::Send) => ("send", None, None, None),
         Ok(Admission::Reuse { session_id }) => ("reuse", Some(session_id), None, None),
         Ok(Admission::Wait { session_id }) => ("wait", Some(session_id), None, None),

@@ -95,14 +95,14 @@ describe('Redis SIGKILL and restart (AOF, fsync always)', () => {
     // Redis dies right after the session is stored, before the guard hears it was delivered.
     // The store now writes both in one script, so this state is made by hand here (a process of
     // an older version, which stored the session first, can still leave it during an upgrade).
-    const finish = store.finish.bind(store);
+    const storeSession = store.storeSession.bind(store);
     let killed = false;
-    store.finish = async (ws, plan, outcome, now) => {
-      if (killed || plan.dest !== victim) return finish(ws, plan, outcome, now);
+    store.storeSession = async (ws, session, now, ctx) => {
+      if (killed || session.dest !== victim) return storeSession(ws, session, now, ctx);
       killed = true;
-      await store.putSession(plan, now);
+      await store.putSession(session, now);
       await redis.kill();
-      return finish(ws, plan, outcome, now); // fails: Redis is gone
+      return storeSession(ws, session, now, ctx); // fails: Redis is gone
     };
     const otp = new OtpService({ pepper: PEPPER, gateway: gw, store });
     try {

@@ -1,0 +1,167 @@
+//! The core's flows (`otpkit_core::flow`) through Node-API: the JavaScript driver starts one,
+//! then loops `poll()` → perform the IO it names → `handle(outcome)` until the answer, and runs
+//! what follows the answer in the background. Steps and outcomes cross as the core's JSON (the
+//! same form as `tests/vectors/flows/`), so the driver holds no decision of its own.
+
+use crate::{dialect, ms, random, throw, Engine, Workspace};
+use napi::bindgen_prelude::Buffer;
+use napi::Result;
+use napi_derive::napi;
+use otpkit_core::envelope;
+use otpkit_core::flow::{self, HostTraits, Outcome, Step};
+use otpkit_core::request::{Dialect, IssueRequest, VerifyRequest};
+use otpkit_core::{Entropy, Error};
+
+/// The error of an answer as the JSON `lib/errors.js` reads (the same fields `throw` carries).
+pub(crate) fn error_info(e: &Error) -> serde_json::Value {
+    serde_json::json!({
+        "code": e.code(),
+        "httpStatus": e.http_status(),
+        "message": e.message(),
+        "field": e.field(),
+        "retryAfterSeconds": e.retry_after_secs(),
+        "body": envelope::error(e).body,
+    })
+}
+
+/// One step as JSON: `{"io": …}` (perform it), `{"answer": {status, body, retryAfter}}`,
+/// `{"error": {code, httpStatus, message, …, body}}`, or `{"done": true}`.
+fn step_json(step: Step) -> String {
+    match step {
+        Step::Io(io) => serde_json::to_string(&io).unwrap_or_default(),
+        Step::Answer(Ok(r)) => serde_json::json!({
+            "answer": {"status": r.status, "body": r.body, "retryAfter": r.retry_after}
+        })
+        .to_string(),
+        Step::Answer(Err(e)) => serde_json::json!({ "error": error_info(&e) }).to_string(),
+        Step::Done => r#"{"done":true}"#.to_string(),
+    }
+}
+
+/// An outcome from the driver; anything unreadable counts as a store failure.
+fn outcome(json: &str) -> Outcome {
+    serde_json::from_str(json).unwrap_or(Outcome::Failed { corrupt: false })
+}
+
+macro_rules! node_flow {
+    ($name:ident, $inner:ty, $doc:literal) => {
+        #[doc = $doc]
+        #[napi]
+        #[derive(Debug)]
+        pub struct $name {
+            inner: $inner,
+        }
+
+        #[napi]
+        impl $name {
+            /// The next step (JSON).
+            #[napi]
+            pub fn poll(&mut self) -> String {
+                step_json(self.inner.poll())
+            }
+
+            /// Feeds the outcome (JSON) of the IO last polled.
+            #[napi]
+            pub fn handle(&mut self, outcome_json: String) {
+                self.inner.handle(outcome(&outcome_json));
+            }
+        }
+    };
+}
+
+node_flow!(
+    RequestFlow,
+    flow::RequestFlow,
+    "`POST /v1/messaging/otp/request` and `POST /otp/send` (otpkit_core::flow::RequestFlow)."
+);
+node_flow!(
+    VerifyFlow,
+    flow::VerifyFlow,
+    "`POST …/verify` (otpkit_core::flow::VerifyFlow)."
+);
+node_flow!(
+    StatusFlow,
+    flow::StatusFlow,
+    "`GET …/sessions/{id}` and `GET /otp/{id}/status` (otpkit_core::flow::StatusFlow)."
+);
+
+#[napi]
+impl RequestFlow {
+    /// The id of the session this request would create (the driver tracks its send by it).
+    #[napi(getter)]
+    pub fn session_id(&self) -> String {
+        self.inner.session().id.clone()
+    }
+}
+
+/// Starts a request flow: parses the body of `dialect`, plans the send in `ws` (sender,
+/// country, code, template). Throws the 400/403 errors in SPEC's order.
+#[napi]
+pub fn request_flow(
+    engine: &Engine,
+    dialect_name: String,
+    body: Buffer,
+    ws: &Workspace,
+    now: f64,
+) -> Result<RequestFlow> {
+    let pepper = engine.pepper()?;
+    let req = match dialect(&dialect_name)? {
+        Dialect::V1 => IssueRequest::from_v1_json(&body),
+        Dialect::Zend => IssueRequest::from_zend_json(&body),
+    }
+    .map_err(|e| throw(&e))?;
+    let own;
+    let senders = match (&req.src, ws.any_sender) {
+        (Some(src), true) => {
+            own = [src.clone()];
+            &own[..]
+        }
+        _ => &ws.rec.senders[..],
+    };
+    let entropy = Entropy::from_bytes(&random::<48>()?);
+    let inner = flow::RequestFlow::start(
+        &req,
+        &ws.rec.id,
+        senders,
+        &ws.rec.policy,
+        ms(now),
+        &entropy,
+        pepper,
+        HostTraits::default(),
+    )
+    .map_err(|e| throw(&e))?;
+    Ok(RequestFlow { inner })
+}
+
+/// Starts a verify flow: parses the body of `dialect` (`pathId` for the zend dialect). Throws
+/// 400 for a malformed body; a malformed session id is answered NOT_FOUND by the flow.
+#[napi]
+pub fn verify_flow(
+    dialect_name: String,
+    path_id: Option<String>,
+    body: Buffer,
+    now: f64,
+) -> Result<VerifyFlow> {
+    let d = dialect(&dialect_name)?;
+    let req = match (d, path_id) {
+        (Dialect::Zend, Some(id)) => VerifyRequest::from_zend_json(&id, &body),
+        _ => VerifyRequest::from_v1_json(&body),
+    }
+    .map_err(|e| throw(&e))?;
+    Ok(VerifyFlow {
+        inner: flow::VerifyFlow::start(&req, d, ms(now), HostTraits::default()),
+    })
+}
+
+/// Starts a status flow for the id as given in the path.
+#[napi]
+pub fn status_flow(
+    dialect_name: String,
+    raw_id: String,
+    ws_id: String,
+    now: f64,
+) -> Result<StatusFlow> {
+    Ok(StatusFlow {
+        inner: flow::StatusFlow::start(&raw_id, dialect(&dialect_name)?, &ws_id, ms(now)),
+    })
+}
