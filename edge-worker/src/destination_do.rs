@@ -6,9 +6,10 @@
 //! memory, on this object) for its outcome and answer with its session, or 502 if it failed.
 
 use crate::http;
-use crate::proto::{AdmitAnswer, Delivery, DeliveryAnswer, DestinationCall};
+use crate::proto::DestinationCall;
 use futures_channel::oneshot;
 use futures_util::future::{select, Either};
+use otpkit_core::flow::{Admitted, Outcome};
 use otpkit_core::guard::{Admission, DeliveryOutcome, DestinationGuard, IN_FLIGHT_STALE_MS};
 use otpkit_core::policy::Policy;
 use otpkit_core::{Error, UnixMillis, VerifyOutcome};
@@ -109,8 +110,8 @@ impl DestinationObject {
                 let admission = guard.admit(purpose, &session_id, expires_at, test, &policy, at);
                 self.store(&guard, &policy).await?;
                 let answer = match admission {
-                    Ok(Admission::Send) => AdmitAnswer::Send,
-                    Ok(Admission::Reuse { session_id }) => AdmitAnswer::Reuse { session_id },
+                    Ok(Admission::Send) => Admitted::Send,
+                    Ok(Admission::Reuse { session_id }) => Admitted::Reuse { session_id },
                     Ok(Admission::Wait { session_id }) => {
                         // No longer than until that send goes stale: a sender that died (a
                         // crash or restart of this object, which also loses its waiters) never
@@ -123,12 +124,12 @@ impl DestinationObject {
                                 at.millis_until(a.admitted_at.plus_millis(IN_FLIGHT_STALE_MS))
                             });
                         if self.wait_for(&session_id, stale_in).await {
-                            AdmitAnswer::Reuse { session_id }
+                            Admitted::Reuse { session_id }
                         } else {
-                            AdmitAnswer::Failed
+                            Admitted::Failed
                         }
                     }
-                    Err(e) => AdmitAnswer::Refused {
+                    Err(e) => Admitted::Refused {
                         code: e.code().to_string(),
                         retry_after_secs: e.retry_after_secs().unwrap_or(1),
                     },
@@ -141,15 +142,10 @@ impl DestinationObject {
                 policy,
             } => {
                 let mut guard = self.load().await?;
-                let core_outcome = match outcome {
-                    Delivery::Delivered => DeliveryOutcome::Delivered,
-                    Delivery::Failed => DeliveryOutcome::Failed,
-                    Delivery::TimedOut => DeliveryOutcome::TimedOut,
-                };
-                let cancel = guard.delivery(&session_id, core_outcome);
+                let cancel = guard.delivery(&session_id, outcome);
                 self.store(&guard, &policy).await?;
-                self.wake(&session_id, outcome == Delivery::Delivered);
-                Ok(to_json(&DeliveryAnswer { cancel }))
+                self.wake(&session_id, outcome == DeliveryOutcome::Delivered);
+                Ok(to_json(&Outcome::Confirmed { cancel }))
             }
             DestinationCall::Verified {
                 session_id,

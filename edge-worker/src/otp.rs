@@ -1,24 +1,25 @@
-//! The OTP flows on the edge: request (reuse, admit, deliver, store), verify, status.
-//! Every rule is the core's; this module only moves values between the Durable Objects,
-//! KV, the gateway and D1.
+//! The driver of the core's flows on the edge (request, verify, status). A flow says which IO
+//! comes next ([`otpkit_core::flow`]); this module performs it with the Durable Objects, KV, the
+//! gateway and D1, and hands back what happened. Every decision is the flow's.
 
-use crate::proto::{
-    AdmitAnswer, Delivery, DeliveryAnswer, DestinationCall, SessionCall, VerifyAnswer,
-};
+use crate::proto::{DestinationCall, SessionCall};
 use crate::{audit, config, gateway};
-use otpkit_core::analytics;
-use otpkit_core::audit::AuditEvent;
-use otpkit_core::envelope::{self, Reply};
-use otpkit_core::guard::FloodShield;
-use otpkit_core::request::{Dialect, IssueRequest, VerifyRequest};
-use otpkit_core::session::plan_issue;
-use otpkit_core::workspace::WorkspaceRecord;
-use otpkit_core::{
-    Entropy, Error, Pepper, Purpose, Session, UnixMillis, Verification, VerifyOutcome,
+use otpkit_core::flow::{
+    Admitted, HostTraits, Io, Outcome, RequestFlow, StatusFlow, Step, VerifyFlow,
 };
+use otpkit_core::gateway::GatewayConfig;
+use otpkit_core::guard::{DeliveryOutcome, FloodShield};
+use otpkit_core::policy::Policy;
+use otpkit_core::request::{Dialect, IssueRequest, VerifyRequest};
+use otpkit_core::workspace::WorkspaceRecord;
+use otpkit_core::{Entropy, Error, Pepper, Purpose, Reply, Session, UnixMillis};
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 use worker::wasm_bindgen::JsValue;
-use worker::{Context, Date, Env, Method, Request, RequestInit, Stub};
+use worker::{Context, Date, Env, Method, ObjectNamespace, Request, RequestInit};
+
+/// The Worker keeps reuse hints in KV `REUSE`.
+const TRAITS: HostTraits = HostTraits { reuse_hints: true };
 
 pub fn now() -> UnixMillis {
     UnixMillis(Date::now().as_millis())
@@ -33,22 +34,6 @@ pub fn random<const N: usize>() -> Result<[u8; N], Error> {
     Ok(buf)
 }
 
-fn stub(env: &Env, binding: &str, name: &str) -> Result<Stub, Error> {
-    let missing = || Error::Misconfigured {
-        message: format!("Durable Object binding {binding} is missing").into(),
-    };
-    let ns = env.durable_object(binding).map_err(|_| missing())?;
-    ns.get_by_name(name).map_err(|_| missing())
-}
-
-fn session_stub(env: &Env, workspace_id: &str, session_id: &str) -> Result<Stub, Error> {
-    stub(env, "SESSIONS", &format!("{workspace_id}:{session_id}"))
-}
-
-fn destination_stub(env: &Env, workspace_id: &str, dest: &str) -> Result<Stub, Error> {
-    stub(env, "DESTINATIONS", &format!("{workspace_id}:{dest}"))
-}
-
 /// Durable Object calls made while a request is answered (not those that follow the answer).
 /// `scripts/test` checks the counts per route, and benchmarks report them, through the
 /// `x-otpkit-do-calls` header a Worker adds when `OTPKIT_TRACE_DO_CALLS` is set.
@@ -61,9 +46,343 @@ impl Calls {
     }
 }
 
+/// `POST /v1/messaging/otp/request` and `POST /otp/send`.
+pub async fn request(
+    env: &Env,
+    ctx: &Context,
+    calls: &Calls,
+    pepper: &Pepper,
+    ws: &WorkspaceRecord,
+    req: IssueRequest,
+) -> Result<Reply, Error> {
+    let now = now();
+    let entropy = Entropy::from_bytes(&random::<48>()?);
+    let (id, senders, policy) = (&ws.id, &ws.senders, &ws.policy);
+    let flow = RequestFlow::start(&req, id, senders, policy, now, &entropy, pepper, TRAITS)?;
+    let edge = Edge::new(env, ws, now, Some(config::gateway(env)?))?;
+    drive(edge, ctx, calls, flow).await
+}
+
+/// `POST /v1/messaging/otp/verify` and `POST /otp/{id}/verify`.
+pub async fn verify(
+    env: &Env,
+    ctx: &Context,
+    calls: &Calls,
+    ws: &WorkspaceRecord,
+    req: VerifyRequest,
+    dialect: Dialect,
+) -> Result<Reply, Error> {
+    let now = now();
+    let flow = VerifyFlow::start(&req, dialect, now, TRAITS);
+    drive(Edge::new(env, ws, now, None)?, ctx, calls, flow).await
+}
+
+/// `GET /v1/messaging/otp/sessions/{id}` and `GET /otp/{id}/status`.
+pub async fn status(
+    env: &Env,
+    ctx: &Context,
+    calls: &Calls,
+    ws: &WorkspaceRecord,
+    raw_id: &str,
+    dialect: Dialect,
+) -> Result<Reply, Error> {
+    let now = now();
+    let flow = StatusFlow::start(raw_id, dialect, &ws.id, now);
+    drive(Edge::new(env, ws, now, None)?, ctx, calls, flow).await
+}
+
+/// The three flows, driven alike.
+trait Flow: 'static {
+    fn poll(&mut self) -> Step;
+    fn handle(&mut self, outcome: Outcome);
+}
+
+macro_rules! flow {
+    ($($t:ty),*) => {$(
+        impl Flow for $t {
+            fn poll(&mut self) -> Step {
+                <$t>::poll(self)
+            }
+            fn handle(&mut self, outcome: Outcome) {
+                <$t>::handle(self, outcome)
+            }
+        }
+    )*};
+}
+flow!(RequestFlow, VerifyFlow, StatusFlow);
+
+/// Performs the flow's IO up to its answer, counted in `calls`, and returns that answer; what
+/// follows the answer runs in `waitUntil`, uncounted.
+async fn drive(
+    mut edge: Edge,
+    ctx: &Context,
+    calls: &Calls,
+    mut flow: impl Flow,
+) -> Result<Reply, Error> {
+    let answer = loop {
+        match flow.poll() {
+            Step::Io(io) => flow.handle(edge.perform(io, calls).await),
+            Step::Answer(answer) => break answer,
+            // Only when an IO was left unanswered, which this loop never does.
+            Step::Done => break Err(Error::StoreUnavailable),
+        }
+    };
+    if let Some((key, value)) = edge.flood_write.take() {
+        let env = edge.env.clone();
+        ctx.wait_until(async move {
+            let _ = kv_put(&env, &key, value, 120).await;
+        });
+    }
+    let next = flow.poll();
+    if next != Step::Done {
+        ctx.wait_until(async move {
+            let calls = Calls::default();
+            let mut step = next;
+            while step != Step::Done {
+                if let Step::Io(io) = step {
+                    flow.handle(edge.perform(io, &calls).await);
+                }
+                step = flow.poll();
+            }
+        });
+    }
+    answer
+}
+
+/// What one request's IO needs: its workspace, its time, the bindings and the gateway.
+struct Edge {
+    env: Env,
+    ws_id: String,
+    policy: Policy,
+    now: UnixMillis,
+    gateway: Option<GatewayConfig>,
+    sessions: ObjectNamespace,
+    destinations: ObjectNamespace,
+    /// The flood shield after admitting a send, written after the answer.
+    flood_write: Option<(String, String)>,
+}
+
+fn namespace(env: &Env, binding: &str) -> Result<ObjectNamespace, Error> {
+    env.durable_object(binding)
+        .map_err(|_| Error::Misconfigured {
+            message: format!("Durable Object binding {binding} is missing").into(),
+        })
+}
+
+impl Edge {
+    fn new(
+        env: &Env,
+        ws: &WorkspaceRecord,
+        now: UnixMillis,
+        gateway: Option<GatewayConfig>,
+    ) -> Result<Edge, Error> {
+        Ok(Edge {
+            env: env.clone(),
+            ws_id: ws.id.clone(),
+            policy: ws.policy.clone(),
+            now,
+            gateway,
+            sessions: namespace(env, "SESSIONS")?,
+            destinations: namespace(env, "DESTINATIONS")?,
+            flood_write: None,
+        })
+    }
+
+    /// Performs one IO; a store that fails answers [`Outcome::failed`].
+    async fn perform(&mut self, io: Io, calls: &Calls) -> Outcome {
+        self.try_perform(io, calls)
+            .await
+            .unwrap_or_else(|e| Outcome::failed(&e))
+    }
+
+    async fn try_perform(&mut self, io: Io, calls: &Calls) -> Result<Outcome, Error> {
+        let policy = || self.policy.clone();
+        Ok(match io {
+            Io::ReadReuseHint { dest, purpose } => {
+                let kv = self.env.kv("REUSE").ok();
+                let hint = match kv {
+                    Some(kv) => kv.get(&self.reuse_key(&dest, purpose)).text().await,
+                    None => Ok(None),
+                };
+                Outcome::ReuseHint {
+                    session_id: hint.ok().flatten(),
+                }
+            }
+            Io::ReadSession { session_id } => {
+                let session = match self.session(calls, &session_id, &SessionCall::Get).await? {
+                    (404, _) => None,
+                    answer => Some(Session::from_json(&ok(answer)?)?),
+                };
+                Outcome::Session { session }
+            }
+            Io::Admit {
+                dest,
+                purpose,
+                session_id,
+                expires_at,
+                test,
+                flood_limit,
+            } => {
+                let call = DestinationCall::Admit {
+                    purpose,
+                    session_id,
+                    expires_at,
+                    test,
+                    policy: policy(),
+                };
+                let mut admission: Admitted = parse(&self.destination(calls, &dest, &call).await?)?;
+                if let (Admitted::Send, Some(limit)) = (&admission, flood_limit) {
+                    if let Err(e) = self.flood_shield(limit).await {
+                        let retry_after_secs = e.retry_after_secs().unwrap_or(1);
+                        admission = Admitted::FloodRefused {
+                            retry_after_secs,
+                            admitted: true,
+                        };
+                    }
+                }
+                Outcome::Admitted { admission }
+            }
+            // The DestinationObject waits for an in-flight send itself (Admit answers Reuse or
+            // Failed), so it never answers Wait and no flow asks this of the Worker.
+            Io::AwaitSend { .. } => return Err(Error::StoreUnavailable),
+            Io::Forget { dest, session_id } => {
+                let call = DestinationCall::Forget { session_id };
+                self.destination(calls, &dest, &call).await?;
+                Outcome::Done
+            }
+            Io::Deliver { message } => Outcome::Delivery {
+                outcome: match &self.gateway {
+                    Some(gw) => gateway::deliver(gw, &message).await,
+                    None => DeliveryOutcome::Failed,
+                },
+            },
+            Io::StoreSession { session } => {
+                let call = SessionCall::Create {
+                    session: session.to_json(),
+                };
+                ok(self.session(calls, &session.id, &call).await?)?;
+                Outcome::Done
+            }
+            Io::ReportDelivery {
+                dest,
+                session_id,
+                outcome,
+            } => {
+                let call = DestinationCall::Delivery {
+                    session_id,
+                    outcome,
+                    policy: policy(),
+                };
+                parse(&self.destination(calls, &dest, &call).await?)?
+            }
+            Io::CancelSession { session_id } => {
+                ok(self
+                    .session(calls, &session_id, &SessionCall::Cancel)
+                    .await?)?;
+                Outcome::Done
+            }
+            Io::PutReuseHint {
+                dest,
+                purpose,
+                session_id,
+                ttl_secs,
+            } => {
+                kv_put(
+                    &self.env,
+                    &self.reuse_key(&dest, purpose),
+                    session_id,
+                    ttl_secs,
+                )
+                .await?;
+                Outcome::Done
+            }
+            Io::DropReuseHint { dest, purpose } => {
+                let kv = self.env.kv("REUSE").map_err(|_| Error::StoreUnavailable)?;
+                let key = self.reuse_key(&dest, purpose);
+                kv.delete(&key).await.map_err(|_| Error::StoreUnavailable)?;
+                Outcome::Done
+            }
+            Io::Verify { session_id, code } => {
+                let call = SessionCall::Verify {
+                    workspace_id: self.ws_id.clone(),
+                    code: code.0,
+                };
+                parse(&ok(self.session(calls, &session_id, &call).await?)?)?
+            }
+            Io::RecordVerify {
+                dest,
+                session_id,
+                status,
+                attempts_left,
+            } => {
+                let call = DestinationCall::Verified {
+                    session_id,
+                    status,
+                    attempts_left,
+                    policy: policy(),
+                };
+                self.destination(calls, &dest, &call).await?;
+                Outcome::Done
+            }
+            Io::Record { events, deltas } => {
+                audit::write(&self.env, &self.ws_id, &events, &deltas).await;
+                Outcome::Done
+            }
+        })
+    }
+
+    fn reuse_key(&self, dest: &str, purpose: Purpose) -> String {
+        format!("reuse:{}:{dest}:{}", self.ws_id, purpose.as_str())
+    }
+
+    /// The workspace flood shield (approximate by SPEC: KV, last writer wins), charged here and
+    /// written after the answer.
+    async fn flood_shield(&mut self, limit: u32) -> Result<(), Error> {
+        let Ok(kv) = self.env.kv("REUSE") else {
+            return Ok(());
+        };
+        let key = format!("flood:{}", self.ws_id);
+        let stored = kv.get(&key).text().await.ok().flatten();
+        let mut shield: FloodShield = stored
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default();
+        shield.admit(limit, self.now)?;
+        self.flood_write = Some((key, serde_json::to_string(&shield).unwrap_or_default()));
+        Ok(())
+    }
+
+    /// A SessionObject call (objects are named `workspaceId:sessionId`): status and text.
+    async fn session(
+        &self,
+        calls: &Calls,
+        session_id: &str,
+        body: &SessionCall,
+    ) -> Result<(u16, String), Error> {
+        let name = format!("{}:{session_id}", self.ws_id);
+        call(calls, &self.sessions, &name, body).await
+    }
+
+    /// A DestinationObject call (named `workspaceId:dest`) that must answer 200: its text.
+    async fn destination(
+        &self,
+        calls: &Calls,
+        dest: &str,
+        body: &DestinationCall,
+    ) -> Result<String, Error> {
+        let name = format!("{}:{dest}", self.ws_id);
+        ok(call(calls, &self.destinations, &name, body).await?)
+    }
+}
+
 /// One internal call: POST JSON, answer status and text.
-async fn call<T: Serialize>(calls: &Calls, stub: &Stub, body: &T) -> Result<(u16, String), Error> {
+async fn call<T: Serialize>(
+    calls: &Calls,
+    ns: &ObjectNamespace,
+    name: &str,
+    body: &T,
+) -> Result<(u16, String), Error> {
     calls.0.set(calls.0.get().saturating_add(1));
+    let stub = ns.get_by_name(name).map_err(|_| Error::StoreUnavailable)?;
     let json = serde_json::to_string(body).map_err(|_| Error::StoreUnavailable)?;
     let mut init = RequestInit::new();
     init.with_method(Method::Post)
@@ -79,389 +398,26 @@ async fn call<T: Serialize>(calls: &Calls, stub: &Stub, body: &T) -> Result<(u16
 }
 
 /// An internal answer that must be 200, else the error it carries (as a store failure).
-async fn call_ok<T: Serialize>(calls: &Calls, stub: &Stub, body: &T) -> Result<String, Error> {
-    match call(calls, stub, body).await? {
-        (200, text) => Ok(text),
-        (_, text) if text.contains("\"INTERNAL_ERROR\"") => Err(Error::CorruptState {
+fn ok((status, text): (u16, String)) -> Result<String, Error> {
+    match status {
+        200 => Ok(text),
+        _ if text.contains("\"INTERNAL_ERROR\"") => Err(Error::CorruptState {
             message: "stored state could not be read".into(),
         }),
         _ => Err(Error::StoreUnavailable),
     }
 }
 
-async fn get_session(
-    env: &Env,
-    calls: &Calls,
-    workspace_id: &str,
-    session_id: &str,
-) -> Result<Option<Session>, Error> {
-    match call(
-        calls,
-        &session_stub(env, workspace_id, session_id)?,
-        &SessionCall::Get,
-    )
-    .await?
-    {
-        (200, text) => Session::from_json(&text).map(Some),
-        (404, _) => Ok(None),
-        _ => Err(Error::StoreUnavailable),
-    }
+fn parse<T: DeserializeOwned>(text: &str) -> Result<T, Error> {
+    serde_json::from_str(text).map_err(|_| Error::StoreUnavailable)
 }
 
-fn reuse_key(workspace_id: &str, dest: &str, purpose: Purpose) -> String {
-    format!("reuse:{workspace_id}:{dest}:{}", purpose.as_str())
-}
-
-fn issue_reply(dialect: Dialect, session: &Session, now: UnixMillis, reused: bool) -> Reply {
-    match dialect {
-        Dialect::V1 => envelope::v1_request(session, now, reused),
-        Dialect::Zend => envelope::zend_send(session, reused),
-    }
-}
-
-fn refused(code: &str, retry_after_secs: u32) -> Error {
-    match code {
-        "DESTINATION_LOCKED" => Error::DestinationLocked { retry_after_secs },
-        _ => Error::RateLimited { retry_after_secs },
-    }
-}
-
-/// Bookkeeping that may follow the response: audit rows, reuse hints, cancellations.
-fn later(ctx: &Context, f: impl std::future::Future<Output = ()> + 'static) {
-    ctx.wait_until(f);
-}
-
-/// The `reused` audit event and its analytics, after the response.
-fn reused_later(env: &Env, ctx: &Context, ws_id: &str, s: &Session, now: UnixMillis) {
-    let event = AuditEvent::for_session("reused", s, "ok", None, now);
-    let deltas: Vec<_> = analytics::reused(s).into_iter().collect();
-    let (env2, id) = (env.clone(), ws_id.to_string());
-    later(ctx, async move {
-        audit::write(&env2, &id, &[event], &deltas).await
-    });
-}
-
-/// `POST /v1/messaging/otp/request` and `POST /otp/send`.
-pub async fn request(
-    env: &Env,
-    ctx: &Context,
-    calls: &Calls,
-    pepper: &Pepper,
-    ws: &WorkspaceRecord,
-    req: IssueRequest,
-) -> Result<Reply, Error> {
-    let now = now();
-    let entropy = Entropy::from_bytes(&random::<48>()?);
-    let plan = plan_issue(&req, &ws.id, &ws.senders, &ws.policy, now, &entropy, pepper)?;
-    let policy = &ws.policy;
-    let key = reuse_key(&ws.id, &req.dest, req.purpose);
-
-    // Fast path: a reuse hint in KV, confirmed against the session itself.
-    if policy.reuse {
-        let hint = match env.kv("REUSE") {
-            Ok(kv) => kv.get(&key).text().await.ok().flatten(),
-            Err(_) => None,
-        };
-        if let Some(sid) = hint {
-            if let Some(s) = get_session(env, calls, &ws.id, &sid).await? {
-                if s.reusable(now) {
-                    reused_later(env, ctx, &ws.id, &s, now);
-                    return Ok(issue_reply(req.dialect, &s, now, true));
-                }
-            }
-        }
-    }
-
-    let dest = destination_stub(env, &ws.id, &req.dest)?;
-    let session = plan.session;
-    let mut admitted = false;
-    for _ in 0..3 {
-        let answer: AdmitAnswer = serde_json::from_str(
-            &call_ok(
-                calls,
-                &dest,
-                &DestinationCall::Admit {
-                    purpose: session.purpose,
-                    session_id: session.id.clone(),
-                    expires_at: session.expires_at,
-                    test: session.test,
-                    policy: policy.clone(),
-                },
-            )
-            .await?,
-        )
-        .map_err(|_| Error::StoreUnavailable)?;
-        match answer {
-            AdmitAnswer::Send => {
-                admitted = true;
-                break;
-            }
-            AdmitAnswer::Reuse { session_id } => {
-                match get_session(env, calls, &ws.id, &session_id).await? {
-                    Some(s) if s.reusable(now) => {
-                        reused_later(env, ctx, &ws.id, &s, now);
-                        return Ok(issue_reply(req.dialect, &s, now, true));
-                    }
-                    _ => {
-                        call_ok(calls, &dest, &DestinationCall::Forget { session_id }).await?;
-                    }
-                }
-            }
-            AdmitAnswer::Failed => return Err(Error::DeliveryFailed),
-            AdmitAnswer::Refused {
-                code,
-                retry_after_secs,
-            } => {
-                let event = AuditEvent::refused(
-                    "rate_limited",
-                    &req.dest,
-                    req.purpose,
-                    req.app.as_deref(),
-                    &code,
-                    now,
-                );
-                let (env2, id) = (env.clone(), ws.id.clone());
-                later(
-                    ctx,
-                    async move { audit::write(&env2, &id, &[event], &[]).await },
-                );
-                return Err(refused(&code, retry_after_secs));
-            }
-        }
-    }
-    if !admitted {
-        return Err(Error::StoreUnavailable);
-    }
-    // The workspace flood shield (approximate by SPEC: KV, last writer wins). A refusal here
-    // hands the admitted send back to the guard as a definite failure, so nothing is charged.
-    if !session.test {
-        if let Err(e) = flood_shield(env, ctx, ws, now).await {
-            let failed = DestinationCall::Delivery {
-                session_id: session.id.clone(),
-                outcome: Delivery::Failed,
-                policy: policy.clone(),
-            };
-            call_ok(calls, &dest, &failed).await?;
-            return Err(e);
-        }
-    }
-
-    let outcome = match &plan.message {
-        None => Delivery::Delivered, // test number: nothing is sent
-        Some(message) => {
-            let gw = config::gateway(env)?;
-            let m = gateway::Message {
-                to: &session.dest,
-                from: &session.src,
-                text: &message.text,
-                channel: session.channel,
-                reference: &session.id,
-            };
-            gateway::send(&gw, &m).await
-        }
-    };
-    let mut final_outcome = outcome;
-    if outcome == Delivery::Delivered {
-        // Stored before the guard confirms it, so a waiter told to reuse it can read it.
-        let create = SessionCall::Create {
-            session: session.to_json(),
-        };
-        if call_ok(calls, &session_stub(env, &ws.id, &session.id)?, &create)
-            .await
-            .is_err()
-        {
-            final_outcome = Delivery::Failed;
-        }
-    }
-    // A failure is confirmed before the answer, so the send window is refunded before the
-    // client can retry. A delivered send is confirmed after the answer: the session is stored
-    // already, so the request is decided; confirming releases concurrent waiters (they wait a
-    // moment longer) and cancels the previous session when reuse is off. Either way at most two
-    // Durable Object calls are on the response path. If a confirmation is lost, the entry goes
-    // stale after 15 s as if the send had failed.
-    let confirm = DestinationCall::Delivery {
-        session_id: session.id.clone(),
-        outcome: final_outcome,
-        policy: policy.clone(),
-    };
-    let mut events = vec![AuditEvent::for_session(
-        "requested",
-        &session,
-        "ok",
-        None,
-        now,
-    )];
-    if final_outcome != Delivery::Delivered {
-        events.push(AuditEvent::for_session(
-            "delivery_failed",
-            &session,
-            "failed",
-            None,
-            now,
-        ));
-        call_ok(calls, &dest, &confirm).await?;
-        let deltas: Vec<_> = analytics::delivery_failed(&session).into_iter().collect();
-        let (env2, id) = (env.clone(), ws.id.clone());
-        later(ctx, async move {
-            audit::write(&env2, &id, &events, &deltas).await;
-        });
-        return Err(if outcome == Delivery::Delivered {
-            Error::StoreUnavailable
-        } else {
-            Error::DeliveryFailed
-        });
-    }
-    events.push(AuditEvent::for_session(
-        "delivered",
-        &session,
-        "ok",
-        None,
-        now,
-    ));
-    let deltas: Vec<_> = analytics::delivered(&session).into_iter().collect();
-    let (env2, id, sid) = (env.clone(), ws.id.clone(), session.id.clone());
-    let ttl = now.secs_until_ceil(session.expires_at).max(60);
-    later(ctx, async move {
-        let cancel = match call(&Calls::default(), &dest, &confirm).await {
-            Ok((200, text)) => serde_json::from_str::<DeliveryAnswer>(&text)
-                .ok()
-                .and_then(|a| a.cancel),
-            _ => None,
-        };
-        if let Some(old) = cancel {
-            if let Ok(stub) = session_stub(&env2, &id, &old) {
-                let _ = call(&Calls::default(), &stub, &SessionCall::Cancel).await;
-            }
-        }
-        if let Ok(kv) = env2.kv("REUSE") {
-            if let Ok(put) = kv.put(&key, sid.as_str()) {
-                let _ = put.expiration_ttl(ttl).execute().await;
-            }
-        }
-        audit::write(&env2, &id, &events, &deltas).await;
-    });
-    Ok(issue_reply(req.dialect, &session, now, false))
-}
-
-async fn flood_shield(
-    env: &Env,
-    ctx: &Context,
-    ws: &WorkspaceRecord,
-    now: UnixMillis,
-) -> Result<(), Error> {
-    let Ok(kv) = env.kv("REUSE") else {
-        return Ok(());
-    };
-    let key = format!("flood:{}", ws.id);
-    let mut shield: FloodShield = kv
-        .get(&key)
-        .text()
+async fn kv_put(env: &Env, key: &str, value: String, ttl_secs: u64) -> Result<(), Error> {
+    let kv = env.kv("REUSE").map_err(|_| Error::StoreUnavailable)?;
+    kv.put(key, value)
+        .map_err(|_| Error::StoreUnavailable)?
+        .expiration_ttl(ttl_secs)
+        .execute()
         .await
-        .ok()
-        .flatten()
-        .and_then(|s| serde_json::from_str(&s).ok())
-        .unwrap_or_default();
-    shield.admit(ws.policy.sends_per_workspace_per_minute, now)?;
-    let value = serde_json::to_string(&shield).unwrap_or_default();
-    later(ctx, async move {
-        if let Ok(put) = kv.put(&key, value) {
-            let _ = put.expiration_ttl(120).execute().await;
-        }
-    });
-    Ok(())
-}
-
-/// `POST /v1/messaging/otp/verify` and `POST /otp/{id}/verify`.
-pub async fn verify(
-    env: &Env,
-    ctx: &Context,
-    calls: &Calls,
-    ws: &WorkspaceRecord,
-    req: VerifyRequest,
-    dialect: Dialect,
-) -> Result<Reply, Error> {
-    let not_found = || match dialect {
-        Dialect::V1 => envelope::v1_verify(&req.raw_session_id, &Verification::NOT_FOUND),
-        Dialect::Zend => envelope::zend_not_found(),
-    };
-    let Some(sid) = req.session_id.clone() else {
-        return Ok(not_found());
-    };
-    let call_body = SessionCall::Verify {
-        workspace_id: ws.id.clone(),
-        code: req.code.clone(),
-    };
-    let answer: VerifyAnswer =
-        serde_json::from_str(&call_ok(calls, &session_stub(env, &ws.id, &sid)?, &call_body).await?)
-            .map_err(|_| Error::StoreUnavailable)?;
-    let outcome = VerifyOutcome::from_status(&answer.status, answer.attempts_left)
-        .unwrap_or(VerifyOutcome::NotFound);
-    let Some(session) = answer
-        .session
-        .as_deref()
-        .map(Session::from_json)
-        .transpose()?
-    else {
-        return Ok(not_found());
-    };
-    let v = Verification {
-        outcome,
-        attempts_left: answer.attempts_left,
-    };
-    let reply = match dialect {
-        Dialect::V1 => envelope::v1_verify(&session.id, &v),
-        Dialect::Zend => envelope::zend_verify(&v, session.verified_at),
-    };
-    let now = now();
-    let (env2, policy) = (env.clone(), ws.policy.clone());
-    let event = AuditEvent::for_verify(&session, outcome, now);
-    let deltas: Vec<_> = analytics::verified(&session, outcome).into_iter().collect();
-    let ws_id = ws.id.clone();
-    later(ctx, async move {
-        if outcome.consumed_attempt() {
-            if let Ok(dest) = destination_stub(&env2, &ws_id, &session.dest) {
-                let call_body = DestinationCall::Verified {
-                    session_id: session.id.clone(),
-                    status: outcome.status().to_string(),
-                    attempts_left: v.attempts_left,
-                    policy,
-                };
-                let _ = call(&Calls::default(), &dest, &call_body).await;
-            }
-        }
-        if outcome == VerifyOutcome::Approved || outcome.locked_session() {
-            if let Ok(kv) = env2.kv("REUSE") {
-                let _ = kv
-                    .delete(&reuse_key(&ws_id, &session.dest, session.purpose))
-                    .await;
-            }
-        }
-        let events: Vec<_> = event.into_iter().collect();
-        audit::write(&env2, &ws_id, &events, &deltas).await;
-    });
-    Ok(reply)
-}
-
-/// `GET /v1/messaging/otp/sessions/{id}` and `GET /otp/{id}/status`.
-pub async fn status(
-    env: &Env,
-    calls: &Calls,
-    ws: &WorkspaceRecord,
-    raw_id: &str,
-    dialect: Dialect,
-) -> Result<Reply, Error> {
-    let not_found = || match dialect {
-        Dialect::V1 => envelope::v1_session_not_found(),
-        Dialect::Zend => envelope::zend_not_found(),
-    };
-    let Some(sid) = otpkit_core::validate::normalize_session_id(raw_id) else {
-        return Ok(not_found());
-    };
-    match get_session(env, calls, &ws.id, &sid).await? {
-        Some(s) if s.workspace_id == ws.id => Ok(match dialect {
-            Dialect::V1 => envelope::v1_session(&s.view(now())),
-            Dialect::Zend => envelope::zend_status(&s, now()),
-        }),
-        _ => Ok(not_found()),
-    }
+        .map_err(|_| Error::StoreUnavailable)
 }

@@ -1,5 +1,9 @@
-//! Messages between the Worker and its Durable Objects (JSON over the stub's fetch).
+//! Messages between the Worker and its Durable Objects (JSON over the stub's fetch). The
+//! objects answer with the core's flow values: `Admit` with [`otpkit_core::flow::Admitted`],
+//! `Delivery` with [`otpkit_core::flow::Outcome::Confirmed`], `Verify` with
+//! [`otpkit_core::flow::Outcome::Verified`] ([`otpkit_core::flow::verify_stored`]).
 
+use otpkit_core::guard::DeliveryOutcome;
 use otpkit_core::policy::Policy;
 use otpkit_core::{Purpose, UnixMillis};
 use serde::{Deserialize, Serialize};
@@ -8,7 +12,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "camelCase")]
 pub enum DestinationCall {
-    /// Decide a request (send / reuse / wait), waiting for an in-flight send if there is one.
+    /// Decide a request (send / reuse / refused), waiting for an in-flight send if there is one
+    /// (so it never answers `Wait`: a waiter is answered `Reuse` or `Failed`).
     Admit {
         purpose: Purpose,
         session_id: String,
@@ -19,7 +24,7 @@ pub enum DestinationCall {
     /// Report the gateway's answer for an admitted send.
     Delivery {
         session_id: String,
-        outcome: Delivery,
+        outcome: DeliveryOutcome,
         policy: Policy,
     },
     /// Record a verification outcome (failure streak, end of reuse).
@@ -31,40 +36,6 @@ pub enum DestinationCall {
     },
     /// Stop treating a session as active.
     Forget { session_id: String },
-}
-
-/// A gateway outcome on the wire.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub enum Delivery {
-    /// 2xx.
-    Delivered,
-    /// Non-2xx or refused.
-    Failed,
-    /// No answer in 10 s.
-    TimedOut,
-}
-
-/// DestinationObject → Worker, for `Admit`.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "camelCase")]
-pub enum AdmitAnswer {
-    /// Deliver it.
-    Send,
-    /// Answer with this delivered session.
-    Reuse { session_id: String },
-    /// The send this request waited for failed.
-    Failed,
-    /// Refused (429).
-    Refused { code: String, retry_after_secs: u32 },
-}
-
-/// DestinationObject → Worker, for `Delivery`.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DeliveryAnswer {
-    /// A session the Worker must cancel (reuse off, replaced).
-    pub cancel: Option<String>,
 }
 
 /// Worker → SessionObject.
@@ -79,16 +50,4 @@ pub enum SessionCall {
     Verify { workspace_id: String, code: String },
     /// Cancel it (reuse off and a newer code was delivered).
     Cancel,
-}
-
-/// SessionObject → Worker, for `Verify`.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct VerifyAnswer {
-    /// Core status name (`APPROVED`, …).
-    pub status: String,
-    /// Attempts left after this verification.
-    pub attempts_left: u8,
-    /// The session after verifying (JSON), absent when not found.
-    pub session: Option<String>,
 }

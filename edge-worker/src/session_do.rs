@@ -5,9 +5,10 @@
 //! under any concurrency. An alarm purges the session `retentionSeconds` after expiry (with its
 //! `purged` audit event, its analytics open row, and the workspace's counters past 90 days).
 
-use crate::proto::{SessionCall, VerifyAnswer};
+use crate::proto::SessionCall;
 use crate::{config, http};
-use otpkit_core::{Error, Session, UnixMillis, Verification};
+use otpkit_core::flow::verify_stored;
+use otpkit_core::{Error, Session, UnixMillis};
 use worker::{durable_object, Date, DurableObject, Env, Request, Response, Result, State};
 
 const KEY: &str = "session";
@@ -60,15 +61,11 @@ impl SessionObject {
             SessionCall::Verify { workspace_id, code } => {
                 let pepper = config::pepper(&self.env)?;
                 // Read, decide, write: no await but storage between load and store.
-                let Some(session) = self.load().await? else {
-                    return json(answer(&Verification::NOT_FOUND, None));
-                };
-                let (verification, after) = session.verify(&workspace_id, &code, now, &pepper);
-                if verification.outcome.consumed_attempt() {
-                    self.store(&after).await?;
+                let step = verify_stored(self.load().await?, &workspace_id, &code, now, &pepper);
+                if let Some(after) = &step.write {
+                    self.store(after).await?;
                 }
-                let found = verification.outcome != otpkit_core::VerifyOutcome::NotFound;
-                json(answer(&verification, found.then_some(&after)))
+                json(serde_json::to_string(&step.outcome).unwrap_or_default())
             }
             SessionCall::Cancel => {
                 if let Some(s) = self.load().await? {
@@ -78,15 +75,6 @@ impl SessionObject {
             }
         }
     }
-}
-
-fn answer(v: &Verification, session: Option<&Session>) -> String {
-    serde_json::to_string(&VerifyAnswer {
-        status: v.outcome.status().to_string(),
-        attempts_left: v.attempts_left,
-        session: session.map(Session::to_json),
-    })
-    .unwrap_or_default()
 }
 
 fn js_sys_date(ms: i64) -> worker::js_sys::Date {
