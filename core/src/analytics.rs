@@ -215,6 +215,86 @@ impl Delta {
     }
 }
 
+impl Bucket {
+    /// [`Delta::open_member`] of a session in this bucket.
+    #[must_use]
+    pub fn open_member(&self, session_id: &str) -> String {
+        format!("{session_id}|{}|{}", self.day, self.key())
+    }
+}
+
+/// Days a day's counters are kept: one more than the longest query ([`MAX_DAYS`]), so that a
+/// whole period is always there.
+pub const KEEP_DAYS: u32 = MAX_DAYS + 1;
+
+/// One store-neutral write of analytics, derived once from a [`Delta`]: D1, Redis and the
+/// memory store each apply these, and none of them decides what a delta means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write<'a> {
+    /// Add `counts` (at least one is non-zero) to the bucket's counters; keep that day's
+    /// counters until the end of day `bucket.day + KEEP_DAYS`.
+    Add {
+        /// The bucket.
+        bucket: Bucket,
+        /// What to add.
+        counts: &'a Counts,
+    },
+    /// The session is open (sent, not verified or locked) until `until`; past it, it counts as
+    /// expired without any further write.
+    Open {
+        /// The bucket it counts in.
+        bucket: Bucket,
+        /// The session.
+        session_id: &'a str,
+        /// Its expiry.
+        until: UnixMillis,
+    },
+    /// The session closed (verified or locked): it no longer counts as open.
+    Close {
+        /// The bucket it counted in.
+        bucket: Bucket,
+        /// The session.
+        session_id: &'a str,
+    },
+}
+
+impl Delta {
+    /// What storing this delta means, in order (nothing for a bucket that does not parse).
+    #[must_use]
+    pub fn writes(&self) -> Vec<Write<'_>> {
+        let Some(bucket) = Bucket::parse(self.day, &self.bucket) else {
+            return Vec::new();
+        };
+        let mut out = Vec::with_capacity(2);
+        if self.counts.nonzero().next().is_some() {
+            out.push(Write::Add {
+                bucket: bucket.clone(),
+                counts: &self.counts,
+            });
+        }
+        if let Some(until) = self.open_until {
+            out.push(Write::Open {
+                bucket: bucket.clone(),
+                session_id: &self.session_id,
+                until,
+            });
+        }
+        if self.close {
+            out.push(Write::Close {
+                bucket,
+                session_id: &self.session_id,
+            });
+        }
+        out
+    }
+}
+
+/// The end of the time a day's counters are kept (ms): the end of day `day + KEEP_DAYS`.
+#[must_use]
+pub fn keep_until(day: u32) -> UnixMillis {
+    UnixMillis(u64::from(day.saturating_add(KEEP_DAYS)).saturating_mul(DAY_MS))
+}
+
 /// Parses [`Delta::open_member`] back into its bucket.
 #[must_use]
 pub fn parse_open_member(member: &str) -> Option<Bucket> {

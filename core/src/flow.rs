@@ -39,6 +39,7 @@ use crate::secret::Pepper;
 use crate::session::{plan_issue, Session, Verification, VerifyOutcome};
 use crate::time::UnixMillis;
 use crate::validate::{self, Purpose};
+use crate::workspace::WorkspaceRecord;
 use crate::Entropy;
 use alloc::collections::VecDeque;
 use alloc::string::String;
@@ -206,6 +207,28 @@ pub enum Io {
         /// Analytics deltas.
         deltas: Vec<Delta>,
     },
+    /// Read a workspace record: answer [`Outcome::Workspace`].
+    ReadWorkspace {
+        /// Workspace id.
+        workspace_id: String,
+    },
+    /// Store a workspace record (whole).
+    PutWorkspace {
+        /// The record.
+        workspace: WorkspaceRecord,
+    },
+    /// Point an API key hash at its workspace.
+    IndexKey {
+        /// Hex SHA-256 of the key.
+        key_hash: String,
+        /// Workspace id.
+        workspace_id: String,
+    },
+    /// Take an API key hash out of the index (revocation).
+    UnindexKey {
+        /// Hex SHA-256 of the key.
+        key_hash: String,
+    },
 }
 
 /// What the guard decided ([`Io::Admit`]'s answer).
@@ -300,6 +323,11 @@ pub enum Outcome {
         /// The session the guard says to cancel.
         cancel: Option<String>,
     },
+    /// [`Io::ReadWorkspace`].
+    Workspace {
+        /// The record (absent: none).
+        workspace: Option<WorkspaceRecord>,
+    },
     /// [`Io::Verify`].
     Verified {
         /// Verify status.
@@ -320,6 +348,32 @@ impl Outcome {
         }
     }
 }
+
+mod admin;
+
+pub use admin::{AdminAction, AdminFlow, ADMIN_RANDOM_BYTES};
+
+/// What every flow offers its driver, so one loop drives them all.
+pub trait Flow {
+    /// The next step.
+    fn poll(&mut self) -> Step;
+    /// Feeds the outcome of the IO last polled.
+    fn handle(&mut self, outcome: Outcome);
+}
+
+macro_rules! impl_flow {
+    ($($t:ty),*) => {$(
+        impl Flow for $t {
+            fn poll(&mut self) -> Step {
+                <$t>::poll(self)
+            }
+            fn handle(&mut self, outcome: Outcome) {
+                <$t>::handle(self, outcome)
+            }
+        }
+    )*};
+}
+impl_flow!(RequestFlow, VerifyFlow, StatusFlow, AdminFlow);
 
 /// What a host can do beyond the effects every host performs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -380,7 +434,7 @@ fn not_verified() -> Outcome {
     }
 }
 
-fn store_error(corrupt: bool) -> Error {
+pub(crate) fn store_error(corrupt: bool) -> Error {
     if corrupt {
         Error::CorruptState {
             message: "stored state could not be read".into(),
@@ -399,9 +453,9 @@ fn refused(code: &str, retry_after_secs: u32) -> Error {
 
 /// The steps handed out, and what the next outcome answers.
 #[derive(Debug, Clone)]
-struct Queue<W> {
+pub(crate) struct Queue<W> {
     steps: VecDeque<Step>,
-    waiting: Option<W>,
+    pub(crate) waiting: Option<W>,
 }
 
 impl<W> Default for Queue<W> {
@@ -414,16 +468,16 @@ impl<W> Default for Queue<W> {
 }
 
 impl<W: Copy> Queue<W> {
-    fn io(&mut self, io: Io) {
+    pub(crate) fn io(&mut self, io: Io) {
         self.steps.push_back(Step::Io(io));
     }
 
-    fn answer(&mut self, a: Result<Reply, Error>) {
+    pub(crate) fn answer(&mut self, a: Result<Reply, Error>) {
         self.steps.push_back(Step::Answer(a));
     }
 
     /// The next step; `tags` says what the outcome of each IO will answer, in order.
-    fn poll(&mut self, tags: &mut VecDeque<W>) -> Step {
+    pub(crate) fn poll(&mut self, tags: &mut VecDeque<W>) -> Step {
         if self.waiting.is_some() {
             // A host bug: an IO was handed out and not answered. Nothing more can be decided.
             return Step::Done;
@@ -732,6 +786,8 @@ impl RequestFlow {
                     self.admit();
                 }
             }
+            // A hint is a shortcut: if the session it names cannot be read, the guard decides.
+            (ReqWait::HintSession, _) => self.admit(),
             (ReqWait::Admit, Outcome::Admitted { admission }) => self.admitted(admission),
             (ReqWait::ReuseSession, Outcome::Session { session }) => {
                 if !self.try_reuse(session) {

@@ -9,10 +9,12 @@
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use otpkit_core::flow::{
-    verify_stored, HostTraits, Io, Outcome, RequestFlow, StatusFlow, Step, VerifyFlow,
+    verify_stored, AdminAction, AdminFlow, Flow, HostTraits, Io, Outcome, RequestFlow, StatusFlow,
+    Step, VerifyFlow, ADMIN_RANDOM_BYTES,
 };
 use otpkit_core::hash::{code_hash, to_hex};
 use otpkit_core::request::Dialect;
+use otpkit_core::workspace::{api_key_hash, is_api_key_format, WorkspaceRecord};
 use otpkit_core::{
     Entropy, Error, IssueRequest, Pepper, Policy, Purpose, Reply, Session, UnixMillis,
     VerifyRequest,
@@ -103,10 +105,32 @@ const TRACES: &[(&str, &str)] = traces![
     "status-other-workspace.json",
     "status-store-failed.json",
     "status-store-corrupt.json",
+    "admin-create-ok.json",
+    "admin-create-bad-body.json",
+    "admin-create-bad-policy.json",
+    "admin-create-put-failed.json",
+    "admin-create-index-failed.json",
+    "admin-patch-ok.json",
+    "admin-patch-senders.json",
+    "admin-patch-unknown-workspace.json",
+    "admin-patch-malformed-id.json",
+    "admin-patch-invalid-policy.json",
+    "admin-patch-unknown-policy-key.json",
+    "admin-patch-test-number-code-length.json",
+    "admin-patch-read-corrupt.json",
+    "admin-patch-put-failed.json",
+    "admin-create-key-ok.json",
+    "admin-create-key-unknown-workspace.json",
+    "admin-create-key-index-failed.json",
+    "admin-revoke-key-ok.json",
+    "admin-revoke-key-unknown.json",
+    "admin-revoke-key-already-revoked.json",
+    "admin-revoke-key-unindex-failed.json",
+    "admin-revoke-key-read-failed.json",
 ];
 
 /// Every IO, outcome and admission kind; the traces together must use each of them.
-const IO_KINDS: [&str; 14] = [
+const IO_KINDS: [&str; 18] = [
     "readReuseHint",
     "readSession",
     "admit",
@@ -121,8 +145,12 @@ const IO_KINDS: [&str; 14] = [
     "verify",
     "recordVerify",
     "record",
+    "readWorkspace",
+    "putWorkspace",
+    "indexKey",
+    "unindexKey",
 ];
-const OUTCOME_KINDS: [&str; 10] = [
+const OUTCOME_KINDS: [&str; 11] = [
     "done",
     "failed",
     "reuseHint",
@@ -133,10 +161,14 @@ const OUTCOME_KINDS: [&str; 10] = [
     "storedAndConfirmed",
     "confirmed",
     "verified",
+    "workspace",
 ];
 const ADMISSION_KINDS: [&str; 6] = ["send", "reuse", "wait", "failed", "refused", "floodRefused"];
 
 type R<T> = Result<T, String>;
+
+/// A day in ms (`createdAt` of a workspace fixture is a day before `now`).
+const DAY_MS: u64 = 86_400_000;
 
 fn get<'a>(v: &'a Value, k: &str) -> R<&'a Value> {
     v.get(k).ok_or_else(|| format!("missing `{k}` in {v}"))
@@ -176,36 +208,13 @@ fn hex48(s: &str) -> R<[u8; 48]> {
     Ok(out)
 }
 
-enum Flow {
-    Request(Box<RequestFlow>),
-    Verify(VerifyFlow),
-    Status(StatusFlow),
-}
-
-impl Flow {
-    fn poll(&mut self) -> Step {
-        match self {
-            Flow::Request(f) => f.poll(),
-            Flow::Verify(f) => f.poll(),
-            Flow::Status(f) => f.poll(),
-        }
-    }
-
-    fn handle(&mut self, outcome: Outcome) {
-        match self {
-            Flow::Request(f) => f.handle(outcome),
-            Flow::Verify(f) => f.handle(outcome),
-            Flow::Status(f) => f.handle(outcome),
-        }
-    }
-}
-
 /// What fixtures and `$code` need of a trace.
 struct Ctx {
     workspace_id: String,
     senders: Vec<String>,
     policy: Policy,
-    pepper: Pepper,
+    /// Absent in traces that need none (admin flows).
+    pepper: Option<Pepper>,
     /// The flow's `now`.
     now: UnixMillis,
     /// Destination and purpose of `$session` fixtures.
@@ -214,11 +223,17 @@ struct Ctx {
 }
 
 impl Ctx {
+    fn pepper(&self) -> R<&Pepper> {
+        self.pepper
+            .as_ref()
+            .ok_or_else(|| "this trace needs a `pepper`".to_string())
+    }
+
     fn hash(&self, session: &Value, code: &str) -> R<String> {
         let purpose = get_str(session, "purpose")?;
         let purpose = Purpose::parse(purpose).ok_or_else(|| format!("bad purpose {purpose}"))?;
         Ok(to_hex(&code_hash(
-            &self.pepper,
+            self.pepper()?,
             get_str(session, "workspaceId")?,
             get_str(session, "id")?,
             purpose,
@@ -286,11 +301,60 @@ impl Ctx {
         serde_json::to_value(session).map_err(|e| e.to_string())
     }
 
-    /// Expands `$session` fixtures anywhere in a scripted result.
+    /// The trace's workspace as stored (README: "Workspace fixtures").
+    fn base_workspace(&self) -> R<Value> {
+        let policy = serde_json::to_value(&self.policy).map_err(|e| e.to_string())?;
+        Ok(json!({
+            "v": 1,
+            "id": self.workspace_id,
+            "name": "Acme",
+            "senders": self.senders,
+            "policy": policy,
+            "keys": [],
+            "createdAt": self.now.0.saturating_sub(DAY_MS),
+        }))
+    }
+
+    /// `overrides` merged over [`Ctx::base_workspace`]: each given field replaces its value,
+    /// but `policy` is a partial policy applied over the trace's (`Policy::patched`). The
+    /// result must read back as a stored record (`WorkspaceRecord::from_json`).
+    fn workspace(&self, overrides: &Value) -> R<Value> {
+        let over = overrides
+            .as_object()
+            .ok_or_else(|| format!("workspace overrides are not an object: {overrides}"))?;
+        let mut base = self.base_workspace()?;
+        let fields = base
+            .as_object_mut()
+            .ok_or("base workspace is not an object")?;
+        for (k, v) in over {
+            let slot = fields
+                .get_mut(k)
+                .ok_or_else(|| format!("`{k}` is not a workspace field"))?;
+            *slot = if k == "policy" {
+                let p = self
+                    .policy
+                    .patched(v)
+                    .map_err(|e| format!("workspace fixture policy: {e}"))?;
+                serde_json::to_value(p).map_err(|e| e.to_string())?
+            } else {
+                v.clone()
+            };
+        }
+        let text = base.to_string();
+        let ws = WorkspaceRecord::from_json(&text)
+            .map_err(|e| format!("workspace fixture does not read back ({e}): {text}"))?;
+        serde_json::to_value(ws).map_err(|e| e.to_string())
+    }
+
+    /// Expands `$session` and `$workspace` fixtures anywhere in a scripted result (and
+    /// `$workspace` in an expected step).
     fn expand(&self, v: &Value, id: Option<&str>) -> R<Value> {
         match v {
             Value::Object(o) if o.len() == 1 && o.contains_key("$session") => {
                 self.merged(self.base_session(id), &o["$session"])
+            }
+            Value::Object(o) if o.len() == 1 && o.contains_key("$workspace") => {
+                self.workspace(&o["$workspace"])
             }
             Value::Object(o) => {
                 let mut out = Map::new();
@@ -324,7 +388,8 @@ impl Ctx {
                     Some(serde_json::from_value::<Session>(v).map_err(|e| e.to_string())?)
                 }
             };
-            let step = verify_stored(session, &self.workspace_id, &code.0, self.now, &self.pepper);
+            let pepper = self.pepper()?;
+            let step = verify_stored(session, &self.workspace_id, &code.0, self.now, pepper);
             return Ok(step.outcome);
         }
         let v = self.expand(result, id)?;
@@ -431,6 +496,113 @@ fn dialect(start: &Value) -> R<Dialect> {
     }
 }
 
+/// `AdminFlow::start` for an admin `start` (README: "A trace"); `random` is the first
+/// [`ADMIN_RANDOM_BYTES`] of the trace's entropy.
+fn admin_flow(start: &Value, now: UnixMillis, random: &[u8; ADMIN_RANDOM_BYTES]) -> R<AdminFlow> {
+    let action = get_str(start, "action")?;
+    let allowed: &[&str] = match action {
+        "createWorkspace" => &["body"],
+        "patchWorkspace" => &["id", "body"],
+        "createKey" => &["id"],
+        "revokeKey" => &["id", "keyId"],
+        other => return Err(format!("unknown admin action {other}")),
+    };
+    let keys = [["flow", "action", "now"].as_slice(), allowed].concat();
+    only_keys(start, &format!("a {action} start"), &keys)?;
+    let body = match start.get("body") {
+        Some(b) => serde_json::to_vec(b).map_err(|e| e.to_string())?,
+        None => Vec::new(),
+    };
+    let action = match action {
+        "createWorkspace" => AdminAction::CreateWorkspace { body: &body },
+        "patchWorkspace" => AdminAction::PatchWorkspace {
+            id: get_str(start, "id")?,
+            body: &body,
+        },
+        "createKey" => AdminAction::CreateKey {
+            id: get_str(start, "id")?,
+        },
+        _ => AdminAction::RevokeKey {
+            id: get_str(start, "id")?,
+            key_id: get_str(start, "keyId")?,
+        },
+    };
+    Ok(AdminFlow::start(action, now, random))
+}
+
+/// What an admin flow wrote and indexed so far, to check an answer's `apiKey` against.
+#[derive(Default)]
+struct AdminWrites {
+    /// The last `putWorkspace` record.
+    put: Option<WorkspaceRecord>,
+    /// The last `indexKey`: key hash and workspace id.
+    indexed: Option<(String, String)>,
+    /// Every IO handed out, serialized.
+    io_text: Vec<String>,
+}
+
+impl AdminWrites {
+    fn saw(&mut self, io: &Io, got: &Value) {
+        self.io_text.push(got.to_string());
+        match io {
+            Io::PutWorkspace { workspace } => self.put = Some(workspace.clone()),
+            Io::IndexKey {
+                key_hash,
+                workspace_id,
+            } => self.indexed = Some((key_hash.clone(), workspace_id.clone())),
+            _ => {}
+        }
+    }
+
+    /// A 201 with an `apiKey`: the key is well-formed, is the one whose hash was indexed for the
+    /// written workspace, its `keyId` names that key (live, created now) in the written record,
+    /// and the key itself was never handed to the host in an IO.
+    fn check_answer(&self, answer: &Value, now: UnixMillis) -> R<()> {
+        let data = &answer["body"]["data"];
+        let Some(api_key) = data.get("apiKey") else {
+            return Ok(());
+        };
+        let api_key = api_key.as_str().ok_or("apiKey is not a string")?;
+        if !is_api_key_format(api_key) {
+            return Err(format!("apiKey {api_key:?} is not `otpk_` + 43 base64url"));
+        }
+        let hash = api_key_hash(api_key);
+        let (indexed, indexed_ws) = self
+            .indexed
+            .as_ref()
+            .ok_or("apiKey answered, none indexed")?;
+        if indexed != &hash {
+            return Err("the answered apiKey is not the one indexed".into());
+        }
+        let ws = self
+            .put
+            .as_ref()
+            .ok_or("apiKey answered, no workspace written")?;
+        if indexed_ws != &ws.id {
+            return Err(format!(
+                "key indexed for {indexed_ws}, written to {}",
+                ws.id
+            ));
+        }
+        if let Some(id) = data.get("workspaceId") {
+            if id != &Value::from(ws.id.as_str()) {
+                return Err(format!("workspaceId {id} is not the written {}", ws.id));
+            }
+        }
+        let key_id = get_str(data, "keyId")?;
+        let live = ws
+            .live_key(&hash)
+            .ok_or("the written record lacks the key")?;
+        if live.key_id != key_id || live.created_at != now {
+            return Err(format!("keyId {key_id} is not the written key {live:?}"));
+        }
+        if self.io_text.iter().any(|t| t.contains(api_key)) {
+            return Err("the apiKey itself was handed to the host in an IO".into());
+        }
+        Ok(())
+    }
+}
+
 fn run_trace(file: &str, text: &str, seen: &mut Seen) -> R<()> {
     let t: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
     only_keys(
@@ -468,26 +640,41 @@ fn run_trace(file: &str, text: &str, seen: &mut Seen) -> R<()> {
         })
         .collect::<Result<_, _>>()?;
     let policy = Policy::from_json(ws.get("policy")).map_err(|e| format!("policy: {e}"))?;
-    let traits_v = get(&t, "traits")?;
-    only_keys(traits_v, "traits", &["reuseHints"])?;
-    let traits = HostTraits {
-        reuse_hints: get(traits_v, "reuseHints")?
-            .as_bool()
-            .ok_or("reuseHints is not a bool")?,
+    let traits = match t.get("traits") {
+        None => HostTraits::default(),
+        Some(traits_v) => {
+            only_keys(traits_v, "traits", &["reuseHints"])?;
+            HostTraits {
+                reuse_hints: get(traits_v, "reuseHints")?
+                    .as_bool()
+                    .ok_or("reuseHints is not a bool")?,
+            }
+        }
     };
-    let entropy = Entropy::from_bytes(&hex48(get_str(&t, "entropy")?)?);
-    let pepper = Pepper::new(get_str(&t, "pepper")?.as_bytes()).map_err(|e| e.to_string())?;
+    let entropy_bytes = hex48(get_str(&t, "entropy")?)?;
+    let entropy = Entropy::from_bytes(&entropy_bytes);
+    let mut admin_random = [0u8; ADMIN_RANDOM_BYTES];
+    admin_random.copy_from_slice(&entropy_bytes[..ADMIN_RANDOM_BYTES]);
+    let pepper = match t.get("pepper") {
+        None => None,
+        Some(p) => {
+            let p = p.as_str().ok_or("pepper is not a string")?;
+            Some(Pepper::new(p.as_bytes()).map_err(|e| e.to_string())?)
+        }
+    };
     let start = get(&t, "start")?;
-    only_keys(
-        start,
-        "start",
-        &["flow", "dialect", "body", "pathId", "id", "now"],
-    )?;
+    let flow_name = get_str(start, "flow")?;
+    if flow_name != "admin" {
+        only_keys(
+            start,
+            "start",
+            &["flow", "dialect", "body", "pathId", "id", "now"],
+        )?;
+    }
     let now = UnixMillis(match start.get("now") {
         Some(n) => n.as_u64().ok_or("start.now is not an integer")?,
         None => get_u64(&t, "now")?,
     });
-    let dialect = dialect(start)?;
     let body =
         || -> R<Vec<u8>> { serde_json::to_vec(get(start, "body")?).map_err(|e| e.to_string()) };
     let mut ctx = Ctx {
@@ -499,8 +686,9 @@ fn run_trace(file: &str, text: &str, seen: &mut Seen) -> R<()> {
         dest: "+233202007745".into(),
         purpose: Purpose::Login,
     };
-    let started: Result<Flow, Error> = match get_str(start, "flow")? {
+    let started: Result<Box<dyn Flow>, Error> = match flow_name {
         "request" => {
+            let dialect = dialect(start)?;
             let body = body()?;
             let req = match dialect {
                 Dialect::V1 => IssueRequest::from_v1_json(&body),
@@ -516,26 +704,28 @@ fn run_trace(file: &str, text: &str, seen: &mut Seen) -> R<()> {
                 &ctx.policy,
                 now,
                 &entropy,
-                &ctx.pepper,
+                ctx.pepper()?,
                 traits,
             )
-            .map(|f| Flow::Request(Box::new(f)))
+            .map(|f| Box::new(f) as Box<dyn Flow>)
         }
         "verify" => {
+            let dialect = dialect(start)?;
             let body = body()?;
             let req = match dialect {
                 Dialect::V1 => VerifyRequest::from_v1_json(&body),
                 Dialect::Zend => VerifyRequest::from_zend_json(get_str(start, "pathId")?, &body),
             }
             .map_err(|e| format!("start.body does not parse: {e}"))?;
-            Ok(Flow::Verify(VerifyFlow::start(&req, dialect, now, traits)))
+            Ok(Box::new(VerifyFlow::start(&req, dialect, now, traits)))
         }
-        "status" => Ok(Flow::Status(StatusFlow::start(
+        "status" => Ok(Box::new(StatusFlow::start(
             get_str(start, "id")?,
-            dialect,
+            dialect(start)?,
             &ctx.workspace_id,
             now,
         ))),
+        "admin" => Ok(Box::new(admin_flow(start, now, &admin_random)?)),
         other => return Err(format!("unknown flow {other}")),
     };
     let steps = get(&t, "steps")?.as_array().ok_or("steps is not a list")?;
@@ -555,6 +745,7 @@ fn run_trace(file: &str, text: &str, seen: &mut Seen) -> R<()> {
             return ctx.matches("steps[1]", done, &json!("done"));
         }
     };
+    let mut writes = AdminWrites::default();
     let mut answers = 0;
     for (i, want) in steps.iter().enumerate() {
         let step = flow.poll();
@@ -568,6 +759,9 @@ fn run_trace(file: &str, text: &str, seen: &mut Seen) -> R<()> {
             }
             other => (other.clone(), None),
         };
+        let want_step = ctx
+            .expand(&want_step, None)
+            .map_err(|e| format!("{path}: {e}"))?;
         ctx.matches(&path, &want_step, &got)?;
         match (&step, result) {
             (Step::Io(io), Some(result)) => {
@@ -586,11 +780,24 @@ fn run_trace(file: &str, text: &str, seen: &mut Seen) -> R<()> {
                         return Err(format!("{path}: the stored session does not read back"));
                     }
                 }
+                if let Io::PutWorkspace { workspace } = io {
+                    if WorkspaceRecord::from_json(&workspace.to_json()).as_ref() != Ok(workspace) {
+                        return Err(format!("{path}: the stored workspace does not read back"));
+                    }
+                }
+                writes.saw(io, &got);
                 flow.handle(outcome);
             }
             (Step::Io(_), None) => return Err(format!("{path}: an IO step needs a `result`")),
             (_, Some(_)) => return Err(format!("{path}: `result` given for a step that is no IO")),
-            (Step::Answer(_), None) => answers += 1,
+            (Step::Answer(answer), None) => {
+                answers += 1;
+                if answer.is_ok() {
+                    writes
+                        .check_answer(&got["answer"], now)
+                        .map_err(|e| format!("{path}: {e}"))?;
+                }
+            }
             (Step::Done, None) => {}
         }
         if step == Step::Done {

@@ -3,7 +3,7 @@
 //! `GET /otp/analytics` from two indexed reads of one workspace's rows.
 
 use crate::audit::text;
-use otpkit_core::analytics::{self, AnalyticsQuery, Bucket, Counts, Delta};
+use otpkit_core::analytics::{self, AnalyticsQuery, Bucket, Counts, Delta, Write};
 use otpkit_core::envelope::Reply;
 use otpkit_core::workspace::WorkspaceRecord;
 use otpkit_core::{Error, UnixMillis};
@@ -18,64 +18,63 @@ fn num(n: u64) -> JsValue {
     JsValue::from_f64(n as f64)
 }
 
-/// The statements of one delta: add to the bucket's counters, open or close the session.
+/// The statements of one delta: its writes (`otpkit_core::analytics::Write`) as D1 statements.
 pub fn statements(db: &D1Database, workspace_id: &str, d: &Delta) -> Statements {
-    let Some(b) = Bucket::parse(d.day, &d.bucket) else {
-        return Ok(Vec::new());
+    let key = |b: &Bucket| {
+        [
+            text(workspace_id),
+            num(u64::from(b.day)),
+            text(b.channel.as_str()),
+            text(b.purpose.as_str()),
+            text(&b.app),
+        ]
     };
-    let key = [
-        text(workspace_id),
-        num(u64::from(b.day)),
-        text(b.channel.as_str()),
-        text(b.purpose.as_str()),
-        text(&b.app),
-    ];
     let mut out = Vec::with_capacity(2);
-    if d.counts != Counts::default() {
-        let c = &d.counts;
-        let mut args = key.to_vec();
-        args.extend(
-            [
-                c.sent,
-                c.reused,
-                c.delivery_failed,
-                c.verified,
-                c.failed,
-                c.sms_segments,
-            ]
-            .map(num),
-        );
-        out.push(
-            db.prepare(
-                "INSERT INTO analytics_daily (workspace_id, day, channel, purpose, app, \
-                 sent, reused, delivery_failed, verified, failed, sms_segments) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
-                 ON CONFLICT (workspace_id, day, channel, purpose, app) DO UPDATE SET \
-                 sent = sent + excluded.sent, reused = reused + excluded.reused, \
-                 delivery_failed = delivery_failed + excluded.delivery_failed, \
-                 verified = verified + excluded.verified, failed = failed + excluded.failed, \
-                 sms_segments = sms_segments + excluded.sms_segments",
-            )
-            .bind(&args)?,
-        );
-    }
-    if let Some(until) = d.open_until {
-        let mut args = key.to_vec();
-        args.extend([text(&d.session_id), num(until.0)]);
-        out.push(
-            db.prepare(
-                "INSERT OR REPLACE INTO analytics_open \
-                 (workspace_id, day, channel, purpose, app, session_id, expires_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )
-            .bind(&args)?,
-        );
-    }
-    if d.close {
-        out.push(
-            db.prepare("DELETE FROM analytics_open WHERE workspace_id = ?1 AND session_id = ?2")
-                .bind(&[text(workspace_id), text(&d.session_id)])?,
-        );
+    for w in d.writes() {
+        out.push(match w {
+            Write::Add { bucket, counts: c } => {
+                let mut args = key(&bucket).to_vec();
+                args.extend(
+                    [
+                        c.sent,
+                        c.reused,
+                        c.delivery_failed,
+                        c.verified,
+                        c.failed,
+                        c.sms_segments,
+                    ]
+                    .map(num),
+                );
+                db.prepare(
+                    "INSERT INTO analytics_daily (workspace_id, day, channel, purpose, app, \
+                     sent, reused, delivery_failed, verified, failed, sms_segments) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+                     ON CONFLICT (workspace_id, day, channel, purpose, app) DO UPDATE SET \
+                     sent = sent + excluded.sent, reused = reused + excluded.reused, \
+                     delivery_failed = delivery_failed + excluded.delivery_failed, \
+                     verified = verified + excluded.verified, failed = failed + excluded.failed, \
+                     sms_segments = sms_segments + excluded.sms_segments",
+                )
+                .bind(&args)?
+            }
+            Write::Open {
+                bucket,
+                session_id,
+                until,
+            } => {
+                let mut args = key(&bucket).to_vec();
+                args.extend([text(session_id), num(until.0)]);
+                db.prepare(
+                    "INSERT OR REPLACE INTO analytics_open \
+                     (workspace_id, day, channel, purpose, app, session_id, expires_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .bind(&args)?
+            }
+            Write::Close { session_id, .. } => db
+                .prepare("DELETE FROM analytics_open WHERE workspace_id = ?1 AND session_id = ?2")
+                .bind(&[text(workspace_id), text(session_id)])?,
+        });
     }
     Ok(out)
 }

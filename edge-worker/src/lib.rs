@@ -16,6 +16,7 @@ pub use destination_do::DestinationObject;
 pub use session_do::SessionObject;
 
 use otpkit_core::envelope::{self, Reply};
+use otpkit_core::flow::AdminAction;
 use otpkit_core::request::{Dialect, IssueRequest, VerifyRequest};
 use otpkit_core::route::{match_route, Route};
 use otpkit_core::workspace::{self, WorkspaceRecord};
@@ -79,7 +80,7 @@ async fn route(
             if !workspace::admin_authorized(&admin, header("authorization").as_deref()) {
                 return Err(Error::Unauthorized);
             }
-            admin_route(req, env, route).await
+            admin_route(req, env, ctx, calls, route).await
         }
         _ => {
             let ws = workspaces::authenticate(
@@ -132,68 +133,23 @@ async fn audit_route(
     Ok(core_audit::reply(&events, next))
 }
 
-/// Mints an API key, stores the workspace with it, and indexes its hash.
-async fn add_key(
-    env: &Env,
-    ws: &mut WorkspaceRecord,
-    now: otpkit_core::UnixMillis,
-) -> std::result::Result<workspace::NewApiKey, Error> {
-    let key = workspace::new_api_key(&otp::random::<32>()?, now);
-    ws.keys.push(key.record.clone());
-    workspaces::save(env, ws).await?;
-    workspaces::index_key(env, &key.record.key_hash, &ws.id).await?;
-    Ok(key)
-}
-
 async fn admin_route(
     req: &mut Request,
     env: &Env,
+    ctx: &Context,
+    calls: &otp::Calls,
     route: Route<'_>,
 ) -> std::result::Result<Reply, Error> {
-    let now = otp::now();
-    match route {
-        Route::CreateWorkspace => {
-            let body = http::json_body(req).await?;
-            let id = workspace::workspace_id(&otp::random::<12>()?);
-            let mut ws = WorkspaceRecord::from_create_json(&body, id, now)?;
-            let key = add_key(env, &mut ws, now).await?;
-            Ok(envelope::admin_workspace_created(
-                &ws.id,
-                &key.api_key,
-                &key.record.key_id,
-            ))
-        }
-        Route::PatchWorkspace(id) => {
-            let body = http::json_body(req).await?;
-            let ws = workspaces::load(env, id).await?.ok_or(Error::NotFound)?;
-            let next = ws.patched(&body)?;
-            workspaces::save(env, &next).await?;
-            Ok(envelope::admin_workspace_updated(&next))
-        }
-        Route::CreateKey(id) => {
-            let mut ws = workspaces::load(env, id).await?.ok_or(Error::NotFound)?;
-            let key = add_key(env, &mut ws, now).await?;
-            Ok(envelope::admin_key_created(
-                &key.api_key,
-                &key.record.key_id,
-            ))
-        }
-        Route::RevokeKey(id, key_id) => {
-            let mut ws = workspaces::load(env, id).await?.ok_or(Error::NotFound)?;
-            let hash = ws
-                .keys
-                .iter()
-                .find(|k| k.key_id == key_id && k.revoked_at.is_none())
-                .map(|k| k.key_hash.clone());
-            if !ws.revoke(key_id, now) {
-                return Err(Error::NotFound);
-            }
-            workspaces::save(env, &ws).await?;
-            if let Some(hash) = hash {
-                workspaces::unindex_key(env, &hash).await?;
-            }
-            Ok(Reply::no_content())
-        }
-        _ => Err(Error::NotFound),
-    }
+    let body = match route {
+        Route::CreateWorkspace | Route::PatchWorkspace(_) => http::json_body(req).await?,
+        _ => Vec::new(),
+    };
+    let action = match route {
+        Route::CreateWorkspace => AdminAction::CreateWorkspace { body: &body },
+        Route::PatchWorkspace(id) => AdminAction::PatchWorkspace { id, body: &body },
+        Route::CreateKey(id) => AdminAction::CreateKey { id },
+        Route::RevokeKey(id, key_id) => AdminAction::RevokeKey { id, key_id },
+        _ => return Err(Error::NotFound),
+    };
+    otp::admin(env, ctx, calls, action).await
 }

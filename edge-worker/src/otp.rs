@@ -3,9 +3,10 @@
 //! gateway and D1, and hands back what happened. Every decision is the flow's.
 
 use crate::proto::{DestinationCall, SessionCall};
-use crate::{audit, config, gateway};
+use crate::{audit, config, gateway, workspaces};
 use otpkit_core::flow::{
-    Admitted, HostTraits, Io, Outcome, RequestFlow, StatusFlow, Step, VerifyFlow,
+    AdminAction, AdminFlow, Admitted, Flow, HostTraits, Io, Outcome, RequestFlow, StatusFlow, Step,
+    VerifyFlow, ADMIN_RANDOM_BYTES,
 };
 use otpkit_core::gateway::GatewayConfig;
 use otpkit_core::guard::{DeliveryOutcome, FloodShield};
@@ -59,7 +60,7 @@ pub async fn request(
     let entropy = Entropy::from_bytes(&random::<48>()?);
     let (id, senders, policy) = (&ws.id, &ws.senders, &ws.policy);
     let flow = RequestFlow::start(&req, id, senders, policy, now, &entropy, pepper, TRAITS)?;
-    let edge = Edge::new(env, ws, now, Some(config::gateway(env)?))?;
+    let edge = Edge::new(env, id, policy.clone(), now, Some(config::gateway(env)?))?;
     drive(edge, ctx, calls, flow).await
 }
 
@@ -74,7 +75,13 @@ pub async fn verify(
 ) -> Result<Reply, Error> {
     let now = now();
     let flow = VerifyFlow::start(&req, dialect, now, TRAITS);
-    drive(Edge::new(env, ws, now, None)?, ctx, calls, flow).await
+    drive(
+        Edge::new(env, &ws.id, ws.policy.clone(), now, None)?,
+        ctx,
+        calls,
+        flow,
+    )
+    .await
 }
 
 /// `GET /v1/messaging/otp/sessions/{id}` and `GET /otp/{id}/status`.
@@ -88,28 +95,27 @@ pub async fn status(
 ) -> Result<Reply, Error> {
     let now = now();
     let flow = StatusFlow::start(raw_id, dialect, &ws.id, now);
-    drive(Edge::new(env, ws, now, None)?, ctx, calls, flow).await
+    drive(
+        Edge::new(env, &ws.id, ws.policy.clone(), now, None)?,
+        ctx,
+        calls,
+        flow,
+    )
+    .await
 }
 
-/// The three flows, driven alike.
-trait Flow: 'static {
-    fn poll(&mut self) -> Step;
-    fn handle(&mut self, outcome: Outcome);
+/// The admin routes (the caller checked the admin token and read the body).
+pub async fn admin(
+    env: &Env,
+    ctx: &Context,
+    calls: &Calls,
+    action: AdminAction<'_>,
+) -> Result<Reply, Error> {
+    let now = now();
+    let flow = AdminFlow::start(action, now, &random::<ADMIN_RANDOM_BYTES>()?);
+    let edge = Edge::new(env, "", Policy::default(), now, None)?;
+    drive(edge, ctx, calls, flow).await
 }
-
-macro_rules! flow {
-    ($($t:ty),*) => {$(
-        impl Flow for $t {
-            fn poll(&mut self) -> Step {
-                <$t>::poll(self)
-            }
-            fn handle(&mut self, outcome: Outcome) {
-                <$t>::handle(self, outcome)
-            }
-        }
-    )*};
-}
-flow!(RequestFlow, VerifyFlow, StatusFlow);
 
 /// Performs the flow's IO up to its answer, counted in `calls`, and returns that answer; what
 /// follows the answer runs in `waitUntil`, uncounted.
@@ -117,7 +123,7 @@ async fn drive(
     mut edge: Edge,
     ctx: &Context,
     calls: &Calls,
-    mut flow: impl Flow,
+    mut flow: impl Flow + 'static,
 ) -> Result<Reply, Error> {
     let answer = loop {
         match flow.poll() {
@@ -172,14 +178,15 @@ fn namespace(env: &Env, binding: &str) -> Result<ObjectNamespace, Error> {
 impl Edge {
     fn new(
         env: &Env,
-        ws: &WorkspaceRecord,
+        ws_id: &str,
+        policy: Policy,
         now: UnixMillis,
         gateway: Option<GatewayConfig>,
     ) -> Result<Edge, Error> {
         Ok(Edge {
             env: env.clone(),
-            ws_id: ws.id.clone(),
-            policy: ws.policy.clone(),
+            ws_id: ws_id.into(),
+            policy,
             now,
             gateway,
             sessions: namespace(env, "SESSIONS")?,
@@ -326,6 +333,24 @@ impl Edge {
             }
             Io::Record { events, deltas } => {
                 audit::write(&self.env, &self.ws_id, &events, &deltas).await;
+                Outcome::Done
+            }
+            Io::ReadWorkspace { workspace_id } => Outcome::Workspace {
+                workspace: workspaces::load(&self.env, &workspace_id).await?,
+            },
+            Io::PutWorkspace { workspace } => {
+                workspaces::save(&self.env, &workspace).await?;
+                Outcome::Done
+            }
+            Io::IndexKey {
+                key_hash,
+                workspace_id,
+            } => {
+                workspaces::index_key(&self.env, &key_hash, &workspace_id).await?;
+                Outcome::Done
+            }
+            Io::UnindexKey { key_hash } => {
+                workspaces::unindex_key(&self.env, &key_hash).await?;
                 Outcome::Done
             }
         })

@@ -46,15 +46,6 @@ class MemoryStore {
   getWorkspace(id) {
     return this.native.kvGet(`ws:${id}`);
   }
-  putWorkspace(ws) {
-    this.native.kvSet(`ws:${ws.id}`, ws.toJson());
-  }
-  indexKey(hash, wsId) {
-    this.native.kvSet(`key:${hash}`, wsId);
-  }
-  unindexKey(hash) {
-    this.native.kvDelete(`key:${hash}`);
-  }
   /** The workspace JSON an API key hash points at, or null. */
   lookupKey(hash) {
     const id = this.native.kvGet(`key:${hash}`);

@@ -18,9 +18,7 @@ const SWEEP_MS = 10_000;
 // A session key outlives its purge time by this much, so the sweeper (which writes the `purged`
 // audit event) finds it; the TTL is only the safety net if no process sweeps.
 const PURGE_GRACE_MS = 3600 * 1000;
-const DAY_MS = 86_400_000;
 const FLOOD_KEEP_MS = 120_000; // the flood shield's window is one minute
-const ANALYTICS_KEEP_DAYS = 91; // one more than the longest query, so a whole period is there
 
 // Shared by the scripts below: `ver(k)`, the version of a stored "<version>|<JSON>" value (0 when
 // absent); `holds(k, want)`, whether k still holds exactly `want` (true when `want` is '' or not
@@ -316,6 +314,17 @@ class RedisStore {
           io.deltas,
         );
         return DONE;
+      case 'readWorkspace':
+        return `{"result":"workspace","workspace":${(await this.getWorkspace(io.workspaceId)) ?? 'null'}}`;
+      case 'putWorkspace':
+        await this.run(() => this.redis.set(this.key('ws', io.workspace.id), JSON.stringify(io.workspace)));
+        return DONE;
+      case 'indexKey':
+        await this.run(() => this.redis.set(this.key('key', io.keyHash), io.workspaceId));
+        return DONE;
+      case 'unindexKey':
+        await this.run(() => this.redis.del(this.key('key', io.keyHash)));
+        return DONE;
       case 'readReuseHint': // this store keeps no reuse hints: the guard decides every request
         return '{"result":"reuseHint","sessionId":null}';
       default: // putReuseHint, dropReuseHint
@@ -499,20 +508,9 @@ class RedisStore {
    * sessions by expiry (`ao:<ws>`; members past expiry are dropped as new ones arrive).
    */
   async record(wsId, lines, deltas = []) {
-    const ops = [];
-    for (const delta of deltas) {
-      const d = typeof delta === 'string' ? JSON.parse(delta) : delta;
-      const hash = this.key('an', wsId, d.day);
-      const counted = Object.entries(d.counts).filter(([, n]) => n > 0);
-      for (const [name, n] of counted) ops.push('H', hash, `${name}|${d.bucket}`, String(n));
-      if (counted.length) ops.push('E', hash, String((d.day + ANALYTICS_KEEP_DAYS) * DAY_MS), '');
-      const open = this.key('ao', wsId);
-      const member = `${d.sessionId}|${d.day}|${d.bucket}`;
-      if (d.openUntil != null) {
-        ops.push('R', open, String(Date.now()), '', 'O', open, String(d.openUntil), member, 'T', open, String(DAY_MS), '');
-      }
-      if (d.close) ops.push('C', open, '', member);
-    }
+    const ops = deltas.length
+      ? native.redisAnalyticsOps(`${this.key('an', wsId)}:`, this.key('ao', wsId), JSON.stringify(deltas), Date.now())
+      : [];
     if (!lines.length && !ops.length) return;
     await this.run(() =>
       this.redis.otpkitRecord(this.key('a', wsId), this.key('aseq', 'all'), String(lines.length), ...lines, ...ops),
@@ -544,15 +542,6 @@ class RedisStore {
 
   getWorkspace(id) {
     return this.run(() => this.redis.get(this.key('ws', id)));
-  }
-  async putWorkspace(ws) {
-    await this.run(() => this.redis.set(this.key('ws', ws.id), ws.toJson()));
-  }
-  async indexKey(hash, wsId) {
-    await this.run(() => this.redis.set(this.key('key', hash), wsId));
-  }
-  async unindexKey(hash) {
-    await this.run(() => this.redis.del(this.key('key', hash)));
   }
   lookupKey(hash) {
     return this.run(() => this.redis.otpkitLookup(this.key('key', hash), `${this.prefix}ws:`));

@@ -105,19 +105,19 @@ class OtpService {
 
   /** Creates a workspace: `{workspaceId, apiKey, keyId}` (the key is shown once). */
   async createWorkspace({ name, senders, policy } = {}) {
-    return this.#data(() => this.createWorkspaceReply(toBody({ name, senders, policy })));
+    return this.#data(() => this.adminReply('createWorkspace', { body: toBody({ name, senders, policy }) }));
   }
   /** Replaces senders and/or merges policy keys; answers the workspace (without keys). */
   async updateWorkspace(workspaceId, patch = {}) {
-    return this.#data(() => this.patchWorkspaceReply(String(workspaceId), toBody(patch)));
+    return this.#data(() => this.adminReply('patchWorkspace', { id: String(workspaceId), body: toBody(patch) }));
   }
   /** Mints another API key: `{apiKey, keyId}`. */
   async createKey(workspaceId) {
-    return this.#data(() => this.createKeyReply(String(workspaceId)));
+    return this.#data(() => this.adminReply('createKey', { id: String(workspaceId) }));
   }
   /** Revokes a key (immediately). */
   async revokeKey(workspaceId, keyId) {
-    await this.#data(() => this.revokeKeyReply(String(workspaceId), String(keyId)));
+    await this.#data(() => this.adminReply('revokeKey', { id: String(workspaceId), keyId: String(keyId) }));
   }
 
   /** Waits for bookkeeping that follows answers (audit, failure streak). */
@@ -335,42 +335,10 @@ class OtpService {
     return this.check(ws, r.dialect, r.id ?? null, body, found.session);
   }
 
-  async loadWorkspace(id) {
-    const json = await this.store.getWorkspace(id);
-    if (json == null) throw hostError('NOT_FOUND');
-    return native.Workspace.fromJson(json);
-  }
-
-  async createWorkspaceReply(body) {
-    const now = Date.now();
-    const ws = native.Workspace.create(body, now);
-    const key = ws.addKey(now);
-    await this.store.putWorkspace(ws);
-    await this.store.indexKey(key.keyHash, ws.id);
-    return ws.createdReply(key);
-  }
-
-  async patchWorkspaceReply(id, body) {
-    const ws = await this.loadWorkspace(id);
-    const next = ws.patched(body);
-    await this.store.putWorkspace(next);
-    return next.updatedReply();
-  }
-
-  async createKeyReply(id) {
-    const ws = await this.loadWorkspace(id);
-    const key = ws.addKey(Date.now());
-    await this.store.putWorkspace(ws);
-    await this.store.indexKey(key.keyHash, ws.id);
-    return native.keyCreatedReply(key);
-  }
-
-  async revokeKeyReply(id, keyId) {
-    const ws = await this.loadWorkspace(id);
-    const hash = ws.revoke(keyId, Date.now());
-    await this.store.putWorkspace(ws);
-    await this.store.unindexKey(hash);
-    return native.noContentReply();
+  /** An admin action (core::flow's AdminFlow): `createWorkspace`, `patchWorkspace`, `createKey`, `revokeKey`. */
+  adminReply(action, { id = null, keyId = null, body = null } = {}) {
+    // Admin effects touch workspace records and the key index only; no workspace scopes them.
+    return this.drive(native.adminFlow(action, id, keyId, body, Date.now()), this.libraryWorkspace);
   }
 
   // ---- HTTP (one request → one core reply) ----------------------------------------------
@@ -391,16 +359,8 @@ class OtpService {
       if (r.admin) {
         if (!this.adminToken) throw hostError('NOT_FOUND');
         if (!native.adminAuthorized(this.adminToken, h.authorization ?? null)) throw hostError('UNAUTHORIZED');
-        switch (r.kind) {
-          case 'createWorkspace':
-            return await this.createWorkspaceReply(await this.jsonBody(req));
-          case 'patchWorkspace':
-            return await this.patchWorkspaceReply(r.id, await this.jsonBody(req));
-          case 'createKey':
-            return await this.createKeyReply(r.id);
-          default:
-            return await this.revokeKeyReply(r.id, r.keyId);
-        }
+        const body = r.kind === 'createWorkspace' || r.kind === 'patchWorkspace' ? await this.jsonBody(req) : null;
+        return await this.adminReply(r.kind, { id: r.id ?? null, keyId: r.keyId ?? null, body });
       }
       const hash = native.presentedKeyHash(h.authorization ?? null, h['x-api-key'] ?? null);
       if (this.store.lookupKeyWithSession) {

@@ -8,7 +8,7 @@ use napi::bindgen_prelude::Buffer;
 use napi::Result;
 use napi_derive::napi;
 use otpkit_core::envelope;
-use otpkit_core::flow::{self, HostTraits, Outcome, Step};
+use otpkit_core::flow::{self, AdminAction, HostTraits, Outcome, Step, ADMIN_RANDOM_BYTES};
 use otpkit_core::request::{Dialect, IssueRequest, VerifyRequest};
 use otpkit_core::{Entropy, Error};
 
@@ -78,6 +78,11 @@ node_flow!(
     VerifyFlow,
     flow::VerifyFlow,
     "`POST …/verify` (otpkit_core::flow::VerifyFlow)."
+);
+node_flow!(
+    AdminFlow,
+    flow::AdminFlow,
+    "The admin routes (otpkit_core::flow::AdminFlow)."
 );
 node_flow!(
     StatusFlow,
@@ -163,5 +168,31 @@ pub fn status_flow(
 ) -> Result<StatusFlow> {
     Ok(StatusFlow {
         inner: flow::StatusFlow::start(&raw_id, dialect(&dialect_name)?, &ws_id, ms(now)),
+    })
+}
+
+/// Starts an admin flow: `action` is `createWorkspace`, `patchWorkspace`, `createKey` or
+/// `revokeKey`; `id` the workspace id, `keyId` the key, `body` the JSON body (create, patch).
+#[napi]
+pub fn admin_flow(
+    action: String,
+    id: Option<String>,
+    key_id: Option<String>,
+    body: Option<Buffer>,
+    now: f64,
+) -> Result<AdminFlow> {
+    let body = body.as_deref().unwrap_or_default();
+    let id = id.as_deref().unwrap_or_default();
+    let key_id = key_id.as_deref().unwrap_or_default();
+    let action = match action.as_str() {
+        "createWorkspace" => AdminAction::CreateWorkspace { body },
+        "patchWorkspace" => AdminAction::PatchWorkspace { id, body },
+        "createKey" => AdminAction::CreateKey { id },
+        "revokeKey" => AdminAction::RevokeKey { id, key_id },
+        _ => return Err(throw(&Error::NotFound)),
+    };
+    let random = random::<ADMIN_RANDOM_BYTES>()?;
+    Ok(AdminFlow {
+        inner: flow::AdminFlow::start(action, ms(now), &random),
     })
 }

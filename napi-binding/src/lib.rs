@@ -256,25 +256,6 @@ pub struct Workspace {
     any_sender: bool,
 }
 
-/// A newly minted API key. `apiKey` is shown once: never store or log it.
-#[napi(object)]
-pub struct NewKey {
-    /// `otpk_…`.
-    pub api_key: String,
-    /// Public id.
-    pub key_id: String,
-    /// Hex SHA-256 (the index key).
-    pub key_hash: String,
-}
-
-impl std::fmt::Debug for NewKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NewKey")
-            .field("key_id", &self.key_id)
-            .finish_non_exhaustive()
-    }
-}
-
 #[napi]
 impl Workspace {
     /// Reads a stored record.
@@ -358,33 +339,6 @@ impl Workspace {
         self.rec.live_key(&key_hash).is_some()
     }
 
-    /// Mints a key and adds its record (store the workspace and index the hash after).
-    #[napi]
-    pub fn add_key(&mut self, now: f64) -> Result<NewKey> {
-        let key = workspace::new_api_key(&random::<32>()?, ms(now));
-        self.rec.keys.push(key.record.clone());
-        Ok(NewKey {
-            api_key: key.api_key,
-            key_id: key.record.key_id,
-            key_hash: key.record.key_hash,
-        })
-    }
-
-    /// Revokes a live key; answers its hash (to unindex). Throws 404 when there is none.
-    #[napi]
-    pub fn revoke(&mut self, key_id: String, now: f64) -> Result<String> {
-        let hash = self
-            .rec
-            .keys
-            .iter()
-            .find(|k| k.key_id == key_id && k.revoked_at.is_none())
-            .map(|k| k.key_hash.clone());
-        match hash {
-            Some(h) if self.rec.revoke(&key_id, ms(now)) => Ok(h),
-            _ => Err(throw(&Error::NotFound)),
-        }
-    }
-
     /// `PATCH` body → the updated workspace (nothing changes unless all of it is valid).
     #[napi]
     pub fn patched(&self, body: Buffer) -> Result<Workspace> {
@@ -393,30 +347,6 @@ impl Workspace {
             any_sender: self.any_sender,
         })
     }
-
-    /// The 201 answer of `POST /v1/admin/workspaces`.
-    #[napi]
-    pub fn created_reply(&self, key: NewKey) -> Reply {
-        envelope::admin_workspace_created(&self.rec.id, &key.api_key, &key.key_id).into()
-    }
-
-    /// The 200 answer of `PATCH /v1/admin/workspaces/{id}`.
-    #[napi]
-    pub fn updated_reply(&self) -> Reply {
-        envelope::admin_workspace_updated(&self.rec).into()
-    }
-}
-
-/// The 201 answer of `POST /v1/admin/workspaces/{id}/keys`.
-#[napi]
-pub fn key_created_reply(key: NewKey) -> Reply {
-    envelope::admin_key_created(&key.api_key, &key.key_id).into()
-}
-
-/// 204.
-#[napi]
-pub fn no_content_reply() -> Reply {
-    CoreReply::no_content().into()
 }
 
 /// A planned issue: the session to store and the message to send. Holds the code only inside
@@ -970,6 +900,64 @@ pub fn analytics_reply(
     });
     let live = open.iter().filter_map(|m| analytics::parse_open_member(m));
     Ok(analytics::report(&q, ms(now), rows, live, &ws.rec.policy.price_per_segment).into())
+}
+
+/// The Redis store's analytics operations for a `record` effect's deltas (JSON array), as the
+/// RECORD script reads them: four arguments each (op, key, a, b). `counters` + day is a day's
+/// hash of counters (field `counter|bucket`), `open` the sorted set of open sessions. Every
+/// write is the core's (`otpkit_core::analytics::Write`); this only encodes them.
+#[napi]
+pub fn redis_analytics_ops(
+    counters: String,
+    open: String,
+    deltas_json: String,
+    now: f64,
+) -> Result<Vec<String>> {
+    let deltas: Vec<Delta> = serde_json::from_str(&deltas_json)
+        .map_err(|_| throw(&Error::invalid("deltas", "are not analytics deltas")))?;
+    let mut ops: Vec<String> = Vec::new();
+    let mut push = |op: &str, k: &str, a: String, b: String| {
+        ops.extend([op.to_string(), k.to_string(), a, b]);
+    };
+    const DAY_MS: u64 = 86_400_000;
+    for d in &deltas {
+        for w in d.writes() {
+            match w {
+                analytics::Write::Add { bucket, counts } => {
+                    let hash = format!("{counters}{}", bucket.day);
+                    for (name, n) in counts.nonzero() {
+                        push(
+                            "H",
+                            &hash,
+                            format!("{name}|{}", bucket.key()),
+                            n.to_string(),
+                        );
+                    }
+                    let keep = analytics::keep_until(bucket.day).0.to_string();
+                    push("E", &hash, keep, String::new());
+                }
+                analytics::Write::Open {
+                    bucket,
+                    session_id,
+                    until,
+                } => {
+                    // Members past their expiry are dropped as new ones arrive.
+                    push("R", &open, (ms(now).0).to_string(), String::new());
+                    push(
+                        "O",
+                        &open,
+                        until.0.to_string(),
+                        bucket.open_member(session_id),
+                    );
+                    push("T", &open, DAY_MS.to_string(), String::new());
+                }
+                analytics::Write::Close { bucket, session_id } => {
+                    push("C", &open, String::new(), bucket.open_member(session_id));
+                }
+            }
+        }
+    }
+    Ok(ops)
 }
 
 /// The `reused` audit line for a stored session.

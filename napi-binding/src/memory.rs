@@ -5,10 +5,11 @@
 use crate::{analytics_query, audit_page, audit_query, ms, ops, throw, Engine, Reply, Workspace};
 use napi::Result;
 use napi_derive::napi;
-use otpkit_core::analytics::{self, Bucket, Counts, Delta};
+use otpkit_core::analytics::{self, Bucket, Counts, Delta, Write};
 use otpkit_core::audit::AuditEvent;
 use otpkit_core::flow::{self, Admitted, Io, Outcome};
 use otpkit_core::guard::{Admission, DeliveryOutcome, DestinationGuard, FloodShield};
+use otpkit_core::workspace::WorkspaceRecord;
 use otpkit_core::{Error, Session, UnixMillis, VerifyOutcome};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
@@ -221,6 +222,29 @@ impl MemoryStore {
                 }
                 Outcome::Done
             }
+            Io::ReadWorkspace { workspace_id } => Outcome::Workspace {
+                workspace: inner
+                    .kv
+                    .get(&key("ws", &workspace_id))
+                    .map(|json| WorkspaceRecord::from_json(json))
+                    .transpose()?,
+            },
+            Io::PutWorkspace { workspace } => {
+                let json = workspace.to_json();
+                inner.kv.insert(key("ws", &workspace.id), json);
+                Outcome::Done
+            }
+            Io::IndexKey {
+                key_hash,
+                workspace_id,
+            } => {
+                inner.kv.insert(key("key", &key_hash), workspace_id);
+                Outcome::Done
+            }
+            Io::UnindexKey { key_hash } => {
+                inner.kv.remove(&key("key", &key_hash));
+                Outcome::Done
+            }
             // This store keeps no reuse hints: the guard decides every request.
             Io::ReadReuseHint { .. } => Outcome::ReuseHint { session_id: None },
             Io::PutReuseHint { .. } | Io::DropReuseHint { .. } => Outcome::Done,
@@ -276,26 +300,32 @@ impl Inner {
         }
     }
 
+    /// Applies a delta's writes (`otpkit_core::analytics::Write`).
     fn count(&mut self, ws_id: &str, d: &Delta) {
-        let Some(b) = Bucket::parse(d.day, &d.bucket) else {
-            return;
-        };
-        if d.counts != Counts::default() {
-            let c = self.counters.entry(ws_id.to_string()).or_default();
-            c.entry(b.clone()).or_default().add(&d.counts);
-        }
-        let open = self.open.entry(ws_id.to_string()).or_default();
-        if let Some(until) = d.open_until {
-            let before = open.insert(d.session_id.clone(), (b, until));
-            if before.is_none_or(|(_, was)| until < was) {
-                self.due.push(Reverse((
+        for w in d.writes() {
+            match w {
+                Write::Add { bucket, counts } => {
+                    let c = self.counters.entry(ws_id.to_string()).or_default();
+                    c.entry(bucket).or_default().add(counts);
+                }
+                Write::Open {
+                    bucket,
+                    session_id,
                     until,
-                    Due::Open(ws_id.to_string(), d.session_id.clone()),
-                )));
+                } => {
+                    let open = self.open.entry(ws_id.to_string()).or_default();
+                    let before = open.insert(session_id.to_string(), (bucket, until));
+                    if before.is_none_or(|(_, was)| until < was) {
+                        let due = Due::Open(ws_id.to_string(), session_id.to_string());
+                        self.due.push(Reverse((until, due)));
+                    }
+                }
+                Write::Close { session_id, .. } => {
+                    if let Some(open) = self.open.get_mut(ws_id) {
+                        open.remove(session_id);
+                    }
+                }
             }
-        }
-        if d.close {
-            open.remove(&d.session_id);
         }
     }
 
@@ -406,20 +436,6 @@ impl MemoryStore {
     #[napi]
     pub fn kv_get(&self, k: String) -> Result<Option<String>> {
         Ok(self.lock()?.kv.get(&k).cloned())
-    }
-
-    /// Sets a plain value.
-    #[napi]
-    pub fn kv_set(&self, k: String, value: String) -> Result<()> {
-        self.lock()?.kv.insert(k, value);
-        Ok(())
-    }
-
-    /// Deletes a plain value.
-    #[napi]
-    pub fn kv_delete(&self, k: String) -> Result<()> {
-        self.lock()?.kv.remove(&k);
-        Ok(())
     }
 
     /// Drops what has expired: sessions past retention (each leaves a `purged` audit event)

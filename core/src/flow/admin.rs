@@ -1,0 +1,241 @@
+//! The admin flows: create a workspace, patch it, mint and revoke API keys. The host checks the
+//! admin token and reads the body; the flow reads and writes workspace records and the key index
+//! through [`Io`] and answers. A new API key exists only inside the flow and its answer.
+
+use super::{store_error, Io, Outcome, Queue, Step};
+use crate::envelope::{self, Reply};
+use crate::error::Error;
+use crate::time::UnixMillis;
+use crate::validate;
+use crate::workspace::{self, NewApiKey, WorkspaceRecord};
+use alloc::collections::VecDeque;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+/// Random bytes an admin flow needs: 12 for a workspace id, 32 for an API key.
+pub const ADMIN_RANDOM_BYTES: usize = 44;
+
+/// What the operator asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminAction<'a> {
+    /// `POST /v1/admin/workspaces` with this body.
+    CreateWorkspace {
+        /// JSON body.
+        body: &'a [u8],
+    },
+    /// `PATCH /v1/admin/workspaces/{id}` with this body.
+    PatchWorkspace {
+        /// Workspace id.
+        id: &'a str,
+        /// JSON body.
+        body: &'a [u8],
+    },
+    /// `POST /v1/admin/workspaces/{id}/keys`.
+    CreateKey {
+        /// Workspace id.
+        id: &'a str,
+    },
+    /// `DELETE /v1/admin/workspaces/{id}/keys/{keyId}`.
+    RevokeKey {
+        /// Workspace id.
+        id: &'a str,
+        /// Key id.
+        key_id: &'a str,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    Read,
+    Put,
+    Index,
+    Unindex,
+}
+
+#[derive(Debug)]
+enum Todo {
+    Create,
+    Patch(Vec<u8>),
+    CreateKey,
+    Revoke(String),
+}
+
+/// One admin action as a flow.
+#[derive(Debug)]
+pub struct AdminFlow {
+    todo: Todo,
+    now: UnixMillis,
+    key: NewApiKey,
+    /// The record being written (for the answer).
+    written: Option<WorkspaceRecord>,
+    /// The hash to take out of the index (revocation).
+    unindex: Option<String>,
+    q: Queue<Wait>,
+    tags: VecDeque<Wait>,
+}
+
+impl AdminFlow {
+    /// Starts an action; `random` comes from the host's CSPRNG (a workspace id and a key are
+    /// drawn from it even when the action needs neither, so every action takes the same input).
+    #[must_use]
+    pub fn start(
+        action: AdminAction<'_>,
+        now: UnixMillis,
+        random: &[u8; ADMIN_RANDOM_BYTES],
+    ) -> Self {
+        let (id_bytes, key_bytes) = random.split_at(12);
+        let mut ws_random = [0u8; 12];
+        ws_random.copy_from_slice(id_bytes);
+        let mut key_random = [0u8; 32];
+        key_random.copy_from_slice(key_bytes);
+        let mut flow = AdminFlow {
+            todo: Todo::Create,
+            now,
+            key: workspace::new_api_key(&key_random, now),
+            written: None,
+            unindex: None,
+            q: Queue::default(),
+            tags: VecDeque::new(),
+        };
+        let id = match action {
+            AdminAction::CreateWorkspace { body } => {
+                let id = workspace::workspace_id(&ws_random);
+                match WorkspaceRecord::from_create_json(body, id, now) {
+                    Ok(ws) => flow.put_with_key(ws),
+                    Err(e) => flow.q.answer(Err(e)),
+                }
+                return flow;
+            }
+            AdminAction::PatchWorkspace { id, body } => {
+                flow.todo = Todo::Patch(body.to_vec());
+                id
+            }
+            AdminAction::CreateKey { id } => {
+                flow.todo = Todo::CreateKey;
+                id
+            }
+            AdminAction::RevokeKey { id, key_id } => {
+                flow.todo = Todo::Revoke(key_id.into());
+                id
+            }
+        };
+        if validate::is_workspace_id(id) {
+            flow.ask(
+                Wait::Read,
+                Io::ReadWorkspace {
+                    workspace_id: id.into(),
+                },
+            );
+        } else {
+            flow.q.answer(Err(Error::NotFound));
+        }
+        flow
+    }
+
+    /// The next step.
+    pub fn poll(&mut self) -> Step {
+        self.q.poll(&mut self.tags)
+    }
+
+    fn ask(&mut self, wait: Wait, io: Io) {
+        self.tags.push_back(wait);
+        self.q.io(io);
+    }
+
+    fn put(&mut self, ws: WorkspaceRecord) {
+        self.written = Some(ws.clone());
+        self.ask(Wait::Put, Io::PutWorkspace { workspace: ws });
+    }
+
+    fn put_with_key(&mut self, mut ws: WorkspaceRecord) {
+        ws.keys.push(self.key.record.clone());
+        self.put(ws);
+    }
+
+    fn answer(&self) -> Reply {
+        let ws = self.written.as_ref();
+        match (&self.todo, ws) {
+            (Todo::Create, Some(ws)) => envelope::admin_workspace_created(
+                &ws.id,
+                &self.key.api_key,
+                &self.key.record.key_id,
+            ),
+            (Todo::Patch(_), Some(ws)) => envelope::admin_workspace_updated(ws),
+            (Todo::CreateKey, _) => {
+                envelope::admin_key_created(&self.key.api_key, &self.key.record.key_id)
+            }
+            _ => Reply::no_content(),
+        }
+    }
+
+    fn loaded(&mut self, mut ws: WorkspaceRecord) {
+        let next = match &self.todo {
+            Todo::Patch(body) => ws.patched(body),
+            Todo::CreateKey => {
+                ws.keys.push(self.key.record.clone());
+                Ok(ws)
+            }
+            Todo::Revoke(key_id) => {
+                let hash = ws
+                    .keys
+                    .iter()
+                    .find(|k| &k.key_id == key_id && k.revoked_at.is_none())
+                    .map(|k| k.key_hash.clone());
+                if ws.revoke(key_id, self.now) {
+                    self.unindex = hash;
+                    Ok(ws)
+                } else {
+                    Err(Error::NotFound)
+                }
+            }
+            Todo::Create => Err(Error::NotFound),
+        };
+        match next {
+            Ok(ws) => self.put(ws),
+            Err(e) => self.q.answer(Err(e)),
+        }
+    }
+
+    /// Feeds the outcome of the IO last polled.
+    pub fn handle(&mut self, outcome: Outcome) {
+        let Some(wait) = self.q.waiting.take() else {
+            return;
+        };
+        match (wait, outcome) {
+            (
+                Wait::Read,
+                Outcome::Workspace {
+                    workspace: Some(ws),
+                },
+            ) => self.loaded(ws),
+            (Wait::Read, Outcome::Workspace { workspace: None }) => {
+                self.q.answer(Err(Error::NotFound));
+            }
+            (Wait::Put, Outcome::Done) => match (&self.todo, self.unindex.take()) {
+                (Todo::Create | Todo::CreateKey, _) => {
+                    let io = Io::IndexKey {
+                        key_hash: self.key.record.key_hash.clone(),
+                        workspace_id: self
+                            .written
+                            .as_ref()
+                            .map(|w| w.id.clone())
+                            .unwrap_or_default(),
+                    };
+                    self.ask(Wait::Index, io);
+                }
+                // Revoked once the record says so (every host checks the key is live in the
+                // record): answered now; taking the hash out of the index follows, and a stale
+                // index entry only leads to that record, which refuses the key.
+                (_, Some(key_hash)) => {
+                    self.q.answer(Ok(self.answer()));
+                    self.ask(Wait::Unindex, Io::UnindexKey { key_hash });
+                }
+                (_, None) => self.q.answer(Ok(self.answer())),
+            },
+            (Wait::Index, Outcome::Done) => self.q.answer(Ok(self.answer())),
+            (Wait::Unindex, _) => {}
+            (_, Outcome::Failed { corrupt }) => self.q.answer(Err(store_error(corrupt))),
+            (_, _) => self.q.answer(Err(Error::StoreUnavailable)),
+        }
+    }
+}
