@@ -23,12 +23,12 @@ class MemoryStore {
   }
 
   /**
-   * Performs one store effect of a flow (`io`; `raw`: its JSON) in one native call under the
-   * store's lock, and answers the outcome JSON. Admission and flood shield are one step, and so
-   * are storing a delivered session and confirming it at the guard.
+   * The flow's next step after performing, in one native call under the store's lock, every
+   * store effect it names (admission with the flood shield, store with confirm, verify, …);
+   * what comes back is for the driver: deliver, awaitSend, the answer, or done.
    */
-  perform(engine, ws, io, raw, now) {
-    return this.native.perform(engine, ws, raw, now);
+  next(flow, engine, ws) {
+    return flow.runMemory(this.native, engine, ws, Date.now());
   }
   /** Where another request's send stands: `pending`, `delivered` or `gone`. */
   entry(ws, dest, sessionId) {

@@ -266,6 +266,11 @@ class RedisStore {
     });
   }
 
+  /** The flow's next step: each of its store effects comes to perform(). */
+  next(flow) {
+    return flow.poll();
+  }
+
   /**
    * Performs one store effect of a flow (`io`) and answers the outcome JSON. `ctx` carries what
    * one step read for the next of the same request, so it need not read again: the session read

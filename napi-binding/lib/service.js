@@ -184,7 +184,7 @@ class OtpService {
   /** Runs a flow to its answer (`{status, body, retryAfter}`; an error answer is thrown). */
   async drive(flow, ws, ctx = {}) {
     for (;;) {
-      const raw = flow.poll();
+      const raw = this.store.next(flow, this.engine, ws);
       const step = JSON.parse(raw);
       if (step.io) {
         flow.handle(await this.perform(ws, step, raw, ctx));
@@ -200,7 +200,7 @@ class OtpService {
   /** Performs what follows an answer, until the flow is done. */
   async drain(flow, ws, ctx) {
     for (;;) {
-      const raw = flow.poll();
+      const raw = this.store.next(flow, this.engine, ws);
       const step = JSON.parse(raw);
       if (!step.io) return;
       flow.handle(await this.perform(ws, step, raw, ctx));

@@ -3,12 +3,14 @@
 //! what follows the answer in the background. Steps and outcomes cross as the core's JSON (the
 //! same form as `tests/vectors/flows/`), so the driver holds no decision of its own.
 
-use crate::{dialect, ms, random, throw, Engine, Workspace};
+use crate::{dialect, ms, random, throw, Engine, MemoryStore, Workspace};
 use napi::bindgen_prelude::Buffer;
 use napi::Result;
 use napi_derive::napi;
 use otpkit_core::envelope;
-use otpkit_core::flow::{self, AdminAction, HostTraits, Outcome, Step, ADMIN_RANDOM_BYTES};
+use otpkit_core::flow::{
+    self, AdminAction, Flow, HostTraits, Io, Outcome, Step, ADMIN_RANDOM_BYTES,
+};
 use otpkit_core::request::{Dialect, IssueRequest, VerifyRequest};
 use otpkit_core::{Entropy, Error};
 
@@ -43,6 +45,25 @@ fn outcome(json: &str) -> Outcome {
     serde_json::from_str(json).unwrap_or(Outcome::Failed { corrupt: false })
 }
 
+fn run_memory(
+    flow: &mut impl Flow,
+    store: &MemoryStore,
+    engine: &Engine,
+    ws: &Workspace,
+    now: f64,
+) -> String {
+    loop {
+        match flow.poll() {
+            // Not the store's: the gateway, and the wait for another request's send.
+            Step::Io(io @ (Io::Deliver { .. } | Io::AwaitSend { .. })) => {
+                return step_json(Step::Io(io));
+            }
+            Step::Io(io) => flow.handle(store.perform_one(engine, ws, io, ms(now))),
+            step => return step_json(step),
+        }
+    }
+}
+
 macro_rules! node_flow {
     ($name:ident, $inner:ty, $doc:literal) => {
         #[doc = $doc]
@@ -64,6 +85,20 @@ macro_rules! node_flow {
             #[napi]
             pub fn handle(&mut self, outcome_json: String) {
                 self.inner.handle(outcome(&outcome_json));
+            }
+
+            /// Runs the flow on the memory store: every store effect is performed here, in
+            /// Rust, and the first step the store cannot take (deliver, awaitSend, the answer,
+            /// done) comes back as JSON — one Node-API call instead of one per effect.
+            #[napi]
+            pub fn run_memory(
+                &mut self,
+                store: &MemoryStore,
+                engine: &Engine,
+                ws: &Workspace,
+                now: f64,
+            ) -> String {
+                run_memory(&mut self.inner, store, engine, ws, now)
             }
         }
     };

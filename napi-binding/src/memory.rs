@@ -101,6 +101,18 @@ impl MemoryStore {
             .map_err(|_| throw(&Error::StoreUnavailable))
     }
 
+    /// One store effect (a failed store answers `Outcome::Failed`).
+    pub(crate) fn perform_one(
+        &self,
+        engine: &Engine,
+        ws: &Workspace,
+        io: Io,
+        now: UnixMillis,
+    ) -> Outcome {
+        self.perform_io(engine, ws, io, now)
+            .unwrap_or_else(|e| Outcome::failed(&e))
+    }
+
     fn perform_io(
         &self,
         engine: &Engine,
@@ -346,21 +358,6 @@ impl MemoryStore {
         MemoryStore {
             inner: Mutex::new(Inner::default()),
         }
-    }
-
-    /// Performs one store effect of a flow (`otpkit_core::flow::Io`, as JSON) in one critical
-    /// section and answers its outcome (JSON). The admission charges the flood shield in the
-    /// same step, and a stored session is confirmed at the guard in the same step
-    /// (`storedAndConfirmed`). Not store effects (deliver, awaitSend) answer `failed`.
-    #[napi]
-    pub fn perform(&self, engine: &Engine, ws: &Workspace, io_json: String, now: f64) -> String {
-        let outcome = match serde_json::from_str::<Io>(&io_json) {
-            Ok(io) => self
-                .perform_io(engine, ws, io, ms(now))
-                .unwrap_or_else(|e| Outcome::failed(&e)),
-            Err(_) => Outcome::Failed { corrupt: false },
-        };
-        serde_json::to_string(&outcome).unwrap_or_default()
     }
 
     /// Where a send stands: `pending`, `delivered`, `gone` (also once stale at `now`, when given).
