@@ -1,10 +1,11 @@
-//! The OpenAPI 3.1 document of the HTTP API (`openapi.yaml` at the repository root, written in
-//! YAML's JSON-compatible style), served by both hosts as `GET /openapi.json`.
+//! The OpenAPI 3.1 document of the HTTP API (`core/openapi.yaml`, inside the crate so that it
+//! packages on its own; written in YAML's JSON-compatible style), served by both hosts as
+//! `GET /openapi.json`.
 
 use crate::envelope::Reply;
 use alloc::string::ToString;
 
-const DOCUMENT: &str = include_str!("../../openapi.yaml");
+const DOCUMENT: &str = include_str!("../openapi.yaml");
 
 /// The document as JSON: the file without its leading comment lines.
 #[must_use]

@@ -1,4 +1,4 @@
-// GET /openapi.json serves openapi.yaml, and every route and status this suite saw (the other
+// GET /openapi.json serves core/openapi.yaml, and every route and status this suite saw (the other
 // files log them through lib.mjs call(); `run` runs this file last) is described in it.
 
 import { readFileSync, existsSync } from 'node:fs';
@@ -9,7 +9,7 @@ import { ROOT } from './host.mjs';
 
 useHarness();
 
-const source = readFileSync(path.join(ROOT, 'openapi.yaml'), 'utf8');
+const source = readFileSync(path.join(ROOT, 'core', 'openapi.yaml'), 'utf8');
 const doc = JSON.parse(source.slice(source.indexOf('{')));
 
 /** The path template of doc that a concrete path matches, or null. */

@@ -1,12 +1,12 @@
 #!/usr/bin/env node
-// Runs schemathesis (property-based fuzzing from openapi.yaml) against one running otpkit host
+// Runs schemathesis (property-based fuzzing from core/openapi.yaml) against one running otpkit host
 // and reports figures. The API routes are called with the API key of a workspace created through
 // the admin API, the admin routes with the admin token; path ids are pinned to real ones (a live
 // session, a workspace made for this run) so generated requests reach the logic behind the
 // lookups — hostile path ids are tests/robustness/battery.mjs's job.
 //
 //   node tests/robustness/schemathesis.mjs --control <harness control URL> [--label NAME]
-//        [--max-examples N] [--json FILE] [--st PATH-TO-schemathesis] [--seed N] [--schema FILE (default openapi.yaml)]
+//        [--max-examples N] [--json FILE] [--st PATH-TO-schemathesis] [--seed N] [--schema FILE (default core/openapi.yaml)]
 //
 // Checks: not_a_server_error, status_code_conformance, content_type_conformance,
 // response_headers_conformance, response_schema_conformance. Requests are counted from the HAR
@@ -81,7 +81,7 @@ const checks = [
 ].join(',');
 const stArgs = [
   '--config-file', config,
-  'run', opt('schema', path.join(ROOT, 'openapi.yaml')),
+  'run', opt('schema', path.join(ROOT, 'core', 'openapi.yaml')),
   '--url', baseUrl,
   '--checks', checks,
   '--max-examples', String(maxExamples),
