@@ -2,7 +2,7 @@
 
 use crate::error::Error;
 use crate::json::{self, invalid, invalid_owned, Object};
-use crate::validate::is_e164;
+use crate::validate::{self, is_e164};
 use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -251,6 +251,11 @@ fn test_numbers(v: &Value, f: &str) -> Result<BTreeMap<String, String>, Error> {
         if !is_e164(number) {
             return Err(invalid(f, "keys must be E.164 phone numbers"));
         }
+        // The same rule as a request's `dest`: a test number written with a trunk 0 could
+        // never be requested.
+        if let Some(problem) = validate::destination_problem(number) {
+            return Err(invalid_owned(f, format!("keys {problem}")));
+        }
         match code.as_str() {
             Some(c) if (6..=10).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_digit()) => {
                 out.insert(number.clone(), c.to_string());
@@ -338,6 +343,24 @@ mod tests {
         assert!(p
             .patched(&json!({"pricePerSegment": {"amount": "1e3", "currency": "EUR"}}))
             .is_err());
+    }
+
+    #[test]
+    fn test_numbers_follow_the_destination_rule() {
+        let p = Policy::default();
+        assert!(p
+            .patched(&json!({"testNumbers": {"+15005550006": "123456", "+390212345678": "654321"}}))
+            .is_ok());
+        for bad in ["+2330202007745", "+112025550123", "+4407700900123"] {
+            let e = p
+                .patched(&json!({ "testNumbers": { bad: "123456" } }))
+                .unwrap_err();
+            assert_eq!(e.field(), Some("policy.testNumbers"), "{bad}");
+            assert!(
+                e.message().starts_with("keys must not have a trunk"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Field rules shared by both dialects: destinations, sender names, purposes, channels, apps, ids, codes.
 
 use crate::error::Error;
+use alloc::borrow::Cow;
+use alloc::format;
 use alloc::string::String;
 use core::fmt;
 use serde::{Deserialize, Serialize};
@@ -94,7 +96,8 @@ impl Channel {
 /// Maximum length of `app`, in characters.
 pub const MAX_APP_CHARS: usize = 64;
 
-/// Strict E.164: `+`, then 8–15 digits, the first 1–9.
+/// Strict E.164: `+`, then 8–15 digits, the first 1–9. The syntax only: a destination must also
+/// pass [`is_destination`].
 #[must_use]
 pub fn is_e164(s: &str) -> bool {
     let Some(digits) = s.strip_prefix('+') else {
@@ -105,15 +108,123 @@ pub fn is_e164(s: &str) -> bool {
         && !digits.starts_with('0')
 }
 
+/// ITU-T E.164 country calling codes, as in libphonenumber's `PhoneNumberMetadata.xml`
+/// (`countryCode` attributes; printed by `scripts/gen-calling-codes`). The codes are prefix-free:
+/// at most one of a number's first 1, 2 or 3 digits is in the table.
+const CALLING_CODES: [u16; 215] = [
+    1, 7, 20, 27, 30, 31, 32, 33, 34, 36, 39, 40, 41, 43, 44, 45, 46, 47, 48, 49, 51, 52, 53, 54,
+    55, 56, 57, 58, 60, 61, 62, 63, 64, 65, 66, 81, 82, 84, 86, 90, 91, 92, 93, 94, 95, 98, 211,
+    212, 213, 216, 218, 220, 221, 222, 223, 224, 225, 226, 227, 228, 229, 230, 231, 232, 233, 234,
+    235, 236, 237, 238, 239, 240, 241, 242, 243, 244, 245, 246, 247, 248, 249, 250, 251, 252, 253,
+    254, 255, 256, 257, 258, 260, 261, 262, 263, 264, 265, 266, 267, 268, 269, 290, 291, 297, 298,
+    299, 350, 351, 352, 353, 354, 355, 356, 357, 358, 359, 370, 371, 372, 373, 374, 375, 376, 377,
+    378, 380, 381, 382, 383, 385, 386, 387, 389, 420, 421, 423, 500, 501, 502, 503, 504, 505, 506,
+    507, 508, 509, 590, 591, 592, 593, 594, 595, 596, 597, 598, 599, 670, 672, 673, 674, 675, 676,
+    677, 678, 679, 680, 681, 682, 683, 685, 686, 687, 688, 689, 690, 691, 692, 800, 808, 850, 852,
+    853, 855, 856, 870, 878, 880, 881, 882, 883, 886, 888, 960, 961, 962, 963, 964, 965, 966, 967,
+    968, 970, 971, 972, 973, 974, 975, 976, 977, 979, 992, 993, 994, 995, 996, 998,
+];
+
+/// The calling codes whose fixed-line or mobile numbers start with 0 in international format
+/// too (libphonenumber's "Italian leading zero"), each with the digits that may follow that 0
+/// (bit d = digit d). Everywhere else a 0 right after the code is a trunk prefix: `+233 0…` is
+/// a second spelling of `+233 …`. Printed by `scripts/gen-calling-codes`, which also says why
+/// Gabon (+241, whose 0-numbers were switched off in 2024) is not here.
+const LEADING_ZERO: [(u16, u16); 9] = [
+    (39, 0b11_1111_1110),  // Italy, Vatican: 0[1-9] fixed lines
+    (225, 0b00_1010_0010), // Côte d'Ivoire: 0[157] mobiles (10 digits since 2021)
+    (226, 0b00_1111_1110), // Burkina Faso: 0[1-7] mobiles
+    (229, 0b00_0000_0010), // Benin: 01 (10 digits since 2024)
+    (242, 0b00_0111_0110), // Republic of the Congo: 0[12456] mobiles
+    (250, 0b00_0100_0000), // Rwanda: 06 fixed lines (its mobiles are 7…, so +250 07… is a trunk 0)
+    (378, 0b00_0010_0000), // San Marino: 0549 fixed lines
+    (881, 0b11_1111_1111), // Global Mobile Satellite System
+    (992, 0b11_1111_1111), // Tajikistan: 0… mobiles
+];
+
+/// The country calling code a number's digits (without `+`) start with, if it is assigned.
+#[must_use]
+pub fn calling_code(digits: &str) -> Option<&str> {
+    (1..=3).find_map(|n| {
+        let prefix = digits.get(..n)?;
+        let code: u16 = prefix.parse().ok()?;
+        CALLING_CODES.binary_search(&code).ok().map(|_| prefix)
+    })
+}
+
+/// Why `s` (strict E.164) is not how a carrier writes the number: a trunk prefix right after the
+/// calling code. A `0` where the country's numbers do not start with 0 (or where the digit after
+/// it does not fit), and a `1` after `+1` (NANP's trunk prefix: area codes start with 2–9).
+/// `None` when the number is fine or its calling code is not assigned.
+fn trunk_prefix(digits: &str) -> Option<String> {
+    let cc = calling_code(digits)?;
+    let national = digits.get(cc.len()..)?.as_bytes();
+    let first = *national.first()?;
+    if cc == "1" && (first == b'0' || first == b'1') {
+        let t = char::from(first);
+        return Some(format!(
+            "must not have a trunk {t} after the country code (+1 {t}… is written +1 …)"
+        ));
+    }
+    if first != b'0' {
+        return None;
+    }
+    let code: u16 = cc.parse().ok()?;
+    let Some(&(_, mask)) = LEADING_ZERO.iter().find(|(c, _)| *c == code) else {
+        return Some(format!(
+            "must not have a trunk 0 after the country code (+{cc} 0… is written +{cc} …)"
+        ));
+    };
+    let next = national.get(1).map(|b| b.wrapping_sub(b'0'));
+    if next.is_some_and(|d| d <= 9 && mask >> d & 1 == 1) {
+        return None;
+    }
+    let allowed: alloc::vec::Vec<char> = (0..10u8)
+        .filter(|d| mask >> d & 1 == 1)
+        .map(|d| char::from(b'0'.wrapping_add(d)))
+        .collect();
+    let mut list = String::new();
+    for (i, d) in allowed.iter().enumerate() {
+        if i > 0 {
+            list.push_str(if i.wrapping_add(1) == allowed.len() {
+                " or "
+            } else {
+                ", "
+            });
+        }
+        list.push(*d);
+    }
+    Some(format!(
+        "must not have a trunk 0 after the country code (a +{cc} number that starts with 0 goes on with {list})"
+    ))
+}
+
+/// What is wrong with a destination number, in words; `None` if it is acceptable.
+#[must_use]
+pub fn destination_problem(s: &str) -> Option<Cow<'static, str>> {
+    if !is_e164(s) {
+        return Some(Cow::Borrowed(
+            "must be an E.164 phone number: + then 8 to 15 digits, the first not 0",
+        ));
+    }
+    trunk_prefix(s.get(1..)?).map(Cow::Owned)
+}
+
+/// A destination as the API accepts it: strict E.164, without a trunk prefix after the calling
+/// code, so that one phone has one spelling (and one send window, one failure streak).
+#[must_use]
+pub fn is_destination(s: &str) -> bool {
+    destination_problem(s).is_none()
+}
+
 /// Checks a destination number for `field`.
 pub fn destination(field: &'static str, s: &str) -> Result<(), Error> {
-    if is_e164(s) {
-        Ok(())
-    } else {
-        Err(Error::invalid(
-            field,
-            "must be an E.164 phone number: + then 8 to 15 digits, the first not 0",
-        ))
+    match destination_problem(s) {
+        None => Ok(()),
+        Some(message) => Err(Error::Validation {
+            field: Cow::Borrowed(field),
+            message,
+        }),
     }
 }
 
@@ -218,6 +329,7 @@ pub fn mask_destination(dest: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::string::ToString;
 
     #[test]
     fn e164() {
@@ -240,6 +352,117 @@ mod tests {
             "+１２３４５６７８",
         ] {
             assert!(!is_e164(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn calling_code_table() {
+        assert!(
+            CALLING_CODES.windows(2).all(|w| w[0] < w[1]),
+            "sorted, no duplicates"
+        );
+        for a in CALLING_CODES {
+            for b in CALLING_CODES {
+                let (a, b) = (a.to_string(), b.to_string());
+                assert!(a == b || !b.starts_with(&a), "{a} is a prefix of {b}");
+            }
+        }
+        for (code, mask) in LEADING_ZERO {
+            assert!(CALLING_CODES.contains(&code), "{code}");
+            assert!(mask != 0 && mask < 1 << 10, "{code}");
+        }
+        assert_eq!(calling_code("233202007745"), Some("233"));
+        assert_eq!(calling_code("12025550123"), Some("1"));
+        assert_eq!(calling_code("447700900123"), Some("44"));
+        assert_eq!(calling_code("3902123456"), Some("39"));
+        assert_eq!(calling_code("2812345678"), None, "28x is spare");
+    }
+
+    #[test]
+    fn one_number_one_spelling() {
+        // The three spellings of one Ghanaian number: only the carrier's is accepted.
+        assert!(is_destination("+233202007745"));
+        assert!(!is_destination("+2330202007745"));
+        assert!(!is_destination("+23300202007745"));
+        let e = destination("dest", "+2330202007745").unwrap_err();
+        assert_eq!(e.field(), Some("dest"));
+        assert_eq!(e.code(), "VALIDATION_ERROR");
+        assert_eq!(
+            e.message(),
+            "must not have a trunk 0 after the country code (+233 0… is written +233 …)"
+        );
+        let e = destination("phone_number", "+2330202007745").unwrap_err();
+        assert_eq!(e.field(), Some("phone_number"));
+        // Numbers whose plan starts with 0 in international format too.
+        for ok in [
+            "+390212345678",  // Italy, Milan landline
+            "+393123456789",  // Italy, mobile
+            "+390669812345",  // Vatican
+            "+3780549886377", // San Marino landline
+            "+2250712345678", // Côte d'Ivoire, Orange mobile
+            "+2250512345678", // Côte d'Ivoire, MTN mobile
+            "+2252721234567", // Côte d'Ivoire, fixed line
+            "+242061234567",  // Republic of the Congo, mobile
+            "+2290195123456", // Benin, 10 digits since 2024
+            "+22670123456",   // Burkina Faso
+            "+22601234567",   // Burkina Faso, 0[1-7] mobile
+            "+25006123456",   // Rwanda, 06 fixed line
+            "+250720123456",  // Rwanda, mobile
+            "+992012345678",  // Tajikistan
+            "+24166123456",   // Gabon, 9-digit plan without its 0
+            "+15005550006",   // NANP test number
+            "+12025550123",   // NANP
+            "+447700900123",  // UK mobile without the trunk 0
+            "+2812345678",    // an unassigned code: no table, no trunk rule
+        ] {
+            assert!(is_destination(ok), "{ok}: {:?}", destination_problem(ok));
+        }
+        for (bad, cc) in [
+            ("+4407700900123", "+44 0"),
+            ("+33061234567", "+33 0"),
+            ("+9109876543210", "+91 0"),
+            ("+70912345678", "+7 0"),
+            ("+2410661234567", "+241 0"), // Gabon: the 0 is a trunk prefix since 2024
+            ("+2500788123456", "+250"),   // Rwanda mobile with its trunk 0
+            ("+3900212345678", "+39"),    // Italy: a second 0
+            ("+2250012345678", "+225"),   // Côte d'Ivoire: 00…
+            ("+2250212345678", "+225"),   // Côte d'Ivoire: 02… is no range
+            ("+10202555012", "+1 0"),
+            ("+112025550123", "+1 1"), // NANP's trunk 1
+        ] {
+            let problem = destination_problem(bad).unwrap_or_else(|| panic!("{bad} accepted"));
+            assert!(
+                problem.starts_with("must not have a trunk"),
+                "{bad}: {problem}"
+            );
+            assert!(problem.contains(cc), "{bad}: {problem}");
+        }
+        assert_eq!(
+            destination_problem("+2250212345678").as_deref(),
+            Some("must not have a trunk 0 after the country code (a +225 number that starts with 0 goes on with 1, 5 or 7)")
+        );
+        assert!(destination_problem("+0233202007745")
+            .is_some_and(|p| p.starts_with("must be an E.164 phone number")));
+    }
+
+    #[test]
+    fn a_trunk_zero_is_refused_for_every_code_without_zero_numbers() {
+        for code in CALLING_CODES {
+            let cc = code.to_string();
+            let pad = |first: &str| {
+                let mut s = alloc::format!("+{cc}{first}");
+                while s.len() < 12 {
+                    s.push('5');
+                }
+                s
+            };
+            assert!(is_destination(&pad("2")), "{}", pad("2"));
+            let zero = LEADING_ZERO.iter().find(|(c, _)| *c == code);
+            for d in 0..10u16 {
+                let n = pad(&alloc::format!("0{d}"));
+                let ok = zero.is_some_and(|(_, mask)| mask >> d & 1 == 1);
+                assert_eq!(is_destination(&n), ok, "{n}");
+            }
         }
     }
 

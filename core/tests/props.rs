@@ -1805,6 +1805,14 @@ fn check_policy_bounds(p: &Policy) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// A destination the API accepts: strict E.164 as a carrier writes it (no trunk prefix after the
+/// calling code, `core::validate::destination`'s unit tests cover that rule).
+fn destination() -> impl Strategy<Value = String> {
+    "\\+[1-9][0-9]{7,14}".prop_filter("a trunk prefix after the calling code", |d| {
+        validate::is_destination(d)
+    })
+}
+
 /// A patch of valid values for a random subset of keys (test-number codes of the length the
 /// patched policy will have).
 fn valid_patch() -> impl Strategy<Value = Map<String, Value>> {
@@ -1817,7 +1825,7 @@ fn valid_patch() -> impl Strategy<Value = Map<String, Value>> {
         proptest::option::of(1u32..=100_000),
         proptest::option::of(5u32..=1000),
         proptest::option::of(proptest::option::of(vec("[1-9][0-9]{0,5}", 1..5))),
-        proptest::option::of(vec(("\\+[1-9][0-9]{7,14}", any::<u64>()), 0..3)),
+        proptest::option::of(vec((destination(), any::<u64>()), 0..3)),
         proptest::option::of(("[0-9]{1,12}(\\.[0-9]{1,6})?", "[A-Z]{3}")),
         proptest::option::of(0u32..=2_592_000),
     )
@@ -1956,7 +1964,7 @@ proptest! {
         match IssueRequest::from_v1_json(&body) {
             Ok(r) => {
                 prop_assert_eq!(r.dialect, Dialect::V1);
-                prop_assert!(validate::is_e164(&r.dest));
+                prop_assert!(validate::is_destination(&r.dest));
                 prop_assert!(r.src.as_deref().is_some_and(validate::is_sender_name));
                 check_app(r.app.as_deref())?;
                 if let Some(t) = &r.template {
@@ -1969,7 +1977,7 @@ proptest! {
         match IssueRequest::from_zend_json(&body) {
             Ok(r) => {
                 prop_assert_eq!(r.dialect, Dialect::Zend);
-                prop_assert!(validate::is_e164(&r.dest));
+                prop_assert!(validate::is_destination(&r.dest));
                 prop_assert_eq!(r.src, None);
                 check_app(r.app.as_deref())?;
                 prop_assert!(r.ttl_seconds.is_some_and(|t| (60..=600).contains(&t) && t % 60 == 0));
@@ -2088,7 +2096,7 @@ proptest! {
     /// characters, and the second dialect's `expiry`/`length` out of bounds.
     #[test]
     fn valid_request_bodies_parse(
-        dest in "\\+[1-9][0-9]{7,14}",
+        dest in destination(),
         src in prop_oneof!["[A-Za-z0-9][A-Za-z0-9 ]{0,10}", "\\+[1-9][0-9]{7,14}"],
         purpose in prop::sample::select(Purpose::ALL.to_vec()),
         purpose_given in any::<bool>(),
