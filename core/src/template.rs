@@ -1,7 +1,8 @@
 //! Message templates and SMS segment counting.
 
 use crate::error::Error;
-use crate::validate::Purpose;
+use crate::validate::{self, Purpose};
+use alloc::borrow::Cow;
 use alloc::string::String;
 use serde::Serialize;
 
@@ -55,22 +56,107 @@ impl core::fmt::Debug for Rendered {
     }
 }
 
-/// Checks a template before any code exists: `{code}` exactly once, a sane length, no NUL.
+/// Checks a template before any code exists: a sane length; none of
+/// [`validate::is_hidden_char`] (a newline is allowed); `{code}` exactly once; no digit touching
+/// `{code}` and no other run of 4 or more digits (see [`decoy_digits`]).
 pub fn check_template(field: &'static str, template: &str) -> Result<(), Error> {
     if template.chars().count() > MAX_TEMPLATE_CHARS {
         return Err(Error::invalid(field, "must be at most 1000 characters"));
     }
-    if template.contains('\0') {
-        return Err(Error::invalid(field, "must not contain NUL characters"));
+    if let Some(message) = validate::hidden_char_problem(template, true) {
+        return Err(Error::Validation {
+            field: Cow::Borrowed(field),
+            message: Cow::Owned(message),
+        });
     }
     match template.matches("{code}").count() {
-        1 => Ok(()),
-        0 => Err(Error::invalid(field, "must contain {code} exactly once")),
-        _ => Err(Error::invalid(
+        1 => {}
+        0 => return Err(Error::invalid(field, "must contain {code} exactly once")),
+        _ => {
+            return Err(Error::invalid(
+                field,
+                "must contain {code} exactly once, not more",
+            ))
+        }
+    }
+    match decoy_digits(template) {
+        None => Ok(()),
+        Some(Decoy::NextToCode) => Err(Error::invalid(
             field,
-            "must contain {code} exactly once, not more",
+            "must not have a digit right next to {code} (it would read as part of the code)",
+        )),
+        Some(Decoy::Run) => Err(Error::invalid(
+            field,
+            "must not contain a run of 4 or more digits besides {code} (it could be taken for the code)",
         )),
     }
+}
+
+/// Longest run of digits a template may show besides the code.
+pub const MAX_OTHER_DIGITS: u32 = 3;
+
+/// Digits in a template that could be read as (part of) the code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decoy {
+    /// A digit (or `{minutes}`) directly before or after `{code}`.
+    NextToCode,
+    /// A run of more than [`MAX_OTHER_DIGITS`] digits elsewhere.
+    Run,
+}
+
+/// Finds digits that could be taken for the code. A digit is any Unicode number character
+/// (`char::is_numeric`: `7`, `٧`, `７`, `⑦`); `{minutes}` counts as 2 digits (it renders 1 to
+/// 10); `{app}`, `{purpose}` and other text separate runs. One space, no-break space, `-` or `.`
+/// between digits does not (`"000 000"` and `"12-34"` are runs of 6 and 4).
+#[must_use]
+pub fn decoy_digits(template: &str) -> Option<Decoy> {
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Unit {
+        Code,
+        Digits(u32),
+        Sep,
+        Other,
+    }
+    let mut prev = Unit::Other;
+    // Digits in the current run, and whether the separator just seen continues it.
+    let mut run = 0u32;
+    let mut bridge = false;
+    let mut rest = template;
+    while let Some(c) = rest.chars().next() {
+        let (unit, len) = if let Some(p) = ["{code}", "{minutes}", "{app}", "{purpose}"]
+            .into_iter()
+            .find(|p| rest.starts_with(p))
+        {
+            let unit = match p {
+                "{code}" => Unit::Code,
+                "{minutes}" => Unit::Digits(2),
+                _ => Unit::Other,
+            };
+            (unit, p.len())
+        } else if c.is_numeric() {
+            (Unit::Digits(1), c.len_utf8())
+        } else if matches!(c, ' ' | '\u{a0}' | '\u{2007}' | '\u{202f}' | '-' | '.') {
+            (Unit::Sep, c.len_utf8())
+        } else {
+            (Unit::Other, c.len_utf8())
+        };
+        match unit {
+            Unit::Code if matches!(prev, Unit::Digits(_)) => return Some(Decoy::NextToCode),
+            Unit::Digits(_) if prev == Unit::Code => return Some(Decoy::NextToCode),
+            Unit::Digits(n) => {
+                let continues = matches!(prev, Unit::Digits(_)) || (prev == Unit::Sep && bridge);
+                run = if continues { run.saturating_add(n) } else { n };
+                if run > MAX_OTHER_DIGITS {
+                    return Some(Decoy::Run);
+                }
+            }
+            Unit::Sep => bridge = matches!(prev, Unit::Digits(_)),
+            Unit::Code | Unit::Other => {}
+        }
+        prev = unit;
+        rest = rest.get(len..).unwrap_or("");
+    }
+    None
 }
 
 /// Renders a template: `{code}`, `{minutes}` (= ceil(ttl / 60)), `{app}` (`""` without an app),
@@ -216,6 +302,79 @@ mod tests {
         assert_eq!(r.text, "Acme: 1 {x} TRANSACTION {");
         assert!(render("t", "{code}{code}", "1", 60, None, Purpose::Login).is_err());
         assert!(render("t", "no code", "1", 60, None, Purpose::Login).is_err());
+    }
+
+    #[test]
+    fn refuses_hidden_characters() {
+        let t = |s: &str| check_template("messageTemplate", s);
+        assert!(t("Your code: {code}\nDo not share it.").is_ok());
+        for bad in [
+            "Code {code}\u{7}\u{1b}[31m\r\nFake", // the probe, with {code}
+            "Code {code}\r\n",
+            "Code\t{code}",
+            "{code}\u{0}",
+            "{code} \u{85}",
+            "\u{202e}{code}",
+            "{code}\u{2066}x\u{2069}",
+            "{code}\u{200f}",
+            "{co\u{200b}de} {code}",
+            "\u{feff}{code}",
+            "{code}\u{2028}",
+        ] {
+            let e = t(bad).unwrap_err();
+            assert_eq!(e.field(), Some("messageTemplate"), "{bad:?}");
+            assert!(e.message().contains("U+"), "{bad:?}: {}", e.message());
+        }
+        assert_eq!(
+            t("{code}\u{202e}").unwrap_err().message(),
+            "must not contain control characters other than a newline, bidi controls or zero-width characters (U+202E at character 7)"
+        );
+    }
+
+    #[test]
+    fn refuses_decoy_digits() {
+        for ok in [
+            DEFAULT_TEMPLATE,
+            "{app}{code}",
+            "{app}: {code} for {purpose}",
+            "Code {code}. Valid 10 min, 3 tries.",
+            "Call 112 if this was not you: {code}",
+            "{code} expires at 9:30",
+            "{code} - 1. 2. 3.",
+            "{code}\n{minutes} min",
+            "Votre code {code} expire dans {minutes} min.",
+            "{code} {x} {Code} { {} €",
+        ] {
+            assert_eq!(decoy_digits(ok), None, "{ok:?}");
+            assert!(check_template("t", ok).is_ok(), "{ok:?}");
+        }
+        for (bad, why) in [
+            ("Code {code}. Fake: 000000", Decoy::Run),
+            ("{code} 1234", Decoy::Run),
+            ("{code} 000 000", Decoy::Run),
+            ("{code} 12-34", Decoy::Run),
+            ("{code} 12.34", Decoy::Run),
+            ("{code} 12\u{a0}34", Decoy::Run),
+            ("{code} ١٢٣٤", Decoy::Run),
+            ("{code} １２３４", Decoy::Run),
+            ("{code} {minutes}{minutes}", Decoy::Run),
+            ("{code} 12{minutes}", Decoy::Run),
+            ("{code} {1234}", Decoy::Run),
+            ("{code}0", Decoy::NextToCode),
+            ("1{code}", Decoy::NextToCode),
+            ("{code}{minutes}", Decoy::NextToCode),
+            ("{minutes}{code}", Decoy::NextToCode),
+            ("{code}٧", Decoy::NextToCode),
+        ] {
+            assert_eq!(decoy_digits(bad), Some(why), "{bad:?}");
+            let e = check_template("messageTemplate", bad).unwrap_err();
+            assert_eq!(e.field(), Some("messageTemplate"));
+        }
+        // Two separators end a run; so does any other character.
+        assert_eq!(decoy_digits("{code} 12  34"), None);
+        assert_eq!(decoy_digits("{code} 12/34"), None);
+        assert_eq!(decoy_digits("{code} 12, 34"), None);
+        assert_eq!(decoy_digits("{code} 123{app}4"), None);
     }
 
     #[test]

@@ -251,13 +251,53 @@ pub fn sender(field: &'static str, s: &str) -> Result<(), Error> {
     }
 }
 
-/// Checks an `app` label: ≤ 64 characters, no control characters.
+/// Characters that must not reach a phone in a message: C0 controls (`\n` only where
+/// `newline` is allowed; `\r`, tab and ESC never), DEL, C1 controls, the bidi controls
+/// (embeddings, overrides, isolates, marks), zero-width and other invisible format characters,
+/// and the Unicode line and paragraph separators. They let a caller hide or reorder text on the
+/// screen (`"Code 387653\u{1b}[31m\r\nFake: 000000"`).
+#[must_use]
+pub fn is_hidden_char(c: char, newline: bool) -> bool {
+    match c {
+        '\n' => !newline,
+        '\0'..='\u{1f}' | '\u{7f}'..='\u{9f}' => true,
+        '\u{061c}' | '\u{180e}' | '\u{feff}' => true,
+        '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{206f}' => true,
+        '\u{fff9}'..='\u{fffb}' => true,
+        _ => false,
+    }
+}
+
+/// The first character of `s` that [`is_hidden_char`] refuses, as a message naming its code
+/// point and position (1-based, in characters).
+pub(crate) fn hidden_char_problem(s: &str, newline: bool) -> Option<String> {
+    let (i, c) = s
+        .chars()
+        .enumerate()
+        .find(|(_, c)| is_hidden_char(*c, newline))?;
+    let what = if newline {
+        "control characters other than a newline"
+    } else {
+        "control characters or newlines"
+    };
+    Some(format!(
+        "must not contain {what}, bidi controls or zero-width characters (U+{:04X} at character {})",
+        u32::from(c),
+        i.saturating_add(1)
+    ))
+}
+
+/// Checks an `app` label: ≤ 64 characters, none of [`is_hidden_char`] (a newline included: the
+/// label is rendered into the SMS through `{app}`).
 pub fn app(field: &'static str, s: &str) -> Result<(), Error> {
     if s.chars().count() > MAX_APP_CHARS {
         return Err(Error::invalid(field, "must be at most 64 characters"));
     }
-    if s.chars().any(char::is_control) {
-        return Err(Error::invalid(field, "must not contain control characters"));
+    if let Some(message) = hidden_char_problem(s, false) {
+        return Err(Error::Validation {
+            field: Cow::Borrowed(field),
+            message: Cow::Owned(message),
+        });
     }
     Ok(())
 }
@@ -464,6 +504,45 @@ mod tests {
                 assert_eq!(is_destination(&n), ok, "{n}");
             }
         }
+    }
+
+    #[test]
+    fn hidden_characters() {
+        for c in [
+            '\0', '\u{7}', '\t', '\r', '\u{1b}', '\u{7f}', '\u{80}', '\u{85}', '\u{9f}', '\u{61c}',
+            '\u{200b}', '\u{200c}', '\u{200d}', '\u{200e}', '\u{200f}', '\u{2028}', '\u{2029}',
+            '\u{202a}', '\u{202b}', '\u{202c}', '\u{202d}', '\u{202e}', '\u{2060}', '\u{2066}',
+            '\u{2067}', '\u{2068}', '\u{2069}', '\u{feff}',
+        ] {
+            assert!(is_hidden_char(c, true), "{:04X}", u32::from(c));
+            assert!(is_hidden_char(c, false), "{:04X}", u32::from(c));
+        }
+        assert!(!is_hidden_char('\n', true));
+        assert!(is_hidden_char('\n', false));
+        for c in ['a', ' ', 'é', 'ß', '€', 'م', '漢', '😀', '\u{a0}', '\u{ad}'] {
+            assert!(!is_hidden_char(c, false), "{c}");
+        }
+    }
+
+    #[test]
+    fn apps() {
+        assert!(app("app", "Acme Pay 2").is_ok());
+        assert!(app("app", "شركة").is_ok());
+        for bad in [
+            "a\u{7}b",
+            "a\nb",
+            "a\rb",
+            "\u{202e}kcaB",
+            "Ac\u{200b}me",
+            "\u{feff}Acme",
+        ] {
+            let e = app("app", bad).unwrap_err();
+            assert_eq!(e.field(), Some("app"), "{bad:?}");
+        }
+        assert_eq!(
+            app("app", "Acme\u{202e}").unwrap_err().message(),
+            "must not contain control characters or newlines, bidi controls or zero-width characters (U+202E at character 5)"
+        );
     }
 
     #[test]

@@ -1775,7 +1775,7 @@ fn check_parse_error(e: &Error, fields: &[&str]) -> Result<(), TestCaseError> {
 
 fn check_app(app: Option<&str>) -> Result<(), TestCaseError> {
     if let Some(a) = app {
-        prop_assert!(a.chars().count() <= 64 && !a.chars().any(char::is_control));
+        prop_assert!(a.chars().count() <= 64 && !a.chars().any(hidden_in_app));
     }
     Ok(())
 }
@@ -2085,7 +2085,17 @@ fn app_text() -> impl Strategy<Value = String> {
 }
 
 fn app_ok(app: &str) -> bool {
-    app.chars().count() <= 64 && !app.chars().any(char::is_control)
+    app.chars().count() <= 64 && !app.chars().any(hidden_in_app)
+}
+
+/// What `app` must not contain (SECURITY.md "Input validation"): every control character
+/// (newline included), bidi controls, zero-width and invisible format characters.
+fn hidden_in_app(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            u32::from(c),
+            0x061C | 0x180E | 0xFEFF | 0x200B..=0x200F | 0x2028..=0x202E | 0x2060..=0x206F | 0xFFF9..=0xFFFB
+        )
 }
 
 proptest! {

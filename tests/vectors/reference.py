@@ -8,7 +8,7 @@ Hand-written vectors (envelopes, validation, verify/guard traces) are not touche
     python3 tests/vectors/reference.py          # rewrite the computed files
     python3 tests/vectors/reference.py --check  # fail if they differ from what is committed
 """
-import base64, datetime, hashlib, hmac, json, math, os, struct, sys
+import base64, datetime, hashlib, hmac, json, math, os, re, struct, sys, unicodedata
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -56,8 +56,34 @@ def segments(text: str):
     segs = 0 if units == 0 else 1 if units <= single else math.ceil(units / multi)
     return enc, units, segs
 
+# Characters a template must not carry to a phone (SECURITY.md, input validation): C0 controls but
+# the newline, DEL and C1, bidi marks/embeddings/overrides/isolates, zero-width and other invisible
+# format characters, the Unicode line and paragraph separators.
+HIDDEN = (set(range(0x00, 0x20)) - {0x0A}) | set(range(0x7F, 0xA0)) | {0x061C, 0x180E, 0xFEFF} \
+    | set(range(0x200B, 0x2010)) | set(range(0x2028, 0x202F)) | set(range(0x2060, 0x2070)) | set(range(0xFFF9, 0xFFFC))
+SEPARATORS = " \u00a0\u2007\u202f-."
+
+def template_ok(template):
+    """The template checks: no hidden character, {code} exactly once, no digit touching {code},
+    no other run of 4+ digits (any Unicode number; {minutes} counts 2; one separator between
+    digits continues a run)."""
+    if any(ord(c) in HIDDEN for c in template) or template.count("{code}") != 1:
+        return False
+    marks, i = [], 0
+    while i < len(template):
+        for k, m in (("{code}", "C"), ("{minutes}", "dd"), ("{app}", "x"), ("{purpose}", "x")):
+            if template.startswith(k, i):
+                marks.append(m); i += len(k); break
+        else:
+            c = template[i]; i += 1
+            marks.append("d" if unicodedata.category(c).startswith("N") else "s" if c in SEPARATORS else "x")
+    m = "".join(marks)
+    if re.search("dC|Cd", m):
+        return False
+    return all(run.count("d") <= 3 for run in re.findall("d(?:s?d)*", m))
+
 def render(template, code, ttl, app, purpose):
-    if template.count("{code}") != 1:
+    if not template_ok(template):
         return None
     out, i = [], 0
     subs = {"{code}": code, "{minutes}": str(math.ceil(ttl / 60)), "{app}": app or "", "{purpose}": purpose}
@@ -149,6 +175,23 @@ def build():
         ("{code}{code}", "123456", 300, None, "LOGIN"),
         ("{Code} is not {code}", "123456", 300, None, "LOGIN"),
         ("{code} " + "á" * 194, "123456", 300, None, "LOGIN"),
+        # Hidden characters and decoy digits (issue 19, item 7).
+        ("Code {code}\u0007\u001b[31m\r\nFake: 000000", "387653", 300, None, "LOGIN"),
+        ("Code {code}\r\n", "123456", 300, None, "LOGIN"),
+        ("Code {code}\nDo not share it.", "123456", 300, None, "LOGIN"),
+        ("\u202e{code} edoc ruoY", "123456", 300, None, "LOGIN"),
+        ("Co\u200bde {code}", "123456", 300, None, "LOGIN"),
+        ("Code {code}\u0085", "123456", 300, None, "LOGIN"),
+        ("Code {code}. Old code: 000000", "123456", 300, None, "LOGIN"),
+        ("{code} or 123 456", "123456", 300, None, "LOGIN"),
+        ("{code} or 12-34", "123456", 300, None, "LOGIN"),
+        ("{code} ١٢٣٤", "123456", 300, None, "LOGIN"),
+        ("{code}{minutes}", "123456", 300, None, "LOGIN"),
+        ("0{code}", "123456", 300, None, "LOGIN"),
+        ("{code} {minutes}{minutes}", "123456", 300, None, "LOGIN"),
+        ("Call 112 if not you: {code}. Valid {minutes} min.", "123456", 300, None, "LOGIN"),
+        ("{code} 12, 34 or 12  34", "123456", 300, None, "LOGIN"),
+        ("{app}: {code}", "123456", 300, "Shop 2024", "LOGIN"),
     ]
     templates = []
     for t, code, ttl, app, purpose in tcases:
@@ -169,7 +212,7 @@ def build():
             "codes.json": {"about": "digits from 32 seed bytes: byte < 250 gives byte % 10, else skipped; then SHA-256('otpkit/v1/digits' || seed || u32be(counter)) blocks",
                            "cases": codes},
             "ids.json": {"about": "uuid v4 from 16 bytes, API keys from 32 bytes, destination masking, RFC 3339", **ids},
-            "templates.json": {"about": "template rendering and SMS segments (GSM-7 160/153 with extension chars = 2, else UCS-2 70/67); > 3 segments or {code} not exactly once is a 400 on messageTemplate",
+            "templates.json": {"about": "template rendering and SMS segments (GSM-7 160/153 with extension chars = 2, else UCS-2 70/67); > 3 segments, {code} not exactly once, a control/bidi/zero-width character (newline allowed), a digit touching {code} or another run of 4+ digits is a 400 on messageTemplate",
                                "cases": templates}}
 
 def main():
