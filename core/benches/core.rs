@@ -3,7 +3,7 @@
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use otpkit_core::session::plan_issue;
 use otpkit_core::{
-    envelope, hash, template, Entropy, IssueRequest, Pepper, Policy, Purpose, UnixMillis,
+    hash, http::envelope, template, Entropy, IssueRequest, Pepper, Policy, Purpose, UnixMillis,
 };
 
 const BODY: &[u8] = br#"{"dest":"+233202007745","src":"ZECKTA","purpose":"LOGIN"}"#;

@@ -13,8 +13,8 @@
 //! counted at all. `sms_segments` and the cost count SMS only: the price is per SMS segment and a
 //! WhatsApp message is not made of segments.
 
-use crate::envelope::Reply;
 use crate::error::Error;
+use crate::http::envelope::Reply;
 use crate::policy::Price;
 use crate::session::{Session, VerifyOutcome};
 use crate::time::UnixMillis;
@@ -596,8 +596,8 @@ pub fn report(
 mod tests {
     use super::*;
     use crate::code::Entropy;
+    use crate::http::request::IssueRequest;
     use crate::policy::Policy;
-    use crate::request::IssueRequest;
     use crate::secret::Pepper;
     use crate::session::plan_issue;
     use serde_json::{json, Value};

@@ -202,7 +202,7 @@ struct Page<'a> {
 
 /// `{"success":true,"message":"OK","data":{"events":[…],"nextCursor":…|null}}`.
 #[must_use]
-pub fn reply(events: &[AuditEvent], next_cursor: Option<u64>) -> crate::envelope::Reply {
+pub fn reply(events: &[AuditEvent], next_cursor: Option<u64>) -> crate::http::envelope::Reply {
     let page = Page {
         events: events
             .iter()
@@ -220,5 +220,5 @@ pub fn reply(events: &[AuditEvent], next_cursor: Option<u64>) -> crate::envelope
             .collect(),
         next_cursor: next_cursor.map(|c| c.to_string()),
     };
-    crate::envelope::ok(&page)
+    crate::http::envelope::ok(&page)
 }

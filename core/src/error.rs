@@ -24,7 +24,7 @@ pub enum Error {
     NotFound,
     /// The body is not `application/json` (415).
     UnsupportedMediaType,
-    /// The body is larger than [`crate::request::MAX_BODY_BYTES`] (413).
+    /// The body is larger than [`crate::http::request::MAX_BODY_BYTES`] (413).
     PayloadTooLarge,
     /// The method is not allowed on the route (405).
     MethodNotAllowed,

@@ -29,12 +29,12 @@
 
 use crate::analytics::{self, Delta};
 use crate::audit::AuditEvent;
-use crate::envelope::{self, Reply};
 use crate::error::Error;
 use crate::gateway::OutgoingMessage;
 use crate::guard::DeliveryOutcome;
+use crate::http::envelope::{self, Reply};
+use crate::http::request::{Dialect, IssueRequest, VerifyRequest};
 use crate::policy::Policy;
-use crate::request::{Dialect, IssueRequest, VerifyRequest};
 use crate::secret::Pepper;
 use crate::session::{plan_issue, Session, Verification, VerifyOutcome};
 use crate::time::UnixMillis;

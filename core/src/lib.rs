@@ -13,7 +13,6 @@
 //! | [`audit`] | audit events, audit queries and their answer |
 //! | [`error`] | [`Error`]: malformed input or configuration, with a stable `code()` and `http_status()` |
 //! | [`validate`] | E.164, sender names, purposes, channels, apps, ids, codes |
-//! | [`request`] | parsing request bodies of both dialects into typed values |
 //! | [`policy`] | workspace policy with defaults, bounds and PATCH merging |
 //! | [`secret`] | the pepper and the code, with redacted `Debug` |
 //! | [`hash`] | `HMAC-SHA256(pepper, "otpkit/v1" ‖ f(ws) ‖ f(id) ‖ f(purpose) ‖ f(code))` |
@@ -23,7 +22,11 @@
 //! | [`gateway`] | gateway HTTP requests (json, twilio) encoded as values, replies classified |
 //! | [`guard`] | the per-destination guard: send window, failure streak, active session per purpose |
 //! | [`template`] | template checks, rendering and SMS segment counting |
-//! | [`envelope`] | response bodies of both dialects, byte for byte |
+//! | [`http`] | the HTTP surface both hosts share, in four modules: |
+//! | [`http::route`] | which route a method and path name (404, 405 and `HEAD` alike on both hosts) |
+//! | [`http::request`] | parsing request bodies of both dialects into typed values |
+//! | [`http::envelope`] | response bodies of both dialects, byte for byte |
+//! | [`http::openapi`] | the OpenAPI 3.1 document both hosts serve |
 //! | [`workspace`] | the stored workspace record, API key hashing, admin bodies |
 //! | [`time`] | [`UnixMillis`] and RFC 3339 |
 #![no_std]
@@ -44,16 +47,13 @@ extern crate alloc;
 pub mod analytics;
 pub mod audit;
 pub mod code;
-pub mod envelope;
 pub mod error;
 pub mod flow;
 pub mod gateway;
 pub mod guard;
 pub mod hash;
-pub mod openapi;
+pub mod http;
 pub mod policy;
-pub mod request;
-pub mod route;
 pub mod secret;
 pub mod session;
 pub mod template;
@@ -64,11 +64,11 @@ pub mod workspace;
 mod json;
 
 pub use code::Entropy;
-pub use envelope::Reply;
 pub use error::Error;
 pub use guard::{Admission, DeliveryOutcome, DestinationGuard};
+pub use http::envelope::Reply;
+pub use http::request::{IssueRequest, VerifyRequest};
 pub use policy::Policy;
-pub use request::{IssueRequest, VerifyRequest};
 pub use secret::{Code, Pepper};
 pub use session::{Session, SessionState, SessionView, Verification, VerifyOutcome};
 pub use time::UnixMillis;

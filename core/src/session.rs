@@ -6,8 +6,8 @@
 use crate::code::{digits_from_bytes, uuid_v4, Entropy};
 use crate::error::Error;
 use crate::hash::{code_hash, ct_eq, from_hex32, to_hex};
+use crate::http::request::IssueRequest;
 use crate::policy::Policy;
-use crate::request::IssueRequest;
 use crate::secret::{Code, Pepper};
 use crate::template::{self, Rendered};
 use crate::time::UnixMillis;

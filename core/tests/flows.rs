@@ -13,7 +13,7 @@ use otpkit_core::flow::{
     Step, VerifyFlow, ADMIN_RANDOM_BYTES,
 };
 use otpkit_core::hash::{code_hash, to_hex};
-use otpkit_core::request::Dialect;
+use otpkit_core::http::request::Dialect;
 use otpkit_core::workspace::{api_key_hash, is_api_key_format, WorkspaceRecord};
 use otpkit_core::{
     Entropy, Error, IssueRequest, Pepper, Policy, Purpose, Reply, Session, UnixMillis,

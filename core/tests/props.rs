@@ -10,8 +10,8 @@ use otpkit_core::guard::{
     ActiveSession, Admission, DeliveryOutcome, DestinationGuard, SendRecord, IN_FLIGHT_STALE_MS,
 };
 use otpkit_core::hash::{from_hex32, to_hex};
+use otpkit_core::http::request::{Dialect, IssueRequest, VerifyRequest};
 use otpkit_core::policy::{Policy, DESTINATION_LOCK_SECS, KEYS};
-use otpkit_core::request::{Dialect, IssueRequest, VerifyRequest};
 use otpkit_core::session::{
     plan_issue, Session, SessionState, StoredState, Verification, VerifyOutcome,
 };

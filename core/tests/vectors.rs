@@ -6,10 +6,10 @@
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use otpkit_core::code::{base64url, digits_from_bytes, uuid_v4};
-use otpkit_core::envelope;
 use otpkit_core::guard::{Admission, DeliveryOutcome, DestinationGuard};
 use otpkit_core::hash::{code_hash, to_hex};
-use otpkit_core::request::{self, IssueRequest, VerifyRequest};
+use otpkit_core::http::envelope;
+use otpkit_core::http::request::{self, IssueRequest, VerifyRequest};
 use otpkit_core::session::{plan_issue, Session, Verification, VerifyOutcome};
 use otpkit_core::template::{self, Encoding};
 use otpkit_core::workspace::{self, WorkspaceRecord};

@@ -4,7 +4,7 @@
 
 use crate::audit::text;
 use otpkit_core::analytics::{self, AnalyticsQuery, Bucket, Counts, Delta, Write};
-use otpkit_core::envelope::Reply;
+use otpkit_core::http::envelope::Reply;
 use otpkit_core::workspace::WorkspaceRecord;
 use otpkit_core::{Error, UnixMillis};
 use serde::Deserialize;

@@ -1,8 +1,8 @@
 //! HTTP plumbing: bounded body reads, core `Reply` → `Response`, small helpers.
 
 use futures_util::StreamExt;
-use otpkit_core::envelope::{self, Reply};
-use otpkit_core::request::{self, MAX_BODY_BYTES};
+use otpkit_core::http::envelope::{self, Reply};
+use otpkit_core::http::request::{self, MAX_BODY_BYTES};
 use otpkit_core::Error;
 use worker::{Request, Response, Result};
 

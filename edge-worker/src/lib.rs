@@ -15,10 +15,10 @@ mod workspaces;
 pub use destination_do::DestinationObject;
 pub use session_do::SessionObject;
 
-use otpkit_core::envelope::{self, Reply};
 use otpkit_core::flow::AdminAction;
-use otpkit_core::request::{Dialect, IssueRequest, VerifyRequest};
-use otpkit_core::route::{match_route, Route};
+use otpkit_core::http::envelope::{self, Reply};
+use otpkit_core::http::request::{Dialect, IssueRequest, VerifyRequest};
+use otpkit_core::http::route::{match_route, Route};
 use otpkit_core::workspace::{self, WorkspaceRecord};
 use otpkit_core::{audit as core_audit, Error};
 use worker::{event, Context, Env, Request, Response, Result};
@@ -67,7 +67,7 @@ async fn route(
     let route = match_route(method, path)?;
     match route {
         Route::Health => return Ok(envelope::health(config::pepper(env).is_ok())),
-        Route::OpenApi => return Ok(otpkit_core::openapi::reply()),
+        Route::OpenApi => return Ok(otpkit_core::http::openapi::reply()),
         _ => {}
     }
     let pepper = config::pepper(env)?;

@@ -10,8 +10,8 @@ use otpkit_core::flow::{
 };
 use otpkit_core::gateway::GatewayConfig;
 use otpkit_core::guard::{DeliveryOutcome, FloodShield};
+use otpkit_core::http::request::{Dialect, IssueRequest, VerifyRequest};
 use otpkit_core::policy::Policy;
-use otpkit_core::request::{Dialect, IssueRequest, VerifyRequest};
 use otpkit_core::workspace::WorkspaceRecord;
 use otpkit_core::{Entropy, Error, Pepper, Purpose, Reply, Session, UnixMillis};
 use serde::de::DeserializeOwned;

@@ -7,11 +7,11 @@ use crate::{dialect, ms, random, throw, Engine, MemoryStore, Workspace};
 use napi::bindgen_prelude::Buffer;
 use napi::Result;
 use napi_derive::napi;
-use otpkit_core::envelope;
 use otpkit_core::flow::{
     self, AdminAction, Flow, HostTraits, Io, Outcome, Step, ADMIN_RANDOM_BYTES,
 };
-use otpkit_core::request::{Dialect, IssueRequest, VerifyRequest};
+use otpkit_core::http::envelope;
+use otpkit_core::http::request::{Dialect, IssueRequest, VerifyRequest};
 use otpkit_core::{Entropy, Error};
 
 /// The error of an answer as the JSON `lib/errors.js` reads (the same fields `throw` carries).

@@ -20,11 +20,11 @@ use napi::Result;
 use napi_derive::napi;
 use otpkit_core::analytics::{self, AnalyticsQuery, Bucket, Counts, Delta};
 use otpkit_core::audit::{self, AuditEvent, AuditQuery};
-use otpkit_core::envelope::{self, Reply as CoreReply};
 use otpkit_core::flow::Admitted;
 use otpkit_core::guard::{DestinationGuard, FloodShield};
-use otpkit_core::request::{self, Dialect, IssueRequest, VerifyRequest};
-use otpkit_core::route::{match_route, Route as CoreRoute};
+use otpkit_core::http::envelope::{self, Reply as CoreReply};
+use otpkit_core::http::request::{self, Dialect, IssueRequest, VerifyRequest};
+use otpkit_core::http::route::{match_route, Route as CoreRoute};
 use otpkit_core::session::{plan_issue, Verification};
 use otpkit_core::workspace::{self, WorkspaceRecord};
 use otpkit_core::{Entropy, Error, Pepper, Purpose, Session, UnixMillis, VerifyOutcome};
@@ -151,7 +151,7 @@ pub fn health_reply(configured: bool) -> Reply {
 /// `GET /openapi.json`.
 #[napi]
 pub fn openapi_reply() -> Reply {
-    otpkit_core::openapi::reply().into()
+    otpkit_core::http::openapi::reply().into()
 }
 
 /// A matched route.

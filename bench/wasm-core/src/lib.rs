@@ -2,7 +2,7 @@
 //! Node times is the operation, not the JS↔wasm boundary. `verify_once` is one call per
 //! verification, to show what the boundary adds.
 use otpkit_core::session::plan_issue;
-use otpkit_core::{envelope, hash, template, Entropy, IssueRequest, Pepper, Policy, Purpose, Session, UnixMillis};
+use otpkit_core::{http::envelope, hash, template, Entropy, IssueRequest, Pepper, Policy, Purpose, Session, UnixMillis};
 use std::cell::RefCell;
 use wasm_bindgen::prelude::*;
 

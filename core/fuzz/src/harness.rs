@@ -14,11 +14,13 @@
 
 use otpkit_core::analytics::{self, AnalyticsQuery, Bucket};
 use otpkit_core::audit::AuditQuery;
-use otpkit_core::envelope;
 use otpkit_core::guard::{Admission, DeliveryOutcome, DestinationGuard};
+use otpkit_core::http::envelope;
+use otpkit_core::http::request::{
+    check_body_len, Dialect, IssueRequest, VerifyRequest, MAX_BODY_BYTES,
+};
+use otpkit_core::http::route::{match_route, Route};
 use otpkit_core::policy::Policy;
-use otpkit_core::request::{check_body_len, Dialect, IssueRequest, VerifyRequest, MAX_BODY_BYTES};
-use otpkit_core::route::{match_route, Route};
 use otpkit_core::session::{plan_issue, Session, SessionState, StoredState, VerifyOutcome};
 use otpkit_core::template::{self, Encoding, SegmentInfo};
 use otpkit_core::validate::{self, Purpose};

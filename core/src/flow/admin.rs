@@ -3,8 +3,8 @@
 //! through [`Io`] and answers. A new API key exists only inside the flow and its answer.
 
 use super::{store_error, Io, Outcome, Queue, Step};
-use crate::envelope::{self, Reply};
 use crate::error::Error;
+use crate::http::envelope::{self, Reply};
 use crate::time::UnixMillis;
 use crate::validate;
 use crate::workspace::{self, NewApiKey, WorkspaceRecord};

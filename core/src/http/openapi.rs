@@ -2,10 +2,10 @@
 //! packages on its own; written in YAML's JSON-compatible style), served by both hosts as
 //! `GET /openapi.json`.
 
-use crate::envelope::Reply;
+use crate::http::envelope::Reply;
 use alloc::string::ToString;
 
-const DOCUMENT: &str = include_str!("../openapi.yaml");
+const DOCUMENT: &str = include_str!("../../openapi.yaml");
 
 /// The document as JSON: the file without its leading comment lines.
 #[must_use]

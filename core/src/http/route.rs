@@ -2,7 +2,7 @@
 //! Both hosts route with this, so 404 and 405 answers and `HEAD` handling are the same.
 
 use crate::error::Error;
-use crate::request::Dialect;
+use crate::http::request::Dialect;
 
 /// A route and the path parameters it carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
