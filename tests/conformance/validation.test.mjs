@@ -2,9 +2,10 @@
 // checks, unknown routes. None of them may send an SMS or consume a verification attempt.
 
 import { describe, it } from 'node:test';
+import { randomInt } from 'node:crypto';
 import {
-  assert, call, expectError, expectStatus, expectVectorBody, expectVerify, H, newDest, newWorkspace, useHarness,
-  wrongCode,
+  adminCreate, assert, call, expectError, expectStatus, expectVectorBody, expectVerify, H, newDest, newWorkspace,
+  useHarness, wrongCode,
 } from './lib.mjs';
 
 useHarness();
@@ -24,6 +25,11 @@ describe('request validation', () => {
     ['dest too long', (b) => (b.dest = '+1234567890123456'), 'dest'],
     ['dest with a letter', (b) => (b.dest = '+23320200774a'), 'dest'],
     ['dest with spaces', (b) => (b.dest = '+233 20 200 7745'), 'dest'],
+    // One number, one spelling (issue 19): a trunk prefix after the calling code is refused.
+    ['dest with a trunk 0 after the calling code', (b) => (b.dest = `+2330${b.dest.slice(4)}`), 'dest'],
+    ['dest with two trunk 0s after the calling code', (b) => (b.dest = `+23300${b.dest.slice(6)}`), 'dest'],
+    ['dest UK mobile with its trunk 0', (b) => (b.dest = `+4407${b.dest.slice(-9)}`), 'dest'],
+    ['dest NANP number with its trunk 1', (b) => (b.dest = `+11202${b.dest.slice(-7)}`), 'dest'],
     ['src missing', (b) => delete b.src, 'src', 'src is required'],
     ['src not a string', (b) => (b.src = ['OTPKIT']), 'src', 'src must be a string'],
     ['src too long', (b) => (b.src = 'TooLongSender'), 'src'],
@@ -38,8 +44,22 @@ describe('request validation', () => {
     ['messageTemplate with {code} twice', (b) => (b.messageTemplate = '{code} or {code}'), 'messageTemplate'],
     ['messageTemplate not a string', (b) => (b.messageTemplate = 5), 'messageTemplate', 'messageTemplate must be a string'],
     ['messageTemplate over 3 SMS segments', (b) => (b.messageTemplate = `{code} ${'x'.repeat(480)}`), 'messageTemplate'],
+    // Text that reaches a phone (issue 19): no hidden characters, no decoy code.
+    ['messageTemplate with BEL, ESC and CR', (b) => (b.messageTemplate = 'Code {code}\u0007\u001b[31m\r\nFake: 000000'), 'messageTemplate'],
+    ['messageTemplate with a carriage return', (b) => (b.messageTemplate = 'Code {code}\r\nBye'), 'messageTemplate'],
+    ['messageTemplate with a C1 control', (b) => (b.messageTemplate = 'Code {code}\u0085'), 'messageTemplate'],
+    ['messageTemplate with a right-to-left override', (b) => (b.messageTemplate = '\u202e{code} edoc ruoY'), 'messageTemplate'],
+    ['messageTemplate with a bidi isolate', (b) => (b.messageTemplate = 'Code \u2067{code}\u2069'), 'messageTemplate'],
+    ['messageTemplate with a zero-width space', (b) => (b.messageTemplate = 'Co\u200bde {code}'), 'messageTemplate'],
+    ['messageTemplate with a byte order mark', (b) => (b.messageTemplate = '\ufeff{code}'), 'messageTemplate'],
+    ['messageTemplate with a decoy code', (b) => (b.messageTemplate = 'Code {code}. Old code: 000000'), 'messageTemplate'],
+    ['messageTemplate with a decoy code in groups', (b) => (b.messageTemplate = '{code} or 123 456'), 'messageTemplate'],
+    ['messageTemplate with a digit touching {code}', (b) => (b.messageTemplate = '{code}0 is your code'), 'messageTemplate'],
     ['app over 64 characters', (b) => (b.app = 'a'.repeat(65)), 'app'],
     ['app not a string', (b) => (b.app = 42), 'app', 'app must be a string'],
+    ['app with a newline', (b) => (b.app = 'Acme\nPay'), 'app'],
+    ['app with a right-to-left override', (b) => (b.app = '\u202eemcA'), 'app'],
+    ['app with a zero-width joiner', (b) => (b.app = 'Ac\u200dme'), 'app'],
     ['channel unknown', (b) => (b.channel = 'email'), 'channel'],
     ['channel upper case', (b) => (b.channel = 'SMS'), 'channel'],
     ['channel not a string', (b) => (b.channel = true), 'channel', 'channel must be a string'],
@@ -68,10 +88,62 @@ describe('request validation', () => {
     assert.equal(st.data.app, 'é'.repeat(64));
   });
 
+  it('one number, one spelling: +233…, +2330… and +23300… do not get three send windows', async () => {
+    const ws = await newWorkspace({ policy: { sendsPerDestination: { limit: 1, windowSeconds: 600 }, reuse: false } });
+    const d = `+23320${String(randomInt(0, 10_000_000)).padStart(7, '0')}`;
+    await ws.issue(d);
+    for (const spelling of [`+2330${d.slice(4)}`, `+23300${d.slice(4)}`]) {
+      const res = await ws.request(ws.body(spelling));
+      const j = expectError(res, 400, 'VALIDATION_ERROR', { field: 'dest' });
+      assert.match(j.message, /trunk 0 after the country code \(\+233 0… is written \+233 …\)/, res.text);
+      assert.equal((await H.sink.messages(spelling)).length, 0, `no SMS to ${spelling}`);
+    }
+    assert.equal((await H.sink.messages(d)).length, 1);
+  });
+
+  it('numbers whose plan keeps the 0 after the calling code are accepted (Italy, Côte d\'Ivoire, Congo, Benin)', async () => {
+    const ws = await newWorkspace();
+    const r = (n) => String(randomInt(0, 10 ** n)).padStart(n, '0');
+    for (const d of [`+3902${r(8)}`, `+22507${r(8)}`, `+24206${r(7)}`, `+22901${r(8)}`]) {
+      const { message } = await ws.issue(d);
+      assert.equal(message.to, d);
+    }
+  });
+
+  it('a template with a newline and short numbers is sent as written', async () => {
+    const ws = await newWorkspace();
+    const d = newDest();
+    const { message, code } = await ws.issue(d, { messageTemplate: 'Your code: {code}\nValid {minutes} min, 3 tries.', app: 'Shop 2024' });
+    assert.equal(message.text, `Your code: ${code}\nValid 5 min, 3 tries.`);
+  });
+
   it('an E.164 sender name that is allowed works as src', async () => {
     const ws = await newWorkspace({ senders: ['+12025550123'] });
     const { message } = await ws.issue(newDest());
     assert.equal(message.body.from, '+12025550123');
+  });
+});
+
+describe('second dialect and policy: the same rules', () => {
+  it('/otp/send: phone_number with a trunk 0 → 400 field phone_number, no SMS', async () => {
+    const ws = await newWorkspace();
+    const d = `+2330${newDest().slice(4)}`;
+    const res = await ws.zendSend({ phone_number: d, app: 'shop' });
+    expectError(res, 400, 'VALIDATION_ERROR', { field: 'phone_number' });
+    assert.equal((await H.sink.messages(d)).length, 0);
+  });
+
+  it('/otp/send: app with a right-to-left override → 400 field app, no SMS', async () => {
+    const ws = await newWorkspace();
+    const d = newDest();
+    const res = await ws.zendSend({ phone_number: d, app: 'shop\u202e' });
+    expectError(res, 400, 'VALIDATION_ERROR', { field: 'app' });
+    assert.equal((await H.sink.messages(d)).length, 0);
+  });
+
+  it('policy.testNumbers with a trunk 0 → 400 field policy.testNumbers', async () => {
+    const res = await adminCreate({ name: 'trunk', senders: ['ACME'], policy: { testNumbers: { '+2330202007745': '123456' } } });
+    expectError(res, 400, 'VALIDATION_ERROR', { field: 'policy.testNumbers' });
   });
 });
 
