@@ -123,16 +123,11 @@ pub fn decoy_digits(template: &str) -> Option<Decoy> {
     let mut bridge = false;
     let mut rest = template;
     while let Some(c) = rest.chars().next() {
-        let (unit, len) = if let Some(p) = ["{code}", "{minutes}", "{app}", "{purpose}"]
-            .into_iter()
-            .find(|p| rest.starts_with(p))
-        {
-            let unit = match p {
-                "{code}" => Unit::Code,
-                "{minutes}" => Unit::Digits(2),
-                _ => Unit::Other,
-            };
-            (unit, p.len())
+        // `{app}` and `{purpose}` are text like any other (every character of them is `Other`).
+        let (unit, len) = if rest.starts_with("{code}") {
+            (Unit::Code, 6)
+        } else if rest.starts_with("{minutes}") {
+            (Unit::Digits(2), 9)
         } else if c.is_numeric() {
             (Unit::Digits(1), c.len_utf8())
         } else if matches!(c, ' ' | '\u{a0}' | '\u{2007}' | '\u{202f}' | '-' | '.') {
