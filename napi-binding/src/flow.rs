@@ -3,28 +3,19 @@
 //! what follows the answer in the background. Steps and outcomes cross as the core's JSON (the
 //! same form as `tests/vectors/flows/`), so the driver holds no decision of its own.
 
-use crate::{dialect, ms, random, throw, Engine, MemoryStore, Workspace};
+use crate::engine::Engine;
+use crate::errors::{error_info, throw};
+use crate::memory::MemoryStore;
+use crate::workspace::Workspace;
+use crate::{dialect, ms, random};
 use napi::bindgen_prelude::Buffer;
 use napi::Result;
 use napi_derive::napi;
 use otpkit_core::flow::{
     self, AdminAction, Flow, HostTraits, Io, Outcome, Step, ADMIN_RANDOM_BYTES,
 };
-use otpkit_core::http::envelope;
 use otpkit_core::http::request::{Dialect, IssueRequest, VerifyRequest};
 use otpkit_core::{Entropy, Error};
-
-/// The error of an answer as the JSON `lib/errors.js` reads (the same fields `throw` carries).
-pub(crate) fn error_info(e: &Error) -> serde_json::Value {
-    serde_json::json!({
-        "code": e.code(),
-        "httpStatus": e.http_status(),
-        "message": e.message(),
-        "field": e.field(),
-        "retryAfterSeconds": e.retry_after_secs(),
-        "body": envelope::error(e).body,
-    })
-}
 
 /// One step as JSON: `{"io": …}` (perform it), `{"answer": {status, body, retryAfter}}`,
 /// `{"error": {code, httpStatus, message, …, body}}`, or `{"done": true}`.

@@ -1,7 +1,7 @@
 //! The gateway's HTTP request (SPEC §5), encoded by otpkit-core ([`otpkit_core::gateway`]) for
 //! `lib/gateway.js`, which only sends it and reads the status.
 
-use crate::throw;
+use crate::errors::throw;
 use napi::Result;
 use napi_derive::napi;
 use otpkit_core::gateway::{encode, GatewayConfig, GatewayKind, OutgoingMessage};

@@ -2,7 +2,12 @@
 //! read–decide–write a Durable Object gets from its input gate), and nothing is serialised on
 //! the hot path. State is lost when the process ends; use the Redis store for several processes.
 
-use crate::{analytics_query, audit_page, audit_query, ms, ops, throw, Engine, Reply, Workspace};
+use crate::engine::Engine;
+use crate::errors::throw;
+use crate::http::Reply;
+use crate::reports::{analytics_query, audit_page, audit_query};
+use crate::workspace::Workspace;
+use crate::{ms, ops};
 use napi::Result;
 use napi_derive::napi;
 use otpkit_core::analytics::{self, Bucket, Counts, Delta, Write};

@@ -1,5 +1,5 @@
 //! The store operations, written once over typed state. The in-memory store ([`crate::memory`])
-//! applies them to values it holds; the JSON transitions in `lib.rs` apply them to what the
+//! applies them to values it holds; the JSON transitions in [`crate::redis`] apply them to what the
 //! Redis store read, and the Redis store writes the result back with a compare-and-set.
 //! Every decision is otpkit-core's; this module only decides what to keep and for how long.
 

@@ -1,0 +1,66 @@
+//! Errors across the boundary. A core [`Error`] is thrown as a JS `Error` whose message is
+//! `OTPKIT:` + JSON [`error_info`]; `lib/errors.js` turns it into an `OtpError` with `.code`,
+//! `.httpStatus` and the core's error envelope as `body`. The host-side conditions the
+//! JavaScript layer raises itself (store down, gateway failed, …) are named by their code.
+
+use napi::bindgen_prelude::Status;
+use napi::Result;
+use napi_derive::napi;
+use otpkit_core::http::envelope;
+use otpkit_core::Error;
+
+/// The error as the JSON `lib/errors.js` reads: `{code, httpStatus, message, field?,
+/// retryAfterSeconds?, body}` (a flow's `{"error": …}` step carries the same).
+pub(crate) fn error_info(e: &Error) -> serde_json::Value {
+    serde_json::json!({
+        "code": e.code(),
+        "httpStatus": e.http_status(),
+        "message": e.message(),
+        "field": e.field(),
+        "retryAfterSeconds": e.retry_after_secs(),
+        "body": envelope::error(e).body,
+    })
+}
+
+/// Prefix of every error message thrown with a core error inside.
+const ERROR_PREFIX: &str = "OTPKIT:";
+
+/// The JS `Error` for a core error.
+pub(crate) fn throw(e: &Error) -> napi::Error {
+    napi::Error::new(
+        Status::GenericFailure,
+        format!("{ERROR_PREFIX}{}", error_info(e)),
+    )
+}
+
+/// Throws the core error named by `code` (see [`crate::http::error_reply`]).
+#[napi]
+pub fn throw_error(code: String) -> Result<()> {
+    Err(throw(&host_error(&code)))
+}
+
+/// Throws a guard's refusal (`RATE_LIMITED` or `DESTINATION_LOCKED`) with its retry delay.
+#[napi]
+pub fn throw_refused(code: String, retry_after: u32) -> Result<()> {
+    let retry_after_secs = retry_after.max(1);
+    Err(throw(&match code.as_str() {
+        "DESTINATION_LOCKED" => Error::DestinationLocked { retry_after_secs },
+        _ => Error::RateLimited { retry_after_secs },
+    }))
+}
+
+/// The core error for a host-side condition named by its code; unknown codes are internal.
+pub(crate) fn host_error(code: &str) -> Error {
+    match code {
+        "STORE_UNAVAILABLE" => Error::StoreUnavailable,
+        "DELIVERY_FAILED" => Error::DeliveryFailed,
+        "NOT_FOUND" => Error::NotFound,
+        "UNAUTHORIZED" => Error::Unauthorized,
+        "METHOD_NOT_ALLOWED" => Error::MethodNotAllowed,
+        "PAYLOAD_TOO_LARGE" => Error::PayloadTooLarge,
+        "UNSUPPORTED_MEDIA_TYPE" => Error::UnsupportedMediaType,
+        _ => Error::CorruptState {
+            message: "internal error".into(),
+        },
+    }
+}

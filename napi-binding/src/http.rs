@@ -1,0 +1,251 @@
+//! What `otpkit serve` (lib/server.js) needs around the core's flows: routing, the checks
+//! before a body is read, authentication, and the answers that are not a flow's (health, the
+//! OpenAPI document, host-side errors, and the single-step replies of the library API).
+
+use crate::engine::{outcome_of, VerifyStep};
+use crate::errors::{host_error, throw};
+use crate::{dialect, ms};
+use napi::bindgen_prelude::Buffer;
+use napi::Result;
+use napi_derive::napi;
+use otpkit_core::http::envelope::{self, Reply as CoreReply};
+use otpkit_core::http::request::{self, Dialect, VerifyRequest};
+use otpkit_core::http::route::{match_route, Route as CoreRoute};
+use otpkit_core::session::Verification;
+use otpkit_core::workspace;
+use otpkit_core::{Session, UnixMillis, VerifyOutcome};
+
+/// An HTTP answer: status, JSON body (empty for 204), `Retry-After` seconds.
+#[napi(object)]
+#[derive(Debug)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u32,
+    /// JSON body.
+    pub body: String,
+    /// `Retry-After` seconds, when the answer has one.
+    pub retry_after: Option<u32>,
+}
+
+impl From<CoreReply> for Reply {
+    fn from(r: CoreReply) -> Self {
+        Reply {
+            status: u32::from(r.status),
+            body: r.body,
+            retry_after: r.retry_after,
+        }
+    }
+}
+
+/// The error envelope for a host-side condition: `STORE_UNAVAILABLE`, `DELIVERY_FAILED`,
+/// `NOT_FOUND`, `UNAUTHORIZED`, `METHOD_NOT_ALLOWED`, `PAYLOAD_TOO_LARGE`,
+/// `UNSUPPORTED_MEDIA_TYPE`; anything else is `INTERNAL_ERROR`.
+#[napi]
+pub fn error_reply(code: String) -> Reply {
+    envelope::error(&host_error(&code)).into()
+}
+
+/// `GET /health`.
+#[napi]
+pub fn health_reply(configured: bool) -> Reply {
+    envelope::health(configured).into()
+}
+
+/// `GET /openapi.json`.
+#[napi]
+pub fn openapi_reply() -> Reply {
+    otpkit_core::http::openapi::reply().into()
+}
+
+/// A matched route.
+#[napi(object)]
+#[derive(Debug)]
+pub struct RouteMatch {
+    /// `health`, `openapi`, `request`, `verify`, `status`, `audit`, `createWorkspace`, `patchWorkspace`,
+    /// `createKey`, `revokeKey`.
+    pub kind: String,
+    /// `v1` or `zend` for the OTP routes.
+    pub dialect: Option<String>,
+    /// Path id: session id (zend verify, status) or workspace id (admin).
+    pub id: Option<String>,
+    /// Key id (`revokeKey`).
+    pub key_id: Option<String>,
+    /// An operator route.
+    pub admin: bool,
+}
+
+/// Routes `method` `path` (no query string); throws 404 / 405 as the core decides.
+#[napi]
+pub fn route(method: String, path: String) -> Result<RouteMatch> {
+    let r = match_route(&method, &path).map_err(|e| throw(&e))?;
+    let d = |d: Dialect| {
+        Some(match d {
+            Dialect::V1 => "v1".to_string(),
+            Dialect::Zend => "zend".to_string(),
+        })
+    };
+    let (kind, dialect, id, key_id) = match r {
+        CoreRoute::Health => ("health", None, None, None),
+        CoreRoute::OpenApi => ("openapi", None, None, None),
+        CoreRoute::Request(x) => ("request", d(x), None, None),
+        CoreRoute::Verify(x, id) => ("verify", d(x), id.map(str::to_string), None),
+        CoreRoute::Status(x, id) => ("status", d(x), Some(id.to_string()), None),
+        CoreRoute::Audit => ("audit", None, None, None),
+        CoreRoute::Analytics => ("analytics", None, None, None),
+        CoreRoute::CreateWorkspace => ("createWorkspace", None, None, None),
+        CoreRoute::PatchWorkspace(id) => ("patchWorkspace", None, Some(id.to_string()), None),
+        CoreRoute::CreateKey(id) => ("createKey", None, Some(id.to_string()), None),
+        CoreRoute::RevokeKey(id, k) => {
+            ("revokeKey", None, Some(id.to_string()), Some(k.to_string()))
+        }
+    };
+    Ok(RouteMatch {
+        kind: kind.to_string(),
+        dialect,
+        id,
+        key_id,
+        admin: r.is_admin(),
+    })
+}
+
+/// 415 / 413 before the body is read (SPEC's order).
+#[napi]
+pub fn check_content(content_type: Option<String>, content_length: Option<String>) -> Result<()> {
+    let declared = content_length.and_then(|v| v.trim().parse::<u64>().ok());
+    request::check_content(content_type.as_deref(), declared).map_err(|e| throw(&e))
+}
+
+/// The largest body accepted, in bytes.
+#[napi]
+pub fn max_body_bytes() -> u32 {
+    u32::try_from(request::MAX_BODY_BYTES).unwrap_or(u32::MAX)
+}
+
+/// Hex SHA-256 of the API key presented by `Authorization: Bearer` or `x-api-key`, or `null`
+/// when none is presented in our key format.
+#[napi]
+pub fn presented_key_hash(
+    authorization: Option<String>,
+    x_api_key: Option<String>,
+) -> Option<String> {
+    workspace::presented_api_key(authorization.as_deref(), x_api_key.as_deref())
+        .map(workspace::api_key_hash)
+}
+
+/// Hex SHA-256 of an API key given to the library directly (`null` if not in our format).
+#[napi]
+pub fn api_key_hash(api_key: String) -> Option<String> {
+    workspace::is_api_key_format(&api_key).then(|| workspace::api_key_hash(&api_key))
+}
+
+/// Constant-time admin token check of an `Authorization` header.
+#[napi]
+pub fn admin_authorized(admin_token: String, authorization: Option<String>) -> bool {
+    workspace::admin_authorized(&admin_token, authorization.as_deref())
+}
+
+/// The canonical session id, or `null` for a malformed one (answered as not found).
+#[napi]
+pub fn normalize_session_id(raw: String) -> Option<String> {
+    otpkit_core::validate::normalize_session_id(&raw)
+}
+
+/// A parsed verification request.
+#[napi(object)]
+pub struct VerifyInput {
+    /// As given (echoed in NOT_FOUND answers).
+    pub raw_session_id: String,
+    /// Canonical id, `null` when malformed (answered NOT_FOUND without a lookup).
+    pub session_id: Option<String>,
+    /// The code (4–10 digits). Never log it.
+    pub code: String,
+}
+
+impl std::fmt::Debug for VerifyInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyInput")
+            .field("session_id", &self.session_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Parses a verify body (`v1`: `{sessionId, code}`; `zend`: `{code}` with the path id).
+#[napi]
+pub fn parse_verify(
+    dialect_name: String,
+    path_id: Option<String>,
+    body: Buffer,
+) -> Result<VerifyInput> {
+    let r = match (dialect(&dialect_name)?, path_id) {
+        (Dialect::Zend, Some(id)) => VerifyRequest::from_zend_json(&id, &body),
+        _ => VerifyRequest::from_v1_json(&body),
+    }
+    .map_err(|e| throw(&e))?;
+    Ok(VerifyInput {
+        raw_session_id: r.raw_session_id,
+        session_id: r.session_id,
+        code: r.code,
+    })
+}
+
+/// The verify answer of `dialect` for a step (`rawSessionId` as the caller gave it).
+#[napi]
+pub fn verify_reply(
+    dialect_name: String,
+    raw_session_id: String,
+    step: VerifyStep,
+) -> Result<Reply> {
+    let outcome = outcome_of(&step.status, step.attempts_left)?;
+    let v = Verification {
+        outcome,
+        attempts_left: u8::try_from(step.attempts_left).unwrap_or(u8::MAX),
+    };
+    Ok(match dialect(&dialect_name)? {
+        Dialect::V1 => envelope::v1_verify(&raw_session_id, &v),
+        Dialect::Zend if outcome == VerifyOutcome::NotFound => envelope::zend_not_found(),
+        Dialect::Zend => envelope::zend_verify(&v, step.verified_at.map(ms)),
+    }
+    .into())
+}
+
+/// The status answer of `dialect` for a stored session seen from `wsId` (`null` = not found).
+#[napi]
+pub fn status_reply(
+    dialect_name: String,
+    ws_id: String,
+    session_json: Option<String>,
+    now: f64,
+) -> Result<Reply> {
+    let d = dialect(&dialect_name)?;
+    let s = session_json
+        .as_deref()
+        .map(Session::from_json)
+        .transpose()
+        .map_err(|e| throw(&e))?
+        .filter(|s| s.workspace_id == ws_id);
+    let now = ms(now);
+    Ok(match (d, s) {
+        (Dialect::V1, Some(s)) => envelope::v1_session(&s.view(now)),
+        (Dialect::Zend, Some(s)) => envelope::zend_status(&s, now),
+        (Dialect::V1, None) => envelope::v1_session_not_found(),
+        (Dialect::Zend, None) => envelope::zend_not_found(),
+    }
+    .into())
+}
+
+/// The answer for an active session that is reused, or `null` when it is not reusable now.
+#[napi]
+pub fn reuse_reply(dialect_name: String, session_json: String, now: f64) -> Result<Option<Reply>> {
+    let d = dialect(&dialect_name)?;
+    let s = Session::from_json(&session_json).map_err(|e| throw(&e))?;
+    let now = ms(now);
+    Ok(s.reusable(now).then(|| issue_reply_for(d, &s, now, true)))
+}
+
+fn issue_reply_for(dialect: Dialect, s: &Session, now: UnixMillis, reused: bool) -> Reply {
+    match dialect {
+        Dialect::V1 => envelope::v1_request(s, now, reused),
+        Dialect::Zend => envelope::zend_send(s, reused),
+    }
+    .into()
+}

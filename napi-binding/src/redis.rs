@@ -1,0 +1,290 @@
+//! The JSON transitions `lib/redis-store.js` runs inside its compare-and-set and Lua scripts:
+//! the destination guard and the workspace flood shield on stored JSON, a session's
+//! cancellation and purge time, and the analytics writes of a `record` effect as script
+//! arguments. Every decision is the core's (through [`crate::ops`]); the store only reads,
+//! calls one of these, and writes back what it is given.
+
+use crate::engine::outcome_of;
+use crate::errors::throw;
+use crate::workspace::Workspace;
+use crate::{ms, num, ops, purpose};
+use napi::Result;
+use napi_derive::napi;
+use otpkit_core::analytics::{self, Delta};
+use otpkit_core::flow::Admitted;
+use otpkit_core::guard::{DestinationGuard, FloodShield};
+use otpkit_core::{Error, Session, UnixMillis};
+
+/// A step of the destination guard on stored JSON.
+#[napi(object)]
+#[derive(Debug)]
+pub struct GuardStep {
+    /// `send`, `reuse`, `wait`, `refused` (admit); `done` (other steps).
+    pub kind: String,
+    /// The session to reuse or wait for (admit), or to cancel (delivery).
+    pub session_id: Option<String>,
+    /// The refusal (`RATE_LIMITED`, `DESTINATION_LOCKED`).
+    pub error_code: Option<String>,
+    /// Its retry delay.
+    pub retry_after: Option<u32>,
+    /// The state to store: JSON, or `null` to delete the key.
+    pub state: Option<String>,
+    /// How long to keep it (ms).
+    pub keep_ms: f64,
+    /// Whether the state changed (nothing to write otherwise).
+    pub changed: bool,
+    /// For an admission: the flow outcome's `admission` (`otpkit_core::flow::Admitted` JSON).
+    pub admission: Option<String>,
+}
+
+fn read_guard(state: Option<&str>) -> Result<DestinationGuard> {
+    state
+        .map(DestinationGuard::from_json)
+        .transpose()
+        .map(Option::unwrap_or_default)
+        .map(|mut g| {
+            g.v = otpkit_core::STATE_VERSION;
+            g
+        })
+        .map_err(|e| throw(&e))
+}
+
+fn guard_step(
+    before: &DestinationGuard,
+    after: &DestinationGuard,
+    ws: &Workspace,
+    now: UnixMillis,
+    kind: &str,
+) -> GuardStep {
+    let keep = ops::guard_keep_ms(after, &ws.rec.policy, now);
+    GuardStep {
+        kind: kind.into(),
+        session_id: None,
+        error_code: None,
+        retry_after: None,
+        state: keep.map(|_| after.to_json()),
+        keep_ms: keep.map_or(0.0, |k| k as f64),
+        changed: before != after,
+        admission: None,
+    }
+}
+
+/// Admits a send (a flow's `admit` effect: purpose, session id, expiry, test) on a stored guard
+/// (JSON or `null`).
+#[napi]
+#[allow(clippy::too_many_arguments)]
+pub fn guard_admit(
+    state: Option<String>,
+    ws: &Workspace,
+    purpose_name: String,
+    session_id: String,
+    expires_at: f64,
+    test: bool,
+    now: f64,
+) -> Result<GuardStep> {
+    let before = read_guard(state.as_deref())?;
+    let mut g = before.clone();
+    let now = ms(now);
+    let (kind, sid, code, retry) = ops::admit(
+        &mut g,
+        purpose(&purpose_name)?,
+        &session_id,
+        ms(expires_at),
+        test,
+        &ws.rec.policy,
+        now,
+    );
+    let admission = match (kind, &sid, code) {
+        ("reuse", Some(id), _) => Admitted::Reuse {
+            session_id: id.clone(),
+        },
+        ("wait", Some(id), _) => Admitted::Wait {
+            session_id: id.clone(),
+        },
+        (_, _, Some(code)) => Admitted::Refused {
+            code: code.into(),
+            retry_after_secs: retry.unwrap_or(1),
+        },
+        _ => Admitted::Send,
+    };
+    let mut out = guard_step(&before, &g, ws, now, kind);
+    out.admission = serde_json::to_string(&admission).ok();
+    out.session_id = sid;
+    out.error_code = code.map(str::to_string);
+    out.retry_after = retry;
+    Ok(out)
+}
+
+/// Records a delivery outcome (`delivered`, `failed`, `timedOut`); `sessionId` of the answer
+/// is a session to cancel.
+#[napi]
+pub fn guard_delivery(
+    state: Option<String>,
+    ws: &Workspace,
+    session_id: String,
+    outcome: String,
+    now: f64,
+) -> Result<GuardStep> {
+    let before = read_guard(state.as_deref())?;
+    let mut g = before.clone();
+    let cancel = g.delivery(
+        &session_id,
+        ops::delivery_outcome(&outcome).map_err(|e| throw(&e))?,
+    );
+    let mut out = guard_step(&before, &g, ws, ms(now), "done");
+    out.session_id = cancel;
+    Ok(out)
+}
+
+/// Records a verification outcome on the guard (failure streak, end of reuse).
+#[napi]
+pub fn guard_verified(
+    state: Option<String>,
+    ws: &Workspace,
+    session_id: String,
+    status: String,
+    attempts_left: u32,
+    now: f64,
+) -> Result<GuardStep> {
+    let before = read_guard(state.as_deref())?;
+    let mut g = before.clone();
+    let now = ms(now);
+    ops::record_verify(
+        &mut g,
+        &session_id,
+        outcome_of(&status, attempts_left)?,
+        &ws.rec.policy,
+        now,
+    );
+    Ok(guard_step(&before, &g, ws, now, "done"))
+}
+
+/// Stops treating a session as active.
+#[napi]
+pub fn guard_forget(
+    state: Option<String>,
+    ws: &Workspace,
+    session_id: String,
+    now: f64,
+) -> Result<GuardStep> {
+    let before = read_guard(state.as_deref())?;
+    let mut g = before.clone();
+    g.forget(&session_id);
+    Ok(guard_step(&before, &g, ws, ms(now), "done"))
+}
+
+/// Where another request's send stands: `pending`, `delivered` or `gone` (also once it is
+/// stale at `now`, when given).
+#[napi]
+pub fn guard_entry(state: Option<String>, session_id: String, now: Option<f64>) -> Result<String> {
+    Ok(ops::entry_state(&read_guard(state.as_deref())?, &session_id, now.map(ms)).to_string())
+}
+
+/// One step of the workspace flood shield on stored JSON.
+#[napi(object)]
+#[derive(Debug)]
+pub struct FloodStep {
+    /// The state to store when the send is counted.
+    pub state: Option<String>,
+    /// The flow outcome's `admission` when the shield refuses (`floodRefused`, nothing written).
+    pub refused: Option<String>,
+}
+
+/// Counts one send in the flood shield (stored JSON or `null`): the state to store, or the
+/// refusal (429 until the minute ends).
+#[napi]
+pub fn flood_json(state: Option<String>, limit: u32, now: f64) -> FloodStep {
+    let mut shield: FloodShield = state
+        .as_deref()
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_default();
+    match ops::flood(&mut shield, limit, ms(now)) {
+        Ok(()) => FloodStep {
+            state: Some(serde_json::to_string(&shield).unwrap_or_default()),
+            refused: None,
+        },
+        Err(e) => FloodStep {
+            state: None,
+            refused: serde_json::to_string(&Admitted::FloodRefused {
+                retry_after_secs: e.retry_after_secs().unwrap_or(1),
+                admitted: false,
+            })
+            .ok(),
+        },
+    }
+}
+
+/// The cancellation of a stored session (reuse off, replaced): the JSON to store.
+#[napi]
+pub fn cancel_json(state: String) -> Result<String> {
+    Ok(Session::from_json(&state)
+        .map_err(|e| throw(&e))?
+        .cancel()
+        .to_json())
+}
+
+/// When a stored session (JSON) is purged (ms): `retentionSeconds` after its expiry.
+#[napi]
+pub fn session_purge_at(session_json: String) -> Result<f64> {
+    Ok(num(Session::from_json(&session_json)
+        .map_err(|e| throw(&e))?
+        .purge_at()))
+}
+
+/// The Redis store's analytics operations for a `record` effect's deltas (JSON array), as the
+/// RECORD script reads them: four arguments each (op, key, a, b). `counters` + day is a day's
+/// hash of counters (field `counter|bucket`), `open` the sorted set of open sessions. Every
+/// write is the core's (`otpkit_core::analytics::Write`); this only encodes them.
+#[napi]
+pub fn redis_analytics_ops(
+    counters: String,
+    open: String,
+    deltas_json: String,
+    now: f64,
+) -> Result<Vec<String>> {
+    let deltas: Vec<Delta> = serde_json::from_str(&deltas_json)
+        .map_err(|_| throw(&Error::invalid("deltas", "are not analytics deltas")))?;
+    let mut ops: Vec<String> = Vec::new();
+    let mut push = |op: &str, k: &str, a: String, b: String| {
+        ops.extend([op.to_string(), k.to_string(), a, b]);
+    };
+    const DAY_MS: u64 = 86_400_000;
+    for d in &deltas {
+        for w in d.writes() {
+            match w {
+                analytics::Write::Add { bucket, counts } => {
+                    let hash = format!("{counters}{}", bucket.day);
+                    for (name, n) in counts.nonzero() {
+                        push(
+                            "H",
+                            &hash,
+                            format!("{name}|{}", bucket.key()),
+                            n.to_string(),
+                        );
+                    }
+                    let keep = analytics::keep_until(bucket.day).0.to_string();
+                    push("E", &hash, keep, String::new());
+                }
+                analytics::Write::Open {
+                    bucket,
+                    session_id,
+                    until,
+                } => {
+                    // Members past their expiry are dropped as new ones arrive.
+                    push("R", &open, (ms(now).0).to_string(), String::new());
+                    push(
+                        "O",
+                        &open,
+                        until.0.to_string(),
+                        bucket.open_member(session_id),
+                    );
+                    push("T", &open, DAY_MS.to_string(), String::new());
+                }
+                analytics::Write::Close { bucket, session_id } => {
+                    push("C", &open, String::new(), bucket.open_member(session_id));
+                }
+            }
+        }
+    }
+    Ok(ops)
+}

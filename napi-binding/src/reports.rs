@@ -1,0 +1,199 @@
+//! The audit log and analytics as the stores hold them: query strings parsed, pages and reports
+//! answered from a store's raw rows, and the audit/analytics lines a store appends.
+
+use crate::errors::throw;
+use crate::http::Reply;
+use crate::workspace::Workspace;
+use crate::{ms, purpose};
+use napi::Result;
+use napi_derive::napi;
+use otpkit_core::analytics::{self, AnalyticsQuery, Bucket, Counts, Delta};
+use otpkit_core::audit::{self, AuditEvent, AuditQuery};
+use otpkit_core::Session;
+
+pub(crate) fn event_line(e: &AuditEvent) -> String {
+    serde_json::to_string(e).unwrap_or_default()
+}
+
+pub(crate) fn delta_line(d: &Delta) -> String {
+    serde_json::to_string(d).unwrap_or_default()
+}
+
+/// The `reused` audit line for a stored session.
+#[napi]
+pub fn session_audit(
+    event: String,
+    session_json: String,
+    outcome: String,
+    now: f64,
+) -> Result<String> {
+    let s = Session::from_json(&session_json).map_err(|e| throw(&e))?;
+    Ok(event_line(&AuditEvent::for_session(
+        &event,
+        &s,
+        &outcome,
+        None,
+        ms(now),
+    )))
+}
+
+/// The `rate_limited` audit line for a refused request.
+#[napi]
+pub fn refused_audit(
+    dest: String,
+    purpose_name: String,
+    app: Option<String>,
+    code: String,
+    now: f64,
+) -> Result<String> {
+    Ok(event_line(&AuditEvent::refused(
+        "rate_limited",
+        &dest,
+        purpose(&purpose_name)?,
+        app.as_deref(),
+        &code,
+        ms(now),
+    )))
+}
+
+/// The audit page for `query` (the URL's query string) over `lines` (`seq|eventJSON`, newest
+/// first, already limited to one workspace).
+#[napi]
+pub fn audit_reply(lines: Vec<String>, query: String) -> Result<Reply> {
+    let q = audit_query(&query)?;
+    Ok(audit_page(lines.iter().filter_map(|l| parse_line(l)), &q))
+}
+
+pub(crate) fn audit_query(query: &str) -> Result<AuditQuery> {
+    let pairs = query_pairs(query);
+    AuditQuery::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .map_err(|e| throw(&e))
+}
+
+fn query_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .trim_start_matches('?')
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                if let Some(v) = hex {
+                    out.push(v);
+                    i += 2;
+                } else {
+                    out.push(b);
+                }
+            }
+            _ => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn parse_line(line: &str) -> Option<(u64, AuditEvent)> {
+    let (seq, json) = line.split_once('|')?;
+    Some((seq.parse().ok()?, serde_json::from_str(json).ok()?))
+}
+
+pub(crate) fn audit_page(events: impl Iterator<Item = (u64, AuditEvent)>, q: &AuditQuery) -> Reply {
+    let limit = q.limit as usize;
+    let mut page: Vec<(u64, AuditEvent)> = events
+        .filter(|(seq, e)| {
+            q.cursor.is_none_or(|c| *seq < c)
+                && q.since.is_none_or(|s| e.time >= s)
+                && q.session_id
+                    .as_deref()
+                    .is_none_or(|sid| e.session_id == sid)
+        })
+        .take(limit + 1)
+        .collect();
+    let more = page.len() > limit;
+    page.truncate(limit);
+    let next = if more {
+        page.last().map(|(s, _)| *s)
+    } else {
+        None
+    };
+    let events: Vec<AuditEvent> = page.into_iter().map(|(_, e)| e).collect();
+    audit::reply(&events, next).into()
+}
+
+/// The analytics delta (JSON) of `reused` for a stored session, or null (test numbers).
+#[napi]
+pub fn session_analytics(event: String, session_json: String) -> Result<Option<String>> {
+    let s = Session::from_json(&session_json).map_err(|e| throw(&e))?;
+    Ok(match event.as_str() {
+        "reused" => analytics::reused(&s).as_ref().map(delta_line),
+        _ => None,
+    })
+}
+
+/// The period an analytics query covers.
+#[napi(object)]
+#[derive(Debug)]
+pub struct AnalyticsPeriod {
+    /// First UTC day number (days since 1970-01-01).
+    pub first_day: u32,
+    /// Today's UTC day number.
+    pub last_day: u32,
+}
+
+pub(crate) fn analytics_query(query: &str) -> Result<AnalyticsQuery> {
+    let pairs = query_pairs(query);
+    AnalyticsQuery::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .map_err(|e| throw(&e))
+}
+
+/// Checks an analytics query string (400 `VALIDATION_ERROR` with the field) and answers the
+/// days it covers, so a store reads only those.
+#[napi]
+pub fn analytics_period(query: String, now: f64) -> Result<AnalyticsPeriod> {
+    let q = analytics_query(&query)?;
+    let now = ms(now);
+    Ok(AnalyticsPeriod {
+        first_day: q.first_day(now),
+        last_day: analytics::day_of(now),
+    })
+}
+
+/// `GET /otp/analytics` from a store's raw rows: `counters` is flat `[day, field, value, …]`
+/// with fields `<counter>|<bucket>`, `open` the members of sessions still open and unexpired.
+#[napi]
+pub fn analytics_reply(
+    ws: &Workspace,
+    query: String,
+    now: f64,
+    counters: Vec<String>,
+    open: Vec<String>,
+) -> Result<Reply> {
+    let q = analytics_query(&query)?;
+    let rows = counters.chunks_exact(3).filter_map(|c| {
+        let [day, field, value] = c else { return None };
+        let (name, bucket) = field.split_once('|')?;
+        let b = Bucket::parse(day.parse().ok()?, bucket)?;
+        let mut counts = Counts::default();
+        counts
+            .add_to(name, value.parse().ok()?)
+            .then_some((b, counts))
+    });
+    let live = open.iter().filter_map(|m| analytics::parse_open_member(m));
+    Ok(analytics::report(&q, ms(now), rows, live, &ws.rec.policy.price_per_segment).into())
+}
