@@ -30,6 +30,10 @@ class MemoryStore {
   next(flow, engine, ws) {
     return flow.runMemory(this.native, engine, ws, Date.now());
   }
+  /** Feeds the outcome of the driver's IO and answers the next step, as next() does: one call. */
+  resume(flow, outcome, engine, ws) {
+    return flow.resumeMemory(outcome, this.native, engine, ws, Date.now());
+  }
   /** Where another request's send stands: `pending`, `delivered` or `gone`. */
   entry(ws, dest, sessionId) {
     return this.native.entry(ws.id, dest, sessionId, Date.now());

@@ -270,6 +270,11 @@ class RedisStore {
   next(flow) {
     return flow.poll();
   }
+  /** Feeds the outcome of an IO and answers the next step. */
+  resume(flow, outcome) {
+    flow.handle(outcome);
+    return flow.poll();
+  }
 
   /**
    * Performs one store effect of a flow (`io`) and answers the outcome JSON. `ctx` carries what

@@ -181,17 +181,21 @@ class OtpService {
     this.background.add(p);
   }
 
-  /** Runs a flow to its answer (`{status, body, retryAfter}`; an error answer is thrown). */
-  async drive(flow, ws, ctx = {}) {
+  /**
+   * Runs a flow to its answer (`{status, body, retryAfter}`; an error answer is thrown). `onStep`
+   * sees each IO before it is performed (issue() tracks its own send by it).
+   */
+  async drive(flow, ws, ctx = {}, onStep = null) {
+    let raw = this.store.next(flow, this.engine, ws);
     for (;;) {
-      const raw = this.store.next(flow, this.engine, ws);
       const step = JSON.parse(raw);
       if (step.io) {
-        flow.handle(await this.perform(ws, step, raw, ctx));
+        if (onStep) onStep(step);
+        raw = this.store.resume(flow, await this.perform(ws, step, raw, ctx), this.engine, ws);
         continue;
       }
-      if (step.done) throw hostError('STORE_UNAVAILABLE'); // a flow always answers before it ends
-      this.later(this.drain(flow, ws, ctx));
+      if (step.answer === undefined && step.error === undefined) throw hostError('STORE_UNAVAILABLE'); // a flow always answers
+      if (!step.done) this.later(this.drain(flow, ws, ctx));
       if (step.error) throw fromInfo(step.error);
       return step.answer;
     }
@@ -199,11 +203,11 @@ class OtpService {
 
   /** Performs what follows an answer, until the flow is done. */
   async drain(flow, ws, ctx) {
+    let raw = this.store.next(flow, this.engine, ws);
     for (;;) {
-      const raw = this.store.next(flow, this.engine, ws);
       const step = JSON.parse(raw);
       if (!step.io) return;
-      flow.handle(await this.perform(ws, step, raw, ctx));
+      raw = this.store.resume(flow, await this.perform(ws, step, raw, ctx), this.engine, ws);
     }
   }
 
@@ -238,18 +242,23 @@ class OtpService {
   async issue(ws, dialect, body) {
     const flow = native.requestFlow(this.engine, dialect, body, ws, Date.now());
     // Requests of this process told to wait for this send wait on its answer (see waitFor).
-    const sessionId = flow.sessionId;
+    let sending = null;
     let resolve;
-    const promise = new Promise((r) => (resolve = r));
-    this.inflight.set(sessionId, { promise });
+    const track = (step) => {
+      if (step.io !== 'deliver' || sending) return;
+      sending = step.message.reference;
+      this.inflight.set(sending, { promise: new Promise((r) => (resolve = r)) });
+    };
     let answered = false;
     try {
-      const answer = await this.drive(flow, ws);
+      const answer = await this.drive(flow, ws, {}, track);
       answered = true;
       return answer;
     } finally {
-      this.inflight.delete(sessionId);
-      resolve(answered);
+      if (sending) {
+        this.inflight.delete(sending);
+        resolve(answered);
+      }
     }
   }
 

@@ -39,16 +39,6 @@ pub fn throw_error(code: String) -> Result<()> {
     Err(throw(&host_error(&code)))
 }
 
-/// Throws a guard's refusal (`RATE_LIMITED` or `DESTINATION_LOCKED`) with its retry delay.
-#[napi]
-pub fn throw_refused(code: String, retry_after: u32) -> Result<()> {
-    let retry_after_secs = retry_after.max(1);
-    Err(throw(&match code.as_str() {
-        "DESTINATION_LOCKED" => Error::DestinationLocked { retry_after_secs },
-        _ => Error::RateLimited { retry_after_secs },
-    }))
-}
-
 /// The core error for a host-side condition named by its code; unknown codes are internal.
 pub(crate) fn host_error(code: &str) -> Error {
     match code {

@@ -43,14 +43,24 @@ fn run_memory(
     ws: &Workspace,
     now: f64,
 ) -> String {
+    let mut answer = None;
     loop {
         match flow.poll() {
-            // Not the store's: the gateway, and the wait for another request's send.
+            // Not the store's: the gateway, and the wait for another request's send (both come
+            // before the answer).
             Step::Io(io @ (Io::Deliver { .. } | Io::AwaitSend { .. })) => {
                 return step_json(Step::Io(io));
             }
             Step::Io(io) => flow.handle(store.perform_one(engine, ws, io, ms(now))),
-            step => return step_json(step),
+            // What follows the answer here is all in-memory bookkeeping, done before returning
+            // (as in one critical section): the answer comes back with `done`.
+            Step::Answer(a) => answer = Some(a),
+            Step::Done => {
+                return match answer {
+                    Some(a) => step_json(Step::Answer(a)).replacen('{', r#"{"done":true,"#, 1),
+                    None => step_json(Step::Done),
+                }
+            }
         }
     }
 }
@@ -78,9 +88,24 @@ macro_rules! node_flow {
                 self.inner.handle(outcome(&outcome_json));
             }
 
+            /// [`Self::handle`], then [`Self::run_memory`]: one Node-API call.
+            #[napi]
+            pub fn resume_memory(
+                &mut self,
+                outcome_json: String,
+                store: &MemoryStore,
+                engine: &Engine,
+                ws: &Workspace,
+                now: f64,
+            ) -> String {
+                self.inner.handle(outcome(&outcome_json));
+                run_memory(&mut self.inner, store, engine, ws, now)
+            }
+
             /// Runs the flow on the memory store: every store effect is performed here, in
-            /// Rust, and the first step the store cannot take (deliver, awaitSend, the answer,
-            /// done) comes back as JSON — one Node-API call instead of one per effect.
+            /// Rust, and the first step the store cannot take comes back as JSON (deliver,
+            /// awaitSend), or the answer once everything after it is done too (`done: true`)
+            /// — one Node-API call instead of one per effect.
             #[napi]
             pub fn run_memory(
                 &mut self,
@@ -115,15 +140,6 @@ node_flow!(
     flow::StatusFlow,
     "`GET …/sessions/{id}` and `GET /otp/{id}/status` (otpkit_core::flow::StatusFlow)."
 );
-
-#[napi]
-impl RequestFlow {
-    /// The id of the session this request would create (the driver tracks its send by it).
-    #[napi(getter)]
-    pub fn session_id(&self) -> String {
-        self.inner.session().id.clone()
-    }
-}
 
 /// Starts a request flow: parses the body of `dialect`, plans the send in `ws` (sender,
 /// country, code, template). Throws the 400/403 errors in SPEC's order.

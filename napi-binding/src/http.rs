@@ -2,18 +2,15 @@
 //! before a body is read, authentication, and the answers that are not a flow's (health, the
 //! OpenAPI document, host-side errors, and the single-step replies of the library API).
 
-use crate::engine::{outcome_of, VerifyStep};
+use crate::dialect;
 use crate::errors::{host_error, throw};
-use crate::{dialect, ms};
 use napi::bindgen_prelude::Buffer;
 use napi::Result;
 use napi_derive::napi;
 use otpkit_core::http::envelope::{self, Reply as CoreReply};
 use otpkit_core::http::request::{self, Dialect, VerifyRequest};
 use otpkit_core::http::route::{match_route, Route as CoreRoute};
-use otpkit_core::session::Verification;
 use otpkit_core::workspace;
-use otpkit_core::{Session, UnixMillis, VerifyOutcome};
 
 /// An HTTP answer: status, JSON body (empty for 204), `Retry-After` seconds.
 #[napi(object)]
@@ -186,66 +183,4 @@ pub fn parse_verify(
         session_id: r.session_id,
         code: r.code,
     })
-}
-
-/// The verify answer of `dialect` for a step (`rawSessionId` as the caller gave it).
-#[napi]
-pub fn verify_reply(
-    dialect_name: String,
-    raw_session_id: String,
-    step: VerifyStep,
-) -> Result<Reply> {
-    let outcome = outcome_of(&step.status, step.attempts_left)?;
-    let v = Verification {
-        outcome,
-        attempts_left: u8::try_from(step.attempts_left).unwrap_or(u8::MAX),
-    };
-    Ok(match dialect(&dialect_name)? {
-        Dialect::V1 => envelope::v1_verify(&raw_session_id, &v),
-        Dialect::Zend if outcome == VerifyOutcome::NotFound => envelope::zend_not_found(),
-        Dialect::Zend => envelope::zend_verify(&v, step.verified_at.map(ms)),
-    }
-    .into())
-}
-
-/// The status answer of `dialect` for a stored session seen from `wsId` (`null` = not found).
-#[napi]
-pub fn status_reply(
-    dialect_name: String,
-    ws_id: String,
-    session_json: Option<String>,
-    now: f64,
-) -> Result<Reply> {
-    let d = dialect(&dialect_name)?;
-    let s = session_json
-        .as_deref()
-        .map(Session::from_json)
-        .transpose()
-        .map_err(|e| throw(&e))?
-        .filter(|s| s.workspace_id == ws_id);
-    let now = ms(now);
-    Ok(match (d, s) {
-        (Dialect::V1, Some(s)) => envelope::v1_session(&s.view(now)),
-        (Dialect::Zend, Some(s)) => envelope::zend_status(&s, now),
-        (Dialect::V1, None) => envelope::v1_session_not_found(),
-        (Dialect::Zend, None) => envelope::zend_not_found(),
-    }
-    .into())
-}
-
-/// The answer for an active session that is reused, or `null` when it is not reusable now.
-#[napi]
-pub fn reuse_reply(dialect_name: String, session_json: String, now: f64) -> Result<Option<Reply>> {
-    let d = dialect(&dialect_name)?;
-    let s = Session::from_json(&session_json).map_err(|e| throw(&e))?;
-    let now = ms(now);
-    Ok(s.reusable(now).then(|| issue_reply_for(d, &s, now, true)))
-}
-
-fn issue_reply_for(dialect: Dialect, s: &Session, now: UnixMillis, reused: bool) -> Reply {
-    match dialect {
-        Dialect::V1 => envelope::v1_request(s, now, reused),
-        Dialect::Zend => envelope::zend_send(s, reused),
-    }
-    .into()
 }

@@ -3,8 +3,8 @@
 
 use crate::errors::throw;
 use crate::http::Reply;
+use crate::ms;
 use crate::workspace::Workspace;
-use crate::{ms, purpose};
 use napi::Result;
 use napi_derive::napi;
 use otpkit_core::analytics::{self, AnalyticsQuery, Bucket, Counts, Delta};
@@ -33,25 +33,6 @@ pub fn session_audit(
         &s,
         &outcome,
         None,
-        ms(now),
-    )))
-}
-
-/// The `rate_limited` audit line for a refused request.
-#[napi]
-pub fn refused_audit(
-    dest: String,
-    purpose_name: String,
-    app: Option<String>,
-    code: String,
-    now: f64,
-) -> Result<String> {
-    Ok(event_line(&AuditEvent::refused(
-        "rate_limited",
-        &dest,
-        purpose(&purpose_name)?,
-        app.as_deref(),
-        &code,
         ms(now),
     )))
 }
@@ -134,16 +115,6 @@ pub(crate) fn audit_page(events: impl Iterator<Item = (u64, AuditEvent)>, q: &Au
     };
     let events: Vec<AuditEvent> = page.into_iter().map(|(_, e)| e).collect();
     audit::reply(&events, next).into()
-}
-
-/// The analytics delta (JSON) of `reused` for a stored session, or null (test numbers).
-#[napi]
-pub fn session_analytics(event: String, session_json: String) -> Result<Option<String>> {
-    let s = Session::from_json(&session_json).map_err(|e| throw(&e))?;
-    Ok(match event.as_str() {
-        "reused" => analytics::reused(&s).as_ref().map(delta_line),
-        _ => None,
-    })
 }
 
 /// The period an analytics query covers.
