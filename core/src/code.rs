@@ -91,9 +91,26 @@ pub fn uuid_v4(bytes: &[u8; 16]) -> String {
 /// Base64url without padding (RFC 4648 §5).
 #[must_use]
 pub fn base64url(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let sym = |i: u32| char::from(ALPHABET.get((i & 63) as usize).copied().unwrap_or(b'A'));
-    let mut s = String::with_capacity(data.len().saturating_mul(4).div_ceil(3));
+    base64_with(
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_",
+        false,
+        data,
+    )
+}
+
+/// Standard base64 with padding (RFC 4648 §4), as HTTP basic auth wants it.
+#[must_use]
+pub fn base64(data: &[u8]) -> String {
+    base64_with(
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
+        true,
+        data,
+    )
+}
+
+fn base64_with(alphabet: &[u8; 64], pad: bool, data: &[u8]) -> String {
+    let sym = |i: u32| char::from(alphabet.get((i & 63) as usize).copied().unwrap_or(b'A'));
+    let mut s = String::with_capacity(data.len().div_ceil(3).saturating_mul(4));
     for chunk in data.chunks(3) {
         let b0 = u32::from(chunk.first().copied().unwrap_or(0));
         let b1 = u32::from(chunk.get(1).copied().unwrap_or(0));
@@ -101,11 +118,15 @@ pub fn base64url(data: &[u8]) -> String {
         let n = (b0 << 16) | (b1 << 8) | b2;
         s.push(sym(n >> 18));
         s.push(sym(n >> 12));
-        if chunk.len() > 1 {
-            s.push(sym(n >> 6));
+        match (chunk.len() > 1, pad) {
+            (true, _) => s.push(sym(n >> 6)),
+            (false, true) => s.push('='),
+            (false, false) => {}
         }
-        if chunk.len() > 2 {
-            s.push(sym(n));
+        match (chunk.len() > 2, pad) {
+            (true, _) => s.push(sym(n)),
+            (false, true) => s.push('='),
+            (false, false) => {}
         }
     }
     s

@@ -12,6 +12,7 @@
 //!    - no answer because the connection was refused or reset (a transport error): `Failed`;
 //!    - no answer within [`TIMEOUT_MS`] (the request was aborted): `TimedOut`.
 
+use crate::code::base64;
 use crate::error::Error;
 use crate::guard::DeliveryOutcome;
 use crate::validate::Channel;
@@ -265,24 +266,6 @@ fn url_escape(s: &str, out: &mut String) {
             }
         }
     }
-}
-
-/// Standard base64 with padding (RFC 4648 §4), for basic auth.
-fn base64(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let sym = |i: u32| char::from(ALPHABET.get((i & 63) as usize).copied().unwrap_or(b'A'));
-    let mut s = String::with_capacity(data.len().div_ceil(3).saturating_mul(4));
-    for chunk in data.chunks(3) {
-        let b0 = u32::from(chunk.first().copied().unwrap_or(0));
-        let b1 = u32::from(chunk.get(1).copied().unwrap_or(0));
-        let b2 = u32::from(chunk.get(2).copied().unwrap_or(0));
-        let n = (b0 << 16) | (b1 << 8) | b2;
-        s.push(sym(n >> 18));
-        s.push(sym(n >> 12));
-        s.push(if chunk.len() > 1 { sym(n >> 6) } else { '=' });
-        s.push(if chunk.len() > 2 { sym(n) } else { '=' });
-    }
-    s
 }
 
 #[cfg(test)]
