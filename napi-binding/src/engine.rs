@@ -2,12 +2,9 @@
 //! verify codes; the Redis store calls `verifyStored` inside its compare-and-set.
 
 use crate::errors::throw;
-use crate::reports::{delta_line, event_line};
-use crate::{ms, num};
+use crate::ms;
 use napi::Result;
 use napi_derive::napi;
-use otpkit_core::analytics;
-use otpkit_core::audit::AuditEvent;
 use otpkit_core::{Error, Pepper, Session, VerifyOutcome};
 
 /// The pepper-holding part: planning sends and verifying codes.
@@ -54,43 +51,6 @@ impl Engine {
         self.pepper().map(|_| ())
     }
 
-    /// Verifies `code` against a stored session (JSON, or `null` when there is none) for a
-    /// caller in `wsId`: the outcome, and the state to write back when it changed.
-    #[napi]
-    pub fn verify_json(
-        &self,
-        state: Option<String>,
-        ws_id: String,
-        code: String,
-        now: f64,
-    ) -> Result<VerifyStep> {
-        let pepper = self.pepper()?;
-        let Some(s) = read_session(state.as_deref())? else {
-            return Ok(not_found_step());
-        };
-        let now = ms(now);
-        let (v, after) = s.verify(&ws_id, &code, now, pepper);
-        if v.outcome == VerifyOutcome::NotFound {
-            return Ok(not_found_step());
-        }
-        let consumed = v.outcome.consumed_attempt();
-        Ok(VerifyStep {
-            status: v.outcome.status().to_string(),
-            attempts_left: u32::from(v.attempts_left),
-            state: consumed.then(|| after.to_json()),
-            dest: Some(after.dest.clone()),
-            verified_at: after.verified_at.map(num),
-            consumed,
-            ended: v.outcome == VerifyOutcome::Approved || v.outcome.locked_session(),
-            audit: AuditEvent::for_verify(&after, v.outcome, now)
-                .as_ref()
-                .map(event_line),
-            analytics: analytics::verified(&after, v.outcome)
-                .as_ref()
-                .map(delta_line),
-        })
-    }
-
     /// A flow's `verify` effect on stored JSON (`otpkit_core::flow::verify_stored`), for a
     /// store that writes back with a compare-and-set.
     #[napi]
@@ -134,45 +94,7 @@ pub struct VerifyStored {
     pub dest: Option<String>,
 }
 
-/// The outcome of a verification against stored state.
-#[napi(object)]
-#[derive(Debug)]
-pub struct VerifyStep {
-    /// `APPROVED`, `INVALID`, `EXPIRED`, `MAX_ATTEMPTS_REACHED`, `ALREADY_USED`, `NOT_FOUND`.
-    pub status: String,
-    /// Attempts left after this verification.
-    pub attempts_left: u32,
-    /// The state to store (JSON) when it changed; absent when nothing is to be written.
-    pub state: Option<String>,
-    /// The session's destination (absent for NOT_FOUND).
-    pub dest: Option<String>,
-    /// When it was verified (ms).
-    pub verified_at: Option<f64>,
-    /// An attempt was consumed (the guard's failure streak must hear of it).
-    pub consumed: bool,
-    /// The session stopped being active (approved, or its last attempt failed).
-    pub ended: bool,
-    /// The audit line (absent for NOT_FOUND).
-    pub audit: Option<String>,
-    /// The analytics delta (JSON), when this verification approved or locked the session.
-    pub analytics: Option<String>,
-}
-
-fn not_found_step() -> VerifyStep {
-    VerifyStep {
-        status: "NOT_FOUND".into(),
-        attempts_left: 0,
-        state: None,
-        dest: None,
-        verified_at: None,
-        consumed: false,
-        ended: false,
-        audit: None,
-        analytics: None,
-    }
-}
-
-/// The core outcome named by a [`VerifyStep`]'s `status` and `attemptsLeft`.
+/// The core outcome named by a verify `status` and `attemptsLeft`.
 pub(crate) fn outcome_of(status: &str, attempts_left: u32) -> Result<VerifyOutcome> {
     VerifyOutcome::from_status(status, u8::try_from(attempts_left).unwrap_or(u8::MAX))
         .ok_or_else(|| throw(&Error::invalid("status", "is not a verify status")))

@@ -7,16 +7,12 @@ use crate::ms;
 use crate::workspace::Workspace;
 use napi::Result;
 use napi_derive::napi;
-use otpkit_core::analytics::{self, AnalyticsQuery, Bucket, Counts, Delta};
+use otpkit_core::analytics::{self, AnalyticsQuery, Bucket, Counts};
 use otpkit_core::audit::{self, AuditEvent, AuditQuery};
 use otpkit_core::Session;
 
 pub(crate) fn event_line(e: &AuditEvent) -> String {
     serde_json::to_string(e).unwrap_or_default()
-}
-
-pub(crate) fn delta_line(d: &Delta) -> String {
-    serde_json::to_string(d).unwrap_or_default()
 }
 
 /// The `reused` audit line for a stored session.

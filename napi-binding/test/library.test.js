@@ -45,10 +45,10 @@ describe('vectors through the binding', () => {
       checked++;
       const engine = new native.Engine(c.pepper);
       const s = { ...base, id: c.sessionId, workspaceId: c.workspaceId, purpose: c.purpose, codeHash: c.hash, codeLength: c.code.length };
-      const ok = engine.verifyJson(JSON.stringify(s), c.workspaceId, c.code, Date.now());
+      const ok = JSON.parse(engine.verifyStored(JSON.stringify(s), c.workspaceId, c.code, Date.now()).outcome);
       assert.equal(ok.status, 'APPROVED', `vector ${c.sessionId}`);
       const wrong = String((Number(c.code[0]) + 1) % 10) + c.code.slice(1);
-      assert.equal(engine.verifyJson(JSON.stringify(s), c.workspaceId, wrong, Date.now()).status, 'INVALID');
+      assert.equal(JSON.parse(engine.verifyStored(JSON.stringify(s), c.workspaceId, wrong, Date.now()).outcome).status, 'INVALID');
     }
     assert.ok(checked >= 5, `checked ${checked}`);
   });
