@@ -6,7 +6,9 @@
 //!    unknown `SMS_GATEWAY_KIND`);
 //! 2. calls [`encode`] for each [`OutgoingMessage`]. `None` (no `SMS_GATEWAY_URL`) is a
 //!    definite failure: [`DeliveryOutcome::Failed`], nothing is sent;
-//! 3. performs the [`HttpRequest`] as is, aborting it after [`TIMEOUT_MS`];
+//! 3. performs the [`HttpRequest`] as is, aborting it after [`TIMEOUT_MS`]. It never follows
+//!    a redirect (the request carries the number and the code: a 3xx is the answer), and it
+//!    reads at most [`MAX_REPLY_BYTES`] of the reply body, or none: only the status counts;
 //! 4. turns what happened into a [`DeliveryOutcome`]:
 //!    - an HTTP answer: [`classify_status`] (2xx → `Delivered`, anything else → `Failed`);
 //!    - no answer because the connection was refused or reset (a transport error): `Failed`;
@@ -24,6 +26,10 @@ use serde::{Deserialize, Serialize};
 
 /// How long the gateway has to answer before the host aborts the request (→ `TimedOut`).
 pub const TIMEOUT_MS: u64 = 10_000;
+
+/// The most of a gateway's reply body a host reads (64 KiB) before it cancels the rest; the
+/// outcome depends on the status only.
+pub const MAX_REPLY_BYTES: usize = 64 * 1024;
 
 /// Which wire format the gateway speaks (`SMS_GATEWAY_KIND`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -219,7 +225,7 @@ pub fn encode(config: &GatewayConfig, m: &OutgoingMessage) -> Option<HttpRequest
 }
 
 /// What an HTTP answer from the gateway means: 2xx → `Delivered` (accepted), any other status
-/// → `Failed` (a definite failure, refunded). A transport error (refused, reset) is `Failed`
+/// → `Failed` (a definite failure, refunded). That includes a 3xx: redirects are not followed. A transport error (refused, reset) is `Failed`
 /// and no answer within [`TIMEOUT_MS`] is `TimedOut`; the host knows those without a status.
 #[must_use]
 pub fn classify_status(status: u16) -> DeliveryOutcome {
@@ -428,7 +434,13 @@ mod tests {
         assert_eq!(classify_status(201), DeliveryOutcome::Delivered);
         assert_eq!(classify_status(299), DeliveryOutcome::Delivered);
         assert_eq!(classify_status(199), DeliveryOutcome::Failed);
-        assert_eq!(classify_status(300), DeliveryOutcome::Failed);
+        for redirect in [300, 301, 302, 303, 307, 308] {
+            assert_eq!(
+                classify_status(redirect),
+                DeliveryOutcome::Failed,
+                "{redirect}"
+            );
+        }
         assert_eq!(classify_status(400), DeliveryOutcome::Failed);
         assert_eq!(classify_status(500), DeliveryOutcome::Failed);
     }

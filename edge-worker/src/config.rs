@@ -2,7 +2,8 @@
 
 use otpkit_core::gateway::{GatewayConfig, GatewayKind};
 use otpkit_core::{Error, Pepper};
-use worker::Env;
+use std::sync::atomic::{AtomicBool, Ordering};
+use worker::{Env, Url};
 
 /// A secret or a plain var (wrangler puts `.dev.vars` entries in as secrets, `[vars]` as vars).
 pub fn read(env: &Env, name: &str) -> Option<String> {
@@ -22,12 +23,83 @@ pub fn pepper(env: &Env) -> Result<Pepper, Error> {
 }
 
 /// The gateway settings (`SMS_GATEWAY_KIND`, `_URL`, `_TOKEN`, `_ACCOUNT`); an unknown kind is a
-/// configuration error.
+/// configuration error. The first read in an isolate warns (console) when the URL is plain
+/// http:// to a host other than this machine.
 pub fn gateway(env: &Env) -> Result<GatewayConfig, Error> {
+    let url = read(env, "SMS_GATEWAY_URL");
+    warn_plain_http_once(url.as_deref());
     Ok(GatewayConfig {
         kind: GatewayKind::parse(read(env, "SMS_GATEWAY_KIND").as_deref())?,
-        url: read(env, "SMS_GATEWAY_URL"),
+        url,
         token: read(env, "SMS_GATEWAY_TOKEN"),
         account: read(env, "SMS_GATEWAY_ACCOUNT"),
     })
+}
+
+static URL_CHECKED: AtomicBool = AtomicBool::new(false);
+
+/// Logs [`plain_http_host`]'s warning the first time in this isolate (the environment does not
+/// change within one).
+fn warn_plain_http_once(url: Option<&str>) {
+    if URL_CHECKED.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    if let Some(host) = url.and_then(plain_http_host) {
+        worker::console_warn!(
+            "otpkit: warning: SMS_GATEWAY_URL is plain http:// to {host}: the gateway token and every code would cross the network unencrypted; use https://"
+        );
+    }
+}
+
+/// The host of a gateway URL that would carry the token and the codes in clear over the network
+/// (`http://` to anything but 127.0.0.0/8, `localhost` or `[::1]`), or `None`. Only the host is
+/// ever shown: the URL itself may hold credentials.
+fn plain_http_host(url: &str) -> Option<String> {
+    let u = Url::parse(url).ok()?;
+    if u.scheme() != "http" {
+        return None;
+    }
+    let loopback = match u.host()? {
+        worker::url::Host::Domain(d) => d.trim_end_matches('.').eq_ignore_ascii_case("localhost"),
+        worker::url::Host::Ipv4(a) => a.is_loopback(),
+        worker::url::Host::Ipv6(a) => {
+            a.is_loopback() || a.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    };
+    (!loopback).then(|| u.host_str().unwrap_or_default().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_http_host;
+
+    #[test]
+    fn plain_http_elsewhere_is_named_by_host_only() {
+        let named = |u: &str| plain_http_host(u);
+        assert_eq!(
+            named("http://user:pw@sms.example.net:8080/x?key=k").as_deref(),
+            Some("sms.example.net")
+        );
+        assert_eq!(named("HTTP://10.0.0.7/sms").as_deref(), Some("10.0.0.7"));
+        assert_eq!(
+            named("http://[2001:db8::1]/").as_deref(),
+            Some("[2001:db8::1]")
+        );
+        assert_eq!(
+            named("http://127.example.com/").as_deref(),
+            Some("127.example.com")
+        );
+        for quiet in [
+            "https://sms.example.net/x",
+            "http://127.0.0.1:8788/sms",
+            "http://127.3.2.1/",
+            "http://localhost:9000/",
+            "http://LOCALHOST./",
+            "http://[::1]:9000/",
+            "http://[::ffff:127.0.0.1]/",
+            "not a url",
+        ] {
+            assert_eq!(named(quiet), None, "{quiet}");
+        }
+    }
 }

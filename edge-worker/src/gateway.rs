@@ -1,6 +1,11 @@
 //! Delivery through the SMS/WhatsApp gateway with fetch (SPEC §5). otpkit-core encodes the
 //! request and says what the answer means ([`otpkit_core::gateway`]); this module only performs
 //! the fetch, aborted after [`TIMEOUT_MS`].
+//!
+//! A redirect is never followed (`redirect: "manual"`): the request carries the number and the
+//! code, so a 3xx is a definite failure like any other non-2xx, not a reason to re-POST them to
+//! wherever `Location` points (or to GET it and call that delivered). The status alone decides:
+//! the reply body is never read, only cancelled.
 
 use futures_util::future::{select, Either};
 use otpkit_core::gateway::{
@@ -9,10 +14,15 @@ use otpkit_core::gateway::{
 use otpkit_core::guard::DeliveryOutcome;
 use std::time::Duration;
 use worker::wasm_bindgen::JsValue;
-use worker::{AbortController, Delay, Fetch, Headers, Method, Request, RequestInit};
+use worker::wasm_bindgen_futures::JsFuture;
+use worker::{
+    AbortController, Delay, Fetch, Headers, Method, Request, RequestInit, RequestRedirect,
+    Response, ResponseBody,
+};
 
-/// Sends one message: 2xx → delivered; non-2xx or refused → failed; no answer in 10 s → timed
-/// out (the fetch is aborted). No gateway URL configured counts as a definite failure.
+/// Sends one message: 2xx → delivered; non-2xx (3xx included: not followed) or refused →
+/// failed; no answer in 10 s → timed out (the fetch is aborted). No gateway URL configured
+/// counts as a definite failure.
 pub async fn deliver(gw: &GatewayConfig, m: &OutgoingMessage) -> DeliveryOutcome {
     let Some(req) = encode(gw, m) else {
         return DeliveryOutcome::Failed;
@@ -26,7 +36,11 @@ pub async fn deliver(gw: &GatewayConfig, m: &OutgoingMessage) -> DeliveryOutcome
     let sending = fetch.send_with_signal(&signal);
     futures_util::pin_mut!(sending);
     match select(sending, Delay::from(Duration::from_millis(TIMEOUT_MS))).await {
-        Either::Left((Ok(resp), _)) => classify_status(resp.status_code()),
+        Either::Left((Ok(resp), _)) => {
+            let outcome = classify_status(resp.status_code());
+            discard(&resp).await;
+            outcome
+        }
         Either::Left((Err(_), _)) => DeliveryOutcome::Failed,
         Either::Right(_) => {
             controller.abort();
@@ -35,7 +49,17 @@ pub async fn deliver(gw: &GatewayConfig, m: &OutgoingMessage) -> DeliveryOutcome
     }
 }
 
-/// The core's request as a fetch `Request`.
+/// Cancels the reply body unread (however large it is), so the connection is let go now rather
+/// than when the response is collected.
+async fn discard(resp: &Response) {
+    if let ResponseBody::Stream(body) = resp.body() {
+        if !body.locked() {
+            let _ = JsFuture::from(body.cancel()).await;
+        }
+    }
+}
+
+/// The core's request as a fetch `Request` that does not follow redirects.
 fn request(r: &HttpRequest) -> worker::Result<Request> {
     let headers = Headers::new();
     for (name, value) in &r.headers {
@@ -44,6 +68,7 @@ fn request(r: &HttpRequest) -> worker::Result<Request> {
     let mut init = RequestInit::new();
     init.with_method(Method::from(r.method.to_string()))
         .with_headers(headers)
-        .with_body(Some(JsValue::from_str(&r.body)));
+        .with_body(Some(JsValue::from_str(&r.body)))
+        .with_redirect(RequestRedirect::Manual);
     Request::new_with_init(&r.url, &init)
 }

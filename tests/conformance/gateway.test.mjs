@@ -1,6 +1,8 @@
 // Gateway faults (SPEC §3 "Gateway outcomes") and the send rate limit.
 // 500 / connection reset: 502 DELIVERY_FAILED, no session and no reuse entry left, not charged.
+// 302 / 307 / 308: the same (a redirect is never followed: the number and code go nowhere else).
 // Hang: 502 after ~10 s, no session left, but charged to the send limit.
+// A huge reply: the status decides; the host reads at most 64 KiB of it and drops the connection.
 
 import { describe, it } from 'node:test';
 import {
@@ -48,6 +50,44 @@ describe('gateway faults', () => {
       expectVerify(await ws.verify(j.data.sessionId, code), 'APPROVED', j.data.sessionId, 4);
     });
   }
+
+  for (const status of [302, 307, 308]) {
+    it(`gateway answers ${status} → 502 DELIVERY_FAILED like any non-2xx; the redirect is not followed; not charged`, async () => {
+      const ws = await newWorkspace({ policy: { sendsPerDestination: { limit: 1, windowSeconds: 600 } } });
+      const dest = newDest();
+      await H.sink.setMode(dest, `redirect${status}`);
+      const res = await ws.request(ws.body(dest));
+      const msgs = await H.sink.messages(dest);
+      assert.equal(msgs.length, 1, 'the gateway was called once');
+      assert.deepEqual(msgs[0].followed, [], `nothing reached the redirect target (the host followed the ${status}; it answered ${res.status})`);
+      expectVectorBody(res, '502');
+      await assertNoSession(ws, msgs[0]);
+
+      // A definite failure is refunded: with the gateway back, a new send fits in the limit of 1.
+      await H.sink.setMode(dest, 'ok');
+      const ok = await ws.issue(dest);
+      expectVerify(await ws.verify(ok.sessionId, ok.code), 'APPROVED', ok.sessionId, 4);
+      assert.deepEqual((await H.sink.messages(dest)).flatMap((m) => m.followed), [], 'the redirect target never heard of it');
+    });
+  }
+
+  it('a 50 MB gateway reply: the status decides (200 → sent), promptly; the host stops reading and drops the connection', async () => {
+    const ws = await newWorkspace();
+    const dest = newDest();
+    await H.sink.setMode(dest, 'huge');
+    const started = Date.now();
+    const sent = await ws.issue(dest, {});
+    const elapsed = Date.now() - started;
+    assert.ok(elapsed < 5_000, `answered after ${elapsed} ms`);
+    const reply = await eventually(async () => {
+      const r = (await H.sink.messages(dest))[0]?.reply;
+      return r && (r.complete || r.closedEarly) ? r : null;
+    }, 5_000);
+    assert.ok(reply, 'the host closed the gateway connection within 5 s of its answer');
+    assert.equal(reply.complete, false, `the host did not read the whole reply (the sink wrote ${reply.written} of ${reply.bytes} bytes)`);
+    assert.equal(reply.closedEarly, true);
+    expectVerify(await ws.verify(sent.sessionId, sent.code), 'APPROVED', sent.sessionId, 4);
+  });
 
   it('concurrent requests while the gateway fails: every one answers 502, none names an unsent session', async () => {
     const ws = await newWorkspace();

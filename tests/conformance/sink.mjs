@@ -8,6 +8,15 @@
 //   hang     no answer: the socket is held open until the client gives up (or the sink stops)
 //   reset    the socket is destroyed without any answer (connection reset)
 //   slow     200 {"accepted":true} after `delayMs` (default 9000: just under the hosts' 10 s timeout)
+//   redirect302, redirect307, redirect308
+//            that status with `Location: <sink>/_redirect-target/<seq>` (absolute, back at this
+//            sink). Whatever arrives there (any method) is answered 200 {"accepted":true} and
+//            recorded in the message's `followed` list ({method, bodyBytes}): a gateway client
+//            that follows redirects shows up there (and would call the message delivered)
+//   huge     200 with a 50 MB body (Content-Length set), written in 64 KiB chunks as fast as the
+//            client reads; the message's `reply` says {bytes, written, complete, closedEarly}:
+//            `complete` once all of it was handed to the socket, `closedEarly` when the client
+//            closed the connection before that
 // Control API on the same server (JSON):
 //   GET  /_messages[?to=+X]   recorded messages, oldest first
 //   POST /_mode {to?, mode, delayMs?}   sets the mode of one number (or the default without `to`);
@@ -23,8 +32,10 @@
 import http from 'node:http';
 import { fileURLToPath } from 'node:url';
 
-const MODES = new Set(['ok', 'fail500', 'hang', 'reset', 'slow']);
+const MODES = new Set(['ok', 'fail500', 'hang', 'reset', 'slow', 'redirect302', 'redirect307', 'redirect308', 'huge']);
 const SLOW_DEFAULT_MS = 9000;
+const HUGE_BYTES = 50 * 1024 * 1024;
+const HUGE_CHUNK = Buffer.alloc(64 * 1024, 0x20); // JSON whitespace
 const MAX_BODY = 1024 * 1024;
 
 function readBody(req) {
@@ -76,9 +87,18 @@ export async function startSink({ port = 0, host = '127.0.0.1', onMessage } = {}
   let seq = 0;
   const sockets = new Set();
 
+  let selfUrl = null; // set once listening
   const server = http.createServer(async (req, res) => {
     const url = new URL(req.url, 'http://sink.local');
     try {
+      const followed = /^\/_redirect-target\/(\d+)$/.exec(url.pathname);
+      if (followed) {
+        // A gateway client followed one of our redirects: note it on the message it was for.
+        const raw = await readBody(req).catch(() => '');
+        const target = messages.find((m) => m.seq === Number(followed[1]));
+        if (target) target.followed.push({ method: req.method, bodyBytes: Buffer.byteLength(raw) });
+        return sendJson(res, 200, { accepted: true, id: `msg_${followed[1]}` });
+      }
       if (url.pathname === '/_health' && req.method === 'GET') {
         return sendJson(res, 200, { status: 'ok' });
       }
@@ -139,6 +159,7 @@ export async function startSink({ port = 0, host = '127.0.0.1', onMessage } = {}
         channel: body?.channel ?? null,
         reference: body?.reference ?? null,
         mode,
+        followed: [],
       };
       messages.push(message);
       if (onMessage) {
@@ -151,6 +172,17 @@ export async function startSink({ port = 0, host = '127.0.0.1', onMessage } = {}
       switch (mode) {
         case 'fail500':
           return sendJson(res, 500, { error: 'gateway failure' });
+        case 'redirect302':
+        case 'redirect307':
+        case 'redirect308': {
+          const status = Number(mode.slice(8));
+          const location = `${selfUrl}/_redirect-target/${message.seq}`;
+          const body = JSON.stringify({ moved: location });
+          res.writeHead(status, { location, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+          return res.end(body);
+        }
+        case 'huge':
+          return sendHuge(res, message);
         case 'hang':
           return; // never answered; closed when the client aborts or the sink stops
         case 'reset':
@@ -171,6 +203,32 @@ export async function startSink({ port = 0, host = '127.0.0.1', onMessage } = {}
       if (!res.headersSent) sendJson(res, 500, { error: String(err?.message || err) });
     }
   });
+  function sendHuge(res, message) {
+    const reply = { bytes: HUGE_BYTES, written: 0, complete: false, closedEarly: false };
+    message.reply = reply;
+    res.on('finish', () => {
+      reply.complete = true;
+    });
+    res.on('close', () => {
+      if (!reply.complete) reply.closedEarly = true;
+    });
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': HUGE_BYTES });
+    const pump = () => {
+      while (reply.written < HUGE_BYTES) {
+        if (res.destroyed) return;
+        const n = Math.min(HUGE_CHUNK.length, HUGE_BYTES - reply.written);
+        const more = res.write(n === HUGE_CHUNK.length ? HUGE_CHUNK : HUGE_CHUNK.subarray(0, n));
+        reply.written += n;
+        if (!more) {
+          res.once('drain', pump);
+          return;
+        }
+      }
+      res.end();
+    };
+    pump();
+  }
+
   function setModeOf(to, mode, delayMs) {
     if (to === null) defaultMode = mode;
     else modes.set(to, mode);
@@ -193,6 +251,7 @@ export async function startSink({ port = 0, host = '127.0.0.1', onMessage } = {}
   });
   const address = server.address();
   const url = `http://${host}:${address.port}`;
+  selfUrl = url;
 
   return {
     url,
