@@ -18,7 +18,8 @@ const SWEEP_MS = 10_000;
 // A session key outlives its purge time by this much, so the sweeper (which writes the `purged`
 // audit event) finds it; the TTL is only the safety net if no process sweeps.
 const PURGE_GRACE_MS = 3600 * 1000;
-const FLOOD_KEEP_MS = 120_000; // the flood shield's window is one minute
+const FLOOD_WINDOW_MS = 60_000; // otpkit-core's FloodShield window
+const FLOOD_KEEP_MS = 120_000;
 
 // Shared by the scripts below: `ver(k)`, the version of a stored "<version>|<JSON>" value (0 when
 // absent); `holds(k, want)`, whether k still holds exactly `want` (true when `want` is '' or not
@@ -64,15 +65,25 @@ return {1, redis.call('GET', KEYS[2])}
 `;
 
 // An admitted send: KEYS[1] = the destination guard (compare-and-set, as CAS), KEYS[2] = the
-// workspace flood shield, written whatever its version (last writer wins). ARGV: version, JSON,
-// keep ms for each. The shield is approximate by SPEC and on the Worker (KV, last writer wins):
-// sends racing in the same instant may be counted once, and no send ever retries because of
-// another destination's send — the shield key is the one key every send of a workspace writes.
+// workspace flood shield, a hash {start, count} counted in this same atomic step, so a burst of
+// sends to different destinations, from any number of processes, admits exactly the limit
+// (issue 19: reading the shield earlier and writing it back let a burst of 500 through a limit
+// of 10). The shield's rule is otpkit-core's FloodShield::admit, mirrored line for line (a window
+// of ARGV[6] ms that starts at the first send after the last one ended; a clock that went back
+// starts a new one); a test checks the two agree on random sequences. ARGV: guard version, guard
+// JSON, guard keep ms, limit, now, window ms, shield keep ms. Answers 1 (both written), 0 (the
+// guard changed: decide again) or {-1, window start} (the shield refuses; nothing written).
 const ADMIT = `${VERSIONED}
-local v1, v2 = ver(KEYS[1]), ver(KEYS[2])
+local v1 = ver(KEYS[1])
 if v1 ~= tonumber(ARGV[1]) then return 0 end
+local limit, now, window = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local shield = redis.call('HMGET', KEYS[2], 'start', 'count')
+local start, count = tonumber(shield[1]), tonumber(shield[2]) or 0
+if start == nil or now >= start + window or now < start then start, count = now, 0 end
+if count >= limit then return {-1, tostring(start)} end
 put(KEYS[1], v1, ARGV[2], ARGV[3])
-put(KEYS[2], v2, ARGV[5], ARGV[6])
+redis.call('HSET', KEYS[2], 'start', tostring(start), 'count', count + 1)
+redis.call('PEXPIRE', KEYS[2], ARGV[7])
 return 1
 `;
 
@@ -344,8 +355,8 @@ class RedisStore {
 
   /**
    * Admits a send at the destination guard; with `io.floodLimit`, also counts it in the
-   * workspace's flood shield — both in one read (MGET) and one script, or neither if the shield
-   * refuses. Only the guard is compared-and-set (see ADMIT).
+   * workspace's flood shield — in one script that counts the shield atomically, or neither if
+   * the shield refuses. The guard is compared-and-set (see ADMIT).
    */
   admit(ws, io, now, ctx) {
     const guardKey = this.key('g', ws.id, io.dest);
@@ -357,19 +368,22 @@ class RedisStore {
         return answer(step);
       });
     }
-    const floodKey = this.key('f', ws.id);
+    // 'fw', not the 'f' of the old last-writer-wins string: no WRONGTYPE while one of those lives
+    const floodKey = this.key('fw', ws.id);
     return this.run(async () => {
       for (let i = 0; i < MAX_TRIES; i++) {
-        const [rawGuard, rawFlood] = await this.redis.mget(guardKey, floodKey);
+        const rawGuard = await this.redis.get(guardKey);
         const [gv, guard] = split(rawGuard);
         const step = decide(guard);
         if (step.kind !== 'send') {
           if (!step.changed || (await this.redis.otpkitCas(guardKey, gv, step.state ?? '', keepArg(step.keepMs)))) return answer(step);
         } else {
-          const [fv, shield] = split(rawFlood);
-          const counted = native.floodJson(shield, io.floodLimit, now);
-          if (counted.refused) return `{"result":"admitted","admission":${counted.refused}}`; // nothing written
-          const written = await this.redis.otpkitAdmit(guardKey, floodKey, gv, step.state ?? '', keepArg(step.keepMs), fv, counted.state, FLOOD_KEEP_MS);
+          const written = await this.redis.otpkitAdmit(guardKey, floodKey, gv, step.state ?? '', keepArg(step.keepMs), io.floodLimit, now, FLOOD_WINDOW_MS, FLOOD_KEEP_MS);
+          if (Array.isArray(written)) {
+            // the shield refused: the core says for how long, from the window's start
+            const full = JSON.stringify({ windowStart: Number(written[1]), count: io.floodLimit });
+            return `{"result":"admitted","admission":${native.floodJson(full, io.floodLimit, now).refused}}`; // nothing written
+          }
           if (written) {
             ctx.guardRaw = withGuard(step, gv, rawGuard, true).guardRaw;
             return answer(step);

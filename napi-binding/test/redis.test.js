@@ -143,4 +143,38 @@ describe('RedisStore', () => {
       child.kill('SIGTERM');
     }
   });
+  it('the ADMIT script counts the flood shield exactly as otpkit-core does (2,000 random steps)', async (t) => {
+    // The script mirrors FloodShield::admit so that it can count atomically; this keeps the two
+    // the same rule. Each step admits at a fresh guard key (version 0), so only the shield decides.
+    const native = require('../lib/native');
+    const store = new RedisStore({ url: redis.url, prefix: `eq${process.pid}:` });
+    await store.connect();
+    let rng = 0x2545f491;
+    const rand = (n) => {
+      rng = (rng * 1103515245 + 12345) % 2147483648;
+      return rng % n;
+    };
+    let core = null; // the core's shield JSON
+    let now = 1_800_000_000_000;
+    t.after(() => store.close());
+    for (let i = 0; i < 2000; i++) {
+      // mostly small steps forward; sometimes past the window, sometimes back in time
+      const r = rand(100);
+      now += r < 80 ? rand(3000) : r < 95 ? 60_000 + rand(5000) : -rand(90_000);
+      const limit = 1 + rand(12);
+      const want = native.floodJson(core, limit, now);
+      const got = await store.redis.otpkitAdmit(`eq${process.pid}:g:${i}`, `eq${process.pid}:fw`, 0, '{}', 60000, limit, now, 60_000, 120_000);
+      if (want.refused) {
+        assert.ok(Array.isArray(got), `step ${i}: the core refuses, the script admitted`);
+        const full = JSON.stringify({ windowStart: Number(got[1]), count: limit });
+        assert.equal(native.floodJson(full, limit, now).refused, want.refused, `step ${i}: same Retry-After`);
+      } else {
+        assert.equal(got, 1, `step ${i}: the core admits, the script answered ${JSON.stringify(got)}`);
+        core = want.state;
+        const shield = JSON.parse(core);
+        const [start, count] = await store.redis.hmget(`eq${process.pid}:fw`, 'start', 'count');
+        assert.deepEqual([Number(start), Number(count)], [shield.windowStart, shield.count], `step ${i}`);
+      }
+    }
+  });
 });

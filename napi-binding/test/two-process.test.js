@@ -138,6 +138,37 @@ describe('two otpkit serve processes sharing one Redis', () => {
       assert.equal(t.sms_segments, 3);
     }
   });
+
+  it('the flood shield holds across both processes: 5 bursts of 40 to different numbers, limit 10 → exactly 10 SMS', async () => {
+    // Issue 19 item 1: the shield was written from a value read earlier; 500 of 500 got through.
+    const created = await fetch(`${a.base}/v1/admin/workspaces`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'flood', senders: ['Acme'], policy: { sendsPerWorkspacePerMinute: 10 } }),
+    });
+    const floodKey = (await created.json()).data.apiKey;
+    const dests = Array.from({ length: 200 }, () => newDest());
+    const answers = [];
+    for (let burst = 0; burst < 5; burst++) {
+      const slice = dests.slice(burst * 40, burst * 40 + 40);
+      answers.push(
+        ...(await Promise.all(
+          slice.map((dest, i) =>
+            fetch(`${hosts()[i % 2].base}/v1/messaging/otp/request`, {
+              method: 'POST',
+              headers: { 'x-api-key': floodKey, 'content-type': 'application/json' },
+              body: JSON.stringify({ dest, src: 'Acme', purpose: 'LOGIN' }),
+            }).then((r) => r.status),
+          ),
+        )),
+      );
+    }
+    assert.equal(answers.filter((s) => s === 200).length, 10, answers.join(','));
+    assert.equal(answers.filter((s) => s === 429).length, 190);
+    let sent = 0;
+    for (const d of dests) sent += (await sink.messages(d)).length;
+    assert.equal(sent, 10);
+  });
 });
 
 describe('otpkit serve without a usable OTP_PEPPER', () => {

@@ -194,4 +194,22 @@ describe('request', () => {
     const other = await newWorkspace();
     expectStatus(await other.request(other.body(dest)), 200);
   });
+
+  it('the flood shield holds under a burst: 60 parallel requests to different numbers, limit 10 → exactly 10 SMS', async () => {
+    // Issue 19 item 1: the Redis store wrote the shield from a value read earlier (last writer
+    // wins) and the Worker kept it in KV, so a burst overshot it many times over. Every store now
+    // counts in one atomic step: exact within one host process.
+    const ws = await newWorkspace({ policy: { sendsPerWorkspacePerMinute: 10 } });
+    const dests = Array.from({ length: 60 }, () => newDest());
+    const answers = await Promise.all(dests.map((d) => ws.request(ws.body(d))));
+    const ok = answers.filter((r) => r.status === 200).length;
+    const limited = answers.filter((r) => r.status === 429);
+    assert.equal(ok, 10, `admitted ${ok} of 60: ${answers.map((r) => r.status).join(',')}`);
+    assert.equal(limited.length, 50);
+    for (const r of limited) expectRetryAfter(r, 'RATE_LIMITED', 60);
+    await sleep(300);
+    let sent = 0;
+    for (const d of dests) sent += (await H.sink.messages(d)).length;
+    assert.equal(sent, 10, 'exactly 10 SMS reached the gateway');
+  });
 });
