@@ -60,6 +60,18 @@ function hostError(code, cause) {
   return new OtpError('INTERNAL_ERROR', 500, 'internal error');
 }
 
+/**
+ * The client went away before its request was read (the connection closed or reset under a body
+ * still arriving). Not an internal error and nothing to log: `otpkit serve` has nobody to answer.
+ * Its code is the host's own (not SPEC's); its reply, should one be asked for, is the 400
+ * envelope `otpkit serve` gives any request it could not read.
+ */
+function clientAborted() {
+  return new OtpError('CLIENT_ABORTED', 400, 'request aborted by the client', {
+    body: '{"success":false,"message":"Malformed HTTP request","error":{"code":"VALIDATION_ERROR"}}',
+  });
+}
+
 /** The OtpError carried by an error reply (`{status, body}`) of the core. */
 function fromReply(reply) {
   let parsed = {};
@@ -76,4 +88,4 @@ function fromReply(reply) {
   });
 }
 
-module.exports = { OtpError, fromInfo, fromNative, hostError, fromReply };
+module.exports = { OtpError, fromInfo, fromNative, hostError, fromReply, clientAborted };

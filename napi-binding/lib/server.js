@@ -3,15 +3,65 @@
 // OtpService.handle(), whose bodies come from otpkit-core: the same bytes as the Worker.
 
 const http = require('node:http');
-const { hostError } = require('./errors');
+const { hostError, clientAborted } = require('./errors');
 
-/** Reads at most `max` bytes; throws PAYLOAD_TOO_LARGE past it (then the rest is discarded). */
+// Connection limits (issue 19, item 2: ~21,000 sockets held open by clients dribbling a body after
+// their 401 exhausted the file descriptors). Every connection has a deadline, whatever it sends:
+//   headers   the request head must arrive within it;
+//   request   the whole request, body included;
+//   idle      no byte either way for this long: the socket is destroyed;
+//   keepAlive an idle connection between two requests;
+//   drain     an answer given before its body was read (401, 413, 415) is followed by at most this
+//             much lingering read, then the socket is destroyed (see drain()).
+// and at most maxConnections sockets are open at once (more are refused at accept).
+// The idle deadline must stay above the gateway's timeout (10 s): a request waiting on the
+// gateway sends nothing meanwhile.
+const LIMITS = {
+  maxConnections: ['OTPKIT_MAX_CONNECTIONS', 10_000],
+  headersTimeoutMs: ['OTPKIT_HEADERS_TIMEOUT_MS', 10_000],
+  requestTimeoutMs: ['OTPKIT_REQUEST_TIMEOUT_MS', 30_000],
+  idleTimeoutMs: ['OTPKIT_IDLE_TIMEOUT_MS', 30_000],
+  keepAliveTimeoutMs: ['OTPKIT_KEEPALIVE_TIMEOUT_MS', 5_000],
+  drainTimeoutMs: ['OTPKIT_DRAIN_TIMEOUT_MS', 10_000],
+};
+
+/** The limits, from the environment (positive integers) or their defaults. */
+function limitsFromEnv(env = process.env) {
+  const out = {};
+  for (const [key, [name, fallback]] of Object.entries(LIMITS)) {
+    const raw = env[name];
+    if (raw == null || raw === '') {
+      out[key] = fallback;
+      continue;
+    }
+    const n = Number(raw);
+    if (!Number.isSafeInteger(n) || n < 1) throw new Error(`${name} must be a positive integer, got ${JSON.stringify(raw)}`);
+    out[key] = n;
+  }
+  out.headersTimeoutMs = Math.min(out.headersTimeoutMs, out.requestTimeoutMs); // node requires headers <= request
+  return out;
+}
+
+// The response in flight on a socket (set by the listener), for the clientError handler.
+const RESPONSE = Symbol('otpkit.response');
+
+/**
+ * Reads at most `max` bytes; throws PAYLOAD_TOO_LARGE past it (then the rest is discarded), and
+ * CLIENT_ABORTED when the connection goes before the body is complete (not an internal error).
+ */
 function bodyReader(req) {
   return (max) =>
     new Promise((resolve, reject) => {
+      if (req.destroyed) return reject(clientAborted()); // gone while the service was busy
       const chunks = [];
       let size = 0;
       let done = false;
+      const abort = () => {
+        if (!done) {
+          done = true;
+          reject(clientAborted());
+        }
+      };
       req.on('data', (chunk) => {
         if (done) return;
         size += chunk.length;
@@ -29,68 +79,88 @@ function bodyReader(req) {
           resolve(Buffer.concat(chunks));
         }
       });
-      req.on('error', (e) => {
-        if (!done) {
-          done = true;
-          reject(e);
-        }
-      });
+      // node:http reports a connection closed or reset under the body as 'error' ("aborted",
+      // ECONNRESET) and then 'close'; both are the client's doing.
+      req.on('error', abort);
+      req.on('close', abort);
     });
 }
 
 // An answer given before the body was read (401, 413, 415) must still reach a client that is
-// sending: closing at once (Connection: close) would reset the connection under the unread body
-// and the client would see a reset instead of the answer. So the rest of the body is read and
-// discarded first, bounded in bytes and time (a lingering close).
+// sending: closing at once would reset the connection under the unread body and the client would
+// see a reset instead of the answer. So the answer says `Connection: close`, the rest of the body is
+// read and discarded, bounded in bytes and time (a lingering close), and the socket is destroyed at
+// the bound: a client that dribbles its body cannot hold the connection open.
 const DRAIN_MAX_BYTES = 64 * 1024 * 1024;
-const DRAIN_MAX_MS = 10_000;
 
-function drain(req) {
+/** Reads and discards the rest of `req`: true when its end came within `ms` and the byte bound. */
+function drain(req, ms) {
   return new Promise((resolve) => {
-    if (req.complete || req.destroyed) return resolve();
+    if (req.complete) return resolve(true);
+    if (req.destroyed) return resolve(false);
     let size = 0;
-    const done = () => {
+    const done = (ended) => {
       clearTimeout(timer);
-      resolve();
+      resolve(ended);
     };
-    const timer = setTimeout(done, DRAIN_MAX_MS);
+    const timer = setTimeout(() => done(false), ms);
     req.on('data', (chunk) => {
       size += chunk.length;
-      if (size > DRAIN_MAX_BYTES) done();
+      if (size > DRAIN_MAX_BYTES) done(false);
     });
-    req.once('end', done);
-    req.once('close', done);
-    req.once('error', done);
+    req.once('end', () => done(true));
+    req.once('close', () => done(req.complete));
+    req.once('error', () => done(false));
     req.resume();
   });
 }
 
 // Requests node:http refuses before they reach the listener (a malformed request line, an unknown
-// method, bytes that are not allowed in a path, a body cut short, headers too large) still get
-// SPEC's error envelope rather than node's bare "400 Bad Request".
+// method, bytes that are not allowed in a path, a body cut short, headers too large, a deadline
+// missed) still get SPEC's error envelope rather than node's bare "400 Bad Request".
 const CLIENT_ERRORS = {
   HPE_INVALID_METHOD: [405, 'Method not allowed', 'METHOD_NOT_ALLOWED'],
   HPE_HEADER_OVERFLOW: [431, 'Request headers are too large', 'VALIDATION_ERROR'],
   ERR_HTTP_REQUEST_TIMEOUT: [408, 'Request not received in time', 'VALIDATION_ERROR'],
   ERR_HTTP_HEADERS_TIMEOUT: [408, 'Request not received in time', 'VALIDATION_ERROR'],
 };
+const TIMEOUTS = new Set(['ERR_HTTP_REQUEST_TIMEOUT', 'ERR_HTTP_HEADERS_TIMEOUT']);
 
-function onClientError(err, socket) {
-  if (err.code === 'ECONNRESET' || !socket.writable) {
-    socket.destroy();
-    return;
-  }
-  const [status, message, code] = CLIENT_ERRORS[err.code] || [400, 'Malformed HTTP request', 'VALIDATION_ERROR'];
-  const body = JSON.stringify({ success: false, message, error: { code } });
-  socket.end(
-    `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\ncontent-type: application/json\r\n` +
-      `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
-  );
+function clientErrorHandler(lingerMs) {
+  return (err, socket) => {
+    const inFlight = socket[RESPONSE];
+    // Nothing can be said on a dead socket, nor after an answer already begun on this one.
+    if (err.code === 'ECONNRESET' || !socket.writable || inFlight?.headersSent) {
+      socket.destroy();
+      return;
+    }
+    const [status, message, code] = CLIENT_ERRORS[err.code] || [400, 'Malformed HTTP request', 'VALIDATION_ERROR'];
+    const body = JSON.stringify({ success: false, message, error: { code } });
+    socket.end(
+      `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\ncontent-type: application/json\r\n` +
+        `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+    );
+    if (TIMEOUTS.has(err.code) || inFlight) {
+      // Too slow, or a request is still being read on it: the answer goes out, then the socket.
+      if (socket.writableFinished) socket.destroy();
+      else socket.once('finish', () => socket.destroy());
+      return;
+    }
+    // A malformed request may have more bytes behind it: a lingering close, bounded like drain().
+    const timer = setTimeout(() => socket.destroy(), lingerMs);
+    timer.unref();
+    socket.once('close', () => clearTimeout(timer));
+  };
 }
 
 /** A node:http request listener for an OtpService. */
-function listener(service) {
+function listener(service, { drainTimeoutMs = LIMITS.drainTimeoutMs[1] } = {}) {
   return async (req, res) => {
+    const socket = req.socket;
+    socket[RESPONSE] = res;
+    res.once('close', () => {
+      if (socket[RESPONSE] === res) socket[RESPONSE] = undefined;
+    });
     const url = req.url || '/';
     const q = url.indexOf('?');
     const reply = await service.handle({
@@ -100,28 +170,47 @@ function listener(service) {
       headers: req.headers,
       readBody: bodyReader(req),
     });
+    // The client went away (or a deadline cut it): nobody to answer.
+    if (socket.destroyed || res.destroyed || res.writableEnded) return;
     const headers = {};
     if (reply.status !== 204) headers['content-type'] = 'application/json';
     if (reply.retryAfter != null) headers['retry-after'] = String(reply.retryAfter);
     const body = reply.status === 204 ? '' : reply.body;
     headers['content-length'] = Buffer.byteLength(body);
-    res.writeHead(reply.status, headers);
     if (!req.complete) {
-      // answered before the whole body arrived: send the answer, then drain (see drain())
+      // answered before the whole body arrived: send the answer, drain, close (see drain())
+      headers.connection = 'close';
+      res.writeHead(reply.status, headers);
       if (req.method !== 'HEAD') res.write(body);
-      await drain(req);
-      res.end();
+      const ended = await drain(req, drainTimeoutMs);
+      if (!ended) socket.destroy(); // the deadline (or the byte bound): cut, whatever is still coming
+      else if (!socket.destroyed) res.end(); // Connection: close: node closes after the answer
       return;
     }
+    res.writeHead(reply.status, headers);
     res.end(req.method === 'HEAD' ? undefined : body);
   };
 }
 
-/** An http.Server answering SPEC's API with `service`. */
+/**
+ * An http.Server answering SPEC's API with `service`, with the connection limits above
+ * (OTPKIT_MAX_CONNECTIONS, OTPKIT_{HEADERS,REQUEST,IDLE,KEEPALIVE,DRAIN}_TIMEOUT_MS).
+ */
 function createServer(service) {
-  const server = http.createServer(listener(service));
-  server.keepAliveTimeout = 5000;
-  server.on('clientError', onClientError);
+  const limits = limitsFromEnv();
+  const server = http.createServer(
+    {
+      headersTimeout: limits.headersTimeoutMs,
+      requestTimeout: limits.requestTimeoutMs,
+      // how often node checks the two deadlines above (its default, 30 s, would let them run late)
+      connectionsCheckingInterval: Math.max(100, Math.min(30_000, Math.floor(limits.headersTimeoutMs / 4))),
+    },
+    listener(service, limits),
+  );
+  server.keepAliveTimeout = limits.keepAliveTimeoutMs;
+  server.setTimeout(limits.idleTimeoutMs); // no 'timeout' listener: an idle socket is destroyed
+  server.maxConnections = limits.maxConnections;
+  server.on('clientError', clientErrorHandler(limits.drainTimeoutMs));
   return server;
 }
 
