@@ -41,6 +41,7 @@ use crate::time::UnixMillis;
 use crate::validate::{self, Purpose};
 use crate::workspace::WorkspaceRecord;
 use crate::Entropy;
+use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::vec;
@@ -212,10 +213,15 @@ pub enum Io {
         /// Workspace id.
         workspace_id: String,
     },
-    /// Store a workspace record (whole).
+    /// Store a workspace record (whole), compare-and-set: only if the stored record's
+    /// `revision` is `expected` (`None`: only if none is stored). Answer [`Outcome::Done`], or
+    /// [`Outcome::Conflict`] when another write came first (nothing written: the flow reads the
+    /// record again and re-applies its change).
     PutWorkspace {
-        /// The record.
-        workspace: WorkspaceRecord,
+        /// The record (its `revision` is the new one).
+        workspace: Box<WorkspaceRecord>,
+        /// The revision it replaces.
+        expected: Option<u64>,
     },
     /// Point an API key hash at its workspace.
     IndexKey {
@@ -282,6 +288,8 @@ pub enum Admitted {
 pub enum Outcome {
     /// Performed; nothing to report.
     Done,
+    /// [`Io::PutWorkspace`] not performed: the stored record is not at the expected revision.
+    Conflict,
     /// The store could not perform it (`corrupt`: the stored state could not be read).
     Failed {
         /// Stored state is corrupt (500) rather than the store unreachable (503).

@@ -48,6 +48,11 @@ pub struct WorkspaceRecord {
     pub keys: Vec<ApiKeyRecord>,
     /// Creation time.
     pub created_at: UnixMillis,
+    /// Bumped by every write: a store writes a record only over the revision it was read at
+    /// ([`crate::flow::Io::PutWorkspace`]), so concurrent admin writes never lose one another.
+    /// Absent in records written before it (read as 0).
+    #[serde(default)]
+    pub revision: u64,
 }
 
 /// A new API key: the key (shown once), its id, and the record to store.
@@ -180,6 +185,7 @@ impl WorkspaceRecord {
             policy,
             keys: Vec::new(),
             created_at: now,
+            revision: 1,
         })
     }
 

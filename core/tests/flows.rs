@@ -112,6 +112,7 @@ const TRACES: &[(&str, &str)] = traces![
     "admin-create-index-failed.json",
     "admin-patch-ok.json",
     "admin-patch-senders.json",
+    "admin-patch-conflict.json",
     "admin-patch-unknown-workspace.json",
     "admin-patch-malformed-id.json",
     "admin-patch-invalid-policy.json",
@@ -150,8 +151,9 @@ const IO_KINDS: [&str; 18] = [
     "indexKey",
     "unindexKey",
 ];
-const OUTCOME_KINDS: [&str; 11] = [
+const OUTCOME_KINDS: [&str; 12] = [
     "done",
+    "conflict",
     "failed",
     "reuseHint",
     "session",
@@ -312,6 +314,7 @@ impl Ctx {
             "policy": policy,
             "keys": [],
             "createdAt": self.now.0.saturating_sub(DAY_MS),
+            "revision": 0,
         }))
     }
 
@@ -545,7 +548,7 @@ impl AdminWrites {
     fn saw(&mut self, io: &Io, got: &Value) {
         self.io_text.push(got.to_string());
         match io {
-            Io::PutWorkspace { workspace } => self.put = Some(workspace.clone()),
+            Io::PutWorkspace { workspace, .. } => self.put = Some((**workspace).clone()),
             Io::IndexKey {
                 key_hash,
                 workspace_id,
@@ -780,8 +783,9 @@ fn run_trace(file: &str, text: &str, seen: &mut Seen) -> R<()> {
                         return Err(format!("{path}: the stored session does not read back"));
                     }
                 }
-                if let Io::PutWorkspace { workspace } = io {
-                    if WorkspaceRecord::from_json(&workspace.to_json()).as_ref() != Ok(workspace) {
+                if let Io::PutWorkspace { workspace, .. } = io {
+                    if WorkspaceRecord::from_json(&workspace.to_json()).as_ref() != Ok(&**workspace)
+                    {
                         return Err(format!("{path}: the stored workspace does not read back"));
                     }
                 }

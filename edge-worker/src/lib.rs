@@ -1,5 +1,6 @@
 //! otpkit on Cloudflare Workers. Routing and authentication here; the rules are otpkit-core's;
-//! state lives in two Durable Object classes ([`session_do`], [`destination_do`]), KV and D1.
+//! state lives in three Durable Object classes ([`session_do`], [`destination_do`],
+//! [`workspace_do`]), KV and D1.
 
 mod analytics;
 mod audit;
@@ -10,10 +11,12 @@ mod http;
 mod otp;
 mod proto;
 mod session_do;
+mod workspace_do;
 mod workspaces;
 
 pub use destination_do::DestinationObject;
 pub use session_do::SessionObject;
+pub use workspace_do::WorkspaceObject;
 
 use otpkit_core::flow::AdminAction;
 use otpkit_core::http::envelope::{self, Reply};

@@ -3,13 +3,14 @@
 //! gateway and D1, and hands back what happened. Every decision is the flow's.
 
 use crate::proto::{DestinationCall, SessionCall};
+use crate::workspace_do::WorkspaceCall;
 use crate::{audit, config, gateway, workspaces};
 use otpkit_core::flow::{
     AdminAction, AdminFlow, Admitted, Flow, HostTraits, Io, Outcome, RequestFlow, StatusFlow, Step,
     VerifyFlow, ADMIN_RANDOM_BYTES,
 };
 use otpkit_core::gateway::GatewayConfig;
-use otpkit_core::guard::{DeliveryOutcome, FloodShield};
+use otpkit_core::guard::DeliveryOutcome;
 use otpkit_core::http::request::{Dialect, IssueRequest, VerifyRequest};
 use otpkit_core::policy::Policy;
 use otpkit_core::workspace::WorkspaceRecord;
@@ -133,12 +134,6 @@ async fn drive(
             Step::Done => break Err(Error::StoreUnavailable),
         }
     };
-    if let Some((key, value)) = edge.flood_write.take() {
-        let env = edge.env.clone();
-        ctx.wait_until(async move {
-            let _ = kv_put(&env, &key, value, 120).await;
-        });
-    }
     let next = flow.poll();
     if next != Step::Done {
         ctx.wait_until(async move {
@@ -164,8 +159,7 @@ struct Edge {
     gateway: Option<GatewayConfig>,
     sessions: ObjectNamespace,
     destinations: ObjectNamespace,
-    /// The flood shield after admitting a send, written after the answer.
-    flood_write: Option<(String, String)>,
+    workspaces: ObjectNamespace,
 }
 
 fn namespace(env: &Env, binding: &str) -> Result<ObjectNamespace, Error> {
@@ -191,7 +185,7 @@ impl Edge {
             gateway,
             sessions: namespace(env, "SESSIONS")?,
             destinations: namespace(env, "DESTINATIONS")?,
-            flood_write: None,
+            workspaces: namespace(env, "WORKSPACE_OBJECTS")?,
         })
     }
 
@@ -238,9 +232,17 @@ impl Edge {
                     policy: policy(),
                 };
                 let mut admission: Admitted = parse(&self.destination(calls, &dest, &call).await?)?;
+                // The shield is counted once the guard says send (exact: the WorkspaceObject);
+                // a refusal after the guard recorded the send is refunded by the flow.
                 if let (Admitted::Send, Some(limit)) = (&admission, flood_limit) {
-                    if let Err(e) = self.flood_shield(limit).await {
-                        let retry_after_secs = e.retry_after_secs().unwrap_or(1);
+                    let call = WorkspaceCall::Flood {
+                        limit,
+                        now: self.now,
+                    };
+                    let ws_id = self.ws_id.clone();
+                    let refused: Option<u32> =
+                        parse(&ok(self.workspace(calls, &ws_id, &call).await?)?)?;
+                    if let Some(retry_after_secs) = refused {
                         admission = Admitted::FloodRefused {
                             retry_after_secs,
                             admitted: true,
@@ -335,12 +337,33 @@ impl Edge {
                 audit::write(&self.env, &self.ws_id, &events, &deltas).await;
                 Outcome::Done
             }
-            Io::ReadWorkspace { workspace_id } => Outcome::Workspace {
-                workspace: workspaces::load(&self.env, &workspace_id).await?,
-            },
-            Io::PutWorkspace { workspace } => {
-                workspaces::save(&self.env, &workspace).await?;
-                Outcome::Done
+            // Admin reads and writes go through the workspace's object (compare-and-set on the
+            // revision, then copied to KV, which authentication reads).
+            Io::ReadWorkspace { workspace_id } => {
+                let call = WorkspaceCall::Read {
+                    workspace_id: workspace_id.clone(),
+                };
+                let workspace = match self.workspace(calls, &workspace_id, &call).await? {
+                    (404, _) => None,
+                    answer => Some(WorkspaceRecord::from_json(&ok(answer)?)?),
+                };
+                Outcome::Workspace { workspace }
+            }
+            Io::PutWorkspace {
+                workspace,
+                expected,
+            } => {
+                let call = WorkspaceCall::Put {
+                    workspace: workspace.to_json(),
+                    expected,
+                };
+                match self.workspace(calls, &workspace.id, &call).await? {
+                    (409, _) => Outcome::Conflict,
+                    answer => {
+                        ok(answer)?;
+                        Outcome::Done
+                    }
+                }
             }
             Io::IndexKey {
                 key_hash,
@@ -360,20 +383,14 @@ impl Edge {
         format!("reuse:{}:{dest}:{}", self.ws_id, purpose.as_str())
     }
 
-    /// The workspace flood shield (approximate by SPEC: KV, last writer wins), charged here and
-    /// written after the answer.
-    async fn flood_shield(&mut self, limit: u32) -> Result<(), Error> {
-        let Ok(kv) = self.env.kv("REUSE") else {
-            return Ok(());
-        };
-        let key = format!("flood:{}", self.ws_id);
-        let stored = kv.get(&key).text().await.ok().flatten();
-        let mut shield: FloodShield = stored
-            .and_then(|s| serde_json::from_str(&s).ok())
-            .unwrap_or_default();
-        shield.admit(limit, self.now)?;
-        self.flood_write = Some((key, serde_json::to_string(&shield).unwrap_or_default()));
-        Ok(())
+    /// A WorkspaceObject call (named by the workspace id): status and text.
+    async fn workspace(
+        &self,
+        calls: &Calls,
+        ws_id: &str,
+        body: &WorkspaceCall,
+    ) -> Result<(u16, String), Error> {
+        call(calls, &self.workspaces, ws_id, body).await
     }
 
     /// A SessionObject call (objects are named `workspaceId:sessionId`): status and text.

@@ -104,6 +104,23 @@ put(KEYS[1], v, ARGV[2], ARGV[3])
 return 1
 `;
 
+// A workspace record's write: KEYS[1] = its key; ARGV[1] = the record JSON, ARGV[2] = the
+// revision the stored record must have ('' = none may be stored). Answers 1, or 0 when another
+// write came first (nothing written). Records written before revisions existed count as 0.
+const PUT_WORKSPACE = `
+local cur = redis.call('GET', KEYS[1])
+if ARGV[2] == '' then
+  if cur then return 0 end
+else
+  if not cur then return 0 end
+  local rev = cjson.decode(cur).revision
+  if type(rev) ~= 'number' then rev = 0 end
+  if rev ~= tonumber(ARGV[2]) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1])
+return 1
+`;
+
 // KEYS[1] = key index entry; ARGV[1] = workspace key prefix, ARGV[2] = session key prefix,
 // ARGV[3] = session id ('' for none). The key's workspace and, in it, the session: one round trip
 // for authentication and the read of a verify. The session key is built from the workspace the
@@ -223,6 +240,7 @@ class RedisStore {
     }
     this.redis.defineCommand('otpkitCas', { numberOfKeys: 1, lua: CAS });
     this.redis.defineCommand('otpkitAdmit', { numberOfKeys: 2, lua: ADMIT });
+    this.redis.defineCommand('otpkitPutWorkspace', { numberOfKeys: 1, lua: PUT_WORKSPACE });
     this.redis.defineCommand('otpkitVerifyWrite', { numberOfKeys: 2, lua: VERIFY_WRITE });
     this.redis.defineCommand('otpkitConfirm', { numberOfKeys: 3, lua: CONFIRM });
     this.redis.defineCommand('otpkitLookup', { numberOfKeys: 1, lua: LOOKUP });
@@ -337,9 +355,12 @@ class RedisStore {
         return DONE;
       case 'readWorkspace':
         return `{"result":"workspace","workspace":${(await this.getWorkspace(io.workspaceId)) ?? 'null'}}`;
-      case 'putWorkspace':
-        await this.run(() => this.redis.set(this.key('ws', io.workspace.id), JSON.stringify(io.workspace)));
-        return DONE;
+      case 'putWorkspace': {
+        // compare-and-set on the record's revision: concurrent admin writes, from any process,
+        // never lose one another (the core reads again and re-applies on a conflict)
+        const put = () => this.redis.otpkitPutWorkspace(this.key('ws', io.workspace.id), JSON.stringify(io.workspace), io.expected ?? '');
+        return (await this.run(put)) === 1 ? DONE : '{"result":"conflict"}';
+      }
       case 'indexKey':
         await this.run(() => this.redis.set(this.key('key', io.keyHash), io.workspaceId));
         return DONE;

@@ -246,10 +246,24 @@ impl MemoryStore {
                     .map(|json| WorkspaceRecord::from_json(json))
                     .transpose()?,
             },
-            Io::PutWorkspace { workspace } => {
-                let json = workspace.to_json();
-                inner.kv.insert(key("ws", &workspace.id), json);
-                Outcome::Done
+            // Compare-and-set on the revision (under this store's lock, like every step).
+            Io::PutWorkspace {
+                workspace,
+                expected,
+            } => {
+                let k = key("ws", &workspace.id);
+                let current = inner
+                    .kv
+                    .get(&k)
+                    .map(|json| WorkspaceRecord::from_json(json))
+                    .transpose()?
+                    .map(|w| w.revision);
+                if current == expected {
+                    inner.kv.insert(k, workspace.to_json());
+                    Outcome::Done
+                } else {
+                    Outcome::Conflict
+                }
             }
             Io::IndexKey {
                 key_hash,

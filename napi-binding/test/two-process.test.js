@@ -139,6 +139,32 @@ describe('two otpkit serve processes sharing one Redis', () => {
     }
   });
 
+  it('admin writes across both processes are never lost: 20 parallel key creations all work, parallel PATCHes all land', async () => {
+    // Issue 19 item 4: 20 parallel creations answered 201 but only 2 keys worked.
+    const adminCall = (host, method, p, body) =>
+      fetch(`${host.base}${p}`, {
+        method,
+        headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      }).then(async (r) => ({ status: r.status, body: await r.json() }));
+    const created = await adminCall(a, 'POST', '/v1/admin/workspaces', { name: 'admin-race', senders: ['Acme'] });
+    const id = created.body.data.workspaceId;
+    const made = await Promise.all(Array.from({ length: 20 }, (_, i) => adminCall(hosts()[i % 2], 'POST', `/v1/admin/workspaces/${id}/keys`)));
+    assert.deepEqual([...new Set(made.map((x) => x.status))], [201]);
+    const statuses = await Promise.all(
+      made.map((x, i) =>
+        fetch(`${hosts()[i % 2].base}/v1/messaging/otp/sessions/3f1c2b9e-8a47-4d0e-9b6a-1c2d3e4f5a6b`, { headers: { 'x-api-key': x.body.data.apiKey } }).then((r) => r.status),
+      ),
+    );
+    assert.equal(statuses.filter((s) => s === 404).length, 20, `keys that authenticate: ${statuses.join(',')}`);
+    const patches = [{ policy: { allowedCountries: ['233'] } }, { senders: ['Acme', 'Other'] }, { policy: { maxAttempts: 3 } }, { policy: { ttlSeconds: 180 } }];
+    const answers = await Promise.all(patches.map((body, i) => adminCall(hosts()[i % 2], 'PATCH', `/v1/admin/workspaces/${id}`, body)));
+    assert.deepEqual([...new Set(answers.map((x) => x.status))], [200]);
+    const now = (await adminCall(b, 'PATCH', `/v1/admin/workspaces/${id}`, {})).body.data;
+    assert.deepEqual([now.senders, now.policy.allowedCountries, now.policy.maxAttempts, now.policy.ttlSeconds], [['Acme', 'Other'], ['233'], 3, 180]);
+    assert.equal(now.keyIds.length, 21);
+  });
+
   it('the flood shield holds across both processes: 5 bursts of 40 to different numbers, limit 10 → exactly 10 SMS', async () => {
     // Issue 19 item 1: the shield was written from a value read earlier; 500 of 500 got through.
     const created = await fetch(`${a.base}/v1/admin/workspaces`, {

@@ -199,6 +199,39 @@ describe('admin API', () => {
     expectError(await call('POST', '/v1/admin/workspaces/ws_doesnotexist/keys', { admin: true }), 404, 'NOT_FOUND');
   });
 
+  it('concurrent admin writes are never lost: 20 parallel key creations all work; parallel PATCHes all land', async () => {
+    // Issue 19 item 4: whole-record writes without compare-and-set let 18 of 20 new keys vanish
+    // and dropped an allowedCountries list. Every workspace write is now compare-and-set.
+    const ws = await newWorkspace({ senders: ['OTPKIT', 'ACME'] });
+    const created = await Promise.all(Array.from({ length: 20 }, () => call('POST', `/v1/admin/workspaces/${ws.id}/keys`, { admin: true })));
+    const keys = created.map((r) => expectStatus(r, 201, 'key creation').data.apiKey);
+    assert.equal(new Set(keys).size, 20);
+    const unknown = `/v1/messaging/otp/sessions/${SOME_ID}`;
+    const auth = await Promise.all([ws.key, ...keys].map((key) => call('GET', unknown, { key })));
+    const works = auth.filter((r) => r.status === 404).length;
+    assert.equal(works, 21, `keys that authenticate: ${works} of 21 (${auth.map((r) => r.status).join(',')})`);
+
+    const patches = [
+      { policy: { allowedCountries: ['233'] } },
+      { senders: ['NEWCO', 'OTPKIT'] },
+      { policy: { ttlSeconds: 180 } },
+      { policy: { maxAttempts: 3 } },
+      { policy: { codeLength: 8 } },
+      { policy: { failureStreakLimit: 50 } },
+    ];
+    const answers = await Promise.all(patches.map((body) => call('PATCH', `/v1/admin/workspaces/${ws.id}`, { admin: true, body })));
+    for (const r of answers) expectStatus(r, 200, 'patch');
+    const now = expectStatus(await call('PATCH', `/v1/admin/workspaces/${ws.id}`, { admin: true, body: {} }), 200).data;
+    assert.deepEqual(now.senders, ['NEWCO', 'OTPKIT']);
+    assert.deepEqual(
+      [now.policy.allowedCountries, now.policy.ttlSeconds, now.policy.maxAttempts, now.policy.codeLength, now.policy.failureStreakLimit],
+      [['233'], 180, 3, 8, 50],
+    );
+    assert.equal(now.keyIds.length, 21, 'every key is still in the record');
+    // The dropped list would let a +1 number through.
+    expectError(await ws.request({ dest: '+14155550123', src: 'NEWCO', purpose: 'LOGIN' }), 403, 'DESTINATION_NOT_ALLOWED');
+  });
+
   it('admin bodies follow the same content rules (415, malformed JSON 400)', async () => {
     expectVectorBody(await call('POST', '/v1/admin/workspaces', { admin: true, raw: '{"name":"x","senders":["X"]}', contentType: 'text/plain' }), '415');
     const res = await call('POST', '/v1/admin/workspaces', { admin: true, raw: '{"name"' });

@@ -8,12 +8,18 @@ use crate::http::envelope::{self, Reply};
 use crate::time::UnixMillis;
 use crate::validate;
 use crate::workspace::{self, NewApiKey, WorkspaceRecord};
+use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::vec::Vec;
 
 /// Random bytes an admin flow needs: 12 for a workspace id, 32 for an API key.
 pub const ADMIN_RANDOM_BYTES: usize = 44;
+
+/// How many times a change is read and applied again after another write came first
+/// ([`Outcome::Conflict`]); past it the flow answers 503 `STORE_UNAVAILABLE`. Each conflict means
+/// another write landed, so N concurrent writers all land within N tries.
+pub const MAX_WRITE_TRIES: u32 = 64;
 
 /// What the operator asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +76,9 @@ pub struct AdminFlow {
     written: Option<WorkspaceRecord>,
     /// The hash to take out of the index (revocation).
     unindex: Option<String>,
+    /// The workspace re-read after a conflict, and the writes tried so far.
+    id: String,
+    tries: u32,
     q: Queue<Wait>,
     tags: VecDeque<Wait>,
 }
@@ -94,6 +103,8 @@ impl AdminFlow {
             key: workspace::new_api_key(&key_random, now),
             written: None,
             unindex: None,
+            id: String::new(),
+            tries: 0,
             q: Queue::default(),
             tags: VecDeque::new(),
         };
@@ -120,12 +131,8 @@ impl AdminFlow {
             }
         };
         if validate::is_workspace_id(id) {
-            flow.ask(
-                Wait::Read,
-                Io::ReadWorkspace {
-                    workspace_id: id.into(),
-                },
-            );
+            flow.id = id.into();
+            flow.read();
         } else {
             flow.q.answer(Err(Error::NotFound));
         }
@@ -142,14 +149,32 @@ impl AdminFlow {
         self.q.io(io);
     }
 
-    fn put(&mut self, ws: WorkspaceRecord) {
+    fn read(&mut self) {
+        let io = Io::ReadWorkspace {
+            workspace_id: self.id.clone(),
+        };
+        self.ask(Wait::Read, io);
+    }
+
+    /// Writes `ws` over the revision it was read at (`None`: a new workspace).
+    fn put(&mut self, mut ws: WorkspaceRecord, expected: Option<u64>) {
+        self.tries = self.tries.saturating_add(1);
+        if let Some(r) = expected {
+            ws.revision = r.saturating_add(1);
+        }
         self.written = Some(ws.clone());
-        self.ask(Wait::Put, Io::PutWorkspace { workspace: ws });
+        self.ask(
+            Wait::Put,
+            Io::PutWorkspace {
+                workspace: Box::new(ws),
+                expected,
+            },
+        );
     }
 
     fn put_with_key(&mut self, mut ws: WorkspaceRecord) {
         ws.keys.push(self.key.record.clone());
-        self.put(ws);
+        self.put(ws, None);
     }
 
     fn answer(&self) -> Reply {
@@ -169,6 +194,7 @@ impl AdminFlow {
     }
 
     fn loaded(&mut self, mut ws: WorkspaceRecord) {
+        let read_at = ws.revision;
         let next = match &self.todo {
             Todo::Patch(body) => ws.patched(body),
             Todo::CreateKey => {
@@ -191,7 +217,7 @@ impl AdminFlow {
             Todo::Create => Err(Error::NotFound),
         };
         match next {
-            Ok(ws) => self.put(ws),
+            Ok(ws) => self.put(ws, Some(read_at)),
             Err(e) => self.q.answer(Err(e)),
         }
     }
@@ -232,10 +258,73 @@ impl AdminFlow {
                 }
                 (_, None) => self.q.answer(Ok(self.answer())),
             },
+            // Another write came first: read again and re-apply (a new workspace's id is fresh
+            // random, so only a patch, a key or a revocation meets one).
+            (Wait::Put, Outcome::Conflict)
+                if !self.id.is_empty() && self.tries < MAX_WRITE_TRIES =>
+            {
+                self.unindex = None;
+                self.read();
+            }
+            (Wait::Put, Outcome::Conflict) => self.q.answer(Err(Error::StoreUnavailable)),
             (Wait::Index, Outcome::Done) => self.q.answer(Ok(self.answer())),
             (Wait::Unindex, _) => {}
             (_, Outcome::Failed { corrupt }) => self.q.answer(Err(store_error(corrupt))),
             (_, _) => self.q.answer(Err(Error::StoreUnavailable)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store that always answers `conflict` (another write lands before every try): the flow
+    /// re-reads and re-applies up to [`MAX_WRITE_TRIES`] writes, then answers 503, never a
+    /// success it did not write.
+    #[test]
+    fn endless_conflicts_end_in_store_unavailable() {
+        let now = UnixMillis(1_763_800_000_000);
+        let id = "ws_5e1f0c2a9b3d4e6f7a8b9c0d";
+        let ws = WorkspaceRecord::from_create_json(
+            br#"{"name":"Acme","senders":["ACME"]}"#,
+            id.into(),
+            now,
+        )
+        .expect("valid");
+        let mut flow = AdminFlow::start(
+            AdminAction::PatchWorkspace {
+                id,
+                body: br#"{"senders":["OTHER"]}"#,
+            },
+            now,
+            &[7; ADMIN_RANDOM_BYTES],
+        );
+        let (mut reads, mut puts) = (0u32, 0u32);
+        let answer = loop {
+            match flow.poll() {
+                Step::Io(Io::ReadWorkspace { .. }) => {
+                    reads += 1;
+                    let mut current = ws.clone();
+                    current.revision = u64::from(reads);
+                    flow.handle(Outcome::Workspace {
+                        workspace: Some(current),
+                    });
+                }
+                Step::Io(Io::PutWorkspace {
+                    workspace,
+                    expected,
+                }) => {
+                    puts += 1;
+                    assert_eq!(expected, Some(u64::from(reads)));
+                    assert_eq!(workspace.revision, u64::from(reads) + 1);
+                    flow.handle(Outcome::Conflict);
+                }
+                Step::Answer(a) => break a,
+                other => panic!("unexpected {other:?}"),
+            }
+        };
+        assert_eq!(answer.err(), Some(Error::StoreUnavailable));
+        assert_eq!((reads, puts), (MAX_WRITE_TRIES, MAX_WRITE_TRIES));
     }
 }
