@@ -96,9 +96,14 @@ export class TwilioGateway implements Gateway {
 
 /**
  * The gateway that SMS_GATEWAY_KIND / _URL / _TOKEN / _ACCOUNT describe. Throws an {@link OtpError}
- * `MISCONFIGURED` when SMS_GATEWAY_KIND is neither `json` nor `twilio`.
+ * `MISCONFIGURED` when SMS_GATEWAY_KIND is neither `json` nor `twilio`. Warns once (through
+ * `warn`, default `console.warn`; `null` silences it) when SMS_GATEWAY_URL is plain `http://` to a
+ * host that is not loopback; the line names the host only, never the URL's secrets or the token.
  */
-export function gatewayFromEnv(env?: Record<string, string | undefined>): Gateway;
+export function gatewayFromEnv(
+  env?: Record<string, string | undefined>,
+  opts?: { warn?: ((line: string) => void) | null },
+): Gateway;
 
 /** Every refusal: a stable `code` and the HTTP status `otpkit serve` answers with. */
 export class OtpError extends Error {
