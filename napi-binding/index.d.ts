@@ -32,7 +32,11 @@ export type ErrorCode =
   | 'DELIVERY_FAILED'
   | 'STORE_UNAVAILABLE'
   | 'MISCONFIGURED'
-  | 'INTERNAL_ERROR';
+  | 'INTERNAL_ERROR'
+  /** cancel (and resend) of a session that is no longer pending: 409, 410, 423. */
+  | 'ALREADY_USED'
+  | 'EXPIRED'
+  | 'MAX_ATTEMPTS_REACHED';
 
 /** Workspace policy (SPEC §2). Every key is optional; out-of-bounds values are refused with 400. */
 export interface Policy {
@@ -285,6 +289,7 @@ export interface WorkspaceOps {
   request(params: RequestParams): Promise<RequestResult>;
   verify(params: VerifyParams): Promise<VerifyResult>;
   status(sessionId: string): Promise<SessionStatus | null>;
+  cancel(sessionId: string): Promise<SessionStatus>;
   audit(query?: AuditQuery): Promise<AuditPage>;
   analytics(query?: AnalyticsQuery): Promise<AnalyticsReport>;
 }
@@ -343,6 +348,12 @@ export class OtpService {
   verify(params: VerifyParams): Promise<VerifyResult>;
   /** A session's status, or null when there is none. */
   status(sessionId: string): Promise<SessionStatus | null>;
+  /**
+   * Cancels a pending session: its status with state CANCELED (a verify then answers EXPIRED).
+   * Rejects with OtpError NOT_FOUND, or ALREADY_USED (409) / EXPIRED (410) /
+   * MAX_ATTEMPTS_REACHED (423) when the session is no longer pending.
+   */
+  cancel(sessionId: string): Promise<SessionStatus>;
   /** Audit events of the service's own workspace, newest first. */
   audit(query?: AuditQuery): Promise<AuditPage>;
   /** Analytics of the service's own workspace (VALIDATION_ERROR for a bad `days` or `app`). */

@@ -56,6 +56,20 @@ pub enum Error {
         /// What did not parse.
         message: Cow<'static, str>,
     },
+    /// The session is no longer pending, so it cannot be canceled or resent: the verify status's
+    /// code and HTTP status (SPEC §7).
+    SessionEnded(Ended),
+}
+
+/// How a session that is no longer pending ended, as the verify statuses name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Approved already: 409 `ALREADY_USED`.
+    AlreadyUsed,
+    /// Expired or canceled: 410 `EXPIRED`.
+    Expired,
+    /// Out of attempts: 423 `MAX_ATTEMPTS_REACHED`.
+    MaxAttempts,
 }
 
 impl Error {
@@ -86,6 +100,9 @@ impl Error {
             Error::StoreUnavailable => "STORE_UNAVAILABLE",
             Error::Misconfigured { .. } => "MISCONFIGURED",
             Error::CorruptState { .. } => "INTERNAL_ERROR",
+            Error::SessionEnded(Ended::AlreadyUsed) => "ALREADY_USED",
+            Error::SessionEnded(Ended::Expired) => "EXPIRED",
+            Error::SessionEnded(Ended::MaxAttempts) => "MAX_ATTEMPTS_REACHED",
         }
     }
 
@@ -104,6 +121,9 @@ impl Error {
             Error::Misconfigured { .. } | Error::CorruptState { .. } => 500,
             Error::DeliveryFailed => 502,
             Error::StoreUnavailable => 503,
+            Error::SessionEnded(Ended::AlreadyUsed) => 409,
+            Error::SessionEnded(Ended::Expired) => 410,
+            Error::SessionEnded(Ended::MaxAttempts) => 423,
         }
     }
 
@@ -129,6 +149,11 @@ impl Error {
             }
             Error::DeliveryFailed => "OTP could not be delivered. No code was issued; try again.",
             Error::StoreUnavailable => "Storage is unavailable. Try again shortly.",
+            Error::SessionEnded(Ended::AlreadyUsed) => "This OTP session was already verified",
+            Error::SessionEnded(Ended::Expired) => "This OTP session has expired or was canceled",
+            Error::SessionEnded(Ended::MaxAttempts) => {
+                "This OTP session has no verification attempts left"
+            }
         }
     }
 

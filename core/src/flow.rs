@@ -358,8 +358,10 @@ impl Outcome {
 }
 
 mod admin;
+mod cancel;
 
 pub use admin::{AdminAction, AdminFlow, ADMIN_RANDOM_BYTES};
+pub use cancel::CancelFlow;
 
 /// What every flow offers its driver, so one loop drives them all.
 pub trait Flow {
@@ -381,7 +383,7 @@ macro_rules! impl_flow {
         }
     )*};
 }
-impl_flow!(RequestFlow, VerifyFlow, StatusFlow, AdminFlow);
+impl_flow!(RequestFlow, VerifyFlow, StatusFlow, AdminFlow, CancelFlow);
 
 /// What a host can do beyond the effects every host performs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -9,8 +9,8 @@
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use otpkit_core::flow::{
-    verify_stored, AdminAction, AdminFlow, Flow, HostTraits, Io, Outcome, RequestFlow, StatusFlow,
-    Step, VerifyFlow, ADMIN_RANDOM_BYTES,
+    verify_stored, AdminAction, AdminFlow, CancelFlow, Flow, HostTraits, Io, Outcome, RequestFlow,
+    StatusFlow, Step, VerifyFlow, ADMIN_RANDOM_BYTES,
 };
 use otpkit_core::hash::{code_hash, to_hex};
 use otpkit_core::http::request::Dialect;
@@ -113,6 +113,17 @@ const TRACES: &[(&str, &str)] = traces![
     "admin-patch-ok.json",
     "admin-patch-senders.json",
     "admin-patch-conflict.json",
+    "cancel-approved.json",
+    "cancel-expired.json",
+    "cancel-locked.json",
+    "cancel-malformed-id.json",
+    "cancel-not-found.json",
+    "cancel-other-workspace.json",
+    "cancel-pending-v1.json",
+    "cancel-pending-zend.json",
+    "cancel-race-approved.json",
+    "cancel-store-failed.json",
+    "cancel-twice.json",
     "admin-patch-unknown-workspace.json",
     "admin-patch-malformed-id.json",
     "admin-patch-invalid-policy.json",
@@ -723,6 +734,12 @@ fn run_trace(file: &str, text: &str, seen: &mut Seen) -> R<()> {
             Ok(Box::new(VerifyFlow::start(&req, dialect, now, traits)))
         }
         "status" => Ok(Box::new(StatusFlow::start(
+            get_str(start, "id")?,
+            dialect(start)?,
+            &ctx.workspace_id,
+            now,
+        ))),
+        "cancel" => Ok(Box::new(CancelFlow::start(
             get_str(start, "id")?,
             dialect(start)?,
             &ctx.workspace_id,

@@ -110,6 +110,7 @@ async fn route(
                     otp::verify(env, ctx, calls, &ws, parsed, dialect).await
                 }
                 Route::Status(dialect, id) => otp::status(env, ctx, calls, &ws, id, dialect).await,
+                Route::Cancel(dialect, id) => otp::cancel(env, ctx, calls, &ws, id, dialect).await,
                 Route::Audit => audit_route(req, env, &ws).await,
                 Route::Analytics => {
                     let pairs = http::query_pairs(req);

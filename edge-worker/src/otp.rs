@@ -6,8 +6,8 @@ use crate::proto::{DestinationCall, SessionCall};
 use crate::workspace_do::WorkspaceCall;
 use crate::{audit, config, gateway, workspaces};
 use otpkit_core::flow::{
-    AdminAction, AdminFlow, Admitted, Flow, HostTraits, Io, Outcome, RequestFlow, StatusFlow, Step,
-    VerifyFlow, ADMIN_RANDOM_BYTES,
+    AdminAction, AdminFlow, Admitted, CancelFlow, Flow, HostTraits, Io, Outcome, RequestFlow,
+    StatusFlow, Step, VerifyFlow, ADMIN_RANDOM_BYTES,
 };
 use otpkit_core::gateway::GatewayConfig;
 use otpkit_core::guard::DeliveryOutcome;
@@ -76,6 +76,26 @@ pub async fn verify(
 ) -> Result<Reply, Error> {
     let now = now();
     let flow = VerifyFlow::start(&req, dialect, now, TRAITS);
+    drive(
+        Edge::new(env, &ws.id, ws.policy.clone(), now, None)?,
+        ctx,
+        calls,
+        flow,
+    )
+    .await
+}
+
+/// `POST /v1/messaging/otp/sessions/{id}/cancel` and `POST /otp/{id}/cancel`.
+pub async fn cancel(
+    env: &Env,
+    ctx: &Context,
+    calls: &Calls,
+    ws: &WorkspaceRecord,
+    raw_id: &str,
+    dialect: Dialect,
+) -> Result<Reply, Error> {
+    let now = now();
+    let flow = CancelFlow::start(raw_id, dialect, &ws.id, now);
     drive(
         Edge::new(env, &ws.id, ws.policy.clone(), now, None)?,
         ctx,

@@ -76,6 +76,15 @@ class OtpService {
     return this.own.status(sessionId);
   }
 
+  /**
+   * Cancels a pending session: its view with state CANCELED (a verify then answers EXPIRED).
+   * Rejects with OtpError NOT_FOUND, or ALREADY_USED / EXPIRED / MAX_ATTEMPTS_REACHED for a
+   * session that is no longer pending.
+   */
+  cancel(sessionId) {
+    return this.own.cancel(sessionId);
+  }
+
   /** Audit events, newest first: `{events, nextCursor}`. `query`: {sessionId, since, limit, cursor}. */
   audit(query = {}) {
     return this.own.audit(query);
@@ -139,6 +148,12 @@ class OtpService {
       status: async (sessionId) => {
         const reply = await this.#reply(async () => this.sessionStatus(await load(), 'v1', String(sessionId ?? '')));
         return reply.status === 200 ? JSON.parse(reply.body).data : null;
+      },
+      cancel: async (sessionId) => {
+        const reply = await this.#reply(async () => this.cancelSession(await load(), 'v1', String(sessionId ?? '')));
+        if (reply.status === 404) throw hostError('NOT_FOUND');
+        if (reply.status !== 200) throw fromReply(reply);
+        return JSON.parse(reply.body).data;
       },
       audit: (query = {}) =>
         this.#data(async () => this.store.auditReply((await load()).id, new URLSearchParams(query).toString())),
@@ -300,6 +315,11 @@ class OtpService {
     return this.drive(flow, ws, prefetched === undefined ? {} : { session: prefetched });
   }
 
+  /** POST /v1/messaging/otp/sessions/{id}/cancel and POST /otp/{id}/cancel. */
+  async cancelSession(ws, dialect, rawId) {
+    return this.drive(native.cancelFlow(dialect, rawId, ws.id, Date.now()), ws, {});
+  }
+
   /** The status over HTTP with the key and the session read in one round trip (Redis). */
   async statusPrefetched(r, hash) {
     if (!hash) throw hostError('UNAUTHORIZED');
@@ -384,6 +404,8 @@ class OtpService {
           return await this.check(ws, r.dialect, r.id ?? null, await this.jsonBody(req));
         case 'status':
           return await this.sessionStatus(ws, r.dialect, r.id);
+        case 'cancel':
+          return await this.cancelSession(ws, r.dialect, r.id);
         case 'analytics':
           return await this.store.analyticsReply(ws, req.query || '', Date.now());
         default:

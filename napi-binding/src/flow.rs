@@ -141,6 +141,25 @@ node_flow!(
     "`GET …/sessions/{id}` and `GET /otp/{id}/status` (otpkit_core::flow::StatusFlow)."
 );
 
+node_flow!(
+    CancelFlow,
+    flow::CancelFlow,
+    "`POST …/sessions/{id}/cancel` and `POST /otp/{id}/cancel` (otpkit_core::flow::CancelFlow)."
+);
+
+/// Starts a cancellation of the id as given in the path.
+#[napi]
+pub fn cancel_flow(
+    dialect_name: String,
+    raw_id: String,
+    ws_id: String,
+    now: f64,
+) -> Result<CancelFlow> {
+    Ok(CancelFlow {
+        inner: flow::CancelFlow::start(&raw_id, dialect(&dialect_name)?, &ws_id, ms(now)),
+    })
+}
+
 /// Starts a request flow: parses the body of `dialect`, plans the send in `ws` (sender,
 /// country, code, template). Throws the 400/403 errors in SPEC's order.
 #[napi]

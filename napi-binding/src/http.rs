@@ -58,12 +58,12 @@ pub fn openapi_reply() -> Reply {
 #[napi(object)]
 #[derive(Debug)]
 pub struct RouteMatch {
-    /// `health`, `openapi`, `request`, `verify`, `status`, `audit`, `createWorkspace`, `patchWorkspace`,
+    /// `health`, `openapi`, `request`, `verify`, `status`, `cancel`, `audit`, `createWorkspace`, `patchWorkspace`,
     /// `createKey`, `revokeKey`.
     pub kind: String,
     /// `v1` or `zend` for the OTP routes.
     pub dialect: Option<String>,
-    /// Path id: session id (zend verify, status) or workspace id (admin).
+    /// Path id: session id (zend verify, status, cancel) or workspace id (admin).
     pub id: Option<String>,
     /// Key id (`revokeKey`).
     pub key_id: Option<String>,
@@ -87,6 +87,7 @@ pub fn route(method: String, path: String) -> Result<RouteMatch> {
         CoreRoute::Request(x) => ("request", d(x), None, None),
         CoreRoute::Verify(x, id) => ("verify", d(x), id.map(str::to_string), None),
         CoreRoute::Status(x, id) => ("status", d(x), Some(id.to_string()), None),
+        CoreRoute::Cancel(x, id) => ("cancel", d(x), Some(id.to_string()), None),
         CoreRoute::Audit => ("audit", None, None, None),
         CoreRoute::Analytics => ("analytics", None, None, None),
         CoreRoute::CreateWorkspace => ("createWorkspace", None, None, None),

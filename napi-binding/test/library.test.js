@@ -154,6 +154,29 @@ describe('OtpService (memory store)', () => {
     await otp.close();
   });
 
+  it('cancel: a pending session → CANCELED (verify EXPIRED, reuse sends anew); ended or unknown ones reject with their code', async () => {
+    const gw = recorder();
+    const otp = new OtpService({ pepper: PEPPER, gateway: gw });
+    const dest = newDest();
+    const a = await otp.request({ dest, src: 'Acme', purpose: 'LOGIN' });
+    const view = await otp.cancel(a.sessionId);
+    assert.equal(view.state, 'CANCELED');
+    assert.equal(view.sessionId, a.sessionId);
+    assert.equal((await otp.verify({ sessionId: a.sessionId, code: codeOf(gw.sent[0].text) })).status, 'EXPIRED');
+    await assert.rejects(otp.cancel(a.sessionId), (e) => e instanceof OtpError && e.code === 'EXPIRED' && e.httpStatus === 410);
+    const b = await otp.request({ dest, src: 'Acme', purpose: 'LOGIN' });
+    assert.equal(b.reused, false, 'reuse never returns a canceled session');
+    assert.equal(gw.sent.length, 2);
+    assert.equal((await otp.verify({ sessionId: b.sessionId, code: codeOf(gw.sent[1].text) })).status, 'APPROVED');
+    await assert.rejects(otp.cancel(b.sessionId), (e) => e.code === 'ALREADY_USED' && e.httpStatus === 409);
+    await assert.rejects(otp.cancel('3f1c2b9e-8a47-4d0e-9b6a-1c2d3e4f5a6b'), (e) => e.code === 'NOT_FOUND' && e.httpStatus === 404);
+    await otp.settle();
+    const events = (await otp.audit({ sessionId: a.sessionId })).events.map((e) => e.event);
+    assert.equal(events[0], 'verify_rejected', 'the verify after the cancel');
+    assert.ok(events.includes('canceled'), events.join(','));
+    await otp.close();
+  });
+
   it('errors are OtpError with code, httpStatus, field and retryAfterSeconds', async () => {
     assert.throws(() => new OtpService({ pepper: 'short', gateway: recorder() }), (e) => e instanceof OtpError && e.code === 'MISCONFIGURED' && e.httpStatus === 500);
     assert.throws(

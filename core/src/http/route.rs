@@ -17,6 +17,8 @@ pub enum Route<'a> {
     Verify(Dialect, Option<&'a str>),
     /// `GET /v1/messaging/otp/sessions/{id}` or `GET /otp/{id}/status`.
     Status(Dialect, &'a str),
+    /// `POST /v1/messaging/otp/sessions/{id}/cancel` or `POST /otp/{id}/cancel`.
+    Cancel(Dialect, &'a str),
     /// `GET /v1/messaging/otp/audit`.
     Audit,
     /// `GET /otp/analytics` (second dialect).
@@ -64,11 +66,15 @@ pub fn match_route<'a>(method: &str, path: &'a str) -> Result<Route<'a>, Error> 
         ["v1", "messaging", "otp", "request"] => (Route::Request(Dialect::V1), "POST"),
         ["v1", "messaging", "otp", "verify"] => (Route::Verify(Dialect::V1, None), "POST"),
         ["v1", "messaging", "otp", "sessions", id] => (Route::Status(Dialect::V1, id), "GET"),
+        ["v1", "messaging", "otp", "sessions", id, "cancel"] => {
+            (Route::Cancel(Dialect::V1, id), "POST")
+        }
         ["v1", "messaging", "otp", "audit"] => (Route::Audit, "GET"),
         ["otp", "send"] => (Route::Request(Dialect::Zend), "POST"),
         ["otp", "analytics"] => (Route::Analytics, "GET"),
         ["otp", id, "verify"] => (Route::Verify(Dialect::Zend, Some(id)), "POST"),
         ["otp", id, "status"] => (Route::Status(Dialect::Zend, id), "GET"),
+        ["otp", id, "cancel"] => (Route::Cancel(Dialect::Zend, id), "POST"),
         ["v1", "admin", "workspaces"] => (Route::CreateWorkspace, "POST"),
         ["v1", "admin", "workspaces", id] => (Route::PatchWorkspace(id), "PATCH"),
         ["v1", "admin", "workspaces", id, "keys"] => (Route::CreateKey(id), "POST"),
@@ -105,6 +111,18 @@ mod tests {
         );
         assert_eq!(match_route("GET", "/a/b/c/d/e/f/g/h"), Err(Error::NotFound));
         assert_eq!(match_route("GET", "/otp/analytics"), Ok(Route::Analytics));
+        assert_eq!(
+            match_route("POST", "/v1/messaging/otp/sessions/s1/cancel"),
+            Ok(Route::Cancel(Dialect::V1, "s1"))
+        );
+        assert_eq!(
+            match_route("POST", "/otp/s1/cancel"),
+            Ok(Route::Cancel(Dialect::Zend, "s1"))
+        );
+        assert_eq!(
+            match_route("GET", "/otp/s1/cancel"),
+            Err(Error::MethodNotAllowed)
+        );
         assert_eq!(
             match_route("POST", "/otp/analytics"),
             Err(Error::MethodNotAllowed)
