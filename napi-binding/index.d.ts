@@ -185,14 +185,17 @@ export interface RequestResult {
   reused: boolean;
 }
 
-export interface VerifyParams {
-  sessionId: string;
-  /** 4–10 digits, as a string. */
-  code: string;
-}
+/**
+ * The code and exactly one of `sessionId` (verify by id) or `dest` + `purpose` (verify by
+ * destination: the active session of that number and purpose, counted the same way).
+ */
+export type VerifyParams =
+  | { sessionId: string; dest?: never; purpose?: never; /** 4–10 digits, as a string. */ code: string }
+  | { sessionId?: never; dest: string; purpose: Purpose; /** 4–10 digits, as a string. */ code: string };
 
 export interface VerifyResult {
-  sessionId: string;
+  /** The session checked; null when a verify by destination found no active session (NOT_FOUND). */
+  sessionId: string | null;
   status: VerifyStatus;
   verified: boolean;
   message: string;

@@ -181,6 +181,14 @@ pub enum Io {
         /// Purpose.
         purpose: Purpose,
     },
+    /// The session a verify by destination checks: [`crate::guard::DestinationGuard::active_session`]
+    /// of the guard of `dest` (read only). Answer [`Outcome::Active`].
+    ReadActive {
+        /// Destination.
+        dest: String,
+        /// Purpose.
+        purpose: Purpose,
+    },
     /// Verify `code` against the stored session atomically: [`verify_stored`] between the read
     /// and the write. Answer [`Outcome::Verified`].
     Verify {
@@ -299,6 +307,11 @@ pub enum Outcome {
     /// [`Io::ReadReuseHint`].
     ReuseHint {
         /// The hinted session id.
+        session_id: Option<String>,
+    },
+    /// [`Io::ReadActive`].
+    Active {
+        /// The active session's id (absent: none).
         session_id: Option<String>,
     },
     /// [`Io::ReadSession`].
@@ -873,6 +886,7 @@ fn issue_reply(dialect: Dialect, session: &Session, now: UnixMillis, reused: boo
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum VerWait {
+    Active,
     Verify,
     After,
 }
@@ -885,6 +899,8 @@ pub struct VerifyFlow {
     dialect: Dialect,
     traits: HostTraits,
     raw_session_id: String,
+    /// The code, kept only while the active session of a destination is looked up.
+    code: Option<CodeText>,
     now: UnixMillis,
     q: Queue<VerWait>,
     tags: VecDeque<VerWait>,
@@ -903,21 +919,30 @@ impl VerifyFlow {
             dialect,
             traits,
             raw_session_id: req.raw_session_id.clone(),
+            code: None,
             now,
             q: Queue::default(),
             tags: VecDeque::new(),
         };
-        match &req.session_id {
-            Some(id) => {
-                flow.tags.push_back(VerWait::Verify);
-                flow.q.io(Io::Verify {
-                    session_id: id.clone(),
-                    code: CodeText(req.code.clone()),
+        match (&req.session_id, &req.by_dest) {
+            (Some(id), _) => flow.verify(id.clone(), CodeText(req.code.clone())),
+            // By destination: its active session first, then the same verify as by id.
+            (None, Some((dest, purpose))) => {
+                flow.code = Some(CodeText(req.code.clone()));
+                flow.tags.push_back(VerWait::Active);
+                flow.q.io(Io::ReadActive {
+                    dest: dest.clone(),
+                    purpose: *purpose,
                 });
             }
-            None => flow.q.answer(Ok(flow.not_found())),
+            (None, None) => flow.q.answer(Ok(flow.not_found())),
         }
         flow
+    }
+
+    fn verify(&mut self, session_id: String, code: CodeText) {
+        self.tags.push_back(VerWait::Verify);
+        self.q.io(Io::Verify { session_id, code });
     }
 
     /// The next step.
@@ -944,6 +969,33 @@ impl VerifyFlow {
         };
         let (status, attempts_left, session) = match (wait, outcome) {
             (VerWait::After, _) => return,
+            (
+                VerWait::Active,
+                Outcome::Active {
+                    session_id: Some(id),
+                },
+            ) => {
+                let code = self.code.take().unwrap_or(CodeText(String::new()));
+                self.raw_session_id.clone_from(&id);
+                self.verify(id, code);
+                return;
+            }
+            (VerWait::Active, Outcome::Active { session_id: None }) => {
+                self.code = None;
+                self.q.answer(Ok(match self.dialect {
+                    Dialect::V1 => envelope::v1_verify_no_session(),
+                    Dialect::Zend => envelope::zend_not_found(),
+                }));
+                return;
+            }
+            (VerWait::Active, Outcome::Failed { corrupt }) => {
+                self.q.answer(Err(store_error(corrupt)));
+                return;
+            }
+            (VerWait::Active, _) => {
+                self.q.answer(Err(Error::StoreUnavailable));
+                return;
+            }
             (
                 VerWait::Verify,
                 Outcome::Verified {

@@ -248,6 +248,24 @@ impl DestinationGuard {
         }
     }
 
+    /// The session a verify by destination checks (SPEC §7): the newest delivered, unexpired
+    /// session for `purpose` — an entry still in flight stands for the one it replaces, whose
+    /// code is still the one the user holds.
+    #[must_use]
+    pub fn active_session(&self, purpose: Purpose, now: UnixMillis) -> Option<&str> {
+        let mut entry = self.active.iter().find(|a| a.purpose == purpose);
+        while let Some(a) = entry {
+            if a.confirmed && now < a.expires_at {
+                return Some(&a.session_id);
+            }
+            if a.confirmed {
+                return None;
+            }
+            entry = a.previous.as_deref();
+        }
+        None
+    }
+
     /// Stops treating `session_id` as active (it was found used, locked or gone).
     pub fn forget(&mut self, session_id: &str) {
         self.active.retain(|a| a.session_id != session_id);
@@ -360,6 +378,51 @@ impl FloodShield {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Verify by destination checks the newest delivered, unexpired session of the purpose: a
+    /// newer send still in flight stands for the one it replaces (whose code the user holds), an
+    /// approved one is forgotten, an expired one is none, and another purpose is not looked at.
+    #[test]
+    fn active_session_for_verify_by_destination() {
+        let policy = Policy {
+            reuse: false,
+            ..Policy::default()
+        };
+        let t0 = UnixMillis(1_000_000);
+        let mut g = DestinationGuard::new();
+        assert_eq!(g.active_session(Purpose::Login, t0), None);
+        let exp = t0.plus_secs(300);
+        g.admit(Purpose::Login, "a", exp, false, &policy, t0)
+            .unwrap();
+        assert_eq!(
+            g.active_session(Purpose::Login, t0),
+            None,
+            "in flight, nothing before it"
+        );
+        g.delivery("a", DeliveryOutcome::Delivered);
+        assert_eq!(g.active_session(Purpose::Login, t0), Some("a"));
+        assert_eq!(g.active_session(Purpose::PasswordReset, t0), None);
+        g.admit(Purpose::Login, "b", exp.plus_secs(10), false, &policy, t0)
+            .unwrap();
+        assert_eq!(
+            g.active_session(Purpose::Login, t0),
+            Some("a"),
+            "b still in flight"
+        );
+        g.delivery("b", DeliveryOutcome::Delivered);
+        assert_eq!(g.active_session(Purpose::Login, t0), Some("b"));
+        assert_eq!(
+            g.active_session(Purpose::Login, exp.plus_secs(10)),
+            None,
+            "expired"
+        );
+        g.record_verify("b", VerifyOutcome::Approved, &policy, t0);
+        assert_eq!(
+            g.active_session(Purpose::Login, t0),
+            None,
+            "approved: forgotten"
+        );
+    }
 
     /// Found by the property test: with reuse off, a send replaced while in flight timed out
     /// (while nested), then the newer one timed out too. The old entry must not come back as

@@ -113,6 +113,10 @@ const TRACES: &[(&str, &str)] = traces![
     "admin-patch-ok.json",
     "admin-patch-senders.json",
     "admin-patch-conflict.json",
+    "verify-by-dest-approved.json",
+    "verify-by-dest-invalid.json",
+    "verify-by-dest-none.json",
+    "verify-by-dest-store-failed.json",
     "cancel-approved.json",
     "cancel-expired.json",
     "cancel-locked.json",
@@ -142,9 +146,10 @@ const TRACES: &[(&str, &str)] = traces![
 ];
 
 /// Every IO, outcome and admission kind; the traces together must use each of them.
-const IO_KINDS: [&str; 18] = [
+const IO_KINDS: [&str; 19] = [
     "readReuseHint",
     "readSession",
+    "readActive",
     "admit",
     "awaitSend",
     "forget",
@@ -162,12 +167,13 @@ const IO_KINDS: [&str; 18] = [
     "indexKey",
     "unindexKey",
 ];
-const OUTCOME_KINDS: [&str; 12] = [
+const OUTCOME_KINDS: [&str; 13] = [
     "done",
     "conflict",
     "failed",
     "reuseHint",
     "session",
+    "active",
     "admitted",
     "awaited",
     "delivery",

@@ -162,6 +162,11 @@ impl DestinationObject {
                 }
                 Ok(String::new())
             }
+            DestinationCall::Active { purpose } => {
+                let guard = self.load().await?;
+                let id = guard.active_session(purpose, now());
+                Ok(serde_json::json!({ "sessionId": id }).to_string())
+            }
             DestinationCall::Forget { session_id } => {
                 let mut guard = self.load().await?;
                 guard.forget(&session_id);

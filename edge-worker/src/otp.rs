@@ -274,6 +274,19 @@ impl Edge {
             // The DestinationObject waits for an in-flight send itself (Admit answers Reuse or
             // Failed), so it never answers Wait and no flow asks this of the Worker.
             Io::AwaitSend { .. } => return Err(Error::StoreUnavailable),
+            Io::ReadActive { dest, purpose } => {
+                let call = DestinationCall::Active { purpose };
+                let text = self.destination(calls, &dest, &call).await?;
+                #[derive(serde::Deserialize)]
+                #[serde(rename_all = "camelCase")]
+                struct Active {
+                    session_id: Option<String>,
+                }
+                let active: Active = parse(&text)?;
+                Outcome::Active {
+                    session_id: active.session_id,
+                }
+            }
             Io::Forget { dest, session_id } => {
                 let call = DestinationCall::Forget { session_id };
                 self.destination(calls, &dest, &call).await?;

@@ -36,6 +36,8 @@ pub enum DestinationCall {
     },
     /// Stop treating a session as active.
     Forget { session_id: String },
+    /// The session a verify by destination checks: `{"sessionId": …}` (read only).
+    Active { purpose: Purpose },
 }
 
 /// Worker → SessionObject.

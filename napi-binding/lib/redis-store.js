@@ -320,6 +320,10 @@ class RedisStore {
       }
       case 'admit':
         return this.admit(ws, io, now, ctx);
+      case 'readActive': {
+        const raw = await this.run(() => this.redis.get(this.key('g', ws.id, io.dest)));
+        return native.guardActive(split(raw)[1], io.purpose, now);
+      }
       case 'forget':
         await this.update(this.key('g', ws.id, io.dest), (json) => native.guardForget(json, ws, io.sessionId, now));
         return DONE;

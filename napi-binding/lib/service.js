@@ -361,7 +361,8 @@ class OtpService {
     const found = await this.store.lookupKeyWithSession(hash, input?.sessionId ?? null);
     const ws = this.workspaceOfKey(hash, found.workspace);
     if (bodyError) throw bodyError;
-    return this.check(ws, r.dialect, r.id ?? null, body, found.session);
+    // Verify by destination names no session up front: nothing was prefetched for it.
+    return this.check(ws, r.dialect, r.id ?? null, body, input?.sessionId ? found.session : undefined);
   }
 
   /** An admin action (core::flow's AdminFlow): `createWorkspace`, `patchWorkspace`, `createKey`, `revokeKey`. */

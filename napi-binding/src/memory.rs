@@ -174,6 +174,13 @@ impl MemoryStore {
                 inner.settle_guard(&k, ws, now);
                 Outcome::Admitted { admission }
             }
+            Io::ReadActive { dest, purpose } => Outcome::Active {
+                session_id: inner
+                    .guards
+                    .get(&key(ws_id, &dest))
+                    .and_then(|(g, _)| g.active_session(purpose, now))
+                    .map(str::to_string),
+            },
             Io::Forget { dest, session_id } => {
                 let k = key(ws_id, &dest);
                 if let Some((g, _)) = inner.guards.get_mut(&k) {

@@ -173,6 +173,19 @@ pub fn guard_forget(
     Ok(guard_step(&before, &g, ws, ms(now), "done"))
 }
 
+/// The session a verify by destination checks (`flow::Io::ReadActive`): the flow outcome JSON
+/// `{"result":"active","sessionId":…}` of the stored guard.
+#[napi]
+pub fn guard_active(state: Option<String>, purpose: String, now: f64) -> Result<String> {
+    let g = read_guard(state.as_deref())?;
+    let purpose = otpkit_core::Purpose::parse(&purpose)
+        .ok_or_else(|| throw(&otpkit_core::Error::invalid("purpose", "unknown purpose")))?;
+    let outcome = otpkit_core::flow::Outcome::Active {
+        session_id: g.active_session(purpose, ms(now)).map(str::to_string),
+    };
+    Ok(serde_json::to_string(&outcome).unwrap_or_default())
+}
+
 /// Where another request's send stands: `pending`, `delivered` or `gone` (also once it is
 /// stale at `now`, when given).
 #[napi]

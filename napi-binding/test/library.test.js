@@ -177,6 +177,22 @@ describe('OtpService (memory store)', () => {
     await otp.close();
   });
 
+  it('verify by destination: {dest, purpose, code} checks the active session, counted as by id', async () => {
+    const gw = recorder();
+    const otp = new OtpService({ pepper: PEPPER, gateway: gw });
+    const dest = newDest();
+    const a = await otp.request({ dest, src: 'Acme', purpose: 'LOGIN' });
+    const code = codeOf(gw.sent[0].text);
+    const wrong = await otp.verify({ dest, purpose: 'LOGIN', code: code === '000000' ? '111111' : '000000' });
+    assert.deepEqual([wrong.status, wrong.sessionId, wrong.attemptsLeft], ['INVALID', a.sessionId, 4]);
+    const none = await otp.verify({ dest, purpose: 'PASSWORD_RESET', code });
+    assert.deepEqual([none.status, none.sessionId], ['NOT_FOUND', null]);
+    const ok = await otp.verify({ dest, purpose: 'LOGIN', code });
+    assert.deepEqual([ok.status, ok.sessionId, ok.attemptsLeft], ['APPROVED', a.sessionId, 3]);
+    await assert.rejects(otp.verify({ sessionId: a.sessionId, dest, purpose: 'LOGIN', code }), (e) => e.code === 'VALIDATION_ERROR' && e.field === 'sessionId');
+    await otp.close();
+  });
+
   it('errors are OtpError with code, httpStatus, field and retryAfterSeconds', async () => {
     assert.throws(() => new OtpService({ pepper: 'short', gateway: recorder() }), (e) => e instanceof OtpError && e.code === 'MISCONFIGURED' && e.httpStatus === 500);
     assert.throws(

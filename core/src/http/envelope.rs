@@ -142,7 +142,7 @@ pub fn verify_messages(outcome: VerifyOutcome) -> (&'static str, &'static str) {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct VerifyData<'a> {
-    session_id: &'a str,
+    session_id: Option<&'a str>,
     status: &'static str,
     verified: bool,
     message: &'static str,
@@ -152,6 +152,17 @@ struct VerifyData<'a> {
 /// `POST /v1/messaging/otp/verify` for any outcome. `session_id` is the id as the caller gave it.
 #[must_use]
 pub fn v1_verify(session_id: &str, v: &Verification) -> Reply {
+    v1_verify_of(Some(session_id), v)
+}
+
+/// `POST /v1/messaging/otp/verify` by destination with no active session: NOT_FOUND with
+/// `sessionId: null` (there is no session to name).
+#[must_use]
+pub fn v1_verify_no_session() -> Reply {
+    v1_verify_of(None, &Verification::NOT_FOUND)
+}
+
+fn v1_verify_of(session_id: Option<&str>, v: &Verification) -> Reply {
     let outcome = v.outcome;
     let approved = outcome == VerifyOutcome::Approved;
     let (top, inner) = verify_messages(outcome);

@@ -164,10 +164,12 @@ fn app(obj: &Object, key: &'static str) -> Result<Option<String>, Error> {
 /// A checked verification request.
 #[derive(Clone, PartialEq, Eq)]
 pub struct VerifyRequest {
-    /// The session id as given (echoed in NOT_FOUND answers).
+    /// The session id as given (echoed in NOT_FOUND answers); empty when checked by destination.
     pub raw_session_id: String,
-    /// The canonical lowercase id; `None` if malformed (answered as NOT_FOUND).
+    /// The canonical lowercase id; `None` if malformed (answered as NOT_FOUND) or not given.
     pub session_id: Option<String>,
+    /// Verify by destination (SPEC §7): the active session of (workspace, `dest`, `purpose`).
+    pub by_dest: Option<(String, Purpose)>,
     /// 4–10 ASCII digits.
     pub code: String,
 }
@@ -176,20 +178,43 @@ impl core::fmt::Debug for VerifyRequest {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("VerifyRequest")
             .field("session_id", &self.session_id)
+            .field("by_dest", &self.by_dest.as_ref().map(|(_, p)| p))
             .field("code", &"<redacted>")
             .finish()
     }
 }
 
 impl VerifyRequest {
-    /// `POST /v1/messaging/otp/verify`: `sessionId` and `code` (string of 4–10 digits) required.
+    /// `POST /v1/messaging/otp/verify`: `code` (string of 4–10 digits) and exactly one of
+    /// `sessionId` or `dest` + `purpose` (verify by destination).
     pub fn from_v1_json(body: &[u8]) -> Result<VerifyRequest, Error> {
         let obj = json::parse_object(body)?;
+        if json::opt_str(&obj, "sessionId")?.is_none()
+            && (json::opt_str(&obj, "dest")?.is_some() || json::opt_str(&obj, "purpose")?.is_some())
+        {
+            let dest = json::req_str(&obj, "dest")?;
+            validate::destination("dest", dest)?;
+            let purpose = purpose(&obj, "purpose", true)?.unwrap_or(Purpose::Login);
+            let code = code(&obj)?;
+            return Ok(VerifyRequest {
+                raw_session_id: String::new(),
+                session_id: None,
+                by_dest: Some((dest.to_string(), purpose)),
+                code,
+            });
+        }
         let raw = json::req_str(&obj, "sessionId")?;
+        if json::opt_str(&obj, "dest")?.is_some() || json::opt_str(&obj, "purpose")?.is_some() {
+            return Err(Error::invalid(
+                "sessionId",
+                "give either sessionId or dest and purpose, not both",
+            ));
+        }
         let code = code(&obj)?;
         Ok(VerifyRequest {
             raw_session_id: raw.to_string(),
             session_id: validate::normalize_session_id(raw),
+            by_dest: None,
             code,
         })
     }
@@ -201,6 +226,7 @@ impl VerifyRequest {
         Ok(VerifyRequest {
             raw_session_id: path_id.to_string(),
             session_id: validate::normalize_session_id(path_id),
+            by_dest: None,
             code,
         })
     }
