@@ -70,6 +70,10 @@ async fn route(
     let route = match_route(method, path)?;
     match route {
         Route::Health => return Ok(envelope::health(config::pepper(env).is_ok())),
+        Route::Ready => {
+            let store = workspaces::ready(env).await;
+            return Ok(envelope::ready(store, config::pepper(env).is_ok()));
+        }
         Route::OpenApi => return Ok(otpkit_core::http::openapi::reply()),
         _ => {}
     }

@@ -10,6 +10,16 @@ fn kv(env: &Env) -> Result<KvStore, Error> {
     })
 }
 
+/// `GET /ready`'s store check: the Durable Object bindings exist and KV `WORKSPACES` (read by
+/// every authenticated request) answers a read.
+pub async fn ready(env: &Env) -> bool {
+    let objects = ["SESSIONS", "DESTINATIONS", "WORKSPACE_OBJECTS"]
+        .iter()
+        .all(|b| env.durable_object(b).is_ok());
+    let Ok(kv) = kv(env) else { return false };
+    objects && kv.get("ready:probe").text().await.is_ok()
+}
+
 /// Loads a workspace by id.
 pub async fn load(env: &Env, id: &str) -> Result<Option<WorkspaceRecord>, Error> {
     if !otpkit_core::validate::is_workspace_id(id) {

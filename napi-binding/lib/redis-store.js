@@ -603,6 +603,17 @@ class RedisStore {
     return { workspace: workspace ?? null, session: sessionId == null ? undefined : session ?? null };
   }
 
+  /** `GET /ready`'s store check: Redis answers PING within a second. */
+  async ready() {
+    let timer;
+    const late = new Promise((resolve) => (timer = setTimeout(() => resolve(false), 1000)));
+    try {
+      return await Promise.race([this.redis.ping().then((p) => p === 'PONG', () => false), late]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   async close() {
     clearInterval(this.timer);
     if (this.ownClient) this.redis.disconnect();

@@ -383,6 +383,7 @@ class OtpService {
     try {
       const r = native.route(req.method, req.path);
       if (r.kind === 'health') return native.healthReply(this.engine.configured);
+      if (r.kind === 'ready') return native.readyReply(this.store.ready ? await this.store.ready() : true, this.engine.configured);
       if (r.kind === 'openapi') return native.openapiReply();
       this.engine.check();
       const h = req.headers;

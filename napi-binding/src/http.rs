@@ -42,6 +42,12 @@ pub fn error_reply(code: String) -> Reply {
     envelope::error(&host_error(&code)).into()
 }
 
+/// `GET /ready`: `storeOk` from the store's own check, `configured` from the engine.
+#[napi]
+pub fn ready_reply(store_ok: bool, configured: bool) -> Reply {
+    envelope::ready(store_ok, configured).into()
+}
+
 /// `GET /health`.
 #[napi]
 pub fn health_reply(configured: bool) -> Reply {
@@ -83,6 +89,7 @@ pub fn route(method: String, path: String) -> Result<RouteMatch> {
     };
     let (kind, dialect, id, key_id) = match r {
         CoreRoute::Health => ("health", None, None, None),
+        CoreRoute::Ready => ("ready", None, None, None),
         CoreRoute::OpenApi => ("openapi", None, None, None),
         CoreRoute::Request(x) => ("request", d(x), None, None),
         CoreRoute::Verify(x, id) => ("verify", d(x), id.map(str::to_string), None),

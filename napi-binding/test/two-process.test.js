@@ -208,6 +208,9 @@ describe('otpkit serve without a usable OTP_PEPPER', () => {
         const health = await fetch(`${host.base}/health`);
         assert.equal(health.status, 503);
         assert.equal(await health.text(), body('health misconfigured'));
+        const ready = await fetch(`${host.base}/ready`);
+        assert.equal(ready.status, 503);
+        assert.equal(await ready.text(), '{"status":"unready","failing":["config"]}');
         for (const [method, p] of [['POST', '/v1/messaging/otp/request'], ['POST', '/otp/send'], ['GET', '/v1/messaging/otp/audit'], ['POST', '/v1/admin/workspaces']]) {
           const r = await fetch(`${host.base}${p}`, { method, headers: { 'content-type': 'application/json' }, body: method === 'POST' ? '{}' : undefined });
           assert.equal(r.status, 500, `${method} ${p}`);
@@ -217,6 +220,27 @@ describe('otpkit serve without a usable OTP_PEPPER', () => {
       } finally {
         await host.stop();
       }
+    }
+  });
+});
+
+describe('otpkit serve readiness (SPEC §9)', () => {
+  it('Redis down: /health stays 200 (liveness), /ready answers 503 failing ["store"]; back up: 200 ready', async () => {
+    const redis = await startRedis();
+    const sink = await startSink();
+    const host = await serve({ OTP_PEPPER: randomBytes(32).toString('hex'), SMS_GATEWAY_URL: sink.gatewayUrl, REDIS_URL: redis.url });
+    try {
+      let r = await fetch(`${host.base}/ready`);
+      assert.equal(r.status, 200);
+      assert.equal(await r.text(), '{"status":"ready"}');
+      await redis.stop();
+      r = await fetch(`${host.base}/ready`);
+      assert.equal(r.status, 503);
+      assert.equal(await r.text(), '{"status":"unready","failing":["store"]}');
+      assert.equal((await fetch(`${host.base}/health`)).status, 200);
+    } finally {
+      await host.stop();
+      await sink.stop();
     }
   });
 });

@@ -12,6 +12,16 @@ useHarness();
 const REQUEST = '/v1/messaging/otp/request';
 const SOME_ID = '3f1c2b9e-8a47-4d0e-9b6a-1c2d3e4f5a6b';
 
+describe('readiness', () => {
+  it('GET /ready → 200 {"status":"ready"} without any key (store and configuration usable)', async () => {
+    const res = await call('GET', '/ready');
+    assert.equal(res.status, 200, res.text);
+    assert.equal(res.text, '{"status":"ready"}');
+    assert.match(res.headers.get('content-type') || '', /^application\/json/i);
+    expectError(await call('POST', '/ready'), 405, 'METHOD_NOT_ALLOWED');
+  });
+});
+
 describe('health', () => {
   it('GET /health → 200 {"status":"ok"} without any key', async () => {
     const res = await call('GET', '/health');

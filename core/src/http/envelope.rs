@@ -8,6 +8,7 @@ use crate::validate::Channel;
 use alloc::borrow::Cow;
 use alloc::format;
 use alloc::string::String;
+use alloc::vec::Vec;
 use serde::Serialize;
 
 /// An HTTP answer. Hosts send `body` with `content-type: application/json` (nothing for 204)
@@ -222,6 +223,43 @@ pub fn v1_session_not_found() -> Reply {
     })
     .unwrap_or_default();
     r
+}
+
+/// `GET /ready` (SPEC §9): `{"status":"ready"}` (200), or `{"status":"unready","failing":[…]}`
+/// (503) naming what keeps requests from being served: `"store"` (the host's store did not
+/// answer) and/or `"config"` (no usable `OTP_PEPPER`). `/health` stays liveness.
+#[must_use]
+pub fn ready(store_ok: bool, config_ok: bool) -> Reply {
+    #[derive(Serialize)]
+    struct Ready {
+        status: &'static str,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        failing: Vec<&'static str>,
+    }
+    let mut failing = Vec::new();
+    if !store_ok {
+        failing.push("store");
+    }
+    if !config_ok {
+        failing.push("config");
+    }
+    if failing.is_empty() {
+        Reply::json(
+            200,
+            &Ready {
+                status: "ready",
+                failing,
+            },
+        )
+    } else {
+        Reply::json(
+            503,
+            &Ready {
+                status: "unready",
+                failing,
+            },
+        )
+    }
 }
 
 /// `GET /health`: `{"status":"ok"}` (200) or `{"status":"misconfigured"}` (503).

@@ -7,8 +7,10 @@ use crate::http::request::Dialect;
 /// A route and the path parameters it carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route<'a> {
-    /// `GET /health`.
+    /// `GET /health` (liveness).
     Health,
+    /// `GET /ready` (readiness: store and configuration).
+    Ready,
     /// `GET /openapi.json` (no authentication).
     OpenApi,
     /// `POST /v1/messaging/otp/request` or `POST /otp/send`.
@@ -62,6 +64,7 @@ pub fn match_route<'a>(method: &str, path: &'a str) -> Result<Route<'a>, Error> 
     }
     let (route, wanted) = match parts.get(..n).unwrap_or(&[]) {
         ["health"] => (Route::Health, "GET"),
+        ["ready"] => (Route::Ready, "GET"),
         ["openapi.json"] => (Route::OpenApi, "GET"),
         ["v1", "messaging", "otp", "request"] => (Route::Request(Dialect::V1), "POST"),
         ["v1", "messaging", "otp", "verify"] => (Route::Verify(Dialect::V1, None), "POST"),
@@ -96,6 +99,7 @@ mod tests {
     fn routes_methods_and_unknown_paths() {
         assert_eq!(match_route("GET", "/health"), Ok(Route::Health));
         assert_eq!(match_route("HEAD", "/health"), Ok(Route::Health));
+        assert_eq!(match_route("GET", "/ready"), Ok(Route::Ready));
         assert_eq!(match_route("POST", "/health"), Err(Error::MethodNotAllowed));
         assert_eq!(
             match_route("POST", "/otp/abc/verify"),
