@@ -170,11 +170,39 @@ export interface RequestParams {
   /** Sender name (one of the workspace's senders). */
   src: string;
   purpose: Purpose;
-  /** Must contain `{code}` once; may use `{minutes}`, `{app}`, `{purpose}`; ≤ 3 SMS segments. */
+  /**
+   * Must contain `{code}` once; may use `{minutes}`, `{app}`, `{purpose}` (and `{amount}`,
+   * `{currency}`, `{payee}` with a payment); ≤ 3 SMS segments.
+   */
   messageTemplate?: string;
   /** ≤ 64 characters. */
   app?: string;
   channel?: Channel;
+  /**
+   * PSD2 dynamic linking (purpose `TRANSACTION` only): amount, currency and payee together bind
+   * the code to that payment; a verify must carry the same three.
+   */
+  amount?: string;
+  /** ISO 4217, e.g. `EUR`. */
+  currency?: string;
+  /** 1–64 characters. */
+  payee?: string;
+}
+
+/** The payment a code is bound to (PSD2 dynamic linking). */
+export interface Transaction {
+  /** As given, e.g. `"10.50"` (compared as a decimal). */
+  amount: string;
+  /** ISO 4217, upper case. */
+  currency: string;
+  payee: string;
+}
+
+/** The payment a verify approves: required, all three, for a code bound to one. */
+export interface VerifyPayment {
+  amount?: string;
+  currency?: string;
+  payee?: string;
 }
 
 export interface RequestResult {
@@ -189,9 +217,11 @@ export interface RequestResult {
  * The code and exactly one of `sessionId` (verify by id) or `dest` + `purpose` (verify by
  * destination: the active session of that number and purpose, counted the same way).
  */
-export type VerifyParams =
-  | { sessionId: string; dest?: never; purpose?: never; /** 4–10 digits, as a string. */ code: string }
-  | { sessionId?: never; dest: string; purpose: Purpose; /** 4–10 digits, as a string. */ code: string };
+export type VerifyParams = VerifyPayment &
+  (
+    | { sessionId: string; dest?: never; purpose?: never; /** 4–10 digits, as a string. */ code: string }
+    | { sessionId?: never; dest: string; purpose: Purpose; /** 4–10 digits, as a string. */ code: string }
+  );
 
 export interface VerifyResult {
   /** The session checked; null when a verify by destination found no active session (NOT_FOUND). */
@@ -216,6 +246,8 @@ export interface SessionStatus {
   createdAt: string;
   expiresAt: string;
   verifiedAt: string | null;
+  /** The payment the code is bound to (PSD2), when there is one. */
+  transaction?: Transaction;
 }
 
 export interface AuditEvent {

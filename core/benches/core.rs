@@ -72,6 +72,7 @@ fn benches(c: &mut Criterion) {
                 300,
                 None,
                 Purpose::Login,
+                None,
             )
         })
     });

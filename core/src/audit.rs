@@ -10,7 +10,7 @@ use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
 /// Event kinds, as stored and answered.
-pub const EVENTS: [&str; 9] = [
+pub const EVENTS: [&str; 10] = [
     "requested",
     "reused",
     "delivered",
@@ -20,6 +20,7 @@ pub const EVENTS: [&str; 9] = [
     "verify_rejected",
     "rate_limited",
     "purged",
+    "canceled",
 ];
 
 /// Default and maximum page sizes.

@@ -38,6 +38,7 @@ use crate::policy::Policy;
 use crate::secret::Pepper;
 use crate::session::{plan_issue, Session, Verification, VerifyOutcome};
 use crate::time::UnixMillis;
+use crate::transaction::Transaction;
 use crate::validate::{self, Purpose};
 use crate::workspace::WorkspaceRecord;
 use crate::Entropy;
@@ -196,6 +197,9 @@ pub enum Io {
         session_id: String,
         /// The code given.
         code: CodeText,
+        /// The payment being approved (PSD2), for [`verify_stored_for`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        transaction: Option<Box<Transaction>>,
     },
     /// Record a verification at the guard ([`crate::guard::DestinationGuard::record_verify`]):
     /// the failure streak, and the end of an approved or locked session's reuse.
@@ -425,13 +429,27 @@ pub fn verify_stored(
     now: UnixMillis,
     pepper: &Pepper,
 ) -> VerifyStep {
+    verify_stored_for(stored, workspace_id, code, None, now, pepper)
+}
+
+/// [`verify_stored`] approving the payment `tx` (PSD2, [`Io::Verify`]'s `transaction`): a code
+/// bound to another payment, or to none, is INVALID.
+#[must_use]
+pub fn verify_stored_for(
+    stored: Option<Session>,
+    workspace_id: &str,
+    code: &str,
+    tx: Option<&Transaction>,
+    now: UnixMillis,
+    pepper: &Pepper,
+) -> VerifyStep {
     let Some(session) = stored else {
         return VerifyStep {
             outcome: not_verified(),
             write: None,
         };
     };
-    let (v, after) = session.verify(workspace_id, code, now, pepper);
+    let (v, after) = session.verify_for(workspace_id, code, tx, now, pepper);
     if v.outcome == VerifyOutcome::NotFound {
         return VerifyStep {
             outcome: not_verified(),
@@ -648,9 +666,16 @@ impl RequestFlow {
     /// Answers with `found` if it is this request's reusable session; false otherwise.
     fn try_reuse(&mut self, found: Option<Session>) -> bool {
         let Some(s) = found else { return false };
+        // A code bound to one payment (PSD2) is never reused for another: a request for a
+        // different amount, currency or payee gets a new code (the old session is forgotten at
+        // the guard like a stale one, and still approves only its own payment).
         let same = s.workspace_id == self.session.workspace_id
             && s.dest == self.session.dest
-            && s.purpose == self.session.purpose;
+            && s.purpose == self.session.purpose
+            && crate::transaction::same_payment(
+                s.transaction.as_deref(),
+                self.session.transaction.as_deref(),
+            );
         if !same || !s.reusable(self.now) {
             return false;
         }
@@ -901,6 +926,8 @@ pub struct VerifyFlow {
     raw_session_id: String,
     /// The code, kept only while the active session of a destination is looked up.
     code: Option<CodeText>,
+    /// The payment the verify approves (PSD2).
+    transaction: Option<Transaction>,
     now: UnixMillis,
     q: Queue<VerWait>,
     tags: VecDeque<VerWait>,
@@ -920,6 +947,7 @@ impl VerifyFlow {
             traits,
             raw_session_id: req.raw_session_id.clone(),
             code: None,
+            transaction: req.transaction.clone(),
             now,
             q: Queue::default(),
             tags: VecDeque::new(),
@@ -942,7 +970,12 @@ impl VerifyFlow {
 
     fn verify(&mut self, session_id: String, code: CodeText) {
         self.tags.push_back(VerWait::Verify);
-        self.q.io(Io::Verify { session_id, code });
+        let transaction = self.transaction.take().map(Box::new);
+        self.q.io(Io::Verify {
+            session_id,
+            code,
+            transaction,
+        });
     }
 
     /// The next step.

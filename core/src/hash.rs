@@ -1,6 +1,8 @@
 //! Code hashing (SPEC §4):
 //! `HMAC-SHA256(pepper, "otpkit/v1" ‖ f(workspaceId) ‖ f(sessionId) ‖ f(purpose) ‖ f(code))`,
-//! `f(x)` = 4-byte big-endian length of x ‖ x. Compared in constant time.
+//! `f(x)` = 4-byte big-endian length of x ‖ x. Compared in constant time. A code bound to a
+//! payment (SPEC §7, PSD2 dynamic linking) uses the v2 framing: `"otpkit/v2" ‖ … ‖ f(code) ‖
+//! f(amount) ‖ f(currency) ‖ f(payee)`, the amount in its canonical decimal form.
 
 use crate::secret::Pepper;
 use crate::validate::Purpose;
@@ -33,6 +35,34 @@ pub fn code_hash(
     framed(&mut mac, session_id.as_bytes());
     framed(&mut mac, purpose.as_str().as_bytes());
     framed(&mut mac, code.as_bytes());
+    mac.finalize().into_bytes().into()
+}
+
+/// The domain-separation prefix of codes bound to a payment.
+pub const DOMAIN_V2: &[u8] = b"otpkit/v2";
+
+/// The hash of a code: v1 without a payment, v2 bound to `tx` (its canonical amount).
+#[must_use]
+pub fn code_hash_for(
+    pepper: &Pepper,
+    workspace_id: &str,
+    session_id: &str,
+    purpose: Purpose,
+    code: &str,
+    tx: Option<&crate::transaction::Transaction>,
+) -> [u8; 32] {
+    let Some(tx) = tx else {
+        return code_hash(pepper, workspace_id, session_id, purpose, code);
+    };
+    let mut mac = pepper.mac();
+    mac.update(DOMAIN_V2);
+    framed(&mut mac, workspace_id.as_bytes());
+    framed(&mut mac, session_id.as_bytes());
+    framed(&mut mac, purpose.as_str().as_bytes());
+    framed(&mut mac, code.as_bytes());
+    framed(&mut mac, tx.canonical_amount().as_bytes());
+    framed(&mut mac, tx.currency.as_bytes());
+    framed(&mut mac, tx.payee.as_bytes());
     mac.finalize().into_bytes().into()
 }
 

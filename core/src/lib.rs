@@ -58,6 +58,7 @@ pub mod secret;
 pub mod session;
 pub mod template;
 pub mod time;
+pub mod transaction;
 pub mod validate;
 pub mod workspace;
 

@@ -5,14 +5,16 @@
 
 use crate::code::{digits_from_bytes, uuid_v4, Entropy};
 use crate::error::Error;
-use crate::hash::{code_hash, ct_eq, from_hex32, to_hex};
+use crate::hash::{code_hash_for, ct_eq, from_hex32, to_hex};
 use crate::http::request::IssueRequest;
 use crate::policy::Policy;
 use crate::secret::{Code, Pepper};
 use crate::template::{self, Rendered};
 use crate::time::UnixMillis;
+use crate::transaction::Transaction;
 use crate::validate::{self, Channel, Purpose};
 use crate::STATE_VERSION;
+use alloc::boxed::Box;
 use alloc::string::{String, ToString};
 use serde::{Deserialize, Serialize};
 
@@ -111,6 +113,10 @@ pub struct Session {
     pub segments: u32,
     /// Seconds kept after expiry before purging.
     pub retention_seconds: u32,
+    /// The payment the code is bound to (PSD2 dynamic linking, purpose `TRANSACTION`): its hash
+    /// is the v2 framing, and a verify must carry the same values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction: Option<Box<Transaction>>,
 }
 
 /// The result of a verification, in SPEC's check order.
@@ -258,14 +264,26 @@ pub fn plan_issue(
             "messageTemplate",
             req.template
                 .as_deref()
-                .unwrap_or(template::DEFAULT_TEMPLATE),
+                .unwrap_or(if req.transaction.is_some() {
+                    template::DEFAULT_TRANSACTION_TEMPLATE
+                } else {
+                    template::DEFAULT_TEMPLATE
+                }),
             code.expose(),
             ttl,
             req.app.as_deref(),
             req.purpose,
+            req.transaction.as_ref(),
         )?),
     };
-    let hash = code_hash(pepper, workspace_id, &id, req.purpose, code.expose());
+    let hash = code_hash_for(
+        pepper,
+        workspace_id,
+        &id,
+        req.purpose,
+        code.expose(),
+        req.transaction.as_ref(),
+    );
     let session = Session {
         v: STATE_VERSION,
         id,
@@ -286,6 +304,7 @@ pub fn plan_issue(
         test: test_code.is_some(),
         segments: message.as_ref().map_or(0, |m| m.info.segments),
         retention_seconds: policy.retention_seconds,
+        transaction: req.transaction.clone().map(Box::new),
     };
     Ok(IssuePlan {
         session,
@@ -299,9 +318,24 @@ impl Session {
     /// the session to store (changed only if [`VerifyOutcome::consumed_attempt`]).
     #[must_use]
     pub fn verify(
+        self,
+        workspace_id: &str,
+        code: &str,
+        now: UnixMillis,
+        pepper: &Pepper,
+    ) -> (Verification, Session) {
+        self.verify_for(workspace_id, code, None, now, pepper)
+    }
+
+    /// [`Session::verify`] with the payment the caller approves (PSD2): the code is checked
+    /// against the hash bound to `tx`, so other values (or none, for a bound session) are
+    /// INVALID and consume an attempt.
+    #[must_use]
+    pub fn verify_for(
         mut self,
         workspace_id: &str,
         code: &str,
+        tx: Option<&Transaction>,
         now: UnixMillis,
         pepper: &Pepper,
     ) -> (Verification, Session) {
@@ -317,7 +351,7 @@ impl Session {
         } else {
             self.attempts_used = self.attempts_used.saturating_add(1);
             let expected = from_hex32(&self.code_hash).unwrap_or([0u8; 32]);
-            let given = code_hash(pepper, &self.workspace_id, &self.id, self.purpose, code);
+            let given = code_hash_for(pepper, &self.workspace_id, &self.id, self.purpose, code, tx);
             if ct_eq(&expected, &given) {
                 self.state = StoredState::Approved;
                 self.verified_at = Some(now);
@@ -401,6 +435,7 @@ impl Session {
             created_at: self.created_at.to_rfc3339(),
             expires_at: self.expires_at.to_rfc3339(),
             verified_at: self.verified_at.map(UnixMillis::to_rfc3339),
+            transaction: self.transaction.clone(),
         }
     }
 
@@ -461,4 +496,7 @@ pub struct SessionView {
     pub expires_at: String,
     /// RFC 3339 or null.
     pub verified_at: Option<String>,
+    /// The payment the code is bound to (PSD2), absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transaction: Option<Box<Transaction>>,
 }

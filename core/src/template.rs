@@ -1,6 +1,7 @@
 //! Message templates and SMS segment counting.
 
 use crate::error::Error;
+use crate::transaction::Transaction;
 use crate::validate::{self, Purpose};
 use alloc::borrow::Cow;
 use alloc::string::String;
@@ -9,6 +10,11 @@ use serde::Serialize;
 /// The default template (SPEC §3).
 pub const DEFAULT_TEMPLATE: &str =
     "{code} is your verification code. It expires in {minutes} minutes.";
+
+/// The default message of a code bound to a payment (PSD2 dynamic linking: the payer sees what
+/// the code approves).
+pub const DEFAULT_TRANSACTION_TEMPLATE: &str =
+    "{code} is your code to approve {amount} {currency} to {payee}. It expires in {minutes} minutes.";
 
 /// Most segments a rendered message may take.
 pub const MAX_SEGMENTS: u32 = 3;
@@ -155,7 +161,8 @@ pub fn decoy_digits(template: &str) -> Option<Decoy> {
 }
 
 /// Renders a template: `{code}`, `{minutes}` (= ceil(ttl / 60)), `{app}` (`""` without an app),
-/// `{purpose}` (the wire name, e.g. `LOGIN`); any other `{…}` is left as written. Fails with a 400
+/// `{purpose}` (the wire name, e.g. `LOGIN`), `{amount}`, `{currency}`, `{payee}` (the payment a
+/// code is bound to; `""` without one); any other `{…}` is left as written. Fails with a 400
 /// on `field` if the template is malformed or the text needs more than [`MAX_SEGMENTS`].
 pub fn render(
     field: &'static str,
@@ -164,6 +171,7 @@ pub fn render(
     ttl_seconds: u32,
     app: Option<&str>,
     purpose: Purpose,
+    tx: Option<&Transaction>,
 ) -> Result<Rendered, Error> {
     check_template(field, template)?;
     let minutes = ttl_seconds.div_ceil(60);
@@ -172,15 +180,26 @@ pub fn render(
     while let Some(start) = rest.find('{') {
         let (before, from_brace) = rest.split_at(start);
         text.push_str(before);
-        let placeholder = ["{code}", "{minutes}", "{app}", "{purpose}"]
-            .into_iter()
-            .find(|p| from_brace.starts_with(p));
+        let placeholder = [
+            "{code}",
+            "{minutes}",
+            "{app}",
+            "{purpose}",
+            "{amount}",
+            "{currency}",
+            "{payee}",
+        ]
+        .into_iter()
+        .find(|p| from_brace.starts_with(p));
         match placeholder {
             Some(p) => {
                 match p {
                     "{code}" => text.push_str(code),
                     "{minutes}" => push_u32(&mut text, minutes),
                     "{app}" => text.push_str(app.unwrap_or("")),
+                    "{amount}" => text.push_str(tx.map_or("", |t| t.amount.as_str())),
+                    "{currency}" => text.push_str(tx.map_or("", |t| t.currency.as_str())),
+                    "{payee}" => text.push_str(tx.map_or("", |t| t.payee.as_str())),
                     _ => text.push_str(purpose.as_str()),
                 }
                 rest = from_brace.get(p.len()..).unwrap_or("");
@@ -267,6 +286,7 @@ mod tests {
             300,
             None,
             Purpose::Login,
+            None,
         )
         .unwrap();
         assert_eq!(
@@ -292,11 +312,29 @@ mod tests {
             61,
             Some("Acme"),
             Purpose::Transaction,
+            None,
         )
         .unwrap();
         assert_eq!(r.text, "Acme: 1 {x} TRANSACTION {");
-        assert!(render("t", "{code}{code}", "1", 60, None, Purpose::Login).is_err());
-        assert!(render("t", "no code", "1", 60, None, Purpose::Login).is_err());
+        assert!(render("t", "{code}{code}", "1", 60, None, Purpose::Login, None).is_err());
+        assert!(render("t", "no code", "1", 60, None, Purpose::Login, None).is_err());
+        let tx = Transaction::parse(Some("10.50"), Some("eur"), Some("Acme Shop"))
+            .unwrap()
+            .unwrap();
+        let r = render(
+            "t",
+            DEFAULT_TRANSACTION_TEMPLATE,
+            "123456",
+            300,
+            None,
+            Purpose::Transaction,
+            Some(&tx),
+        )
+        .unwrap();
+        assert_eq!(
+            r.text,
+            "123456 is your code to approve 10.50 EUR to Acme Shop. It expires in 5 minutes."
+        );
     }
 
     #[test]

@@ -9,11 +9,12 @@
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use otpkit_core::flow::{
-    verify_stored, AdminAction, AdminFlow, CancelFlow, Flow, HostTraits, Io, Outcome, RequestFlow,
-    StatusFlow, Step, VerifyFlow, ADMIN_RANDOM_BYTES,
+    verify_stored_for, AdminAction, AdminFlow, CancelFlow, Flow, HostTraits, Io, Outcome,
+    RequestFlow, StatusFlow, Step, VerifyFlow, ADMIN_RANDOM_BYTES,
 };
-use otpkit_core::hash::{code_hash, to_hex};
+use otpkit_core::hash::{code_hash_for, to_hex};
 use otpkit_core::http::request::Dialect;
+use otpkit_core::transaction::Transaction;
 use otpkit_core::workspace::{api_key_hash, is_api_key_format, WorkspaceRecord};
 use otpkit_core::{
     Entropy, Error, IssueRequest, Pepper, Policy, Purpose, Reply, Session, UnixMillis,
@@ -113,6 +114,11 @@ const TRACES: &[(&str, &str)] = traces![
     "admin-patch-ok.json",
     "admin-patch-senders.json",
     "admin-patch-conflict.json",
+    "request-transaction-v1.json",
+    "request-transaction-other-payment.json",
+    "request-transaction-same-payment-reused.json",
+    "verify-transaction-approved.json",
+    "verify-transaction-other-amount.json",
     "verify-by-dest-approved.json",
     "verify-by-dest-invalid.json",
     "verify-by-dest-none.json",
@@ -251,12 +257,21 @@ impl Ctx {
     fn hash(&self, session: &Value, code: &str) -> R<String> {
         let purpose = get_str(session, "purpose")?;
         let purpose = Purpose::parse(purpose).ok_or_else(|| format!("bad purpose {purpose}"))?;
-        Ok(to_hex(&code_hash(
+        // A session bound to a payment (PSD2) is hashed with the v2 framing.
+        let tx: Option<Transaction> = match session.get("transaction") {
+            None | Some(Value::Null) => None,
+            Some(t) => Some(
+                serde_json::from_value(t.clone())
+                    .map_err(|e| format!("bad transaction {t}: {e}"))?,
+            ),
+        };
+        Ok(to_hex(&code_hash_for(
             self.pepper()?,
             get_str(session, "workspaceId")?,
             get_str(session, "id")?,
             purpose,
             code,
+            tx.as_ref(),
         )))
     }
 
@@ -283,6 +298,7 @@ impl Ctx {
             "test": false,
             "segments": 1,
             "retentionSeconds": self.policy.retention_seconds,
+            "transaction": null,
         })
     }
 
@@ -398,7 +414,10 @@ impl Ctx {
         };
         if let Some(stored) = result.get("$verifyStored") {
             only_keys(result, "a $verifyStored result", &["$verifyStored"])?;
-            let Io::Verify { code, .. } = io else {
+            let Io::Verify {
+                code, transaction, ..
+            } = io
+            else {
                 return Err("`$verifyStored` answers a verify only".into());
             };
             let session = match stored {
@@ -409,7 +428,14 @@ impl Ctx {
                 }
             };
             let pepper = self.pepper()?;
-            let step = verify_stored(session, &self.workspace_id, &code.0, self.now, pepper);
+            let step = verify_stored_for(
+                session,
+                &self.workspace_id,
+                &code.0,
+                transaction.as_deref(),
+                self.now,
+                pepper,
+            );
             return Ok(step.outcome);
         }
         let v = self.expand(result, id)?;

@@ -1358,6 +1358,7 @@ fn arb_session() -> impl Strategy<Value = Session> {
                     test,
                     segments,
                     retention_seconds,
+                    transaction: None,
                 }
             },
         )
@@ -1972,7 +1973,10 @@ proptest! {
                 }
                 prop_assert_eq!((r.ttl_seconds, r.code_length), (None, None));
             }
-            Err(e) => check_parse_error(&e, &["dest", "src", "purpose", "messageTemplate", "app", "channel"])?,
+            Err(e) => check_parse_error(
+                &e,
+                &["dest", "src", "purpose", "messageTemplate", "app", "channel", "amount", "currency", "payee"],
+            )?,
         }
         match IssueRequest::from_zend_json(&body) {
             Ok(r) => {
@@ -1988,9 +1992,14 @@ proptest! {
         match VerifyRequest::from_v1_json(&body) {
             Ok(r) => {
                 prop_assert!(validate::is_code_format(&r.code));
-                prop_assert_eq!(r.session_id, validate::normalize_session_id(&r.raw_session_id));
+                prop_assert_eq!(&r.session_id, &validate::normalize_session_id(&r.raw_session_id));
+                // By id, or by destination (then no id at all): never both.
+                if let Some((dest, _)) = &r.by_dest {
+                    prop_assert!(validate::is_destination(dest));
+                    prop_assert_eq!((r.raw_session_id.as_str(), &r.session_id), ("", &None));
+                }
             }
-            Err(e) => check_parse_error(&e, &["sessionId", "code"])?,
+            Err(e) => check_parse_error(&e, &["sessionId", "code", "dest", "purpose", "amount", "currency", "payee"])?,
         }
         match VerifyRequest::from_zend_json(&path_id, &body) {
             Ok(r) => {
@@ -2151,6 +2160,7 @@ proptest! {
                     template,
                     ttl_seconds: None,
                     code_length: None,
+                    transaction: None,
                 });
             }
             Err(e) => {
@@ -2189,6 +2199,7 @@ proptest! {
                     template: None,
                     ttl_seconds: Some(u32::try_from(expiry.unwrap_or(10) * 60).expect("small")),
                     code_length: length.map(|n| u8::try_from(n).expect("small")),
+                    transaction: None,
                 });
             }
             Err(e) => {

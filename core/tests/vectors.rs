@@ -7,11 +7,12 @@ use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use otpkit_core::code::{base64url, digits_from_bytes, uuid_v4};
 use otpkit_core::guard::{Admission, DeliveryOutcome, DestinationGuard};
-use otpkit_core::hash::{code_hash, to_hex};
+use otpkit_core::hash::{code_hash_for, to_hex};
 use otpkit_core::http::envelope;
 use otpkit_core::http::request::{self, IssueRequest, VerifyRequest};
 use otpkit_core::session::{plan_issue, Session, Verification, VerifyOutcome};
 use otpkit_core::template::{self, Encoding};
+use otpkit_core::transaction::Transaction;
 use otpkit_core::workspace::{self, WorkspaceRecord};
 use otpkit_core::{Entropy, Error, Pepper, Policy, Purpose, UnixMillis};
 use serde_json::Value;
@@ -185,12 +186,23 @@ fn hash_vectors() {
         c.ran += 1;
         let pepper = Pepper::new(s(case, "pepper").as_bytes()).expect("pepper");
         let purpose = Purpose::parse(s(case, "purpose")).expect("purpose");
-        let got = code_hash(
+        // A case with amount/currency/payee is a code bound to a payment (v2 framing).
+        let tx = case.get("amount").map(|_| {
+            Transaction::parse(
+                Some(s(case, "amount")),
+                Some(s(case, "currency")),
+                Some(s(case, "payee")),
+            )
+            .expect("valid payment")
+            .expect("all three")
+        });
+        let got = code_hash_for(
             &pepper,
             s(case, "workspaceId"),
             s(case, "sessionId"),
             purpose,
             s(case, "code"),
+            tx.as_ref(),
         );
         c.eq(
             s(case, "code"),
@@ -199,7 +211,7 @@ fn hash_vectors() {
             s(case, "hash").to_string(),
         );
     }
-    c.done(10);
+    c.done(18);
 }
 
 #[test]
@@ -314,6 +326,7 @@ fn template_vectors() {
             ttl,
             opt_s(case, "app"),
             purpose,
+            None,
         );
         match (got, case.get("error")) {
             (Ok(r), None) => {

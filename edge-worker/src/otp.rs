@@ -344,10 +344,15 @@ impl Edge {
                 kv.delete(&key).await.map_err(|_| Error::StoreUnavailable)?;
                 Outcome::Done
             }
-            Io::Verify { session_id, code } => {
+            Io::Verify {
+                session_id,
+                code,
+                transaction,
+            } => {
                 let call = SessionCall::Verify {
                     workspace_id: self.ws_id.clone(),
                     code: code.0,
+                    transaction: transaction.map(|t| *t),
                 };
                 parse(&ok(self.session(calls, &session_id, &call).await?)?)?
             }

@@ -48,8 +48,14 @@ pub enum SessionCall {
     Create { session: String },
     /// Read it.
     Get,
-    /// Verify a code (the code travels only inside this internal request).
-    Verify { workspace_id: String, code: String },
+    /// Verify a code (the code travels only inside this internal request), approving the
+    /// payment it is bound to, if any (PSD2).
+    Verify {
+        workspace_id: String,
+        code: String,
+        #[serde(default)]
+        transaction: Option<otpkit_core::transaction::Transaction>,
+    },
     /// Cancel it (reuse off and a newer code was delivered).
     Cancel,
 }

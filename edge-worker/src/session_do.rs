@@ -7,7 +7,7 @@
 
 use crate::proto::SessionCall;
 use crate::{config, http};
-use otpkit_core::flow::verify_stored;
+use otpkit_core::flow::verify_stored_for;
 use otpkit_core::{Error, Session, UnixMillis};
 use worker::{durable_object, Date, DurableObject, Env, Request, Response, Result, State};
 
@@ -58,10 +58,21 @@ impl SessionObject {
                 Some(s) => json(s.to_json()),
                 None => Response::error("not found", 404).map_err(|_| Error::StoreUnavailable),
             },
-            SessionCall::Verify { workspace_id, code } => {
+            SessionCall::Verify {
+                workspace_id,
+                code,
+                transaction,
+            } => {
                 let pepper = config::pepper(&self.env)?;
                 // Read, decide, write: no await but storage between load and store.
-                let step = verify_stored(self.load().await?, &workspace_id, &code, now, &pepper);
+                let step = verify_stored_for(
+                    self.load().await?,
+                    &workspace_id,
+                    &code,
+                    transaction.as_ref(),
+                    now,
+                    &pepper,
+                );
                 if let Some(after) = &step.write {
                     self.store(after).await?;
                 }

@@ -339,7 +339,7 @@ class RedisStore {
         await this.cancelSession(ws.id, io.sessionId);
         return DONE;
       case 'verify':
-        return this.verify(engine, ws, io.sessionId, io.code, now, ctx);
+        return this.verify(engine, ws, io.sessionId, io.code, now, ctx, io.transaction ? JSON.stringify(io.transaction) : null);
       case 'recordVerify': {
         const guess = ctx.guardRaw;
         ctx.guardRaw = undefined;
@@ -527,7 +527,7 @@ class RedisStore {
    * write also reads the destination guard (`ctx.guardRaw`), on which the failure streak that
    * follows the answer decides first.
    */
-  async verify(engine, ws, sessionId, code, now, ctx) {
+  async verify(engine, ws, sessionId, code, now, ctx, transaction = null) {
     const sessionKey = this.sessionKey(ws.id, sessionId);
     const prefetched = ctx.session;
     ctx.session = undefined;
@@ -536,7 +536,7 @@ class RedisStore {
         const given = i === 0 && prefetched !== undefined;
         const raw = given ? prefetched : await this.redis.get(sessionKey);
         const [ver, json] = split(raw);
-        const s = engine.verifyStored(json, ws.id, code, now);
+        const s = engine.verifyStored(json, ws.id, code, now, transaction);
         if (s.write == null) return s.outcome; // nothing to write (no session, already ended)
         const guardKey = this.key('g', ws.id, s.dest ?? '');
         const [ok, guardRaw] = await this.redis.otpkitVerifyWrite(sessionKey, guardKey, ver, s.write, '-1', given && raw != null ? raw : '');

@@ -60,11 +60,25 @@ impl Engine {
         ws_id: String,
         code: String,
         now: f64,
+        transaction: Option<String>,
     ) -> Result<VerifyStored> {
         let pepper = self.pepper()?;
         let session = read_session(state.as_deref())?;
         let dest = session.as_ref().map(|s| s.dest.clone());
-        let step = otpkit_core::flow::verify_stored(session, &ws_id, &code, ms(now), pepper);
+        // The flow's own JSON of the payment being approved (PSD2), when the verify carries one.
+        let tx: Option<otpkit_core::transaction::Transaction> = transaction
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|_| throw(&otpkit_core::Error::invalid("transaction", "malformed")))?;
+        let step = otpkit_core::flow::verify_stored_for(
+            session,
+            &ws_id,
+            &code,
+            tx.as_ref(),
+            ms(now),
+            pepper,
+        );
         Ok(VerifyStored {
             outcome: serde_json::to_string(&step.outcome).unwrap_or_default(),
             write: step.write.as_ref().map(Session::to_json),

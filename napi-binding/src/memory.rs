@@ -214,11 +214,22 @@ impl MemoryStore {
                 }
                 Outcome::Done
             }
-            Io::Verify { session_id, code } => {
+            Io::Verify {
+                session_id,
+                code,
+                transaction,
+            } => {
                 let pepper = engine.pepper.as_ref().map_err(Clone::clone)?;
                 let k = key(ws_id, &session_id);
                 let stored = inner.live_session(&k, now);
-                let step = flow::verify_stored(stored, ws_id, &code.0, now, pepper);
+                let step = flow::verify_stored_for(
+                    stored,
+                    ws_id,
+                    &code.0,
+                    transaction.as_deref(),
+                    now,
+                    pepper,
+                );
                 if let Some(after) = step.write {
                     inner.put_session(k, after);
                 }

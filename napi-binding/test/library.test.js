@@ -193,6 +193,21 @@ describe('OtpService (memory store)', () => {
     await otp.close();
   });
 
+  it('PSD2: a TRANSACTION code is bound to its payment; only the same payment approves', async () => {
+    const gw = recorder();
+    const otp = new OtpService({ pepper: PEPPER, gateway: gw });
+    const dest = newDest();
+    const payment = { amount: '10.50', currency: 'EUR', payee: 'Acme Shop' };
+    const r = await otp.request({ dest, src: 'Acme', purpose: 'TRANSACTION', ...payment });
+    assert.match(gw.sent[0].text, /approve 10\.50 EUR to Acme Shop/);
+    const code = codeOf(gw.sent[0].text);
+    assert.deepEqual((await otp.status(r.sessionId)).transaction, payment);
+    assert.equal((await otp.verify({ sessionId: r.sessionId, code, ...payment, amount: '11' })).status, 'INVALID');
+    assert.equal((await otp.verify({ sessionId: r.sessionId, code, ...payment, amount: '10.5' })).status, 'APPROVED');
+    await assert.rejects(otp.request({ dest, src: 'Acme', purpose: 'LOGIN', ...payment }), (e) => e.code === 'VALIDATION_ERROR' && e.field === 'purpose');
+    await otp.close();
+  });
+
   it('errors are OtpError with code, httpStatus, field and retryAfterSeconds', async () => {
     assert.throws(() => new OtpService({ pepper: 'short', gateway: recorder() }), (e) => e instanceof OtpError && e.code === 'MISCONFIGURED' && e.httpStatus === 500);
     assert.throws(

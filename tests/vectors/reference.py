@@ -19,6 +19,20 @@ def code_hash(pepper, ws, sid, purpose, code):
     msg = b"otpkit/v1" + f(ws.encode()) + f(sid.encode()) + f(purpose.encode()) + f(code.encode())
     return hmac.new(pepper.encode(), msg, hashlib.sha256).hexdigest()
 
+def canonical_amount(a: str) -> str:
+    """SPEC §7: a decimal string (<= 18 digits, <= 4 after the point) compared as a decimal."""
+    assert re.fullmatch(r"[0-9]+(\.[0-9]{1,4})?", a) and len(a.replace(".", "")) <= 18, a
+    whole, _, frac = a.partition(".")
+    whole = whole.lstrip("0") or "0"
+    frac = frac.rstrip("0")
+    return whole + ("." + frac if frac else "")
+
+def code_hash_v2(pepper, ws, sid, purpose, code, amount, currency, payee):
+    """PSD2 dynamic linking: 'otpkit/v2' framing with the payment (amount canonical)."""
+    msg = (b"otpkit/v2" + f(ws.encode()) + f(sid.encode()) + f(purpose.encode()) + f(code.encode())
+           + f(canonical_amount(amount).encode()) + f(currency.encode()) + f(payee.encode()))
+    return hmac.new(pepper.encode(), msg, hashlib.sha256).hexdigest()
+
 def digits(seed: bytes, n: int) -> str:
     out, stream, counter = [], list(seed), 0
     while len(out) < n:
@@ -130,6 +144,21 @@ def build():
     for p, ws, sid, purpose, code in cases:
         hashes.append({"pepper": peppers[p], "workspaceId": ws, "sessionId": sid, "purpose": purpose,
                        "code": code, "hash": code_hash(peppers[p], ws, sid, purpose, code)})
+    # Codes bound to a payment (v2). "10.50" and "010.5" bind the same amount; the others differ.
+    tx_cases = [
+        (0, "ws_1", "feab6011-2469-4804-ace5-ee9dcb5b9ef2", "123456", "10.50", "EUR", "Acme Shop"),
+        (0, "ws_1", "feab6011-2469-4804-ace5-ee9dcb5b9ef2", "123456", "010.5", "EUR", "Acme Shop"),
+        (0, "ws_1", "feab6011-2469-4804-ace5-ee9dcb5b9ef2", "123456", "10.51", "EUR", "Acme Shop"),
+        (0, "ws_1", "feab6011-2469-4804-ace5-ee9dcb5b9ef2", "123456", "10.50", "USD", "Acme Shop"),
+        (0, "ws_1", "feab6011-2469-4804-ace5-ee9dcb5b9ef2", "123456", "10.50", "EUR", "Acme Shop."),
+        (1, "ws_x", "5f0c2a1e-8c3b-4d2e-9f1a-0b1c2d3e4f50", "31415926", "0", "GHS", "Ünïcode Pâyee"),
+        (2, "ws_x", "5f0c2a1e-8c3b-4d2e-9f1a-0b1c2d3e4f50", "271828", "123456789012345678", "JPY", "x" * 64),
+        (0, "ws_1", "feab6011-2469-4804-ace5-ee9dcb5b9ef2", "123456", "3.0000", "EUR", "A"),
+    ]
+    for p, ws, sid, code, amount, currency, payee in tx_cases:
+        hashes.append({"pepper": peppers[p], "workspaceId": ws, "sessionId": sid, "purpose": "TRANSACTION",
+                       "code": code, "amount": amount, "currency": currency, "payee": payee,
+                       "hash": code_hash_v2(peppers[p], ws, sid, "TRANSACTION", code, amount, currency, payee)})
 
     codes = []
     for label, n in [("a", 6), ("b", 6), ("c", 8), ("d", 10), ("e", 7), ("f", 9)]:
@@ -207,7 +236,7 @@ def build():
                 case["text"] = text
                 case["segments"] = {"encoding": enc, "units": units, "segments": segs}
         templates.append(case)
-    return {"hash.json": {"about": "code_hash = HMAC-SHA256(pepper, 'otpkit/v1' || f(ws) || f(id) || f(purpose) || f(code)); f(x) = u32be(len) || x",
+    return {"hash.json": {"about": "code_hash = HMAC-SHA256(pepper, 'otpkit/v1' || f(ws) || f(id) || f(purpose) || f(code)); f(x) = u32be(len) || x. Cases with amount/currency/payee (PSD2): 'otpkit/v2' || f(ws) || f(id) || f(purpose) || f(code) || f(canonical amount) || f(currency) || f(payee), the amount without leading zeros, trailing decimal zeros or a bare point",
                           "cases": hashes},
             "codes.json": {"about": "digits from 32 seed bytes: byte < 250 gives byte % 10, else skipped; then SHA-256('otpkit/v1/digits' || seed || u32be(counter)) blocks",
                            "cases": codes},

@@ -281,7 +281,15 @@ pub fn template(data: &[u8]) -> bool {
         .collect();
 
     check_segments(&tpl);
-    let rendered = template::render("messageTemplate", &tpl, &code, ttl, app.as_deref(), purpose);
+    let rendered = template::render(
+        "messageTemplate",
+        &tpl,
+        &code,
+        ttl,
+        app.as_deref(),
+        purpose,
+        None,
+    );
     let checked = template::check_template("messageTemplate", &tpl);
     match rendered {
         Ok(r) => {

@@ -329,6 +329,8 @@ struct ZendStatus<'a> {
     created_at: String,
     expires_at: String,
     verified_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    transaction: Option<&'a crate::transaction::Transaction>,
 }
 
 /// `GET /otp/{id}/status`.
@@ -347,6 +349,7 @@ pub fn zend_status(session: &Session, now: UnixMillis) -> Reply {
             created_at: session.created_at.to_rfc3339(),
             expires_at: session.expires_at.to_rfc3339(),
             verified_at: session.verified_at.map(UnixMillis::to_rfc3339),
+            transaction: session.transaction.as_deref(),
         },
     )
 }

@@ -6,6 +6,7 @@
 use crate::error::Error;
 use crate::json::{self, Object};
 use crate::template;
+use crate::transaction::Transaction;
 use crate::validate::{self, Channel, Purpose};
 use alloc::string::{String, ToString};
 
@@ -70,6 +71,8 @@ pub struct IssueRequest {
     pub ttl_seconds: Option<u32>,
     /// Code length override (second dialect's `length`); `None` = policy.
     pub code_length: Option<u8>,
+    /// The payment the code approves (PSD2; purpose `TRANSACTION` only).
+    pub transaction: Option<Transaction>,
 }
 
 impl IssueRequest {
@@ -88,6 +91,13 @@ impl IssueRequest {
         }
         let app = app(&obj, "app")?;
         let channel = channel(&obj, "channel")?;
+        let transaction = transaction(&obj)?;
+        if transaction.is_some() && purpose != Purpose::Transaction {
+            return Err(Error::invalid(
+                "purpose",
+                "must be TRANSACTION when amount, currency and payee are given",
+            ));
+        }
         Ok(IssueRequest {
             dialect: Dialect::V1,
             dest: dest.to_string(),
@@ -98,6 +108,7 @@ impl IssueRequest {
             template: template.map(ToString::to_string),
             ttl_seconds: None,
             code_length: None,
+            transaction,
         })
     }
 
@@ -125,6 +136,7 @@ impl IssueRequest {
             template: None,
             ttl_seconds: u32::try_from(expiry.saturating_mul(60)).ok(),
             code_length: length.and_then(|n| u8::try_from(n).ok()),
+            transaction: None,
         })
     }
 }
@@ -172,6 +184,8 @@ pub struct VerifyRequest {
     pub by_dest: Option<(String, Purpose)>,
     /// 4–10 ASCII digits.
     pub code: String,
+    /// The payment being approved (PSD2): must be the one the code is bound to.
+    pub transaction: Option<Transaction>,
 }
 
 impl core::fmt::Debug for VerifyRequest {
@@ -201,6 +215,7 @@ impl VerifyRequest {
                 session_id: None,
                 by_dest: Some((dest.to_string(), purpose)),
                 code,
+                transaction: transaction(&obj)?,
             });
         }
         let raw = json::req_str(&obj, "sessionId")?;
@@ -216,6 +231,7 @@ impl VerifyRequest {
             session_id: validate::normalize_session_id(raw),
             by_dest: None,
             code,
+            transaction: transaction(&obj)?,
         })
     }
 
@@ -228,8 +244,18 @@ impl VerifyRequest {
             session_id: validate::normalize_session_id(path_id),
             by_dest: None,
             code,
+            transaction: None,
         })
     }
+}
+
+/// `amount`, `currency`, `payee`: all three or none.
+fn transaction(obj: &Object) -> Result<Option<Transaction>, Error> {
+    Transaction::parse(
+        json::opt_str(obj, "amount")?,
+        json::opt_str(obj, "currency")?,
+        json::opt_str(obj, "payee")?,
+    )
 }
 
 fn code(obj: &Object) -> Result<String, Error> {
