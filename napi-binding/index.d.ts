@@ -131,9 +131,21 @@ export interface MemoryStats {
   analyticsOpen: number;
 }
 
+/**
+ * Audit retention of a store that caps by count. Each workspace's audit trail is two streams,
+ * each capped at `auditKeep` events (default 10,000; oldest dropped first): lifecycle events, and
+ * those an end user can repeat without a send (`reused`, `rate_limited` and other refusals,
+ * `verify_rejected`), so no amount of the latter pushes a session's `requested`/`delivered` out.
+ * Queries merge both newest first. The Redis store also drops a stream 90 days after its last event.
+ */
+export interface AuditRetentionOptions {
+  /** Events kept per workspace in each stream, a positive integer (default 10,000). */
+  auditKeep?: number;
+}
+
 /** One process, state in Rust memory behind one lock (the default). Lost when the process exits. */
 export class MemoryStore {
-  constructor();
+  constructor(opts?: AuditRetentionOptions);
   readonly kind: 'memory';
   stats(): MemoryStats;
   /** Purges sessions past retention (each with a `purged` audit event); runs every 10 s by itself. */
@@ -151,8 +163,9 @@ export class RedisStore {
    * @param opts.client an ioredis client you manage; or
    * @param opts.url a redis:// URL (default: REDIS_URL) for a client this store creates and closes.
    * @param opts.prefix key prefix (default "otpkit:").
+   * @param opts.auditKeep audit events kept per workspace in each stream (default 10,000).
    */
-  constructor(opts?: { client?: unknown; url?: string; prefix?: string });
+  constructor(opts?: { client?: unknown; url?: string; prefix?: string } & AuditRetentionOptions);
   readonly kind: 'redis';
   /** Connects and pings; rejects with OtpError STORE_UNAVAILABLE when Redis does not answer. */
   connect(): Promise<void>;

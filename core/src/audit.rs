@@ -23,6 +23,27 @@ pub const EVENTS: [&str; 10] = [
     "canceled",
 ];
 
+/// The events an end user can cause again and again without a send: a request answered by an
+/// active session (`reused`), a refused request (`rate_limited`), a verification of a session
+/// that has ended (`verify_rejected`: already used, expired, locked). Every other event needs a
+/// send of its own (`requested`, `delivered`, `delivery_failed`), is bounded by the attempts of
+/// one (`verify_invalid`) or happens once per session (`verify_approved`, `canceled`, `purged`).
+///
+/// Hosts that cap the audit log by count keep these in a stream of their own with its own cap
+/// ([`is_repeatable`]), so however many of them a caller produces, they never push a session's
+/// lifecycle events out of the log (issue 19, item 3; SECURITY.md §10).
+pub const REPEATABLE: [&str; 3] = ["reused", "rate_limited", "verify_rejected"];
+
+/// Events kept per workspace in each stream (lifecycle, repeatable) by hosts that cap by count.
+pub const KEEP_PER_STREAM: u32 = 10_000;
+
+/// Whether `event` is one of [`REPEATABLE`]. Other names are lifecycle events, unless the event's
+/// outcome is `refused` ([`AuditEvent::is_repeatable`]).
+#[must_use]
+pub fn is_repeatable(event: &str) -> bool {
+    REPEATABLE.contains(&event)
+}
+
 /// Default and maximum page sizes.
 pub const DEFAULT_LIMIT: u32 = 100;
 /// Largest page.
@@ -96,6 +117,14 @@ impl AuditEvent {
             status: Some(code.to_string()),
             test: false,
         }
+    }
+
+    /// Whether this event is one an end user can repeat without a send: one of [`REPEATABLE`],
+    /// or any refusal (outcome `refused`, as [`AuditEvent::refused`] writes: a refused request
+    /// sends nothing, whatever its event name).
+    #[must_use]
+    pub fn is_repeatable(&self) -> bool {
+        is_repeatable(&self.event) || self.outcome == "refused"
     }
 
     /// The event for a verification outcome (`None` for NOT_FOUND: nothing to attribute).
@@ -222,4 +251,71 @@ pub fn reply(events: &[AuditEvent], next_cursor: Option<u64>) -> crate::http::en
         next_cursor: next_cursor.map(|c| c.to_string()),
     };
     crate::http::envelope::ok(&page)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeatable_events_are_known_and_the_rest_are_lifecycle() {
+        let repeatable: Vec<&str> = EVENTS.into_iter().filter(|e| is_repeatable(e)).collect();
+        assert_eq!(repeatable, ["reused", "verify_rejected", "rate_limited"]);
+        for e in [
+            "requested",
+            "delivered",
+            "delivery_failed",
+            "verify_approved",
+            "verify_invalid",
+            "purged",
+            "canceled",
+            "some_future_event",
+        ] {
+            assert!(!is_repeatable(e), "{e} is a lifecycle event");
+        }
+    }
+
+    #[test]
+    fn verify_outcomes_classify_by_whether_they_need_a_send() {
+        let s = Session::from_json(
+            r#"{"v":1,"id":"00000000-0000-4000-8000-000000000000","workspaceId":"ws",
+            "dest":"+15550000000","src":"Acme","purpose":"LOGIN","channel":"sms","app":null,
+            "codeHash":"0000000000000000000000000000000000000000000000000000000000000000",
+            "codeLength":6,"createdAt":0,"expiresAt":300000,"attemptsUsed":0,"maxAttempts":5,
+            "state":"PENDING","verifiedAt":null,"test":false,"segments":1,"retentionSeconds":0}"#,
+        )
+        .unwrap();
+        let now = UnixMillis(1);
+        let event = |o| AuditEvent::for_verify(&s, o, now).unwrap();
+        assert!(!event(VerifyOutcome::Approved).is_repeatable());
+        assert!(!event(VerifyOutcome::Invalid { attempts_left: 1 }).is_repeatable());
+        for o in [
+            VerifyOutcome::AlreadyUsed,
+            VerifyOutcome::Expired,
+            VerifyOutcome::MaxAttemptsReached,
+        ] {
+            assert!(event(o).is_repeatable(), "{o:?}");
+        }
+        let refused = AuditEvent::refused(
+            "rate_limited",
+            "+15550000000",
+            s.purpose,
+            None,
+            "RATE_LIMITED",
+            now,
+        );
+        assert!(refused.is_repeatable());
+        let other = AuditEvent::refused(
+            "fraud_suspected",
+            "+15550000000",
+            s.purpose,
+            None,
+            "FRAUD_SUSPECTED",
+            now,
+        );
+        assert!(other.is_repeatable(), "every refusal, whatever its name");
+        assert!(AuditEvent::for_session("reused", &s, "ok", None, now).is_repeatable());
+        assert!(!AuditEvent::for_session("canceled", &s, "ok", None, now).is_repeatable());
+        assert!(!AuditEvent::for_session("requested", &s, "ok", None, now).is_repeatable());
+    }
 }

@@ -1,6 +1,11 @@
 //! The audit log in D1 `AUDIT` (schema: migrations/0001_audit.sql). Written after the response
 //! with `waitUntil`, in one batch with the analytics counters the same events move
 //! ([`crate::analytics`]); queried per workspace, newest first.
+//!
+//! Retention: rows are never deleted, by count or by time (nothing here or in the alarms deletes
+//! from `audit_events`). So, unlike the Node stores' capped lists, no number of the events an end
+//! user can repeat without a send (`AuditEvent::is_repeatable`) can push a session's lifecycle
+//! events out; the cost is a table that grows with traffic (SECURITY.md §10).
 
 use otpkit_core::analytics::Delta;
 use otpkit_core::audit::{AuditEvent, AuditQuery};

@@ -8,9 +8,16 @@ const { fromNative } = require('./errors');
 const SWEEP_MS = 10_000;
 
 class MemoryStore {
-  constructor() {
+  /**
+   * @param {{auditKeep?: number}} [opts] `auditKeep`: audit events kept per workspace in each of
+   *   its two streams (lifecycle; events an end user can repeat without a send), default 10,000.
+   */
+  constructor({ auditKeep } = {}) {
+    if (auditKeep !== undefined && (!Number.isInteger(auditKeep) || auditKeep < 1 || auditKeep > 0xffffffff)) {
+      throw new TypeError('auditKeep must be a positive integer');
+    }
     this.kind = 'memory';
-    this.native = new native.MemoryStore();
+    this.native = new native.MemoryStore(auditKeep);
     // Purges sessions past retention (with their `purged` audit event) and idle guards.
     this.timer = setInterval(() => {
       try {

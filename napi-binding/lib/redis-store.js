@@ -11,7 +11,7 @@
 const native = require('./native');
 const { OtpError, fromNative, hostError } = require('./errors');
 
-const AUDIT_KEEP = 10_000; // events per workspace
+const AUDIT_KEEP = 10_000; // events per workspace in each audit list (otpkit_core::audit::KEEP_PER_STREAM)
 const AUDIT_TTL_MS = 90 * 24 * 3600 * 1000;
 const MAX_TRIES = 500;
 const SWEEP_MS = 10_000;
@@ -140,20 +140,32 @@ if not id then return false end
 return redis.call('GET', ARGV[1] .. id)
 `;
 
-// KEYS[1] = the workspace's event list, KEYS[2] = the sequence; ARGV[1] = n, ARGV[2..n+1] = event
-// JSON lines, then analytics operations of 4 arguments each (op, key, a, b), applied in the same
-// atomic step. The analytics keys are not declared in KEYS: one Redis, not a cluster.
+// KEYS[1] = the workspace's lifecycle event list, KEYS[2] = the sequence, KEYS[3] = its list of
+// events an end user can repeat without a send (otpkit_core::audit::AuditEvent::is_repeatable:
+// reused, refusals, verify_rejected), so a flood of those never trims lifecycle events away;
+// ARGV[1] = n, ARGV[2] = events kept per list, ARGV[3..n+2] = event JSON lines, each after one
+// character naming its list ('r' repeatable, 'l' lifecycle), then analytics operations of 4
+// arguments each (op, key, a, b), applied in the same atomic step. Both lists share the one
+// sequence, so a query merges them newest first. A list is trimmed to its cap and kept 90 days
+// from its last write. The analytics keys are not declared in KEYS: one Redis, not a cluster.
 const RECORD = `
 local n = tonumber(ARGV[1])
-for i = 2, n + 1 do
+local keep = tonumber(ARGV[2])
+local wrote = {false, false, false}
+for i = 3, n + 2 do
   local seq = redis.call('INCR', KEYS[2])
-  redis.call('LPUSH', KEYS[1], seq .. '|' .. ARGV[i])
+  local list = 1
+  if string.sub(ARGV[i], 1, 1) == 'r' then list = 3 end
+  redis.call('LPUSH', KEYS[list], seq .. '|' .. string.sub(ARGV[i], 2))
+  wrote[list] = true
 end
-if n > 0 then
-  redis.call('LTRIM', KEYS[1], 0, ${AUDIT_KEEP - 1})
-  redis.call('PEXPIRE', KEYS[1], ${AUDIT_TTL_MS})
+for _, list in ipairs({1, 3}) do
+  if wrote[list] then
+    redis.call('LTRIM', KEYS[list], 0, keep - 1)
+    redis.call('PEXPIRE', KEYS[list], ${AUDIT_TTL_MS})
+  end
 end
-local i = n + 2
+local i = n + 3
 while i + 3 <= #ARGV do
   local op, k, a, b = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   if op == 'H' then redis.call('HINCRBY', k, a, b)
@@ -214,12 +226,17 @@ const backoff = (i) => (i > 3 ? sleep(Math.random() * Math.min(i, 20)) : null);
 
 class RedisStore {
   /**
-   * @param {{client?: import('ioredis').Redis, url?: string, prefix?: string}} [opts]
+   * @param {{client?: import('ioredis').Redis, url?: string, prefix?: string, auditKeep?: number}} [opts]
    *   `client`: an ioredis client you created; else one is made from `url` (or REDIS_URL).
+   *   `auditKeep`: audit events kept per workspace in each of its two lists (default 10,000).
    */
-  constructor({ client, url, prefix = 'otpkit:' } = {}) {
+  constructor({ client, url, prefix = 'otpkit:', auditKeep = AUDIT_KEEP } = {}) {
+    if (!Number.isInteger(auditKeep) || auditKeep < 1 || auditKeep > 0xffffffff) {
+      throw new TypeError('auditKeep must be a positive integer');
+    }
     this.kind = 'redis';
     this.prefix = prefix;
+    this.auditKeep = auditKeep;
     if (client) {
       this.redis = client;
       this.ownClient = false;
@@ -245,7 +262,7 @@ class RedisStore {
     this.redis.defineCommand('otpkitConfirm', { numberOfKeys: 3, lua: CONFIRM });
     this.redis.defineCommand('otpkitLookup', { numberOfKeys: 1, lua: LOOKUP });
     this.redis.defineCommand('otpkitLookupSession', { numberOfKeys: 1, lua: LOOKUP_SESSION });
-    this.redis.defineCommand('otpkitRecord', { numberOfKeys: 2, lua: RECORD });
+    this.redis.defineCommand('otpkitRecord', { numberOfKeys: 3, lua: RECORD });
     this.redis.defineCommand('otpkitSweep', { numberOfKeys: 1, lua: SWEEP });
     // Purges sessions past retention with their `purged` audit event (as the Worker's alarm does).
     this.timer = setInterval(() => this.sweep().catch(() => {}), SWEEP_MS);
@@ -561,14 +578,29 @@ class RedisStore {
       ? native.redisAnalyticsOps(`${this.key('an', wsId)}:`, this.key('ao', wsId), JSON.stringify(deltas), Date.now())
       : [];
     if (!lines.length && !ops.length) return;
+    // Each line goes to the lifecycle list (`a:<ws>`) or the repeatable one (`ar:<ws>`), as the core decides.
+    const repeatable = lines.length ? native.auditRepeatable(lines) : [];
+    const marked = lines.map((l, i) => (repeatable[i] ? 'r' : 'l') + l);
     await this.run(() =>
-      this.redis.otpkitRecord(this.key('a', wsId), this.key('aseq', 'all'), String(lines.length), ...lines, ...ops),
+      this.redis.otpkitRecord(
+        this.key('a', wsId),
+        this.key('aseq', 'all'),
+        this.key('ar', wsId),
+        String(lines.length),
+        String(this.auditKeep),
+        ...marked,
+        ...ops,
+      ),
     );
   }
 
+  /** `GET /v1/messaging/otp/audit`: both of the workspace's lists, read atomically, merged newest first. */
   async auditReply(wsId, query) {
-    const lines = await this.run(() => this.redis.lrange(this.key('a', wsId), 0, -1));
-    return native.auditReply(lines, query);
+    const results = await this.run(() =>
+      this.redis.multi().lrange(this.key('a', wsId), 0, -1).lrange(this.key('ar', wsId), 0, -1).exec(),
+    );
+    if (!results || results.some(([err]) => err)) throw hostError('STORE_UNAVAILABLE');
+    return native.auditReply(results[0][1], query, results[1][1]);
   }
 
   /** `GET /otp/analytics`: the period's day hashes and the live open sessions, one pipeline. */

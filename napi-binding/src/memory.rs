@@ -5,13 +5,13 @@
 use crate::engine::Engine;
 use crate::errors::throw;
 use crate::http::Reply;
-use crate::reports::{analytics_query, audit_page, audit_query};
+use crate::reports::{analytics_query, audit_page, audit_query, newest_first};
 use crate::workspace::Workspace;
 use crate::{ms, ops};
 use napi::Result;
 use napi_derive::napi;
 use otpkit_core::analytics::{self, Bucket, Counts, Delta, Write};
-use otpkit_core::audit::AuditEvent;
+use otpkit_core::audit::{AuditEvent, KEEP_PER_STREAM};
 use otpkit_core::flow::{self, Admitted, Io, Outcome};
 use otpkit_core::guard::{Admission, DeliveryOutcome, DestinationGuard, FloodShield};
 use otpkit_core::workspace::WorkspaceRecord;
@@ -20,8 +20,19 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 
-/// Audit events kept per workspace (oldest dropped first).
-pub const AUDIT_KEEP: usize = 10_000;
+/// Audit events kept per workspace in each of its two streams (oldest dropped first), unless
+/// the store is made with another `auditKeep`.
+pub const AUDIT_KEEP: usize = KEEP_PER_STREAM as usize;
+
+/// A workspace's audit events, newest at the front of each stream, with sequence numbers from
+/// the store's one counter (so a query merges them into one newest-first order). Events an end
+/// user can repeat without a send (`AuditEvent::is_repeatable`: `reused`, refusals,
+/// `verify_rejected`) have their own stream and cap, so they never push lifecycle events out.
+#[derive(Default)]
+struct AuditLog {
+    lifecycle: VecDeque<(u64, AuditEvent)>,
+    repeatable: VecDeque<(u64, AuditEvent)>,
+}
 
 #[derive(Default)]
 struct Inner {
@@ -33,9 +44,11 @@ struct Inner {
     floods: HashMap<String, FloodShield>,
     /// Workspaces and the key index (`ws:<id>`, `key:<hash>`).
     kv: HashMap<String, String>,
-    /// Workspace id → events, newest at the front.
-    audit: HashMap<String, VecDeque<(u64, AuditEvent)>>,
+    /// Workspace id → its audit events.
+    audit: HashMap<String, AuditLog>,
     seq: u64,
+    /// Events kept per workspace in each audit stream.
+    audit_keep: usize,
     /// Workspace id → analytics counters per bucket (kept 90 days).
     counters: HashMap<String, BTreeMap<Bucket, Counts>>,
     /// Workspace id → sessions sent and not yet verified or locked: id → (bucket, expiry).
@@ -93,6 +106,11 @@ fn key(a: &str, b: &str) -> String {
     k.push(':');
     k.push_str(b);
     k
+}
+
+/// An audit entry as a query reads it (the event not cloned).
+fn by_ref((seq, e): &(u64, AuditEvent)) -> (u64, &AuditEvent) {
+    (*seq, e)
 }
 
 fn count(n: usize) -> u32 {
@@ -381,19 +399,29 @@ impl Inner {
     fn push_audit(&mut self, ws_id: &str, e: AuditEvent) {
         self.seq = self.seq.saturating_add(1);
         let seq = self.seq;
-        let list = self.audit.entry(ws_id.to_string()).or_default();
+        let log = self.audit.entry(ws_id.to_string()).or_default();
+        let list = if e.is_repeatable() {
+            &mut log.repeatable
+        } else {
+            &mut log.lifecycle
+        };
         list.push_front((seq, e));
-        list.truncate(AUDIT_KEEP);
+        list.truncate(self.audit_keep.max(1));
     }
 }
 
 #[napi]
 impl MemoryStore {
-    /// An empty store.
+    /// An empty store keeping `audit_keep` audit events per workspace in each stream
+    /// (lifecycle, repeatable; default [`AUDIT_KEEP`], at least 1).
     #[napi(constructor)]
-    pub fn new() -> Self {
+    pub fn new(audit_keep: Option<u32>) -> Self {
+        let keep = audit_keep.map_or(AUDIT_KEEP, |n| n.max(1) as usize);
         MemoryStore {
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(Inner {
+                audit_keep: keep,
+                ..Inner::default()
+            }),
         }
     }
 
@@ -457,12 +485,13 @@ impl MemoryStore {
     pub fn audit_reply(&self, ws_id: String, query: String) -> Result<Reply> {
         let q = audit_query(&query)?;
         let inner = self.lock()?;
-        let events = inner
-            .audit
-            .get(&ws_id)
-            .into_iter()
-            .flatten()
-            .map(|(seq, e)| (*seq, e.clone()));
+        let Some(log) = inner.audit.get(&ws_id) else {
+            return Ok(audit_page(std::iter::empty::<(u64, &AuditEvent)>(), &q));
+        };
+        let events = newest_first(
+            log.lifecycle.iter().map(by_ref),
+            log.repeatable.iter().map(by_ref),
+        );
         Ok(audit_page(events, &q))
     }
 
@@ -539,7 +568,13 @@ impl MemoryStore {
         Ok(MemoryStats {
             sessions: count(inner.sessions.len()),
             guards: count(inner.guards.len()),
-            audit_events: count(inner.audit.values().map(VecDeque::len).sum()),
+            audit_events: count(
+                inner
+                    .audit
+                    .values()
+                    .map(|l| l.lifecycle.len() + l.repeatable.len())
+                    .sum(),
+            ),
             analytics_buckets: count(inner.counters.values().map(BTreeMap::len).sum()),
             analytics_open: count(inner.open.values().map(HashMap::len).sum()),
         })
@@ -548,6 +583,6 @@ impl MemoryStore {
 
 impl Default for MemoryStore {
     fn default() -> Self {
-        Self::new()
+        Self::new(None)
     }
 }

@@ -34,11 +34,43 @@ pub fn session_audit(
 }
 
 /// The audit page for `query` (the URL's query string) over `lines` (`seq|eventJSON`, newest
-/// first, already limited to one workspace).
+/// first, already limited to one workspace) merged with `repeatable` (the workspace's other
+/// stream, likewise; see [`audit_repeatable`]) into one newest-first order by sequence number.
 #[napi]
-pub fn audit_reply(lines: Vec<String>, query: String) -> Result<Reply> {
+pub fn audit_reply(
+    lines: Vec<String>,
+    query: String,
+    repeatable: Option<Vec<String>>,
+) -> Result<Reply> {
     let q = audit_query(&query)?;
-    Ok(audit_page(lines.iter().filter_map(|l| parse_line(l)), &q))
+    let lifecycle = lines.iter().filter_map(|l| parse_line(l));
+    let repeatable = repeatable.iter().flatten().filter_map(|l| parse_line(l));
+    Ok(audit_page(newest_first(lifecycle, repeatable), &q))
+}
+
+/// For each audit line (event JSON), whether it goes to the workspace's stream of events an end
+/// user can repeat without a send (`otpkit_core::audit::AuditEvent::is_repeatable`) rather than
+/// its lifecycle stream. An unreadable line counts as lifecycle.
+#[napi]
+pub fn audit_repeatable(lines: Vec<String>) -> Vec<bool> {
+    lines
+        .iter()
+        .map(|l| serde_json::from_str::<AuditEvent>(l).is_ok_and(|e| e.is_repeatable()))
+        .collect()
+}
+
+/// Merges two streams each ordered newest first (sequence numbers descending) into one.
+pub(crate) fn newest_first<E>(
+    a: impl Iterator<Item = (u64, E)>,
+    b: impl Iterator<Item = (u64, E)>,
+) -> impl Iterator<Item = (u64, E)> {
+    let mut a = a.peekable();
+    let mut b = b.peekable();
+    std::iter::from_fn(move || match (a.peek(), b.peek()) {
+        (Some((x, _)), Some((y, _))) if y > x => b.next(),
+        (Some(_), _) => a.next(),
+        (None, _) => b.next(),
+    })
 }
 
 pub(crate) fn audit_query(query: &str) -> Result<AuditQuery> {
@@ -90,10 +122,16 @@ fn parse_line(line: &str) -> Option<(u64, AuditEvent)> {
     Some((seq.parse().ok()?, serde_json::from_str(json).ok()?))
 }
 
-pub(crate) fn audit_page(events: impl Iterator<Item = (u64, AuditEvent)>, q: &AuditQuery) -> Reply {
+/// One page of `events` (newest first): those the query selects, at most `limit`, and the
+/// cursor of the next page. Only the page's events are cloned.
+pub(crate) fn audit_page<E: std::borrow::Borrow<AuditEvent>>(
+    events: impl Iterator<Item = (u64, E)>,
+    q: &AuditQuery,
+) -> Reply {
     let limit = q.limit as usize;
-    let mut page: Vec<(u64, AuditEvent)> = events
+    let mut page: Vec<(u64, E)> = events
         .filter(|(seq, e)| {
+            let e = e.borrow();
             q.cursor.is_none_or(|c| *seq < c)
                 && q.since.is_none_or(|s| e.time >= s)
                 && q.session_id
@@ -109,7 +147,7 @@ pub(crate) fn audit_page(events: impl Iterator<Item = (u64, AuditEvent)>, q: &Au
     } else {
         None
     };
-    let events: Vec<AuditEvent> = page.into_iter().map(|(_, e)| e).collect();
+    let events: Vec<AuditEvent> = page.into_iter().map(|(_, e)| e.borrow().clone()).collect();
     audit::reply(&events, next).into()
 }
 
