@@ -45,10 +45,20 @@ describe('vectors through the binding', () => {
       checked++;
       const engine = new native.Engine(c.pepper);
       const s = { ...base, id: c.sessionId, workspaceId: c.workspaceId, purpose: c.purpose, codeHash: c.hash, codeLength: c.code.length };
-      const ok = JSON.parse(engine.verifyStored(JSON.stringify(s), c.workspaceId, c.code, Date.now()).outcome);
-      assert.equal(ok.status, 'APPROVED', `vector ${c.sessionId}`);
+      // A vector with a payment (PSD2, v2 framing): the session is bound to it, and a verify
+      // approves only with the same payment (another amount is INVALID like a wrong code).
+      const tx = c.amount === undefined ? null : { amount: c.amount, currency: c.currency, payee: c.payee };
+      if (tx) s.transaction = tx;
+      const txJson = tx && JSON.stringify(tx);
+      const ok = JSON.parse(engine.verifyStored(JSON.stringify(s), c.workspaceId, c.code, Date.now(), txJson).outcome);
+      assert.equal(ok.status, 'APPROVED', `vector ${c.sessionId} ${c.amount ?? ''}`);
       const wrong = String((Number(c.code[0]) + 1) % 10) + c.code.slice(1);
-      assert.equal(JSON.parse(engine.verifyStored(JSON.stringify(s), c.workspaceId, wrong, Date.now()).outcome).status, 'INVALID');
+      assert.equal(JSON.parse(engine.verifyStored(JSON.stringify(s), c.workspaceId, wrong, Date.now(), txJson).outcome).status, 'INVALID');
+      if (tx) {
+        const other = JSON.stringify({ ...tx, amount: `${tx.amount}1` });
+        assert.equal(JSON.parse(engine.verifyStored(JSON.stringify(s), c.workspaceId, c.code, Date.now(), other).outcome).status, 'INVALID');
+        assert.equal(JSON.parse(engine.verifyStored(JSON.stringify(s), c.workspaceId, c.code, Date.now(), null).outcome).status, 'INVALID');
+      }
     }
     assert.ok(checked >= 5, `checked ${checked}`);
   });
