@@ -44,7 +44,7 @@ pub struct Policy {
     pub reuse: bool,
     /// Sliding send window per destination.
     pub sends_per_destination: SendWindow,
-    /// Workspace flood shield (1–100000 sends per minute; enforced approximately).
+    /// Workspace flood shield (1–100000 sends per minute; counted exactly on every store).
     pub sends_per_workspace_per_minute: u32,
     /// Consecutive failed verifications per destination before a 1 h lock (5–1000).
     pub failure_streak_limit: u32,

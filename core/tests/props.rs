@@ -15,6 +15,7 @@ use otpkit_core::policy::{Policy, DESTINATION_LOCK_SECS, KEYS};
 use otpkit_core::session::{
     plan_issue, Session, SessionState, StoredState, Verification, VerifyOutcome,
 };
+use otpkit_core::transaction::{canonical_amount, Transaction};
 use otpkit_core::validate::{self, Channel, Purpose};
 use otpkit_core::{Entropy, Error, Pepper, UnixMillis};
 use proptest::collection::vec;
@@ -2238,4 +2239,71 @@ fn deep_nesting_is_refused() {
     assert!(Policy::default()
         .patched(&json!({ "allowedCountries": deep }))
         .is_err());
+}
+
+/// A valid amount: up to 14 integer digits (leading zeros allowed) and up to 4 decimals.
+fn amount() -> impl Strategy<Value = String> {
+    ("[0-9]{1,14}", proptest::option::of("[0-9]{1,4}")).prop_map(|(i, f)| match f {
+        Some(f) => format!("{i}.{f}"),
+        None => i,
+    })
+}
+
+/// The same amount written another way (leading zeros, trailing decimal zeros).
+fn respelled(a: &str, zeros: (usize, usize)) -> String {
+    let (lead, trail) = zeros;
+    let (int, frac) = a.split_once('.').unwrap_or((a, ""));
+    let lead = lead.min(14usize.saturating_sub(int.len()));
+    let frac = format!("{frac}{}", "0".repeat(trail.min(4 - frac.len())));
+    let int = format!("{}{int}", "0".repeat(lead));
+    if frac.is_empty() {
+        int
+    } else {
+        format!("{int}.{frac}")
+    }
+}
+
+proptest! {
+    #![proptest_config(config(128))]
+
+    /// PSD2 dynamic linking: a code bound to a payment approves it however its amount is spelled
+    /// (as a decimal), and never another amount, currency or payee, nor no payment at all — each
+    /// of those is INVALID and uses an attempt.
+    #[test]
+    fn a_bound_code_approves_only_its_own_payment(
+        a in amount(),
+        other in amount(),
+        zeros in (0usize..3, 0usize..3),
+        currency in "[A-Z]{3}",
+        payee in "[A-Za-z][A-Za-z .]{0,20}",
+        which in 0usize..4,
+        id in any::<[u8; 16]>(),
+        seed in any::<[u8; 32]>(),
+    ) {
+        let tx = Transaction::parse(Some(&a), Some(&currency), Some(&payee)).unwrap().unwrap();
+        let body = json!({
+            "dest": "+233202007745", "src": SENDER, "purpose": "TRANSACTION",
+            "amount": a, "currency": currency.to_lowercase(), "payee": payee,
+        });
+        let req = IssueRequest::from_v1_json(body.to_string().as_bytes()).unwrap();
+        let entropy = Entropy { session_id: id, code: seed };
+        let now = UnixMillis(T0);
+        let plan = plan_issue(&req, WS, &[SENDER.to_string()], &Policy::default(), now, &entropy, &pepper()).unwrap();
+        let code = plan.code.expose().to_string();
+        let s = plan.session;
+        // Another payment: a different amount (as a decimal), currency, payee, or none.
+        let mut wrong = tx.clone();
+        let different = match which {
+            0 if canonical_amount(&other) != canonical_amount(&a) => { wrong.amount = other; Some(wrong) }
+            1 => { wrong.currency = if currency == "EUR" { "USD".into() } else { "EUR".into() }; Some(wrong) }
+            2 => { wrong.payee.push('x'); Some(wrong) }
+            _ => None,
+        };
+        let (v, after) = s.clone().verify_for(WS, &code, different.as_ref(), now, &pepper());
+        prop_assert!(matches!(v.outcome, VerifyOutcome::Invalid { .. }), "{:?}", v.outcome);
+        prop_assert_eq!(after.attempts_used, 1);
+        let same = Transaction::parse(Some(&respelled(&a, zeros)), Some(&currency.to_lowercase()), Some(&payee)).unwrap();
+        let (v, _) = after.verify_for(WS, &code, same.as_ref(), now, &pepper());
+        prop_assert_eq!(v.outcome, VerifyOutcome::Approved);
+    }
 }
