@@ -177,6 +177,10 @@ function listener(service, { drainTimeoutMs = LIMITS.drainTimeoutMs[1] } = {}) {
     if (reply.retryAfter != null) headers['retry-after'] = String(reply.retryAfter);
     const body = reply.status === 204 ? '' : reply.body;
     headers['content-length'] = Buffer.byteLength(body);
+    // A 401 always closes: an unauthenticated client gets no kept-alive connection, and every 401
+    // looks the same (whether the key was missing, answered before the body arrived, or looked up
+    // while it did — otherwise the headers would tell the two apart, by timing).
+    if (reply.status === 401) headers.connection = 'close';
     if (!req.complete) {
       // answered before the whole body arrived: send the answer, drain, close (see drain())
       headers.connection = 'close';
