@@ -29,12 +29,25 @@ pub fn code_hash(
     purpose: Purpose,
     code: &str,
 ) -> [u8; 32] {
+    hmac_of(
+        pepper,
+        DOMAIN,
+        &[
+            workspace_id.as_bytes(),
+            session_id.as_bytes(),
+            purpose.as_str().as_bytes(),
+            code.as_bytes(),
+        ],
+    )
+}
+
+/// `HMAC-SHA256(pepper, domain ‖ f(part) ‖ …)`.
+fn hmac_of(pepper: &Pepper, domain: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     let mut mac = pepper.mac();
-    mac.update(DOMAIN);
-    framed(&mut mac, workspace_id.as_bytes());
-    framed(&mut mac, session_id.as_bytes());
-    framed(&mut mac, purpose.as_str().as_bytes());
-    framed(&mut mac, code.as_bytes());
+    mac.update(domain);
+    for part in parts {
+        framed(&mut mac, part);
+    }
     mac.finalize().into_bytes().into()
 }
 
@@ -54,16 +67,20 @@ pub fn code_hash_for(
     let Some(tx) = tx else {
         return code_hash(pepper, workspace_id, session_id, purpose, code);
     };
-    let mut mac = pepper.mac();
-    mac.update(DOMAIN_V2);
-    framed(&mut mac, workspace_id.as_bytes());
-    framed(&mut mac, session_id.as_bytes());
-    framed(&mut mac, purpose.as_str().as_bytes());
-    framed(&mut mac, code.as_bytes());
-    framed(&mut mac, tx.canonical_amount().as_bytes());
-    framed(&mut mac, tx.currency.as_bytes());
-    framed(&mut mac, tx.payee.as_bytes());
-    mac.finalize().into_bytes().into()
+    let amount = tx.canonical_amount();
+    hmac_of(
+        pepper,
+        DOMAIN_V2,
+        &[
+            workspace_id.as_bytes(),
+            session_id.as_bytes(),
+            purpose.as_str().as_bytes(),
+            code.as_bytes(),
+            amount.as_bytes(),
+            tx.currency.as_bytes(),
+            tx.payee.as_bytes(),
+        ],
+    )
 }
 
 /// Constant-time equality of two byte strings (length is not secret).

@@ -74,14 +74,9 @@ pub async fn verify(
     req: VerifyRequest,
     dialect: Dialect,
 ) -> Result<Reply, Error> {
-    let now = now();
-    let flow = VerifyFlow::start(&req, dialect, now, TRAITS);
-    drive(
-        Edge::new(env, &ws.id, ws.policy.clone(), now, None)?,
-        ctx,
-        calls,
-        flow,
-    )
+    in_workspace(env, ctx, calls, ws, |now| {
+        VerifyFlow::start(&req, dialect, now, TRAITS)
+    })
     .await
 }
 
@@ -94,14 +89,9 @@ pub async fn cancel(
     raw_id: &str,
     dialect: Dialect,
 ) -> Result<Reply, Error> {
-    let now = now();
-    let flow = CancelFlow::start(raw_id, dialect, &ws.id, now);
-    drive(
-        Edge::new(env, &ws.id, ws.policy.clone(), now, None)?,
-        ctx,
-        calls,
-        flow,
-    )
+    in_workspace(env, ctx, calls, ws, |now| {
+        CancelFlow::start(raw_id, dialect, &ws.id, now)
+    })
     .await
 }
 
@@ -114,15 +104,23 @@ pub async fn status(
     raw_id: &str,
     dialect: Dialect,
 ) -> Result<Reply, Error> {
-    let now = now();
-    let flow = StatusFlow::start(raw_id, dialect, &ws.id, now);
-    drive(
-        Edge::new(env, &ws.id, ws.policy.clone(), now, None)?,
-        ctx,
-        calls,
-        flow,
-    )
+    in_workspace(env, ctx, calls, ws, |now| {
+        StatusFlow::start(raw_id, dialect, &ws.id, now)
+    })
     .await
+}
+
+/// Drives a flow of workspace `ws` that sends nothing (no gateway), started at `now`.
+async fn in_workspace<F: Flow + 'static>(
+    env: &Env,
+    ctx: &Context,
+    calls: &Calls,
+    ws: &WorkspaceRecord,
+    start: impl FnOnce(UnixMillis) -> F,
+) -> Result<Reply, Error> {
+    let now = now();
+    let edge = Edge::new(env, &ws.id, ws.policy.clone(), now, None)?;
+    drive(edge, ctx, calls, start(now)).await
 }
 
 /// The admin routes (the caller checked the admin token and read the body).
