@@ -418,6 +418,8 @@ export class OtpService {
     apiKey: string;
     keyId: string;
   }>;
+  /** The workspace with every key by id and times, revoked ones too (never a key or its hash). */
+  getWorkspace(workspaceId: string): Promise<WorkspaceDetail>;
   /** Replaces `senders`, merges `policy` keys. */
   updateWorkspace(workspaceId: string, patch: { name?: string; senders?: string[]; policy?: Policy }): Promise<unknown>;
   createKey(workspaceId: string): Promise<{ apiKey: string; keyId: string }>;
@@ -438,3 +440,17 @@ export function createServer(service: OtpService): import('node:http').Server;
 export function listener(
   service: OtpService,
 ): (req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse) => Promise<void>;
+
+/** `GET /v1/admin/workspaces/{id}`: the workspace as PATCH shows it, plus its keys. */
+export interface WorkspaceDetail {
+  workspaceId: string;
+  name: string;
+  senders: string[];
+  policy: Required<Policy>;
+  /** Ids of live keys. */
+  keyIds: string[];
+  /** RFC 3339. */
+  createdAt: string;
+  /** Every key, oldest first. */
+  keys: Array<{ keyId: string; createdAt: string; revokedAt: string | null }>;
+}

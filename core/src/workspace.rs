@@ -262,6 +262,25 @@ impl WorkspaceRecord {
         }
     }
 
+    /// `GET /v1/admin/workspaces/{id}` (SPEC §9): the public view plus every key, revoked ones
+    /// included, by id and times — never a key or its hash.
+    #[must_use]
+    pub fn detail_view(&self) -> WorkspaceDetail<'_> {
+        WorkspaceDetail {
+            view: self.public_view(),
+            created_at: self.created_at.to_rfc3339(),
+            keys: self
+                .keys
+                .iter()
+                .map(|k| KeyView {
+                    key_id: &k.key_id,
+                    created_at: k.created_at.to_rfc3339(),
+                    revoked_at: k.revoked_at.map(UnixMillis::to_rfc3339),
+                })
+                .collect(),
+        }
+    }
+
     /// Stored JSON.
     #[must_use]
     pub fn to_json(&self) -> String {
@@ -299,4 +318,29 @@ pub struct WorkspaceView<'a> {
     pub policy: &'a Policy,
     /// Ids of live keys.
     pub key_ids: Vec<&'a str>,
+}
+
+/// The admin detail of a workspace ([`WorkspaceRecord::detail_view`]).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkspaceDetail<'a> {
+    /// What PATCH answers too.
+    #[serde(flatten)]
+    pub view: WorkspaceView<'a>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// Every key, oldest first (no key, no hash).
+    pub keys: Vec<KeyView<'a>>,
+}
+
+/// One API key as the admin API shows it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyView<'a> {
+    /// Public id.
+    pub key_id: &'a str,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339, or null while live.
+    pub revoked_at: Option<String>,
 }

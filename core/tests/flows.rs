@@ -114,6 +114,8 @@ const TRACES: &[(&str, &str)] = traces![
     "admin-patch-ok.json",
     "admin-patch-senders.json",
     "admin-patch-conflict.json",
+    "admin-get-workspace.json",
+    "admin-get-unknown-workspace.json",
     "request-transaction-v1.json",
     "request-transaction-other-payment.json",
     "request-transaction-same-payment-reused.json",
@@ -549,7 +551,7 @@ fn admin_flow(start: &Value, now: UnixMillis, random: &[u8; ADMIN_RANDOM_BYTES])
     let allowed: &[&str] = match action {
         "createWorkspace" => &["body"],
         "patchWorkspace" => &["id", "body"],
-        "createKey" => &["id"],
+        "getWorkspace" | "createKey" => &["id"],
         "revokeKey" => &["id", "keyId"],
         other => return Err(format!("unknown admin action {other}")),
     };
@@ -564,6 +566,9 @@ fn admin_flow(start: &Value, now: UnixMillis, random: &[u8; ADMIN_RANDOM_BYTES])
         "patchWorkspace" => AdminAction::PatchWorkspace {
             id: get_str(start, "id")?,
             body: &body,
+        },
+        "getWorkspace" => AdminAction::GetWorkspace {
+            id: get_str(start, "id")?,
         },
         "createKey" => AdminAction::CreateKey {
             id: get_str(start, "id")?,

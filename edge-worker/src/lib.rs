@@ -155,6 +155,7 @@ async fn admin_route(
     let action = match route {
         Route::CreateWorkspace => AdminAction::CreateWorkspace { body: &body },
         Route::PatchWorkspace(id) => AdminAction::PatchWorkspace { id, body: &body },
+        Route::GetWorkspace(id) => AdminAction::GetWorkspace { id },
         Route::CreateKey(id) => AdminAction::CreateKey { id },
         Route::RevokeKey(id, key_id) => AdminAction::RevokeKey { id, key_id },
         _ => return Err(Error::NotFound),

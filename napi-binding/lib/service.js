@@ -120,6 +120,10 @@ class OtpService {
   async updateWorkspace(workspaceId, patch = {}) {
     return this.#data(() => this.adminReply('patchWorkspace', { id: String(workspaceId), body: toBody(patch) }));
   }
+  /** The workspace with every key by id and times (never a key or its hash). */
+  async getWorkspace(workspaceId) {
+    return this.#data(() => this.adminReply('getWorkspace', { id: String(workspaceId) }));
+  }
   /** Mints another API key: `{apiKey, keyId}`. */
   async createKey(workspaceId) {
     return this.#data(() => this.adminReply('createKey', { id: String(workspaceId) }));
@@ -365,7 +369,7 @@ class OtpService {
     return this.check(ws, r.dialect, r.id ?? null, body, input?.sessionId ? found.session : undefined);
   }
 
-  /** An admin action (core::flow's AdminFlow): `createWorkspace`, `patchWorkspace`, `createKey`, `revokeKey`. */
+  /** An admin action (core::flow's AdminFlow): `createWorkspace`, `patchWorkspace`, `getWorkspace`, `createKey`, `revokeKey`. */
   adminReply(action, { id = null, keyId = null, body = null } = {}) {
     // Admin effects touch workspace records and the key index only; no workspace scopes them.
     return this.drive(native.adminFlow(action, id, keyId, body, Date.now()), this.libraryWorkspace);

@@ -232,8 +232,8 @@ pub fn status_flow(
     })
 }
 
-/// Starts an admin flow: `action` is `createWorkspace`, `patchWorkspace`, `createKey` or
-/// `revokeKey`; `id` the workspace id, `keyId` the key, `body` the JSON body (create, patch).
+/// Starts an admin flow: `action` is `createWorkspace`, `patchWorkspace`, `getWorkspace`,
+/// `createKey` or `revokeKey`; `id` the workspace id, `keyId` the key, `body` the JSON body (create, patch).
 #[napi]
 pub fn admin_flow(
     action: String,
@@ -248,6 +248,7 @@ pub fn admin_flow(
     let action = match action.as_str() {
         "createWorkspace" => AdminAction::CreateWorkspace { body },
         "patchWorkspace" => AdminAction::PatchWorkspace { id, body },
+        "getWorkspace" => AdminAction::GetWorkspace { id },
         "createKey" => AdminAction::CreateKey { id },
         "revokeKey" => AdminAction::RevokeKey { id, key_id },
         _ => return Err(throw(&Error::NotFound)),

@@ -99,6 +99,7 @@ pub fn route(method: String, path: String) -> Result<RouteMatch> {
         CoreRoute::Analytics => ("analytics", None, None, None),
         CoreRoute::CreateWorkspace => ("createWorkspace", None, None, None),
         CoreRoute::PatchWorkspace(id) => ("patchWorkspace", None, Some(id.to_string()), None),
+        CoreRoute::GetWorkspace(id) => ("getWorkspace", None, Some(id.to_string()), None),
         CoreRoute::CreateKey(id) => ("createKey", None, Some(id.to_string()), None),
         CoreRoute::RevokeKey(id, k) => {
             ("revokeKey", None, Some(id.to_string()), Some(k.to_string()))

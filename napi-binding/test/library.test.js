@@ -270,6 +270,10 @@ describe('OtpService (memory store)', () => {
     await assert.rejects(otp.forApiKey(a.apiKey).request({ dest: newDest(), src: 'BBB', purpose: 'LOGIN' }), (e) => e.code === 'SENDER_NOT_ALLOWED');
     await otp.revokeKey(a.workspaceId, a.keyId);
     await assert.rejects(otp.forApiKey(a.apiKey).status(r.sessionId), (e) => e.code === 'UNAUTHORIZED' && e.httpStatus === 401);
+    const detail = await otp.getWorkspace(a.workspaceId);
+    assert.deepEqual([detail.keyIds, detail.keys.map((k) => [k.keyId, typeof k.revokedAt])], [[], [[a.keyId, 'string']]]);
+    assert.ok(!JSON.stringify(detail).includes(a.apiKey));
+    await assert.rejects(otp.getWorkspace('ws_nope'), (e) => e.code === 'NOT_FOUND');
     await otp.close();
   });
 

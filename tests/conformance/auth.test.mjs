@@ -209,6 +209,30 @@ describe('admin API', () => {
     expectError(await call('POST', '/v1/admin/workspaces/ws_doesnotexist/keys', { admin: true }), 404, 'NOT_FOUND');
   });
 
+  it('GET /v1/admin/workspaces/{id} → 200 with its keys by id and times (revoked too), never a key or hash; 404, 401', async () => {
+    const ws = await newWorkspace({ senders: ['OTPKIT'], policy: { maxAttempts: 4 } });
+    const second = expectStatus(await call('POST', `/v1/admin/workspaces/${ws.id}/keys`, { admin: true }), 201).data;
+    assert.equal((await call('DELETE', `/v1/admin/workspaces/${ws.id}/keys/${second.keyId}`, { admin: true })).status, 204);
+    const res = await call('GET', `/v1/admin/workspaces/${ws.id}`, { admin: true });
+    const j = expectStatus(res, 200);
+    assert.equal(j.success, true);
+    assert.deepEqual(Object.keys(j.data).sort(), ['createdAt', 'keyIds', 'keys', 'name', 'policy', 'senders', 'workspaceId']);
+    assert.equal(j.data.workspaceId, ws.id);
+    assert.deepEqual(j.data.senders, ['OTPKIT']);
+    assert.equal(j.data.policy.maxAttempts, 4);
+    assert.deepEqual(j.data.keyIds, [ws.keyId]);
+    assert.deepEqual(j.data.keys.map((k) => [k.keyId, k.revokedAt === null]), [[ws.keyId, true], [second.keyId, false]]);
+    for (const k of j.data.keys) {
+      assert.deepEqual(Object.keys(k).sort(), ['createdAt', 'keyId', 'revokedAt']);
+      assert.ok(!Number.isNaN(Date.parse(k.createdAt)));
+    }
+    assert.ok(!res.text.includes(ws.key) && !res.text.includes(second.apiKey), 'no API key in the answer');
+    assert.ok(!/[0-9a-f]{64}/.test(res.text), 'no key hash in the answer');
+    expectError(await call('GET', '/v1/admin/workspaces/ws_doesnotexist', { admin: true }), 404, 'NOT_FOUND');
+    expectError(await call('GET', `/v1/admin/workspaces/${ws.id}`, { key: ws.key }), 401, 'UNAUTHORIZED');
+    expectError(await call('DELETE', `/v1/admin/workspaces/${ws.id}`, { admin: true }), 405, 'METHOD_NOT_ALLOWED');
+  });
+
   it('concurrent admin writes are never lost: 20 parallel key creations all work; parallel PATCHes all land', async () => {
     // Issue 19 item 4: whole-record writes without compare-and-set let 18 of 20 new keys vanish
     // and dropped an allowedCountries list. Every workspace write is now compare-and-set.

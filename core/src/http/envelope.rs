@@ -445,6 +445,12 @@ pub fn admin_key_created(api_key: &str, key_id: &str) -> Reply {
     )
 }
 
+/// `GET /v1/admin/workspaces/{id}` → 200 with the workspace and its keys (never a key hash).
+#[must_use]
+pub fn admin_workspace(ws: &crate::workspace::WorkspaceRecord) -> Reply {
+    ok(&ws.detail_view())
+}
+
 /// `PATCH /v1/admin/workspaces/{id}` → 200 with the workspace (never its key hashes).
 #[must_use]
 pub fn admin_workspace_updated(ws: &crate::workspace::WorkspaceRecord) -> Reply {

@@ -29,6 +29,8 @@ pub enum Route<'a> {
     CreateWorkspace,
     /// `PATCH /v1/admin/workspaces/{id}`.
     PatchWorkspace(&'a str),
+    /// `GET /v1/admin/workspaces/{id}`.
+    GetWorkspace(&'a str),
     /// `POST /v1/admin/workspaces/{id}/keys`.
     CreateKey(&'a str),
     /// `DELETE /v1/admin/workspaces/{id}/keys/{keyId}`.
@@ -43,6 +45,7 @@ impl Route<'_> {
             self,
             Route::CreateWorkspace
                 | Route::PatchWorkspace(_)
+                | Route::GetWorkspace(_)
                 | Route::CreateKey(_)
                 | Route::RevokeKey(..)
         )
@@ -79,6 +82,10 @@ pub fn match_route<'a>(method: &str, path: &'a str) -> Result<Route<'a>, Error> 
         ["otp", id, "status"] => (Route::Status(Dialect::Zend, id), "GET"),
         ["otp", id, "cancel"] => (Route::Cancel(Dialect::Zend, id), "POST"),
         ["v1", "admin", "workspaces"] => (Route::CreateWorkspace, "POST"),
+        // Two methods on one path: GET (HEAD) reads, PATCH changes.
+        ["v1", "admin", "workspaces", id] if matches!(method, "GET" | "HEAD") => {
+            (Route::GetWorkspace(id), "GET")
+        }
         ["v1", "admin", "workspaces", id] => (Route::PatchWorkspace(id), "PATCH"),
         ["v1", "admin", "workspaces", id, "keys"] => (Route::CreateKey(id), "POST"),
         ["v1", "admin", "workspaces", id, "keys", key] => (Route::RevokeKey(id, key), "DELETE"),
@@ -132,5 +139,17 @@ mod tests {
             Err(Error::MethodNotAllowed)
         );
         assert!(match_route("POST", "/v1/admin/workspaces").is_ok_and(|r| r.is_admin()));
+        assert_eq!(
+            match_route("GET", "/v1/admin/workspaces/ws_1"),
+            Ok(Route::GetWorkspace("ws_1"))
+        );
+        assert_eq!(
+            match_route("PATCH", "/v1/admin/workspaces/ws_1"),
+            Ok(Route::PatchWorkspace("ws_1"))
+        );
+        assert_eq!(
+            match_route("DELETE", "/v1/admin/workspaces/ws_1"),
+            Err(Error::MethodNotAllowed)
+        );
     }
 }
