@@ -164,8 +164,10 @@ impl DestinationObject {
             }
             DestinationCall::Active { purpose } => {
                 let guard = self.load().await?;
-                let id = guard.active_session(purpose, now());
-                Ok(serde_json::json!({ "sessionId": id }).to_string())
+                let outcome = Outcome::Active {
+                    session_id: guard.active_session(purpose, now()).map(str::to_string),
+                };
+                Ok(serde_json::to_string(&outcome).unwrap_or_default())
             }
             DestinationCall::Forget { session_id } => {
                 let mut guard = self.load().await?;

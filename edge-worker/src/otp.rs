@@ -257,9 +257,8 @@ impl Edge {
                         limit,
                         now: self.now,
                     };
-                    let ws_id = self.ws_id.clone();
                     let refused: Option<u32> =
-                        parse(&ok(self.workspace(calls, &ws_id, &call).await?)?)?;
+                        parse(&ok(self.workspace(calls, &self.ws_id, &call).await?)?)?;
                     if let Some(retry_after_secs) = refused {
                         admission = Admitted::FloodRefused {
                             retry_after_secs,
@@ -274,16 +273,7 @@ impl Edge {
             Io::AwaitSend { .. } => return Err(Error::StoreUnavailable),
             Io::ReadActive { dest, purpose } => {
                 let call = DestinationCall::Active { purpose };
-                let text = self.destination(calls, &dest, &call).await?;
-                #[derive(serde::Deserialize)]
-                #[serde(rename_all = "camelCase")]
-                struct Active {
-                    session_id: Option<String>,
-                }
-                let active: Active = parse(&text)?;
-                Outcome::Active {
-                    session_id: active.session_id,
-                }
+                parse(&self.destination(calls, &dest, &call).await?)?
             }
             Io::Forget { dest, session_id } => {
                 let call = DestinationCall::Forget { session_id };

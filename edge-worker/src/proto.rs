@@ -36,7 +36,8 @@ pub enum DestinationCall {
     },
     /// Stop treating a session as active.
     Forget { session_id: String },
-    /// The session a verify by destination checks: `{"sessionId": …}` (read only).
+    /// The session a verify by destination checks, answered as [`otpkit_core::flow::Outcome::Active`]
+    /// (read only).
     Active { purpose: Purpose },
 }
 

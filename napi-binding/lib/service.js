@@ -153,12 +153,7 @@ class OtpService {
         const reply = await this.#reply(async () => this.sessionStatus(await load(), 'v1', String(sessionId ?? '')));
         return reply.status === 200 ? JSON.parse(reply.body).data : null;
       },
-      cancel: async (sessionId) => {
-        const reply = await this.#reply(async () => this.cancelSession(await load(), 'v1', String(sessionId ?? '')));
-        if (reply.status === 404) throw hostError('NOT_FOUND');
-        if (reply.status !== 200) throw fromReply(reply);
-        return JSON.parse(reply.body).data;
-      },
+      cancel: (sessionId) => this.#data(async () => this.cancelSession(await load(), 'v1', String(sessionId ?? ''))),
       audit: (query = {}) =>
         this.#data(async () => this.store.auditReply((await load()).id, new URLSearchParams(query).toString())),
       analytics: async (query = {}) => {

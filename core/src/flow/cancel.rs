@@ -160,11 +160,9 @@ impl CancelFlow {
             Wait::Reread => match self.own(outcome) {
                 Ok(Some(s)) => match s.state_at(self.now) {
                     SessionState::Canceled => self.canceled(&s),
-                    // The store did not cancel it: a concurrent verify approved or locked it.
-                    SessionState::Approved | SessionState::Locked | SessionState::Expired => {
-                        self.q.answer(Err(Self::ended(s.state_at(self.now))));
-                    }
                     SessionState::Pending => self.q.answer(Err(Error::StoreUnavailable)),
+                    // The store did not cancel it: a concurrent verify approved or locked it.
+                    ended => self.q.answer(Err(Self::ended(ended))),
                 },
                 // Purged in between: it is gone either way.
                 Ok(None) => self.q.answer(Ok(self.not_found())),

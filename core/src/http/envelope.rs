@@ -243,23 +243,12 @@ pub fn ready(store_ok: bool, config_ok: bool) -> Reply {
     if !config_ok {
         failing.push("config");
     }
-    if failing.is_empty() {
-        Reply::json(
-            200,
-            &Ready {
-                status: "ready",
-                failing,
-            },
-        )
+    let (code, status) = if failing.is_empty() {
+        (200, "ready")
     } else {
-        Reply::json(
-            503,
-            &Ready {
-                status: "unready",
-                failing,
-            },
-        )
-    }
+        (503, "unready")
+    };
+    Reply::json(code, &Ready { status, failing })
 }
 
 /// `GET /health`: `{"status":"ok"}` (200) or `{"status":"misconfigured"}` (503).
