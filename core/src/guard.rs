@@ -358,7 +358,11 @@ pub struct FloodShield {
 impl FloodShield {
     /// Admits one send or refuses with 429 `RATE_LIMITED` until the window ends.
     pub fn admit(&mut self, limit: u32, now: UnixMillis) -> Result<(), Error> {
-        if now >= self.window_start.plus_secs(60) || now < self.window_start {
+        // A `now` a little before the window's start is a request that read its clock before
+        // another one that opened the window reached the counter (concurrent requests, hosts
+        // with skewed clocks): it belongs to this window. Resetting on it let a burst through
+        // one send over the limit (CI, issue 19). Only a clock a whole window back starts anew.
+        if now >= self.window_start.plus_secs(60) || now.plus_secs(60) <= self.window_start {
             *self = FloodShield {
                 window_start: now,
                 count: 0,
@@ -366,8 +370,13 @@ impl FloodShield {
         }
         if self.count >= limit {
             let until = self.window_start.plus_secs(60);
+            let from = if now < self.window_start {
+                self.window_start
+            } else {
+                now
+            };
             return Err(Error::RateLimited {
-                retry_after_secs: retry_secs_from_millis(now.millis_until(until)),
+                retry_after_secs: retry_secs_from_millis(from.millis_until(until)),
             });
         }
         self.count = self.count.saturating_add(1);
@@ -378,6 +387,27 @@ impl FloodShield {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Concurrent requests read their clocks before they reach the counter, in any order: one
+    /// whose `now` is a little before the window's start counts in that window (it reset the
+    /// window and let an 11th send through a limit of 10 in CI); a clock a whole window back
+    /// starts a new window.
+    #[test]
+    fn flood_shield_counts_a_slightly_earlier_clock_in_the_window() {
+        let t0 = UnixMillis(10_000_000);
+        let mut s = FloodShield::default();
+        for _ in 0..3 {
+            s.admit(3, t0).unwrap();
+        }
+        let late = UnixMillis(t0.0 - 40);
+        match s.admit(3, late) {
+            Err(Error::RateLimited { retry_after_secs }) => assert_eq!(retry_after_secs, 60),
+            other => panic!("an earlier clock inside the window is refused, got {other:?}"),
+        }
+        assert_eq!((s.window_start, s.count), (t0, 3));
+        assert!(s.admit(3, UnixMillis(t0.0 - 60_000)).is_ok(), "a whole window back: new");
+        assert!(s.admit(3, t0.plus_secs(60)).is_ok(), "the window ended");
+    }
 
     /// Verify by destination checks the newest delivered, unexpired session of the purpose: a
     /// newer send still in flight stands for the one it replaces (whose code the user holds), an

@@ -69,9 +69,9 @@ return {1, redis.call('GET', KEYS[2])}
 // sends to different destinations, from any number of processes, admits exactly the limit
 // (issue 19: reading the shield earlier and writing it back let a burst of 500 through a limit
 // of 10). The shield's rule is otpkit-core's FloodShield::admit, mirrored line for line (a window
-// of ARGV[6] ms that starts at the first send after the last one ended; a clock that went back
-// starts a new one); a test checks the two agree on random sequences. ARGV: guard version, guard
-// JSON, guard keep ms, limit, now, window ms, shield keep ms. Answers 1 (both written), 0 (the
+// of ARGV[6] ms that starts at the first send after the last one ended; a request whose clock
+// read a little before the start counts in it, a clock a whole window back starts a new one); a
+// test checks the two agree on random sequences. ARGV: guard version, guard JSON, guard keep ms, limit, now, window ms, shield keep ms. Answers 1 (both written), 0 (the
 // guard changed: decide again) or {-1, window start} (the shield refuses; nothing written).
 const ADMIT = `${VERSIONED}
 local v1 = ver(KEYS[1])
@@ -79,7 +79,7 @@ if v1 ~= tonumber(ARGV[1]) then return 0 end
 local limit, now, window = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local shield = redis.call('HMGET', KEYS[2], 'start', 'count')
 local start, count = tonumber(shield[1]), tonumber(shield[2]) or 0
-if start == nil or now >= start + window or now < start then start, count = now, 0 end
+if start == nil or now >= start + window or now + window <= start then start, count = now, 0 end
 if count >= limit then return {-1, tostring(start)} end
 put(KEYS[1], v1, ARGV[2], ARGV[3])
 redis.call('HSET', KEYS[2], 'start', tostring(start), 'count', count + 1)
