@@ -405,7 +405,10 @@ mod tests {
             other => panic!("an earlier clock inside the window is refused, got {other:?}"),
         }
         assert_eq!((s.window_start, s.count), (t0, 3));
-        assert!(s.admit(3, UnixMillis(t0.0 - 60_000)).is_ok(), "a whole window back: new");
+        assert!(
+            s.admit(3, UnixMillis(t0.0 - 60_000)).is_ok(),
+            "a whole window back: new"
+        );
         assert!(s.admit(3, t0.plus_secs(60)).is_ok(), "the window ended");
     }
 
