@@ -29,6 +29,8 @@ export type ErrorCode =
   | 'DESTINATION_NOT_ALLOWED'
   | 'RATE_LIMITED'
   | 'DESTINATION_LOCKED'
+  /** A resend sooner than the policy's resendAfterSeconds after the last send (429, retryAfterSeconds). */
+  | 'RESEND_TOO_SOON'
   | 'DELIVERY_FAILED'
   | 'STORE_UNAVAILABLE'
   | 'MISCONFIGURED'
@@ -36,7 +38,11 @@ export type ErrorCode =
   /** cancel (and resend) of a session that is no longer pending: 409, 410, 423. */
   | 'ALREADY_USED'
   | 'EXPIRED'
-  | 'MAX_ATTEMPTS_REACHED';
+  | 'MAX_ATTEMPTS_REACHED'
+  /** The Idempotency-Key was used within 24 h with another request (422). */
+  | 'IDEMPOTENCY_KEY_REUSED'
+  /** The request first made with this Idempotency-Key is still running after this one waited 25 s (409). */
+  | 'IDEMPOTENCY_KEY_IN_USE';
 
 /** Workspace policy (SPEC §2). Every key is optional; out-of-bounds values are refused with 400. */
 export interface Policy {
@@ -62,6 +68,10 @@ export interface Policy {
   pricePerSegment?: { amount: string; currency: string };
   /** Seconds an ended session is kept after expiry (default 86400). */
   retentionSeconds?: number;
+  /** Least seconds between two sends of one session (resend), 0–600 (default 30). */
+  resendAfterSeconds?: number;
+  /** Channels tried in order when a send fails definitely, e.g. ["whatsapp", "sms"]; null = none (default). */
+  channelFallback?: Channel[] | null;
 }
 
 /** What a gateway is asked to deliver. `text` contains the code: never log it. */
@@ -129,6 +139,8 @@ export interface MemoryStats {
   analyticsBuckets: number;
   /** Sessions sent and not yet verified, locked or expired. */
   analyticsOpen: number;
+  /** Idempotency-Key records (kept by the key's hash, 24 h). */
+  idempotencyRecords: number;
 }
 
 /**
@@ -224,6 +236,14 @@ export interface RequestResult {
   attemptsLeft: number;
   /** An active session for (dest, purpose) was reused: no SMS was sent. */
   reused: boolean;
+  /** The channel the code went out on (after any fallback). */
+  channel: Channel;
+}
+
+/** `resend`'s options. */
+export interface ResendParams {
+  /** Send the new code on this channel (default: the session's). */
+  channel?: Channel;
 }
 
 /**
@@ -313,6 +333,8 @@ export interface AnalyticsCounts {
   verification_rate: number;
   /** SMS segments sent (WhatsApp messages have none). */
   sms_segments: number;
+  /** Codes sent again for a session (resend). */
+  resent: number;
   /** pricePerSegment × sms_segments, exact, with the price's decimals. */
   estimated_cost: { amount: string; currency: string };
 }
@@ -334,10 +356,11 @@ export interface AnalyticsReport {
 
 /** The OTP operations bound to one workspace. */
 export interface WorkspaceOps {
-  request(params: RequestParams): Promise<RequestResult>;
+  request(params: RequestParams, opts?: IdempotencyOptions): Promise<RequestResult>;
   verify(params: VerifyParams): Promise<VerifyResult>;
   status(sessionId: string): Promise<SessionStatus | null>;
   cancel(sessionId: string): Promise<SessionStatus>;
+  resend(sessionId: string, params?: ResendParams, opts?: IdempotencyOptions): Promise<RequestResult>;
   audit(query?: AuditQuery): Promise<AuditPage>;
   analytics(query?: AnalyticsQuery): Promise<AnalyticsReport>;
 }
@@ -366,6 +389,21 @@ export interface Reply {
   status: number;
   body: string;
   retryAfter?: number;
+  /** An answer replayed for an Idempotency-Key (sent with `Idempotent-Replayed: true`). */
+  replayed?: boolean;
+}
+
+/**
+ * Options of the operations that send (SPEC §7 "Idempotency"). `idempotencyKey`: 1–255
+ * characters of [\x21-\x7E] (else OtpError VALIDATION_ERROR, field `Idempotency-Key`), kept
+ * hashed per workspace for 24 h. The same key with the same params answers the first answer
+ * again — the same result, or the same refusal thrown — and sends and charges nothing; with other
+ * params it rejects with IDEMPOTENCY_KEY_REUSED (422). A call made while the first is still
+ * running waits for it. A 5xx failure (DELIVERY_FAILED, STORE_UNAVAILABLE) is not kept: the
+ * same call runs again.
+ */
+export interface IdempotencyOptions {
+  idempotencyKey?: string;
 }
 
 export interface HandledRequest {
@@ -391,7 +429,7 @@ export class OtpService {
   readonly store: MemoryStore | RedisStore;
 
   /** Sends a code, or reuses the active session for (dest, purpose) without an SMS. */
-  request(params: RequestParams): Promise<RequestResult>;
+  request(params: RequestParams, opts?: IdempotencyOptions): Promise<RequestResult>;
   /** Checks a code. Every outcome resolves (status APPROVED, INVALID, …); bad input rejects. */
   verify(params: VerifyParams): Promise<VerifyResult>;
   /** A session's status, or null when there is none. */
@@ -402,6 +440,13 @@ export class OtpService {
    * MAX_ATTEMPTS_REACHED (423) when the session is no longer pending.
    */
   cancel(sessionId: string): Promise<SessionStatus>;
+  /**
+   * Sends a pending session a new code: same session id, the old code stops working, attempts
+   * used are kept, a new expiry. Charged like a send. Rejects with OtpError RESEND_TOO_SOON
+   * (429, `retryAfterSeconds`), RATE_LIMITED, DESTINATION_LOCKED, DELIVERY_FAILED, NOT_FOUND,
+   * or ALREADY_USED (409) / EXPIRED (410) / MAX_ATTEMPTS_REACHED (423).
+   */
+  resend(sessionId: string, params?: ResendParams, opts?: IdempotencyOptions): Promise<RequestResult>;
   /** Audit events of the service's own workspace, newest first. */
   audit(query?: AuditQuery): Promise<AuditPage>;
   /** Analytics of the service's own workspace (VALIDATION_ERROR for a bad `days` or `app`). */

@@ -115,19 +115,23 @@ pub struct Counts {
     pub verified: u64,
     /// Sessions locked (every attempt used without the right code).
     pub failed: u64,
-    /// SMS segments of the messages sent (SMS channel only).
+    /// SMS segments of the messages sent (SMS channel only), resends included.
     pub sms_segments: u64,
+    /// Codes sent again for a session (SPEC §7 resend).
+    #[serde(default)]
+    pub resent: u64,
 }
 
 impl Counts {
     /// The counter names, as stored and answered.
-    pub const FIELDS: [&'static str; 6] = [
+    pub const FIELDS: [&'static str; 7] = [
         "sent",
         "reused",
         "delivery_failed",
         "verified",
         "failed",
         "sms_segments",
+        "resent",
     ];
 
     /// A counter by name.
@@ -140,6 +144,7 @@ impl Counts {
             "verified" => self.verified,
             "failed" => self.failed,
             "sms_segments" => self.sms_segments,
+            "resent" => self.resent,
             _ => return None,
         })
     }
@@ -153,6 +158,7 @@ impl Counts {
             "verified" => &mut self.verified,
             "failed" => &mut self.failed,
             "sms_segments" => &mut self.sms_segments,
+            "resent" => &mut self.resent,
             _ => return false,
         };
         *slot = slot.saturating_add(n);
@@ -307,15 +313,37 @@ pub fn parse_open_member(member: &str) -> Option<Bucket> {
 /// The gateway accepted a session's message.
 #[must_use]
 pub fn delivered(session: &Session) -> Option<Delta> {
-    let sms = if session.channel == Channel::Sms {
-        u64::from(session.segments)
-    } else {
-        0
-    };
+    let sms = sms_segments(session);
     let mut d = Delta::new(
         session,
         Counts {
             sent: 1,
+            sms_segments: sms,
+            ..Counts::default()
+        },
+    )?;
+    d.open_until = Some(session.expires_at);
+    Some(d)
+}
+
+/// The SMS segments a session's latest message cost (none on WhatsApp).
+fn sms_segments(session: &Session) -> u64 {
+    if session.channel == Channel::Sms {
+        u64::from(session.segments)
+    } else {
+        0
+    }
+}
+
+/// A session's code sent again (resend): counted, and its segments costed; the session stays
+/// open until its new expiry.
+#[must_use]
+pub fn resent(session: &Session) -> Option<Delta> {
+    let sms = sms_segments(session);
+    let mut d = Delta::new(
+        session,
+        Counts {
+            resent: 1,
             sms_segments: sms,
             ..Counts::default()
         },
@@ -484,6 +512,7 @@ struct CountView<'a> {
     expired: u64,
     verification_rate: f64,
     sms_segments: u64,
+    resent: u64,
     estimated_cost: Cost<'a>,
 }
 
@@ -500,6 +529,7 @@ impl<'a> CountView<'a> {
             expired: t.expired,
             verification_rate: rate(c.verified, c.sent),
             sms_segments: c.sms_segments,
+            resent: c.resent,
             estimated_cost: Cost {
                 amount: times(&price.amount, c.sms_segments),
                 currency: &price.currency,

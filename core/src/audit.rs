@@ -4,13 +4,13 @@
 use crate::error::Error;
 use crate::session::{Session, VerifyOutcome};
 use crate::time::UnixMillis;
-use crate::validate::{self, Purpose};
+use crate::validate::{self, Channel, Purpose};
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
 /// Event kinds, as stored and answered.
-pub const EVENTS: [&str; 10] = [
+pub const EVENTS: [&str; 11] = [
     "requested",
     "reused",
     "delivered",
@@ -21,13 +21,15 @@ pub const EVENTS: [&str; 10] = [
     "rate_limited",
     "purged",
     "canceled",
+    "resent",
 ];
 
 /// The events an end user can cause again and again without a send: a request answered by an
 /// active session (`reused`), a refused request (`rate_limited`), a verification of a session
 /// that has ended (`verify_rejected`: already used, expired, locked). Every other event needs a
 /// send of its own (`requested`, `delivered`, `delivery_failed`), is bounded by the attempts of
-/// one (`verify_invalid`) or happens once per session (`verify_approved`, `canceled`, `purged`).
+/// one (`verify_invalid`) or happens once per session (`verify_approved`, `canceled`, `purged`);
+/// `resent` needs a send of its own too (charged, and `resendAfterSeconds` apart).
 ///
 /// Hosts that cap the audit log by count keep these in a stream of their own with its own cap
 /// ([`is_repeatable`]), so however many of them a caller produces, they never push a session's
@@ -71,7 +73,14 @@ pub struct AuditEvent {
     pub status: Option<String>,
     /// Issued for a test number.
     pub test: bool,
+    /// The channel of a delivery event (`delivered`, `delivery_failed`, `resent`): with channel
+    /// fallback, each try is its own event (SPEC §7).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<Channel>,
 }
+
+/// The events that say which channel a message went out on (or failed on).
+const DELIVERY_EVENTS: [&str; 3] = ["delivered", "delivery_failed", "resent"];
 
 impl AuditEvent {
     /// An event about a session.
@@ -93,6 +102,7 @@ impl AuditEvent {
             outcome: outcome.to_string(),
             status: status.map(ToString::to_string),
             test: session.test,
+            channel: DELIVERY_EVENTS.contains(&event).then_some(session.channel),
         }
     }
 
@@ -116,6 +126,7 @@ impl AuditEvent {
             outcome: "refused".to_string(),
             status: Some(code.to_string()),
             test: false,
+            channel: None,
         }
     }
 
@@ -221,6 +232,8 @@ struct EventView<'a> {
     status: Option<&'a str>,
     #[serde(skip_serializing_if = "core::ops::Not::not")]
     test: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    channel: Option<Channel>,
 }
 
 #[derive(Serialize)]
@@ -246,6 +259,7 @@ pub fn reply(events: &[AuditEvent], next_cursor: Option<u64>) -> crate::http::en
                 outcome: &e.outcome,
                 status: e.status.as_deref(),
                 test: e.test,
+                channel: e.channel,
             })
             .collect(),
         next_cursor: next_cursor.map(|c| c.to_string()),

@@ -56,9 +56,19 @@ pub enum Error {
         /// What did not parse.
         message: Cow<'static, str>,
     },
+    /// A resend came sooner than `resendAfterSeconds` after the session's last send (429).
+    ResendTooSoon {
+        /// Whole seconds ≥ 1 until a resend would be admitted.
+        retry_after_secs: u32,
+    },
     /// The session is no longer pending, so it cannot be canceled or resent: the verify status's
     /// code and HTTP status (SPEC §7).
     SessionEnded(Ended),
+    /// The `Idempotency-Key` was used in this workspace within 24 h with another request (422).
+    IdempotencyKeyReused,
+    /// The request first made with this `Idempotency-Key` is still running and did not end
+    /// while this duplicate waited for it (409): retry shortly.
+    IdempotencyKeyInUse,
 }
 
 /// How a session that is no longer pending ended, as the verify statuses name it.
@@ -96,6 +106,7 @@ impl Error {
             Error::DestinationNotAllowed => "DESTINATION_NOT_ALLOWED",
             Error::RateLimited { .. } => "RATE_LIMITED",
             Error::DestinationLocked { .. } => "DESTINATION_LOCKED",
+            Error::ResendTooSoon { .. } => "RESEND_TOO_SOON",
             Error::DeliveryFailed => "DELIVERY_FAILED",
             Error::StoreUnavailable => "STORE_UNAVAILABLE",
             Error::Misconfigured { .. } => "MISCONFIGURED",
@@ -103,6 +114,8 @@ impl Error {
             Error::SessionEnded(Ended::AlreadyUsed) => "ALREADY_USED",
             Error::SessionEnded(Ended::Expired) => "EXPIRED",
             Error::SessionEnded(Ended::MaxAttempts) => "MAX_ATTEMPTS_REACHED",
+            Error::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
+            Error::IdempotencyKeyInUse => "IDEMPOTENCY_KEY_IN_USE",
         }
     }
 
@@ -117,13 +130,17 @@ impl Error {
             Error::MethodNotAllowed => 405,
             Error::PayloadTooLarge => 413,
             Error::UnsupportedMediaType => 415,
-            Error::RateLimited { .. } | Error::DestinationLocked { .. } => 429,
+            Error::RateLimited { .. }
+            | Error::DestinationLocked { .. }
+            | Error::ResendTooSoon { .. } => 429,
             Error::Misconfigured { .. } | Error::CorruptState { .. } => 500,
             Error::DeliveryFailed => 502,
             Error::StoreUnavailable => 503,
             Error::SessionEnded(Ended::AlreadyUsed) => 409,
             Error::SessionEnded(Ended::Expired) => 410,
             Error::SessionEnded(Ended::MaxAttempts) => 423,
+            Error::IdempotencyKeyReused => 422,
+            Error::IdempotencyKeyInUse => 409,
         }
     }
 
@@ -147,12 +164,21 @@ impl Error {
             Error::DestinationLocked { .. } => {
                 "Too many failed verifications for this destination. Try again later."
             }
+            Error::ResendTooSoon { .. } => {
+                "A code was sent for this session moments ago. Try again later."
+            }
             Error::DeliveryFailed => "OTP could not be delivered. No code was issued; try again.",
             Error::StoreUnavailable => "Storage is unavailable. Try again shortly.",
             Error::SessionEnded(Ended::AlreadyUsed) => "This OTP session was already verified",
             Error::SessionEnded(Ended::Expired) => "This OTP session has expired or was canceled",
             Error::SessionEnded(Ended::MaxAttempts) => {
                 "This OTP session has no verification attempts left"
+            }
+            Error::IdempotencyKeyReused => {
+                "This Idempotency-Key was already used with a different request"
+            }
+            Error::IdempotencyKeyInUse => {
+                "A request with this Idempotency-Key is still in progress. Try again shortly."
             }
         }
     }
@@ -171,7 +197,8 @@ impl Error {
     pub fn retry_after_secs(&self) -> Option<u32> {
         match self {
             Error::RateLimited { retry_after_secs }
-            | Error::DestinationLocked { retry_after_secs } => Some(*retry_after_secs),
+            | Error::DestinationLocked { retry_after_secs }
+            | Error::ResendTooSoon { retry_after_secs } => Some(*retry_after_secs),
             _ => None,
         }
     }

@@ -119,6 +119,12 @@ pub enum Io {
         test: bool,
         /// The flood shield's limit per minute, when this send is charged to it.
         flood_limit: Option<u32>,
+        /// A resend of the delivered session `session_id`: charge it with
+        /// [`DestinationGuard::charge_resend`] instead (answer `Send` or a refusal).
+        ///
+        /// [`DestinationGuard::charge_resend`]: crate::guard::DestinationGuard::charge_resend
+        #[serde(default, skip_serializing_if = "core::ops::Not::not")]
+        resend: bool,
     },
     /// Wait until the send of `session_id` (admitted by another request) ends: answer
     /// [`Outcome::Awaited`] (`true` once delivered; `false` if it failed or went stale after
@@ -147,7 +153,7 @@ pub enum Io {
     /// delivery at the guard in the same step.
     StoreSession {
         /// The session.
-        session: Session,
+        session: Box<Session>,
     },
     /// Record the gateway's outcome at the guard ([`crate::guard::DestinationGuard::delivery`]):
     /// answer [`Outcome::Confirmed`] with the session the guard says to cancel.
@@ -201,6 +207,14 @@ pub enum Io {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         transaction: Option<Box<Transaction>>,
     },
+    /// One step of a resend at the stored session, atomically: [`resend_stored`] between the
+    /// read and the write. Answer [`Outcome::Resent`].
+    Resend {
+        /// Session id.
+        session_id: String,
+        /// What to do.
+        step: ResendStep,
+    },
     /// Record a verification at the guard ([`crate::guard::DestinationGuard::record_verify`]):
     /// the failure streak, and the end of an approved or locked session's reuse.
     RecordVerify {
@@ -246,6 +260,37 @@ pub enum Io {
     UnindexKey {
         /// Hex SHA-256 of the key.
         key_hash: String,
+    },
+    /// Claim an `Idempotency-Key` (stored by its hash, per workspace) atomically, with the store's
+    /// clock: [`crate::idempotency::claim_stored`] between the read and the write. Answer
+    /// [`Outcome::Idempotency`].
+    ClaimIdempotency {
+        /// [`crate::idempotency::key_hash`].
+        key_hash: String,
+        /// [`crate::idempotency::fingerprint`] of the request.
+        fingerprint: String,
+    },
+    /// Store the answer of a claimed key for replay, atomically: write `record` only if
+    /// [`crate::idempotency::finish_stored`] says so. Answer [`Outcome::Done`].
+    FinishIdempotency {
+        /// The key's hash.
+        key_hash: String,
+        /// The done record (with the claim's `claimedAt` and `expiresAt`).
+        record: Box<crate::idempotency::Record>,
+    },
+    /// Drop a claimed key (a 5xx answer is not stored, so a retry runs again), atomically:
+    /// delete only if [`crate::idempotency::release_stored`] says so. Answer [`Outcome::Done`].
+    ReleaseIdempotency {
+        /// The key's hash.
+        key_hash: String,
+        /// The claim's time (its name).
+        claimed_at: UnixMillis,
+    },
+    /// Wait this long (a duplicate waiting for the request in flight with its key), then answer
+    /// [`Outcome::Done`].
+    Pause {
+        /// Milliseconds.
+        millis: u64,
     },
 }
 
@@ -353,6 +398,13 @@ pub enum Outcome {
         /// The record (absent: none).
         workspace: Option<WorkspaceRecord>,
     },
+    /// [`Io::Resend`].
+    Resent {
+        /// The step was performed.
+        done: bool,
+        /// The session as stored after it (absent: none in this workspace).
+        session: Option<Session>,
+    },
     /// [`Io::Verify`].
     Verified {
         /// Verify status.
@@ -361,6 +413,11 @@ pub enum Outcome {
         attempts_left: u8,
         /// The session after verifying (absent when not found).
         session: Option<Session>,
+    },
+    /// [`Io::ClaimIdempotency`].
+    Idempotency {
+        /// What the claim found.
+        claim: crate::idempotency::Claim,
     },
 }
 
@@ -376,9 +433,13 @@ impl Outcome {
 
 mod admin;
 mod cancel;
+mod idempotent;
+mod resend;
 
 pub use admin::{AdminAction, AdminFlow, ADMIN_RANDOM_BYTES};
 pub use cancel::CancelFlow;
+pub use idempotent::Idempotent;
+pub use resend::{resend_stored, ResendFlow, ResendStep};
 
 /// What every flow offers its driver, so one loop drives them all.
 pub trait Flow {
@@ -400,7 +461,23 @@ macro_rules! impl_flow {
         }
     )*};
 }
-impl_flow!(RequestFlow, VerifyFlow, StatusFlow, AdminFlow, CancelFlow);
+impl_flow!(
+    RequestFlow,
+    VerifyFlow,
+    StatusFlow,
+    AdminFlow,
+    CancelFlow,
+    ResendFlow
+);
+
+impl<F: Flow + ?Sized> Flow for Box<F> {
+    fn poll(&mut self) -> Step {
+        (**self).poll()
+    }
+    fn handle(&mut self, outcome: Outcome) {
+        (**self).handle(outcome);
+    }
+}
 
 /// What a host can do beyond the effects every host performs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -569,6 +646,10 @@ pub struct RequestFlow {
     flood_retry: u32,
     /// The gateway accepted the message but the session could not be stored (503).
     store_failed: bool,
+    /// Channels still to try when a send fails definitely (policy `channelFallback`).
+    fallbacks: Vec<validate::Channel>,
+    /// Audit events of the tries that failed before the last one.
+    tried: Vec<AuditEvent>,
     q: Queue<ReqWait>,
     tags: VecDeque<ReqWait>,
 }
@@ -608,6 +689,8 @@ impl RequestFlow {
             candidate: None,
             flood_retry: 1,
             store_failed: false,
+            fallbacks: policy.fallbacks_after(req.channel).to_vec(),
+            tried: Vec::new(),
             q: Queue::default(),
             tags: VecDeque::new(),
         };
@@ -654,6 +737,7 @@ impl RequestFlow {
             expires_at: s.expires_at,
             test: s.test,
             flood_limit: (!s.test).then_some(self.flood_limit),
+            resend: false,
         };
         self.ask(ReqWait::Admit, io);
     }
@@ -744,9 +828,23 @@ impl RequestFlow {
     }
 
     fn delivered(&mut self, outcome: DeliveryOutcome) {
+        if outcome == DeliveryOutcome::Failed && !self.fallbacks.is_empty() {
+            // A definite failure: the next channel of `channelFallback`, within this request
+            // and this charge (SPEC §7). A timeout is not definite: it ends the request.
+            let failed =
+                AuditEvent::for_session("delivery_failed", &self.session, "failed", None, self.now);
+            self.tried.push(failed);
+            let next = self.fallbacks.remove(0);
+            self.session.channel = next;
+            if let Some(m) = &mut self.message {
+                m.channel = next;
+            }
+            self.deliver();
+            return;
+        }
         if outcome == DeliveryOutcome::Delivered {
             let io = Io::StoreSession {
-                session: self.session.clone(),
+                session: Box::new(self.session.clone()),
             };
             self.ask(ReqWait::Store, io);
         } else {
@@ -775,6 +873,7 @@ impl RequestFlow {
             None,
             self.now,
         )];
+        events.append(&mut self.tried);
         let delta = if delivered {
             events.push(AuditEvent::for_session(
                 "delivered",

@@ -147,28 +147,7 @@ impl DestinationGuard {
                 });
             }
         }
-        if let Some(until) = self.locked_until {
-            return Err(Error::DestinationLocked {
-                retry_after_secs: retry_secs_from_millis(now.millis_until(until)),
-            });
-        }
-        let limit = usize::try_from(policy.sends_per_destination.limit).unwrap_or(usize::MAX);
-        if !test && self.sends.len() >= limit {
-            let window_ms =
-                u64::from(policy.sends_per_destination.window_seconds).saturating_mul(1000);
-            let oldest = self.sends.first().map_or(now, |s| s.at);
-            return Err(Error::RateLimited {
-                retry_after_secs: retry_secs_from_millis(
-                    now.millis_until(oldest.plus_millis(window_ms)),
-                ),
-            });
-        }
-        if !test {
-            self.sends.push(SendRecord {
-                at: now,
-                session_id: session_id.into(),
-            });
-        }
+        self.charge(session_id, test, policy, now)?;
         let mut previous = current.map(|i| Box::new(self.active.swap_remove(i)));
         truncate_chain(&mut previous, MAX_REPLACED_CHAIN);
         self.active.push(ActiveSession {
@@ -180,6 +159,83 @@ impl DestinationGuard {
             previous,
         });
         Ok(Admission::Send)
+    }
+
+    /// What a store does for [`crate::flow::Io::Admit`]: [`DestinationGuard::charge_resend`]
+    /// (answered `Send` once charged) when `resend`, else [`DestinationGuard::admit`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn admit_or_charge(
+        &mut self,
+        purpose: Purpose,
+        session_id: &str,
+        expires_at: UnixMillis,
+        test: bool,
+        resend: bool,
+        policy: &Policy,
+        now: UnixMillis,
+    ) -> Result<Admission, Error> {
+        if resend {
+            self.charge_resend(session_id, expires_at, test, policy, now)
+                .map(|()| Admission::Send)
+        } else {
+            self.admit(purpose, session_id, expires_at, test, policy, now)
+        }
+    }
+
+    /// Refuses a send while the destination is locked or (unless `test`) its window is full;
+    /// else records it in the window.
+    fn charge(
+        &mut self,
+        session_id: &str,
+        test: bool,
+        policy: &Policy,
+        now: UnixMillis,
+    ) -> Result<(), Error> {
+        if let Some(until) = self.locked_until {
+            return Err(Error::DestinationLocked {
+                retry_after_secs: retry_secs_from_millis(now.millis_until(until)),
+            });
+        }
+        if test {
+            return Ok(());
+        }
+        let limit = usize::try_from(policy.sends_per_destination.limit).unwrap_or(usize::MAX);
+        if self.sends.len() >= limit {
+            let window_ms =
+                u64::from(policy.sends_per_destination.window_seconds).saturating_mul(1000);
+            let oldest = self.sends.first().map_or(now, |s| s.at);
+            return Err(Error::RateLimited {
+                retry_after_secs: retry_secs_from_millis(
+                    now.millis_until(oldest.plus_millis(window_ms)),
+                ),
+            });
+        }
+        self.sends.push(SendRecord {
+            at: now,
+            session_id: session_id.into(),
+        });
+        Ok(())
+    }
+
+    /// Charges a resend of the delivered session `session_id` (SPEC §7) like a send: refused
+    /// while the destination is locked or its window is full (unless `test`), else recorded in
+    /// the window; the session's active entry, if it is the active one, lives until
+    /// `expires_at`. Report the gateway's answer with [`DestinationGuard::delivery`]: a definite
+    /// failure is refunded and the entry stays, as the session does.
+    pub fn charge_resend(
+        &mut self,
+        session_id: &str,
+        expires_at: UnixMillis,
+        test: bool,
+        policy: &Policy,
+        now: UnixMillis,
+    ) -> Result<(), Error> {
+        self.prune(policy, now);
+        self.charge(session_id, test, policy, now)?;
+        if let Some(a) = self.active.iter_mut().find(|a| a.session_id == session_id) {
+            a.expires_at = a.expires_at.max(expires_at);
+        }
+        Ok(())
     }
 
     /// Records the gateway's answer for a session admitted with `Send`. Returns the id of a
@@ -198,6 +254,9 @@ impl DestinationGuard {
                 a.confirmed = true;
                 a.previous.take().map(|p| p.session_id)
             }
+            // A confirmed entry's session is live whatever became of a resend of it: only the
+            // charge is refunded (above), on a definite failure.
+            (_, Some(i)) if self.active.get(i).is_some_and(|a| a.confirmed) => None,
             (_, Some(i)) => {
                 let a = self.active.swap_remove(i);
                 if let Some(previous) = a.previous {

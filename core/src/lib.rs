@@ -27,6 +27,7 @@
 //! | [`http::request`] | parsing request bodies of both dialects into typed values |
 //! | [`http::envelope`] | response bodies of both dialects, byte for byte |
 //! | [`http::openapi`] | the OpenAPI 3.1 document both hosts serve |
+//! | [`idempotency`] | `Idempotency-Key`: key check and hash, request fingerprint, stored record, claim decisions |
 //! | [`workspace`] | the stored workspace record, API key hashing, admin bodies |
 //! | [`time`] | [`UnixMillis`] and RFC 3339 |
 #![no_std]
@@ -53,6 +54,7 @@ pub mod gateway;
 pub mod guard;
 pub mod hash;
 pub mod http;
+pub mod idempotency;
 pub mod policy;
 pub mod secret;
 pub mod session;

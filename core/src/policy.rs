@@ -2,7 +2,7 @@
 
 use crate::error::Error;
 use crate::json::{self, invalid, invalid_owned, Object};
-use crate::validate::{self, is_e164};
+use crate::validate::{self, is_e164, Channel};
 use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -56,6 +56,16 @@ pub struct Policy {
     pub price_per_segment: Price,
     /// How long an ended session is kept after expiry (0–2592000 s).
     pub retention_seconds: u32,
+    /// Least seconds between two sends of one session (resend, SPEC §7; 0–600).
+    #[serde(default = "default_resend_after")]
+    pub resend_after_seconds: u32,
+    /// Channels tried in order when a send fails definitely (SPEC §7); `None` = no fallback.
+    #[serde(default)]
+    pub channel_fallback: Option<Vec<Channel>>,
+}
+
+fn default_resend_after() -> u32 {
+    30
 }
 
 impl Default for Policy {
@@ -78,6 +88,8 @@ impl Default for Policy {
                 currency: "USD".into(),
             },
             retention_seconds: 86_400,
+            resend_after_seconds: default_resend_after(),
+            channel_fallback: None,
         }
     }
 }
@@ -86,7 +98,7 @@ impl Default for Policy {
 pub const DESTINATION_LOCK_SECS: u64 = 3600;
 
 /// The policy keys, in SPEC order.
-pub const KEYS: [&str; 11] = [
+pub const KEYS: [&str; 13] = [
     "codeLength",
     "ttlSeconds",
     "maxAttempts",
@@ -98,6 +110,8 @@ pub const KEYS: [&str; 11] = [
     "testNumbers",
     "pricePerSegment",
     "retentionSeconds",
+    "resendAfterSeconds",
+    "channelFallback",
 ];
 
 fn small<T: TryFrom<u64>>(n: u64) -> Result<T, Error> {
@@ -138,6 +152,10 @@ impl Policy {
                 "retentionSeconds" => {
                     p.retention_seconds = small(json::int_in(v, f, 0, 2_592_000)?)?
                 }
+                "resendAfterSeconds" => {
+                    p.resend_after_seconds = small(json::int_in(v, f, 0, 600)?)?
+                }
+                "channelFallback" => p.channel_fallback = channel_fallback(v, f)?,
                 _ => return Err(invalid(f, "is not a policy key")),
             }
         }
@@ -236,6 +254,39 @@ fn allowed_countries(v: &Value, f: &str) -> Result<Option<Vec<String>>, Error> {
             f,
             "must be null or a list of calling-code prefixes",
         )),
+    }
+}
+
+fn channel_fallback(v: &Value, f: &str) -> Result<Option<Vec<Channel>>, Error> {
+    const WHAT: &str = "must be null or a list of distinct channels (\"sms\", \"whatsapp\")";
+    match v {
+        Value::Null => Ok(None),
+        Value::Array(items) if !items.is_empty() => {
+            let mut out: Vec<Channel> = Vec::with_capacity(items.len());
+            for item in items {
+                match item.as_str().and_then(Channel::parse) {
+                    Some(c) if !out.contains(&c) => out.push(c),
+                    _ => return Err(invalid(f, WHAT)),
+                }
+            }
+            Ok(Some(out))
+        }
+        _ => Err(invalid(f, WHAT)),
+    }
+}
+
+impl Policy {
+    /// The channels a send on `first` tries after it fails definitely, in order (SPEC §7): the
+    /// ones after `first` in `channelFallback`, when `first` is in the list.
+    #[must_use]
+    pub fn fallbacks_after(&self, first: Channel) -> &[Channel] {
+        let Some(list) = self.channel_fallback.as_deref() else {
+            return &[];
+        };
+        match list.iter().position(|c| *c == first) {
+            Some(i) => list.get(i.saturating_add(1)..).unwrap_or(&[]),
+            None => &[],
+        }
     }
 }
 

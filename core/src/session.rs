@@ -117,6 +117,25 @@ pub struct Session {
     /// is the v2 framing, and a verify must carry the same values.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transaction: Option<Box<Transaction>>,
+    /// The request's own message template (absent: the default), so that a resend says the
+    /// same. The business's text: it never holds the code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// Lifetime of each code, in seconds (absent: the first code's, `expires_at − created_at`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<u32>,
+    /// When the latest send of this session was admitted (absent: `created_at`); a resend
+    /// reserves it first, so sends of one session are `resendAfterSeconds` apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at: Option<UnixMillis>,
+    /// Codes sent after the first.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub resends: u32,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// The result of a verification, in SPEC's check order.
@@ -305,6 +324,10 @@ pub fn plan_issue(
         segments: message.as_ref().map_or(0, |m| m.info.segments),
         retention_seconds: policy.retention_seconds,
         transaction: req.transaction.clone().map(Box::new),
+        template: req.template.clone(),
+        ttl_seconds: None,
+        sent_at: None,
+        resends: 0,
     };
     Ok(IssuePlan {
         session,
@@ -384,6 +407,21 @@ impl Session {
         self.state == StoredState::Pending
             && now < self.expires_at
             && self.attempts_used < self.max_attempts
+    }
+
+    /// Seconds each code of this session lives (a resend's new expiry is `now` plus this).
+    #[must_use]
+    pub fn ttl_secs(&self) -> u64 {
+        self.ttl_seconds.map_or_else(
+            || self.created_at.millis_until(self.expires_at) / 1000,
+            u64::from,
+        )
+    }
+
+    /// When its latest send was admitted.
+    #[must_use]
+    pub fn last_sent_at(&self) -> UnixMillis {
+        self.sent_at.unwrap_or(self.created_at)
     }
 
     /// Whole seconds left, rounded down (so a reuse answer never overstates the lifetime).

@@ -8,12 +8,15 @@
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
+use otpkit_core::flow::Idempotent;
+use otpkit_core::flow::{resend_stored, ResendFlow};
 use otpkit_core::flow::{
     verify_stored_for, AdminAction, AdminFlow, CancelFlow, Flow, HostTraits, Io, Outcome,
     RequestFlow, StatusFlow, Step, VerifyFlow, ADMIN_RANDOM_BYTES,
 };
 use otpkit_core::hash::{code_hash_for, to_hex};
-use otpkit_core::http::request::Dialect;
+use otpkit_core::http::request::{Dialect, ResendRequest};
+use otpkit_core::idempotency::Idempotency;
 use otpkit_core::transaction::Transaction;
 use otpkit_core::workspace::{api_key_hash, is_api_key_format, WorkspaceRecord};
 use otpkit_core::{
@@ -75,6 +78,19 @@ const TRACES: &[(&str, &str)] = traces![
     "request-start-sender-not-allowed.json",
     "request-start-destination-not-allowed.json",
     "request-start-template-too-long.json",
+    "idempotent-request-first.json",
+    "idempotent-request-replay.json",
+    "idempotent-request-replay-key-order.json",
+    "idempotent-request-mismatch.json",
+    "idempotent-request-in-flight-then-replay.json",
+    "idempotent-request-in-flight-gives-up.json",
+    "idempotent-request-gateway-failed-released.json",
+    "idempotent-request-rate-limited-stored.json",
+    "idempotent-request-claim-failed.json",
+    "idempotent-request-claim-corrupt.json",
+    "idempotent-zend-send-finish-failed.json",
+    "idempotent-resend-replay.json",
+    "idempotent-resend-other-session.json",
     "verify-approved.json",
     "verify-approved-hints.json",
     "verify-approved-uppercase-id.json",
@@ -151,10 +167,29 @@ const TRACES: &[(&str, &str)] = traces![
     "admin-revoke-key-already-revoked.json",
     "admin-revoke-key-unindex-failed.json",
     "admin-revoke-key-read-failed.json",
+    "request-channel-fallback.json",
+    "request-channel-fallback-timeout.json",
+    "resend-approved.json",
+    "resend-canceled.json",
+    "resend-channel-fallback.json",
+    "resend-delivery-failed.json",
+    "resend-expired.json",
+    "resend-flood-refused.json",
+    "resend-interval-zero.json",
+    "resend-locked.json",
+    "resend-malformed-id.json",
+    "resend-not-found.json",
+    "resend-pending-v1.json",
+    "resend-race-approved.json",
+    "resend-rate-limited.json",
+    "resend-test-number.json",
+    "resend-timeout.json",
+    "resend-too-soon.json",
+    "resend-zend.json",
 ];
 
 /// Every IO, outcome and admission kind; the traces together must use each of them.
-const IO_KINDS: [&str; 19] = [
+const IO_KINDS: [&str; 20] = [
     "readReuseHint",
     "readSession",
     "readActive",
@@ -174,8 +209,9 @@ const IO_KINDS: [&str; 19] = [
     "putWorkspace",
     "indexKey",
     "unindexKey",
+    "resend",
 ];
-const OUTCOME_KINDS: [&str; 13] = [
+const OUTCOME_KINDS: [&str; 14] = [
     "done",
     "conflict",
     "failed",
@@ -189,8 +225,17 @@ const OUTCOME_KINDS: [&str; 13] = [
     "confirmed",
     "verified",
     "workspace",
+    "resent",
 ];
 const ADMISSION_KINDS: [&str; 6] = ["send", "reuse", "wait", "failed", "refused", "floodRefused"];
+/// The `Idempotency-Key` IO and outcomes (kept apart from the lists above, which other flows grow).
+const IDEMPOTENCY_IO_KINDS: [&str; 4] = [
+    "claimIdempotency",
+    "finishIdempotency",
+    "releaseIdempotency",
+    "pause",
+];
+const CLAIM_KINDS: [&str; 4] = ["claimed", "replay", "mismatch", "inFlight"];
 
 type R<T> = Result<T, String>;
 
@@ -301,6 +346,10 @@ impl Ctx {
             "segments": 1,
             "retentionSeconds": self.policy.retention_seconds,
             "transaction": null,
+            "template": null,
+            "ttlSeconds": null,
+            "sentAt": null,
+            "resends": 0,
         })
     }
 
@@ -409,11 +458,26 @@ impl Ctx {
     /// The outcome a scripted `result` feeds back for `io`.
     fn outcome(&self, result: &Value, io: &Io) -> R<Outcome> {
         let id = match io {
-            Io::ReadSession { session_id } | Io::Verify { session_id, .. } => {
-                Some(session_id.as_str())
-            }
+            Io::ReadSession { session_id }
+            | Io::Verify { session_id, .. }
+            | Io::Resend { session_id, .. } => Some(session_id.as_str()),
             _ => None,
         };
+        if let Some(stored) = result.get("$resendStored") {
+            // The store's step as every store performs it: `resend_stored` on the fixture.
+            only_keys(result, "a $resendStored result", &["$resendStored"])?;
+            let Io::Resend { step, .. } = io else {
+                return Err("`$resendStored` answers a resend only".into());
+            };
+            let session = match stored {
+                Value::Null => None,
+                fixture => {
+                    let v = self.expand(fixture, id)?;
+                    Some(serde_json::from_value::<Session>(v).map_err(|e| e.to_string())?)
+                }
+            };
+            return Ok(resend_stored(session, &self.workspace_id, step, self.now).outcome);
+        }
         if let Some(stored) = result.get("$verifyStored") {
             only_keys(result, "a $verifyStored result", &["$verifyStored"])?;
             let Io::Verify {
@@ -499,7 +563,9 @@ fn reply_json(r: &Reply) -> R<Value> {
     } else {
         serde_json::from_str(&r.body).map_err(|e| format!("answer body is not JSON: {e}"))?
     };
-    Ok(json!({"status": r.status, "body": body, "retryAfter": r.retry_after}))
+    Ok(
+        json!({"status": r.status, "body": body, "retryAfter": r.retry_after, "replayed": r.replayed}),
+    )
 }
 
 fn error_json(e: &Error) -> Value {
@@ -534,6 +600,7 @@ struct Seen {
     io: BTreeSet<String>,
     outcomes: BTreeSet<String>,
     admissions: BTreeSet<String>,
+    claims: BTreeSet<String>,
 }
 
 fn dialect(start: &Value) -> R<Dialect> {
@@ -719,7 +786,15 @@ fn run_trace(file: &str, text: &str, seen: &mut Seen) -> R<()> {
         only_keys(
             start,
             "start",
-            &["flow", "dialect", "body", "pathId", "id", "now"],
+            &[
+                "flow",
+                "dialect",
+                "body",
+                "pathId",
+                "id",
+                "now",
+                "idempotency",
+            ],
         )?;
     }
     let now = UnixMillis(match start.get("now") {
@@ -770,6 +845,24 @@ fn run_trace(file: &str, text: &str, seen: &mut Seen) -> R<()> {
             .map_err(|e| format!("start.body does not parse: {e}"))?;
             Ok(Box::new(VerifyFlow::start(&req, dialect, now, traits)))
         }
+        "resend" => {
+            let body = match start.get("body") {
+                Some(_) => body()?,
+                None => Vec::new(),
+            };
+            let req = ResendRequest::from_json(&body)
+                .map_err(|e| format!("start.body does not parse: {e}"))?;
+            Ok(Box::new(ResendFlow::start(
+                get_str(start, "id")?,
+                &req,
+                dialect(start)?,
+                &ctx.policy,
+                now,
+                &entropy,
+                ctx.pepper()?,
+                traits,
+            )))
+        }
         "status" => Ok(Box::new(StatusFlow::start(
             get_str(start, "id")?,
             dialect(start)?,
@@ -784,6 +877,27 @@ fn run_trace(file: &str, text: &str, seen: &mut Seen) -> R<()> {
         ))),
         "admin" => Ok(Box::new(admin_flow(start, now, &admin_random)?)),
         other => return Err(format!("unknown flow {other}")),
+    };
+    // With an `Idempotency-Key`: the flow inside `Idempotent` (README: "Idempotency").
+    let started = match start.get("idempotency") {
+        None => started,
+        Some(i) => {
+            only_keys(i, "start.idempotency", &["key", "method", "path"])?;
+            // A resend's body is optional: none is the empty body.
+            let bytes = match start.get("body") {
+                Some(_) => body()?,
+                None => Vec::new(),
+            };
+            let idem = Idempotency::from_header(
+                &ctx.workspace_id,
+                Some(get_str(i, "key")?),
+                get_str(i, "method")?,
+                get_str(i, "path")?,
+                &bytes,
+            )
+            .map_err(|e| format!("start.idempotency: {e}"))?;
+            started.map(|f| Box::new(Idempotent::new(f, idem)) as Box<dyn Flow>)
+        }
     };
     let steps = get(&t, "steps")?.as_array().ok_or("steps is not a list")?;
     if steps.last() != Some(&json!("done")) {
@@ -831,6 +945,9 @@ fn run_trace(file: &str, text: &str, seen: &mut Seen) -> R<()> {
                 if let Some(a) = o.get("admission") {
                     seen.admissions.insert(get_str(a, "kind")?.to_string());
                 }
+                if let Some(c) = o.get("claim") {
+                    seen.claims.insert(get_str(c, "kind")?.to_string());
+                }
                 if let Io::StoreSession { session } = io {
                     // What a flow asks to store must read back as itself.
                     if Session::from_json(&session.to_json()).as_ref() != Ok(session) {
@@ -870,6 +987,15 @@ fn run_trace(file: &str, text: &str, seen: &mut Seen) -> R<()> {
     if answers != 1 {
         return Err(format!("the flow answered {answers} times"));
     }
+    // An Idempotency-Key reaches the host's stores only as its hash.
+    if let Some(key) = start.get("idempotency").and_then(|i| i.get("key")) {
+        let key = key
+            .as_str()
+            .ok_or("start.idempotency.key is not a string")?;
+        if writes.io_text.iter().any(|t| t.contains(key)) {
+            return Err("the Idempotency-Key itself was handed to the host in an IO".into());
+        }
+    }
     Ok(())
 }
 
@@ -899,6 +1025,9 @@ fn flow_traces() {
     let missing = [
         unused(&IO_KINDS, &seen.io),
         unused(&OUTCOME_KINDS, &seen.outcomes),
+        unused(&IDEMPOTENCY_IO_KINDS, &seen.io),
+        unused(&["idempotency"], &seen.outcomes),
+        unused(&CLAIM_KINDS, &seen.claims),
         unused(&ADMISSION_KINDS, &seen.admissions),
     ]
     .concat();

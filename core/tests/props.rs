@@ -1360,6 +1360,10 @@ fn arb_session() -> impl Strategy<Value = Session> {
                     segments,
                     retention_seconds,
                     transaction: None,
+                    template: None,
+                    ttl_seconds: None,
+                    sent_at: None,
+                    resends: 0,
                 }
             },
         )
@@ -2304,6 +2308,100 @@ proptest! {
         prop_assert_eq!(after.attempts_used, 1);
         let same = Transaction::parse(Some(&respelled(&a, zeros)), Some(&currency.to_lowercase()), Some(&payee)).unwrap();
         let (v, _) = after.verify_for(WS, &code, same.as_ref(), now, &pepper());
+        prop_assert_eq!(v.outcome, VerifyOutcome::Approved);
+    }
+}
+
+/// Drives a [`ResendFlow`] to its answer against one stored session, as a host would: every
+/// `resend` effect is `resend_stored` on it, the charge is admitted, and the gateway delivers.
+/// Returns the answer and the code the message carried (none if nothing was sent).
+fn drive_resend(
+    stored: &mut Session,
+    policy: &Policy,
+    now: UnixMillis,
+    seed: [u8; 32],
+) -> (Result<otpkit_core::Reply, Error>, Option<String>) {
+    use otpkit_core::flow::{resend_stored, Admitted, Io, Outcome, ResendFlow, Step};
+    let req = otpkit_core::http::request::ResendRequest::default();
+    let entropy = Entropy {
+        session_id: [0; 16],
+        code: seed,
+    };
+    let mut flow = ResendFlow::start(
+        &stored.id.clone(),
+        &req,
+        Dialect::V1,
+        policy,
+        now,
+        &entropy,
+        &pepper(),
+        otpkit_core::flow::HostTraits::default(),
+    );
+    let mut sent = None;
+    loop {
+        match flow.poll() {
+            Step::Io(Io::Resend { step, .. }) => {
+                let done = resend_stored(Some(stored.clone()), WS, &step, now);
+                if let Some(w) = done.write {
+                    *stored = w;
+                }
+                flow.handle(done.outcome);
+            }
+            Step::Io(Io::Admit { .. }) => flow.handle(Outcome::Admitted {
+                admission: Admitted::Send,
+            }),
+            Step::Io(Io::Deliver { message }) => {
+                sent = message.text.split(' ').next().map(str::to_string);
+                flow.handle(Outcome::Delivery {
+                    outcome: DeliveryOutcome::Delivered,
+                });
+            }
+            Step::Io(_) => flow.handle(Outcome::Done),
+            Step::Answer(a) => return (a, sent),
+            Step::Done => panic!("the flow ended without an answer"),
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(config(256))]
+
+    /// SPEC §7 Resend and issue 15: a resend never resets the attempts used (NIST 800-63B), the
+    /// replaced code never approves again, the new code does (while attempts are left), and a
+    /// second resend inside `resendAfterSeconds` is refused with nothing sent.
+    #[test]
+    fn a_resend_keeps_attempts_and_only_the_new_code_approves(
+        wrong in 0u8..6,
+        id in any::<[u8; 16]>(),
+        first in any::<[u8; 32]>(),
+        second in any::<[u8; 32]>(),
+        after_ms in 30_000u64..200_000,
+    ) {
+        let policy = Policy::default();
+        let (mut s, old) = issue(&policy, &pepper(), T0, id, first);
+        for _ in 0..wrong.min(policy.max_attempts - 1) {
+            let (_, after) = s.verify(WS, "0000000", UnixMillis(T0 + 1000), &pepper());
+            s = after;
+        }
+        let used = s.attempts_used;
+        let now = UnixMillis(T0 + after_ms);
+        let (answer, new) = drive_resend(&mut s, &policy, now, second);
+        prop_assert!(answer.is_ok(), "{:?}", answer);
+        let new = new.expect("a message went out");
+        prop_assert_eq!(s.attempts_used, used, "attempts kept");
+        prop_assert_eq!(s.expires_at, now.plus_secs(u64::from(policy.ttl_seconds)));
+        // At once: a second resend is too soon, and sends nothing.
+        let mut again = s.clone();
+        let (answer, none) = drive_resend(&mut again, &policy, now.plus_millis(1), second);
+        prop_assert!(matches!(answer, Err(Error::ResendTooSoon { .. })), "{:?}", answer);
+        prop_assert!(none.is_none());
+        prop_assert_eq!(&again, &s);
+        if old != new {
+            let (v, after) = s.clone().verify(WS, &old, now, &pepper());
+            prop_assert!(matches!(v.outcome, VerifyOutcome::Invalid { .. }), "old code: {:?}", v.outcome);
+            prop_assert_eq!(after.attempts_used, used + 1);
+        }
+        let (v, _) = s.verify(WS, &new, now, &pepper());
         prop_assert_eq!(v.outcome, VerifyOutcome::Approved);
     }
 }

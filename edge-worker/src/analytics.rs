@@ -42,18 +42,20 @@ pub fn statements(db: &D1Database, workspace_id: &str, d: &Delta) -> Statements 
                         c.verified,
                         c.failed,
                         c.sms_segments,
+                        c.resent,
                     ]
                     .map(num),
                 );
                 db.prepare(
                     "INSERT INTO analytics_daily (workspace_id, day, channel, purpose, app, \
-                     sent, reused, delivery_failed, verified, failed, sms_segments) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+                     sent, reused, delivery_failed, verified, failed, sms_segments, resent) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
                      ON CONFLICT (workspace_id, day, channel, purpose, app) DO UPDATE SET \
                      sent = sent + excluded.sent, reused = reused + excluded.reused, \
                      delivery_failed = delivery_failed + excluded.delivery_failed, \
                      verified = verified + excluded.verified, failed = failed + excluded.failed, \
-                     sms_segments = sms_segments + excluded.sms_segments",
+                     sms_segments = sms_segments + excluded.sms_segments, \
+                     resent = resent + excluded.resent",
                 )
                 .bind(&args)?
             }
@@ -124,6 +126,7 @@ struct CounterRow {
     verified: f64,
     failed: f64,
     sms_segments: f64,
+    resent: f64,
 }
 
 #[derive(Deserialize)]
@@ -162,7 +165,7 @@ pub async fn report(
     let counters = db
         .prepare(
             "SELECT day, channel, purpose, app, sent, reused, delivery_failed, verified, failed, \
-             sms_segments FROM analytics_daily \
+             sms_segments, resent FROM analytics_daily \
              WHERE workspace_id = ?1 AND day >= ?2 AND (?3 IS NULL OR app = ?3)",
         )
         .bind(&[text(&ws.id), first.clone(), app.clone()])
@@ -190,6 +193,7 @@ pub async fn report(
             verified: int(r.verified),
             failed: int(r.failed),
             sms_segments: int(r.sms_segments),
+            resent: int(r.resent),
         };
         Some((b, c))
     });

@@ -9,7 +9,7 @@
 
 use otpkit_core::analytics::Delta;
 use otpkit_core::audit::{AuditEvent, AuditQuery};
-use otpkit_core::{Error, Purpose, UnixMillis};
+use otpkit_core::{Channel, Error, Purpose, UnixMillis};
 use serde::Deserialize;
 use worker::wasm_bindgen::JsValue;
 use worker::Env;
@@ -30,8 +30,8 @@ pub async fn write(env: &Env, workspace_id: &str, events: &[AuditEvent], deltas:
     for e in events {
         let bound = db
             .prepare(
-                "INSERT INTO audit_events (workspace_id, time_ms, event, session_id, purpose, app, dest, outcome, status, test) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                "INSERT INTO audit_events (workspace_id, time_ms, event, session_id, purpose, app, dest, outcome, status, test, channel) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )
             .bind(&[
                 text(workspace_id),
@@ -44,6 +44,7 @@ pub async fn write(env: &Env, workspace_id: &str, events: &[AuditEvent], deltas:
                 text(&e.outcome),
                 opt_text(e.status.as_deref()),
                 JsValue::from_f64(if e.test { 1.0 } else { 0.0 }),
+                opt_text(e.channel.map(Channel::as_str)),
             ]);
         match bound {
             Ok(s) => statements.push(s),
@@ -79,6 +80,7 @@ struct Row {
     outcome: String,
     status: Option<String>,
     test: f64,
+    channel: Option<String>,
 }
 
 /// One page of a workspace's events, newest first, and the cursor of the next page.
@@ -95,7 +97,7 @@ pub async fn query(
     let limit = f64::from(q.limit.saturating_add(1));
     let rows: Vec<Row> = db
         .prepare(
-            "SELECT seq, time_ms, event, session_id, purpose, app, dest, outcome, status, test FROM audit_events \
+            "SELECT seq, time_ms, event, session_id, purpose, app, dest, outcome, status, test, channel FROM audit_events \
              WHERE workspace_id = ?1 AND seq < ?2 AND time_ms >= ?3 AND (?4 IS NULL OR session_id = ?4) \
              ORDER BY seq DESC LIMIT ?5",
         )
@@ -125,6 +127,7 @@ pub async fn query(
             outcome: r.outcome.clone(),
             status: r.status.clone(),
             test: r.test != 0.0,
+            channel: r.channel.as_deref().and_then(Channel::parse),
         })
         .collect();
     Ok((events, next))

@@ -102,12 +102,21 @@ impl DestinationObject {
                 session_id,
                 expires_at,
                 test,
+                resend,
                 policy,
             } => {
                 // Read, decide, write: only storage awaits until the guard is stored.
                 let mut guard = self.load().await?;
                 let at = now();
-                let admission = guard.admit(purpose, &session_id, expires_at, test, &policy, at);
+                let admission = guard.admit_or_charge(
+                    purpose,
+                    &session_id,
+                    expires_at,
+                    test,
+                    resend,
+                    &policy,
+                    at,
+                );
                 self.store(&guard, &policy).await?;
                 let answer = match admission {
                     Ok(Admission::Send) => Admitted::Send,

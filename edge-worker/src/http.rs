@@ -6,7 +6,8 @@ use otpkit_core::http::request::{self, MAX_BODY_BYTES};
 use otpkit_core::Error;
 use worker::{Request, Response, Result};
 
-/// Sends a core reply: JSON body (none for 204) and `Retry-After` when set.
+/// Sends a core reply: JSON body (none for 204), `Retry-After` when set, and
+/// `Idempotent-Replayed: true` for a replayed answer (SPEC §7).
 pub fn respond(reply: &Reply) -> Result<Response> {
     let mut builder = Response::builder().with_status(reply.status);
     if reply.status != 204 {
@@ -14,6 +15,9 @@ pub fn respond(reply: &Reply) -> Result<Response> {
     }
     if let Some(secs) = reply.retry_after {
         builder = builder.with_header("retry-after", &secs.to_string())?;
+    }
+    if reply.replayed {
+        builder = builder.with_header("idempotent-replayed", "true")?;
     }
     Ok(builder.fixed(reply.body.as_bytes().to_vec()))
 }
@@ -24,7 +28,8 @@ pub fn error(e: &Error) -> Result<Response> {
 }
 
 /// 415 / 413 / body bytes, in SPEC's order. Stops reading past 16 KiB.
-pub async fn json_body(req: &mut Request) -> std::result::Result<Vec<u8>, Error> {
+/// The `Content-Type` and the declared `Content-Length`.
+fn content_headers(req: &Request) -> (Option<String>, Option<u64>) {
     let headers = req.headers();
     let content_type = headers.get("content-type").ok().flatten();
     let declared = headers
@@ -32,6 +37,21 @@ pub async fn json_body(req: &mut Request) -> std::result::Result<Vec<u8>, Error>
         .ok()
         .flatten()
         .and_then(|v| v.trim().parse::<u64>().ok());
+    (content_type, declared)
+}
+
+/// [`json_body`] on a route whose body is optional ([`request::has_body`]): empty without one.
+pub async fn optional_json_body(req: &mut Request) -> std::result::Result<Vec<u8>, Error> {
+    let (content_type, declared) = content_headers(req);
+    if request::has_body(content_type.as_deref(), declared) {
+        json_body(req).await
+    } else {
+        Ok(Vec::new())
+    }
+}
+
+pub async fn json_body(req: &mut Request) -> std::result::Result<Vec<u8>, Error> {
+    let (content_type, declared) = content_headers(req);
     request::check_content(content_type.as_deref(), declared)?;
     let mut out = Vec::new();
     if let Ok(mut stream) = req.stream() {

@@ -8,6 +8,7 @@ mod config;
 mod destination_do;
 mod gateway;
 mod http;
+mod idempotency_do;
 mod otp;
 mod proto;
 mod session_do;
@@ -15,13 +16,15 @@ mod workspace_do;
 mod workspaces;
 
 pub use destination_do::DestinationObject;
+pub use idempotency_do::IdempotencyObject;
 pub use session_do::SessionObject;
 pub use workspace_do::WorkspaceObject;
 
 use otpkit_core::flow::AdminAction;
 use otpkit_core::http::envelope::{self, Reply};
-use otpkit_core::http::request::{Dialect, IssueRequest, VerifyRequest};
+use otpkit_core::http::request::{Dialect, IssueRequest, ResendRequest, VerifyRequest};
 use otpkit_core::http::route::{match_route, Route};
+use otpkit_core::idempotency::Idempotency;
 use otpkit_core::workspace::{self, WorkspaceRecord};
 use otpkit_core::{audit as core_audit, Error};
 use worker::{event, Context, Env, Request, Response, Result};
@@ -96,14 +99,21 @@ async fn route(
                 header("x-api-key").as_deref(),
             )
             .await?;
+            // SPEC §7 "Idempotency": checked once the body is read (after 415/413), before it is
+            // parsed; only request, send and resend take it.
+            let idem_key = header("idempotency-key");
+            let idempotency = |body: &[u8]| {
+                Idempotency::from_header(&ws.id, idem_key.as_deref(), method, path, body)
+            };
             match route {
                 Route::Request(dialect) => {
                     let body = http::json_body(req).await?;
+                    let idem = idempotency(&body)?;
                     let parsed = match dialect {
                         Dialect::V1 => IssueRequest::from_v1_json(&body)?,
                         Dialect::Zend => IssueRequest::from_zend_json(&body)?,
                     };
-                    otp::request(env, ctx, calls, &pepper, &ws, parsed).await
+                    otp::request(env, ctx, calls, &pepper, &ws, parsed, idem).await
                 }
                 Route::Verify(dialect, path_id) => {
                     let body = http::json_body(req).await?;
@@ -115,6 +125,12 @@ async fn route(
                 }
                 Route::Status(dialect, id) => otp::status(env, ctx, calls, &ws, id, dialect).await,
                 Route::Cancel(dialect, id) => otp::cancel(env, ctx, calls, &ws, id, dialect).await,
+                Route::Resend(dialect, id) => {
+                    let body = http::optional_json_body(req).await?;
+                    let idem = idempotency(&body)?;
+                    let parsed = ResendRequest::from_json(&body)?;
+                    otp::resend(env, ctx, calls, &pepper, &ws, id, &parsed, dialect, idem).await
+                }
                 Route::Audit => audit_route(req, env, &ws).await,
                 Route::Analytics => {
                     let pairs = http::query_pairs(req);

@@ -2,16 +2,19 @@
 //! comes next ([`otpkit_core::flow`]); this module performs it with the Durable Objects, KV, the
 //! gateway and D1, and hands back what happened. Every decision is the flow's.
 
+use crate::idempotency_do::IdempotencyCall;
 use crate::proto::{DestinationCall, SessionCall};
 use crate::workspace_do::WorkspaceCall;
 use crate::{audit, config, gateway, workspaces};
+use otpkit_core::flow::Idempotent;
 use otpkit_core::flow::{
     AdminAction, AdminFlow, Admitted, CancelFlow, Flow, HostTraits, Io, Outcome, RequestFlow,
-    StatusFlow, Step, VerifyFlow, ADMIN_RANDOM_BYTES,
+    ResendFlow, StatusFlow, Step, VerifyFlow, ADMIN_RANDOM_BYTES,
 };
 use otpkit_core::gateway::GatewayConfig;
 use otpkit_core::guard::DeliveryOutcome;
-use otpkit_core::http::request::{Dialect, IssueRequest, VerifyRequest};
+use otpkit_core::http::request::{Dialect, IssueRequest, ResendRequest, VerifyRequest};
+use otpkit_core::idempotency::Idempotency;
 use otpkit_core::policy::Policy;
 use otpkit_core::workspace::WorkspaceRecord;
 use otpkit_core::{Entropy, Error, Pepper, Purpose, Reply, Session, UnixMillis};
@@ -56,13 +59,14 @@ pub async fn request(
     pepper: &Pepper,
     ws: &WorkspaceRecord,
     req: IssueRequest,
+    idem: Option<Idempotency>,
 ) -> Result<Reply, Error> {
     let now = now();
     let entropy = Entropy::from_bytes(&random::<48>()?);
     let (id, senders, policy) = (&ws.id, &ws.senders, &ws.policy);
     let flow = RequestFlow::start(&req, id, senders, policy, now, &entropy, pepper, TRAITS)?;
     let edge = Edge::new(env, id, policy.clone(), now, Some(config::gateway(env)?))?;
-    drive(edge, ctx, calls, flow).await
+    drive(edge, ctx, calls, Idempotent::new(flow, idem)).await
 }
 
 /// `POST /v1/messaging/otp/verify` and `POST /otp/{id}/verify`.
@@ -93,6 +97,33 @@ pub async fn cancel(
         CancelFlow::start(raw_id, dialect, &ws.id, now)
     })
     .await
+}
+
+/// `POST /v1/messaging/otp/sessions/{id}/resend` and `POST /otp/{id}/resend`.
+#[allow(clippy::too_many_arguments)]
+pub async fn resend(
+    env: &Env,
+    ctx: &Context,
+    calls: &Calls,
+    pepper: &Pepper,
+    ws: &WorkspaceRecord,
+    raw_id: &str,
+    req: &ResendRequest,
+    dialect: Dialect,
+    idem: Option<Idempotency>,
+) -> Result<Reply, Error> {
+    let now = now();
+    let entropy = Entropy::from_bytes(&random::<48>()?);
+    let policy = &ws.policy;
+    let flow = ResendFlow::start(raw_id, req, dialect, policy, now, &entropy, pepper, TRAITS);
+    let edge = Edge::new(
+        env,
+        &ws.id,
+        policy.clone(),
+        now,
+        Some(config::gateway(env)?),
+    )?;
+    drive(edge, ctx, calls, Idempotent::new(flow, idem)).await
 }
 
 /// `GET /v1/messaging/otp/sessions/{id}` and `GET /otp/{id}/status`.
@@ -241,12 +272,14 @@ impl Edge {
                 expires_at,
                 test,
                 flood_limit,
+                resend,
             } => {
                 let call = DestinationCall::Admit {
                     purpose,
                     session_id,
                     expires_at,
                     test,
+                    resend,
                     policy: policy(),
                 };
                 let mut admission: Admitted = parse(&self.destination(calls, &dest, &call).await?)?;
@@ -304,6 +337,13 @@ impl Edge {
                     policy: policy(),
                 };
                 parse(&self.destination(calls, &dest, &call).await?)?
+            }
+            Io::Resend { session_id, step } => {
+                let call = SessionCall::Resend {
+                    workspace_id: self.ws_id.clone(),
+                    step,
+                };
+                parse(&ok(self.session(calls, &session_id, &call).await?)?)?
             }
             Io::CancelSession { session_id } => {
                 ok(self
@@ -402,6 +442,31 @@ impl Edge {
                 workspaces::unindex_key(&self.env, &key_hash).await?;
                 Outcome::Done
             }
+            // SPEC §7 "Idempotency": the key's IdempotencyObject (named by its hash) decides.
+            Io::ClaimIdempotency {
+                key_hash,
+                fingerprint,
+            } => {
+                let call = IdempotencyCall::Claim { fingerprint };
+                parse(&self.idempotency(calls, &key_hash, &call).await?)?
+            }
+            Io::FinishIdempotency { key_hash, record } => {
+                let call = IdempotencyCall::Finish { record };
+                self.idempotency(calls, &key_hash, &call).await?;
+                Outcome::Done
+            }
+            Io::ReleaseIdempotency {
+                key_hash,
+                claimed_at,
+            } => {
+                let call = IdempotencyCall::Release { claimed_at };
+                self.idempotency(calls, &key_hash, &call).await?;
+                Outcome::Done
+            }
+            Io::Pause { millis } => {
+                worker::Delay::from(std::time::Duration::from_millis(millis)).await;
+                Outcome::Done
+            }
         })
     }
 
@@ -428,6 +493,18 @@ impl Edge {
     ) -> Result<(u16, String), Error> {
         let name = format!("{}:{session_id}", self.ws_id);
         call(calls, &self.sessions, &name, body).await
+    }
+
+    /// An IdempotencyObject call (named by the key's hash, which is per workspace) that must
+    /// answer 200: its text.
+    async fn idempotency(
+        &self,
+        calls: &Calls,
+        key_hash: &str,
+        body: &IdempotencyCall,
+    ) -> Result<String, Error> {
+        let ns = namespace(&self.env, "IDEMPOTENCY")?;
+        ok(call(calls, &ns, key_hash, body).await?)
     }
 
     /// A DestinationObject call (named `workspaceId:dest`) that must answer 200: its text.

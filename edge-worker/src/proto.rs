@@ -19,6 +19,9 @@ pub enum DestinationCall {
         session_id: String,
         expires_at: UnixMillis,
         test: bool,
+        /// A resend of this delivered session: charge it (`Send` or a refusal, never a wait).
+        #[serde(default)]
+        resend: bool,
         policy: Policy,
     },
     /// Report the gateway's answer for an admitted send.
@@ -59,4 +62,9 @@ pub enum SessionCall {
     },
     /// Cancel it (reuse off and a newer code was delivered).
     Cancel,
+    /// One step of a resend ([`otpkit_core::flow::resend_stored`]).
+    Resend {
+        workspace_id: String,
+        step: otpkit_core::flow::ResendStep,
+    },
 }

@@ -7,7 +7,7 @@
 
 use crate::proto::SessionCall;
 use crate::{config, http};
-use otpkit_core::flow::verify_stored_for;
+use otpkit_core::flow::{resend_stored, verify_stored_for, ResendStep};
 use otpkit_core::{Error, Session, UnixMillis};
 use worker::{durable_object, Date, DurableObject, Env, Request, Response, Result, State};
 
@@ -38,6 +38,17 @@ impl SessionObject {
             .map_err(|_| Error::StoreUnavailable)
     }
 
+    /// Sets the alarm that purges the session.
+    async fn purge_at(&self, session: &Session) -> std::result::Result<(), Error> {
+        let purge_at = i64::try_from(session.purge_at().0).unwrap_or(i64::MAX);
+        let at = worker::ScheduledTime::new(js_sys_date(purge_at));
+        self.state
+            .storage()
+            .set_alarm(at)
+            .await
+            .map_err(|_| Error::StoreUnavailable)
+    }
+
     async fn handle(&self, call: SessionCall) -> std::result::Result<Response, Error> {
         let now = UnixMillis(Date::now().as_millis());
         let json = |body: String| Response::ok(body).map_err(|_| Error::StoreUnavailable);
@@ -45,14 +56,20 @@ impl SessionObject {
             SessionCall::Create { session } => {
                 let session = Session::from_json(&session)?;
                 self.store(&session).await?;
-                let purge_at = i64::try_from(session.purge_at().0).unwrap_or(i64::MAX);
-                let at = worker::ScheduledTime::new(js_sys_date(purge_at));
-                self.state
-                    .storage()
-                    .set_alarm(at)
-                    .await
-                    .map_err(|_| Error::StoreUnavailable)?;
+                self.purge_at(&session).await?;
                 json(String::new())
+            }
+            SessionCall::Resend { workspace_id, step } => {
+                // Read, decide, write: no await but storage between load and store.
+                let done = resend_stored(self.load().await?, &workspace_id, &step, now);
+                if let Some(after) = &done.write {
+                    self.store(after).await?;
+                    if matches!(step, ResendStep::Apply { .. }) {
+                        // A new expiry: the purge moves with it.
+                        self.purge_at(after).await?;
+                    }
+                }
+                json(serde_json::to_string(&done.outcome).unwrap_or_default())
             }
             SessionCall::Get => match self.load().await? {
                 Some(s) => json(s.to_json()),

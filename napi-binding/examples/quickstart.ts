@@ -32,6 +32,8 @@ async function main(): Promise<void> {
   const tenant = await shared.createWorkspace({ name: 'Acme', senders: ['Acme'] });
   const ops = shared.forApiKey(tenant.apiKey);
   await ops.request({ dest: '+233202007745', src: 'Acme', purpose: 'PASSWORD_RESET', channel: 'whatsapp' });
+  // A retry with the same Idempotency-Key answers the first answer again and sends nothing.
+  await ops.request({ dest: '+233202007745', src: 'Acme', purpose: 'LOGIN' }, { idempotencyKey: 'order-1234' });
   await shared.close();
 
   // The HTTP API of the Worker, on node:http.

@@ -180,6 +180,17 @@ end
 return 1
 `;
 
+// A resend's write: CAS of the session (KEYS[1]; ARGV: expected version, JSON, keep ms) and its
+// purge time in the schedule (KEYS[2]; ARGV[4]) in one step, so a code whose expiry moved is
+// never purged at the old time.
+const RESEND_WRITE = `${VERSIONED}
+local v = ver(KEYS[1])
+if v ~= tonumber(ARGV[1]) then return 0 end
+put(KEYS[1], v, ARGV[2], ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[4], KEYS[1])
+return 1
+`;
+
 // KEYS[1] = the purge schedule (sorted set of session keys by purge time); ARGV: now, limit.
 // Atomic, so each due session is purged (and reported) by exactly one process.
 const SWEEP = `
@@ -264,6 +275,7 @@ class RedisStore {
     this.redis.defineCommand('otpkitLookupSession', { numberOfKeys: 1, lua: LOOKUP_SESSION });
     this.redis.defineCommand('otpkitRecord', { numberOfKeys: 3, lua: RECORD });
     this.redis.defineCommand('otpkitSweep', { numberOfKeys: 1, lua: SWEEP });
+    this.redis.defineCommand('otpkitResendWrite', { numberOfKeys: 2, lua: RESEND_WRITE });
     // Purges sessions past retention with their `purged` audit event (as the Worker's alarm does).
     this.timer = setInterval(() => this.sweep().catch(() => {}), SWEEP_MS);
     this.timer.unref();
@@ -352,6 +364,8 @@ class RedisStore {
         const cancel = await this.delivery(ws, io.dest, io.sessionId, io.outcome, now, guess);
         return JSON.stringify({ result: 'confirmed', cancel });
       }
+      case 'resend':
+        return this.resend(ws, io, now);
       case 'cancelSession':
         await this.cancelSession(ws.id, io.sessionId);
         return DONE;
@@ -388,6 +402,22 @@ class RedisStore {
       case 'unindexKey':
         await this.run(() => this.redis.del(this.key('key', io.keyHash)));
         return DONE;
+      // SPEC §7 "Idempotency": one record per key hash (per workspace; never the key itself),
+      // decided by the core (native idempotency*) and written by the compare-and-set script.
+      case 'claimIdempotency':
+        return this.claimIdempotency(ws, io, now, ctx);
+      case 'finishIdempotency':
+      case 'releaseIdempotency': {
+        // The first try compares the whole value the claim wrote (ctx.idemRaw): no GET.
+        const guess = ctx.idemRaw;
+        ctx.idemRaw = undefined;
+        const decide =
+          io.io === 'finishIdempotency'
+            ? (json) => native.idempotencyFinish(json, JSON.stringify(io.record))
+            : (json) => native.idempotencyRelease(json, io.claimedAt);
+        await this.update(this.key('idem', ws.id, io.keyHash), decide, guess);
+        return DONE;
+      }
       case 'readReuseHint': // this store keeps no reuse hints: the guard decides every request
         return '{"result":"reuseHint","sessionId":null}';
       default: // putReuseHint, dropReuseHint
@@ -402,7 +432,7 @@ class RedisStore {
    */
   admit(ws, io, now, ctx) {
     const guardKey = this.key('g', ws.id, io.dest);
-    const decide = (json) => native.guardAdmit(json, ws, io.purpose, io.sessionId, io.expiresAt, io.test, now);
+    const decide = (json) => native.guardAdmit(json, ws, io.purpose, io.sessionId, io.expiresAt, io.test, io.resend === true, now);
     const answer = (step) => `{"result":"admitted","admission":${step.admission}}`;
     if (io.floodLimit == null) {
       return this.update(guardKey, decide, undefined, true).then((step) => {
@@ -435,6 +465,22 @@ class RedisStore {
       }
       throw hostError('STORE_UNAVAILABLE');
     });
+  }
+
+  /**
+   * Claims an Idempotency-Key: the first try decides on "absent" and writes with SET-if-version-0
+   * semantics (CAS, PX 24 h), one round trip for a new key; a key already there is read and
+   * decided again (replay, mismatch, in flight, or a stale claim taken over).
+   */
+  async claimIdempotency(ws, io, now, ctx) {
+    const step = await this.update(
+      this.key('idem', ws.id, io.keyHash),
+      (json) => native.idempotencyClaim(json, io.fingerprint, now),
+      null,
+      true,
+    );
+    ctx.idemRaw = step.changed ? step.guardRaw : undefined;
+    return step.outcome;
   }
 
   /**
@@ -530,6 +576,27 @@ class RedisStore {
   /** A session's JSON from its stored value (null when absent). */
   sessionValue(raw) {
     return split(raw)[1];
+  }
+
+  /**
+   * One step of a resend: read → otpkit_core::flow::resend_stored → compare-and-set, again on a
+   * conflict. A new code's expiry moves the session's purge time in the same script.
+   */
+  async resend(ws, io, now) {
+    const key = this.sessionKey(ws.id, io.sessionId);
+    const step = JSON.stringify(io.step);
+    return this.run(async () => {
+      for (let i = 0; i < MAX_TRIES; i++) {
+        const raw = await this.redis.get(key);
+        const [ver, json] = split(raw);
+        const s = native.resendStored(json, ws.id, step, now);
+        if (s.write == null) return s.outcome;
+        const { purgeAt, keep } = retention(s.write, now);
+        if (await this.redis.otpkitResendWrite(key, this.key('purge', 'all'), ver, s.write, String(keep), String(purgeAt))) return s.outcome;
+        await backoff(i);
+      }
+      throw hostError('STORE_UNAVAILABLE');
+    });
   }
 
   async cancelSession(wsId, sessionId) {

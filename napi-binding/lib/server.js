@@ -175,6 +175,7 @@ function listener(service, { drainTimeoutMs = LIMITS.drainTimeoutMs[1] } = {}) {
     const headers = {};
     if (reply.status !== 204) headers['content-type'] = 'application/json';
     if (reply.retryAfter != null) headers['retry-after'] = String(reply.retryAfter);
+    if (reply.replayed) headers['idempotent-replayed'] = 'true'; // SPEC §7: an Idempotency-Key replay
     const body = reply.status === 204 ? '' : reply.body;
     headers['content-length'] = Buffer.byteLength(body);
     // A 401 always closes: an unauthenticated client gets no kept-alive connection, and every 401

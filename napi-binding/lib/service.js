@@ -18,6 +18,12 @@ function normalize(e) {
   return fromNative(e);
 }
 
+/** The Idempotency-Key of a call (`opts.idempotencyKey`; the core checks it) for a route `path`. */
+function idempotency(opts, path) {
+  const key = opts?.idempotencyKey;
+  return key == null ? null : { key: String(key), path };
+}
+
 class OtpService {
   /**
    * @param {object} opts
@@ -61,9 +67,14 @@ class OtpService {
 
   // ---- library API (the library's workspace) -------------------------------------------
 
-  /** Issues (or reuses) a code: `{sessionId, expiresInSeconds, attemptsLeft, reused}`. */
-  request(params) {
-    return this.own.request(params);
+  /**
+   * Issues (or reuses) a code: `{sessionId, expiresInSeconds, attemptsLeft, reused}`.
+   * `opts.idempotencyKey` (SPEC §7): the same key with the same params within 24 h answers the
+   * first answer again (nothing sent or charged; a refusal is thrown again); with other params,
+   * OtpError IDEMPOTENCY_KEY_REUSED (422).
+   */
+  request(params, opts = {}) {
+    return this.own.request(params, opts);
   }
 
   /** Checks a code: `{sessionId, status, verified, message, attemptsLeft}` for every outcome. */
@@ -83,6 +94,17 @@ class OtpService {
    */
   cancel(sessionId) {
     return this.own.cancel(sessionId);
+  }
+
+  /**
+   * Sends a pending session a new code (same session id; the old code stops working; attempts
+   * used are kept): `{sessionId, expiresInSeconds, attemptsLeft, reused: false, channel}`.
+   * `params`: `{channel?}`. Rejects with OtpError RESEND_TOO_SOON (retryAfterSeconds),
+   * RATE_LIMITED, DELIVERY_FAILED, NOT_FOUND, or ALREADY_USED / EXPIRED / MAX_ATTEMPTS_REACHED.
+   * `opts.idempotencyKey`: as request()'s (the session id is part of what must match).
+   */
+  resend(sessionId, params = {}, opts = {}) {
+    return this.own.resend(sessionId, params, opts);
   }
 
   /** Audit events, newest first: `{events, nextCursor}`. `query`: {sessionId, since, limit, cursor}. */
@@ -147,13 +169,22 @@ class OtpService {
 
   #scoped(load) {
     return {
-      request: (params) => this.#data(async () => this.issue(await load(), 'v1', toBody(params))),
+      request: (params, opts = {}) =>
+        this.#data(async () =>
+          this.issue(await load(), 'v1', toBody(params), idempotency(opts, '/v1/messaging/otp/request')),
+        ),
       verify: (params) => this.#data(async () => this.check(await load(), 'v1', null, toBody(params)), true),
       status: async (sessionId) => {
         const reply = await this.#reply(async () => this.sessionStatus(await load(), 'v1', String(sessionId ?? '')));
         return reply.status === 200 ? JSON.parse(reply.body).data : null;
       },
       cancel: (sessionId) => this.#data(async () => this.cancelSession(await load(), 'v1', String(sessionId ?? ''))),
+      resend: (sessionId, params = {}, opts = {}) =>
+        this.#data(async () => {
+          const id = String(sessionId ?? '');
+          const idem = idempotency(opts, `/v1/messaging/otp/sessions/${encodeURIComponent(id)}/resend`);
+          return this.resendSession(await load(), 'v1', id, toBody(params), idem);
+        }),
       audit: (query = {}) =>
         this.#data(async () => this.store.auditReply((await load()).id, new URLSearchParams(query).toString())),
       analytics: async (query = {}) => {
@@ -233,6 +264,9 @@ class OtpService {
           return `{"result":"delivery","outcome":"${await this.send(io.message)}"}`;
         case 'awaitSend':
           return `{"result":"awaited","delivered":${await this.waitFor(ws, io.dest, io.sessionId)}}`;
+        case 'pause': // an Idempotency-Key duplicate waiting for the request in flight
+          await sleep(io.millis);
+          return '{"result":"done"}';
         default:
           return await this.store.perform(this.engine, ws, io, raw, Date.now(), ctx);
       }
@@ -252,9 +286,12 @@ class OtpService {
     }
   }
 
-  /** POST /v1/messaging/otp/request and POST /otp/send. */
-  async issue(ws, dialect, body) {
-    const flow = native.requestFlow(this.engine, dialect, body, ws, Date.now());
+  /**
+   * POST /v1/messaging/otp/request and POST /otp/send. `idem`: `{key, path}` of an
+   * Idempotency-Key (the path is part of the request's fingerprint), or null.
+   */
+  async issue(ws, dialect, body, idem = null) {
+    const flow = native.requestFlow(this.engine, dialect, body, ws, Date.now(), idem?.key ?? null, idem?.path ?? null);
     // Requests of this process told to wait for this send wait on its answer (see waitFor).
     let sending = null;
     let resolve;
@@ -317,6 +354,12 @@ class OtpService {
   /** POST /v1/messaging/otp/sessions/{id}/cancel and POST /otp/{id}/cancel. */
   async cancelSession(ws, dialect, rawId) {
     return this.drive(native.cancelFlow(dialect, rawId, ws.id, Date.now()), ws, {});
+  }
+
+  /** POST /v1/messaging/otp/sessions/{id}/resend and POST /otp/{id}/resend (`body`: null or JSON). */
+  async resendSession(ws, dialect, rawId, body, idem = null) {
+    const flow = native.resendFlow(this.engine, dialect, rawId, body, ws, Date.now(), idem?.key ?? null, idem?.path ?? null);
+    return this.drive(flow, ws, {});
   }
 
   /** The status over HTTP with the key and the session read in one round trip (Redis). */
@@ -400,13 +443,19 @@ class OtpService {
       const ws = await this.authenticateHash(hash);
       switch (r.kind) {
         case 'request':
-          return await this.issue(ws, r.dialect, await this.jsonBody(req));
+          return await this.issue(ws, r.dialect, await this.jsonBody(req), idempotency({ idempotencyKey: h['idempotency-key'] }, req.path));
         case 'verify':
           return await this.check(ws, r.dialect, r.id ?? null, await this.jsonBody(req));
         case 'status':
           return await this.sessionStatus(ws, r.dialect, r.id);
         case 'cancel':
           return await this.cancelSession(ws, r.dialect, r.id);
+        case 'resend': {
+          // The body is optional: read only when the request says it has one.
+          const has = native.hasBody(h['content-type'] ?? null, h['content-length'] ?? null);
+          const idem = idempotency({ idempotencyKey: h['idempotency-key'] }, req.path);
+          return await this.resendSession(ws, r.dialect, r.id, has ? await this.jsonBody(req) : null, idem);
+        }
         case 'analytics':
           return await this.store.analyticsReply(ws, req.query || '', Date.now());
         default:

@@ -14,7 +14,8 @@ use napi_derive::napi;
 use otpkit_core::flow::{
     self, AdminAction, Flow, HostTraits, Io, Outcome, Step, ADMIN_RANDOM_BYTES,
 };
-use otpkit_core::http::request::{Dialect, IssueRequest, VerifyRequest};
+use otpkit_core::http::request::{Dialect, IssueRequest, ResendRequest, VerifyRequest};
+use otpkit_core::idempotency::Idempotency;
 use otpkit_core::{Entropy, Error};
 
 /// One step as JSON: `{"io": …}` (perform it), `{"answer": {status, body, retryAfter}}`,
@@ -22,6 +23,11 @@ use otpkit_core::{Entropy, Error};
 fn step_json(step: Step) -> String {
     match step {
         Step::Io(io) => serde_json::to_string(&io).unwrap_or_default(),
+        // `replayed` only when set: a replayed `Idempotency-Key` answer (SPEC §7).
+        Step::Answer(Ok(r)) if r.replayed => serde_json::json!({
+            "answer": {"status": r.status, "body": r.body, "retryAfter": r.retry_after, "replayed": true}
+        })
+        .to_string(),
         Step::Answer(Ok(r)) => serde_json::json!({
             "answer": {"status": r.status, "body": r.body, "retryAfter": r.retry_after}
         })
@@ -46,9 +52,9 @@ fn run_memory(
     let mut answer = None;
     loop {
         match flow.poll() {
-            // Not the store's: the gateway, and the wait for another request's send (both come
-            // before the answer).
-            Step::Io(io @ (Io::Deliver { .. } | Io::AwaitSend { .. })) => {
+            // Not the store's: the gateway, the wait for another request's send and the pause of
+            // an `Idempotency-Key` duplicate (all come before the answer).
+            Step::Io(io @ (Io::Deliver { .. } | Io::AwaitSend { .. } | Io::Pause { .. })) => {
                 return step_json(Step::Io(io));
             }
             Step::Io(io) => flow.handle(store.perform_one(engine, ws, io, ms(now))),
@@ -122,8 +128,8 @@ macro_rules! node_flow {
 
 node_flow!(
     RequestFlow,
-    flow::RequestFlow,
-    "`POST /v1/messaging/otp/request` and `POST /otp/send` (otpkit_core::flow::RequestFlow)."
+    flow::Idempotent<flow::RequestFlow>,
+    "`POST /v1/messaging/otp/request` and `POST /otp/send` (otpkit_core::flow::RequestFlow), with its `Idempotency-Key` if any (otpkit_core::flow::Idempotent)."
 );
 node_flow!(
     VerifyFlow,
@@ -147,6 +153,53 @@ node_flow!(
     "`POST …/sessions/{id}/cancel` and `POST /otp/{id}/cancel` (otpkit_core::flow::CancelFlow)."
 );
 
+node_flow!(
+    ResendFlow,
+    flow::Idempotent<flow::ResendFlow>,
+    "`POST …/sessions/{id}/resend` and `POST /otp/{id}/resend` (otpkit_core::flow::ResendFlow), with its `Idempotency-Key` if any (otpkit_core::flow::Idempotent)."
+);
+
+/// Starts a resend of the id as given in the path, with the optional body (`{channel?}`;
+/// empty: none), and its `Idempotency-Key` if any (`idempotency_key`; `path`: the request's,
+/// part of the fingerprint). Throws 400 for a malformed key or body.
+#[allow(clippy::too_many_arguments)]
+#[napi]
+pub fn resend_flow(
+    engine: &Engine,
+    dialect_name: String,
+    raw_id: String,
+    body: Option<Buffer>,
+    ws: &Workspace,
+    now: f64,
+    idempotency_key: Option<String>,
+    path: Option<String>,
+) -> Result<ResendFlow> {
+    let pepper = engine.pepper()?;
+    let bytes = body.as_deref().unwrap_or_default();
+    let idem = idempotency(
+        &ws.rec.id,
+        idempotency_key.as_deref(),
+        path.as_deref(),
+        bytes,
+    )?;
+    let req =
+        ResendRequest::from_json(body.as_deref().unwrap_or_default()).map_err(|e| throw(&e))?;
+    let entropy = Entropy::from_bytes(&random::<48>()?);
+    let inner = flow::ResendFlow::start(
+        &raw_id,
+        &req,
+        dialect(&dialect_name)?,
+        &ws.rec.policy,
+        ms(now),
+        &entropy,
+        pepper,
+        HostTraits::default(),
+    );
+    Ok(ResendFlow {
+        inner: flow::Idempotent::new(inner, idem),
+    })
+}
+
 /// Starts a cancellation of the id as given in the path.
 #[napi]
 pub fn cancel_flow(
@@ -160,7 +213,20 @@ pub fn cancel_flow(
     })
 }
 
-/// Starts a request flow: parses the body of `dialect`, plans the send in `ws` (sender,
+/// The `Idempotency-Key` of a request (`None` when it has none): 400 on the header's field for a
+/// malformed key; the fingerprint is of `POST` `path` and the body.
+pub(crate) fn idempotency(
+    ws_id: &str,
+    key: Option<&str>,
+    path: Option<&str>,
+    body: &[u8],
+) -> Result<Option<Idempotency>> {
+    Idempotency::from_header(ws_id, key, "POST", path.unwrap_or_default(), body)
+        .map_err(|e| throw(&e))
+}
+
+/// Starts a request flow: checks the `Idempotency-Key` (`idempotency_key`, with the request's
+/// `path` in its fingerprint), parses the body of `dialect`, plans the send in `ws` (sender,
 /// country, code, template). Throws the 400/403 errors in SPEC's order.
 #[napi]
 pub fn request_flow(
@@ -169,8 +235,16 @@ pub fn request_flow(
     body: Buffer,
     ws: &Workspace,
     now: f64,
+    idempotency_key: Option<String>,
+    path: Option<String>,
 ) -> Result<RequestFlow> {
     let pepper = engine.pepper()?;
+    let idem = idempotency(
+        &ws.rec.id,
+        idempotency_key.as_deref(),
+        path.as_deref(),
+        &body,
+    )?;
     let req = match dialect(&dialect_name)? {
         Dialect::V1 => IssueRequest::from_v1_json(&body),
         Dialect::Zend => IssueRequest::from_zend_json(&body),
@@ -196,7 +270,9 @@ pub fn request_flow(
         HostTraits::default(),
     )
     .map_err(|e| throw(&e))?;
-    Ok(RequestFlow { inner })
+    Ok(RequestFlow {
+        inner: flow::Idempotent::new(inner, idem),
+    })
 }
 
 /// Starts a verify flow: parses the body of `dialect` (`pathId` for the zend dialect). Throws

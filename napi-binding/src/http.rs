@@ -22,6 +22,8 @@ pub struct Reply {
     pub body: String,
     /// `Retry-After` seconds, when the answer has one.
     pub retry_after: Option<u32>,
+    /// `true` for a replayed `Idempotency-Key` answer (header `Idempotent-Replayed: true`).
+    pub replayed: Option<bool>,
 }
 
 impl From<CoreReply> for Reply {
@@ -30,6 +32,7 @@ impl From<CoreReply> for Reply {
             status: u32::from(r.status),
             body: r.body,
             retry_after: r.retry_after,
+            replayed: r.replayed.then_some(true),
         }
     }
 }
@@ -64,7 +67,7 @@ pub fn openapi_reply() -> Reply {
 #[napi(object)]
 #[derive(Debug)]
 pub struct RouteMatch {
-    /// `health`, `openapi`, `request`, `verify`, `status`, `cancel`, `audit`, `createWorkspace`, `patchWorkspace`,
+    /// `health`, `openapi`, `request`, `verify`, `status`, `cancel`, `resend`, `audit`, `createWorkspace`, `patchWorkspace`,
     /// `createKey`, `revokeKey`.
     pub kind: String,
     /// `v1` or `zend` for the OTP routes.
@@ -95,6 +98,7 @@ pub fn route(method: String, path: String) -> Result<RouteMatch> {
         CoreRoute::Verify(x, id) => ("verify", d(x), id.map(str::to_string), None),
         CoreRoute::Status(x, id) => ("status", d(x), Some(id.to_string()), None),
         CoreRoute::Cancel(x, id) => ("cancel", d(x), Some(id.to_string()), None),
+        CoreRoute::Resend(x, id) => ("resend", d(x), Some(id.to_string()), None),
         CoreRoute::Audit => ("audit", None, None, None),
         CoreRoute::Analytics => ("analytics", None, None, None),
         CoreRoute::CreateWorkspace => ("createWorkspace", None, None, None),
@@ -119,6 +123,13 @@ pub fn route(method: String, path: String) -> Result<RouteMatch> {
 pub fn check_content(content_type: Option<String>, content_length: Option<String>) -> Result<()> {
     let declared = content_length.and_then(|v| v.trim().parse::<u64>().ok());
     request::check_content(content_type.as_deref(), declared).map_err(|e| throw(&e))
+}
+
+/// Does a request on a route whose body is optional (resend) carry one? (`otpkit_core`'s rule.)
+#[napi]
+pub fn has_body(content_type: Option<String>, content_length: Option<String>) -> bool {
+    let declared = content_length.and_then(|v| v.trim().parse::<u64>().ok());
+    request::has_body(content_type.as_deref(), declared)
 }
 
 /// The largest body accepted, in bytes.

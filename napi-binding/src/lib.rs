@@ -16,6 +16,7 @@
 //! | `engine` | `Engine`: the pepper; verifies codes on stored JSON |
 //! | `workspace` | `Workspace`: a tenant's senders, policy and keys |
 //! | `memory` | `MemoryStore`: the in-memory store, every effect atomic under one lock |
+//! | `idempotency` | `Idempotency-Key` records: the core's claim, finish and release on stored JSON (Redis) |
 //! | `redis` | the JSON transitions `lib/redis-store.js` runs inside its scripts |
 //! | `ops` | the store operations both stores apply, written once over typed state |
 //! | `http` | routing, checks before the body, authentication, non-flow answers (`Reply`) |
@@ -28,6 +29,7 @@ mod errors;
 mod flow;
 mod gateway;
 mod http;
+mod idempotency;
 mod memory;
 mod ops;
 mod redis;

@@ -14,6 +14,7 @@ use otpkit_core::analytics::{self, Bucket, Counts, Delta, Write};
 use otpkit_core::audit::{AuditEvent, KEEP_PER_STREAM};
 use otpkit_core::flow::{self, Admitted, Io, Outcome};
 use otpkit_core::guard::{Admission, DeliveryOutcome, DestinationGuard, FloodShield};
+use otpkit_core::idempotency::{self, Record};
 use otpkit_core::workspace::WorkspaceRecord;
 use otpkit_core::{Error, Session, UnixMillis, VerifyOutcome};
 use std::cmp::Reverse;
@@ -44,6 +45,9 @@ struct Inner {
     floods: HashMap<String, FloodShield>,
     /// Workspaces and the key index (`ws:<id>`, `key:<hash>`).
     kv: HashMap<String, String>,
+    /// `Idempotency-Key` records by the key's hash (per workspace; never the key), dropped by
+    /// the sweep once expired.
+    idem: HashMap<String, Record>,
     /// Workspace id → its audit events.
     audit: HashMap<String, AuditLog>,
     seq: u64,
@@ -70,6 +74,8 @@ enum Due {
     Guard(String),
     /// (workspace id, session id) in `open`.
     Open(String, String),
+    /// A key hash in `idem`.
+    Idem(String),
 }
 
 /// A thread-safe in-memory store of sessions, destination guards, workspaces and audit events.
@@ -98,6 +104,8 @@ pub struct MemoryStats {
     pub analytics_buckets: u32,
     /// Sessions open for analytics (sent, not yet verified, locked or expired).
     pub analytics_open: u32,
+    /// `Idempotency-Key` records (by key hash).
+    pub idempotency_records: u32,
 }
 
 fn key(a: &str, b: &str) -> String {
@@ -157,10 +165,13 @@ impl MemoryStore {
                 expires_at,
                 test,
                 flood_limit,
+                resend,
             } => {
                 let k = key(ws_id, &dest);
                 let g = &mut inner.guard(&k).0;
-                let admission = match g.admit(purpose, &session_id, expires_at, test, policy, now) {
+                let decided =
+                    g.admit_or_charge(purpose, &session_id, expires_at, test, resend, policy, now);
+                let admission = match decided {
                     Ok(Admission::Send) => Admitted::Send,
                     Ok(Admission::Reuse { session_id }) => Admitted::Reuse { session_id },
                     Ok(Admission::Wait { session_id }) => Admitted::Wait { session_id },
@@ -210,7 +221,7 @@ impl MemoryStore {
             Io::StoreSession { session } => {
                 let k = key(ws_id, &session.dest);
                 let id = session.id.clone();
-                inner.put_session(key(&session.workspace_id, &session.id), session);
+                inner.put_session(key(&session.workspace_id, &session.id), *session);
                 let cancel = inner.guard(&k).0.delivery(&id, DeliveryOutcome::Delivered);
                 inner.settle_guard(&k, ws, now);
                 Outcome::StoredAndConfirmed { cancel }
@@ -224,6 +235,15 @@ impl MemoryStore {
                 let cancel = inner.guard(&k).0.delivery(&session_id, outcome);
                 inner.settle_guard(&k, ws, now);
                 Outcome::Confirmed { cancel }
+            }
+            Io::Resend { session_id, step } => {
+                let k = key(ws_id, &session_id);
+                let stored = inner.live_session(&k, now);
+                let done = flow::resend_stored(stored, ws_id, &step, now);
+                if let Some(after) = done.write {
+                    inner.put_session(k, after);
+                }
+                done.outcome
             }
             Io::CancelSession { session_id } => {
                 if let Some(s) = inner.sessions.remove(&key(ws_id, &session_id)) {
@@ -315,7 +335,38 @@ impl MemoryStore {
             // This store keeps no reuse hints: the guard decides every request.
             Io::ReadReuseHint { .. } => Outcome::ReuseHint { session_id: None },
             Io::PutReuseHint { .. } | Io::DropReuseHint { .. } => Outcome::Done,
-            Io::Deliver { .. } | Io::AwaitSend { .. } => Outcome::Failed { corrupt: false },
+            // SPEC §7 "Idempotency": the core decides, under this store's lock.
+            Io::ClaimIdempotency {
+                key_hash,
+                fingerprint,
+            } => {
+                let stored = inner.idem.get(&key_hash).cloned();
+                let step = idempotency::claim_stored(stored, &fingerprint, now);
+                if let Some(record) = step.write.clone() {
+                    let at = record.expires_at;
+                    inner.idem.insert(key_hash.clone(), record);
+                    inner.due.push(Reverse((at, Due::Idem(key_hash))));
+                }
+                step.into_outcome()
+            }
+            Io::FinishIdempotency { key_hash, record } => {
+                if idempotency::finish_stored(inner.idem.get(&key_hash), &record) {
+                    inner.idem.insert(key_hash, *record);
+                }
+                Outcome::Done
+            }
+            Io::ReleaseIdempotency {
+                key_hash,
+                claimed_at,
+            } => {
+                if idempotency::release_stored(inner.idem.get(&key_hash), claimed_at) {
+                    inner.idem.remove(&key_hash);
+                }
+                Outcome::Done
+            }
+            Io::Deliver { .. } | Io::AwaitSend { .. } | Io::Pause { .. } => {
+                Outcome::Failed { corrupt: false }
+            }
         })
     }
 }
@@ -548,6 +599,12 @@ impl MemoryStore {
                         inner.due.push(Reverse((until, Due::Open(ws, sid))));
                     }
                 }
+                // A key claimed again after it expired has a later entry of its own.
+                Due::Idem(k) => {
+                    if inner.idem.get(&k).is_some_and(|r| now >= r.expires_at) {
+                        inner.idem.remove(&k);
+                    }
+                }
             }
         }
         let oldest = analytics::oldest_kept_day(now);
@@ -577,6 +634,7 @@ impl MemoryStore {
             ),
             analytics_buckets: count(inner.counters.values().map(BTreeMap::len).sum()),
             analytics_open: count(inner.open.values().map(HashMap::len).sum()),
+            idempotency_records: count(inner.idem.len()),
         })
     }
 }

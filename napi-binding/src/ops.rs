@@ -22,17 +22,19 @@ pub type Admitted = (
 );
 
 /// Admits a planned session on its destination's guard: the decision, the session to reuse or
-/// wait for, and for a refusal its code and retry delay.
+/// wait for, and for a refusal its code and retry delay. A resend is charged instead.
+#[allow(clippy::too_many_arguments)]
 pub fn admit(
     guard: &mut DestinationGuard,
     purpose: Purpose,
     session_id: &str,
     expires_at: UnixMillis,
     test: bool,
+    resend: bool,
     policy: &Policy,
     now: UnixMillis,
 ) -> Admitted {
-    match guard.admit(purpose, session_id, expires_at, test, policy, now) {
+    match guard.admit_or_charge(purpose, session_id, expires_at, test, resend, policy, now) {
         Ok(Admission::Send) => ("send", None, None, None),
         Ok(Admission::Reuse { session_id }) => ("reuse", Some(session_id), None, None),
         Ok(Admission::Wait { session_id }) => ("wait", Some(session_id), None, None),

@@ -69,8 +69,8 @@ fn guard_step(
     }
 }
 
-/// Admits a send (a flow's `admit` effect: purpose, session id, expiry, test) on a stored guard
-/// (JSON or `null`).
+/// Admits a send (a flow's `admit` effect: purpose, session id, expiry, test; a resend is
+/// charged instead) on a stored guard (JSON or `null`).
 #[napi]
 #[allow(clippy::too_many_arguments)]
 pub fn guard_admit(
@@ -80,6 +80,7 @@ pub fn guard_admit(
     session_id: String,
     expires_at: f64,
     test: bool,
+    resend: bool,
     now: f64,
 ) -> Result<GuardStep> {
     let before = read_guard(state.as_deref())?;
@@ -91,6 +92,7 @@ pub fn guard_admit(
         &session_id,
         ms(expires_at),
         test,
+        resend,
         &ws.rec.policy,
         now,
     );
@@ -225,6 +227,38 @@ pub fn flood_json(state: Option<String>, limit: u32, now: f64) -> FloodStep {
             .ok(),
         },
     }
+}
+
+/// One step of a resend (a flow's `resend` effect: `step` is its JSON) on a stored session
+/// (JSON or `null`): `outcome` answers the effect, `write` is the session to store (or null).
+#[napi]
+pub fn resend_stored(
+    state: Option<String>,
+    ws_id: String,
+    step_json: String,
+    now: f64,
+) -> Result<ResendStored> {
+    let session = state
+        .as_deref()
+        .map(Session::from_json)
+        .transpose()
+        .map_err(|e| throw(&e))?;
+    let step: otpkit_core::flow::ResendStep = serde_json::from_str(&step_json)
+        .map_err(|_| throw(&otpkit_core::Error::invalid("step", "malformed")))?;
+    let done = otpkit_core::flow::resend_stored(session, &ws_id, &step, ms(now));
+    Ok(ResendStored {
+        outcome: serde_json::to_string(&done.outcome).unwrap_or_default(),
+        write: done.write.as_ref().map(Session::to_json),
+    })
+}
+
+/// [`resend_stored`]'s answer.
+#[napi(object)]
+pub struct ResendStored {
+    /// The outcome JSON.
+    pub outcome: String,
+    /// The session JSON to store, if the step changed it.
+    pub write: Option<String>,
 }
 
 /// The cancellation of a stored session (reuse off, replaced): the JSON to store.

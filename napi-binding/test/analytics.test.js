@@ -37,7 +37,7 @@ async function scenario(store) {
 function check(report, expired) {
   assert.deepEqual(report.totals, {
     sent: 3, reused: 1, delivery_failed: 1, verified: 1, failed: 1, expired,
-    verification_rate: 0.3333, sms_segments: 3, estimated_cost: { amount: '0.0225', currency: 'EUR' },
+    verification_rate: 0.3333, sms_segments: 3, resent: 0, estimated_cost: { amount: '0.0225', currency: 'EUR' },
   });
 }
 

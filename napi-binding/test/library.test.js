@@ -187,6 +187,29 @@ describe('OtpService (memory store)', () => {
     await otp.close();
   });
 
+  it('resend: a new code for the same session (attempts kept, old code dead); RESEND_TOO_SOON inside the interval', async () => {
+    const gw = recorder();
+    const otp = new OtpService({ pepper: PEPPER, gateway: gw, policy: { resendAfterSeconds: 0 } });
+    const dest = newDest();
+    const a = await otp.request({ dest, src: 'Acme', purpose: 'LOGIN' });
+    const old = codeOf(gw.sent[0].text);
+    await otp.verify({ sessionId: a.sessionId, code: old === '000000' ? '111111' : '000000' });
+    const r = await otp.resend(a.sessionId, { channel: 'whatsapp' });
+    assert.deepEqual([r.sessionId, r.reused, r.attemptsLeft, r.channel], [a.sessionId, false, 4, 'whatsapp']);
+    assert.equal(gw.sent.length, 2);
+    assert.equal(gw.sent[1].channel, 'whatsapp');
+    const fresh = codeOf(gw.sent[1].text);
+    if (fresh !== old) assert.equal((await otp.verify({ sessionId: a.sessionId, code: old })).status, 'INVALID');
+    assert.equal((await otp.verify({ sessionId: a.sessionId, code: fresh })).status, 'APPROVED');
+    await assert.rejects(otp.resend(a.sessionId), (e) => e instanceof OtpError && e.code === 'ALREADY_USED' && e.httpStatus === 409);
+    await otp.close();
+
+    const strict = new OtpService({ pepper: PEPPER, gateway: recorder() });
+    const b = await strict.request({ dest: newDest(), src: 'Acme', purpose: 'LOGIN' });
+    await assert.rejects(strict.resend(b.sessionId), (e) => e.code === 'RESEND_TOO_SOON' && e.httpStatus === 429 && e.retryAfterSeconds >= 29);
+    await strict.close();
+  });
+
   it('verify by destination: {dest, purpose, code} checks the active session, counted as by id', async () => {
     const gw = recorder();
     const otp = new OtpService({ pepper: PEPPER, gateway: gw });

@@ -47,6 +47,12 @@ describe('Durable Object calls per request (Worker)', () => {
     note('zend status', await ws.zendStatus(z.json.id));
     note('zend verify', await ws.zendVerify(z.json.id, '000000'));
 
+    const resend = (w, id) => call('POST', `/v1/messaging/otp/sessions/${id}/resend`, { key: w.key });
+    const quick = await newWorkspace({ policy: { resendAfterSeconds: 0 } });
+    expectStatus(note('resend', await resend(quick, (await quick.issue(newDest())).sessionId)), 200);
+    const soon = note('resend too soon', await resend(ws, z.json.id));
+    assert.equal(soon.status, 429);
+
     const failing = newDest();
     await H.sink.setMode(failing, 'fail500');
     note('failed delivery', await ws.request(ws.body(failing)));
@@ -70,6 +76,8 @@ describe('Durable Object calls per request (Worker)', () => {
         'v1 verify wrong': seen['v1 verify wrong'],
         'v1 verify right': seen['v1 verify right'],
         'zend verify': seen['zend verify'],
+        resend: seen.resend,
+        'resend too soon': seen['resend too soon'],
         'failed delivery': seen['failed delivery'],
         'rate limited': seen['rate limited'],
         audit: seen.audit,
@@ -84,6 +92,8 @@ describe('Durable Object calls per request (Worker)', () => {
         'v1 verify wrong': 1,
         'v1 verify right': 1,
         'zend verify': 1,
+        resend: 4, // reserve at the session, admit (charge), flood shield, apply at the session
+        'resend too soon': 1, // the reservation refuses
         'failed delivery': 3, // admit, flood shield, and the failure confirmed (refunded) before the answer
         'rate limited': 1,
         audit: 0,

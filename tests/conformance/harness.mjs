@@ -49,6 +49,8 @@ async function fromControl(control) {
     pepper: info.pepper || null,
     hostOutputFile: info.hostOutputFile || null,
     bodyLogFile: info.bodyLogFile || null,
+    storeDir: info.storeDir || null,
+    redisUrl: info.redisUrl || null,
     async restart() {
       const res = await fetch(`${base}/restart`, { method: 'POST' });
       const body = await res.json();
@@ -109,6 +111,10 @@ export async function startLocal() {
     pepper: host.pepper,
     hostOutputFile: process.env.OTPKIT_HOST_OUTPUT_FILE || null,
     bodyLogFile: process.env.OTPKIT_BODY_LOG || null,
+    // Where the host keeps its state, for tests that search it (idempotency: no key in clear):
+    // the Worker's --persist-to directory, HOST=node-redis's Redis.
+    storeDir: host.persistDir || null,
+    redisUrl: host.redisUrl || null,
     host,
     async restart() {
       await host.restart();
@@ -166,6 +172,8 @@ async function main(argv) {
     pepper: h.pepper,
     hostOutputFile: h.hostOutputFile,
     bodyLogFile: h.bodyLogFile,
+    storeDir: h.storeDir,
+    redisUrl: h.redisUrl,
   });
   const server = http.createServer(async (req, res) => {
     const send = (status, value) => {

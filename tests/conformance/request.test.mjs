@@ -18,7 +18,7 @@ describe('request', () => {
     assert.deepEqual(Object.keys(j), ['success', 'message', 'data']);
     assert.equal(j.success, true);
     assert.equal(j.message, 'OTP sent successfully');
-    assert.deepEqual(Object.keys(j.data).sort(), ['attemptsLeft', 'expiresInSeconds', 'reused', 'sessionId']);
+    assert.deepEqual(Object.keys(j.data).sort(), ['attemptsLeft', 'channel', 'expiresInSeconds', 'reused', 'sessionId']);
     assert.match(j.data.sessionId, UUID_V4);
     assert.ok(j.data.expiresInSeconds > 290 && j.data.expiresInSeconds <= 300, `expiresInSeconds ${j.data.expiresInSeconds}`);
     assert.equal(j.data.attemptsLeft, 5);

@@ -5,6 +5,7 @@
 // and answered according to the mode of its `to` number:
 //   ok       200 {"accepted":true}
 //   fail500  500 {"error":"gateway failure"}
+//   failWhatsapp  500 for a message on channel whatsapp, 200 for the others (channel fallback)
 //   hang     no answer: the socket is held open until the client gives up (or the sink stops)
 //   reset    the socket is destroyed without any answer (connection reset)
 //   slow     200 {"accepted":true} after `delayMs` (default 9000: just under the hosts' 10 s timeout)
@@ -32,7 +33,7 @@
 import http from 'node:http';
 import { fileURLToPath } from 'node:url';
 
-const MODES = new Set(['ok', 'fail500', 'hang', 'reset', 'slow', 'redirect302', 'redirect307', 'redirect308', 'huge']);
+const MODES = new Set(['ok', 'fail500', 'failWhatsapp', 'hang', 'reset', 'slow', 'redirect302', 'redirect307', 'redirect308', 'huge']);
 const SLOW_DEFAULT_MS = 9000;
 const HUGE_BYTES = 50 * 1024 * 1024;
 const HUGE_CHUNK = Buffer.alloc(64 * 1024, 0x20); // JSON whitespace
@@ -172,6 +173,9 @@ export async function startSink({ port = 0, host = '127.0.0.1', onMessage } = {}
       switch (mode) {
         case 'fail500':
           return sendJson(res, 500, { error: 'gateway failure' });
+        case 'failWhatsapp':
+          if (message.channel === 'whatsapp') return sendJson(res, 500, { error: 'whatsapp failure' });
+          return sendJson(res, 200, { accepted: true, id: `msg_${message.seq}` });
         case 'redirect302':
         case 'redirect307':
         case 'redirect308': {

@@ -242,7 +242,7 @@ describe('second dialect', () => {
     assert.equal(j.from, new Date(Date.parse(`${today}T00:00:00Z`) - 29 * 86_400_000).toISOString().slice(0, 10));
     assert.deepEqual(j.totals, {
       sent: 3, reused: 1, delivery_failed: 1, verified: 1, failed: 1, expired: 0, verification_rate: 0.3333,
-      sms_segments: 2, estimated_cost: { amount: '0.10', currency: 'USD' },
+      sms_segments: 2, resent: 0, estimated_cost: { amount: '0.10', currency: 'USD' },
     }, 'the WhatsApp message has no SMS segments; nothing has reached expiry yet');
     assert.equal(j.days.length, 30);
     assert.equal(j.days[29].date, today);

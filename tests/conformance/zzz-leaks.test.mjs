@@ -224,7 +224,7 @@ describe('run-wide leak checks', () => {
     for (const r of auditRows) {
       if (!/^\+\d{3}\*+\d{4}$/.test(r.ev.dest)) leaks.push(`${r.where}: dest ${r.ev.dest} is not masked`);
       for (const k of Object.keys(r.ev)) {
-        if (!['time', 'event', 'sessionId', 'purpose', 'app', 'dest', 'outcome', 'status', 'test'].includes(k)) {
+        if (!['time', 'event', 'sessionId', 'purpose', 'app', 'dest', 'outcome', 'status', 'test', 'channel'].includes(k)) {
           leaks.push(`${r.where}: unexpected audit field ${k}`);
         }
       }

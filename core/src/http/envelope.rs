@@ -11,8 +11,9 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use serde::Serialize;
 
-/// An HTTP answer. Hosts send `body` with `content-type: application/json` (nothing for 204)
-/// and, when `retry_after` is set, a `Retry-After` header with that many seconds.
+/// An HTTP answer. Hosts send `body` with `content-type: application/json` (nothing for 204),
+/// when `retry_after` is set a `Retry-After` header with that many seconds, and when `replayed`
+/// is set `Idempotent-Replayed: true` (SPEC §7: the stored answer of an `Idempotency-Key`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
     /// HTTP status.
@@ -21,6 +22,8 @@ pub struct Reply {
     pub body: String,
     /// `Retry-After` seconds.
     pub retry_after: Option<u32>,
+    /// A replay of the answer stored for an `Idempotency-Key` ([`crate::idempotency`]).
+    pub replayed: bool,
 }
 
 impl Reply {
@@ -30,6 +33,7 @@ impl Reply {
             status,
             body: serde_json::to_string(value).unwrap_or_default(),
             retry_after: None,
+            replayed: false,
         }
     }
 
@@ -40,6 +44,7 @@ impl Reply {
             status: 204,
             body: String::new(),
             retry_after: None,
+            replayed: false,
         }
     }
 }
@@ -104,6 +109,7 @@ struct RequestData<'a> {
     expires_in_seconds: u64,
     attempts_left: u8,
     reused: bool,
+    channel: Channel,
 }
 
 /// `POST /v1/messaging/otp/request` success, new (`reused = false`) or reused.
@@ -119,6 +125,7 @@ pub fn v1_request(session: &Session, now: UnixMillis, reused: bool) -> Reply {
                 expires_in_seconds: session.remaining_secs(now),
                 attempts_left: session.attempts_left(),
                 reused,
+                channel: session.channel,
             },
         },
     )
@@ -288,7 +295,6 @@ struct ZendSend<'a> {
 /// `POST /otp/send` success: `status: "sent"`, or `"pending"` with `reused: true`.
 #[must_use]
 pub fn zend_send(session: &Session, reused: bool) -> Reply {
-    let lifetime_ms = session.created_at.millis_until(session.expires_at);
     Reply::json(
         200,
         &ZendSend {
@@ -296,7 +302,8 @@ pub fn zend_send(session: &Session, reused: bool) -> Reply {
             phone_number: &session.dest,
             app: session.app.as_deref(),
             channel: session.channel,
-            expiry_minutes: lifetime_ms.div_ceil(60_000),
+            // Each code's lifetime (a resend's too, whose expiry is later than the first's).
+            expiry_minutes: session.ttl_secs().div_ceil(60),
             length: session.code_length,
             status: if reused { "pending" } else { "sent" },
             created_at: session.created_at.to_rfc3339(),

@@ -23,6 +23,7 @@ pub fn reply() -> Reply {
         status: 200,
         body: json().trim_end().to_string(),
         retry_after: None,
+        replayed: false,
     }
 }
 

@@ -10,6 +10,13 @@ use crate::transaction::Transaction;
 use crate::validate::{self, Channel, Purpose};
 use alloc::string::{String, ToString};
 
+/// A route whose body is optional (resend) reads one only when the request says it has one: a
+/// `Content-Type`, or a declared length above 0 (then [`check_content`] applies as usual).
+#[must_use]
+pub fn has_body(content_type: Option<&str>, declared_len: Option<u64>) -> bool {
+    content_type.is_some() || declared_len.is_some_and(|n| n > 0)
+}
+
 /// Largest request body accepted (16 KiB).
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
@@ -138,6 +145,29 @@ impl IssueRequest {
             code_length: length.and_then(|n| u8::try_from(n).ok()),
             transaction: None,
         })
+    }
+}
+
+/// `POST /v1/messaging/otp/sessions/{id}/resend` and `POST /otp/{id}/resend` (SPEC §7): an
+/// optional body `{channel?}` (an empty body is `{}`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResendRequest {
+    /// Send on this channel (absent: the session's).
+    pub channel: Option<Channel>,
+}
+
+impl ResendRequest {
+    /// Parses the body; unknown fields are ignored, `null` counts as absent.
+    pub fn from_json(body: &[u8]) -> Result<ResendRequest, Error> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(ResendRequest::default());
+        }
+        let obj = json::parse_object(body)?;
+        let channel = match json::opt_str(&obj, "channel")? {
+            None => None,
+            Some(_) => Some(channel(&obj, "channel")?),
+        };
+        Ok(ResendRequest { channel })
     }
 }
 

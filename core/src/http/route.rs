@@ -21,6 +21,8 @@ pub enum Route<'a> {
     Status(Dialect, &'a str),
     /// `POST /v1/messaging/otp/sessions/{id}/cancel` or `POST /otp/{id}/cancel`.
     Cancel(Dialect, &'a str),
+    /// `POST /v1/messaging/otp/sessions/{id}/resend` or `POST /otp/{id}/resend`.
+    Resend(Dialect, &'a str),
     /// `GET /v1/messaging/otp/audit`.
     Audit,
     /// `GET /otp/analytics` (second dialect).
@@ -75,12 +77,16 @@ pub fn match_route<'a>(method: &str, path: &'a str) -> Result<Route<'a>, Error> 
         ["v1", "messaging", "otp", "sessions", id, "cancel"] => {
             (Route::Cancel(Dialect::V1, id), "POST")
         }
+        ["v1", "messaging", "otp", "sessions", id, "resend"] => {
+            (Route::Resend(Dialect::V1, id), "POST")
+        }
         ["v1", "messaging", "otp", "audit"] => (Route::Audit, "GET"),
         ["otp", "send"] => (Route::Request(Dialect::Zend), "POST"),
         ["otp", "analytics"] => (Route::Analytics, "GET"),
         ["otp", id, "verify"] => (Route::Verify(Dialect::Zend, Some(id)), "POST"),
         ["otp", id, "status"] => (Route::Status(Dialect::Zend, id), "GET"),
         ["otp", id, "cancel"] => (Route::Cancel(Dialect::Zend, id), "POST"),
+        ["otp", id, "resend"] => (Route::Resend(Dialect::Zend, id), "POST"),
         ["v1", "admin", "workspaces"] => (Route::CreateWorkspace, "POST"),
         // Two methods on one path: GET (HEAD) reads, PATCH changes.
         ["v1", "admin", "workspaces", id] if matches!(method, "GET" | "HEAD") => {
@@ -129,6 +135,14 @@ mod tests {
         assert_eq!(
             match_route("POST", "/otp/s1/cancel"),
             Ok(Route::Cancel(Dialect::Zend, "s1"))
+        );
+        assert_eq!(
+            match_route("POST", "/otp/s1/resend"),
+            Ok(Route::Resend(Dialect::Zend, "s1"))
+        );
+        assert_eq!(
+            match_route("POST", "/v1/messaging/otp/sessions/s1/resend"),
+            Ok(Route::Resend(Dialect::V1, "s1"))
         );
         assert_eq!(
             match_route("GET", "/otp/s1/cancel"),
