@@ -562,6 +562,28 @@ pub(crate) fn store_error(corrupt: bool) -> Error {
     }
 }
 
+/// The answer for a session that is not there (or not this workspace's), per dialect.
+pub(crate) fn session_not_found(dialect: Dialect) -> Reply {
+    match dialect {
+        Dialect::V1 => envelope::v1_session_not_found(),
+        Dialect::Zend => envelope::zend_not_found(),
+    }
+}
+
+/// The refusal of a cancel or a resend of a session that is no longer pending: the verify
+/// status's code and HTTP status (SPEC §7).
+pub(crate) fn ended_error(state: crate::session::SessionState) -> Error {
+    use crate::error::Ended;
+    use crate::session::SessionState;
+    match state {
+        SessionState::Approved => Error::SessionEnded(Ended::AlreadyUsed),
+        SessionState::Locked => Error::SessionEnded(Ended::MaxAttempts),
+        SessionState::Expired | SessionState::Canceled | SessionState::Pending => {
+            Error::SessionEnded(Ended::Expired)
+        }
+    }
+}
+
 fn refused(code: &str, retry_after_secs: u32) -> Error {
     match code {
         "DESTINATION_LOCKED" => Error::DestinationLocked { retry_after_secs },
@@ -1228,10 +1250,7 @@ impl StatusFlow {
     }
 
     fn not_found(&self) -> Reply {
-        match self.dialect {
-            Dialect::V1 => envelope::v1_session_not_found(),
-            Dialect::Zend => envelope::zend_not_found(),
-        }
+        session_not_found(self.dialect)
     }
 
     /// Feeds the outcome of the read.

@@ -8,7 +8,7 @@
 
 use super::{store_error, Io, Outcome, Queue, Step};
 use crate::audit::AuditEvent;
-use crate::error::{Ended, Error};
+use crate::error::Error;
 use crate::http::envelope::{self, Reply};
 use crate::http::request::Dialect;
 use crate::session::{Session, SessionState};
@@ -71,10 +71,7 @@ impl CancelFlow {
     }
 
     fn not_found(&self) -> Reply {
-        match self.dialect {
-            Dialect::V1 => envelope::v1_session_not_found(),
-            Dialect::Zend => envelope::zend_not_found(),
-        }
+        super::session_not_found(self.dialect)
     }
 
     /// The session if it is this workspace's.
@@ -89,16 +86,6 @@ impl CancelFlow {
         }
     }
 
-    /// The refusal for a session that is no longer pending.
-    fn ended(state: SessionState) -> Error {
-        match state {
-            SessionState::Approved => Error::SessionEnded(Ended::AlreadyUsed),
-            SessionState::Locked => Error::SessionEnded(Ended::MaxAttempts),
-            SessionState::Expired | SessionState::Canceled | SessionState::Pending => {
-                Error::SessionEnded(Ended::Expired)
-            }
-        }
-    }
 
     fn canceled(&mut self, s: &Session) {
         let reply = match self.dialect {
@@ -144,7 +131,7 @@ impl CancelFlow {
                         let session_id = self.session_id.clone();
                         self.ask(Wait::Cancel, Io::CancelSession { session_id });
                     }
-                    state => self.q.answer(Err(Self::ended(state))),
+                    state => self.q.answer(Err(super::ended_error(state))),
                 },
                 Ok(None) => self.q.answer(Ok(self.not_found())),
                 Err(e) => self.q.answer(Err(e)),
@@ -162,7 +149,7 @@ impl CancelFlow {
                     SessionState::Canceled => self.canceled(&s),
                     SessionState::Pending => self.q.answer(Err(Error::StoreUnavailable)),
                     // The store did not cancel it: a concurrent verify approved or locked it.
-                    ended => self.q.answer(Err(Self::ended(ended))),
+                    ended => self.q.answer(Err(super::ended_error(ended))),
                 },
                 // Purged in between: it is gone either way.
                 Ok(None) => self.q.answer(Ok(self.not_found())),

@@ -14,7 +14,7 @@ use super::{refused, store_error, Admitted, Io, Outcome, Queue, Step, VerifyStep
 use crate::analytics;
 use crate::audit::AuditEvent;
 use crate::code::{digits_from_bytes, Entropy};
-use crate::error::{Ended, Error};
+use crate::error::Error;
 use crate::gateway::OutgoingMessage;
 use crate::guard::DeliveryOutcome;
 use crate::hash::{code_hash_for, to_hex};
@@ -246,18 +246,12 @@ impl ResendFlow {
     }
 
     fn not_found(&self) -> Reply {
-        match self.dialect {
-            Dialect::V1 => envelope::v1_session_not_found(),
-            Dialect::Zend => envelope::zend_not_found(),
-        }
+        super::session_not_found(self.dialect)
     }
 
     /// The refusal for a session that is no longer pending, or too soon after its last send.
     fn refusal(&self, s: &Session) -> Error {
         match s.state_at(self.now) {
-            SessionState::Approved => Error::SessionEnded(Ended::AlreadyUsed),
-            SessionState::Locked => Error::SessionEnded(Ended::MaxAttempts),
-            SessionState::Expired | SessionState::Canceled => Error::SessionEnded(Ended::Expired),
             SessionState::Pending => {
                 let next = s
                     .last_sent_at()
@@ -268,6 +262,7 @@ impl ResendFlow {
                     ),
                 }
             }
+            ended => super::ended_error(ended),
         }
     }
 
