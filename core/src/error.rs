@@ -37,6 +37,12 @@ pub enum Error {
         /// Whole seconds ≥ 1 until a send would be admitted.
         retry_after_secs: u32,
     },
+    /// The send would take the workspace's spend of the current UTC day past policy
+    /// `dailySpendLimit` (429, SPEC §9 "Spend cap").
+    SpendLimitReached {
+        /// Whole seconds ≥ 1 until 00:00 UTC, when the day's spend starts again at 0.
+        retry_after_secs: u32,
+    },
     /// Too many consecutive failed verifications for this destination (429).
     DestinationLocked {
         /// Whole seconds ≥ 1 until the lock ends.
@@ -106,6 +112,7 @@ impl Error {
             Error::DestinationNotAllowed => "DESTINATION_NOT_ALLOWED",
             Error::RateLimited { .. } => "RATE_LIMITED",
             Error::DestinationLocked { .. } => "DESTINATION_LOCKED",
+            Error::SpendLimitReached { .. } => "SPEND_LIMIT_REACHED",
             Error::ResendTooSoon { .. } => "RESEND_TOO_SOON",
             Error::DeliveryFailed => "DELIVERY_FAILED",
             Error::StoreUnavailable => "STORE_UNAVAILABLE",
@@ -132,6 +139,7 @@ impl Error {
             Error::UnsupportedMediaType => 415,
             Error::RateLimited { .. }
             | Error::DestinationLocked { .. }
+            | Error::SpendLimitReached { .. }
             | Error::ResendTooSoon { .. } => 429,
             Error::Misconfigured { .. } | Error::CorruptState { .. } => 500,
             Error::DeliveryFailed => 502,
@@ -163,6 +171,9 @@ impl Error {
             }
             Error::DestinationLocked { .. } => {
                 "Too many failed verifications for this destination. Try again later."
+            }
+            Error::SpendLimitReached { .. } => {
+                "The workspace's daily spend limit is reached. Try again after 00:00 UTC."
             }
             Error::ResendTooSoon { .. } => {
                 "A code was sent for this session moments ago. Try again later."
@@ -198,6 +209,7 @@ impl Error {
         match self {
             Error::RateLimited { retry_after_secs }
             | Error::DestinationLocked { retry_after_secs }
+            | Error::SpendLimitReached { retry_after_secs }
             | Error::ResendTooSoon { retry_after_secs } => Some(*retry_after_secs),
             _ => None,
         }

@@ -62,6 +62,10 @@ pub struct Policy {
     /// Channels tried in order when a send fails definitely (SPEC §7); `None` = no fallback.
     #[serde(default)]
     pub channel_fallback: Option<Vec<Channel>>,
+    /// Most the workspace spends on messages per UTC day, in `pricePerSegment`'s currency
+    /// (SPEC §9 "Spend cap", [`crate::spend`]); `None` = no cap. At most 9 integer digits.
+    #[serde(default)]
+    pub daily_spend_limit: Option<Price>,
 }
 
 fn default_resend_after() -> u32 {
@@ -90,6 +94,7 @@ impl Default for Policy {
             retention_seconds: 86_400,
             resend_after_seconds: default_resend_after(),
             channel_fallback: None,
+            daily_spend_limit: None,
         }
     }
 }
@@ -98,7 +103,7 @@ impl Default for Policy {
 pub const DESTINATION_LOCK_SECS: u64 = 3600;
 
 /// The policy keys, in SPEC order.
-pub const KEYS: [&str; 13] = [
+pub const KEYS: [&str; 14] = [
     "codeLength",
     "ttlSeconds",
     "maxAttempts",
@@ -112,6 +117,7 @@ pub const KEYS: [&str; 13] = [
     "retentionSeconds",
     "resendAfterSeconds",
     "channelFallback",
+    "dailySpendLimit",
 ];
 
 fn small<T: TryFrom<u64>>(n: u64) -> Result<T, Error> {
@@ -156,6 +162,7 @@ impl Policy {
                     p.resend_after_seconds = small(json::int_in(v, f, 0, 600)?)?
                 }
                 "channelFallback" => p.channel_fallback = channel_fallback(v, f)?,
+                "dailySpendLimit" => p.daily_spend_limit = spend_limit(v, f)?,
                 _ => return Err(invalid(f, "is not a policy key")),
             }
         }
@@ -171,8 +178,20 @@ impl Policy {
         }
     }
 
-    /// Cross-field rules: test-number codes have `codeLength` digits.
+    /// Cross-field rules: test-number codes have `codeLength` digits; `dailySpendLimit` is in
+    /// `pricePerSegment`'s currency.
     pub fn check(&self) -> Result<(), Error> {
+        if let Some(limit) = &self.daily_spend_limit {
+            if limit.currency != self.price_per_segment.currency {
+                return Err(invalid_owned(
+                    "policy.dailySpendLimit.currency",
+                    format!(
+                        "must be the currency of pricePerSegment ({})",
+                        self.price_per_segment.currency
+                    ),
+                ));
+            }
+        }
         let len = usize::from(self.code_length);
         for (number, code) in &self.test_numbers {
             if code.len() != len || !code.bytes().all(|b| b.is_ascii_digit()) {
@@ -352,6 +371,31 @@ fn price(v: &Value, f: &str) -> Result<Price, Error> {
         }
     };
     Ok(Price { amount, currency })
+}
+
+/// `dailySpendLimit`: `null`, or `{amount, currency}` like a price with at most 9 integer
+/// digits (so every store counts it exactly in micro-units, [`crate::spend::MAX_EXACT`]).
+fn spend_limit(v: &Value, f: &str) -> Result<Option<Price>, Error> {
+    if v.is_null() {
+        return Ok(None);
+    }
+    let limit = price(v, f).map_err(|e| match e.field() {
+        Some(field) if field.ends_with(".amount") || field.ends_with(".currency") => e,
+        Some(field) if field != f => invalid_owned(field, "is not a key of dailySpendLimit".into()),
+        _ => invalid(f, "must be null or an object {amount, currency}"),
+    })?;
+    if limit
+        .amount
+        .split('.')
+        .next()
+        .is_some_and(|int| int.len() > 9)
+    {
+        return Err(invalid_owned(
+            &format!("{f}.amount"),
+            "must be below 1000000000".into(),
+        ));
+    }
+    Ok(Some(limit))
 }
 
 /// Digits (1–12), optionally `.` and 1–6 digits.

@@ -2,9 +2,10 @@
 //!
 //! It keeps what must be exact per workspace and that KV (last writer wins, eventually
 //! consistent) cannot keep exact (issue 19):
-//! - the flood shield (`sendsPerWorkspacePerMinute`): read–decide–write on this object's
+//! - the flood shield (`sendsPerWorkspacePerMinute`) and the day's spend (`dailySpendLimit`,
+//!   `otpkit_core::spend`), charged together in one call: read–decide–write on this object's
 //!   storage with no other await in between, so input gates make a burst admit exactly the
-//!   limit;
+//!   limits;
 //! - writes of the workspace record: compare-and-set on its `revision`, one at a time, each
 //!   followed by its copy to KV `WORKSPACES` (which authentication reads), so concurrent admin
 //!   writes never lose one another and KV ends at the latest record.
@@ -14,7 +15,9 @@
 use crate::http;
 use crate::workspaces;
 use futures_channel::oneshot;
+use otpkit_core::flow::Admitted;
 use otpkit_core::guard::FloodShield;
+use otpkit_core::spend::{charge_workspace, SpendCharge, SpendCounter};
 use otpkit_core::workspace::WorkspaceRecord;
 use otpkit_core::{Error, UnixMillis};
 use serde::{Deserialize, Serialize};
@@ -23,15 +26,26 @@ use std::collections::VecDeque;
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, State};
 
 const FLOOD: &str = "flood";
+const SPEND: &str = "spend";
 const RECORD: &str = "workspace";
 
 /// Worker → WorkspaceObject.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "camelCase", rename_all_fields = "camelCase")]
 pub enum WorkspaceCall {
-    /// Count one send in the flood shield: 200 `null`, or 200 with the seconds until the
-    /// window ends when the shield refuses (nothing counted). `now` is the request's.
-    Flood { limit: u32, now: UnixMillis },
+    /// Count one send in the flood shield (with `limit`) and charge it to the day's spend
+    /// (with `spend`), both or neither (`otpkit_core::spend::charge_workspace`): 200 `null`,
+    /// or 200 with the refusal as the flow's admission (`floodRefused` / `spendRefused`,
+    /// `admitted: true`: the Worker calls once the destination guard recorded the send).
+    /// `now` is the request's.
+    Flood {
+        limit: Option<u32>,
+        #[serde(default)]
+        spend: Option<SpendCharge>,
+        now: UnixMillis,
+    },
+    /// Hand spend charged to `day` back (a definite delivery failure): 200.
+    RefundSpend { day: u32, micros: u64 },
     /// The record: 200 with its JSON, or 404.
     Read { workspace_id: String },
     /// Store the record (JSON) if the stored one is at revision `expected` (`None`: none is
@@ -94,23 +108,58 @@ impl WorkspaceObject {
         }
     }
 
-    async fn flood(&self, limit: u32, now: UnixMillis) -> std::result::Result<Option<u32>, Error> {
-        let storage = self.state.storage();
-        let raw: Option<String> = storage
-            .get(FLOOD)
+    async fn read<T: serde::de::DeserializeOwned + Default>(
+        &self,
+        key: &str,
+    ) -> std::result::Result<T, Error> {
+        let raw: Option<String> = self
+            .state
+            .storage()
+            .get(key)
             .await
             .map_err(|_| Error::StoreUnavailable)?;
-        let mut shield: FloodShield = raw
+        Ok(raw
             .and_then(|s| serde_json::from_str(&s).ok())
-            .unwrap_or_default();
-        if let Err(e) = shield.admit(limit, now) {
-            return Ok(Some(e.retry_after_secs().unwrap_or(1)));
-        }
-        storage
-            .put(FLOOD, serde_json::to_string(&shield).unwrap_or_default())
+            .unwrap_or_default())
+    }
+
+    async fn write<T: Serialize>(&self, key: &str, value: &T) -> std::result::Result<(), Error> {
+        self.state
+            .storage()
+            .put(key, serde_json::to_string(value).unwrap_or_default())
             .await
-            .map_err(|_| Error::StoreUnavailable)?;
+            .map_err(|_| Error::StoreUnavailable)
+    }
+
+    async fn flood(
+        &self,
+        limit: Option<u32>,
+        spend: Option<SpendCharge>,
+        now: UnixMillis,
+    ) -> std::result::Result<Option<Admitted>, Error> {
+        // Both reads, the decision, then both writes: no other request's step runs in between
+        // (input gates hold deliveries while storage operations are in flight).
+        let mut shield: FloodShield = self.read(FLOOD).await?;
+        let mut counter: SpendCounter = match spend {
+            Some(_) => self.read(SPEND).await?,
+            None => SpendCounter::default(),
+        };
+        if let Err(e) = charge_workspace(&mut shield, limit, &mut counter, spend.as_ref(), now) {
+            return Ok(Some(Admitted::workspace_refused(&e, true)));
+        }
+        if limit.is_some() {
+            self.write(FLOOD, &shield).await?;
+        }
+        if spend.is_some() {
+            self.write(SPEND, &counter).await?;
+        }
         Ok(None)
+    }
+
+    async fn refund_spend(&self, day: u32, micros: u64) -> std::result::Result<(), Error> {
+        let mut counter: SpendCounter = self.read(SPEND).await?;
+        counter.refund(day, micros);
+        self.write(SPEND, &counter).await
     }
 
     async fn put(&self, json: &str, expected: Option<u64>) -> std::result::Result<bool, Error> {
@@ -136,9 +185,13 @@ impl WorkspaceObject {
                 .map_err(|_| Error::StoreUnavailable)
         };
         match call {
-            WorkspaceCall::Flood { limit, now } => {
-                let refused = self.flood(limit, now).await?;
+            WorkspaceCall::Flood { limit, spend, now } => {
+                let refused = self.flood(limit, spend, now).await?;
                 reply(serde_json::to_string(&refused).unwrap_or_default(), 200)
+            }
+            WorkspaceCall::RefundSpend { day, micros } => {
+                self.refund_spend(day, micros).await?;
+                reply(String::new(), 200)
             }
             WorkspaceCall::Read { workspace_id } => match self.record(&workspace_id).await? {
                 Some(ws) => reply(ws.to_json(), 200),

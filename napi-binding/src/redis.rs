@@ -13,6 +13,7 @@ use napi_derive::napi;
 use otpkit_core::analytics::{self, Delta};
 use otpkit_core::flow::Admitted;
 use otpkit_core::guard::{DestinationGuard, FloodShield};
+use otpkit_core::spend::{SpendCharge, SpendCounter};
 use otpkit_core::{Error, Session, UnixMillis};
 
 /// A step of the destination guard on stored JSON.
@@ -227,6 +228,50 @@ pub fn flood_json(state: Option<String>, limit: u32, now: f64) -> FloodStep {
             .ok(),
         },
     }
+}
+
+/// One charge of the day's spend (`otpkit_core::spend::SpendCounter::charge`) on stored JSON
+/// (`{"day","micros"}` or `null`): what the ADMIT script mirrors, and how a refusal it answers
+/// becomes the flow's admission.
+#[napi(object)]
+#[derive(Debug)]
+pub struct SpendStep {
+    /// The counter to store when the send is charged.
+    pub state: Option<String>,
+    /// The flow outcome's `admission` when the cap refuses (`spendRefused`, nothing written).
+    pub refused: Option<String>,
+}
+
+fn read_spend(state: Option<&str>) -> SpendCounter {
+    state
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_default()
+}
+
+/// Charges one send (`charge`: an `Io::Admit`'s `spend` JSON) to the day's spend counter.
+#[napi]
+pub fn spend_json(state: Option<String>, charge: String, now: f64) -> Result<SpendStep> {
+    let charge: SpendCharge = serde_json::from_str(&charge)
+        .map_err(|_| throw(&Error::invalid("spend", "not a spend charge")))?;
+    let mut counter = read_spend(state.as_deref());
+    Ok(match counter.charge(&charge, ms(now)) {
+        Ok(()) => SpendStep {
+            state: serde_json::to_string(&counter).ok(),
+            refused: None,
+        },
+        Err(e) => SpendStep {
+            state: None,
+            refused: serde_json::to_string(&Admitted::workspace_refused(&e, false)).ok(),
+        },
+    })
+}
+
+/// Hands `micros` charged to `day` back (`SpendCounter::refund`): the counter to store.
+#[napi]
+pub fn spend_refund_json(state: Option<String>, day: u32, micros: f64) -> String {
+    let mut counter = read_spend(state.as_deref());
+    counter.refund(day, ms(micros).0);
+    serde_json::to_string(&counter).unwrap_or_default()
 }
 
 /// One step of a resend (a flow's `resend` effect: `step` is its JSON) on a stored session

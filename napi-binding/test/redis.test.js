@@ -163,7 +163,7 @@ describe('RedisStore', () => {
       now += r < 80 ? rand(3000) : r < 95 ? 60_000 + rand(5000) : -rand(90_000);
       const limit = 1 + rand(12);
       const want = native.floodJson(core, limit, now);
-      const got = await store.redis.otpkitAdmit(`eq${process.pid}:g:${i}`, `eq${process.pid}:fw`, 0, '{}', 60000, limit, now, 60_000, 120_000);
+      const got = await store.redis.otpkitAdmit(`eq${process.pid}:g:${i}`, `eq${process.pid}:fw`, `eq${process.pid}:sp`, 0, '{}', 60000, limit, now, 60_000, 120_000, '', '', '', '');
       if (want.refused) {
         assert.ok(Array.isArray(got), `step ${i}: the core refuses, the script admitted`);
         const full = JSON.stringify({ windowStart: Number(got[1]), count: limit });
@@ -176,5 +176,63 @@ describe('RedisStore', () => {
         assert.deepEqual([Number(start), Number(count)], [shield.windowStart, shield.count], `step ${i}`);
       }
     }
+  });
+  it('the ADMIT and REFUND_SPEND scripts count the day\'s spend exactly as otpkit-core does (3,000 random steps)', async (t) => {
+    // The scripts mirror SpendCounter::charge and ::refund so that the cap is charged atomically
+    // with the guard and the flood shield; this keeps them the same rule, with amounts up to
+    // 10^15 micro-units (exact below 2^53 in Lua's doubles). Each charge admits at a fresh guard
+    // key (version 0) and no shield, so only the spend decides.
+    const native = require('../lib/native');
+    const p = `sp${process.pid}:`;
+    const store = new RedisStore({ url: redis.url, prefix: p });
+    await store.connect();
+    t.after(() => store.close());
+    let rng = 0x1b873593;
+    const rand = (n) => {
+      // 32-bit LCG in exact integer arithmetic (Math.imul), its high bits used
+      rng = (Math.imul(rng, 1103515245) + 12345) >>> 0;
+      return Math.floor((rng / 2 ** 32) * n);
+    };
+    const DAY = 86_400_000;
+    let core = null; // the core's counter JSON
+    let now = 1_800_000_000_000;
+    const big = () => rand(1_000_000) * 1_000_000_000 + rand(1_000_000_000); // up to ~10^15
+    const seen = { charged: 0, refused: 0, refunded: 0 };
+    for (let i = 0; i < 3000; i++) {
+      const r = rand(100);
+      now += r < 85 ? rand(3_600_000) : r < 95 ? DAY : -rand(2 * DAY); // sometimes a new day, sometimes a clock behind
+      const day = Math.floor(now / DAY);
+      if (rand(4) === 0) {
+        // a refund, sometimes of another day
+        const refundDay = rand(3) === 0 ? day - 1 + rand(3) : day;
+        const micros = rand(2) ? rand(3_000_000) : big();
+        const before = core;
+        core = native.spendRefundJson(core, refundDay, micros);
+        if (core !== before && JSON.parse(core).micros !== JSON.parse(before ?? '{"micros":0}').micros) seen.refunded++;
+        await store.redis.otpkitRefundSpend(`${p}sp`, String(refundDay), String(micros));
+      } else {
+        const limitMicros = rand(3) ? 1 + rand(5_000_000) : big();
+        const costMicros = 1 + (rand(3) ? rand(2_000_000) : Math.min(big(), limitMicros));
+        const charge = JSON.stringify({ limitMicros, costMicros, day });
+        const want = native.spendJson(core, charge, now);
+        const got = await store.redis.otpkitAdmit(`${p}g:${i}`, `${p}fw`, `${p}sp`, 0, '{}', 60000, '', now, 60_000, 120_000, String(limitMicros), String(costMicros), String(day), 2 * DAY);
+        if (want.refused) {
+          assert.ok(Array.isArray(got) && got[0] === -2, `step ${i}: the core refuses, the script answered ${JSON.stringify(got)}`);
+          const full = JSON.stringify({ day: Number(got[1]), micros: limitMicros });
+          assert.equal(native.spendJson(full, charge, now).refused, want.refused, `step ${i}: same Retry-After`);
+          seen.refused++;
+          continue;
+        }
+        assert.equal(got, 1, `step ${i}: the core admits, the script answered ${JSON.stringify(got)}`);
+        core = want.state;
+        seen.charged++;
+      }
+      const counter = JSON.parse(core);
+      const [d, micros] = await store.redis.hmget(`${p}sp`, 'day', 'micros');
+      if (d == null) assert.equal(counter.micros, 0, `step ${i}: nothing charged yet`);
+      else assert.deepEqual([Number(d), Number(micros)], [counter.day, counter.micros], `step ${i}`);
+    }
+    // every branch was taken many times (a test that cannot fail is a defect)
+    assert.ok(seen.charged > 300 && seen.refused > 300 && seen.refunded > 100, JSON.stringify(seen));
   });
 });

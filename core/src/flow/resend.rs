@@ -7,8 +7,8 @@
 //! deliver (on the channel asked for, else the session's; then the policy's fallbacks) → apply
 //! the new code at the session (atomic: only if it is still pending) → answer as a new send →
 //! audit `resent`, analytics. A refusal or a definite delivery failure hands the reservation
-//! and the charge back, so the user may try again at once; a timeout keeps both (the message
-//! may have gone out).
+//! and the charge back (the daily spend too, [`crate::spend`]), so the user may try again at
+//! once; a timeout keeps both (the message may have gone out).
 
 use super::{refused, store_error, Admitted, Io, Outcome, Queue, Step, VerifyStep};
 use crate::analytics;
@@ -23,6 +23,7 @@ use crate::http::request::{Dialect, ResendRequest};
 use crate::policy::Policy;
 use crate::secret::{Code, Pepper};
 use crate::session::{Session, SessionState, StoredState};
+use crate::spend::SpendPlan;
 use crate::template;
 use crate::time::UnixMillis;
 use crate::validate::{self, Channel};
@@ -150,6 +151,7 @@ enum Wait {
     FloodRefund,
     Deliver,
     Refund,
+    SpendRefund,
     Release,
     Apply,
     After,
@@ -177,6 +179,9 @@ pub struct ResendFlow {
     /// The message, and the channels still to try after its own.
     message: Option<OutgoingMessage>,
     fallbacks: Vec<Channel>,
+    /// The charge against the daily spend cap, if any, and whether it was made.
+    spend: Option<SpendPlan>,
+    spent: bool,
     /// The error answered once the reservation is given back.
     pending_error: Option<Error>,
     /// Audit events and analytics recorded after the answer.
@@ -216,6 +221,8 @@ impl ResendFlow {
             segments: 0,
             message: None,
             fallbacks: Vec::new(),
+            spend: None,
+            spent: false,
             pending_error: None,
             events: Vec::new(),
             deltas: Vec::new(),
@@ -321,6 +328,10 @@ impl ResendFlow {
                 }
             }
         }
+        let channels: Vec<_> = core::iter::once(channel)
+            .chain(self.fallbacks.iter().copied())
+            .collect();
+        self.spend = SpendPlan::new(&self.policy, s.test, self.segments, &channels, self.now);
         let io = Io::Admit {
             dest: s.dest.clone(),
             purpose: s.purpose,
@@ -328,6 +339,7 @@ impl ResendFlow {
             expires_at: self.expires_at,
             test: s.test,
             flood_limit: (!s.test).then_some(self.policy.sends_per_workspace_per_minute),
+            spend: self.spend.map(|p| p.charge),
             resend: true,
         };
         self.session = Some(s);
@@ -432,6 +444,14 @@ impl ResendFlow {
             .push(AuditEvent::for_session("resent", s, "ok", None, self.now));
         self.deltas.extend(analytics::resent(s));
         self.finish(Ok(reply));
+        // Charged the most of its channels: what the one that delivered did not use goes back.
+        let unused = self
+            .spend
+            .filter(|_| self.spent)
+            .and_then(|p| p.unused(s.channel).map(|micros| (p.charge.day, micros)));
+        if let Some((day, micros)) = unused {
+            self.ask(Wait::After, Io::RefundSpend { day, micros });
+        }
         if self.reuse_hints {
             // The hint lives as long as the new code.
             let io = Io::PutReuseHint {
@@ -463,7 +483,10 @@ impl ResendFlow {
                 }
             },
             (Wait::Charge, Outcome::Admitted { admission }) => match admission {
-                Admitted::Send => self.deliver(),
+                Admitted::Send => {
+                    self.spent = self.spend.is_some();
+                    self.deliver();
+                }
                 Admitted::Refused {
                     code,
                     retry_after_secs,
@@ -480,11 +503,22 @@ impl ResendFlow {
                     }
                     self.release(refused(&code, retry_after_secs));
                 }
-                Admitted::FloodRefused {
-                    retry_after_secs,
-                    admitted,
-                } => {
-                    self.pending_error = Some(Error::RateLimited { retry_after_secs });
+                Admitted::FloodRefused { admitted, .. }
+                | Admitted::SpendRefused { admitted, .. } => {
+                    let e = admission
+                        .workspace_error()
+                        .unwrap_or(Error::StoreUnavailable);
+                    if let (Error::SpendLimitReached { .. }, Some(s)) = (&e, &self.session) {
+                        self.events.push(AuditEvent::refused(
+                            "rate_limited",
+                            &s.dest,
+                            s.purpose,
+                            s.app.as_deref(),
+                            e.code(),
+                            self.now,
+                        ));
+                    }
+                    self.pending_error = Some(e);
                     if admitted {
                         self.report(Wait::FloodRefund, DeliveryOutcome::Failed);
                     } else {
@@ -495,7 +529,21 @@ impl ResendFlow {
                 // Reuse, wait and failed are answers to a new send, never to a resend.
                 _ => self.release(Error::StoreUnavailable),
             },
-            (Wait::FloodRefund | Wait::Refund, _) => {
+            (Wait::Refund, _) if self.spent => {
+                // A definite failure costs nothing: the day's spend goes back too.
+                self.spent = false;
+                if let Some(p) = self.spend {
+                    let io = Io::RefundSpend {
+                        day: p.charge.day,
+                        micros: p.charge.cost_micros,
+                    };
+                    self.ask(Wait::SpendRefund, io);
+                } else {
+                    let e = self.pending_error.take().unwrap_or(Error::DeliveryFailed);
+                    self.release(e);
+                }
+            }
+            (Wait::FloodRefund | Wait::Refund | Wait::SpendRefund, _) => {
                 let e = self.pending_error.take().unwrap_or(Error::DeliveryFailed);
                 self.release(e);
             }
