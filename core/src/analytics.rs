@@ -513,11 +513,20 @@ struct CountView<'a> {
     verification_rate: f64,
     sms_segments: u64,
     resent: u64,
-    estimated_cost: Cost<'a>,
+    /// `null` only in the admin report, when workspaces price in more than one currency.
+    estimated_cost: Option<Cost<'a>>,
 }
 
 impl<'a> CountView<'a> {
     fn new(t: &Tally, price: &'a Price, date: Option<String>) -> CountView<'a> {
+        let cost = Cost {
+            amount: times(&price.amount, t.counts.sms_segments),
+            currency: &price.currency,
+        };
+        CountView::priced(t, Some(cost), date)
+    }
+
+    fn priced(t: &Tally, cost: Option<Cost<'a>>, date: Option<String>) -> CountView<'a> {
         let c = &t.counts;
         CountView {
             date,
@@ -530,10 +539,7 @@ impl<'a> CountView<'a> {
             verification_rate: rate(c.verified, c.sent),
             sms_segments: c.sms_segments,
             resent: c.resent,
-            estimated_cost: Cost {
-                amount: times(&price.amount, c.sms_segments),
-                currency: &price.currency,
-            },
+            estimated_cost: cost,
         }
     }
 }
@@ -563,43 +569,17 @@ pub fn report(
     open: impl IntoIterator<Item = Bucket>,
     price: &Price,
 ) -> Reply {
-    let mut buckets: BTreeMap<Bucket, (Counts, u64)> = BTreeMap::new();
-    for (b, c) in counters {
-        if q.covers(&b, now) {
-            buckets.entry(b).or_default().0.add(&c);
-        }
-    }
-    for b in open {
-        if q.covers(&b, now) {
-            let live = &mut buckets.entry(b).or_default().1;
-            *live = live.saturating_add(1);
-        }
-    }
     let first = q.first_day(now);
     let today = day_of(now);
     let mut totals = Tally::default();
     let mut days: BTreeMap<u32, Tally> = (first..=today).map(|d| (d, Tally::default())).collect();
     let mut by_channel: BTreeMap<&'static str, Tally> = BTreeMap::new();
     let mut by_purpose: BTreeMap<&'static str, Tally> = BTreeMap::new();
-    for (b, (counts, live)) in &buckets {
-        let c = counts;
-        // Sessions neither verified, locked nor still live have reached expiry unverified.
-        let expired = c
-            .sent
-            .saturating_sub(c.verified)
-            .saturating_sub(c.failed)
-            .saturating_sub(*live);
-        let t = Tally {
-            counts: *c,
-            expired,
-        };
-        if t.counts == Counts::default() && expired == 0 {
-            continue; // only open sessions whose counters are not written yet
-        }
-        totals.add(&t);
-        days.entry(b.day).or_default().add(&t);
-        by_channel.entry(b.channel.as_str()).or_default().add(&t);
-        by_purpose.entry(b.purpose.as_str()).or_default().add(&t);
+    for (b, t) in &tallies(q, now, counters, open) {
+        totals.add(t);
+        days.entry(b.day).or_default().add(t);
+        by_channel.entry(b.channel.as_str()).or_default().add(t);
+        by_purpose.entry(b.purpose.as_str()).or_default().add(t);
     }
     let view = |m: BTreeMap<&'static str, Tally>| {
         m.into_iter()
@@ -618,6 +598,237 @@ pub fn report(
             .collect(),
         by_channel: view(by_channel),
         by_purpose: view(by_purpose),
+    };
+    Reply::json(200, &report)
+}
+
+/// The counts of each bucket the query covers, with its expired sessions derived (buckets with
+/// nothing to count left out).
+fn tallies(
+    q: &AnalyticsQuery,
+    now: UnixMillis,
+    counters: impl IntoIterator<Item = (Bucket, Counts)>,
+    open: impl IntoIterator<Item = Bucket>,
+) -> BTreeMap<Bucket, Tally> {
+    let mut buckets: BTreeMap<Bucket, (Counts, u64)> = BTreeMap::new();
+    for (b, c) in counters {
+        if q.covers(&b, now) {
+            buckets.entry(b).or_default().0.add(&c);
+        }
+    }
+    for b in open {
+        if q.covers(&b, now) {
+            let live = &mut buckets.entry(b).or_default().1;
+            *live = live.saturating_add(1);
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (b, (counts, live)) in buckets {
+        let c = counts;
+        // Sessions neither verified, locked nor still live have reached expiry unverified.
+        let expired = c
+            .sent
+            .saturating_sub(c.verified)
+            .saturating_sub(c.failed)
+            .saturating_sub(live);
+        let t = Tally { counts: c, expired };
+        if t.counts == Counts::default() && expired == 0 {
+            continue; // only open sessions whose counters are not written yet
+        }
+        out.insert(b, t);
+    }
+    out
+}
+
+/// One workspace's stored analytics, as [`report`] takes them, for [`admin_report`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkspaceCounters {
+    /// The workspace.
+    pub workspace_id: String,
+    /// Its price per SMS segment (policy `pricePerSegment`).
+    pub price: Price,
+    /// Its counters (any buckets, as [`report`]'s `counters`).
+    pub counters: Vec<(Bucket, Counts)>,
+    /// Its open sessions not yet expired (as [`report`]'s `open`).
+    pub open: Vec<Bucket>,
+}
+
+/// Exact sums of money by currency: mantissa and decimals (`"0.0225"` is `(225, 4)`).
+#[derive(Debug, Default, Clone)]
+struct Money(BTreeMap<String, (u128, u32)>);
+
+fn pow10(n: u32) -> u128 {
+    10u128.checked_pow(n).unwrap_or(u128::MAX)
+}
+
+impl Money {
+    /// Adds a decimal string (as [`times`] writes it) in `currency`.
+    fn add_amount(&mut self, currency: &str, amount: &str) {
+        let (int, frac) = amount.split_once('.').unwrap_or((amount, ""));
+        let m: u128 = format!("{int}{frac}").parse().unwrap_or(0);
+        let scale = u32::try_from(frac.len()).unwrap_or(0);
+        self.add_exact(currency, m, scale);
+    }
+
+    fn add_exact(&mut self, currency: &str, m: u128, scale: u32) {
+        let slot = self.0.entry(currency.to_string()).or_insert((0, scale));
+        let to = slot.1.max(scale);
+        let have = slot.0.saturating_mul(pow10(to.saturating_sub(slot.1)));
+        let add = m.saturating_mul(pow10(to.saturating_sub(scale)));
+        *slot = (have.saturating_add(add), to);
+    }
+
+    fn add(&mut self, other: &Money) {
+        for (c, (m, scale)) in &other.0 {
+            self.add_exact(c, *m, *scale);
+        }
+    }
+
+    /// The sum in `currency` as a decimal string (`"0"` when nothing was added).
+    fn amount(&self, currency: &str) -> String {
+        let Some(&(m, scale)) = self.0.get(currency) else {
+            return "0".into();
+        };
+        let total = m.to_string();
+        if scale == 0 {
+            return total;
+        }
+        let scale = usize::try_from(scale).unwrap_or(0);
+        let padded = format!("{total:0>width$}", width = scale.saturating_add(1));
+        let (whole, cents) = padded.split_at(padded.len().saturating_sub(scale));
+        format!("{whole}.{cents}")
+    }
+}
+
+#[derive(Default, Clone)]
+struct Priced {
+    tally: Tally,
+    money: Money,
+}
+
+impl Priced {
+    fn add(&mut self, other: &Priced) {
+        self.tally.add(&other.tally);
+        self.money.add(&other.money);
+    }
+}
+
+#[derive(Serialize)]
+struct CurrencyCost {
+    amount: String,
+    currency: String,
+}
+
+#[derive(Serialize)]
+struct WorkspaceTotals<'a> {
+    workspace_id: &'a str,
+    totals: CountView<'a>,
+}
+
+#[derive(Serialize)]
+struct AdminReport<'a> {
+    #[serde(flatten)]
+    report: Report<'a>,
+    estimated_costs: Vec<CurrencyCost>,
+    workspaces: Vec<WorkspaceTotals<'a>>,
+}
+
+/// `GET /v1/admin/analytics` (SPEC §9 "Admin"): [`report`]'s shape over every workspace given
+/// (their counts summed, each bucket's cost at its own workspace's price), plus
+/// `estimated_costs` (the period's cost per currency) and `workspaces` (each workspace with
+/// activity in the period and its totals, exactly as its own report's, by id). Every
+/// `estimated_cost` is `null` when the workspaces price in more than one currency (the
+/// per-currency sums are in `estimated_costs`). Not by country: no counter is kept by country.
+#[must_use]
+pub fn admin_report(
+    q: &AnalyticsQuery,
+    now: UnixMillis,
+    workspaces: &[WorkspaceCounters],
+) -> Reply {
+    // Only the workspaces with something to count in the period (and app) take part.
+    let active: Vec<(&WorkspaceCounters, BTreeMap<Bucket, Tally>)> = workspaces
+        .iter()
+        .map(|w| {
+            let t = tallies(q, now, w.counters.iter().cloned(), w.open.iter().cloned());
+            (w, t)
+        })
+        .filter(|(_, t)| !t.is_empty())
+        .collect();
+    let mut currencies: Vec<&str> = active
+        .iter()
+        .map(|(w, _)| w.price.currency.as_str())
+        .collect();
+    currencies.sort_unstable();
+    currencies.dedup();
+    // One currency: every view is priced in it ("USD", SPEC §2's default, when none is known).
+    let single: Option<&str> = match currencies.as_slice() {
+        [] => Some("USD"),
+        [one] => Some(one),
+        _ => None,
+    };
+    let first = q.first_day(now);
+    let today = day_of(now);
+    let mut totals = Priced::default();
+    let mut days: BTreeMap<u32, Priced> = (first..=today).map(|d| (d, Priced::default())).collect();
+    let mut by_channel: BTreeMap<&'static str, Priced> = BTreeMap::new();
+    let mut by_purpose: BTreeMap<&'static str, Priced> = BTreeMap::new();
+    let mut per_ws = Vec::new();
+    for (w, buckets) in &active {
+        let mut own = Tally::default();
+        for (b, t) in buckets {
+            let mut p = Priced {
+                tally: *t,
+                money: Money::default(),
+            };
+            let cost = times(&w.price.amount, t.counts.sms_segments);
+            p.money.add_amount(&w.price.currency, &cost);
+            own.add(t);
+            totals.add(&p);
+            days.entry(b.day).or_default().add(&p);
+            by_channel.entry(b.channel.as_str()).or_default().add(&p);
+            by_purpose.entry(b.purpose.as_str()).or_default().add(&p);
+        }
+        per_ws.push(WorkspaceTotals {
+            workspace_id: &w.workspace_id,
+            totals: CountView::new(&own, &w.price, None),
+        });
+    }
+    let view = |p: &Priced, date: Option<String>| {
+        let cost = single.map(|c| Cost {
+            amount: p.money.amount(c),
+            currency: c,
+        });
+        CountView::priced(&p.tally, cost, date)
+    };
+    let keyed = |m: &BTreeMap<&'static str, Priced>| {
+        m.iter()
+            .map(|(k, p)| (*k, view(p, None)))
+            .collect::<BTreeMap<_, _>>()
+    };
+    let report = AdminReport {
+        report: Report {
+            app: q.app.as_deref(),
+            period_days: q.days,
+            from: date_of(first),
+            to: date_of(today),
+            totals: view(&totals, None),
+            days: days
+                .iter()
+                .map(|(d, p)| view(p, Some(date_of(*d))))
+                .collect(),
+            by_channel: keyed(&by_channel),
+            by_purpose: keyed(&by_purpose),
+        },
+        estimated_costs: totals
+            .money
+            .0
+            .keys()
+            .map(|c| CurrencyCost {
+                amount: totals.money.amount(c),
+                currency: c.clone(),
+            })
+            .collect(),
+        workspaces: per_ws,
     };
     Reply::json(200, &report)
 }
@@ -763,6 +974,122 @@ mod tests {
         assert_eq!(all["period_days"], 30);
         assert_eq!(all["totals"]["sent"], 4);
         assert_eq!(all["totals"]["expired"], 2);
+    }
+
+    /// The counters and open sessions a store keeps for these deltas.
+    fn stored(deltas: &[Option<Delta>]) -> (Vec<(Bucket, Counts)>, Vec<Bucket>) {
+        let mut counters = Vec::new();
+        let mut open: BTreeMap<String, Bucket> = BTreeMap::new();
+        for d in deltas.iter().flatten() {
+            let b = Bucket::parse(d.day, &d.bucket).unwrap();
+            counters.push((b.clone(), d.counts));
+            if d.open_until.is_some() {
+                open.insert(d.session_id.clone(), b);
+            }
+            if d.close {
+                open.remove(&d.session_id);
+            }
+        }
+        (counters, open.into_values().collect())
+    }
+
+    fn ws(id: &str, amount: &str, currency: &str, deltas: &[Option<Delta>]) -> WorkspaceCounters {
+        let (counters, open) = stored(deltas);
+        WorkspaceCounters {
+            workspace_id: id.into(),
+            price: Price {
+                amount: amount.into(),
+                currency: currency.into(),
+            },
+            counters,
+            open,
+        }
+    }
+
+    #[test]
+    fn admin_report_sums_workspaces_each_at_its_own_price() {
+        let a1 = session(None, "sms", NOW);
+        let a2 = session(Some("Shop"), "whatsapp", NOW);
+        let b1 = session(None, "sms", UnixMillis(NOW.0 - DAY));
+        let a = ws(
+            "ws_a",
+            "0.05",
+            "USD",
+            &[
+                delivered(&a1),
+                delivered(&a2),
+                verified(&a1, VerifyOutcome::Approved),
+            ],
+        );
+        let b = ws("ws_b", "0.0075", "USD", &[delivered(&b1), reused(&b1)]);
+        // Idle in the period: neither listed nor deciding the currency.
+        let idle = ws("ws_c", "1", "EUR", &[]);
+        let q = query("days=7").unwrap();
+        let at = NOW.plus_secs(10);
+        let all: Value =
+            serde_json::from_str(&admin_report(&q, at, &[a.clone(), b.clone(), idle]).body)
+                .unwrap();
+        let own = |w: &WorkspaceCounters| -> Value {
+            let r = report(&q, at, w.counters.clone(), w.open.clone(), &w.price);
+            serde_json::from_str(&r.body).unwrap()
+        };
+        let (ra, rb) = (own(&a), own(&b));
+        for f in [
+            "sent",
+            "reused",
+            "verified",
+            "failed",
+            "expired",
+            "sms_segments",
+        ] {
+            let sum = ra["totals"][f].as_u64().unwrap() + rb["totals"][f].as_u64().unwrap();
+            assert_eq!(all["totals"][f], sum, "{f}");
+        }
+        assert_eq!(all["totals"]["sent"], 3);
+        // 1 segment at 0.05 and 1 at 0.0075: summed exactly, in the finer scale.
+        assert_eq!(
+            all["totals"]["estimated_cost"],
+            json!({"amount": "0.0575", "currency": "USD"})
+        );
+        assert_eq!(
+            all["estimated_costs"],
+            json!([{"amount": "0.0575", "currency": "USD"}])
+        );
+        assert_eq!(all["period_days"], 7);
+        assert_eq!(all["days"].as_array().unwrap().len(), 7);
+        assert_eq!(all["days"][5]["sent"], 1);
+        assert_eq!(all["days"][6]["sent"], 2);
+        assert_eq!(all["by_channel"]["sms"]["sent"], 2);
+        assert_eq!(all["by_channel"]["whatsapp"]["sent"], 1);
+        // Each workspace with activity, with its totals exactly as its own report's; none idle.
+        let listed = all["workspaces"].as_array().unwrap();
+        assert_eq!(listed.len(), 2);
+        assert_eq!(listed[0]["workspace_id"], "ws_a");
+        assert_eq!(listed[0]["totals"], ra["totals"]);
+        assert_eq!(listed[1]["workspace_id"], "ws_b");
+        assert_eq!(listed[1]["totals"], rb["totals"]);
+        // Two currencies: no single cost, one sum per currency.
+        let eur = ws(
+            "ws_e",
+            "0.10",
+            "EUR",
+            &[delivered(&session(None, "sms", NOW))],
+        );
+        let mixed: Value = serde_json::from_str(&admin_report(&q, at, &[a, eur]).body).unwrap();
+        assert_eq!(mixed["totals"]["estimated_cost"], Value::Null);
+        assert_eq!(mixed["days"][6]["estimated_cost"], Value::Null);
+        assert_eq!(
+            mixed["estimated_costs"],
+            json!([{"amount": "0.10", "currency": "EUR"}, {"amount": "0.05", "currency": "USD"}])
+        );
+        // No workspace at all: zeros, priced in SPEC §2's default currency.
+        let none: Value = serde_json::from_str(&admin_report(&q, at, &[]).body).unwrap();
+        assert_eq!(none["totals"]["sent"], 0);
+        assert_eq!(
+            none["totals"]["estimated_cost"],
+            json!({"amount": "0", "currency": "USD"})
+        );
+        assert_eq!(none["workspaces"], json!([]));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
 /// Event kinds, as stored and answered.
-pub const EVENTS: [&str; 11] = [
+pub const EVENTS: [&str; 15] = [
     "requested",
     "reused",
     "delivered",
@@ -22,6 +22,19 @@ pub const EVENTS: [&str; 11] = [
     "purged",
     "canceled",
     "resent",
+    "workspace_created",
+    "workspace_updated",
+    "key_created",
+    "key_revoked",
+];
+
+/// The operator's actions (SPEC §9 "Admin"), audited in the workspace's own trail: lifecycle
+/// events (never repeatable) without a session, purpose or destination ([`AuditEvent::admin`]).
+pub const ADMIN_EVENTS: [&str; 4] = [
+    "workspace_created",
+    "workspace_updated",
+    "key_created",
+    "key_revoked",
 ];
 
 /// The events an end user can cause again and again without a send: a request answered by an
@@ -61,11 +74,12 @@ pub struct AuditEvent {
     pub event: String,
     /// Session id (empty for events without one, such as `rate_limited`).
     pub session_id: String,
-    /// Purpose.
-    pub purpose: Purpose,
+    /// Purpose (`None` for an event about no session: the admin events).
+    #[serde(default)]
+    pub purpose: Option<Purpose>,
     /// App label.
     pub app: Option<String>,
-    /// Masked destination.
+    /// Masked destination (empty for an event about no destination: the admin events).
     pub dest: String,
     /// `ok`, `failed`, `refused`, …
     pub outcome: String,
@@ -77,6 +91,10 @@ pub struct AuditEvent {
     /// fallback, each try is its own event (SPEC §7).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel: Option<Channel>,
+    /// The API key an admin event is about (`key_created`, `key_revoked`), by its id: never the
+    /// key or its hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
 }
 
 /// The events that say which channel a message went out on (or failed on).
@@ -96,13 +114,14 @@ impl AuditEvent {
             time: now,
             event: event.to_string(),
             session_id: session.id.clone(),
-            purpose: session.purpose,
+            purpose: Some(session.purpose),
             app: session.app.clone(),
             dest: validate::mask_destination(&session.dest),
             outcome: outcome.to_string(),
             status: status.map(ToString::to_string),
             test: session.test,
             channel: DELIVERY_EVENTS.contains(&event).then_some(session.channel),
+            key_id: None,
         }
     }
 
@@ -120,13 +139,33 @@ impl AuditEvent {
             time: now,
             event: event.to_string(),
             session_id: String::new(),
-            purpose,
+            purpose: Some(purpose),
             app: app.map(ToString::to_string),
             dest: validate::mask_destination(dest),
             outcome: "refused".to_string(),
             status: Some(code.to_string()),
             test: false,
             channel: None,
+            key_id: None,
+        }
+    }
+
+    /// An operator's action on a workspace (one of [`ADMIN_EVENTS`]): no session, purpose or
+    /// destination; `key_id` names the key of `key_created` and `key_revoked` (by id only).
+    #[must_use]
+    pub fn admin(event: &str, key_id: Option<&str>, now: UnixMillis) -> AuditEvent {
+        AuditEvent {
+            time: now,
+            event: event.to_string(),
+            session_id: String::new(),
+            purpose: None,
+            app: None,
+            dest: String::new(),
+            outcome: "ok".to_string(),
+            status: None,
+            test: false,
+            channel: None,
+            key_id: key_id.map(ToString::to_string),
         }
     }
 
@@ -224,7 +263,7 @@ struct EventView<'a> {
     time: String,
     event: &'a str,
     session_id: &'a str,
-    purpose: Purpose,
+    purpose: Option<Purpose>,
     app: Option<&'a str>,
     dest: &'a str,
     outcome: &'a str,
@@ -234,6 +273,8 @@ struct EventView<'a> {
     test: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     channel: Option<Channel>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_id: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -260,6 +301,7 @@ pub fn reply(events: &[AuditEvent], next_cursor: Option<u64>) -> crate::http::en
                 status: e.status.as_deref(),
                 test: e.test,
                 channel: e.channel,
+                key_id: e.key_id.as_deref(),
             })
             .collect(),
         next_cursor: next_cursor.map(|c| c.to_string()),
@@ -287,6 +329,43 @@ mod tests {
         ] {
             assert!(!is_repeatable(e), "{e} is a lifecycle event");
         }
+    }
+
+    #[test]
+    fn admin_events_are_lifecycle_events_without_session_or_destination() {
+        let now = UnixMillis(1_763_800_000_000);
+        for name in ADMIN_EVENTS {
+            assert!(EVENTS.contains(&name), "{name} is a known event");
+            let e = AuditEvent::admin(name, Some("key_0123456789abcdef"), now);
+            assert!(!e.is_repeatable(), "{name} is a lifecycle event");
+            assert_eq!((e.session_id.as_str(), e.dest.as_str()), ("", ""));
+            assert_eq!((e.purpose, e.channel), (None, None));
+            // Stored as JSON and read back (Redis, memory): the same event.
+            let back: AuditEvent =
+                serde_json::from_str(&serde_json::to_string(&e).unwrap()).unwrap();
+            assert_eq!(back, e);
+        }
+        let page = reply(
+            &[AuditEvent::admin("key_revoked", Some("key_1"), now)],
+            None,
+        );
+        let v: serde_json::Value = serde_json::from_str(&page.body).unwrap();
+        let ev = &v["data"]["events"][0];
+        assert_eq!(ev["event"], "key_revoked");
+        assert_eq!(ev["keyId"], "key_1");
+        assert_eq!(ev["purpose"], serde_json::Value::Null);
+        // Events stored before admin events existed still read (purpose given, no keyId).
+        let old: AuditEvent = serde_json::from_str(
+            r#"{"time":1,"event":"requested","sessionId":"s","purpose":"LOGIN","app":null,
+            "dest":"+233****7745","outcome":"ok","status":null,"test":false}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (old.purpose, old.key_id.clone()),
+            (Some(Purpose::Login), None)
+        );
+        let page = reply(&[old], None);
+        assert!(!page.body.contains("keyId"));
     }
 
     #[test]

@@ -167,6 +167,16 @@ const TRACES: &[(&str, &str)] = traces![
     "admin-revoke-key-already-revoked.json",
     "admin-revoke-key-unindex-failed.json",
     "admin-revoke-key-read-failed.json",
+    "admin-create-key-audit-failed.json",
+    "admin-list-first-page.json",
+    "admin-list-last-page.json",
+    "admin-list-empty-values.json",
+    "admin-list-bad-limit.json",
+    "admin-list-zero-limit.json",
+    "admin-list-malformed-cursor.json",
+    "admin-list-unknown-cursor.json",
+    "admin-list-store-failed.json",
+    "admin-list-store-corrupt.json",
     "request-channel-fallback.json",
     "request-channel-fallback-timeout.json",
     "resend-approved.json",
@@ -186,10 +196,18 @@ const TRACES: &[(&str, &str)] = traces![
     "resend-timeout.json",
     "resend-too-soon.json",
     "resend-zend.json",
+    "request-spend-refused.json",
+    "request-spend-refused-unfused.json",
+    "request-spend-refund-gateway-failed.json",
+    "request-spend-timeout-charged.json",
+    "request-spend-fallback-unused.json",
+    "request-spend-test-number.json",
+    "resend-spend-refund-failed.json",
+    "resend-spend-refused.json",
 ];
 
 /// Every IO, outcome and admission kind; the traces together must use each of them.
-const IO_KINDS: [&str; 20] = [
+const IO_KINDS: [&str; 23] = [
     "readReuseHint",
     "readSession",
     "readActive",
@@ -210,8 +228,11 @@ const IO_KINDS: [&str; 20] = [
     "indexKey",
     "unindexKey",
     "resend",
+    "listWorkspaces",
+    "audit",
+    "refundSpend",
 ];
-const OUTCOME_KINDS: [&str; 14] = [
+const OUTCOME_KINDS: [&str; 15] = [
     "done",
     "conflict",
     "failed",
@@ -226,8 +247,17 @@ const OUTCOME_KINDS: [&str; 14] = [
     "verified",
     "workspace",
     "resent",
+    "workspaces",
 ];
-const ADMISSION_KINDS: [&str; 6] = ["send", "reuse", "wait", "failed", "refused", "floodRefused"];
+const ADMISSION_KINDS: [&str; 7] = [
+    "send",
+    "reuse",
+    "wait",
+    "failed",
+    "refused",
+    "floodRefused",
+    "spendRefused",
+];
 /// The `Idempotency-Key` IO and outcomes (kept apart from the lists above, which other flows grow).
 const IDEMPOTENCY_IO_KINDS: [&str; 4] = [
     "claimIdempotency",
@@ -620,6 +650,7 @@ fn admin_flow(start: &Value, now: UnixMillis, random: &[u8; ADMIN_RANDOM_BYTES])
         "patchWorkspace" => &["id", "body"],
         "getWorkspace" | "createKey" => &["id"],
         "revokeKey" => &["id", "keyId"],
+        "listWorkspaces" => &["cursor", "limit"],
         other => return Err(format!("unknown admin action {other}")),
     };
     let keys = [["flow", "action", "now"].as_slice(), allowed].concat();
@@ -639,6 +670,10 @@ fn admin_flow(start: &Value, now: UnixMillis, random: &[u8; ADMIN_RANDOM_BYTES])
         },
         "createKey" => AdminAction::CreateKey {
             id: get_str(start, "id")?,
+        },
+        "listWorkspaces" => AdminAction::ListWorkspaces {
+            cursor: start.get("cursor").and_then(Value::as_str),
+            limit: start.get("limit").and_then(Value::as_str),
         },
         _ => AdminAction::RevokeKey {
             id: get_str(start, "id")?,

@@ -3,11 +3,16 @@
 //! `GET /otp/analytics` from two indexed reads of one workspace's rows.
 
 use crate::audit::text;
-use otpkit_core::analytics::{self, AnalyticsQuery, Bucket, Counts, Delta, Write};
+use crate::workspaces;
+use otpkit_core::analytics::{
+    self, AnalyticsQuery, Bucket, Counts, Delta, WorkspaceCounters, Write,
+};
 use otpkit_core::http::envelope::Reply;
+use otpkit_core::policy::Policy;
 use otpkit_core::workspace::WorkspaceRecord;
 use otpkit_core::{Error, UnixMillis};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use worker::wasm_bindgen::JsValue;
 use worker::{D1Database, D1PreparedStatement, Env};
 
@@ -116,6 +121,9 @@ fn purge_statements(
 
 #[derive(Deserialize)]
 struct CounterRow {
+    /// Only in the admin report's rows (every workspace's).
+    #[serde(default)]
+    workspace_id: String,
     day: f64,
     channel: String,
     purpose: String,
@@ -131,6 +139,8 @@ struct CounterRow {
 
 #[derive(Deserialize)]
 struct OpenRow {
+    #[serde(default)]
+    workspace_id: String,
     day: f64,
     channel: String,
     purpose: String,
@@ -146,6 +156,87 @@ fn int(x: f64) -> u64 {
 fn bucket(day: f64, channel: &str, purpose: &str, app: &str) -> Option<Bucket> {
     let day = u32::try_from(int(day)).ok()?;
     Bucket::parse(day, &format!("{channel}|{purpose}|{app}"))
+}
+
+fn counter(r: &CounterRow) -> Option<(Bucket, Counts)> {
+    let b = bucket(r.day, &r.channel, &r.purpose, &r.app)?;
+    let c = Counts {
+        sent: int(r.sent),
+        reused: int(r.reused),
+        delivery_failed: int(r.delivery_failed),
+        verified: int(r.verified),
+        failed: int(r.failed),
+        sms_segments: int(r.sms_segments),
+        resent: int(r.resent),
+    };
+    Some((b, c))
+}
+
+/// The bucket of a row of live sessions, once per session.
+fn live(r: &OpenRow) -> impl Iterator<Item = Bucket> {
+    let b = bucket(r.day, &r.channel, &r.purpose, &r.app);
+    let n = usize::try_from(int(r.live)).unwrap_or(0);
+    std::iter::repeat_n(b, n).flatten()
+}
+
+/// `GET /v1/admin/analytics` (SPEC §9): the same two reads as [`report`] without the workspace
+/// filter (every workspace's rows of the period), then each workspace's price from its record
+/// (KV), and the core's [`analytics::admin_report`].
+pub async fn admin_report(env: &Env, q: &AnalyticsQuery, now: UnixMillis) -> Result<Reply, Error> {
+    let db = env.d1("AUDIT").map_err(|_| Error::Misconfigured {
+        message: "D1 binding AUDIT is missing".into(),
+    })?;
+    let app = q.app.as_deref().map_or(JsValue::NULL, JsValue::from_str);
+    let first = num(u64::from(q.first_day(now)));
+    let unavailable = |_| Error::StoreUnavailable;
+    let counters = db
+        .prepare(
+            "SELECT workspace_id, day, channel, purpose, app, sent, reused, delivery_failed, \
+             verified, failed, sms_segments, resent FROM analytics_daily \
+             WHERE day >= ?1 AND (?2 IS NULL OR app = ?2)",
+        )
+        .bind(&[first.clone(), app.clone()])
+        .map_err(unavailable)?;
+    let open = db
+        .prepare(
+            "SELECT workspace_id, day, channel, purpose, app, COUNT(*) AS live FROM analytics_open \
+             WHERE expires_at > ?1 AND day >= ?2 AND (?3 IS NULL OR app = ?3) \
+             GROUP BY workspace_id, day, channel, purpose, app",
+        )
+        .bind(&[num(now.0), first, app])
+        .map_err(unavailable)?;
+    let results = db.batch(vec![counters, open]).await.map_err(unavailable)?;
+    let (Some(counters), Some(open)) = (results.first(), results.get(1)) else {
+        return Err(Error::StoreUnavailable);
+    };
+    let counters: Vec<CounterRow> = counters.results().map_err(unavailable)?;
+    let open: Vec<OpenRow> = open.results().map_err(unavailable)?;
+    // Workspace id → its counters and its live sessions' buckets.
+    type Rows = (Vec<(Bucket, Counts)>, Vec<Bucket>);
+    let mut by_ws: BTreeMap<&str, Rows> = BTreeMap::new();
+    for r in &counters {
+        if let Some(c) = counter(r) {
+            by_ws.entry(&r.workspace_id).or_default().0.push(c);
+        }
+    }
+    for r in &open {
+        by_ws.entry(&r.workspace_id).or_default().1.extend(live(r));
+    }
+    let mut workspaces = Vec::with_capacity(by_ws.len());
+    for (id, (counters, open)) in by_ws {
+        // Each bucket is costed at its workspace's price (SPEC §2's default if it is gone).
+        let price = match workspaces::load(env, id).await? {
+            Some(ws) => ws.policy.price_per_segment,
+            None => Policy::default().price_per_segment,
+        };
+        workspaces.push(WorkspaceCounters {
+            workspace_id: id.to_string(),
+            price,
+            counters,
+            open,
+        });
+    }
+    Ok(analytics::admin_report(q, now, &workspaces))
 }
 
 /// `GET /otp/analytics`: the workspace's counters of the period and its live sessions, read in
@@ -184,24 +275,8 @@ pub async fn report(
     };
     let counters: Vec<CounterRow> = counters.results().map_err(unavailable)?;
     let open: Vec<OpenRow> = open.results().map_err(unavailable)?;
-    let counters = counters.iter().filter_map(|r| {
-        let b = bucket(r.day, &r.channel, &r.purpose, &r.app)?;
-        let c = Counts {
-            sent: int(r.sent),
-            reused: int(r.reused),
-            delivery_failed: int(r.delivery_failed),
-            verified: int(r.verified),
-            failed: int(r.failed),
-            sms_segments: int(r.sms_segments),
-            resent: int(r.resent),
-        };
-        Some((b, c))
-    });
-    let live = open.iter().flat_map(|r| {
-        let b = bucket(r.day, &r.channel, &r.purpose, &r.app);
-        let n = usize::try_from(int(r.live)).unwrap_or(0);
-        std::iter::repeat_n(b, n).flatten()
-    });
+    let counters = counters.iter().filter_map(counter);
+    let live = open.iter().flat_map(live);
     Ok(analytics::report(
         q,
         now,

@@ -30,21 +30,23 @@ pub async fn write(env: &Env, workspace_id: &str, events: &[AuditEvent], deltas:
     for e in events {
         let bound = db
             .prepare(
-                "INSERT INTO audit_events (workspace_id, time_ms, event, session_id, purpose, app, dest, outcome, status, test, channel) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                "INSERT INTO audit_events (workspace_id, time_ms, event, session_id, purpose, app, dest, outcome, status, test, channel, key_id) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )
             .bind(&[
                 text(workspace_id),
                 JsValue::from_f64(e.time.0 as f64),
                 text(&e.event),
                 text(&e.session_id),
-                text(e.purpose.as_str()),
+                // The column predates events without a purpose (admin events): '' for none.
+                text(e.purpose.map_or("", Purpose::as_str)),
                 opt_text(e.app.as_deref()),
                 text(&e.dest),
                 text(&e.outcome),
                 opt_text(e.status.as_deref()),
                 JsValue::from_f64(if e.test { 1.0 } else { 0.0 }),
                 opt_text(e.channel.map(Channel::as_str)),
+                opt_text(e.key_id.as_deref()),
             ]);
         match bound {
             Ok(s) => statements.push(s),
@@ -81,6 +83,7 @@ struct Row {
     status: Option<String>,
     test: f64,
     channel: Option<String>,
+    key_id: Option<String>,
 }
 
 /// One page of a workspace's events, newest first, and the cursor of the next page.
@@ -97,7 +100,7 @@ pub async fn query(
     let limit = f64::from(q.limit.saturating_add(1));
     let rows: Vec<Row> = db
         .prepare(
-            "SELECT seq, time_ms, event, session_id, purpose, app, dest, outcome, status, test, channel FROM audit_events \
+            "SELECT seq, time_ms, event, session_id, purpose, app, dest, outcome, status, test, channel, key_id FROM audit_events \
              WHERE workspace_id = ?1 AND seq < ?2 AND time_ms >= ?3 AND (?4 IS NULL OR session_id = ?4) \
              ORDER BY seq DESC LIMIT ?5",
         )
@@ -121,13 +124,14 @@ pub async fn query(
             time: UnixMillis(r.time_ms as u64),
             event: r.event.clone(),
             session_id: r.session_id.clone(),
-            purpose: Purpose::parse(&r.purpose).unwrap_or(Purpose::Login),
+            purpose: Purpose::parse(&r.purpose),
             app: r.app.clone(),
             dest: r.dest.clone(),
             outcome: r.outcome.clone(),
             status: r.status.clone(),
             test: r.test != 0.0,
             channel: r.channel.as_deref().and_then(Channel::parse),
+            key_id: r.key_id.clone(),
         })
         .collect();
     Ok((events, next))

@@ -84,3 +84,38 @@ pub async fn authenticate(
         _ => Err(Error::Unauthorized),
     }
 }
+
+/// The records in KV after the listing's `cursor` (KV's own: it lists `ws:` keys in key order,
+/// so by id), at most `limit`, and the cursor of the next page (`None` at the end). A cursor KV
+/// cannot read is `Ok(None)` (answered 400 on `cursor`). A key whose record has gone between
+/// the list and its read is left out.
+pub async fn list(
+    env: &Env,
+    cursor: Option<String>,
+    limit: u32,
+) -> Result<Option<(Vec<WorkspaceRecord>, Option<String>)>, Error> {
+    let kv = kv(env)?;
+    let given = cursor.is_some();
+    let mut list = kv.list().prefix("ws:".into()).limit(u64::from(limit));
+    if let Some(c) = cursor {
+        list = list.cursor(c);
+    }
+    let page = match list.execute().await {
+        Ok(page) => page,
+        Err(_) if given => return Ok(None),
+        Err(_) => return Err(Error::StoreUnavailable),
+    };
+    let reads = page.keys.iter().map(|k| kv.get(&k.name).text());
+    let mut records = Vec::with_capacity(page.keys.len());
+    for raw in futures_util::future::join_all(reads).await {
+        if let Some(json) = raw.map_err(|_| Error::StoreUnavailable)? {
+            records.push(WorkspaceRecord::from_json(&json)?);
+        }
+    }
+    let next = if page.list_complete {
+        None
+    } else {
+        page.cursor
+    };
+    Ok(Some((records, next)))
+}

@@ -54,6 +54,10 @@ class MemoryStore {
   analyticsReply(ws, query, now) {
     return this.native.analyticsReply(ws, query, now);
   }
+  /** `GET /v1/admin/analytics`: every workspace's counters (`library`: the library's workspace). */
+  adminAnalyticsReply(query, now, library) {
+    return this.native.adminAnalyticsReply(query, now, library);
+  }
   getWorkspace(id) {
     return this.native.kvGet(`ws:${id}`);
   }

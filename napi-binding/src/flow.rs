@@ -308,6 +308,27 @@ pub fn status_flow(
     })
 }
 
+/// Starts `GET /v1/admin/workspaces` (an admin flow): `query` is the URL's query string
+/// (`cursor`, `limit`; checked by the flow, 400 on a bad one).
+#[napi]
+pub fn list_workspaces_flow(query: String, now: f64) -> Result<AdminFlow> {
+    let pairs = crate::reports::query_pairs(&query);
+    let param = |name: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let action = AdminAction::ListWorkspaces {
+        cursor: param("cursor"),
+        limit: param("limit"),
+    };
+    let random = random::<ADMIN_RANDOM_BYTES>()?;
+    Ok(AdminFlow {
+        inner: flow::AdminFlow::start(action, ms(now), &random),
+    })
+}
+
 /// Starts an admin flow: `action` is `createWorkspace`, `patchWorkspace`, `getWorkspace`,
 /// `createKey` or `revokeKey`; `id` the workspace id, `keyId` the key, `body` the JSON body (create, patch).
 #[napi]

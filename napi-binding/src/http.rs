@@ -68,7 +68,7 @@ pub fn openapi_reply() -> Reply {
 #[derive(Debug)]
 pub struct RouteMatch {
     /// `health`, `openapi`, `request`, `verify`, `status`, `cancel`, `resend`, `audit`, `createWorkspace`, `patchWorkspace`,
-    /// `createKey`, `revokeKey`.
+    /// `createKey`, `revokeKey`, `listWorkspaces`, `adminAnalytics`.
     pub kind: String,
     /// `v1` or `zend` for the OTP routes.
     pub dialect: Option<String>,
@@ -108,6 +108,8 @@ pub fn route(method: String, path: String) -> Result<RouteMatch> {
         CoreRoute::RevokeKey(id, k) => {
             ("revokeKey", None, Some(id.to_string()), Some(k.to_string()))
         }
+        CoreRoute::ListWorkspaces => ("listWorkspaces", None, None, None),
+        CoreRoute::AdminAnalytics => ("adminAnalytics", None, None, None),
     };
     Ok(RouteMatch {
         kind: kind.to_string(),

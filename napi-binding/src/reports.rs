@@ -7,7 +7,7 @@ use crate::ms;
 use crate::workspace::Workspace;
 use napi::Result;
 use napi_derive::napi;
-use otpkit_core::analytics::{self, AnalyticsQuery, Bucket, Counts};
+use otpkit_core::analytics::{self, AnalyticsQuery, Bucket, Counts, WorkspaceCounters};
 use otpkit_core::audit::{self, AuditEvent, AuditQuery};
 use otpkit_core::Session;
 
@@ -79,7 +79,7 @@ pub(crate) fn audit_query(query: &str) -> Result<AuditQuery> {
         .map_err(|e| throw(&e))
 }
 
-fn query_pairs(query: &str) -> Vec<(String, String)> {
+pub(crate) fn query_pairs(query: &str) -> Vec<(String, String)> {
     query
         .trim_start_matches('?')
         .split('&')
@@ -201,4 +201,65 @@ pub fn analytics_reply(
     });
     let live = open.iter().filter_map(|m| analytics::parse_open_member(m));
     Ok(analytics::report(&q, ms(now), rows, live, &ws.rec.policy.price_per_segment).into())
+}
+
+/// One workspace's raw analytics rows for [`admin_analytics_reply`] (as [`analytics_reply`]
+/// takes them), with its record for the price.
+#[napi(object)]
+#[derive(Debug)]
+pub struct WorkspaceRows {
+    /// The workspace.
+    pub workspace_id: String,
+    /// Its stored record (JSON), for its price; `null`: SPEC §2's default price.
+    pub workspace: Option<String>,
+    /// Flat `[day, field, value, …]`, fields `<counter>|<bucket>`.
+    pub counters: Vec<String>,
+    /// Members of its sessions still open and unexpired.
+    pub open: Vec<String>,
+}
+
+/// The counters of flat `[day, field, value, …]` rows.
+fn counter_rows(counters: &[String]) -> impl Iterator<Item = (Bucket, Counts)> + '_ {
+    counters.chunks_exact(3).filter_map(|c| {
+        let [day, field, value] = c else { return None };
+        let (name, bucket) = field.split_once('|')?;
+        let b = Bucket::parse(day.parse().ok()?, bucket)?;
+        let mut counts = Counts::default();
+        counts
+            .add_to(name, value.parse().ok()?)
+            .then_some((b, counts))
+    })
+}
+
+/// `GET /v1/admin/analytics` from a store's raw rows of every workspace (SPEC §9 "Admin").
+#[napi]
+pub fn admin_analytics_reply(
+    query: String,
+    now: f64,
+    workspaces: Vec<WorkspaceRows>,
+) -> Result<Reply> {
+    let q = analytics_query(&query)?;
+    let mut all = Vec::with_capacity(workspaces.len());
+    for w in &workspaces {
+        let price = match w.workspace.as_deref() {
+            Some(json) => {
+                otpkit_core::workspace::WorkspaceRecord::from_json(json)
+                    .map_err(|e| throw(&e))?
+                    .policy
+                    .price_per_segment
+            }
+            None => otpkit_core::Policy::default().price_per_segment,
+        };
+        all.push(WorkspaceCounters {
+            workspace_id: w.workspace_id.clone(),
+            price,
+            counters: counter_rows(&w.counters).collect(),
+            open: w
+                .open
+                .iter()
+                .filter_map(|m| analytics::parse_open_member(m))
+                .collect(),
+        });
+    }
+    Ok(analytics::admin_report(&q, ms(now), &all).into())
 }

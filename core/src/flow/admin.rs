@@ -1,8 +1,12 @@
-//! The admin flows: create a workspace, patch it, mint and revoke API keys. The host checks the
-//! admin token and reads the body; the flow reads and writes workspace records and the key index
-//! through [`Io`] and answers. A new API key exists only inside the flow and its answer.
+//! The admin flows: create a workspace, patch it, mint and revoke API keys, read one workspace or
+//! a page of all of them. The host checks the admin token and reads the body; the flow reads and
+//! writes workspace records and the key index through [`Io`] and answers. A new API key exists
+//! only inside the flow and its answer. Every change is audited in the workspace's own trail
+//! after the answer ([`Io::Audit`]: `workspace_created`, `workspace_updated`, `key_created`,
+//! `key_revoked`; SPEC §9 "Admin").
 
 use super::{store_error, Io, Outcome, Queue, Step};
+use crate::audit::AuditEvent;
 use crate::error::Error;
 use crate::http::envelope::{self, Reply};
 use crate::time::UnixMillis;
@@ -11,6 +15,7 @@ use crate::workspace::{self, NewApiKey, WorkspaceRecord};
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::string::String;
+use alloc::vec;
 use alloc::vec::Vec;
 
 /// Random bytes an admin flow needs: 12 for a workspace id, 32 for an API key.
@@ -20,6 +25,13 @@ pub const ADMIN_RANDOM_BYTES: usize = 44;
 /// ([`Outcome::Conflict`]); past it the flow answers 503 `STORE_UNAVAILABLE`. Each conflict means
 /// another write landed, so N concurrent writers all land within N tries.
 pub const MAX_WRITE_TRIES: u32 = 64;
+
+/// Workspaces in a page of `GET /v1/admin/workspaces` when the query names no `limit`.
+pub const LIST_DEFAULT_LIMIT: u32 = 50;
+/// The largest page of `GET /v1/admin/workspaces`.
+pub const LIST_MAX_LIMIT: u32 = 200;
+/// The longest `cursor` accepted (a store's own, from `nextCursor`).
+const MAX_CURSOR_LEN: usize = 1024;
 
 /// What the operator asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +65,45 @@ pub enum AdminAction<'a> {
         /// Key id.
         key_id: &'a str,
     },
+    /// `GET /v1/admin/workspaces?cursor=&limit=`: the query's values as given (percent-decoded;
+    /// absent or empty: not given). The flow checks them (400 `VALIDATION_ERROR` naming the field).
+    ListWorkspaces {
+        /// `cursor`: a `nextCursor` of an earlier page.
+        cursor: Option<&'a str>,
+        /// `limit`: 1–[`LIST_MAX_LIMIT`], default [`LIST_DEFAULT_LIMIT`].
+        limit: Option<&'a str>,
+    },
+}
+
+/// The checked query of a workspace listing: the cursor (if any) and the page size.
+fn list_query(cursor: Option<&str>, limit: Option<&str>) -> Result<(Option<String>, u32), Error> {
+    let limit = match limit.filter(|l| !l.is_empty()) {
+        None => LIST_DEFAULT_LIMIT,
+        Some(l) => l
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=LIST_MAX_LIMIT).contains(n))
+            .ok_or(Error::invalid("limit", "must be an integer from 1 to 200"))?,
+    };
+    let cursor = match cursor.filter(|c| !c.is_empty()) {
+        None => None,
+        Some(c) if c.len() <= MAX_CURSOR_LEN && c.bytes().all(|b| b.is_ascii_graphic()) => {
+            Some(c.into())
+        }
+        Some(_) => return Err(bad_cursor()),
+    };
+    Ok((cursor, limit))
+}
+
+fn bad_cursor() -> Error {
+    Error::invalid("cursor", "must be a nextCursor of an earlier page")
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WorkspacePage<'a> {
+    workspaces: Vec<workspace::WorkspaceDetail<'a>>,
+    next_cursor: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +112,8 @@ enum Wait {
     Put,
     Index,
     Unindex,
+    List,
+    Audit,
 }
 
 #[derive(Debug)]
@@ -70,6 +123,7 @@ enum Todo {
     Patch(Vec<u8>),
     CreateKey,
     Revoke(String),
+    List(u32),
 }
 
 /// One admin action as a flow.
@@ -139,6 +193,16 @@ impl AdminFlow {
                 flow.todo = Todo::Revoke(key_id.into());
                 id
             }
+            AdminAction::ListWorkspaces { cursor, limit } => {
+                match list_query(cursor, limit) {
+                    Ok((cursor, limit)) => {
+                        flow.todo = Todo::List(limit);
+                        flow.ask(Wait::List, Io::ListWorkspaces { cursor, limit });
+                    }
+                    Err(e) => flow.q.answer(Err(e)),
+                }
+                return flow;
+            }
         };
         if validate::is_workspace_id(id) {
             flow.id = id.into();
@@ -203,6 +267,45 @@ impl AdminFlow {
         }
     }
 
+    /// The audit events of the change just answered, into the written workspace's trail.
+    fn audit(&mut self) {
+        let Some(ws_id) = self.written.as_ref().map(|w| w.id.clone()) else {
+            return;
+        };
+        let key_id = self.key.record.key_id.as_str();
+        let now = self.now;
+        let events = match &self.todo {
+            Todo::Create => vec![
+                AuditEvent::admin("workspace_created", None, now),
+                AuditEvent::admin("key_created", Some(key_id), now),
+            ],
+            Todo::Patch(_) => vec![AuditEvent::admin("workspace_updated", None, now)],
+            Todo::CreateKey => vec![AuditEvent::admin("key_created", Some(key_id), now)],
+            Todo::Revoke(revoked) => vec![AuditEvent::admin("key_revoked", Some(revoked), now)],
+            Todo::Get | Todo::List(_) => return,
+        };
+        let io = Io::Audit {
+            workspace_id: ws_id,
+            events,
+        };
+        self.ask(Wait::Audit, io);
+    }
+
+    /// A page of the listing: each record as `GET /v1/admin/workspaces/{id}` shows it.
+    fn listed(&mut self, mut workspaces: Vec<WorkspaceRecord>, next: Option<String>) {
+        if let Todo::List(limit) = self.todo {
+            workspaces.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        }
+        let page = WorkspacePage {
+            workspaces: workspaces
+                .iter()
+                .map(WorkspaceRecord::detail_view)
+                .collect(),
+            next_cursor: next.as_deref(),
+        };
+        self.q.answer(Ok(envelope::ok(&page)));
+    }
+
     fn loaded(&mut self, mut ws: WorkspaceRecord) {
         if matches!(self.todo, Todo::Get) {
             // A read: answered from the record as read, nothing written.
@@ -229,7 +332,7 @@ impl AdminFlow {
                     Err(Error::NotFound)
                 }
             }
-            Todo::Create | Todo::Get => Err(Error::NotFound),
+            Todo::Create | Todo::Get | Todo::List(_) => Err(Error::NotFound),
         };
         match next {
             Ok(ws) => self.put(ws, Some(read_at)),
@@ -270,8 +373,12 @@ impl AdminFlow {
                 (_, Some(key_hash)) => {
                     self.q.answer(Ok(self.answer()));
                     self.ask(Wait::Unindex, Io::UnindexKey { key_hash });
+                    self.audit();
                 }
-                (_, None) => self.q.answer(Ok(self.answer())),
+                (_, None) => {
+                    self.q.answer(Ok(self.answer()));
+                    self.audit();
+                }
             },
             // Another write came first: read again and re-apply (a new workspace's id is fresh
             // random, so only a patch, a key or a revocation meets one).
@@ -282,8 +389,15 @@ impl AdminFlow {
                 self.read();
             }
             (Wait::Put, Outcome::Conflict) => self.q.answer(Err(Error::StoreUnavailable)),
-            (Wait::Index, Outcome::Done) => self.q.answer(Ok(self.answer())),
-            (Wait::Unindex, _) => {}
+            (Wait::Index, Outcome::Done) => {
+                self.q.answer(Ok(self.answer()));
+                self.audit();
+            }
+            (Wait::List, Outcome::Workspaces { workspaces, next }) => self.listed(workspaces, next),
+            // The store cannot read the cursor: not one it handed out.
+            (Wait::List, Outcome::Conflict) => self.q.answer(Err(bad_cursor())),
+            // Bookkeeping after the answer: its failure changes nothing.
+            (Wait::Unindex | Wait::Audit, _) => {}
             (_, Outcome::Failed { corrupt }) => self.q.answer(Err(store_error(corrupt))),
             (_, _) => self.q.answer(Err(Error::StoreUnavailable)),
         }
