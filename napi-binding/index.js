@@ -19,3 +19,9 @@ module.exports = {
   createServer,
   listener,
 };
+
+// Prometheus metrics (prom-client), loaded only by those who ask for them (`otpkit serve`).
+Object.defineProperty(module.exports, 'Metrics', {
+  enumerable: true,
+  get: () => require('./lib/metrics').Metrics,
+});

@@ -11,5 +11,6 @@ export const {
   gatewayFromEnv,
   createServer,
   listener,
+  Metrics,
 } = otpkit;
 export default otpkit;

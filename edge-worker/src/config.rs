@@ -14,6 +14,24 @@ pub fn read(env: &Env, name: &str) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
+/// Writes one data point to the Workers Analytics Engine dataset `METRICS` (issue 17 item 3: the
+/// counts `otpkit serve` keeps for `/metrics`): `blobs` are bounded labels (never a number or a
+/// workspace's data), `doubles` the values; `index` groups them. No binding: nothing is written.
+pub fn metric(env: &Env, index: &str, blobs: &[&str], doubles: &[f64]) {
+    if let Ok(dataset) = env.analytics_engine("METRICS") {
+        let point = worker::AnalyticsEngineDataPointBuilder::new()
+            .indexes([index])
+            .blobs(blobs.iter().copied())
+            .doubles(doubles.iter().copied());
+        let _ = point.write_to(&dataset);
+    }
+}
+
+/// `LOG_LEVEL` (`debug`, `info` (default), `warn`, `error`).
+pub fn log_level(env: &Env) -> otpkit_core::log::Level {
+    otpkit_core::log::Level::parse(read(env, "LOG_LEVEL").as_deref())
+}
+
 /// The pepper, or `MISCONFIGURED` without one of ≥ 32 bytes.
 pub fn pepper(env: &Env) -> Result<Pepper, Error> {
     match read(env, "OTP_PEPPER") {

@@ -12,23 +12,70 @@ use otpkit_core::gateway::{
     classify_status, encode, GatewayConfig, HttpRequest, OutgoingMessage, TIMEOUT_MS,
 };
 use otpkit_core::guard::DeliveryOutcome;
+use otpkit_core::log::{DeliveryFailure, FailureCause, Level};
+use otpkit_core::UnixMillis;
 use std::time::Duration;
 use worker::wasm_bindgen::JsValue;
 use worker::wasm_bindgen_futures::JsFuture;
 use worker::{
-    AbortController, Delay, Fetch, Headers, Method, Request, RequestInit, RequestRedirect,
+    AbortController, Date, Delay, Fetch, Headers, Method, Request, RequestInit, RequestRedirect,
     Response, ResponseBody,
 };
 
 /// Sends one message: 2xx → delivered; non-2xx (3xx included: not followed) or refused →
 /// failed; no answer in 10 s → timed out (the fetch is aborted). No gateway URL configured
 /// counts as a definite failure.
-pub async fn deliver(gw: &GatewayConfig, m: &OutgoingMessage) -> DeliveryOutcome {
+/// A failure is logged with its cause at `level` ([`otpkit_core::log::DeliveryFailure`]).
+pub async fn deliver(
+    env: &worker::Env,
+    gw: &GatewayConfig,
+    m: &OutgoingMessage,
+    level: Level,
+) -> DeliveryOutcome {
+    let started = Date::now().as_millis();
+    let (outcome, cause) = attempt(gw, m).await;
+    let outcome_name = match outcome {
+        DeliveryOutcome::Delivered => "delivered",
+        DeliveryOutcome::Failed => "failed",
+        DeliveryOutcome::TimedOut => "timedOut",
+    };
+    let country =
+        otpkit_core::validate::calling_code(m.to.trim_start_matches('+')).unwrap_or("unknown");
+    #[allow(clippy::cast_precision_loss)] // a latency in ms
+    let latency = Date::now().as_millis().saturating_sub(started) as f64;
+    crate::config::metric(
+        env,
+        "send",
+        &[m.channel.as_str(), country, outcome_name],
+        &[latency, 1.0],
+    );
+    if let Some(cause) = cause {
+        let failure = DeliveryFailure {
+            time: UnixMillis(Date::now().as_millis()),
+            gateway: gw.kind.as_str(),
+            channel: m.channel,
+            dest: &m.to,
+            session_id: &m.reference,
+            cause,
+            latency_ms: Date::now().as_millis().saturating_sub(started),
+        };
+        if let Some(line) = failure.line(level) {
+            worker::console_warn!("{line}");
+        }
+    }
+    outcome
+}
+
+async fn attempt(
+    gw: &GatewayConfig,
+    m: &OutgoingMessage,
+) -> (DeliveryOutcome, Option<FailureCause>) {
+    let unreachable = (DeliveryOutcome::Failed, Some(FailureCause::Unreachable));
     let Some(req) = encode(gw, m) else {
-        return DeliveryOutcome::Failed;
+        return unreachable;
     };
     let Ok(req) = request(&req) else {
-        return DeliveryOutcome::Failed;
+        return unreachable;
     };
     let controller = AbortController::default();
     let signal = controller.signal();
@@ -37,14 +84,17 @@ pub async fn deliver(gw: &GatewayConfig, m: &OutgoingMessage) -> DeliveryOutcome
     futures_util::pin_mut!(sending);
     match select(sending, Delay::from(Duration::from_millis(TIMEOUT_MS))).await {
         Either::Left((Ok(resp), _)) => {
-            let outcome = classify_status(resp.status_code());
+            let status = resp.status_code();
+            let outcome = classify_status(status);
             discard(&resp).await;
-            outcome
+            let cause =
+                (outcome != DeliveryOutcome::Delivered).then_some(FailureCause::Status(status));
+            (outcome, cause)
         }
-        Either::Left((Err(_), _)) => DeliveryOutcome::Failed,
+        Either::Left((Err(_), _)) => unreachable,
         Either::Right(_) => {
             controller.abort();
-            DeliveryOutcome::TimedOut
+            (DeliveryOutcome::TimedOut, Some(FailureCause::Timeout))
         }
     }
 }

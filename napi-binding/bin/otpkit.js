@@ -14,10 +14,12 @@ Environment:
   SMS_GATEWAY_TOKEN    bearer token (json) or auth token (twilio); SMS_GATEWAY_ACCOUNT (twilio)
   REDIS_URL            redis://host:port to share state between processes (default: in memory)
   PORT, OTPKIT_BIND    where to listen (default 8787 on 127.0.0.1)
+  LOG_LEVEL            debug, info (default), warn or error: one JSON line per request on stdout
+  METRICS_PUBLIC       true: GET /metrics without the admin token (default: ADMIN_TOKEN required)
 `;
 
 async function serve() {
-  const { OtpService, MemoryStore, RedisStore, gatewayFromEnv, createServer } = require(path.join(__dirname, '..'));
+  const { OtpService, MemoryStore, RedisStore, gatewayFromEnv, createServer, Metrics } = require(path.join(__dirname, '..'));
   const env = process.env;
   let store;
   if (env.REDIS_URL) {
@@ -37,6 +39,7 @@ async function serve() {
     gateway: gatewayFromEnv(env),
     store,
     allowMisconfigured: true,
+    metrics: new Metrics(), // GET /metrics
   });
   if (!service.engine.configured) console.error('otpkit: OTP_PEPPER is missing or shorter than 32 bytes; answering 500 MISCONFIGURED');
   const port = Number(env.PORT || 8787);

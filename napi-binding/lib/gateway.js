@@ -27,8 +27,16 @@ function encode(kind, { url, token, account }, { to, from, text, channel, refere
   }
 }
 
-async function post(req, timeoutMs) {
-  if (!req) return 'failed'; // no gateway URL configured
+/**
+ * POSTs the core's request. `onFailure` (optional) hears why a send did not get a 2xx:
+ * `{status}` (the gateway's answer), `{timedOut: true}`, or `{}` (not reachable, none configured).
+ */
+async function post(req, timeoutMs, onFailure = null) {
+  const fail = (cause, outcome = 'failed') => {
+    onFailure?.(cause);
+    return outcome;
+  };
+  if (!req) return fail({}); // no gateway URL configured
   const controller = new AbortController();
   let timedOut = false;
   const timer = setTimeout(() => {
@@ -39,9 +47,9 @@ async function post(req, timeoutMs) {
     const res = await fetch(req.url, { method: req.method, headers: req.headers, body: req.body, redirect: 'manual', signal: controller.signal });
     await discard(res.body);
     // A 3xx (undici answers the real one for redirect: 'manual') is not 2xx: failed.
-    return res.status >= 200 && res.status < 300 ? 'delivered' : 'failed';
+    return res.status >= 200 && res.status < 300 ? 'delivered' : fail({ status: res.status });
   } catch {
-    return timedOut ? 'timedOut' : 'failed';
+    return timedOut ? fail({ timedOut: true }, 'timedOut') : fail({});
   } finally {
     clearTimeout(timer);
   }
@@ -78,8 +86,13 @@ class JsonGateway {
     this.timeoutMs = timeoutMs;
   }
 
-  async send(message) {
-    return post(encode('json', this, message), this.timeoutMs);
+  get kind() {
+    return 'json';
+  }
+
+  /** `opts.onFailure`: see post(). */
+  async send(message, opts = {}) {
+    return post(encode('json', this, message), this.timeoutMs, opts.onFailure);
   }
 }
 
@@ -93,8 +106,13 @@ class TwilioGateway {
     this.timeoutMs = timeoutMs;
   }
 
-  async send(message) {
-    return post(encode('twilio', this, message), this.timeoutMs);
+  get kind() {
+    return 'twilio';
+  }
+
+  /** `opts.onFailure`: see post(). */
+  async send(message, opts = {}) {
+    return post(encode('twilio', this, message), this.timeoutMs, opts.onFailure);
   }
 }
 

@@ -4,6 +4,8 @@
 
 const http = require('node:http');
 const { hostError, clientAborted } = require('./errors');
+const { requestInfo, logRequest } = require('./log');
+const native = require('./native');
 
 // Connection limits (issue 19, item 2: ~21,000 sockets held open by clients dribbling a body after
 // their 401 exhausted the file descriptors). Every connection has a deadline, whatever it sends:
@@ -153,9 +155,39 @@ function clientErrorHandler(lingerMs) {
   };
 }
 
-/** A node:http request listener for an OtpService. */
-function listener(service, { drainTimeoutMs = LIMITS.drainTimeoutMs[1] } = {}) {
-  return async (req, res) => {
+/**
+ * A node:http request listener for an OtpService. `log` (a function of one line, or null) gets a
+ * JSON line per request and per failed delivery at `logLevel` (see lib/log.js).
+ */
+function listener(service, { drainTimeoutMs = LIMITS.drainTimeoutMs[1], log = null, logLevel = null, metricsPublic = false } = {}) {
+  const handler = answer(service, drainTimeoutMs, metricsPublic);
+  if (!log && !service.metrics) return handler;
+  return (req, res) => {
+    const info = { started: Date.now(), log: log || (() => {}), level: logLevel };
+    res.once('finish', () => {
+      if (log) logRequest(info, req.method, res.statusCode, info.body);
+      service.metrics?.answered(info.route, res.statusCode, info.body);
+    });
+    return requestInfo.run(info, () => handler(req, res, info));
+  };
+}
+
+/**
+ * `GET /metrics` (SPEC §9, this host only): Prometheus text of `service.metrics`; the admin token
+ * is required unless `metricsPublic` (METRICS_PUBLIC=true); without metrics or an admin token
+ * (and not public) it is not there (404), like the admin routes.
+ */
+async function metricsReply(service, req, metricsPublic) {
+  const auth = req.headers.authorization ?? null;
+  if (!service.metrics || (!metricsPublic && !service.adminToken)) return native.errorReply('NOT_FOUND');
+  if (req.method !== 'GET' && req.method !== 'HEAD') return native.errorReply('METHOD_NOT_ALLOWED');
+  if (!metricsPublic && !native.adminAuthorized(service.adminToken, auth)) return native.errorReply('UNAUTHORIZED');
+  const { body, contentType } = await service.metrics.expose();
+  return { status: 200, body, contentType };
+}
+
+function answer(service, drainTimeoutMs, metricsPublic = false) {
+  return async (req, res, info = null) => {
     const socket = req.socket;
     socket[RESPONSE] = res;
     res.once('close', () => {
@@ -163,7 +195,9 @@ function listener(service, { drainTimeoutMs = LIMITS.drainTimeoutMs[1] } = {}) {
     });
     const url = req.url || '/';
     const q = url.indexOf('?');
-    const reply = await service.handle({
+    const path = q === -1 ? url : url.slice(0, q);
+    if (path === '/metrics' && info) info.route = 'metrics';
+    const reply = path === '/metrics' ? await metricsReply(service, req, metricsPublic) : await service.handle({
       method: req.method,
       path: q === -1 ? url : url.slice(0, q),
       query: q === -1 ? '' : url.slice(q + 1),
@@ -172,8 +206,9 @@ function listener(service, { drainTimeoutMs = LIMITS.drainTimeoutMs[1] } = {}) {
     });
     // The client went away (or a deadline cut it): nobody to answer.
     if (socket.destroyed || res.destroyed || res.writableEnded) return;
+    if (info && reply.status >= 400) info.body = reply.body; // its error code is logged
     const headers = {};
-    if (reply.status !== 204) headers['content-type'] = 'application/json';
+    if (reply.status !== 204) headers['content-type'] = reply.contentType ?? 'application/json';
     if (reply.retryAfter != null) headers['retry-after'] = String(reply.retryAfter);
     if (reply.replayed) headers['idempotent-replayed'] = 'true'; // SPEC §7: an Idempotency-Key replay
     const body = reply.status === 204 ? '' : reply.body;
@@ -210,7 +245,12 @@ function createServer(service) {
       // how often node checks the two deadlines above (its default, 30 s, would let them run late)
       connectionsCheckingInterval: Math.max(100, Math.min(30_000, Math.floor(limits.headersTimeoutMs / 4))),
     },
-    listener(service, limits),
+    listener(service, {
+      ...limits,
+      log: (line) => process.stdout.write(`${line}\n`),
+      logLevel: process.env.LOG_LEVEL ?? null,
+      metricsPublic: process.env.METRICS_PUBLIC === 'true',
+    }),
   );
   server.keepAliveTimeout = limits.keepAliveTimeoutMs;
   server.setTimeout(limits.idleTimeoutMs); // no 'timeout' listener: an idle socket is destroyed

@@ -30,6 +30,7 @@ mod flow;
 mod gateway;
 mod http;
 mod idempotency;
+mod log;
 mod memory;
 mod ops;
 mod redis;
