@@ -29,6 +29,8 @@ export type ErrorCode =
   | 'DESTINATION_NOT_ALLOWED'
   | 'RATE_LIMITED'
   | 'DESTINATION_LOCKED'
+  /** The send would take the workspace's spend of the UTC day past policy dailySpendLimit (429, retryAfterSeconds until 00:00 UTC). */
+  | 'SPEND_LIMIT_REACHED'
   /** A resend sooner than the policy's resendAfterSeconds after the last send (429, retryAfterSeconds). */
   | 'RESEND_TOO_SOON'
   | 'DELIVERY_FAILED'
@@ -72,6 +74,12 @@ export interface Policy {
   resendAfterSeconds?: number;
   /** Channels tried in order when a send fails definitely, e.g. ["whatsapp", "sms"]; null = none (default). */
   channelFallback?: Channel[] | null;
+  /**
+   * Most spent on messages per UTC day (SMS segments × pricePerSegment; a WhatsApp message costs
+   * 0 segments; test numbers exempt), in pricePerSegment's currency; null = no cap (default). A
+   * send past it is refused 429 SPEND_LIMIT_REACHED until 00:00 UTC.
+   */
+  dailySpendLimit?: { amount: string; currency: string } | null;
 }
 
 /** What a gateway is asked to deliver. `text` contains the code: never log it. */
@@ -126,7 +134,7 @@ export class OtpError extends Error {
   readonly httpStatus: number;
   /** The offending field (VALIDATION_ERROR), dotted for nested ones (`policy.ttlSeconds`). */
   readonly field?: string;
-  /** Whole seconds ≥ 1 (RATE_LIMITED, DESTINATION_LOCKED). */
+  /** Whole seconds ≥ 1 (RATE_LIMITED, DESTINATION_LOCKED, SPEND_LIMIT_REACHED, RESEND_TOO_SOON). */
   readonly retryAfterSeconds?: number;
 }
 
@@ -285,14 +293,20 @@ export interface SessionStatus {
 
 export interface AuditEvent {
   time: string;
+  /** Session events, and the operator's: `workspace_created`, `workspace_updated`, `key_created`, `key_revoked`. */
   event: string;
+  /** Empty for an event about no session (refusals, admin events). */
   sessionId: string;
-  purpose: Purpose;
+  /** null for the admin events. */
+  purpose: Purpose | null;
   app: string | null;
+  /** Masked; empty for the admin events. */
   dest: string;
   outcome: string;
   status?: string;
   test?: boolean;
+  /** The key of `key_created` / `key_revoked`, by id (never the key or its hash). */
+  keyId?: string;
 }
 
 export interface AuditPage {
@@ -382,6 +396,20 @@ export interface OtpServiceOptions {
   adminToken?: string;
   /** Answer MISCONFIGURED instead of throwing when the pepper is missing (for servers). */
   allowMisconfigured?: boolean;
+  /** Counts sends, verifications, refusals and latencies for `GET /metrics` of createServer(). */
+  metrics?: Metrics;
+}
+
+/**
+ * Prometheus metrics (prom-client): `otpkit_requests_total`, `otpkit_sends_total{channel,country,outcome}`,
+ * `otpkit_verifications_total{status}`, `otpkit_blocked_sends_total{reason}`,
+ * `otpkit_gateway_latency_seconds`, `otpkit_store_latency_seconds`, and the process's defaults.
+ * createServer() answers them at `GET /metrics` (the admin token unless METRICS_PUBLIC=true).
+ */
+export class Metrics {
+  constructor();
+  /** The text exposition and its content type. */
+  expose(): Promise<{ body: string; contentType: string }>;
 }
 
 /** The HTTP answer `handle()` produces. */
@@ -470,6 +498,13 @@ export class OtpService {
   createKey(workspaceId: string): Promise<{ apiKey: string; keyId: string }>;
   /** Revocation is immediate. */
   revokeKey(workspaceId: string, keyId: string): Promise<void>;
+  /**
+   * One page of every workspace, by id, each as getWorkspace() shows it; pass `nextCursor` back
+   * as `cursor` (null at the end). `limit` 1–200, default 50 (VALIDATION_ERROR otherwise).
+   */
+  listWorkspaces(query?: { cursor?: string | null; limit?: number | string }): Promise<WorkspacePage>;
+  /** Analytics across every workspace (GET /v1/admin/analytics; VALIDATION_ERROR for a bad `days` or `app`). */
+  adminAnalytics(query?: AnalyticsQuery): Promise<AdminAnalyticsReport>;
 
   /** Answers one HTTP request exactly as the Worker does (what `otpkit serve` uses). */
   handle(req: HandledRequest): Promise<Reply>;
@@ -485,6 +520,33 @@ export function createServer(service: OtpService): import('node:http').Server;
 export function listener(
   service: OtpService,
 ): (req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse) => Promise<void>;
+
+/** `GET /v1/admin/workspaces`: one page. */
+export interface WorkspacePage {
+  workspaces: WorkspaceDetail[];
+  /** The `cursor` of the next page; null on the last. */
+  nextCursor: string | null;
+}
+
+/**
+ * `GET /v1/admin/analytics`: AnalyticsReport over every workspace (each bucket costed at its own
+ * workspace's price). Every `estimated_cost` is null when workspaces price in more than one
+ * currency; `estimated_costs` has the period's cost per currency. Not by country (no counter is
+ * kept by country).
+ */
+export interface AdminAnalyticsReport extends Omit<AnalyticsReport, 'totals' | 'days' | 'by_channel' | 'by_purpose'> {
+  totals: AdminAnalyticsCounts;
+  days: Array<AdminAnalyticsCounts & { date: string }>;
+  by_channel: Partial<Record<Channel, AdminAnalyticsCounts>>;
+  by_purpose: Partial<Record<Purpose, AdminAnalyticsCounts>>;
+  estimated_costs: Array<{ amount: string; currency: string }>;
+  /** Each workspace with activity in the period, by id, with its totals as its own analytics() shows them. */
+  workspaces: Array<{ workspace_id: string; totals: AnalyticsCounts }>;
+}
+
+export type AdminAnalyticsCounts = Omit<AnalyticsCounts, 'estimated_cost'> & {
+  estimated_cost: { amount: string; currency: string } | null;
+};
 
 /** `GET /v1/admin/workspaces/{id}`: the workspace as PATCH shows it, plus its keys. */
 export interface WorkspaceDetail {

@@ -22,8 +22,9 @@
 //! be stale, refunding a definite gateway failure, charging a timeout, answering 503 when the
 //! store fails after a send, coalescing concurrent requests, the failure streak, the audit
 //! events and the analytics deltas. A store may still fuse effects into one atomic step: the
-//! admission carries the flood shield's limit ([`Io::Admit::flood_limit`]) so a store can charge
-//! both in one step, and a store that confirms a delivery in the same step as it stores the
+//! admission carries the flood shield's limit ([`Io::Admit::flood_limit`]) and the daily spend
+//! cap's charge ([`Io::Admit::spend`], [`crate::spend`]) so a store can charge all three in one
+//! step, and a store that confirms a delivery in the same step as it stores the
 //! session answers [`Io::StoreSession`] with [`Outcome::StoredAndConfirmed`], which skips the
 //! [`Io::ReportDelivery`] that would otherwise follow the answer.
 
@@ -37,6 +38,7 @@ use crate::http::request::{Dialect, IssueRequest, VerifyRequest};
 use crate::policy::Policy;
 use crate::secret::Pepper;
 use crate::session::{plan_issue, Session, Verification, VerifyOutcome};
+use crate::spend::SpendPlan;
 use crate::time::UnixMillis;
 use crate::transaction::Transaction;
 use crate::validate::{self, Purpose};
@@ -100,12 +102,13 @@ pub enum Io {
         session_id: String,
     },
     /// Decide a send at the destination guard (atomically): [`DestinationGuard::admit`] with
-    /// these values and the workspace policy. With `flood_limit`, charge the workspace flood
-    /// shield too ([`FloodShield::admit`]) once the guard says `Send`. Answer
+    /// these values and the workspace policy. With `flood_limit` and/or `spend`, charge the
+    /// workspace flood shield and the daily spend counter too, once the guard says `Send`, in
+    /// one step that charges both or neither ([`charge_workspace`]). Answer
     /// [`Outcome::Admitted`].
     ///
     /// [`DestinationGuard::admit`]: crate::guard::DestinationGuard::admit
-    /// [`FloodShield::admit`]: crate::guard::FloodShield::admit
+    /// [`charge_workspace`]: crate::spend::charge_workspace
     Admit {
         /// Destination.
         dest: String,
@@ -119,6 +122,10 @@ pub enum Io {
         test: bool,
         /// The flood shield's limit per minute, when this send is charged to it.
         flood_limit: Option<u32>,
+        /// The charge against the daily spend cap (policy `dailySpendLimit`), when there is
+        /// one ([`crate::spend`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        spend: Option<crate::spend::SpendCharge>,
         /// A resend of the delivered session `session_id`: charge it with
         /// [`DestinationGuard::charge_resend`] instead (answer `Send` or a refusal).
         ///
@@ -164,6 +171,15 @@ pub enum Io {
         session_id: String,
         /// What the gateway did.
         outcome: DeliveryOutcome,
+    },
+    /// Hand `micros` charged to the workspace's spend counter of `day` back
+    /// ([`crate::spend::SpendCounter::refund`]): a definite delivery failure, or what a cheaper
+    /// channel did not use. Answer [`Outcome::Done`].
+    RefundSpend {
+        /// The UTC day charged ([`crate::spend::SpendCharge::day`]).
+        day: u32,
+        /// Micro-units handed back.
+        micros: u64,
     },
     /// Cancel a session ([`Session::cancel`]) that a newer delivered code replaced (reuse off).
     CancelSession {
@@ -261,6 +277,24 @@ pub enum Io {
         /// Hex SHA-256 of the key.
         key_hash: String,
     },
+    /// One page of every workspace record, in a stable order (the memory and Redis stores: by
+    /// id): at most `limit`, starting after `cursor` (a `next` this store answered before;
+    /// `None`: from the start). Answer [`Outcome::Workspaces`], or [`Outcome::Conflict`] when
+    /// the cursor is not one this store could have answered (400 on `cursor`).
+    ListWorkspaces {
+        /// Where the page starts (opaque to the core: the store's own).
+        cursor: Option<String>,
+        /// Most records in the page (1–[`crate::flow::LIST_MAX_LIMIT`]).
+        limit: u32,
+    },
+    /// Append audit events to the trail of `workspace_id` (the admin flows, which no workspace
+    /// scopes): answer [`Outcome::Done`]. Lifecycle events; no analytics.
+    Audit {
+        /// The workspace whose trail they go to.
+        workspace_id: String,
+        /// Audit events, oldest first.
+        events: Vec<AuditEvent>,
+    },
     /// Claim an `Idempotency-Key` (stored by its hash, per workspace) atomically, with the store's
     /// clock: [`crate::idempotency::claim_stored`] between the read and the write. Answer
     /// [`Outcome::Idempotency`].
@@ -332,6 +366,48 @@ pub enum Admitted {
         /// the two): the flow refunds it with a failed [`Io::ReportDelivery`].
         admitted: bool,
     },
+    /// The guard said send, but the daily spend cap refused (429 `SPEND_LIMIT_REACHED`); the
+    /// flood shield was not counted.
+    SpendRefused {
+        /// Seconds until 00:00 UTC.
+        retry_after_secs: u32,
+        /// As for [`Admitted::FloodRefused`]: the guard recorded the send, refund it.
+        admitted: bool,
+    },
+}
+
+impl Admitted {
+    /// The refusal of [`crate::spend::charge_workspace`] as an admission:
+    /// [`Admitted::SpendRefused`] for `SPEND_LIMIT_REACHED`, else [`Admitted::FloodRefused`].
+    /// `admitted`: the guard recorded the send (it is not handed back in the same step).
+    #[must_use]
+    pub fn workspace_refused(e: &Error, admitted: bool) -> Admitted {
+        let retry_after_secs = e.retry_after_secs().unwrap_or(1);
+        match e {
+            Error::SpendLimitReached { .. } => Admitted::SpendRefused {
+                retry_after_secs,
+                admitted,
+            },
+            _ => Admitted::FloodRefused {
+                retry_after_secs,
+                admitted,
+            },
+        }
+    }
+
+    /// The error a workspace refusal answers (`None` for other admissions).
+    #[must_use]
+    pub fn workspace_error(&self) -> Option<Error> {
+        match *self {
+            Admitted::FloodRefused {
+                retry_after_secs, ..
+            } => Some(Error::RateLimited { retry_after_secs }),
+            Admitted::SpendRefused {
+                retry_after_secs, ..
+            } => Some(Error::SpendLimitReached { retry_after_secs }),
+            _ => None,
+        }
+    }
 }
 
 /// The result of one [`Io`].
@@ -398,6 +474,13 @@ pub enum Outcome {
         /// The record (absent: none).
         workspace: Option<WorkspaceRecord>,
     },
+    /// [`Io::ListWorkspaces`].
+    Workspaces {
+        /// The page's records, in the store's order.
+        workspaces: Vec<WorkspaceRecord>,
+        /// Where the next page starts (`None`: this was the last).
+        next: Option<String>,
+    },
     /// [`Io::Resend`].
     Resent {
         /// The step was performed.
@@ -436,7 +519,7 @@ mod cancel;
 mod idempotent;
 mod resend;
 
-pub use admin::{AdminAction, AdminFlow, ADMIN_RANDOM_BYTES};
+pub use admin::{AdminAction, AdminFlow, ADMIN_RANDOM_BYTES, LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT};
 pub use cancel::CancelFlow;
 pub use idempotent::Idempotent;
 pub use resend::{resend_stored, ResendFlow, ResendStep};
@@ -647,6 +730,7 @@ enum ReqWait {
     Deliver,
     Store,
     FailedReport,
+    SpendRefund,
     Confirm,
     After,
 }
@@ -664,10 +748,17 @@ pub struct RequestFlow {
     admits: u8,
     /// The session a reuse answer is being read for (forgotten at the guard if stale).
     candidate: Option<String>,
-    /// Seconds of a flood-shield refusal, answered once the guard is refunded.
-    flood_retry: u32,
+    /// A flood-shield or spend-cap refusal, answered once the guard is refunded; the error of
+    /// a failed send, answered once its spend is refunded.
+    pending_error: Option<Error>,
     /// The gateway accepted the message but the session could not be stored (503).
     store_failed: bool,
+    /// The send's charge against the daily spend cap ([`crate::spend`]), if it has one.
+    spend: Option<SpendPlan>,
+    /// That charge was made (the admission said send).
+    spent: bool,
+    /// The gateway failed definitely on every channel (the spend is handed back).
+    definite_failure: bool,
     /// Channels still to try when a send fails definitely (policy `channelFallback`).
     fallbacks: Vec<validate::Channel>,
     /// Audit events of the tries that failed before the last one.
@@ -698,6 +789,17 @@ impl RequestFlow {
             channel: plan.session.channel,
             reference: plan.session.id.clone(),
         });
+        let fallbacks = policy.fallbacks_after(req.channel).to_vec();
+        let channels: Vec<_> = core::iter::once(plan.session.channel)
+            .chain(fallbacks.iter().copied())
+            .collect();
+        let spend = SpendPlan::new(
+            policy,
+            plan.session.test,
+            plan.session.segments,
+            &channels,
+            now,
+        );
         let mut flow = RequestFlow {
             dialect: req.dialect,
             traits: HostTraits {
@@ -709,9 +811,12 @@ impl RequestFlow {
             message,
             admits: 0,
             candidate: None,
-            flood_retry: 1,
+            pending_error: None,
             store_failed: false,
-            fallbacks: policy.fallbacks_after(req.channel).to_vec(),
+            spend,
+            spent: false,
+            definite_failure: false,
+            fallbacks,
             tried: Vec::new(),
             q: Queue::default(),
             tags: VecDeque::new(),
@@ -759,6 +864,7 @@ impl RequestFlow {
             expires_at: s.expires_at,
             test: s.test,
             flood_limit: (!s.test).then_some(self.flood_limit),
+            spend: self.spend.map(|p| p.charge),
             resend: false,
         };
         self.ask(ReqWait::Admit, io);
@@ -794,8 +900,39 @@ impl RequestFlow {
     }
 
     fn admitted(&mut self, admission: Admitted) {
+        if let Some(e) = admission.workspace_error() {
+            let admitted = matches!(
+                admission,
+                Admitted::FloodRefused { admitted: true, .. }
+                    | Admitted::SpendRefused { admitted: true, .. }
+            );
+            if matches!(e, Error::SpendLimitReached { .. }) {
+                // Audited like the guard's refusals: operators see why sends stop.
+                let s = &self.session;
+                let event = AuditEvent::refused(
+                    "rate_limited",
+                    &s.dest,
+                    s.purpose,
+                    s.app.as_deref(),
+                    e.code(),
+                    self.now,
+                );
+                self.tried.push(event);
+            }
+            if admitted {
+                // The guard charged this send already: hand it back as a definite failure.
+                self.pending_error = Some(e);
+                self.report(ReqWait::FloodRefund, DeliveryOutcome::Failed);
+            } else {
+                self.refuse(e);
+            }
+            return;
+        }
         match admission {
-            Admitted::Send => self.deliver(),
+            Admitted::Send => {
+                self.spent = self.spend.is_some();
+                self.deliver();
+            }
             Admitted::Reuse { session_id } => self.read_candidate(session_id),
             Admitted::Wait { session_id } => {
                 self.candidate = Some(session_id.clone());
@@ -826,18 +963,21 @@ impl RequestFlow {
                 };
                 self.ask(ReqWait::After, io);
             }
-            Admitted::FloodRefused {
-                retry_after_secs,
-                admitted,
-            } => {
-                if admitted {
-                    // The guard charged this send already: hand it back as a definite failure.
-                    self.flood_retry = retry_after_secs;
-                    self.report(ReqWait::FloodRefund, DeliveryOutcome::Failed);
-                } else {
-                    self.q.answer(Err(Error::RateLimited { retry_after_secs }));
-                }
-            }
+            // Answered above.
+            Admitted::FloodRefused { .. } | Admitted::SpendRefused { .. } => {}
+        }
+    }
+
+    /// Answers a workspace refusal, then records its audit event (a spend-cap refusal's).
+    fn refuse(&mut self, e: Error) {
+        self.q.answer(Err(e));
+        let events = core::mem::take(&mut self.tried);
+        if !events.is_empty() {
+            let io = Io::Record {
+                events,
+                deltas: Vec::new(),
+            };
+            self.ask(ReqWait::After, io);
         }
     }
 
@@ -870,6 +1010,7 @@ impl RequestFlow {
             };
             self.ask(ReqWait::Store, io);
         } else {
+            self.definite_failure = outcome == DeliveryOutcome::Failed;
             // Reported before the answer, so a definite failure is refunded before the client
             // can retry; a timeout stays charged (the guard decides that from the outcome).
             self.report(ReqWait::FailedReport, outcome);
@@ -916,6 +1057,14 @@ impl RequestFlow {
 
     /// What follows a delivered, stored and confirmed send's answer.
     fn after_confirm(&mut self, cancel: Option<String>) {
+        // Charged the most of its channels: what the one that delivered did not use goes back.
+        let unused = self.spend.filter(|_| self.spent).and_then(|p| {
+            p.unused(self.session.channel)
+                .map(|micros| (p.charge.day, micros))
+        });
+        if let Some((day, micros)) = unused {
+            self.ask(ReqWait::After, Io::RefundSpend { day, micros });
+        }
         // The guard names this very session when a newer send superseded it while in flight:
         // it is canceled, and no hint may point at it.
         let superseded = cancel.as_deref() == Some(self.session.id.as_str());
@@ -976,8 +1125,8 @@ impl RequestFlow {
             }
             (ReqWait::Forget, Outcome::Done) => self.admit(),
             (ReqWait::FloodRefund, Outcome::Confirmed { .. } | Outcome::Done) => {
-                let retry_after_secs = self.flood_retry;
-                self.q.answer(Err(Error::RateLimited { retry_after_secs }));
+                let e = self.pending_error.take().unwrap_or(Error::StoreUnavailable);
+                self.refuse(e);
             }
             (ReqWait::Deliver, Outcome::Delivery { outcome }) => self.delivered(outcome),
             (ReqWait::Store, Outcome::Done) => {
@@ -1002,6 +1151,26 @@ impl RequestFlow {
                 } else {
                     Error::DeliveryFailed
                 };
+                match self.spend.filter(|_| self.spent && self.definite_failure) {
+                    // A definite failure costs nothing: the spend goes back before the answer,
+                    // as the guard's charge did, so a client's retry finds it.
+                    Some(p) => {
+                        self.pending_error = Some(e);
+                        let io = Io::RefundSpend {
+                            day: p.charge.day,
+                            micros: p.charge.cost_micros,
+                        };
+                        self.ask(ReqWait::SpendRefund, io);
+                    }
+                    None => {
+                        self.q.answer(Err(e));
+                        self.record_send(false);
+                    }
+                }
+            }
+            // Answered whether or not the refund was stored (the spend stays over-counted).
+            (ReqWait::SpendRefund, _) => {
+                let e = self.pending_error.take().unwrap_or(Error::DeliveryFailed);
                 self.q.answer(Err(e));
                 self.record_send(false);
             }

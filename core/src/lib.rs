@@ -21,6 +21,7 @@
 //! | [`flow`] | the request, verify, status and admin flows as sans-IO state machines |
 //! | [`gateway`] | gateway HTTP requests (json, twilio) encoded as values, replies classified |
 //! | [`guard`] | the per-destination guard: send window, failure streak, active session per purpose |
+//! | [`spend`] | the daily spend cap: what a send costs, the per-workspace per-day counter |
 //! | [`template`] | template checks, rendering and SMS segment counting |
 //! | [`http`] | the HTTP surface both hosts share, in four modules: |
 //! | [`http::route`] | which route a method and path name (404, 405 and `HEAD` alike on both hosts) |
@@ -55,9 +56,11 @@ pub mod guard;
 pub mod hash;
 pub mod http;
 pub mod idempotency;
+pub mod log;
 pub mod policy;
 pub mod secret;
 pub mod session;
+pub mod spend;
 pub mod template;
 pub mod time;
 pub mod transaction;

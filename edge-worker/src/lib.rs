@@ -33,8 +33,10 @@ use worker::{event, Context, Env, Request, Response, Result};
 async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
     let method = req.inner().method();
     let path = req.path();
+    let started = worker::Date::now().as_millis();
     let calls = otp::Calls::default();
     let answer = route(&mut req, &env, &ctx, &calls, &method, &path).await;
+    log_request(&env, &method, &path, &answer, &calls, started);
     let mut response = match answer {
         Ok(reply) => http::respond(&reply)?,
         Err(e) => http::error(&e)?,
@@ -50,6 +52,43 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
             .set("x-otpkit-wasm-bytes", &wasm_memory_bytes().to_string())?;
     }
     Ok(response)
+}
+
+/// One JSON line per request (SPEC §9 "Logs"; [`otpkit_core::log::RequestLog`]): the route's
+/// name, never the path a client wrote.
+fn log_request(
+    env: &Env,
+    method: &str,
+    path: &str,
+    answer: &std::result::Result<Reply, Error>,
+    calls: &otp::Calls,
+    started: u64,
+) {
+    let (status, error) = match answer {
+        Ok(reply) if reply.status >= 400 => {
+            (reply.status, otpkit_core::log::error_code(&reply.body))
+        }
+        Ok(reply) => (reply.status, None),
+        Err(e) => (e.http_status(), Some(e.code().to_string())),
+    };
+    let now = worker::Date::now().as_millis();
+    let workspace = calls.workspace();
+    let entry = otpkit_core::log::RequestLog {
+        time: otpkit_core::UnixMillis(now),
+        method,
+        route: match_route(method, path).map_or("unknown", |r| r.name()),
+        status,
+        latency_ms: now.saturating_sub(started),
+        workspace: workspace.as_deref(),
+        error: error.as_deref(),
+    };
+    if let Some(line) = entry.line(config::log_level(env)) {
+        worker::console_log!("{line}");
+    }
+    let status = status.to_string();
+    let blobs = [entry.route, status.as_str(), entry.error.unwrap_or("")];
+    #[allow(clippy::cast_precision_loss)] // a latency in ms: exact far beyond any real one
+    config::metric(env, "request", &blobs, &[entry.latency_ms as f64, 1.0]);
 }
 
 #[cfg(target_arch = "wasm32")]
@@ -99,6 +138,7 @@ async fn route(
                 header("x-api-key").as_deref(),
             )
             .await?;
+            calls.set_workspace(&ws.id);
             // SPEC §7 "Idempotency": checked once the body is read (after 415/413), before it is
             // parsed; only request, send and resend take it.
             let idem_key = header("idempotency-key");
@@ -168,12 +208,29 @@ async fn admin_route(
         Route::CreateWorkspace | Route::PatchWorkspace(_) => http::json_body(req).await?,
         _ => Vec::new(),
     };
+    let pairs = http::query_pairs(req);
+    let param = |name: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
     let action = match route {
         Route::CreateWorkspace => AdminAction::CreateWorkspace { body: &body },
         Route::PatchWorkspace(id) => AdminAction::PatchWorkspace { id, body: &body },
         Route::GetWorkspace(id) => AdminAction::GetWorkspace { id },
         Route::CreateKey(id) => AdminAction::CreateKey { id },
         Route::RevokeKey(id, key_id) => AdminAction::RevokeKey { id, key_id },
+        Route::ListWorkspaces => AdminAction::ListWorkspaces {
+            cursor: param("cursor"),
+            limit: param("limit"),
+        },
+        Route::AdminAnalytics => {
+            let q = otpkit_core::analytics::AnalyticsQuery::from_pairs(
+                pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            )?;
+            return analytics::admin_report(env, &q, otp::now()).await;
+        }
         _ => return Err(Error::NotFound),
     };
     otp::admin(env, ctx, calls, action).await

@@ -43,11 +43,20 @@ pub fn random<const N: usize>() -> Result<[u8; N], Error> {
 /// `scripts/test` checks the counts per route, and benchmarks report them, through the
 /// `x-otpkit-do-calls` header a Worker adds when `OTPKIT_TRACE_DO_CALLS` is set.
 #[derive(Debug, Default)]
-pub struct Calls(std::cell::Cell<u32>);
+pub struct Calls(std::cell::Cell<u32>, std::cell::RefCell<Option<String>>);
 
 impl Calls {
     pub fn get(&self) -> u32 {
         self.0.get()
+    }
+
+    /// The workspace the request authenticated as, for its log line.
+    pub fn workspace(&self) -> Option<String> {
+        self.1.borrow().clone()
+    }
+
+    pub fn set_workspace(&self, id: &str) {
+        *self.1.borrow_mut() = Some(id.to_string());
     }
 }
 
@@ -272,6 +281,7 @@ impl Edge {
                 expires_at,
                 test,
                 flood_limit,
+                spend,
                 resend,
             } => {
                 let call = DestinationCall::Admit {
@@ -283,20 +293,20 @@ impl Edge {
                     policy: policy(),
                 };
                 let mut admission: Admitted = parse(&self.destination(calls, &dest, &call).await?)?;
-                // The shield is counted once the guard says send (exact: the WorkspaceObject);
-                // a refusal after the guard recorded the send is refunded by the flow.
-                if let (Admitted::Send, Some(limit)) = (&admission, flood_limit) {
+                // The shield and the day's spend are counted once the guard says send, in one
+                // WorkspaceObject call (exact, both or neither); a refusal after the guard
+                // recorded the send is refunded by the flow.
+                let charged = flood_limit.is_some() || spend.is_some();
+                if admission == Admitted::Send && charged {
                     let call = WorkspaceCall::Flood {
-                        limit,
+                        limit: flood_limit,
+                        spend,
                         now: self.now,
                     };
-                    let refused: Option<u32> =
+                    let refused: Option<Admitted> =
                         parse(&ok(self.workspace(calls, &self.ws_id, &call).await?)?)?;
-                    if let Some(retry_after_secs) = refused {
-                        admission = Admitted::FloodRefused {
-                            retry_after_secs,
-                            admitted: true,
-                        };
+                    if let Some(refusal) = refused {
+                        admission = refusal;
                     }
                 }
                 Outcome::Admitted { admission }
@@ -315,7 +325,10 @@ impl Edge {
             }
             Io::Deliver { message } => Outcome::Delivery {
                 outcome: match &self.gateway {
-                    Some(gw) => gateway::deliver(gw, &message).await,
+                    Some(gw) => {
+                        gateway::deliver(&self.env, gw, &message, config::log_level(&self.env))
+                            .await
+                    }
                     None => DeliveryOutcome::Failed,
                 },
             },
@@ -344,6 +357,11 @@ impl Edge {
                     step,
                 };
                 parse(&ok(self.session(calls, &session_id, &call).await?)?)?
+            }
+            Io::RefundSpend { day, micros } => {
+                let call = WorkspaceCall::RefundSpend { day, micros };
+                ok(self.workspace(calls, &self.ws_id, &call).await?)?;
+                Outcome::Done
             }
             Io::CancelSession { session_id } => {
                 ok(self
@@ -440,6 +458,21 @@ impl Edge {
             }
             Io::UnindexKey { key_hash } => {
                 workspaces::unindex_key(&self.env, &key_hash).await?;
+                Outcome::Done
+            }
+            // Listed from KV (the WorkspaceObjects copy every write there), with KV's cursor.
+            Io::ListWorkspaces { cursor, limit } => {
+                match workspaces::list(&self.env, cursor, limit).await? {
+                    Some((workspaces, next)) => Outcome::Workspaces { workspaces, next },
+                    None => Outcome::Conflict,
+                }
+            }
+            // An admin action, into the trail of the workspace it changed (no analytics).
+            Io::Audit {
+                workspace_id,
+                events,
+            } => {
+                audit::write(&self.env, &workspace_id, &events, &[]).await;
                 Outcome::Done
             }
             // SPEC §7 "Idempotency": the key's IdempotencyObject (named by its hash) decides.

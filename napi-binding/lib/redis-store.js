@@ -20,6 +20,7 @@ const SWEEP_MS = 10_000;
 const PURGE_GRACE_MS = 3600 * 1000;
 const FLOOD_WINDOW_MS = 60_000; // otpkit-core's FloodShield window
 const FLOOD_KEEP_MS = 120_000;
+const DAY_MS = 86_400_000; // otpkit-core's spend counter counts UTC days
 
 // Shared by the scripts below: `ver(k)`, the version of a stored "<version>|<JSON>" value (0 when
 // absent); `holds(k, want)`, whether k still holds exactly `want` (true when `want` is '' or not
@@ -71,19 +72,58 @@ return {1, redis.call('GET', KEYS[2])}
 // of 10). The shield's rule is otpkit-core's FloodShield::admit, mirrored line for line (a window
 // of ARGV[6] ms that starts at the first send after the last one ended; a request whose clock
 // read a little before the start counts in it, a clock a whole window back starts a new one); a
-// test checks the two agree on random sequences. ARGV: guard version, guard JSON, guard keep ms, limit, now, window ms, shield keep ms. Answers 1 (both written), 0 (the
-// guard changed: decide again) or {-1, window start} (the shield refuses; nothing written).
+// test checks the two agree on random sequences. KEYS[3] = the workspace's spend of the day
+// (policy dailySpendLimit), a hash {day, micros} charged in the same step, before the shield:
+// otpkit-core's SpendCounter::charge, mirrored line for line (a later day starts at 0, an
+// earlier one counts in the stored day; refused when the cost would take the spend past the
+// limit), checked against the core by a test as well. Every amount is an integer of micro-units
+// below 2^53 (the core caps them), exact in Lua's doubles; the count is written with HSET/HINCRBY
+// of the argument strings, never a number formatted by Lua.
+// ARGV: guard version, guard JSON, guard keep ms, flood limit ('' = no shield), now, window ms,
+// shield keep ms, spend limit ('' = no cap), cost, day, spend keep ms. Answers 1 (all written),
+// 0 (the guard changed: decide again), {-1, window start} (the shield refuses) or {-2, day} (the
+// cap refuses); a refusal writes nothing.
 const ADMIT = `${VERSIONED}
 local v1 = ver(KEYS[1])
 if v1 ~= tonumber(ARGV[1]) then return 0 end
-local limit, now, window = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local shield = redis.call('HMGET', KEYS[2], 'start', 'count')
-local start, count = tonumber(shield[1]), tonumber(shield[2]) or 0
-if start == nil or now >= start + window or now + window <= start then start, count = now, 0 end
-if count >= limit then return {-1, tostring(start)} end
+local now = tonumber(ARGV[5])
+local sday, spent, fresh
+if ARGV[8] ~= '' then
+  local slimit, cost, day = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
+  local sp = redis.call('HMGET', KEYS[3], 'day', 'micros')
+  sday, spent = tonumber(sp[1]), tonumber(sp[2]) or 0
+  fresh = sday == nil or day > sday
+  if fresh then sday, spent = day, 0 end
+  if cost > 0 and spent + cost > slimit then return {-2, tostring(sday)} end
+end
+local start, count
+if ARGV[4] ~= '' then
+  local limit, window = tonumber(ARGV[4]), tonumber(ARGV[6])
+  local shield = redis.call('HMGET', KEYS[2], 'start', 'count')
+  start, count = tonumber(shield[1]), tonumber(shield[2]) or 0
+  if start == nil or now >= start + window or now + window <= start then start, count = now, 0 end
+  if count >= limit then return {-1, tostring(start)} end
+end
 put(KEYS[1], v1, ARGV[2], ARGV[3])
-redis.call('HSET', KEYS[2], 'start', tostring(start), 'count', count + 1)
-redis.call('PEXPIRE', KEYS[2], ARGV[7])
+if start ~= nil then
+  redis.call('HSET', KEYS[2], 'start', tostring(start), 'count', count + 1)
+  redis.call('PEXPIRE', KEYS[2], ARGV[7])
+end
+if sday ~= nil then
+  if fresh then redis.call('HSET', KEYS[3], 'day', ARGV[10], 'micros', ARGV[9])
+  else redis.call('HINCRBY', KEYS[3], 'micros', ARGV[9]) end
+  redis.call('PEXPIRE', KEYS[3], ARGV[11])
+end
+return 1
+`;
+
+// Spend handed back (a definite delivery failure): KEYS[1] = the spend hash; ARGV: day, micros.
+// otpkit-core's SpendCounter::refund: only the day counted, never below 0.
+const REFUND_SPEND = `
+local sp = redis.call('HMGET', KEYS[1], 'day', 'micros')
+if tonumber(sp[1]) ~= tonumber(ARGV[1]) then return 0 end
+if (tonumber(sp[2]) or 0) <= tonumber(ARGV[2]) then redis.call('HSET', KEYS[1], 'micros', '0')
+else redis.call('HINCRBY', KEYS[1], 'micros', '-' .. ARGV[2]) end
 return 1
 `;
 
@@ -104,9 +144,13 @@ put(KEYS[1], v, ARGV[2], ARGV[3])
 return 1
 `;
 
-// A workspace record's write: KEYS[1] = its key; ARGV[1] = the record JSON, ARGV[2] = the
-// revision the stored record must have ('' = none may be stored). Answers 1, or 0 when another
-// write came first (nothing written). Records written before revisions existed count as 0.
+// A workspace record's write: KEYS[1] = its key, KEYS[2] = the index of every workspace id (a
+// sorted set, all scores 0: ordered by id, paged by ZRANGEBYLEX for GET /v1/admin/workspaces);
+// ARGV[1] = the record JSON, ARGV[2] = the revision the stored record must have ('' = none may
+// be stored), ARGV[3] = its id. Answers 1, or 0 when another write came first (nothing written).
+// Records written before revisions existed count as 0. The id joins the index in the step that
+// first puts the record (and again on every write: a workspace made before the index existed
+// joins it at its next change).
 const PUT_WORKSPACE = `
 local cur = redis.call('GET', KEYS[1])
 if ARGV[2] == '' then
@@ -118,6 +162,7 @@ else
   if rev ~= tonumber(ARGV[2]) then return 0 end
 end
 redis.call('SET', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], 0, ARGV[3])
 return 1
 `;
 
@@ -267,8 +312,9 @@ class RedisStore {
       this.ownClient = true;
     }
     this.redis.defineCommand('otpkitCas', { numberOfKeys: 1, lua: CAS });
-    this.redis.defineCommand('otpkitAdmit', { numberOfKeys: 2, lua: ADMIT });
-    this.redis.defineCommand('otpkitPutWorkspace', { numberOfKeys: 1, lua: PUT_WORKSPACE });
+    this.redis.defineCommand('otpkitAdmit', { numberOfKeys: 3, lua: ADMIT });
+    this.redis.defineCommand('otpkitRefundSpend', { numberOfKeys: 1, lua: REFUND_SPEND });
+    this.redis.defineCommand('otpkitPutWorkspace', { numberOfKeys: 2, lua: PUT_WORKSPACE });
     this.redis.defineCommand('otpkitVerifyWrite', { numberOfKeys: 2, lua: VERIFY_WRITE });
     this.redis.defineCommand('otpkitConfirm', { numberOfKeys: 3, lua: CONFIRM });
     this.redis.defineCommand('otpkitLookup', { numberOfKeys: 1, lua: LOOKUP });
@@ -369,6 +415,9 @@ class RedisStore {
       case 'cancelSession':
         await this.cancelSession(ws.id, io.sessionId);
         return DONE;
+      case 'refundSpend':
+        await this.run(() => this.redis.otpkitRefundSpend(this.key('sp', ws.id), String(io.day), String(io.micros)));
+        return DONE;
       case 'verify':
         return this.verify(engine, ws, io.sessionId, io.code, now, ctx, io.transaction ? JSON.stringify(io.transaction) : null);
       case 'recordVerify': {
@@ -393,7 +442,8 @@ class RedisStore {
       case 'putWorkspace': {
         // compare-and-set on the record's revision: concurrent admin writes, from any process,
         // never lose one another (the core reads again and re-applies on a conflict)
-        const put = () => this.redis.otpkitPutWorkspace(this.key('ws', io.workspace.id), JSON.stringify(io.workspace), io.expected ?? '');
+        const put = () =>
+          this.redis.otpkitPutWorkspace(this.key('ws', io.workspace.id), this.key('wsindex', 'all'), JSON.stringify(io.workspace), io.expected ?? '', io.workspace.id);
         return (await this.run(put)) === 1 ? DONE : '{"result":"conflict"}';
       }
       case 'indexKey':
@@ -401,6 +451,14 @@ class RedisStore {
         return DONE;
       case 'unindexKey':
         await this.run(() => this.redis.del(this.key('key', io.keyHash)));
+        return DONE;
+      case 'listWorkspaces':
+        return this.listWorkspaces(io.cursor, io.limit);
+      case 'audit': // an admin action, in the trail of the workspace it changed
+        await this.record(
+          io.workspaceId,
+          io.events.map((e) => JSON.stringify(e)),
+        );
         return DONE;
       // SPEC §7 "Idempotency": one record per key hash (per workspace; never the key itself),
       // decided by the core (native idempotency*) and written by the compare-and-set script.
@@ -426,15 +484,15 @@ class RedisStore {
   }
 
   /**
-   * Admits a send at the destination guard; with `io.floodLimit`, also counts it in the
-   * workspace's flood shield — in one script that counts the shield atomically, or neither if
-   * the shield refuses. The guard is compared-and-set (see ADMIT).
+   * Admits a send at the destination guard; with `io.floodLimit` / `io.spend`, also counts it in
+   * the workspace's flood shield and charges the day's spend — in one script that counts them
+   * atomically, or none if the shield or the cap refuses. The guard is compared-and-set (see ADMIT).
    */
   admit(ws, io, now, ctx) {
     const guardKey = this.key('g', ws.id, io.dest);
     const decide = (json) => native.guardAdmit(json, ws, io.purpose, io.sessionId, io.expiresAt, io.test, io.resend === true, now);
     const answer = (step) => `{"result":"admitted","admission":${step.admission}}`;
-    if (io.floodLimit == null) {
+    if (io.floodLimit == null && io.spend == null) {
       return this.update(guardKey, decide, undefined, true).then((step) => {
         ctx.guardRaw = step.guardRaw;
         return answer(step);
@@ -442,6 +500,10 @@ class RedisStore {
     }
     // 'fw', not the 'f' of the old last-writer-wins string: no WRONGTYPE while one of those lives
     const floodKey = this.key('fw', ws.id);
+    const spend = io.spend;
+    const spendArgs = spend
+      ? [String(spend.limitMicros), String(spend.costMicros), String(spend.day), String(Math.max(1000, (spend.day + 2) * DAY_MS - now))]
+      : ['', '', '', ''];
     return this.run(async () => {
       for (let i = 0; i < MAX_TRIES; i++) {
         const rawGuard = await this.redis.get(guardKey);
@@ -450,7 +512,12 @@ class RedisStore {
         if (step.kind !== 'send') {
           if (!step.changed || (await this.redis.otpkitCas(guardKey, gv, step.state ?? '', keepArg(step.keepMs)))) return answer(step);
         } else {
-          const written = await this.redis.otpkitAdmit(guardKey, floodKey, gv, step.state ?? '', keepArg(step.keepMs), io.floodLimit, now, FLOOD_WINDOW_MS, FLOOD_KEEP_MS);
+          const written = await this.redis.otpkitAdmit(guardKey, floodKey, this.key('sp', ws.id), gv, step.state ?? '', keepArg(step.keepMs), io.floodLimit ?? '', now, FLOOD_WINDOW_MS, FLOOD_KEEP_MS, ...spendArgs);
+          if (Array.isArray(written) && written[0] === -2) {
+            // the cap refused: the core says until when, from the day counted (nothing written)
+            const full = JSON.stringify({ day: Number(written[1]), micros: spend.limitMicros });
+            return `{"result":"admitted","admission":${native.spendJson(full, JSON.stringify(spend), now).refused}}`;
+          }
           if (Array.isArray(written)) {
             // the shield refused: the core says for how long, from the window's start
             const full = JSON.stringify({ windowStart: Number(written[1]), count: io.floodLimit });
@@ -686,6 +753,54 @@ class RedisStore {
       for (const [field, value] of Object.entries(hash)) counters.push(day, field, value);
     });
     return native.analyticsReply(ws, query, now, counters, results[results.length - 1][1]);
+  }
+
+  /**
+   * One page of the admin listing: the ids after `cursor` (the last id of the page before; any
+   * string orders) from the index, by id, then their records (one MGET). `nextCursor` is the
+   * page's last id while more follow.
+   */
+  async listWorkspaces(cursor, limit) {
+    const ids = await this.run(() =>
+      this.redis.zrangebylex(this.key('wsindex', 'all'), cursor == null ? '-' : `(${cursor}`, '+', 'LIMIT', 0, limit + 1),
+    );
+    const page = ids.slice(0, limit);
+    const records = page.length ? await this.run(() => this.redis.mget(...page.map((id) => this.key('ws', id)))) : [];
+    const next = ids.length > limit ? page[page.length - 1] : null;
+    return `{"result":"workspaces","workspaces":[${records.filter((r) => r != null).join(',')}],"next":${JSON.stringify(next)}}`;
+  }
+
+  /**
+   * `GET /v1/admin/analytics`: every indexed workspace's (and `library`'s: the library's
+   * workspace, a native Workspace not stored here) records, period day hashes and live open
+   * sessions, one pipeline; the core sums them.
+   */
+  async adminAnalyticsReply(query, now, library = null) {
+    const extra = library ? { id: library.id, json: library.toJson() } : null;
+    const period = native.analyticsPeriod(query, now); // 400 before any read
+    const ids = await this.run(() => this.redis.zrange(this.key('wsindex', 'all'), 0, -1));
+    if (extra && !ids.includes(extra.id)) ids.push(extra.id);
+    const days = period.lastDay - period.firstDay + 1;
+    const results = await this.run(() => {
+      const pipe = this.redis.pipeline();
+      for (const id of ids) {
+        pipe.get(this.key('ws', id));
+        for (let day = period.firstDay; day <= period.lastDay; day++) pipe.hgetall(this.key('an', id, day));
+        pipe.zrangebyscore(this.key('ao', id), `(${now}`, '+inf');
+      }
+      return pipe.exec();
+    });
+    if (!results || results.some(([err]) => err)) throw hostError('STORE_UNAVAILABLE');
+    const rows = ids.map((id, i) => {
+      const at = i * (days + 2);
+      const counters = [];
+      results.slice(at + 1, at + 1 + days).forEach(([, hash], d) => {
+        for (const [field, value] of Object.entries(hash)) counters.push(String(period.firstDay + d), field, value);
+      });
+      const workspace = results[at][1] ?? (extra && extra.id === id ? extra.json : null);
+      return { workspaceId: id, workspace, counters, open: results[at + days + 1][1] };
+    });
+    return native.adminAnalyticsReply(query, now, rows);
   }
 
   getWorkspace(id) {

@@ -7,6 +7,7 @@
 const native = require('./native');
 const { OtpError, fromInfo, fromNative, hostError, fromReply } = require('./errors');
 const { MemoryStore } = require('./memory-store');
+const { note, logDeliveryFailure } = require('./log');
 
 const IN_FLIGHT_STALE_MS = 15_000; // as otpkit-core's guard::IN_FLIGHT_STALE_MS
 const POLL_MS = 20;
@@ -16,6 +17,13 @@ const toBody = (value) => Buffer.from(JSON.stringify(value ?? {}));
 
 function normalize(e) {
   return fromNative(e);
+}
+
+/** A query string of the given (not null or undefined) values. */
+function queryString(values) {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(values)) if (v != null) q.set(k, String(v));
+  return q.toString();
 }
 
 /** The Idempotency-Key of a call (`opts.idempotencyKey`; the core checks it) for a route `path`. */
@@ -49,6 +57,7 @@ class OtpService {
     this.gateway = typeof gw === 'function' ? { send: gw } : gw || null;
     this.store = opts.store || new MemoryStore();
     this.adminToken = opts.adminToken || null;
+    this.metrics = opts.metrics || null; // lib/metrics.js (`otpkit serve`'s GET /metrics)
     this.inflight = new Map(); // sessionId → { promise, resolve } for sends made by this process
     this.background = new Set();
     try {
@@ -153,6 +162,24 @@ class OtpService {
   /** Revokes a key (immediately). */
   async revokeKey(workspaceId, keyId) {
     await this.#data(() => this.adminReply('revokeKey', { id: String(workspaceId), keyId: String(keyId) }));
+  }
+  /**
+   * One page of every workspace (by id), each as getWorkspace() shows it: `{workspaces,
+   * nextCursor}`; pass `nextCursor` back as `cursor` for the next page (null at the end).
+   * `limit`: 1–200 (default 50). Rejects with OtpError VALIDATION_ERROR (`field` cursor/limit).
+   */
+  async listWorkspaces({ cursor, limit } = {}) {
+    return this.#data(() => this.listReply(queryString({ cursor, limit })));
+  }
+  /**
+   * Analytics across every workspace (GET /v1/admin/analytics's answer): the analytics() report
+   * summed, each workspace's cost at its own price, plus `estimated_costs` per currency and
+   * `workspaces` (each one's totals). `query`: {days, app}.
+   */
+  async adminAnalytics(query = {}) {
+    const reply = await this.#reply(() => this.adminAnalyticsReply(queryString(query)));
+    if (reply.status !== 200) throw fromReply(reply);
+    return JSON.parse(reply.body);
   }
 
   /** Waits for bookkeeping that follows answers (audit, failure streak). */
@@ -267,8 +294,15 @@ class OtpService {
         case 'pause': // an Idempotency-Key duplicate waiting for the request in flight
           await sleep(io.millis);
           return '{"result":"done"}';
-        default:
-          return await this.store.perform(this.engine, ws, io, raw, Date.now(), ctx);
+        default: {
+          if (!this.metrics) return await this.store.perform(this.engine, ws, io, raw, Date.now(), ctx);
+          const t0 = process.hrtime.bigint();
+          try {
+            return await this.store.perform(this.engine, ws, io, raw, Date.now(), ctx);
+          } finally {
+            this.metrics.stored(io.io, Number(process.hrtime.bigint() - t0) / 1e9);
+          }
+        }
       }
     } catch (e) {
       return normalize(e)?.code === 'INTERNAL_ERROR' ? '{"result":"failed","corrupt":true}' : '{"result":"failed"}';
@@ -277,13 +311,23 @@ class OtpService {
 
   /** The gateway's outcome: 'delivered', 'failed' (definite) or 'timedOut' (unknown, charged). */
   async send(message) {
-    if (!this.gateway) return 'failed';
-    try {
-      const outcome = await this.gateway.send(message);
-      return outcome === 'delivered' || outcome === 'timedOut' ? outcome : 'failed';
-    } catch {
-      return 'failed';
+    const started = Date.now();
+    let cause = null;
+    let outcome = 'failed';
+    if (this.gateway) {
+      try {
+        const o = await this.gateway.send(message, { onFailure: (c) => (cause = c) });
+        outcome = o === 'delivered' || o === 'timedOut' ? o : 'failed';
+      } catch {
+        outcome = 'failed';
+      }
     }
+    if (this.gateway) this.metrics?.sent(message, outcome, (Date.now() - started) / 1000);
+    if (outcome !== 'delivered') {
+      // `otpkit serve` logs why (a library call outside a served request logs nothing).
+      logDeliveryFailure(message, this.gateway?.kind ?? (this.gateway ? 'custom' : 'none'), cause ?? (outcome === 'timedOut' ? { timedOut: true } : {}), started);
+    }
+    return outcome;
   }
 
   /**
@@ -380,6 +424,7 @@ class OtpService {
     if (json == null) throw hostError('UNAUTHORIZED');
     const ws = native.Workspace.fromJson(json);
     if (!ws.liveKey(hash)) throw hostError('UNAUTHORIZED');
+    note('workspace', ws.id);
     return ws;
   }
 
@@ -407,6 +452,16 @@ class OtpService {
     return this.check(ws, r.dialect, r.id ?? null, body, input?.sessionId ? found.session : undefined);
   }
 
+  /** GET /v1/admin/workspaces (core::flow's AdminFlow): `query` is the URL's query string. */
+  listReply(query) {
+    return this.drive(native.listWorkspacesFlow(query, Date.now()), this.libraryWorkspace);
+  }
+
+  /** GET /v1/admin/analytics: `query` is the URL's query string. */
+  adminAnalyticsReply(query) {
+    return this.store.adminAnalyticsReply(query, Date.now(), this.libraryWorkspace);
+  }
+
   /** An admin action (core::flow's AdminFlow): `createWorkspace`, `patchWorkspace`, `getWorkspace`, `createKey`, `revokeKey`. */
   adminReply(action, { id = null, keyId = null, body = null } = {}) {
     // Admin effects touch workspace records and the key index only; no workspace scopes them.
@@ -424,6 +479,7 @@ class OtpService {
   async handle(req) {
     try {
       const r = native.route(req.method, req.path);
+      note('route', r.kind);
       if (r.kind === 'health') return native.healthReply(this.engine.configured);
       if (r.kind === 'ready') return native.readyReply(this.store.ready ? await this.store.ready() : true, this.engine.configured);
       if (r.kind === 'openapi') return native.openapiReply();
@@ -432,6 +488,8 @@ class OtpService {
       if (r.admin) {
         if (!this.adminToken) throw hostError('NOT_FOUND');
         if (!native.adminAuthorized(this.adminToken, h.authorization ?? null)) throw hostError('UNAUTHORIZED');
+        if (r.kind === 'listWorkspaces') return await this.listReply(req.query || '');
+        if (r.kind === 'adminAnalytics') return await this.adminAnalyticsReply(req.query || '');
         const body = r.kind === 'createWorkspace' || r.kind === 'patchWorkspace' ? await this.jsonBody(req) : null;
         return await this.adminReply(r.kind, { id: r.id ?? null, keyId: r.keyId ?? null, body });
       }

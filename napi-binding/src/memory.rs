@@ -10,15 +10,17 @@ use crate::workspace::Workspace;
 use crate::{ms, ops};
 use napi::Result;
 use napi_derive::napi;
-use otpkit_core::analytics::{self, Bucket, Counts, Delta, Write};
+use otpkit_core::analytics::{self, Bucket, Counts, Delta, WorkspaceCounters, Write};
 use otpkit_core::audit::{AuditEvent, KEEP_PER_STREAM};
 use otpkit_core::flow::{self, Admitted, Io, Outcome};
 use otpkit_core::guard::{Admission, DeliveryOutcome, DestinationGuard, FloodShield};
 use otpkit_core::idempotency::{self, Record};
+use otpkit_core::spend::{charge_workspace, SpendCounter};
 use otpkit_core::workspace::WorkspaceRecord;
 use otpkit_core::{Error, Session, UnixMillis, VerifyOutcome};
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::ops::Bound::{Excluded, Unbounded};
 use std::sync::{Mutex, MutexGuard};
 
 /// Audit events kept per workspace in each of its two streams (oldest dropped first), unless
@@ -43,8 +45,12 @@ struct Inner {
     guards: HashMap<String, (DestinationGuard, UnixMillis)>,
     /// Workspace id → flood shield.
     floods: HashMap<String, FloodShield>,
+    /// Workspace id → the day's spend (policy `dailySpendLimit`), charged with the flood shield.
+    spends: HashMap<String, SpendCounter>,
     /// Workspaces and the key index (`ws:<id>`, `key:<hash>`).
     kv: HashMap<String, String>,
+    /// The ids of the workspaces in `kv`, in order: the admin listing's pages.
+    workspace_ids: BTreeSet<String>,
     /// `Idempotency-Key` records by the key's hash (per workspace; never the key), dropped by
     /// the sweep once expired.
     idem: HashMap<String, Record>,
@@ -165,6 +171,7 @@ impl MemoryStore {
                 expires_at,
                 test,
                 flood_limit,
+                spend,
                 resend,
             } => {
                 let k = key(ws_id, &dest);
@@ -180,25 +187,40 @@ impl MemoryStore {
                         retry_after_secs: e.retry_after_secs().unwrap_or(1),
                     },
                 };
-                let admission = match (admission, flood_limit) {
-                    (Admitted::Send, Some(limit)) => {
-                        let shield = inner.floods.entry(ws_id.clone()).or_default();
-                        match ops::flood(shield, limit, now) {
-                            Ok(()) => Admitted::Send,
+                let charged = flood_limit.is_some() || spend.is_some();
+                let admission = match admission {
+                    Admitted::Send if charged => {
+                        // The flood shield and the day's spend, both or neither, under the lock.
+                        let mut shield = inner.floods.get(ws_id).copied().unwrap_or_default();
+                        let mut counter = inner.spends.get(ws_id).copied().unwrap_or_default();
+                        let step = charge_workspace(
+                            &mut shield,
+                            flood_limit,
+                            &mut counter,
+                            spend.as_ref(),
+                            now,
+                        );
+                        match step {
+                            Ok(()) => {
+                                if flood_limit.is_some() {
+                                    inner.floods.insert(ws_id.clone(), shield);
+                                }
+                                if spend.is_some() {
+                                    inner.spends.insert(ws_id.clone(), counter);
+                                }
+                                Admitted::Send
+                            }
                             Err(e) => {
                                 // Handed back under the same lock: nothing stays charged.
                                 inner
                                     .guard(&k)
                                     .0
                                     .delivery(&session_id, DeliveryOutcome::Failed);
-                                Admitted::FloodRefused {
-                                    retry_after_secs: e.retry_after_secs().unwrap_or(1),
-                                    admitted: false,
-                                }
+                                Admitted::workspace_refused(&e, false)
                             }
                         }
                     }
-                    (a, _) => a,
+                    a => a,
                 };
                 inner.settle_guard(&k, ws, now);
                 Outcome::Admitted { admission }
@@ -244,6 +266,12 @@ impl MemoryStore {
                     inner.put_session(k, after);
                 }
                 done.outcome
+            }
+            Io::RefundSpend { day, micros } => {
+                if let Some(counter) = inner.spends.get_mut(ws_id) {
+                    counter.refund(day, micros);
+                }
+                Outcome::Done
             }
             Io::CancelSession { session_id } => {
                 if let Some(s) = inner.sessions.remove(&key(ws_id, &session_id)) {
@@ -315,6 +343,7 @@ impl MemoryStore {
                     .transpose()?
                     .map(|w| w.revision);
                 if current == expected {
+                    inner.workspace_ids.insert(workspace.id.clone());
                     inner.kv.insert(k, workspace.to_json());
                     Outcome::Done
                 } else {
@@ -330,6 +359,35 @@ impl MemoryStore {
             }
             Io::UnindexKey { key_hash } => {
                 inner.kv.remove(&key("key", &key_hash));
+                Outcome::Done
+            }
+            // By id: the cursor is the last id of the page before (any string orders).
+            Io::ListWorkspaces { cursor, limit } => {
+                let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+                let after = cursor.unwrap_or_default();
+                let mut ids = inner
+                    .workspace_ids
+                    .range::<str, _>((Excluded(after.as_str()), Unbounded))
+                    .take(limit.saturating_add(1));
+                let page: Vec<&String> = ids.by_ref().take(limit).collect();
+                let next = match ids.next() {
+                    Some(_) => page.last().map(|id| (*id).clone()),
+                    None => None,
+                };
+                let workspaces = page
+                    .iter()
+                    .filter_map(|id| inner.kv.get(&key("ws", id)))
+                    .map(|json| WorkspaceRecord::from_json(json))
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                Outcome::Workspaces { workspaces, next }
+            }
+            Io::Audit {
+                workspace_id,
+                events,
+            } => {
+                for e in events {
+                    inner.push_audit(&workspace_id, e);
+                }
                 Outcome::Done
             }
             // This store keeps no reuse hints: the guard decides every request.
@@ -531,6 +589,57 @@ impl MemoryStore {
         Ok(analytics::report(&q, now, counters, live, price).into())
     }
 
+    /// `GET /v1/admin/analytics` (`query`: the URL's query string): every workspace with
+    /// counters, each at its own price (`library`: the library's workspace, not stored here).
+    #[napi]
+    pub fn admin_analytics_reply(
+        &self,
+        query: String,
+        now: f64,
+        library: &Workspace,
+    ) -> Result<Reply> {
+        let q = analytics_query(&query)?;
+        let now = ms(now);
+        let inner = self.lock()?;
+        let ids: BTreeSet<&String> = inner.counters.keys().chain(inner.open.keys()).collect();
+        let mut workspaces = Vec::with_capacity(ids.len());
+        for id in ids {
+            let price = if *id == library.rec.id {
+                library.rec.policy.price_per_segment.clone()
+            } else {
+                match inner.kv.get(&key("ws", id)) {
+                    Some(json) => {
+                        WorkspaceRecord::from_json(json)
+                            .map_err(|e| throw(&e))?
+                            .policy
+                            .price_per_segment
+                    }
+                    None => otpkit_core::Policy::default().price_per_segment,
+                }
+            };
+            workspaces.push(WorkspaceCounters {
+                workspace_id: id.clone(),
+                price,
+                counters: inner
+                    .counters
+                    .get(id)
+                    .into_iter()
+                    .flatten()
+                    .map(|(b, c)| (b.clone(), *c))
+                    .collect(),
+                open: inner
+                    .open
+                    .get(id)
+                    .into_iter()
+                    .flat_map(HashMap::values)
+                    .filter(|(_, until)| now < *until)
+                    .map(|(b, _)| b.clone())
+                    .collect(),
+            });
+        }
+        Ok(analytics::admin_report(&q, now, &workspaces).into())
+    }
+
     /// `GET /v1/messaging/otp/audit` for a workspace (`query`: the URL's query string).
     #[napi]
     pub fn audit_reply(&self, ws_id: String, query: String) -> Result<Reply> {
@@ -615,6 +724,7 @@ impl MemoryStore {
         inner
             .floods
             .retain(|_, f| now < f.window_start.plus_secs(60));
+        inner.spends.retain(|_, s| !s.is_idle(now));
         Ok(count(purged))
     }
 

@@ -86,7 +86,6 @@ impl CancelFlow {
         }
     }
 
-
     fn canceled(&mut self, s: &Session) {
         let reply = match self.dialect {
             Dialect::V1 => envelope::v1_session(&s.view(self.now)),

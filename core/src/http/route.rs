@@ -37,9 +37,37 @@ pub enum Route<'a> {
     CreateKey(&'a str),
     /// `DELETE /v1/admin/workspaces/{id}/keys/{keyId}`.
     RevokeKey(&'a str, &'a str),
+    /// `GET /v1/admin/workspaces` (`?cursor=&limit=`).
+    ListWorkspaces,
+    /// `GET /v1/admin/analytics` (`?days=&app=`): every workspace's.
+    AdminAnalytics,
 }
 
 impl Route<'_> {
+    /// The route's name, as logs and the Node host name it (never the raw path).
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        match self {
+            Route::Health => "health",
+            Route::Ready => "ready",
+            Route::OpenApi => "openapi",
+            Route::Request(_) => "request",
+            Route::Verify(..) => "verify",
+            Route::Status(..) => "status",
+            Route::Cancel(..) => "cancel",
+            Route::Resend(..) => "resend",
+            Route::Audit => "audit",
+            Route::Analytics => "analytics",
+            Route::CreateWorkspace => "createWorkspace",
+            Route::PatchWorkspace(_) => "patchWorkspace",
+            Route::GetWorkspace(_) => "getWorkspace",
+            Route::CreateKey(_) => "createKey",
+            Route::RevokeKey(..) => "revokeKey",
+            Route::ListWorkspaces => "listWorkspaces",
+            Route::AdminAnalytics => "adminAnalytics",
+        }
+    }
+
     /// An operator route (admin token, absent without `ADMIN_TOKEN`).
     #[must_use]
     pub fn is_admin(&self) -> bool {
@@ -50,6 +78,8 @@ impl Route<'_> {
                 | Route::GetWorkspace(_)
                 | Route::CreateKey(_)
                 | Route::RevokeKey(..)
+                | Route::ListWorkspaces
+                | Route::AdminAnalytics
         )
     }
 }
@@ -87,7 +117,12 @@ pub fn match_route<'a>(method: &str, path: &'a str) -> Result<Route<'a>, Error> 
         ["otp", id, "status"] => (Route::Status(Dialect::Zend, id), "GET"),
         ["otp", id, "cancel"] => (Route::Cancel(Dialect::Zend, id), "POST"),
         ["otp", id, "resend"] => (Route::Resend(Dialect::Zend, id), "POST"),
+        // Two methods on one path: GET (HEAD) lists, POST creates.
+        ["v1", "admin", "workspaces"] if matches!(method, "GET" | "HEAD") => {
+            (Route::ListWorkspaces, "GET")
+        }
         ["v1", "admin", "workspaces"] => (Route::CreateWorkspace, "POST"),
+        ["v1", "admin", "analytics"] => (Route::AdminAnalytics, "GET"),
         // Two methods on one path: GET (HEAD) reads, PATCH changes.
         ["v1", "admin", "workspaces", id] if matches!(method, "GET" | "HEAD") => {
             (Route::GetWorkspace(id), "GET")
@@ -165,5 +200,33 @@ mod tests {
             match_route("DELETE", "/v1/admin/workspaces/ws_1"),
             Err(Error::MethodNotAllowed)
         );
+    }
+
+    #[test]
+    fn admin_listing_and_analytics() {
+        let list = match_route("GET", "/v1/admin/workspaces");
+        assert_eq!(list, Ok(Route::ListWorkspaces));
+        assert!(list.is_ok_and(|r| r.is_admin()));
+        assert_eq!(
+            match_route("HEAD", "/v1/admin/workspaces/"),
+            Ok(Route::ListWorkspaces)
+        );
+        assert_eq!(
+            match_route("POST", "/v1/admin/workspaces"),
+            Ok(Route::CreateWorkspace)
+        );
+        assert_eq!(
+            match_route("DELETE", "/v1/admin/workspaces"),
+            Err(Error::MethodNotAllowed)
+        );
+        let analytics = match_route("GET", "/v1/admin/analytics");
+        assert_eq!(analytics, Ok(Route::AdminAnalytics));
+        assert!(analytics.is_ok_and(|r| r.is_admin()));
+        assert_eq!(
+            match_route("POST", "/v1/admin/analytics"),
+            Err(Error::MethodNotAllowed)
+        );
+        // The workspace's own analytics route is not an operator route.
+        assert!(match_route("GET", "/otp/analytics").is_ok_and(|r| !r.is_admin()));
     }
 }
