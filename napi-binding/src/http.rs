@@ -90,29 +90,21 @@ pub fn route(method: String, path: String) -> Result<RouteMatch> {
             Dialect::Zend => "zend".to_string(),
         })
     };
-    let (kind, dialect, id, key_id) = match r {
-        CoreRoute::Health => ("health", None, None, None),
-        CoreRoute::Ready => ("ready", None, None, None),
-        CoreRoute::OpenApi => ("openapi", None, None, None),
-        CoreRoute::Request(x) => ("request", d(x), None, None),
-        CoreRoute::Verify(x, id) => ("verify", d(x), id.map(str::to_string), None),
-        CoreRoute::Status(x, id) => ("status", d(x), Some(id.to_string()), None),
-        CoreRoute::Cancel(x, id) => ("cancel", d(x), Some(id.to_string()), None),
-        CoreRoute::Resend(x, id) => ("resend", d(x), Some(id.to_string()), None),
-        CoreRoute::Audit => ("audit", None, None, None),
-        CoreRoute::Analytics => ("analytics", None, None, None),
-        CoreRoute::CreateWorkspace => ("createWorkspace", None, None, None),
-        CoreRoute::PatchWorkspace(id) => ("patchWorkspace", None, Some(id.to_string()), None),
-        CoreRoute::GetWorkspace(id) => ("getWorkspace", None, Some(id.to_string()), None),
-        CoreRoute::CreateKey(id) => ("createKey", None, Some(id.to_string()), None),
-        CoreRoute::RevokeKey(id, k) => {
-            ("revokeKey", None, Some(id.to_string()), Some(k.to_string()))
+    // The name is the core's (`Route::name`, as logs say it); the rest is what the path carries.
+    let (dialect, id, key_id) = match r {
+        CoreRoute::Request(x) => (d(x), None, None),
+        CoreRoute::Verify(x, id) => (d(x), id.map(str::to_string), None),
+        CoreRoute::Status(x, id) | CoreRoute::Cancel(x, id) | CoreRoute::Resend(x, id) => {
+            (d(x), Some(id.to_string()), None)
         }
-        CoreRoute::ListWorkspaces => ("listWorkspaces", None, None, None),
-        CoreRoute::AdminAnalytics => ("adminAnalytics", None, None, None),
+        CoreRoute::PatchWorkspace(id) | CoreRoute::GetWorkspace(id) | CoreRoute::CreateKey(id) => {
+            (None, Some(id.to_string()), None)
+        }
+        CoreRoute::RevokeKey(id, k) => (None, Some(id.to_string()), Some(k.to_string())),
+        _ => (None, None, None),
     };
     Ok(RouteMatch {
-        kind: kind.to_string(),
+        kind: r.name().to_string(),
         dialect,
         id,
         key_id,
