@@ -82,4 +82,38 @@ let destCounter = Math.floor(Math.random() * 1e6);
 /** A fresh E.164 destination. */
 const newDest = () => `+1555${String(destCounter++ % 1e7).padStart(7, '0')}`;
 
-module.exports = { ROOT, PEPPER, freePort, sleep, startRedis, startSink, codeOf, newDest, recorder };
+/**
+ * A real `otpkit serve` (bin/otpkit.js) on a free loopback port with `env` added to this
+ * process's environment: `{port, base, output(), stop()}` once it answers /health.
+ */
+async function serve(env) {
+  const { spawn: spawnChild } = require('node:child_process');
+  const port = await freePort();
+  const child = spawnChild(process.execPath, [path.join(ROOT, 'napi-binding', 'bin', 'otpkit.js'), 'serve'], {
+    env: { ...process.env, ...env, PORT: String(port), OTPKIT_BIND: '127.0.0.1' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout.on('data', (c) => (out += c));
+  child.stderr.on('data', (c) => (out += c));
+  const base = `http://127.0.0.1:${port}`;
+  for (let i = 0; ; i++) {
+    if (child.exitCode != null) throw new Error(`otpkit serve exited:\n${out}`);
+    if (await fetch(`${base}/health`).then(() => true, () => false)) break; // any answer: listening
+    if (i > 100) throw new Error(`otpkit serve did not listen:\n${out}`);
+    await sleep(100);
+  }
+  return {
+    port,
+    base,
+    output: () => out,
+    async stop() {
+      if (child.exitCode != null) return;
+      const done = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      await done;
+    },
+  };
+}
+
+module.exports = { ROOT, PEPPER, freePort, sleep, startRedis, startSink, codeOf, newDest, recorder, serve };

@@ -4,40 +4,10 @@
 
 const { describe, it, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { spawn } = require('node:child_process');
 const path = require('node:path');
 const { randomBytes } = require('node:crypto');
-const { ROOT, freePort, sleep, startSink, startRedis, newDest } = require('./helpers');
+const { startSink, startRedis, newDest, serve } = require('./helpers');
 
-const BIN = path.join(ROOT, 'napi-binding', 'bin', 'otpkit.js');
-
-async function serve(env) {
-  const port = await freePort();
-  const child = spawn(process.execPath, [BIN, 'serve'], {
-    env: { ...process.env, ...env, PORT: String(port), OTPKIT_BIND: '127.0.0.1' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  child.stdout.on('data', (c) => (out += c));
-  child.stderr.on('data', (c) => (out += c));
-  const base = `http://127.0.0.1:${port}`;
-  for (let i = 0; ; i++) {
-    if (child.exitCode != null) throw new Error(`otpkit serve exited:\n${out}`);
-    if (await fetch(`${base}/health`).then(() => true, () => false)) break;
-    if (i > 100) throw new Error(`otpkit serve did not listen:\n${out}`);
-    await sleep(100);
-  }
-  return {
-    base,
-    output: () => out,
-    async stop() {
-      if (child.exitCode != null) return;
-      const done = new Promise((r) => child.once('exit', r));
-      child.kill('SIGTERM');
-      await done;
-    },
-  };
-}
 
 /** The value of one sample line `name{labels} value` of the exposition, or 0 when absent. */
 function sample(text, name, labels) {

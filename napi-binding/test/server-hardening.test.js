@@ -8,13 +8,11 @@
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { spawn } = require('node:child_process');
 const net = require('node:net');
 const path = require('node:path');
 const { randomBytes } = require('node:crypto');
-const { ROOT, freePort, sleep, startSink, newDest } = require('./helpers');
+const { sleep, startSink, newDest, serve } = require('./helpers');
 
-const BIN = path.join(ROOT, 'napi-binding', 'bin', 'otpkit.js');
 const REQUEST_PATH = '/v1/messaging/otp/request';
 
 const DEADLINES = {
@@ -26,35 +24,6 @@ const DEADLINES = {
 };
 const DRIBBLE_MS = 400; // < OTPKIT_IDLE_TIMEOUT_MS: the idle timer never fires on a dribbler
 const SLACK_MS = 2000; // timer granularity (node checks request deadlines periodically) and a loaded machine
-
-async function serve(env) {
-  const port = await freePort();
-  const child = spawn(process.execPath, [BIN, 'serve'], {
-    env: { ...process.env, ...env, PORT: String(port), OTPKIT_BIND: '127.0.0.1' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  child.stdout.on('data', (c) => (out += c));
-  child.stderr.on('data', (c) => (out += c));
-  const base = `http://127.0.0.1:${port}`;
-  for (let i = 0; ; i++) {
-    if (child.exitCode != null) throw new Error(`otpkit serve exited:\n${out}`);
-    if (await fetch(`${base}/health`).then(() => true, () => false)) break;
-    if (i > 100) throw new Error(`otpkit serve did not listen:\n${out}`);
-    await sleep(100);
-  }
-  return {
-    port,
-    base,
-    output: () => out,
-    async stop() {
-      if (child.exitCode != null) return;
-      const done = new Promise((r) => child.once('exit', r));
-      child.kill('SIGTERM');
-      await done;
-    },
-  };
-}
 
 /**
  * A raw client on loopback that writes `head` and then, if `dribble`, one byte every DRIBBLE_MS

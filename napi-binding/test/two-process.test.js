@@ -5,37 +5,10 @@
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { spawn } = require('node:child_process');
 const path = require('node:path');
 const { randomBytes } = require('node:crypto');
-const { ROOT, freePort, sleep, startRedis, startSink, codeOf, newDest } = require('./helpers');
+const { ROOT, sleep, startRedis, startSink, codeOf, newDest, serve } = require('./helpers');
 
-const BIN = path.join(ROOT, 'napi-binding', 'bin', 'otpkit.js');
-
-async function serve(env) {
-  const port = await freePort();
-  const child = spawn(process.execPath, [BIN, 'serve'], { env: { ...process.env, ...env, PORT: String(port) }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  child.stdout.on('data', (c) => (out += c));
-  child.stderr.on('data', (c) => (out += c));
-  const base = `http://127.0.0.1:${port}`;
-  for (let i = 0; i < 100; i++) {
-    if (child.exitCode != null) throw new Error(`otpkit serve exited:\n${out}`);
-    const ok = await fetch(`${base}/health`).then(() => true, () => false); // any answer: listening
-    if (ok) break;
-    await sleep(100);
-  }
-  return {
-    base,
-    output: () => out,
-    async stop() {
-      if (child.exitCode != null) return;
-      const done = new Promise((r) => child.once('exit', r));
-      child.kill('SIGTERM');
-      await done;
-    },
-  };
-}
 
 describe('two otpkit serve processes sharing one Redis', () => {
   let redis;
