@@ -60,9 +60,15 @@ mod tests {
             Error::MethodNotAllowed,
             Error::SenderNotAllowed,
             Error::DestinationNotAllowed,
-            Error::RateLimited { retry_after_secs: 1 },
-            Error::DestinationLocked { retry_after_secs: 1 },
-            Error::ResendTooSoon { retry_after_secs: 1 },
+            Error::RateLimited {
+                retry_after_secs: 1,
+            },
+            Error::DestinationLocked {
+                retry_after_secs: 1,
+            },
+            Error::ResendTooSoon {
+                retry_after_secs: 1,
+            },
             Error::DeliveryFailed,
             Error::StoreUnavailable,
             Error::Misconfigured { message: "".into() },
@@ -72,15 +78,29 @@ mod tests {
             Error::SessionEnded(Ended::MaxAttempts),
         ];
         for e in every {
-            assert!(listed.contains(&e.code()), "{} is not in the Error schema", e.code());
+            assert!(
+                listed.contains(&e.code()),
+                "{} is not in the Error schema",
+                e.code()
+            );
         }
         let source = include_str!("../error.rs");
         for code in listed.iter() {
-            assert!(source.contains(&alloc::format!("\"{code}\"")), "{code} is listed but no Error answers it");
+            assert!(
+                source.contains(&alloc::format!("\"{code}\"")),
+                "{code} is listed but no Error answers it"
+            );
         }
-        for extra in ["IDEMPOTENCY_KEY_REUSED", "IDEMPOTENCY_KEY_IN_USE", "SPEND_LIMIT_REACHED"] {
+        for extra in [
+            "IDEMPOTENCY_KEY_REUSED",
+            "IDEMPOTENCY_KEY_IN_USE",
+            "SPEND_LIMIT_REACHED",
+        ] {
             assert!(listed.contains(&extra), "{extra}");
-            assert!(source.contains(&alloc::format!("=> \"{extra}\"")), "{extra} in error.rs");
+            assert!(
+                source.contains(&alloc::format!("=> \"{extra}\"")),
+                "{extra} in error.rs"
+            );
         }
     }
 }
