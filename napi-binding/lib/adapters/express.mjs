@@ -1,0 +1,4 @@
+// ESM entry of otpkit/express: the same function as the CommonJS one.
+import adapter from './express.js';
+
+export const { otpkitExpress } = adapter;
