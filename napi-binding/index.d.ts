@@ -31,6 +31,8 @@ export type ErrorCode =
   | 'DESTINATION_LOCKED'
   /** The send would take the workspace's spend of the UTC day past policy dailySpendLimit (429, retryAfterSeconds until 00:00 UTC). */
   | 'SPEND_LIMIT_REACHED'
+  /** Fraud Guard (policy fraudGuard) refuses sends to the destination's number prefix: many sends, hardly any verified (403, no Retry-After). */
+  | 'FRAUD_SUSPECTED'
   /** A resend sooner than the policy's resendAfterSeconds after the last send (429, retryAfterSeconds). */
   | 'RESEND_TOO_SOON'
   | 'DELIVERY_FAILED'
@@ -80,6 +82,56 @@ export interface Policy {
    * send past it is refused 429 SPEND_LIMIT_REACHED until 00:00 UTC.
    */
   dailySpendLimit?: { amount: string; currency: string } | null;
+  /**
+   * SMS pumping defence (SPEC §9; off by default). Each given key replaces its value; null is
+   * the defaults. Sends are counted per number prefix (`+`, the calling code and `prefixDigits`
+   * digits); once a prefix has `minSends` sends in the rolling window and approved verifications
+   * per send under `minConversion`, its sends are refused 403 FRAUD_SUSPECTED for `blockSeconds`.
+   * Test numbers and safe-listed numbers or prefixes are neither counted nor refused.
+   */
+  fraudGuard?: Partial<FraudGuard> | null;
+}
+
+/** Policy `fraudGuard` as stored (defaults shown). */
+export interface FraudGuard {
+  /** Default false. */
+  enabled: boolean;
+  /** Digits after the calling code that make a prefix, 1–6 (default 3). */
+  prefixDigits: number;
+  /** The rolling window, 60–86400 s (default 3600). */
+  windowSeconds: number;
+  /** Sends in the window before a prefix may be blocked, 1–100000 (default 20). */
+  minSends: number;
+  /** Approved verifications per send under which it is blocked, 0–1 (default 0.1; 0 never blocks). */
+  minConversion: number;
+  /** How long a block lasts, 60–604800 s (default 3600). */
+  blockSeconds: number;
+  /** Numbers and prefixes (`+` and 1–15 digits) never counted nor refused, at most 100. */
+  safeList: string[];
+}
+
+/** `GET /v1/admin/workspaces/{id}/fraud`. */
+export interface FraudReport {
+  workspaceId: string;
+  fraudGuard: FraudGuard;
+  /** Prefixes with counts in the last two windows or blocked: blocked ones first, then by sends. */
+  prefixes: FraudPrefix[];
+}
+
+export interface FraudPrefix {
+  /** `+`, the calling code and `prefixDigits` digits, e.g. `+233202`. */
+  prefix: string;
+  /** Sends in the rolling window (rounded down). */
+  sends: number;
+  /** Approved verifications in it (rounded down). */
+  verified: number;
+  /** verified / sends, 4 decimals (0 when nothing was sent). */
+  conversion: number;
+  blocked: boolean;
+  /** RFC 3339, while blocked. */
+  blockedUntil?: string;
+  /** Sends refused since the block began (0 when not blocked). */
+  refused: number;
 }
 
 /** What a gateway is asked to deliver. `text` contains the code: never log it. */
@@ -149,6 +201,8 @@ export interface MemoryStats {
   analyticsOpen: number;
   /** Idempotency-Key records (kept by the key's hash, 24 h). */
   idempotencyRecords: number;
+  /** Fraud Guard counts (per workspace and number prefix; dropped once idle). */
+  fraudPrefixes: number;
 }
 
 /**
@@ -293,7 +347,10 @@ export interface SessionStatus {
 
 export interface AuditEvent {
   time: string;
-  /** Session events, and the operator's: `workspace_created`, `workspace_updated`, `key_created`, `key_revoked`. */
+  /**
+   * Session events, and the operator's: `workspace_created`, `workspace_updated`, `key_created`,
+   * `key_revoked`; Fraud Guard's `prefix_blocked`, `prefix_unblocked` (`dest` is the prefix).
+   */
   event: string;
   /** Empty for an event about no session (refusals, admin events). */
   sessionId: string;
@@ -351,6 +408,10 @@ export interface AnalyticsCounts {
   resent: number;
   /** pricePerSegment × sms_segments, exact, with the price's decimals. */
   estimated_cost: { amount: string; currency: string };
+  /** Sends Fraud Guard refused (FRAUD_SUSPECTED). */
+  fraud_blocked: number;
+  /** What those sends would have cost: pricePerSegment × their SMS segments. */
+  fraud_saved: { amount: string; currency: string };
 }
 
 /** GET /otp/analytics: every count is attributed to the UTC day its session was created. */
@@ -402,7 +463,8 @@ export interface OtpServiceOptions {
 
 /**
  * Prometheus metrics (prom-client): `otpkit_requests_total`, `otpkit_sends_total{channel,country,outcome}`,
- * `otpkit_verifications_total{status}`, `otpkit_blocked_sends_total{reason}`,
+ * `otpkit_verifications_total{status}`, `otpkit_blocked_sends_total{reason}` (reason: the error code,
+ * e.g. RATE_LIMITED, SPEND_LIMIT_REACHED, FRAUD_SUSPECTED for sends Fraud Guard refused),
  * `otpkit_gateway_latency_seconds`, `otpkit_store_latency_seconds`, and the process's defaults.
  * createServer() answers them at `GET /metrics` (the admin token unless METRICS_PUBLIC=true).
  */
@@ -505,6 +567,17 @@ export class OtpService {
   listWorkspaces(query?: { cursor?: string | null; limit?: number | string }): Promise<WorkspacePage>;
   /** Analytics across every workspace (GET /v1/admin/analytics; VALIDATION_ERROR for a bad `days` or `app`). */
   adminAnalytics(query?: AnalyticsQuery): Promise<AdminAnalyticsReport>;
+  /**
+   * Fraud Guard's prefixes of a workspace created with `createWorkspace` (GET
+   * /v1/admin/workspaces/{id}/fraud): blocked ones first, then by sends. NOT_FOUND if there is none.
+   */
+  getFraud(workspaceId: string): Promise<FraudReport>;
+  /**
+   * Ends the block of a prefix (`+233202`, or `233202`) and clears its counts (DELETE
+   * /v1/admin/workspaces/{id}/fraud/blocks/{prefix}; audited `prefix_unblocked`). Rejects with
+   * NOT_FOUND when the workspace is unknown or the prefix is not blocked.
+   */
+  unblockPrefix(workspaceId: string, prefix: string): Promise<void>;
 
   /** Answers one HTTP request exactly as the Worker does (what `otpkit serve` uses). */
   handle(req: HandledRequest): Promise<Reply>;
@@ -544,8 +617,10 @@ export interface AdminAnalyticsReport extends Omit<AnalyticsReport, 'totals' | '
   workspaces: Array<{ workspace_id: string; totals: AnalyticsCounts }>;
 }
 
-export type AdminAnalyticsCounts = Omit<AnalyticsCounts, 'estimated_cost'> & {
+export type AdminAnalyticsCounts = Omit<AnalyticsCounts, 'estimated_cost' | 'fraud_saved'> & {
   estimated_cost: { amount: string; currency: string } | null;
+  /** null as estimated_cost is. */
+  fraud_saved: { amount: string; currency: string } | null;
 };
 
 /** `GET /v1/admin/workspaces/{id}`: the workspace as PATCH shows it, plus its keys. */

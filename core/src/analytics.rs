@@ -120,11 +120,17 @@ pub struct Counts {
     /// Codes sent again for a session (SPEC §7 resend).
     #[serde(default)]
     pub resent: u64,
+    /// Sends Fraud Guard refused (SPEC §9).
+    #[serde(default)]
+    pub fraud_blocked: u64,
+    /// The SMS segments those sends would have cost (the money saved, at the workspace price).
+    #[serde(default)]
+    pub fraud_blocked_segments: u64,
 }
 
 impl Counts {
     /// The counter names, as stored and answered.
-    pub const FIELDS: [&'static str; 7] = [
+    pub const FIELDS: [&'static str; 9] = [
         "sent",
         "reused",
         "delivery_failed",
@@ -132,6 +138,8 @@ impl Counts {
         "failed",
         "sms_segments",
         "resent",
+        "fraud_blocked",
+        "fraud_blocked_segments",
     ];
 
     /// A counter by name.
@@ -145,6 +153,8 @@ impl Counts {
             "failed" => self.failed,
             "sms_segments" => self.sms_segments,
             "resent" => self.resent,
+            "fraud_blocked" => self.fraud_blocked,
+            "fraud_blocked_segments" => self.fraud_blocked_segments,
             _ => return None,
         })
     }
@@ -159,6 +169,8 @@ impl Counts {
             "failed" => &mut self.failed,
             "sms_segments" => &mut self.sms_segments,
             "resent" => &mut self.resent,
+            "fraud_blocked" => &mut self.fraud_blocked,
+            "fraud_blocked_segments" => &mut self.fraud_blocked_segments,
             _ => return false,
         };
         *slot = slot.saturating_add(n);
@@ -352,6 +364,20 @@ pub fn resent(session: &Session) -> Option<Delta> {
     Some(d)
 }
 
+/// Fraud Guard refused a send of this (planned or stored) session: counted, with the SMS
+/// segments it would have cost (what the block saved).
+#[must_use]
+pub fn fraud_blocked(session: &Session) -> Option<Delta> {
+    Delta::new(
+        session,
+        Counts {
+            fraud_blocked: 1,
+            fraud_blocked_segments: sms_segments(session),
+            ..Counts::default()
+        },
+    )
+}
+
 /// A request was answered with this active session.
 #[must_use]
 pub fn reused(session: &Session) -> Option<Delta> {
@@ -515,6 +541,9 @@ struct CountView<'a> {
     resent: u64,
     /// `null` only in the admin report, when workspaces price in more than one currency.
     estimated_cost: Option<Cost<'a>>,
+    fraud_blocked: u64,
+    /// What the sends Fraud Guard refused would have cost (`null` as `estimated_cost`).
+    fraud_saved: Option<Cost<'a>>,
 }
 
 impl<'a> CountView<'a> {
@@ -523,10 +552,19 @@ impl<'a> CountView<'a> {
             amount: times(&price.amount, t.counts.sms_segments),
             currency: &price.currency,
         };
-        CountView::priced(t, Some(cost), date)
+        let saved = Cost {
+            amount: times(&price.amount, t.counts.fraud_blocked_segments),
+            currency: &price.currency,
+        };
+        CountView::priced(t, Some(cost), Some(saved), date)
     }
 
-    fn priced(t: &Tally, cost: Option<Cost<'a>>, date: Option<String>) -> CountView<'a> {
+    fn priced(
+        t: &Tally,
+        cost: Option<Cost<'a>>,
+        saved: Option<Cost<'a>>,
+        date: Option<String>,
+    ) -> CountView<'a> {
         let c = &t.counts;
         CountView {
             date,
@@ -540,6 +578,8 @@ impl<'a> CountView<'a> {
             sms_segments: c.sms_segments,
             resent: c.resent,
             estimated_cost: cost,
+            fraud_blocked: c.fraud_blocked,
+            fraud_saved: saved,
         }
     }
 }
@@ -704,12 +744,15 @@ impl Money {
 struct Priced {
     tally: Tally,
     money: Money,
+    /// What the sends Fraud Guard refused would have cost.
+    saved: Money,
 }
 
 impl Priced {
     fn add(&mut self, other: &Priced) {
         self.tally.add(&other.tally);
         self.money.add(&other.money);
+        self.saved.add(&other.saved);
     }
 }
 
@@ -779,9 +822,12 @@ pub fn admin_report(
             let mut p = Priced {
                 tally: *t,
                 money: Money::default(),
+                saved: Money::default(),
             };
             let cost = times(&w.price.amount, t.counts.sms_segments);
             p.money.add_amount(&w.price.currency, &cost);
+            let saved = times(&w.price.amount, t.counts.fraud_blocked_segments);
+            p.saved.add_amount(&w.price.currency, &saved);
             own.add(t);
             totals.add(&p);
             days.entry(b.day).or_default().add(&p);
@@ -798,7 +844,11 @@ pub fn admin_report(
             amount: p.money.amount(c),
             currency: c,
         });
-        CountView::priced(&p.tally, cost, date)
+        let saved = single.map(|c| Cost {
+            amount: p.saved.amount(c),
+            currency: c,
+        });
+        CountView::priced(&p.tally, cost, saved, date)
     };
     let keyed = |m: &BTreeMap<&'static str, Priced>| {
         m.iter()

@@ -10,7 +10,7 @@ use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
 /// Event kinds, as stored and answered.
-pub const EVENTS: [&str; 15] = [
+pub const EVENTS: [&str; 17] = [
     "requested",
     "reused",
     "delivered",
@@ -26,6 +26,8 @@ pub const EVENTS: [&str; 15] = [
     "workspace_updated",
     "key_created",
     "key_revoked",
+    "prefix_blocked",
+    "prefix_unblocked",
 ];
 
 /// The operator's actions (SPEC §9 "Admin"), audited in the workspace's own trail: lifecycle
@@ -166,6 +168,26 @@ impl AuditEvent {
             test: false,
             channel: None,
             key_id: key_id.map(ToString::to_string),
+        }
+    }
+
+    /// A Fraud Guard event about a number prefix (`prefix_blocked`, `prefix_unblocked`, SPEC §9):
+    /// `dest` is the prefix itself (a range, not anyone's number), no session or purpose.
+    #[must_use]
+    pub fn prefix(event: &str, prefix: &str, now: UnixMillis) -> AuditEvent {
+        let blocked = event == "prefix_blocked";
+        AuditEvent {
+            time: now,
+            event: event.to_string(),
+            session_id: String::new(),
+            purpose: None,
+            app: None,
+            dest: prefix.to_string(),
+            outcome: (if blocked { "blocked" } else { "ok" }).to_string(),
+            status: blocked.then(|| Error::FraudSuspected.code().to_string()),
+            test: false,
+            channel: None,
+            key_id: None,
         }
     }
 

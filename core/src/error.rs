@@ -43,6 +43,9 @@ pub enum Error {
         /// Whole seconds ≥ 1 until 00:00 UTC, when the day's spend starts again at 0.
         retry_after_secs: u32,
     },
+    /// Fraud Guard refuses sends to the destination's number prefix: many sends, hardly any
+    /// verified (403, SPEC §9 "Fraud Guard"). No Retry-After: when a block ends is not told.
+    FraudSuspected,
     /// Too many consecutive failed verifications for this destination (429).
     DestinationLocked {
         /// Whole seconds ≥ 1 until the lock ends.
@@ -113,6 +116,7 @@ impl Error {
             Error::RateLimited { .. } => "RATE_LIMITED",
             Error::DestinationLocked { .. } => "DESTINATION_LOCKED",
             Error::SpendLimitReached { .. } => "SPEND_LIMIT_REACHED",
+            Error::FraudSuspected => "FRAUD_SUSPECTED",
             Error::ResendTooSoon { .. } => "RESEND_TOO_SOON",
             Error::DeliveryFailed => "DELIVERY_FAILED",
             Error::StoreUnavailable => "STORE_UNAVAILABLE",
@@ -132,7 +136,7 @@ impl Error {
         match self {
             Error::Validation { .. } => 400,
             Error::Unauthorized => 401,
-            Error::SenderNotAllowed | Error::DestinationNotAllowed => 403,
+            Error::SenderNotAllowed | Error::DestinationNotAllowed | Error::FraudSuspected => 403,
             Error::NotFound => 404,
             Error::MethodNotAllowed => 405,
             Error::PayloadTooLarge => 413,
@@ -174,6 +178,9 @@ impl Error {
             }
             Error::SpendLimitReached { .. } => {
                 "The workspace's daily spend limit is reached. Try again after 00:00 UTC."
+            }
+            Error::FraudSuspected => {
+                "Sends to this number range are paused: unusual traffic. Contact the service."
             }
             Error::ResendTooSoon { .. } => {
                 "A code was sent for this session moments ago. Try again later."

@@ -31,6 +31,7 @@
 use crate::analytics::{self, Delta};
 use crate::audit::AuditEvent;
 use crate::error::Error;
+use crate::fraud::FraudCharge;
 use crate::gateway::OutgoingMessage;
 use crate::guard::DeliveryOutcome;
 use crate::http::envelope::{self, Reply};
@@ -126,6 +127,10 @@ pub enum Io {
         /// one ([`crate::spend`]).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         spend: Option<crate::spend::SpendCharge>,
+        /// Fraud Guard's check of the destination's prefix (policy `fraudGuard`), when it is
+        /// on for this send ([`crate::fraud`]); asked first, with the workspace's other limits.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fraud: Option<crate::fraud::FraudCharge>,
         /// A resend of the delivered session `session_id`: charge it with
         /// [`DestinationGuard::charge_resend`] instead (answer `Send` or a refusal).
         ///
@@ -180,6 +185,30 @@ pub enum Io {
         day: u32,
         /// Micro-units handed back.
         micros: u64,
+    },
+    /// Count an approved verification in Fraud Guard's prefix of the session
+    /// ([`crate::fraud::PrefixCount::verified`]). Answer [`Outcome::Done`].
+    FraudVerified {
+        /// The prefix ([`crate::session::Session::fraud`]).
+        prefix: String,
+        /// The window it is counted with (ms).
+        window_ms: u64,
+    },
+    /// Read every Fraud Guard prefix count of `workspace_id`: answer [`Outcome::Prefixes`].
+    ReadFraud {
+        /// Workspace id.
+        workspace_id: String,
+    },
+    /// End the block of `prefix` in `workspace_id` and clear its counts
+    /// ([`crate::fraud::PrefixCount::unblock`] at `now`; nothing changes when it is not
+    /// blocked). Answer [`Outcome::Unblocked`].
+    UnblockPrefix {
+        /// Workspace id.
+        workspace_id: String,
+        /// The prefix.
+        prefix: String,
+        /// The flow's clock.
+        now: UnixMillis,
     },
     /// Cancel a session ([`Session::cancel`]) that a newer delivered code replaced (reuse off).
     CancelSession {
@@ -374,16 +403,30 @@ pub enum Admitted {
         /// As for [`Admitted::FloodRefused`]: the guard recorded the send, refund it.
         admitted: bool,
     },
+    /// The guard said send, but Fraud Guard refused (403 `FRAUD_SUSPECTED`); neither the
+    /// spend nor the flood shield was counted.
+    FraudRefused {
+        /// This send's check began the block (audit `prefix_blocked`).
+        new_block: bool,
+        /// As for [`Admitted::FloodRefused`]: the guard recorded the send, refund it.
+        admitted: bool,
+    },
 }
 
 impl Admitted {
     /// The refusal of [`crate::spend::charge_workspace`] as an admission:
-    /// [`Admitted::SpendRefused`] for `SPEND_LIMIT_REACHED`, else [`Admitted::FloodRefused`].
-    /// `admitted`: the guard recorded the send (it is not handed back in the same step).
+    /// [`Admitted::FraudRefused`] for `FRAUD_SUSPECTED`, [`Admitted::SpendRefused`] for
+    /// `SPEND_LIMIT_REACHED`, else [`Admitted::FloodRefused`]. `admitted`: the guard recorded
+    /// the send (it is not handed back in the same step).
     #[must_use]
-    pub fn workspace_refused(e: &Error, admitted: bool) -> Admitted {
+    pub fn workspace_refused(r: &crate::spend::Refusal, admitted: bool) -> Admitted {
+        let e = &r.error;
         let retry_after_secs = e.retry_after_secs().unwrap_or(1);
         match e {
+            Error::FraudSuspected => Admitted::FraudRefused {
+                new_block: r.new_block,
+                admitted,
+            },
             Error::SpendLimitReached { .. } => Admitted::SpendRefused {
                 retry_after_secs,
                 admitted,
@@ -405,6 +448,7 @@ impl Admitted {
             Admitted::SpendRefused {
                 retry_after_secs, ..
             } => Some(Error::SpendLimitReached { retry_after_secs }),
+            Admitted::FraudRefused { .. } => Some(Error::FraudSuspected),
             _ => None,
         }
     }
@@ -480,6 +524,16 @@ pub enum Outcome {
         workspaces: Vec<WorkspaceRecord>,
         /// Where the next page starts (`None`: this was the last).
         next: Option<String>,
+    },
+    /// [`Io::ReadFraud`].
+    Prefixes {
+        /// Every prefix count kept for the workspace, with its prefix (any order).
+        prefixes: Vec<(String, crate::fraud::PrefixCount)>,
+    },
+    /// [`Io::UnblockPrefix`].
+    Unblocked {
+        /// The prefix was blocked (else nothing changed but its counts).
+        was_blocked: bool,
     },
     /// [`Io::Resend`].
     Resent {
@@ -755,6 +809,10 @@ pub struct RequestFlow {
     store_failed: bool,
     /// The send's charge against the daily spend cap ([`crate::spend`]), if it has one.
     spend: Option<SpendPlan>,
+    /// Fraud Guard's check of the destination's prefix ([`crate::fraud`]), when it is on.
+    fraud: Option<FraudCharge>,
+    /// The analytics of a send Fraud Guard refused (`fraud_blocked`), recorded after the answer.
+    blocked: Option<Delta>,
     /// That charge was made (the admission said send).
     spent: bool,
     /// The gateway failed definitely on every channel (the spend is handed back).
@@ -800,6 +858,7 @@ impl RequestFlow {
             &channels,
             now,
         );
+        let fraud = FraudCharge::new(&policy.fraud_guard, &plan.session.dest, plan.session.test);
         let mut flow = RequestFlow {
             dialect: req.dialect,
             traits: HostTraits {
@@ -814,6 +873,8 @@ impl RequestFlow {
             pending_error: None,
             store_failed: false,
             spend,
+            fraud,
+            blocked: None,
             spent: false,
             definite_failure: false,
             fallbacks,
@@ -865,6 +926,7 @@ impl RequestFlow {
             test: s.test,
             flood_limit: (!s.test).then_some(self.flood_limit),
             spend: self.spend.map(|p| p.charge),
+            fraud: self.fraud.clone(),
             resend: false,
         };
         self.ask(ReqWait::Admit, io);
@@ -905,8 +967,13 @@ impl RequestFlow {
                 admission,
                 Admitted::FloodRefused { admitted: true, .. }
                     | Admitted::SpendRefused { admitted: true, .. }
+                    | Admitted::FraudRefused { admitted: true, .. }
             );
-            if matches!(e, Error::SpendLimitReached { .. }) {
+            if let (Admitted::FraudRefused { new_block, .. }, Some(c)) = (&admission, &self.fraud) {
+                let (events, delta) = fraud_refused(&self.session, c, *new_block, self.now);
+                self.tried.extend(events);
+                self.blocked = delta;
+            } else if matches!(e, Error::SpendLimitReached { .. }) {
                 // Audited like the guard's refusals: operators see why sends stop.
                 let s = &self.session;
                 let event = AuditEvent::refused(
@@ -964,20 +1031,20 @@ impl RequestFlow {
                 self.ask(ReqWait::After, io);
             }
             // Answered above.
-            Admitted::FloodRefused { .. } | Admitted::SpendRefused { .. } => {}
+            Admitted::FloodRefused { .. }
+            | Admitted::SpendRefused { .. }
+            | Admitted::FraudRefused { .. } => {}
         }
     }
 
-    /// Answers a workspace refusal, then records its audit event (a spend-cap refusal's).
+    /// Answers a workspace refusal, then records its audit events (a spend-cap or Fraud Guard
+    /// refusal's) and analytics (a Fraud Guard refusal's).
     fn refuse(&mut self, e: Error) {
         self.q.answer(Err(e));
         let events = core::mem::take(&mut self.tried);
-        if !events.is_empty() {
-            let io = Io::Record {
-                events,
-                deltas: Vec::new(),
-            };
-            self.ask(ReqWait::After, io);
+        let deltas: Vec<Delta> = self.blocked.take().into_iter().collect();
+        if !events.is_empty() || !deltas.is_empty() {
+            self.ask(ReqWait::After, Io::Record { events, deltas });
         }
     }
 
@@ -1190,6 +1257,30 @@ impl RequestFlow {
     }
 }
 
+/// What a send Fraud Guard refused records: `rate_limited` (refused, `FRAUD_SUSPECTED`), then
+/// `prefix_blocked` when its check began the block; analytics count it in `fraud_blocked`
+/// with the SMS segments it would have cost.
+pub(crate) fn fraud_refused(
+    s: &Session,
+    c: &FraudCharge,
+    new_block: bool,
+    now: UnixMillis,
+) -> (Vec<AuditEvent>, Option<Delta>) {
+    let code = Error::FraudSuspected.code();
+    let mut events = vec![AuditEvent::refused(
+        "rate_limited",
+        &s.dest,
+        s.purpose,
+        s.app.as_deref(),
+        code,
+        now,
+    )];
+    if new_block {
+        events.push(AuditEvent::prefix("prefix_blocked", &c.prefix, now));
+    }
+    (events, analytics::fraud_blocked(s))
+}
+
 fn issue_reply(dialect: Dialect, session: &Session, now: UnixMillis, reused: bool) -> Reply {
     match dialect {
         Dialect::V1 => envelope::v1_request(session, now, reused),
@@ -1361,6 +1452,12 @@ impl VerifyFlow {
                 session_id: session.id.clone(),
                 status: outcome.status().into(),
                 attempts_left,
+            });
+        }
+        if let (VerifyOutcome::Approved, Some(mark)) = (outcome, &session.fraud) {
+            self.after(Io::FraudVerified {
+                prefix: mark.prefix.clone(),
+                window_ms: mark.window_ms,
             });
         }
         let ended = outcome == VerifyOutcome::Approved || outcome.locked_session();

@@ -51,6 +51,7 @@ pub mod audit;
 pub mod code;
 pub mod error;
 pub mod flow;
+pub mod fraud;
 pub mod gateway;
 pub mod guard;
 pub mod hash;

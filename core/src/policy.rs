@@ -1,6 +1,7 @@
 //! Workspace policy (SPEC §2): defaults, bounds, and PATCH merging.
 
 use crate::error::Error;
+use crate::fraud::FraudGuard;
 use crate::json::{self, invalid, invalid_owned, Object};
 use crate::validate::{self, is_e164, Channel};
 use alloc::collections::BTreeMap;
@@ -66,6 +67,9 @@ pub struct Policy {
     /// (SPEC §9 "Spend cap", [`crate::spend`]); `None` = no cap. At most 9 integer digits.
     #[serde(default)]
     pub daily_spend_limit: Option<Price>,
+    /// SMS pumping defence (SPEC §9 "Fraud Guard", [`crate::fraud`]); off by default.
+    #[serde(default)]
+    pub fraud_guard: FraudGuard,
 }
 
 fn default_resend_after() -> u32 {
@@ -95,6 +99,7 @@ impl Default for Policy {
             resend_after_seconds: default_resend_after(),
             channel_fallback: None,
             daily_spend_limit: None,
+            fraud_guard: FraudGuard::default(),
         }
     }
 }
@@ -103,7 +108,7 @@ impl Default for Policy {
 pub const DESTINATION_LOCK_SECS: u64 = 3600;
 
 /// The policy keys, in SPEC order.
-pub const KEYS: [&str; 14] = [
+pub const KEYS: [&str; 15] = [
     "codeLength",
     "ttlSeconds",
     "maxAttempts",
@@ -118,6 +123,7 @@ pub const KEYS: [&str; 14] = [
     "resendAfterSeconds",
     "channelFallback",
     "dailySpendLimit",
+    "fraudGuard",
 ];
 
 fn small<T: TryFrom<u64>>(n: u64) -> Result<T, Error> {
@@ -163,6 +169,7 @@ impl Policy {
                 }
                 "channelFallback" => p.channel_fallback = channel_fallback(v, f)?,
                 "dailySpendLimit" => p.daily_spend_limit = spend_limit(v, f)?,
+                "fraudGuard" => p.fraud_guard = p.fraud_guard.patched(v, f)?,
                 _ => return Err(invalid(f, "is not a policy key")),
             }
         }

@@ -131,6 +131,10 @@ pub struct Session {
     /// Codes sent after the first.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub resends: u32,
+    /// The Fraud Guard prefix this session's sends were counted in (absent: not counted), so
+    /// that its approval is counted there too ([`crate::fraud`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fraud: Option<crate::fraud::FraudMark>,
 }
 
 #[allow(clippy::trivially_copy_pass_by_ref)]
@@ -328,6 +332,8 @@ pub fn plan_issue(
         ttl_seconds: None,
         sent_at: None,
         resends: 0,
+        fraud: crate::fraud::FraudCharge::new(&policy.fraud_guard, &req.dest, test_code.is_some())
+            .map(|c| c.mark()),
     };
     Ok(IssuePlan {
         session,

@@ -27,6 +27,7 @@
 
 pub use crate::analytics::day_of;
 use crate::error::{retry_secs_from_millis, Error};
+use crate::fraud::{FraudCharge, PrefixCount};
 use crate::guard::FloodShield;
 use crate::policy::Policy;
 use crate::time::UnixMillis;
@@ -201,17 +202,54 @@ impl SpendCounter {
     }
 }
 
-/// The workspace's side of an admitted send, in one atomic step: the flood shield
-/// ([`FloodShield::admit`], with `flood_limit`) and the spend counter ([`SpendCounter::charge`],
-/// with `spend`). The spend cap is asked first (its refusal lasts until midnight, so it is the
-/// one worth naming); a refusal by either leaves both unchanged.
+/// A refusal of [`charge_workspace`]: the error to answer, and whether this send's check began a
+/// Fraud Guard block (audit `prefix_blocked`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// `FRAUD_SUSPECTED`, `SPEND_LIMIT_REACHED` or `RATE_LIMITED`.
+    pub error: Error,
+    /// Fraud Guard's block began with this send.
+    pub new_block: bool,
+}
+
+impl From<Error> for Refusal {
+    fn from(error: Error) -> Refusal {
+        Refusal {
+            error,
+            new_block: false,
+        }
+    }
+}
+
+/// The workspace's side of an admitted send, in one atomic step: Fraud Guard
+/// ([`PrefixCount::admit`] of the destination's prefix, with `fraud`), the spend counter
+/// ([`SpendCounter::charge`], with `spend`) and the flood shield ([`FloodShield::admit`], with
+/// `flood_limit`). Asked in that order (the longest refusal is the one worth naming); a
+/// refusal by one leaves the others unchanged.
+///
+/// A Fraud Guard refusal changes the prefix's count (the refused send is counted as refused,
+/// and a new block begins): a host stores the prefix's count after `Err` with
+/// `fraud`-refusal as after `Ok`. After any other refusal nothing changed.
 pub fn charge_workspace(
     shield: &mut FloodShield,
     flood_limit: Option<u32>,
     counter: &mut SpendCounter,
     spend: Option<&SpendCharge>,
+    fraud: Option<(&mut PrefixCount, &FraudCharge)>,
     now: UnixMillis,
-) -> Result<(), Error> {
+) -> Result<(), Refusal> {
+    let mut prefix = None;
+    if let Some((count, charge)) = fraud {
+        let mut p = *count;
+        if let Err(r) = p.admit(charge, now) {
+            *count = p;
+            return Err(Refusal {
+                error: Error::FraudSuspected,
+                new_block: r.new_block,
+            });
+        }
+        prefix = Some((count, p));
+    }
     let mut c = *counter;
     if let Some(charge) = spend {
         c.charge(charge, now)?;
@@ -222,6 +260,9 @@ pub fn charge_workspace(
     }
     *counter = c;
     *shield = s;
+    if let Some((count, p)) = prefix {
+        *count = p;
+    }
     Ok(())
 }
 
@@ -402,22 +443,22 @@ mod tests {
         };
         let mut shield = FloodShield::default();
         let mut counter = SpendCounter::default();
-        charge_workspace(&mut shield, Some(1), &mut counter, Some(&spend), now).unwrap();
+        charge_workspace(&mut shield, Some(1), &mut counter, Some(&spend), None, now).unwrap();
         assert_eq!((shield.count, counter.micros), (1, 600));
         // The shield is full: the spend is not charged.
         let cheap = SpendCharge {
             cost_micros: 1,
             ..spend
         };
-        let e = charge_workspace(&mut shield, Some(1), &mut counter, Some(&cheap), now);
-        assert_eq!(e.unwrap_err().code(), "RATE_LIMITED");
+        let e = charge_workspace(&mut shield, Some(1), &mut counter, Some(&cheap), None, now);
+        assert_eq!(e.unwrap_err().error.code(), "RATE_LIMITED");
         assert_eq!((shield.count, counter.micros), (1, 600));
         // The cap refuses (and is named first): the shield is not counted.
         let mut roomy = FloodShield::default();
-        let e = charge_workspace(&mut roomy, Some(1), &mut counter, Some(&spend), now);
-        assert_eq!(e.unwrap_err().code(), "SPEND_LIMIT_REACHED");
+        let e = charge_workspace(&mut roomy, Some(1), &mut counter, Some(&spend), None, now);
+        assert_eq!(e.unwrap_err().error.code(), "SPEND_LIMIT_REACHED");
         assert_eq!((roomy.count, counter.micros), (0, 600));
-        let e = charge_workspace(&mut shield, Some(1), &mut counter, Some(&spend), now);
-        assert_eq!(e.unwrap_err().code(), "SPEND_LIMIT_REACHED");
+        let e = charge_workspace(&mut shield, Some(1), &mut counter, Some(&spend), None, now);
+        assert_eq!(e.unwrap_err().error.code(), "SPEND_LIMIT_REACHED");
     }
 }

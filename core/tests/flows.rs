@@ -204,10 +204,18 @@ const TRACES: &[(&str, &str)] = traces![
     "request-spend-test-number.json",
     "resend-spend-refund-failed.json",
     "resend-spend-refused.json",
+    "request-fraud-refused.json",
+    "request-fraud-refused-unfused.json",
+    "resend-fraud-refused.json",
+    "verify-approved-fraud-guard.json",
+    "admin-fraud-get.json",
+    "admin-fraud-unblock.json",
+    "admin-fraud-unblock-not-blocked.json",
+    "admin-fraud-unblock-malformed.json",
 ];
 
 /// Every IO, outcome and admission kind; the traces together must use each of them.
-const IO_KINDS: [&str; 23] = [
+const IO_KINDS: [&str; 26] = [
     "readReuseHint",
     "readSession",
     "readActive",
@@ -231,8 +239,11 @@ const IO_KINDS: [&str; 23] = [
     "listWorkspaces",
     "audit",
     "refundSpend",
+    "fraudVerified",
+    "readFraud",
+    "unblockPrefix",
 ];
-const OUTCOME_KINDS: [&str; 15] = [
+const OUTCOME_KINDS: [&str; 17] = [
     "done",
     "conflict",
     "failed",
@@ -248,8 +259,10 @@ const OUTCOME_KINDS: [&str; 15] = [
     "workspace",
     "resent",
     "workspaces",
+    "prefixes",
+    "unblocked",
 ];
-const ADMISSION_KINDS: [&str; 7] = [
+const ADMISSION_KINDS: [&str; 8] = [
     "send",
     "reuse",
     "wait",
@@ -257,6 +270,7 @@ const ADMISSION_KINDS: [&str; 7] = [
     "refused",
     "floodRefused",
     "spendRefused",
+    "fraudRefused",
 ];
 /// The `Idempotency-Key` IO and outcomes (kept apart from the lists above, which other flows grow).
 const IDEMPOTENCY_IO_KINDS: [&str; 4] = [
@@ -380,6 +394,7 @@ impl Ctx {
             "ttlSeconds": null,
             "sentAt": null,
             "resends": 0,
+            "fraud": null,
         })
     }
 
@@ -648,7 +663,8 @@ fn admin_flow(start: &Value, now: UnixMillis, random: &[u8; ADMIN_RANDOM_BYTES])
     let allowed: &[&str] = match action {
         "createWorkspace" => &["body"],
         "patchWorkspace" => &["id", "body"],
-        "getWorkspace" | "createKey" => &["id"],
+        "getWorkspace" | "createKey" | "getFraud" => &["id"],
+        "unblockPrefix" => &["id", "prefix"],
         "revokeKey" => &["id", "keyId"],
         "listWorkspaces" => &["cursor", "limit"],
         other => return Err(format!("unknown admin action {other}")),
@@ -674,6 +690,13 @@ fn admin_flow(start: &Value, now: UnixMillis, random: &[u8; ADMIN_RANDOM_BYTES])
         "listWorkspaces" => AdminAction::ListWorkspaces {
             cursor: start.get("cursor").and_then(Value::as_str),
             limit: start.get("limit").and_then(Value::as_str),
+        },
+        "getFraud" => AdminAction::GetFraud {
+            id: get_str(start, "id")?,
+        },
+        "unblockPrefix" => AdminAction::UnblockPrefix {
+            id: get_str(start, "id")?,
+            prefix: get_str(start, "prefix")?,
         },
         _ => AdminAction::RevokeKey {
             id: get_str(start, "id")?,

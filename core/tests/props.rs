@@ -1364,6 +1364,7 @@ fn arb_session() -> impl Strategy<Value = Session> {
                     ttl_seconds: None,
                     sent_at: None,
                     resends: 0,
+                    fraud: None,
                 }
             },
         )

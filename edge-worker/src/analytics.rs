@@ -48,19 +48,25 @@ pub fn statements(db: &D1Database, workspace_id: &str, d: &Delta) -> Statements 
                         c.failed,
                         c.sms_segments,
                         c.resent,
+                        c.fraud_blocked,
+                        c.fraud_blocked_segments,
                     ]
                     .map(num),
                 );
                 db.prepare(
                     "INSERT INTO analytics_daily (workspace_id, day, channel, purpose, app, \
-                     sent, reused, delivery_failed, verified, failed, sms_segments, resent) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
+                     sent, reused, delivery_failed, verified, failed, sms_segments, resent, \
+                     fraud_blocked, fraud_blocked_segments) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
                      ON CONFLICT (workspace_id, day, channel, purpose, app) DO UPDATE SET \
                      sent = sent + excluded.sent, reused = reused + excluded.reused, \
                      delivery_failed = delivery_failed + excluded.delivery_failed, \
                      verified = verified + excluded.verified, failed = failed + excluded.failed, \
                      sms_segments = sms_segments + excluded.sms_segments, \
-                     resent = resent + excluded.resent",
+                     resent = resent + excluded.resent, \
+                     fraud_blocked = fraud_blocked + excluded.fraud_blocked, \
+                     fraud_blocked_segments = fraud_blocked_segments + \
+                     excluded.fraud_blocked_segments",
                 )
                 .bind(&args)?
             }
@@ -135,6 +141,8 @@ struct CounterRow {
     failed: f64,
     sms_segments: f64,
     resent: f64,
+    fraud_blocked: f64,
+    fraud_blocked_segments: f64,
 }
 
 #[derive(Deserialize)]
@@ -168,6 +176,8 @@ fn counter(r: &CounterRow) -> Option<(Bucket, Counts)> {
         failed: int(r.failed),
         sms_segments: int(r.sms_segments),
         resent: int(r.resent),
+        fraud_blocked: int(r.fraud_blocked),
+        fraud_blocked_segments: int(r.fraud_blocked_segments),
     };
     Some((b, c))
 }
@@ -192,8 +202,8 @@ pub async fn admin_report(env: &Env, q: &AnalyticsQuery, now: UnixMillis) -> Res
     let counters = db
         .prepare(
             "SELECT workspace_id, day, channel, purpose, app, sent, reused, delivery_failed, \
-             verified, failed, sms_segments, resent FROM analytics_daily \
-             WHERE day >= ?1 AND (?2 IS NULL OR app = ?2)",
+             verified, failed, sms_segments, resent, fraud_blocked, fraud_blocked_segments \
+             FROM analytics_daily WHERE day >= ?1 AND (?2 IS NULL OR app = ?2)",
         )
         .bind(&[first.clone(), app.clone()])
         .map_err(unavailable)?;
@@ -256,7 +266,7 @@ pub async fn report(
     let counters = db
         .prepare(
             "SELECT day, channel, purpose, app, sent, reused, delivery_failed, verified, failed, \
-             sms_segments, resent FROM analytics_daily \
+             sms_segments, resent, fraud_blocked, fraud_blocked_segments FROM analytics_daily \
              WHERE workspace_id = ?1 AND day >= ?2 AND (?3 IS NULL OR app = ?3)",
         )
         .bind(&[text(&ws.id), first.clone(), app.clone()])

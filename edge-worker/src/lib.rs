@@ -221,6 +221,8 @@ async fn admin_route(
         Route::GetWorkspace(id) => AdminAction::GetWorkspace { id },
         Route::CreateKey(id) => AdminAction::CreateKey { id },
         Route::RevokeKey(id, key_id) => AdminAction::RevokeKey { id, key_id },
+        Route::GetFraud(id) => AdminAction::GetFraud { id },
+        Route::UnblockPrefix(id, prefix) => AdminAction::UnblockPrefix { id, prefix },
         Route::ListWorkspaces => AdminAction::ListWorkspaces {
             cursor: param("cursor"),
             limit: param("limit"),

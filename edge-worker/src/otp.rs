@@ -282,6 +282,7 @@ impl Edge {
                 test,
                 flood_limit,
                 spend,
+                fraud,
                 resend,
             } => {
                 let call = DestinationCall::Admit {
@@ -293,14 +294,15 @@ impl Edge {
                     policy: policy(),
                 };
                 let mut admission: Admitted = parse(&self.destination(calls, &dest, &call).await?)?;
-                // The shield and the day's spend are counted once the guard says send, in one
-                // WorkspaceObject call (exact, both or neither); a refusal after the guard
-                // recorded the send is refunded by the flow.
-                let charged = flood_limit.is_some() || spend.is_some();
+                // Fraud Guard's prefix, the shield and the day's spend are counted once the guard
+                // says send, in one WorkspaceObject call (exact, all or none); a refusal after
+                // the guard recorded the send is refunded by the flow.
+                let charged = flood_limit.is_some() || spend.is_some() || fraud.is_some();
                 if admission == Admitted::Send && charged {
                     let call = WorkspaceCall::Flood {
                         limit: flood_limit,
                         spend,
+                        fraud,
                         now: self.now,
                     };
                     let refused: Option<Admitted> =
@@ -362,6 +364,36 @@ impl Edge {
                 let call = WorkspaceCall::RefundSpend { day, micros };
                 ok(self.workspace(calls, &self.ws_id, &call).await?)?;
                 Outcome::Done
+            }
+            // Fraud Guard (SPEC §9): the counts live in the workspace's object. An approved
+            // verification is counted after the answer; the admin flow names its workspace.
+            Io::FraudVerified { prefix, window_ms } => {
+                let call = WorkspaceCall::FraudVerified {
+                    prefix,
+                    window_ms,
+                    now: self.now,
+                };
+                ok(self.workspace(calls, &self.ws_id, &call).await?)?;
+                Outcome::Done
+            }
+            Io::ReadFraud { workspace_id } => {
+                let answer = self
+                    .workspace(calls, &workspace_id, &WorkspaceCall::ReadFraud)
+                    .await?;
+                Outcome::Prefixes {
+                    prefixes: parse(&ok(answer)?)?,
+                }
+            }
+            Io::UnblockPrefix {
+                workspace_id,
+                prefix,
+                now,
+            } => {
+                let call = WorkspaceCall::Unblock { prefix, now };
+                let answer = self.workspace(calls, &workspace_id, &call).await?;
+                Outcome::Unblocked {
+                    was_blocked: parse(&ok(answer)?)?,
+                }
             }
             Io::CancelSession { session_id } => {
                 ok(self

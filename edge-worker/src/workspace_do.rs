@@ -6,6 +6,9 @@
 //!   `otpkit_core::spend`), charged together in one call: read–decide–write on this object's
 //!   storage with no other await in between, so input gates make a burst admit exactly the
 //!   limits;
+//! - Fraud Guard's counts (`otpkit_core::fraud`, SPEC §9): one `PrefixCount` per number prefix
+//!   under `fraud:{prefix}`, checked and counted in the same call as the flood shield and the
+//!   spend, and counted again when a send to it is verified; an alarm drops the idle ones;
 //! - writes of the workspace record: compare-and-set on its `revision`, one at a time, each
 //!   followed by its copy to KV `WORKSPACES` (which authentication reads), so concurrent admin
 //!   writes never lose one another and KV ends at the latest record.
@@ -16,34 +19,60 @@ use crate::http;
 use crate::workspaces;
 use futures_channel::oneshot;
 use otpkit_core::flow::Admitted;
+use otpkit_core::fraud::{FraudCharge, PrefixCount};
 use otpkit_core::guard::FloodShield;
-use otpkit_core::spend::{charge_workspace, SpendCharge, SpendCounter};
+use otpkit_core::spend::{charge_workspace, Refusal, SpendCharge, SpendCounter};
 use otpkit_core::workspace::WorkspaceRecord;
 use otpkit_core::{Error, UnixMillis};
 use serde::{Deserialize, Serialize};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use worker::{durable_object, DurableObject, Env, Request, Response, Result, State};
+use worker::{durable_object, DurableObject, Env, ListOptions, Request, Response, Result, State};
 
 const FLOOD: &str = "flood";
 const SPEND: &str = "spend";
 const RECORD: &str = "workspace";
+/// Fraud Guard's count of a prefix is stored under `fraud:{prefix}`.
+const FRAUD: &str = "fraud:";
+/// The longest window a policy can give Fraud Guard (`windowSeconds` ≤ 86400): a count idle
+/// under it is idle under any, and is dropped by the alarm.
+const MAX_FRAUD_WINDOW_MS: u64 = 86_400_000;
+/// How often the alarm looks for idle prefix counts while there are any.
+const SWEEP_EVERY_MS: u64 = 86_400_000;
+
+fn fraud_key(prefix: &str) -> String {
+    format!("{FRAUD}{prefix}")
+}
 
 /// Worker → WorkspaceObject.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "camelCase", rename_all_fields = "camelCase")]
 pub enum WorkspaceCall {
-    /// Count one send in the flood shield (with `limit`) and charge it to the day's spend
-    /// (with `spend`), both or neither (`otpkit_core::spend::charge_workspace`): 200 `null`,
-    /// or 200 with the refusal as the flow's admission (`floodRefused` / `spendRefused`,
-    /// `admitted: true`: the Worker calls once the destination guard recorded the send).
-    /// `now` is the request's.
+    /// Check the destination's prefix with Fraud Guard (with `fraud`), count one send in the
+    /// flood shield (with `limit`) and charge it to the day's spend (with `spend`), all or
+    /// none (`otpkit_core::spend::charge_workspace`): 200 `null`, or 200 with the refusal as
+    /// the flow's admission (`fraudRefused` / `floodRefused` / `spendRefused`, `admitted:
+    /// true`: the Worker calls once the destination guard recorded the send). `now` is the
+    /// request's.
     Flood {
         limit: Option<u32>,
         #[serde(default)]
         spend: Option<SpendCharge>,
+        #[serde(default)]
+        fraud: Option<FraudCharge>,
         now: UnixMillis,
     },
+    /// Count an approved verification of a send to `prefix` (`PrefixCount::verified`): 200.
+    FraudVerified {
+        prefix: String,
+        window_ms: u64,
+        now: UnixMillis,
+    },
+    /// Every prefix count: 200 with `[[prefix, count], …]` (any order).
+    ReadFraud,
+    /// End the block of `prefix` and clear its counts (`PrefixCount::unblock`): 200 with
+    /// whether it was blocked at `now`.
+    Unblock { prefix: String, now: UnixMillis },
     /// Hand spend charged to `day` back (a definite delivery failure): 200.
     RefundSpend { day: u32, micros: u64 },
     /// The record: 200 with its JSON, or 404.
@@ -63,6 +92,8 @@ pub struct WorkspaceObject {
     /// One record write at a time, KV copy included (KV keeps the last write to arrive).
     writing: Cell<bool>,
     queue: RefCell<VecDeque<oneshot::Sender<()>>>,
+    /// This instance knows the alarm that drops idle prefix counts is set.
+    sweep_armed: Cell<bool>,
 }
 
 /// Holds the object's write turn until dropped (also when a request is abandoned).
@@ -135,17 +166,43 @@ impl WorkspaceObject {
         &self,
         limit: Option<u32>,
         spend: Option<SpendCharge>,
+        fraud: Option<FraudCharge>,
         now: UnixMillis,
     ) -> std::result::Result<Option<Admitted>, Error> {
-        // Both reads, the decision, then both writes: no other request's step runs in between
+        // Every read, the decision, then the writes: no other request's step runs in between
         // (input gates hold deliveries while storage operations are in flight).
         let mut shield: FloodShield = self.read(FLOOD).await?;
         let mut counter: SpendCounter = match spend {
             Some(_) => self.read(SPEND).await?,
             None => SpendCounter::default(),
         };
-        if let Err(e) = charge_workspace(&mut shield, limit, &mut counter, spend.as_ref(), now) {
-            return Ok(Some(Admitted::workspace_refused(&e, true)));
+        let key = fraud.as_ref().map(|c| fraud_key(&c.prefix));
+        let mut count: PrefixCount = match &key {
+            Some(k) => self.read(k).await?,
+            None => PrefixCount::default(),
+        };
+        let charged = charge_workspace(
+            &mut shield,
+            limit,
+            &mut counter,
+            spend.as_ref(),
+            fraud.as_ref().map(|c| (&mut count, c)),
+            now,
+        );
+        // A Fraud Guard refusal changed the prefix's count (the refused send, a new block);
+        // any other refusal changed nothing.
+        let fraud_refused = matches!(
+            &charged,
+            Err(Refusal {
+                error: Error::FraudSuspected,
+                ..
+            })
+        );
+        if let Err(refusal) = &charged {
+            if let (true, Some(k)) = (fraud_refused, &key) {
+                self.write(k, &count).await?;
+            }
+            return Ok(Some(Admitted::workspace_refused(refusal, true)));
         }
         if limit.is_some() {
             self.write(FLOOD, &shield).await?;
@@ -153,7 +210,108 @@ impl WorkspaceObject {
         if spend.is_some() {
             self.write(SPEND, &counter).await?;
         }
+        if let Some(k) = &key {
+            self.write(k, &count).await?;
+            self.arm_sweep().await;
+        }
         Ok(None)
+    }
+
+    async fn fraud_verified(
+        &self,
+        prefix: &str,
+        window_ms: u64,
+        now: UnixMillis,
+    ) -> std::result::Result<(), Error> {
+        let key = fraud_key(prefix);
+        let mut count: PrefixCount = self.read(&key).await?;
+        count.verified(window_ms, now);
+        self.write(&key, &count).await?;
+        self.arm_sweep().await;
+        Ok(())
+    }
+
+    /// Every stored prefix count, with its prefix.
+    async fn prefixes(&self) -> std::result::Result<Vec<(String, PrefixCount)>, Error> {
+        let map = self
+            .state
+            .storage()
+            .list_with_options(ListOptions::new().prefix(FRAUD))
+            .await
+            .map_err(|_| Error::StoreUnavailable)?;
+        let mut out = Vec::with_capacity(usize::try_from(map.size()).unwrap_or(0));
+        map.for_each(&mut |value, key| {
+            let (Some(key), Some(raw)) = (key.as_string(), value.as_string()) else {
+                return;
+            };
+            let Some(prefix) = key.strip_prefix(FRAUD) else {
+                return;
+            };
+            if let Ok(count) = serde_json::from_str::<PrefixCount>(&raw) {
+                out.push((prefix.to_string(), count));
+            }
+        });
+        Ok(out)
+    }
+
+    async fn unblock(&self, prefix: &str, now: UnixMillis) -> std::result::Result<bool, Error> {
+        let key = fraud_key(prefix);
+        let mut count: PrefixCount = self.read(&key).await?;
+        if !count.unblock(now) {
+            return Ok(false);
+        }
+        // Cleared counts are what a missing key reads as.
+        self.state
+            .storage()
+            .delete(&key)
+            .await
+            .map_err(|_| Error::StoreUnavailable)?;
+        Ok(true)
+    }
+
+    /// Makes sure the alarm that drops idle prefix counts is set (checked once per instance;
+    /// after the step's writes, so it never splits a read–decide–write). Its failure changes
+    /// no answer: the next write tries again.
+    async fn arm_sweep(&self) {
+        if self.sweep_armed.get() {
+            return;
+        }
+        let storage = self.state.storage();
+        let set = match storage.get_alarm().await {
+            Ok(Some(_)) => true,
+            Ok(None) => storage.set_alarm(sweep_offset()).await.is_ok(),
+            Err(_) => false,
+        };
+        self.sweep_armed.set(set);
+    }
+
+    /// The alarm: drops the prefix counts idle under the longest window (they read back as a
+    /// missing key does), and comes back while any are left.
+    async fn sweep(&self) -> std::result::Result<(), Error> {
+        let now = UnixMillis(worker::Date::now().as_millis());
+        let prefixes = self.prefixes().await?;
+        let (idle, kept): (Vec<_>, Vec<_>) = prefixes
+            .into_iter()
+            .partition(|(_, c)| c.is_idle(MAX_FRAUD_WINDOW_MS, now));
+        let storage = self.state.storage();
+        // At most 128 keys per delete.
+        for chunk in idle.chunks(128) {
+            let keys: Vec<String> = chunk.iter().map(|(p, _)| fraud_key(p)).collect();
+            storage
+                .delete_multiple(keys)
+                .await
+                .map_err(|_| Error::StoreUnavailable)?;
+        }
+        if kept.is_empty() {
+            self.sweep_armed.set(false);
+        } else {
+            storage
+                .set_alarm(sweep_offset())
+                .await
+                .map_err(|_| Error::StoreUnavailable)?;
+            self.sweep_armed.set(true);
+        }
+        Ok(())
     }
 
     async fn refund_spend(&self, day: u32, micros: u64) -> std::result::Result<(), Error> {
@@ -185,9 +343,30 @@ impl WorkspaceObject {
                 .map_err(|_| Error::StoreUnavailable)
         };
         match call {
-            WorkspaceCall::Flood { limit, spend, now } => {
-                let refused = self.flood(limit, spend, now).await?;
+            WorkspaceCall::Flood {
+                limit,
+                spend,
+                fraud,
+                now,
+            } => {
+                let refused = self.flood(limit, spend, fraud, now).await?;
                 reply(serde_json::to_string(&refused).unwrap_or_default(), 200)
+            }
+            WorkspaceCall::FraudVerified {
+                prefix,
+                window_ms,
+                now,
+            } => {
+                self.fraud_verified(&prefix, window_ms, now).await?;
+                reply(String::new(), 200)
+            }
+            WorkspaceCall::ReadFraud => {
+                let prefixes = self.prefixes().await?;
+                reply(serde_json::to_string(&prefixes).unwrap_or_default(), 200)
+            }
+            WorkspaceCall::Unblock { prefix, now } => {
+                let was_blocked = self.unblock(&prefix, now).await?;
+                reply(was_blocked.to_string(), 200)
             }
             WorkspaceCall::RefundSpend { day, micros } => {
                 self.refund_spend(day, micros).await?;
@@ -215,6 +394,7 @@ impl DurableObject for WorkspaceObject {
             env,
             writing: Cell::new(false),
             queue: RefCell::new(VecDeque::new()),
+            sweep_armed: Cell::new(false),
         }
     }
 
@@ -228,6 +408,22 @@ impl DurableObject for WorkspaceObject {
             Err(e) => http::error(&e),
         }
     }
+
+    async fn alarm(&self) -> Result<Response> {
+        match self.sweep().await {
+            Ok(()) => Response::ok(""),
+            Err(_) => {
+                // The next write sets it again.
+                self.sweep_armed.set(false);
+                Response::error("sweep failed", 503)
+            }
+        }
+    }
+}
+
+/// When the next sweep runs: in [`SWEEP_EVERY_MS`] (an offset from now, in ms).
+fn sweep_offset() -> i64 {
+    i64::try_from(SWEEP_EVERY_MS).unwrap_or(i64::MAX)
 }
 
 impl std::fmt::Debug for WorkspaceObject {

@@ -28,7 +28,8 @@ class Metrics {
     });
     this.blocked = new client.Counter({
       name: 'otpkit_blocked_sends_total',
-      help: 'Requests and resends refused before a send, by reason (the error code: RATE_LIMITED, DESTINATION_LOCKED, RESEND_TOO_SOON, …).',
+      help:
+        'Requests and resends refused before a send, by reason (the error code: RATE_LIMITED, DESTINATION_LOCKED, RESEND_TOO_SOON, SPEND_LIMIT_REACHED, FRAUD_SUSPECTED for Fraud Guard\'s blocks, …).',
       labelNames: ['reason'],
       registers,
     });

@@ -6,7 +6,8 @@
 // sets the new value only if nobody wrote in between; on a conflict the step is decided again
 // on fresh state. So attempts are never over-counted, a session is approved at most once, and
 // concurrent requests for one (destination, purpose) admit one send, across processes.
-// Keys expire with the session retention (sessions), the send window / lock (guards).
+// Keys expire with the session retention (sessions), the send window / lock (guards), and
+// once idle (Fraud Guard's prefix counts).
 
 const native = require('./native');
 const { OtpError, fromNative, hostError } = require('./errors');
@@ -39,6 +40,83 @@ local function put(k, v, json, keep)
   if json == '' then redis.call('DEL', k)
   elseif keep == '-1' then redis.call('SET', k, (v + 1) .. '|' .. json, 'KEEPTTL')
   else redis.call('SET', k, (v + 1) .. '|' .. json, 'PX', keep) end
+end
+`;
+
+// Fraud Guard (SPEC §9), shared by the scripts that touch its counts: otpkit-core's PrefixCount
+// (core/src/fraud.rs: roll, estimate, blocked, admit, verified) mirrored line for line, in
+// integers exact in Lua's doubles (times in ms below 2^53; counts below 2^32, saturating as the
+// core's u32; estimates in thousandths below 2^43, and below 2^53 once multiplied by a rate in
+// thousandths). One count per (workspace, prefix), a hash of PrefixCount's fields
+// (`fr:<ws>:<prefix>`), written whole as the decimal strings of integers, expiring when it
+// becomes idle (ops::fraud_keep_until in src/ops.rs: a count gone then reads back as the
+// default one, which every rule treats as the idle one it replaced); and the workspace's index
+// of its prefixes for GET /v1/admin/workspaces/{id}/fraud, so no request scans keys (`fx:<ws>`, a
+// sorted set scored by when each count expires: members past it are dropped at each write, so it
+// holds only live prefixes, and it expires with its longest-lived count).
+// test/fraud-guard.test.js holds these functions to the core on random sequences.
+const FRAUD_FIELDS = ['start', 'sends', 'verified', 'prevSends', 'prevVerified', 'blockedUntil', 'refused'];
+const FRAUD = `
+local FRAUD_FIELDS = {${FRAUD_FIELDS.map((f) => `'${f}'`).join(', ')}}
+local U32 = 4294967295
+local function fraud_read(k)
+  local v = redis.call('HMGET', k, unpack(FRAUD_FIELDS))
+  local c = {}
+  for i, f in ipairs(FRAUD_FIELDS) do c[f] = tonumber(v[i]) or 0 end
+  return c
+end
+local function fraud_blocked(c, now)
+  return c.blockedUntil > now
+end
+local function fraud_roll(c, window, now)
+  local w = math.max(window, 1)
+  if now < c.start + w then return end
+  local aligned = now - now % w
+  if now < c.start + 2 * w then
+    c.prevSends, c.prevVerified = c.sends, c.verified
+  else
+    c.prevSends, c.prevVerified = 0, 0
+  end
+  c.sends, c.verified, c.start = 0, 0, aligned
+end
+local function fraud_estimate(c, window, now)
+  local w = math.max(window, 1)
+  local elapsed = math.min(math.max(now - c.start, 0), w)
+  local weight = math.floor((w - elapsed) * 1000 / w)
+  return c.sends * 1000 + c.prevSends * weight, c.verified * 1000 + c.prevVerified * weight
+end
+-- 0: counted; 1: refused (blocked); 2: refused, and the block begins with this send
+local function fraud_admit(c, now, window, minSends, minConversion, blockMs)
+  if fraud_blocked(c, now) then
+    c.refused = math.min(c.refused + 1, U32)
+    return 1
+  end
+  fraud_roll(c, window, now)
+  local sends, verified = fraud_estimate(c, window, now)
+  if sends >= minSends * 1000 and verified * 1000 < minConversion * sends then
+    c.blockedUntil = now + blockMs
+    c.refused = 1
+    return 2
+  end
+  c.sends = math.min(c.sends + 1, U32)
+  return 0
+end
+local function fraud_verified(c, window, now)
+  fraud_roll(c, window, now)
+  c.verified = math.min(c.verified + 1, U32)
+end
+local function fraud_write(k, index, prefix, c, window, now)
+  local args = {}
+  for _, f in ipairs(FRAUD_FIELDS) do
+    args[#args + 1] = f
+    args[#args + 1] = string.format('%.0f', c[f])
+  end
+  redis.call('HSET', k, unpack(args))
+  local keep = string.format('%.0f', math.max(c.blockedUntil, c.start + 2 * window))
+  redis.call('PEXPIREAT', k, keep)
+  redis.call('ZREMRANGEBYSCORE', index, '-inf', string.format('%.0f', now))
+  redis.call('ZADD', index, keep, prefix)
+  redis.call('PEXPIREAT', index, redis.call('ZREVRANGE', index, 0, 0, 'WITHSCORES')[2])
 end
 `;
 
@@ -78,15 +156,32 @@ return {1, redis.call('GET', KEYS[2])}
 // earlier one counts in the stored day; refused when the cost would take the spend past the
 // limit), checked against the core by a test as well. Every amount is an integer of micro-units
 // below 2^53 (the core caps them), exact in Lua's doubles; the count is written with HSET/HINCRBY
-// of the argument strings, never a number formatted by Lua.
+// of the argument strings, never a number formatted by Lua. Fraud Guard (policy fraudGuard) is
+// charged first of all, as otpkit-core's spend::charge_workspace does: the count of the
+// destination's prefix (ARGV[12], a key not declared in KEYS: one Redis, not a cluster; see
+// FRAUD) refuses while blocked or begins a block, and that refusal is written (it counts the
+// refused send) while nothing else is; a send it admits is counted only if the cap and the
+// shield admit it too.
 // ARGV: guard version, guard JSON, guard keep ms, flood limit ('' = no shield), now, window ms,
-// shield keep ms, spend limit ('' = no cap), cost, day, spend keep ms. Answers 1 (all written),
-// 0 (the guard changed: decide again), {-1, window start} (the shield refuses) or {-2, day} (the
-// cap refuses); a refusal writes nothing.
-const ADMIT = `${VERSIONED}
+// shield keep ms, spend limit ('' = no cap), cost, day, spend keep ms, then Fraud Guard's (all
+// absent or '' = not charged): the prefix's count key, the workspace's prefix index, the prefix,
+// window ms, minSends, minConversion (thousandths), block ms. Answers 1 (all written), 0 (the
+// guard changed: decide again), {-1, window start} (the shield refuses), {-2, day} (the cap
+// refuses; neither writes anything) or {-3, '1' | '0'} (Fraud Guard refuses; whether the block
+// began with this send).
+const ADMIT = `${VERSIONED}${FRAUD}
 local v1 = ver(KEYS[1])
 if v1 ~= tonumber(ARGV[1]) then return 0 end
 local now = tonumber(ARGV[5])
+local fraud, fwindow
+if ARGV[12] ~= nil and ARGV[12] ~= '' then
+  fraud, fwindow = fraud_read(ARGV[12]), tonumber(ARGV[15])
+  local r = fraud_admit(fraud, now, fwindow, tonumber(ARGV[16]), tonumber(ARGV[17]), tonumber(ARGV[18]))
+  if r > 0 then
+    fraud_write(ARGV[12], ARGV[13], ARGV[14], fraud, fwindow, now)
+    return {-3, tostring(r - 1)}
+  end
+end
 local sday, spent, fresh
 if ARGV[8] ~= '' then
   local slimit, cost, day = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
@@ -114,7 +209,48 @@ if sday ~= nil then
   else redis.call('HINCRBY', KEYS[3], 'micros', ARGV[9]) end
   redis.call('PEXPIRE', KEYS[3], ARGV[11])
 end
+if fraud ~= nil then fraud_write(ARGV[12], ARGV[13], ARGV[14], fraud, fwindow, now) end
 return 1
+`;
+
+// An approved verification of a session counted by Fraud Guard (PrefixCount::verified):
+// KEYS[1] = the prefix's count, KEYS[2] = the workspace's prefix index; ARGV: prefix, window ms,
+// now.
+const FRAUD_VERIFIED = `${FRAUD}
+local window, now = tonumber(ARGV[2]), tonumber(ARGV[3])
+local c = fraud_read(KEYS[1])
+fraud_verified(c, window, now)
+fraud_write(KEYS[1], KEYS[2], ARGV[1], c, window, now)
+return 1
+`;
+
+// An operator's unblock (PrefixCount::unblock): a blocked count is cleared (deleted: a default count is
+// idle) and leaves the index. KEYS as FRAUD_VERIFIED; ARGV: prefix, now. Answers 1 if the prefix
+// was blocked at now, else 0.
+const UNBLOCK_PREFIX = `${FRAUD}
+-- otpkit-core's PrefixCount::unblock: a prefix that is not blocked keeps its counts.
+if not fraud_blocked(fraud_read(KEYS[1]), tonumber(ARGV[2])) then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+return 1
+`;
+
+// Every Fraud Guard count of a workspace (KEYS[1] = its prefix index; ARGV[1] = the key prefix of
+// its counts, ARGV[2] = now): a flat list of the prefix then its FRAUD_FIELDS, for each count
+// still stored. Prefixes whose count has expired leave the index here.
+const READ_FRAUD = `${FRAUD}
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+local out = {}
+for _, p in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local v = redis.call('HMGET', ARGV[1] .. p, unpack(FRAUD_FIELDS))
+  if v[1] then
+    out[#out + 1] = p
+    for i = 1, #FRAUD_FIELDS do out[#out + 1] = v[i] or '0' end
+  else
+    redis.call('ZREM', KEYS[1], p)
+  end
+end
+return out
 `;
 
 // Spend handed back (a definite delivery failure): KEYS[1] = the spend hash; ARGV: day, micros.
@@ -314,6 +450,9 @@ class RedisStore {
     this.redis.defineCommand('otpkitCas', { numberOfKeys: 1, lua: CAS });
     this.redis.defineCommand('otpkitAdmit', { numberOfKeys: 3, lua: ADMIT });
     this.redis.defineCommand('otpkitRefundSpend', { numberOfKeys: 1, lua: REFUND_SPEND });
+    this.redis.defineCommand('otpkitFraudVerified', { numberOfKeys: 2, lua: FRAUD_VERIFIED });
+    this.redis.defineCommand('otpkitUnblockPrefix', { numberOfKeys: 2, lua: UNBLOCK_PREFIX });
+    this.redis.defineCommand('otpkitReadFraud', { numberOfKeys: 1, lua: READ_FRAUD });
     this.redis.defineCommand('otpkitPutWorkspace', { numberOfKeys: 2, lua: PUT_WORKSPACE });
     this.redis.defineCommand('otpkitVerifyWrite', { numberOfKeys: 2, lua: VERIFY_WRITE });
     this.redis.defineCommand('otpkitConfirm', { numberOfKeys: 3, lua: CONFIRM });
@@ -418,6 +557,20 @@ class RedisStore {
       case 'refundSpend':
         await this.run(() => this.redis.otpkitRefundSpend(this.key('sp', ws.id), String(io.day), String(io.micros)));
         return DONE;
+      // Fraud Guard (SPEC §9): the counts the ADMIT script charges (see FRAUD).
+      case 'fraudVerified': // the session's workspace is the flow's
+        await this.run(() =>
+          this.redis.otpkitFraudVerified(this.key('fr', ws.id, io.prefix), this.key('fx', ws.id), io.prefix, String(io.windowMs), String(now)),
+        );
+        return DONE;
+      case 'readFraud':
+        return this.readFraud(io.workspaceId, now);
+      case 'unblockPrefix': {
+        const was = await this.run(() =>
+          this.redis.otpkitUnblockPrefix(this.key('fr', io.workspaceId, io.prefix), this.key('fx', io.workspaceId), io.prefix, String(io.now)),
+        );
+        return `{"result":"unblocked","wasBlocked":${was === 1}}`;
+      }
       case 'verify':
         return this.verify(engine, ws, io.sessionId, io.code, now, ctx, io.transaction ? JSON.stringify(io.transaction) : null);
       case 'recordVerify': {
@@ -483,16 +636,30 @@ class RedisStore {
     }
   }
 
+  /** Every Fraud Guard count of a workspace, one script: the `prefixes` outcome. */
+  async readFraud(wsId, now) {
+    const flat = await this.run(() => this.redis.otpkitReadFraud(this.key('fx', wsId), `${this.key('fr', wsId)}:`, String(now)));
+    const n = FRAUD_FIELDS.length + 1;
+    const prefixes = [];
+    for (let i = 0; i + n <= flat.length; i += n) {
+      const count = {};
+      FRAUD_FIELDS.forEach((f, j) => (count[f] = Number(flat[i + 1 + j])));
+      prefixes.push([flat[i], count]);
+    }
+    return JSON.stringify({ result: 'prefixes', prefixes });
+  }
+
   /**
-   * Admits a send at the destination guard; with `io.floodLimit` / `io.spend`, also counts it in
-   * the workspace's flood shield and charges the day's spend — in one script that counts them
-   * atomically, or none if the shield or the cap refuses. The guard is compared-and-set (see ADMIT).
+   * Admits a send at the destination guard; with `io.fraud` / `io.floodLimit` / `io.spend`, also
+   * charges Fraud Guard's count of its prefix, counts it in the workspace's flood shield and
+   * charges the day's spend — in one script that counts them atomically, or none if one refuses
+   * (a Fraud Guard refusal is itself counted). The guard is compared-and-set (see ADMIT).
    */
   admit(ws, io, now, ctx) {
     const guardKey = this.key('g', ws.id, io.dest);
     const decide = (json) => native.guardAdmit(json, ws, io.purpose, io.sessionId, io.expiresAt, io.test, io.resend === true, now);
     const answer = (step) => `{"result":"admitted","admission":${step.admission}}`;
-    if (io.floodLimit == null && io.spend == null) {
+    if (io.floodLimit == null && io.spend == null && io.fraud == null) {
       return this.update(guardKey, decide, undefined, true).then((step) => {
         ctx.guardRaw = step.guardRaw;
         return answer(step);
@@ -504,6 +671,10 @@ class RedisStore {
     const spendArgs = spend
       ? [String(spend.limitMicros), String(spend.costMicros), String(spend.day), String(Math.max(1000, (spend.day + 2) * DAY_MS - now))]
       : ['', '', '', ''];
+    const fraud = io.fraud;
+    const fraudArgs = fraud
+      ? [this.key('fr', ws.id, fraud.prefix), this.key('fx', ws.id), fraud.prefix, String(fraud.windowMs), String(fraud.minSends), String(fraud.minConversion), String(fraud.blockMs)]
+      : [];
     return this.run(async () => {
       for (let i = 0; i < MAX_TRIES; i++) {
         const rawGuard = await this.redis.get(guardKey);
@@ -512,7 +683,11 @@ class RedisStore {
         if (step.kind !== 'send') {
           if (!step.changed || (await this.redis.otpkitCas(guardKey, gv, step.state ?? '', keepArg(step.keepMs)))) return answer(step);
         } else {
-          const written = await this.redis.otpkitAdmit(guardKey, floodKey, this.key('sp', ws.id), gv, step.state ?? '', keepArg(step.keepMs), io.floodLimit ?? '', now, FLOOD_WINDOW_MS, FLOOD_KEEP_MS, ...spendArgs);
+          const written = await this.redis.otpkitAdmit(guardKey, floodKey, this.key('sp', ws.id), gv, step.state ?? '', keepArg(step.keepMs), io.floodLimit ?? '', now, FLOOD_WINDOW_MS, FLOOD_KEEP_MS, ...spendArgs, ...fraudArgs);
+          if (Array.isArray(written) && written[0] === -3) {
+            // Fraud Guard refused (its count written; nothing else): the core builds the admission
+            return `{"result":"admitted","admission":${native.fraudRefused(written[1] === '1')}}`;
+          }
           if (Array.isArray(written) && written[0] === -2) {
             // the cap refused: the core says until when, from the day counted (nothing written)
             const full = JSON.stringify({ day: Number(written[1]), micros: spend.limitMicros });

@@ -181,6 +181,22 @@ class OtpService {
     if (reply.status !== 200) throw fromReply(reply);
     return JSON.parse(reply.body);
   }
+  /**
+   * Fraud Guard's state of a workspace (GET /v1/admin/workspaces/{id}/fraud): `{workspaceId,
+   * fraudGuard, prefixes}`, the prefixes counted in the rolling window, blocked ones first, then
+   * by sends. Rejects with OtpError NOT_FOUND for an unknown workspace.
+   */
+  async getFraud(workspaceId) {
+    return this.#data(() => this.adminReply('getFraud', { id: String(workspaceId) }));
+  }
+  /**
+   * Ends the block of a number prefix (`+233202`; `233202` too) and clears its counts
+   * (DELETE /v1/admin/workspaces/{id}/fraud/blocks/{prefix}; audited `prefix_unblocked`).
+   * Rejects with OtpError NOT_FOUND when the workspace is unknown or the prefix is not blocked.
+   */
+  async unblockPrefix(workspaceId, prefix) {
+    await this.#data(() => this.adminReply('unblockPrefix', { id: String(workspaceId), prefix: String(prefix) }));
+  }
 
   /** Waits for bookkeeping that follows answers (audit, failure streak). */
   async settle() {
@@ -462,10 +478,14 @@ class OtpService {
     return this.store.adminAnalyticsReply(query, Date.now(), this.libraryWorkspace);
   }
 
-  /** An admin action (core::flow's AdminFlow): `createWorkspace`, `patchWorkspace`, `getWorkspace`, `createKey`, `revokeKey`. */
-  adminReply(action, { id = null, keyId = null, body = null } = {}) {
-    // Admin effects touch workspace records and the key index only; no workspace scopes them.
-    return this.drive(native.adminFlow(action, id, keyId, body, Date.now()), this.libraryWorkspace);
+  /**
+   * An admin action (core::flow's AdminFlow): `createWorkspace`, `patchWorkspace`, `getWorkspace`,
+   * `createKey`, `revokeKey`, `getFraud`, `unblockPrefix` (`prefix`: as in the path).
+   */
+  adminReply(action, { id = null, keyId = null, body = null, prefix = null } = {}) {
+    // Admin effects name the workspace they touch (records, the key index, Fraud Guard's counts);
+    // no workspace scopes them.
+    return this.drive(native.adminFlow(action, id, keyId, body, Date.now(), prefix), this.libraryWorkspace);
   }
 
   // ---- HTTP (one request → one core reply) ----------------------------------------------
@@ -491,7 +511,7 @@ class OtpService {
         if (r.kind === 'listWorkspaces') return await this.listReply(req.query || '');
         if (r.kind === 'adminAnalytics') return await this.adminAnalyticsReply(req.query || '');
         const body = r.kind === 'createWorkspace' || r.kind === 'patchWorkspace' ? await this.jsonBody(req) : null;
-        return await this.adminReply(r.kind, { id: r.id ?? null, keyId: r.keyId ?? null, body });
+        return await this.adminReply(r.kind, { id: r.id ?? null, keyId: r.keyId ?? null, prefix: r.prefix ?? null, body });
       }
       const hash = native.presentedKeyHash(h.authorization ?? null, h['x-api-key'] ?? null);
       if (this.store.lookupKeyWithSession) {

@@ -330,7 +330,9 @@ pub fn list_workspaces_flow(query: String, now: f64) -> Result<AdminFlow> {
 }
 
 /// Starts an admin flow: `action` is `createWorkspace`, `patchWorkspace`, `getWorkspace`,
-/// `createKey` or `revokeKey`; `id` the workspace id, `keyId` the key, `body` the JSON body (create, patch).
+/// `createKey`, `revokeKey`, `getFraud` or `unblockPrefix`; `id` the workspace id, `keyId` the
+/// key, `body` the JSON body (create, patch), `prefix` the number prefix (unblockPrefix, as in
+/// the path: `+233202`, `%2B233202` or `233202`).
 #[napi]
 pub fn admin_flow(
     action: String,
@@ -338,16 +340,20 @@ pub fn admin_flow(
     key_id: Option<String>,
     body: Option<Buffer>,
     now: f64,
+    prefix: Option<String>,
 ) -> Result<AdminFlow> {
     let body = body.as_deref().unwrap_or_default();
     let id = id.as_deref().unwrap_or_default();
     let key_id = key_id.as_deref().unwrap_or_default();
+    let prefix = prefix.as_deref().unwrap_or_default();
     let action = match action.as_str() {
         "createWorkspace" => AdminAction::CreateWorkspace { body },
         "patchWorkspace" => AdminAction::PatchWorkspace { id, body },
         "getWorkspace" => AdminAction::GetWorkspace { id },
         "createKey" => AdminAction::CreateKey { id },
         "revokeKey" => AdminAction::RevokeKey { id, key_id },
+        "getFraud" => AdminAction::GetFraud { id },
+        "unblockPrefix" => AdminAction::UnblockPrefix { id, prefix },
         _ => return Err(throw(&Error::NotFound)),
     };
     let random = random::<ADMIN_RANDOM_BYTES>()?;

@@ -68,7 +68,7 @@ pub fn openapi_reply() -> Reply {
 #[derive(Debug)]
 pub struct RouteMatch {
     /// `health`, `openapi`, `request`, `verify`, `status`, `cancel`, `resend`, `audit`, `createWorkspace`, `patchWorkspace`,
-    /// `createKey`, `revokeKey`, `listWorkspaces`, `adminAnalytics`.
+    /// `createKey`, `revokeKey`, `listWorkspaces`, `adminAnalytics`, `getFraud`, `unblockPrefix`.
     pub kind: String,
     /// `v1` or `zend` for the OTP routes.
     pub dialect: Option<String>,
@@ -76,6 +76,8 @@ pub struct RouteMatch {
     pub id: Option<String>,
     /// Key id (`revokeKey`).
     pub key_id: Option<String>,
+    /// Number prefix as in the path (`unblockPrefix`).
+    pub prefix: Option<String>,
     /// An operator route.
     pub admin: bool,
 }
@@ -91,16 +93,22 @@ pub fn route(method: String, path: String) -> Result<RouteMatch> {
         })
     };
     // The name is the core's (`Route::name`, as logs say it); the rest is what the path carries.
+    let mut prefix = None;
     let (dialect, id, key_id) = match r {
         CoreRoute::Request(x) => (d(x), None, None),
         CoreRoute::Verify(x, id) => (d(x), id.map(str::to_string), None),
         CoreRoute::Status(x, id) | CoreRoute::Cancel(x, id) | CoreRoute::Resend(x, id) => {
             (d(x), Some(id.to_string()), None)
         }
-        CoreRoute::PatchWorkspace(id) | CoreRoute::GetWorkspace(id) | CoreRoute::CreateKey(id) => {
+        CoreRoute::PatchWorkspace(id)
+        | CoreRoute::GetWorkspace(id)
+        | CoreRoute::CreateKey(id)
+        | CoreRoute::GetFraud(id) => (None, Some(id.to_string()), None),
+        CoreRoute::RevokeKey(id, k) => (None, Some(id.to_string()), Some(k.to_string())),
+        CoreRoute::UnblockPrefix(id, p) => {
+            prefix = Some(p.to_string());
             (None, Some(id.to_string()), None)
         }
-        CoreRoute::RevokeKey(id, k) => (None, Some(id.to_string()), Some(k.to_string())),
         _ => (None, None, None),
     };
     Ok(RouteMatch {
@@ -108,6 +116,7 @@ pub fn route(method: String, path: String) -> Result<RouteMatch> {
         dialect,
         id,
         key_id,
+        prefix,
         admin: r.is_admin(),
     })
 }

@@ -13,6 +13,7 @@ use napi_derive::napi;
 use otpkit_core::analytics::{self, Bucket, Counts, Delta, WorkspaceCounters, Write};
 use otpkit_core::audit::{AuditEvent, KEEP_PER_STREAM};
 use otpkit_core::flow::{self, Admitted, Io, Outcome};
+use otpkit_core::fraud::{FraudCharge, PrefixCount};
 use otpkit_core::guard::{Admission, DeliveryOutcome, DestinationGuard, FloodShield};
 use otpkit_core::idempotency::{self, Record};
 use otpkit_core::spend::{charge_workspace, SpendCounter};
@@ -47,6 +48,9 @@ struct Inner {
     floods: HashMap<String, FloodShield>,
     /// Workspace id → the day's spend (policy `dailySpendLimit`), charged with the flood shield.
     spends: HashMap<String, SpendCounter>,
+    /// Workspace id → Fraud Guard's counts (policy `fraudGuard`) by prefix, each with when it
+    /// is dropped ([`ops::fraud_keep_until`]; absent from then on), charged with the flood shield.
+    fraud: HashMap<String, HashMap<String, (PrefixCount, UnixMillis)>>,
     /// Workspaces and the key index (`ws:<id>`, `key:<hash>`).
     kv: HashMap<String, String>,
     /// The ids of the workspaces in `kv`, in order: the admin listing's pages.
@@ -112,6 +116,8 @@ pub struct MemoryStats {
     pub analytics_open: u32,
     /// `Idempotency-Key` records (by key hash).
     pub idempotency_records: u32,
+    /// Fraud Guard prefix counts (per workspace and prefix).
+    pub fraud_prefixes: u32,
 }
 
 fn key(a: &str, b: &str) -> String {
@@ -172,6 +178,7 @@ impl MemoryStore {
                 test,
                 flood_limit,
                 spend,
+                fraud,
                 resend,
             } => {
                 let k = key(ws_id, &dest);
@@ -187,17 +194,23 @@ impl MemoryStore {
                         retry_after_secs: e.retry_after_secs().unwrap_or(1),
                     },
                 };
-                let charged = flood_limit.is_some() || spend.is_some();
+                let charged = flood_limit.is_some() || spend.is_some() || fraud.is_some();
                 let admission = match admission {
                     Admitted::Send if charged => {
-                        // The flood shield and the day's spend, both or neither, under the lock.
+                        // Fraud Guard, the day's spend and the flood shield, all or none, under
+                        // the lock (a Fraud Guard refusal is stored: it counts the refused send).
                         let mut shield = inner.floods.get(ws_id).copied().unwrap_or_default();
                         let mut counter = inner.spends.get(ws_id).copied().unwrap_or_default();
+                        let mut count = fraud
+                            .as_ref()
+                            .map(|c| inner.prefix_count(ws_id, &c.prefix, now))
+                            .unwrap_or_default();
                         let step = charge_workspace(
                             &mut shield,
                             flood_limit,
                             &mut counter,
                             spend.as_ref(),
+                            fraud.as_ref().map(|c| (&mut count, c)),
                             now,
                         );
                         match step {
@@ -208,15 +221,21 @@ impl MemoryStore {
                                 if spend.is_some() {
                                     inner.spends.insert(ws_id.clone(), counter);
                                 }
+                                if let Some(c) = &fraud {
+                                    inner.put_prefix_count(ws_id, c, count);
+                                }
                                 Admitted::Send
                             }
-                            Err(e) => {
+                            Err(r) => {
+                                if let (Error::FraudSuspected, Some(c)) = (&r.error, &fraud) {
+                                    inner.put_prefix_count(ws_id, c, count);
+                                }
                                 // Handed back under the same lock: nothing stays charged.
                                 inner
                                     .guard(&k)
                                     .0
                                     .delivery(&session_id, DeliveryOutcome::Failed);
-                                Admitted::workspace_refused(&e, false)
+                                Admitted::workspace_refused(&r, false)
                             }
                         }
                     }
@@ -272,6 +291,40 @@ impl MemoryStore {
                     counter.refund(day, micros);
                 }
                 Outcome::Done
+            }
+            Io::FraudVerified { prefix, window_ms } => {
+                let mut count = inner.prefix_count(ws_id, &prefix, now);
+                count.verified(window_ms, now);
+                let keep = ops::fraud_keep_until(&count, window_ms);
+                let counts = inner.fraud.entry(ws_id.clone()).or_default();
+                counts.insert(prefix, (count, keep));
+                Outcome::Done
+            }
+            Io::ReadFraud { workspace_id } => Outcome::Prefixes {
+                prefixes: inner
+                    .fraud
+                    .get(&workspace_id)
+                    .into_iter()
+                    .flatten()
+                    .filter(|(_, (_, keep))| now < *keep)
+                    .map(|(p, (c, _))| (p.clone(), *c))
+                    .collect(),
+            },
+            Io::UnblockPrefix {
+                workspace_id,
+                prefix,
+                now: at,
+            } => {
+                let mut count = inner.prefix_count(&workspace_id, &prefix, at);
+                let was_blocked = count.unblock(at);
+                // Cleared: a default count is an idle one, so it is dropped.
+                if let Some(counts) = inner.fraud.get_mut(&workspace_id).filter(|_| was_blocked) {
+                    counts.remove(&prefix);
+                    if counts.is_empty() {
+                        inner.fraud.remove(&workspace_id);
+                    }
+                }
+                Outcome::Unblocked { was_blocked }
             }
             Io::CancelSession { session_id } => {
                 if let Some(s) = inner.sessions.remove(&key(ws_id, &session_id)) {
@@ -430,6 +483,23 @@ impl MemoryStore {
 }
 
 impl Inner {
+    /// The Fraud Guard count of `prefix` in `ws_id` at `now` (a default one once dropped).
+    fn prefix_count(&self, ws_id: &str, prefix: &str, now: UnixMillis) -> PrefixCount {
+        self.fraud
+            .get(ws_id)
+            .and_then(|counts| counts.get(prefix))
+            .filter(|(_, keep)| now < *keep)
+            .map(|(c, _)| *c)
+            .unwrap_or_default()
+    }
+
+    /// Stores the count of a charge's prefix, with when it is dropped.
+    fn put_prefix_count(&mut self, ws_id: &str, c: &FraudCharge, count: PrefixCount) {
+        let keep = ops::fraud_keep_until(&count, c.window_ms);
+        let counts = self.fraud.entry(ws_id.to_string()).or_default();
+        counts.insert(c.prefix.clone(), (count, keep));
+    }
+
     /// A stored session not yet purged at `now`.
     fn live_session(&self, k: &str, now: UnixMillis) -> Option<Session> {
         self.sessions.get(k).filter(|s| now < s.purge_at()).cloned()
@@ -661,8 +731,9 @@ impl MemoryStore {
         Ok(self.lock()?.kv.get(&k).cloned())
     }
 
-    /// Drops what has expired: sessions past retention (each leaves a `purged` audit event)
-    /// and idle guards. Answers how many sessions were purged.
+    /// Drops what has expired: sessions past retention (each leaves a `purged` audit event),
+    /// idle guards, flood shields, spend counters and Fraud Guard counts. Answers how many
+    /// sessions were purged.
     #[napi]
     pub fn sweep(&self, now: f64) -> Result<u32> {
         let now = ms(now);
@@ -725,6 +796,10 @@ impl MemoryStore {
             .floods
             .retain(|_, f| now < f.window_start.plus_secs(60));
         inner.spends.retain(|_, s| !s.is_idle(now));
+        for counts in inner.fraud.values_mut() {
+            counts.retain(|_, (_, keep)| now < *keep);
+        }
+        inner.fraud.retain(|_, counts| !counts.is_empty());
         Ok(count(purged))
     }
 
@@ -745,6 +820,7 @@ impl MemoryStore {
             analytics_buckets: count(inner.counters.values().map(BTreeMap::len).sum()),
             analytics_open: count(inner.open.values().map(HashMap::len).sum()),
             idempotency_records: count(inner.idem.len()),
+            fraud_prefixes: count(inner.fraud.values().map(HashMap::len).sum()),
         })
     }
 }

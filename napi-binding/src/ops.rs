@@ -3,6 +3,7 @@
 //! Redis store read, and the Redis store writes the result back with a compare-and-set.
 //! Every decision is otpkit-core's; this module only decides what to keep and for how long.
 
+use otpkit_core::fraud::PrefixCount;
 use otpkit_core::guard::{
     Admission, DeliveryOutcome, DestinationGuard, FloodShield, IN_FLIGHT_STALE_MS,
 };
@@ -103,6 +104,19 @@ pub fn guard_keep_ms(guard: &DestinationGuard, policy: &Policy, now: UnixMillis)
         until = until.max(now.plus_millis(STREAK_KEEP_MS));
     }
     Some(now.millis_until(until).max(1000))
+}
+
+/// Until when a Fraud Guard prefix count is kept (its Redis key's `PEXPIREAT`; the memory
+/// store treats it as absent from then): while blocked, and until it is idle
+/// ([`PrefixCount::is_idle`]: two windows after its bucket began). A count dropped then reads
+/// back as a default one, which every rule treats as the idle one it replaced. The ADMIT,
+/// FRAUD_VERIFIED scripts of `lib/redis-store.js` mirror this (`fraud_write`).
+pub fn fraud_keep_until(count: &PrefixCount, window_ms: u64) -> UnixMillis {
+    UnixMillis(
+        count
+            .blocked_until
+            .max(count.start.saturating_add(window_ms.saturating_mul(2))),
+    )
 }
 
 /// The workspace flood shield, one step.

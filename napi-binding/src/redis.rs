@@ -1,7 +1,8 @@
 //! The JSON transitions `lib/redis-store.js` runs inside its compare-and-set and Lua scripts:
 //! the destination guard and the workspace flood shield on stored JSON, a session's
 //! cancellation and purge time, and the analytics writes of a `record` effect as script
-//! arguments. Every decision is the core's (through [`crate::ops`]); the store only reads,
+//! arguments; and the core's rules its Lua scripts mirror (the flood shield, the spend cap,
+//! Fraud Guard), on JSON, so a test holds the scripts to them. Every decision is the core's (through [`crate::ops`]); the store only reads,
 //! calls one of these, and writes back what it is given.
 
 use crate::engine::outcome_of;
@@ -12,8 +13,9 @@ use napi::Result;
 use napi_derive::napi;
 use otpkit_core::analytics::{self, Delta};
 use otpkit_core::flow::Admitted;
+use otpkit_core::fraud::{FraudCharge, PrefixCount};
 use otpkit_core::guard::{DestinationGuard, FloodShield};
-use otpkit_core::spend::{SpendCharge, SpendCounter};
+use otpkit_core::spend::{charge_workspace, Refusal, SpendCharge, SpendCounter};
 use otpkit_core::{Error, Session, UnixMillis};
 
 /// A step of the destination guard on stored JSON.
@@ -261,7 +263,8 @@ pub fn spend_json(state: Option<String>, charge: String, now: f64) -> Result<Spe
         },
         Err(e) => SpendStep {
             state: None,
-            refused: serde_json::to_string(&Admitted::workspace_refused(&e, false)).ok(),
+            refused: serde_json::to_string(&Admitted::workspace_refused(&Refusal::from(e), false))
+                .ok(),
         },
     })
 }
@@ -272,6 +275,134 @@ pub fn spend_refund_json(state: Option<String>, day: u32, micros: f64) -> String
     let mut counter = read_spend(state.as_deref());
     counter.refund(day, ms(micros).0);
     serde_json::to_string(&counter).unwrap_or_default()
+}
+
+/// The flow outcome's `admission` when the ADMIT script's Fraud Guard refuses a send
+/// (`fraudRefused`; `new_block`: this send's check began the block). The guard was not written,
+/// so nothing is handed back.
+#[napi]
+pub fn fraud_refused(new_block: bool) -> String {
+    let r = Refusal {
+        error: Error::FraudSuspected,
+        new_block,
+    };
+    serde_json::to_string(&Admitted::workspace_refused(&r, false)).unwrap_or_default()
+}
+
+fn read_json<T: serde::de::DeserializeOwned + Default>(
+    state: Option<&str>,
+    what: &'static str,
+) -> Result<T> {
+    state
+        .map(serde_json::from_str)
+        .transpose()
+        .map(Option::unwrap_or_default)
+        .map_err(|_| throw(&Error::invalid(what, "malformed")))
+}
+
+fn charge_of<T: serde::de::DeserializeOwned>(
+    charge: Option<&str>,
+    what: &'static str,
+) -> Result<Option<T>> {
+    charge
+        .map(serde_json::from_str)
+        .transpose()
+        .map_err(|_| throw(&Error::invalid(what, "malformed")))
+}
+
+/// [`charge_workspace_json`]'s answer: every state after the step (JSON; as given when it did
+/// not change), and the admission.
+#[napi(object)]
+#[derive(Debug)]
+pub struct WorkspaceCharge {
+    /// The flood shield (`FloodShield` JSON).
+    pub shield: String,
+    /// The day's spend (`SpendCounter` JSON).
+    pub spend: String,
+    /// The prefix's Fraud Guard count (`PrefixCount` JSON).
+    pub fraud: String,
+    /// Until when that count is kept (ms; `ops::fraud_keep_until`).
+    pub fraud_keep_until: f64,
+    /// The flow outcome's `admission` (`send`, or the refusal, nothing handed back).
+    pub admission: String,
+}
+
+/// One step of `otpkit_core::spend::charge_workspace` on stored JSON (each state JSON or
+/// `null`; `spend_charge` an `Io::Admit`'s `spend`, `fraud_charge` its `fraud`, `flood_limit`
+/// its `floodLimit`): what the ADMIT script of `lib/redis-store.js` mirrors, in the core, for
+/// the test that holds the script to it.
+#[napi]
+#[allow(clippy::too_many_arguments)]
+pub fn charge_workspace_json(
+    shield: Option<String>,
+    flood_limit: Option<u32>,
+    spend: Option<String>,
+    spend_charge: Option<String>,
+    fraud: Option<String>,
+    fraud_charge: Option<String>,
+    now: f64,
+) -> Result<WorkspaceCharge> {
+    let mut s: FloodShield = read_json(shield.as_deref(), "shield")?;
+    let mut counter: SpendCounter = read_json(spend.as_deref(), "spend")?;
+    let mut count: PrefixCount = read_json(fraud.as_deref(), "fraud")?;
+    let spend_charge: Option<SpendCharge> = charge_of(spend_charge.as_deref(), "spendCharge")?;
+    let fraud_charge: Option<FraudCharge> = charge_of(fraud_charge.as_deref(), "fraudCharge")?;
+    let step = charge_workspace(
+        &mut s,
+        flood_limit,
+        &mut counter,
+        spend_charge.as_ref(),
+        fraud_charge.as_ref().map(|c| (&mut count, c)),
+        ms(now),
+    );
+    let admission = match step {
+        Ok(()) => Admitted::Send,
+        Err(r) => Admitted::workspace_refused(&r, false),
+    };
+    let window = fraud_charge.as_ref().map_or(0, |c| c.window_ms);
+    Ok(WorkspaceCharge {
+        shield: serde_json::to_string(&s).unwrap_or_default(),
+        spend: serde_json::to_string(&counter).unwrap_or_default(),
+        fraud: serde_json::to_string(&count).unwrap_or_default(),
+        fraud_keep_until: num(ops::fraud_keep_until(&count, window)),
+        admission: serde_json::to_string(&admission).unwrap_or_default(),
+    })
+}
+
+/// A prefix count after a step, and until when it is kept.
+#[napi(object)]
+#[derive(Debug)]
+pub struct FraudCountStep {
+    /// `PrefixCount` JSON.
+    pub state: String,
+    /// Until when it is kept (ms; `ops::fraud_keep_until`).
+    pub keep_until: f64,
+}
+
+/// An approved verification counted in a stored prefix count (`PrefixCount::verified`; JSON or
+/// `null`): what the FRAUD_VERIFIED script mirrors.
+#[napi]
+pub fn fraud_verified_json(
+    state: Option<String>,
+    window_ms: f64,
+    now: f64,
+) -> Result<FraudCountStep> {
+    let mut count: PrefixCount = read_json(state.as_deref(), "fraud")?;
+    let window = ms(window_ms).0;
+    count.verified(window, ms(now));
+    Ok(FraudCountStep {
+        state: serde_json::to_string(&count).unwrap_or_default(),
+        keep_until: num(ops::fraud_keep_until(&count, window)),
+    })
+}
+
+/// Whether an operator's unblock of a stored prefix count (JSON or `null`) ends a block at
+/// `now` (`PrefixCount::unblock`; the count is cleared either way): what the UNBLOCK_PREFIX
+/// script mirrors.
+#[napi]
+pub fn fraud_unblock_json(state: Option<String>, now: f64) -> Result<bool> {
+    let mut count: PrefixCount = read_json(state.as_deref(), "fraud")?;
+    Ok(count.unblock(ms(now)))
 }
 
 /// One step of a resend (a flow's `resend` effect: `step` is its JSON) on a stored session

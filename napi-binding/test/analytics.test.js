@@ -38,6 +38,7 @@ function check(report, expired) {
   assert.deepEqual(report.totals, {
     sent: 3, reused: 1, delivery_failed: 1, verified: 1, failed: 1, expired,
     verification_rate: 0.3333, sms_segments: 3, resent: 0, estimated_cost: { amount: '0.0225', currency: 'EUR' },
+    fraud_blocked: 0, fraud_saved: { amount: '0.0000', currency: 'EUR' },
   });
 }
 

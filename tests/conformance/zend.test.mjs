@@ -243,6 +243,7 @@ describe('second dialect', () => {
     assert.deepEqual(j.totals, {
       sent: 3, reused: 1, delivery_failed: 1, verified: 1, failed: 1, expired: 0, verification_rate: 0.3333,
       sms_segments: 2, resent: 0, estimated_cost: { amount: '0.10', currency: 'USD' },
+      fraud_blocked: 0, fraud_saved: { amount: '0.00', currency: 'USD' },
     }, 'the WhatsApp message has no SMS segments; nothing has reached expiry yet');
     assert.equal(j.days.length, 30);
     assert.equal(j.days[29].date, today);

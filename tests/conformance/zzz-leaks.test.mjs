@@ -19,8 +19,11 @@ useHarness();
 const FULL = Boolean(process.env.OTPKIT_FULL_SUITE);
 // Audit events of the operator's actions: no session, purpose or destination (keyId names a key by id).
 const ADMIN_EVENTS = ['workspace_created', 'workspace_updated', 'key_created', 'key_revoked'];
+// Fraud Guard's events are about a number prefix (SPEC §9): their dest is the prefix itself.
+const PREFIX_EVENTS = ['prefix_blocked', 'prefix_unblocked'];
 // A code is a run of 6–10 digits not inside a longer alphanumeric word (as lib.mjs checks).
-const DIGIT_RUN = /(?<![0-9A-Za-z])\d{6,10}(?![0-9A-Za-z])/g;
+// A run after `+` is a number or a Fraud Guard prefix (+233202), never a code.
+const DIGIT_RUN = /(?<![0-9A-Za-z+])\d{6,10}(?![0-9A-Za-z])/g;
 const API_KEY_ANYWHERE = /otpk_[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])/g;
 const HEX64 = /(?<![0-9a-fA-F])[0-9a-fA-F]{64}(?![0-9a-fA-F])/g;
 // workerd's own diagnostics name a Durable Object by its id, 64 hex digits, as `actorId = <id>`
@@ -226,7 +229,9 @@ describe('run-wide leak checks', () => {
     for (const r of auditRows) {
       // The operator's actions (SPEC §9) are about no destination: theirs is empty, nothing to mask.
       const admin = ADMIN_EVENTS.includes(r.ev.event);
-      if (admin ? r.ev.dest !== '' : !/^\+\d{3}\*+\d{4}$/.test(r.ev.dest)) leaks.push(`${r.where}: dest ${r.ev.dest} is not masked`);
+      if (PREFIX_EVENTS.includes(r.ev.event)) {
+        if (!/^\+\d{2,9}$/.test(r.ev.dest) || r.ev.sessionId !== '') leaks.push(`${r.where}: ${r.ev.event} is not about a prefix: ${r.ev.dest}`);
+      } else if (admin ? r.ev.dest !== '' : !/^\+\d{3}\*+\d{4}$/.test(r.ev.dest)) leaks.push(`${r.where}: dest ${r.ev.dest} is not masked`);
       for (const k of Object.keys(r.ev)) {
         if (!['time', 'event', 'sessionId', 'purpose', 'app', 'dest', 'outcome', 'status', 'test', 'channel', 'keyId'].includes(k)) {
           leaks.push(`${r.where}: unexpected audit field ${k}`);

@@ -710,7 +710,10 @@ pub fn query(data: &[u8]) -> bool {
                 | Route::Verify(_, Some(id)) => {
                     assert!(path.contains(id) && !id.contains('/'));
                 }
-                Route::RevokeKey(a, b) => assert!(!a.contains('/') && !b.contains('/')),
+                Route::RevokeKey(a, b) | Route::UnblockPrefix(a, b) => {
+                    assert!(!a.contains('/') && !b.contains('/'));
+                }
+                Route::GetFraud(id) => assert!(path.contains(id) && !id.contains('/')),
                 _ => {}
             }
         }

@@ -73,6 +73,19 @@ pub enum AdminAction<'a> {
         /// `limit`: 1–[`LIST_MAX_LIMIT`], default [`LIST_DEFAULT_LIMIT`].
         limit: Option<&'a str>,
     },
+    /// `GET /v1/admin/workspaces/{id}/fraud`: Fraud Guard's prefixes, busiest first.
+    GetFraud {
+        /// Workspace id.
+        id: &'a str,
+    },
+    /// `DELETE /v1/admin/workspaces/{id}/fraud/blocks/{prefix}`: 204, or 404 when the prefix
+    /// is not blocked. The prefix as in the path: `+233202`, `%2B233202` or `233202`.
+    UnblockPrefix {
+        /// Workspace id.
+        id: &'a str,
+        /// The prefix.
+        prefix: &'a str,
+    },
 }
 
 /// The checked query of a workspace listing: the cursor (if any) and the page size.
@@ -106,6 +119,15 @@ struct WorkspacePage<'a> {
     next_cursor: Option<&'a str>,
 }
 
+/// `GET /v1/admin/workspaces/{id}/fraud`.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct FraudPage<'a> {
+    workspace_id: &'a str,
+    fraud_guard: &'a crate::fraud::FraudGuard,
+    prefixes: Vec<crate::fraud::PrefixView>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Wait {
     Read,
@@ -114,6 +136,8 @@ enum Wait {
     Unindex,
     List,
     Audit,
+    Fraud,
+    Unblock,
 }
 
 #[derive(Debug)]
@@ -124,6 +148,8 @@ enum Todo {
     CreateKey,
     Revoke(String),
     List(u32),
+    Fraud,
+    Unblock(String),
 }
 
 /// One admin action as a flow.
@@ -191,6 +217,24 @@ impl AdminFlow {
             }
             AdminAction::RevokeKey { id, key_id } => {
                 flow.todo = Todo::Revoke(key_id.into());
+                id
+            }
+            AdminAction::GetFraud { id } => {
+                flow.todo = Todo::Fraud;
+                id
+            }
+            AdminAction::UnblockPrefix { id, prefix } => {
+                let digits = prefix
+                    .strip_prefix('+')
+                    .or_else(|| prefix.strip_prefix("%2B"))
+                    .or_else(|| prefix.strip_prefix("%2b"))
+                    .unwrap_or(prefix);
+                let prefix = alloc::format!("+{digits}");
+                if !crate::fraud::is_prefix(&prefix) {
+                    flow.q.answer(Err(Error::NotFound));
+                    return flow;
+                }
+                flow.todo = Todo::Unblock(prefix);
                 id
             }
             AdminAction::ListWorkspaces { cursor, limit } => {
@@ -282,7 +326,8 @@ impl AdminFlow {
             Todo::Patch(_) => vec![AuditEvent::admin("workspace_updated", None, now)],
             Todo::CreateKey => vec![AuditEvent::admin("key_created", Some(key_id), now)],
             Todo::Revoke(revoked) => vec![AuditEvent::admin("key_revoked", Some(revoked), now)],
-            Todo::Get | Todo::List(_) => return,
+            Todo::Unblock(prefix) => vec![AuditEvent::prefix("prefix_unblocked", prefix, now)],
+            Todo::Get | Todo::List(_) | Todo::Fraud => return,
         };
         let io = Io::Audit {
             workspace_id: ws_id,
@@ -307,10 +352,31 @@ impl AdminFlow {
     }
 
     fn loaded(&mut self, mut ws: WorkspaceRecord) {
-        if matches!(self.todo, Todo::Get) {
-            // A read: answered from the record as read, nothing written.
-            self.q.answer(Ok(envelope::admin_workspace(&ws)));
-            return;
+        match &self.todo {
+            Todo::Get => {
+                // A read: answered from the record as read, nothing written.
+                self.q.answer(Ok(envelope::admin_workspace(&ws)));
+                return;
+            }
+            Todo::Fraud => {
+                let io = Io::ReadFraud {
+                    workspace_id: ws.id.clone(),
+                };
+                self.written = Some(ws);
+                self.ask(Wait::Fraud, io);
+                return;
+            }
+            Todo::Unblock(prefix) => {
+                let io = Io::UnblockPrefix {
+                    workspace_id: ws.id.clone(),
+                    prefix: prefix.clone(),
+                    now: self.now,
+                };
+                self.written = Some(ws);
+                self.ask(Wait::Unblock, io);
+                return;
+            }
+            _ => {}
         }
         let read_at = ws.revision;
         let next = match &self.todo {
@@ -332,7 +398,9 @@ impl AdminFlow {
                     Err(Error::NotFound)
                 }
             }
-            Todo::Create | Todo::Get | Todo::List(_) => Err(Error::NotFound),
+            Todo::Create | Todo::Get | Todo::List(_) | Todo::Fraud | Todo::Unblock(_) => {
+                Err(Error::NotFound)
+            }
         };
         match next {
             Ok(ws) => self.put(ws, Some(read_at)),
@@ -394,6 +462,26 @@ impl AdminFlow {
                 self.audit();
             }
             (Wait::List, Outcome::Workspaces { workspaces, next }) => self.listed(workspaces, next),
+            (Wait::Fraud, Outcome::Prefixes { prefixes }) => {
+                let Some(ws) = self.written.take() else {
+                    self.q.answer(Err(Error::StoreUnavailable));
+                    return;
+                };
+                let guard = &ws.policy.fraud_guard;
+                let page = FraudPage {
+                    workspace_id: &ws.id,
+                    fraud_guard: guard,
+                    prefixes: crate::fraud::view(guard, &prefixes, self.now),
+                };
+                self.q.answer(Ok(envelope::ok(&page)));
+            }
+            (Wait::Unblock, Outcome::Unblocked { was_blocked: true }) => {
+                self.q.answer(Ok(Reply::no_content()));
+                self.audit();
+            }
+            (Wait::Unblock, Outcome::Unblocked { was_blocked: false }) => {
+                self.q.answer(Err(Error::NotFound));
+            }
             // The store cannot read the cursor: not one it handed out.
             (Wait::List, Outcome::Conflict) => self.q.answer(Err(bad_cursor())),
             // Bookkeeping after the answer: its failure changes nothing.

@@ -15,6 +15,7 @@ use crate::analytics;
 use crate::audit::AuditEvent;
 use crate::code::{digits_from_bytes, Entropy};
 use crate::error::Error;
+use crate::fraud::FraudCharge;
 use crate::gateway::OutgoingMessage;
 use crate::guard::DeliveryOutcome;
 use crate::hash::{code_hash_for, to_hex};
@@ -340,6 +341,7 @@ impl ResendFlow {
             test: s.test,
             flood_limit: (!s.test).then_some(self.policy.sends_per_workspace_per_minute),
             spend: self.spend.map(|p| p.charge),
+            fraud: FraudCharge::new(&self.policy.fraud_guard, &s.dest, s.test),
             resend: true,
         };
         self.session = Some(s);
@@ -504,11 +506,21 @@ impl ResendFlow {
                     self.release(refused(&code, retry_after_secs));
                 }
                 Admitted::FloodRefused { admitted, .. }
-                | Admitted::SpendRefused { admitted, .. } => {
+                | Admitted::SpendRefused { admitted, .. }
+                | Admitted::FraudRefused { admitted, .. } => {
                     let e = admission
                         .workspace_error()
                         .unwrap_or(Error::StoreUnavailable);
-                    if let (Error::SpendLimitReached { .. }, Some(s)) = (&e, &self.session) {
+                    let fraud = self.session.as_ref().and_then(|s| {
+                        FraudCharge::new(&self.policy.fraud_guard, &s.dest, s.test).map(|c| (s, c))
+                    });
+                    if let (Admitted::FraudRefused { new_block, .. }, Some((s, c))) =
+                        (&admission, fraud)
+                    {
+                        let (events, delta) = super::fraud_refused(s, &c, *new_block, self.now);
+                        self.events.extend(events);
+                        self.deltas.extend(delta);
+                    } else if let (Error::SpendLimitReached { .. }, Some(s)) = (&e, &self.session) {
                         self.events.push(AuditEvent::refused(
                             "rate_limited",
                             &s.dest,

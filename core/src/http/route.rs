@@ -41,6 +41,10 @@ pub enum Route<'a> {
     ListWorkspaces,
     /// `GET /v1/admin/analytics` (`?days=&app=`): every workspace's.
     AdminAnalytics,
+    /// `GET /v1/admin/workspaces/{id}/fraud`: Fraud Guard's prefixes and blocks.
+    GetFraud(&'a str),
+    /// `DELETE /v1/admin/workspaces/{id}/fraud/blocks/{prefix}`.
+    UnblockPrefix(&'a str, &'a str),
 }
 
 impl Route<'_> {
@@ -65,6 +69,8 @@ impl Route<'_> {
             Route::RevokeKey(..) => "revokeKey",
             Route::ListWorkspaces => "listWorkspaces",
             Route::AdminAnalytics => "adminAnalytics",
+            Route::GetFraud(_) => "getFraud",
+            Route::UnblockPrefix(..) => "unblockPrefix",
         }
     }
 
@@ -80,6 +86,8 @@ impl Route<'_> {
                 | Route::RevokeKey(..)
                 | Route::ListWorkspaces
                 | Route::AdminAnalytics
+                | Route::GetFraud(_)
+                | Route::UnblockPrefix(..)
         )
     }
 }
@@ -130,6 +138,10 @@ pub fn match_route<'a>(method: &str, path: &'a str) -> Result<Route<'a>, Error> 
         ["v1", "admin", "workspaces", id] => (Route::PatchWorkspace(id), "PATCH"),
         ["v1", "admin", "workspaces", id, "keys"] => (Route::CreateKey(id), "POST"),
         ["v1", "admin", "workspaces", id, "keys", key] => (Route::RevokeKey(id, key), "DELETE"),
+        ["v1", "admin", "workspaces", id, "fraud"] => (Route::GetFraud(id), "GET"),
+        ["v1", "admin", "workspaces", id, "fraud", "blocks", prefix] => {
+            (Route::UnblockPrefix(id, prefix), "DELETE")
+        }
         _ => return Err(Error::NotFound),
     };
     if wanted == method || (wanted == "GET" && method == "HEAD") {
@@ -188,6 +200,16 @@ mod tests {
             Err(Error::MethodNotAllowed)
         );
         assert!(match_route("POST", "/v1/admin/workspaces").is_ok_and(|r| r.is_admin()));
+        assert_eq!(
+            match_route("GET", "/v1/admin/workspaces/ws_1/fraud"),
+            Ok(Route::GetFraud("ws_1"))
+        );
+        assert_eq!(
+            match_route("DELETE", "/v1/admin/workspaces/ws_1/fraud/blocks/+233202"),
+            Ok(Route::UnblockPrefix("ws_1", "+233202"))
+        );
+        assert!(match_route("GET", "/v1/admin/workspaces/ws_1/fraud/blocks/1").is_err());
+        assert!(match_route("GET", "/v1/admin/workspaces/ws_1/fraud").is_ok_and(|r| r.is_admin()));
         assert_eq!(
             match_route("GET", "/v1/admin/workspaces/ws_1"),
             Ok(Route::GetWorkspace("ws_1"))
