@@ -357,6 +357,45 @@ pub enum Io {
     },
 }
 
+impl Io {
+    /// Its kind as serialized (`admit`, `readSession`, …): for logs and metrics.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Io::ReadReuseHint { .. } => "readReuseHint",
+            Io::ReadSession { .. } => "readSession",
+            Io::Admit { .. } => "admit",
+            Io::AwaitSend { .. } => "awaitSend",
+            Io::Forget { .. } => "forget",
+            Io::Deliver { .. } => "deliver",
+            Io::StoreSession { .. } => "storeSession",
+            Io::ReportDelivery { .. } => "reportDelivery",
+            Io::RefundSpend { .. } => "refundSpend",
+            Io::FraudVerified { .. } => "fraudVerified",
+            Io::ReadFraud { .. } => "readFraud",
+            Io::UnblockPrefix { .. } => "unblockPrefix",
+            Io::CancelSession { .. } => "cancelSession",
+            Io::PutReuseHint { .. } => "putReuseHint",
+            Io::DropReuseHint { .. } => "dropReuseHint",
+            Io::ReadActive { .. } => "readActive",
+            Io::Verify { .. } => "verify",
+            Io::Resend { .. } => "resend",
+            Io::RecordVerify { .. } => "recordVerify",
+            Io::Record { .. } => "record",
+            Io::ReadWorkspace { .. } => "readWorkspace",
+            Io::PutWorkspace { .. } => "putWorkspace",
+            Io::IndexKey { .. } => "indexKey",
+            Io::UnindexKey { .. } => "unindexKey",
+            Io::ListWorkspaces { .. } => "listWorkspaces",
+            Io::Audit { .. } => "audit",
+            Io::ClaimIdempotency { .. } => "claimIdempotency",
+            Io::FinishIdempotency { .. } => "finishIdempotency",
+            Io::ReleaseIdempotency { .. } => "releaseIdempotency",
+            Io::Pause { .. } => "pause",
+        }
+    }
+}
+
 /// What the guard decided ([`Io::Admit`]'s answer).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(

@@ -6,6 +6,7 @@
 use crate::time::UnixMillis;
 use crate::validate::{self, Channel};
 use alloc::string::String;
+use alloc::vec::Vec;
 use serde::Serialize;
 
 /// How much a host prints (`LOG_LEVEL`: `debug`, `info` (default), `warn`, `error`).
@@ -195,6 +196,128 @@ impl DeliveryFailure<'_> {
     }
 }
 
+/// A store step that failed (SPEC §9 "Logs": a failure with its cause): which IO, whether the
+/// stored state could not be read (corrupt) or the store could not be reached, and the store's
+/// own error name — never a key, value, number or code.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreFailure<'a> {
+    /// When.
+    pub time: UnixMillis,
+    /// The store (`durableObject`, `kv`, `d1`, `redis`, `memory`).
+    pub store: &'a str,
+    /// The flow's IO kind (`admit`, `verify`, …: [`crate::flow::Io::kind`]).
+    pub io: &'a str,
+    /// The stored state could not be read (a 500), rather than the store unreachable (a 503).
+    pub corrupt: bool,
+    /// The store's error name or code (`ECONNREFUSED`, `CROSSSLOT`, `STORE_UNAVAILABLE`); only
+    /// letters, digits and `_.:-` are kept, at most 64 of them.
+    pub cause: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StoreLine<'a> {
+    time: String,
+    level: &'static str,
+    msg: &'static str,
+    store: &'a str,
+    io: &'a str,
+    kind: &'static str,
+    cause: String,
+}
+
+/// `s` with only letters, digits and `_.:-` (a space becomes `_`), a run of 6 or more digits
+/// (a number or a code) as `#`, at most 64 characters: what a store's error name may add to a
+/// line without carrying data.
+fn error_name(s: &str) -> String {
+    let kept: Vec<char> = s
+        .chars()
+        .map(|c| if c == ' ' { '_' } else { c })
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-'))
+        .collect();
+    let mut out = String::new();
+    let mut i = 0usize;
+    while let Some(&c) = kept.get(i) {
+        let run = kept
+            .get(i..)
+            .unwrap_or(&[])
+            .iter()
+            .take_while(|c| c.is_ascii_digit())
+            .count();
+        if run >= 6 {
+            out.push('#');
+            i = i.saturating_add(run);
+        } else {
+            out.push(c);
+            i = i.saturating_add(1);
+        }
+    }
+    out.chars().take(64).collect()
+}
+
+impl StoreFailure<'_> {
+    /// The JSON line (level `error`), if a host at `threshold` prints it.
+    #[must_use]
+    pub fn line(&self, threshold: Level) -> Option<String> {
+        if Level::Error < threshold {
+            return None;
+        }
+        serde_json::to_string(&StoreLine {
+            time: self.time.to_rfc3339(),
+            level: Level::Error.as_str(),
+            msg: "store_failed",
+            store: self.store,
+            io: self.io,
+            kind: if self.corrupt {
+                "corrupt"
+            } else {
+                "unavailable"
+            },
+            cause: error_name(self.cause),
+        })
+        .ok()
+    }
+}
+
+#[derive(Serialize)]
+struct ProblemLine<'a> {
+    time: String,
+    level: &'static str,
+    msg: &'static str,
+    problem: &'a str,
+}
+
+/// The configuration problem a 500 `MISCONFIGURED` answer names (its message: what is missing or
+/// wrong, never a value), as its own line (level `error`): `None` for any other answer or when a
+/// host at `threshold` does not print errors.
+#[must_use]
+pub fn config_problem_line(time: UnixMillis, body: &str, threshold: Level) -> Option<String> {
+    if Level::Error < threshold {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    if v.get("error")?.get("code")?.as_str()? != "MISCONFIGURED" {
+        return None;
+    }
+    config_problem(time, v.get("message")?.as_str()?, threshold)
+}
+
+/// A configuration problem (what is missing or wrong, never a value) as a line of level
+/// `error`: a host prints it when it finds one (at start-up, or when a request meets it).
+#[must_use]
+pub fn config_problem(time: UnixMillis, problem: &str, threshold: Level) -> Option<String> {
+    if Level::Error < threshold {
+        return None;
+    }
+    serde_json::to_string(&ProblemLine {
+        time: time.to_rfc3339(),
+        level: Level::Error.as_str(),
+        msg: "config_problem",
+        problem,
+    })
+    .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,5 +374,46 @@ mod tests {
         assert!(line.contains(r#""gatewayStatus":401"#), "{line}");
         assert!(!line.contains("202007745"), "{line}");
         assert_eq!(f.line(Level::Error), None);
+    }
+
+    #[test]
+    fn store_failures_and_config_problems_have_their_own_lines() {
+        let f = StoreFailure {
+            time: UnixMillis(0),
+            store: "redis",
+            io: "admit",
+            corrupt: false,
+            cause: "ECONNREFUSED 127.0.0.1:6379 {\"dest\":\"+233202007745\"}",
+        };
+        let line = f.line(Level::Info).unwrap();
+        assert!(line.contains(r#""msg":"store_failed""#), "{line}");
+        assert!(line.contains(r#""kind":"unavailable""#), "{line}");
+        assert!(
+            line.contains(r#""cause":"ECONNREFUSED_127.0.0.1:6379_dest:#""#),
+            "only the error's name survives, a number never: {line}"
+        );
+        assert!(
+            f.line(Level::Error).is_some(),
+            "errors print at every level"
+        );
+        let io = crate::flow::Io::Forget {
+            dest: "+233202007745".into(),
+            session_id: "s".into(),
+        };
+        assert_eq!(io.kind(), "forget");
+        let body = r#"{"success":false,"message":"OTP_PEPPER is missing or shorter than 32 bytes","error":{"code":"MISCONFIGURED"}}"#;
+        let p = config_problem_line(UnixMillis(0), body, Level::Info).unwrap();
+        assert!(
+            p.contains(r#""msg":"config_problem""#) && p.contains("OTP_PEPPER"),
+            "{p}"
+        );
+        assert_eq!(
+            config_problem_line(
+                UnixMillis(0),
+                r#"{"error":{"code":"RATE_LIMITED"}}"#,
+                Level::Info
+            ),
+            None
+        );
     }
 }

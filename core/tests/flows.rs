@@ -626,6 +626,9 @@ fn step_json(step: &Step) -> R<Value> {
     Ok(match step {
         Step::Io(io) => {
             let v = serde_json::to_value(io).map_err(|e| e.to_string())?;
+            if v.get("io").and_then(Value::as_str) != Some(io.kind()) {
+                return Err(format!("Io::kind() is {} for {v}", io.kind()));
+            }
             let back: Io = serde_json::from_value(v.clone())
                 .map_err(|e| format!("{v} does not read back as an Io: {e}"))?;
             if &back != io {

@@ -82,7 +82,21 @@ fn log_request(
         workspace: workspace.as_deref(),
         error: error.as_deref(),
     };
-    if let Some(line) = entry.line(config::log_level(env)) {
+    let level = config::log_level(env);
+    if let Some(line) = entry.line(level) {
+        worker::console_log!("{line}");
+    }
+    // A 500 MISCONFIGURED also says what is missing, on a line of its own.
+    let problem = match answer {
+        Ok(reply) if reply.status == 500 => {
+            otpkit_core::log::config_problem_line(entry.time, &reply.body, level)
+        }
+        Err(Error::Misconfigured { message }) => {
+            otpkit_core::log::config_problem(entry.time, message, level)
+        }
+        _ => None,
+    };
+    if let Some(line) = problem {
         worker::console_log!("{line}");
     }
     let status = status.to_string();

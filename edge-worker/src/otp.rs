@@ -247,11 +247,44 @@ impl Edge {
         })
     }
 
-    /// Performs one IO; a store that fails answers [`Outcome::failed`].
+    /// Performs one IO; a store that fails answers [`Outcome::failed`], and its failure is
+    /// logged with its cause (SPEC §9 "Logs").
     async fn perform(&mut self, io: Io, calls: &Calls) -> Outcome {
-        self.try_perform(io, calls)
-            .await
-            .unwrap_or_else(|e| Outcome::failed(&e))
+        let kind = io.kind();
+        match self.try_perform(io, calls).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                self.log_failure(kind, &e);
+                Outcome::failed(&e)
+            }
+        }
+    }
+
+    /// A `store_failed` line (which binding, which IO, unreachable or corrupt), or a
+    /// `config_problem` line when a binding or setting is missing.
+    fn log_failure(&self, io: &str, e: &Error) {
+        let level = crate::config::log_level(&self.env);
+        let time = UnixMillis(worker::Date::now().as_millis());
+        let line = match e {
+            Error::Misconfigured { message } => {
+                otpkit_core::log::config_problem(time, message, level)
+            }
+            _ => otpkit_core::log::StoreFailure {
+                time,
+                store: match io {
+                    "readReuseHint" | "putReuseHint" | "dropReuseHint" | "listWorkspaces" => "kv",
+                    "record" | "audit" => "d1",
+                    _ => "durableObject",
+                },
+                io,
+                corrupt: matches!(e, Error::CorruptState { .. }),
+                cause: e.code(),
+            }
+            .line(level),
+        };
+        if let Some(line) = line {
+            worker::console_log!("{line}");
+        }
     }
 
     async fn try_perform(&mut self, io: Io, calls: &Calls) -> Result<Outcome, Error> {

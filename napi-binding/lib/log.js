@@ -22,9 +22,33 @@ function current() {
   return requestInfo.getStore();
 }
 
-/** Prints the request's line (if LOG_LEVEL lets it through). */
+/** Prints the request's line (if LOG_LEVEL lets it through), and what a 500 MISCONFIGURED names. */
 function logRequest(info, method, status, body) {
   const line = native.requestLogLine(info.level ?? null, Date.now(), method, info.route ?? 'unknown', status, Date.now() - info.started, info.workspace ?? null, status >= 400 ? body : null);
+  if (line) info.log(line);
+  if (status === 500 && typeof body === 'string') {
+    const problem = native.configProblemLine(info.level ?? null, Date.now(), body);
+    if (problem) info.log(problem);
+  }
+}
+
+/**
+ * Prints a failed store step's line for the current request (when one is being served): the IO's
+ * kind, unreachable or corrupt, and the error's code or name only (ECONNREFUSED, CROSSSLOT, …).
+ */
+function logStoreFailure(store, io, error) {
+  const info = requestInfo.getStore();
+  if (!info) return;
+  const corrupt = error?.code === 'INTERNAL_ERROR';
+  // The client's own error when there is one: its code (ECONNREFUSED), or a Redis reply's first
+  // word (CROSSSLOT, NOSCRIPT, READONLY), else the error's name. The core keeps only letters,
+  // digits and _.:- (64 at most; a run of 6+ digits becomes #).
+  const c = error?.cause ?? error;
+  const reply = c?.name === 'ReplyError' && typeof c.message === 'string' ? c.message.split(' ')[0] : null;
+  // A plain Error (ioredis' "Stream isn't writeable…", "Connection is closed.") says it in words.
+  const words = c?.name === 'Error' && typeof c.message === 'string' ? c.message : null;
+  const cause = String((typeof c?.code === 'string' && c.code) || reply || words || c?.name || 'Error');
+  const line = native.storeFailureLine(info.level ?? null, Date.now(), store, String(io ?? ''), corrupt, cause);
   if (line) info.log(line);
 }
 
@@ -39,4 +63,4 @@ function logDeliveryFailure(message, gateway, cause, startedMs) {
   if (line) info.log(line);
 }
 
-module.exports = { requestInfo, note, current, logRequest, logDeliveryFailure };
+module.exports = { requestInfo, note, current, logRequest, logDeliveryFailure, logStoreFailure };

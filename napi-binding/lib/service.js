@@ -7,7 +7,7 @@
 const native = require('./native');
 const { OtpError, fromInfo, fromNative, hostError, fromReply } = require('./errors');
 const { MemoryStore } = require('./memory-store');
-const { note, logDeliveryFailure } = require('./log');
+const { note, logDeliveryFailure, logStoreFailure } = require('./log');
 
 const IN_FLIGHT_STALE_MS = 15_000; // as otpkit-core's guard::IN_FLIGHT_STALE_MS
 const POLL_MS = 20;
@@ -321,7 +321,9 @@ class OtpService {
         }
       }
     } catch (e) {
-      return normalize(e)?.code === 'INTERNAL_ERROR' ? '{"result":"failed","corrupt":true}' : '{"result":"failed"}';
+      const err = normalize(e);
+      logStoreFailure(this.store.kind ?? 'store', io.io, err ?? e);
+      return err?.code === 'INTERNAL_ERROR' ? '{"result":"failed","corrupt":true}' : '{"result":"failed"}';
     }
   }
 

@@ -4,7 +4,7 @@
 
 use crate::ms;
 use napi_derive::napi;
-use otpkit_core::log::{self, DeliveryFailure, FailureCause, Level, RequestLog};
+use otpkit_core::log::{self, DeliveryFailure, FailureCause, Level, RequestLog, StoreFailure};
 use otpkit_core::Channel;
 
 /// The request's line at `LOG_LEVEL` `level`, or null when that level does not print it. `body`:
@@ -81,4 +81,33 @@ pub fn calling_code(dest: String) -> String {
 #[allow(clippy::needless_pass_by_value)]
 pub fn error_code_of(body: String) -> Option<String> {
     log::error_code(&body)
+}
+
+/// A store step that failed (`io` the flow's IO kind, `cause` the store's error name or code):
+/// the `store_failed` line, or null when `level` does not print errors.
+#[napi]
+#[allow(clippy::needless_pass_by_value)]
+pub fn store_failure_line(
+    level: Option<String>,
+    now: f64,
+    store: String,
+    io: String,
+    corrupt: bool,
+    cause: String,
+) -> Option<String> {
+    StoreFailure {
+        time: ms(now),
+        store: &store,
+        io: &io,
+        corrupt,
+        cause: &cause,
+    }
+    .line(Level::parse(level.as_deref()))
+}
+
+/// The `config_problem` line a 500 `MISCONFIGURED` answer's `body` names, or null.
+#[napi]
+#[allow(clippy::needless_pass_by_value)]
+pub fn config_problem_line(level: Option<String>, now: f64, body: String) -> Option<String> {
+    log::config_problem_line(ms(now), &body, Level::parse(level.as_deref()))
 }
