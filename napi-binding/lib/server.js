@@ -186,6 +186,82 @@ async function metricsReply(service, req, metricsPublic) {
   return { status: 200, body, contentType };
 }
 
+// The operator console (SPEC §9): the static files of public/console/ in the repository, or of
+// console/ in the npm package (scripts/build-node copies them there; files: ["console/"]), for
+// GET and HEAD. Only the files found by listing that directory are served: no part of a URL
+// reaches the file system, so there is no traversal. Headers as the Worker's public/_headers.
+const consoleFs = require('node:fs');
+const consolePath = require('node:path');
+const { createHash } = require('node:crypto');
+const CONSOLE_HEADERS = {
+  'content-security-policy': "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+  'x-content-type-options': 'nosniff',
+  'referrer-policy': 'no-referrer',
+  'x-frame-options': 'DENY',
+  'cache-control': 'public, max-age=0, must-revalidate', // with an ETag: revalidated, as Workers assets are
+};
+const CONSOLE_TYPES = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.css': 'text/css; charset=utf-8', '.txt': 'text/plain; charset=utf-8', '.svg': 'image/svg+xml', '.png': 'image/png' };
+let consoleFiles = null; // '/console/app.js' → absolute file
+
+function consoleDir() {
+  const pkg = consolePath.join(__dirname, '..');
+  const repo = consolePath.join(pkg, '..', 'public', 'console'); // a checkout: napi-binding/../public/console
+  if (consoleFs.existsSync(consolePath.join(pkg, '..', 'wrangler.toml')) && consoleFs.existsSync(consolePath.join(repo, 'index.html'))) return repo;
+  return consolePath.join(pkg, 'console');
+}
+
+function listConsole() {
+  const files = new Map();
+  const walk = (dir, prefix) => {
+    for (const e of consoleFs.readdirSync(dir, { withFileTypes: true })) {
+      if (e.name.startsWith('.')) continue;
+      if (e.isDirectory()) walk(consolePath.join(dir, e.name), `${prefix}${e.name}/`);
+      else if (e.isFile()) files.set(`${prefix}${e.name}`, consolePath.join(dir, e.name));
+    }
+  };
+  try {
+    walk(consoleDir(), '/console/');
+  } catch {
+    // no console shipped: its paths answer as any unknown path
+  }
+  return files;
+}
+
+/** Answers a console path (true), or leaves it to the API (false: no such file). */
+async function consoleReply(req, res, urlPath) {
+  consoleFiles ??= listConsole();
+  const redirect = urlPath === '/console' || urlPath === '/console/index.html';
+  const file = consoleFiles.get(redirect || urlPath === '/console/' ? '/console/index.html' : urlPath);
+  if (!file) return false;
+  if (req.method !== 'GET' && req.method !== 'HEAD') {
+    res.writeHead(405, { allow: 'GET, HEAD', 'content-length': 0, ...CONSOLE_HEADERS }); // as Workers assets
+    res.end();
+    return true;
+  }
+  if (redirect) {
+    res.writeHead(307, { location: '/console/', 'content-length': 0, ...CONSOLE_HEADERS });
+    res.end();
+    return true;
+  }
+  let body;
+  try {
+    body = await consoleFs.promises.readFile(file);
+  } catch {
+    return false;
+  }
+  const etag = `"${createHash('sha256').update(body).digest('hex').slice(0, 32)}"`;
+  const headers = { ...CONSOLE_HEADERS, etag, 'content-type': CONSOLE_TYPES[consolePath.extname(file)] || 'application/octet-stream' };
+  if (req.headers['if-none-match'] === etag) {
+    res.writeHead(304, headers);
+    res.end();
+    return true;
+  }
+  headers['content-length'] = body.length;
+  res.writeHead(200, headers);
+  res.end(req.method === 'HEAD' ? undefined : body);
+  return true;
+}
+
 function answer(service, drainTimeoutMs, metricsPublic = false) {
   return async (req, res, info = null) => {
     const socket = req.socket;
@@ -196,6 +272,10 @@ function answer(service, drainTimeoutMs, metricsPublic = false) {
     const url = req.url || '/';
     const q = url.indexOf('?');
     const path = q === -1 ? url : url.slice(0, q);
+    if (path === '/console' || path.startsWith('/console/')) {
+      if (info) info.route = 'console';
+      if (await consoleReply(req, res, path)) return;
+    }
     if (path === '/metrics' && info) info.route = 'metrics';
     const reply = path === '/metrics' ? await metricsReply(service, req, metricsPublic) : await service.handle({
       method: req.method,
