@@ -138,7 +138,14 @@ async function stopChild(child) {
     }
   };
   group('SIGINT');
-  const done = await Promise.race([child.exited.then(() => true), sleep(STOP_TIMEOUT_MS).then(() => false)]);
+  // The timer is cleared once the child exits, so a caller that stops a host in-process does not
+  // wait STOP_TIMEOUT_MS for a timer nobody needs.
+  let timer;
+  const timeout = new Promise((resolve) => {
+    timer = setTimeout(() => resolve(false), STOP_TIMEOUT_MS);
+  });
+  const done = await Promise.race([child.exited.then(() => true), timeout]);
+  clearTimeout(timer);
   if (!done) {
     group('SIGKILL');
     await child.exited;
