@@ -2,8 +2,9 @@
 //! workspace's daily counters, the query, and the answer.
 //!
 //! Hosts keep two things per workspace and the core decides both:
-//! - **counters** per bucket (UTC day of the session's creation, channel, purpose, app), added to
-//!   by the [`Delta`]s that [`delivered`], [`reused`], [`delivery_failed`] and [`verified`] return;
+//! - **counters** per bucket (UTC day of the session's creation, the destination's calling code,
+//!   channel, purpose, app), added to by the [`Delta`]s that [`delivered`], [`reused`],
+//!   [`delivery_failed`] and [`verified`] return;
 //! - **open sessions**: a session is opened when its SMS is accepted and closed when it is
 //!   verified or locked. At query time, an open session past its expiry is *expired*, so
 //!   `expired = sent − verified − failed − (open and not yet expired)`, exactly and without a timer.
@@ -49,11 +50,15 @@ pub fn date_of(day: u32) -> String {
     UnixMillis(u64::from(day).saturating_mul(DAY_MS)).utc_date()
 }
 
-/// Where counts are kept: the session's creation day, channel, purpose and app (`""` for none).
+/// Where counts are kept: the session's creation day, the destination's calling code, channel,
+/// purpose and app (`""` for none).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Bucket {
     /// UTC day number of the session's creation.
     pub day: u32,
+    /// The destination's calling code (`validate::calling_code`, e.g. `"233"`); `""` when it is
+    /// not known, and for counters kept before there was a country (answered as `"other"`).
+    pub country: String,
     /// Channel.
     pub channel: Channel,
     /// Purpose.
@@ -66,39 +71,64 @@ impl Bucket {
     /// The bucket of a session.
     #[must_use]
     pub fn of(session: &Session) -> Bucket {
+        let digits = session.dest.strip_prefix('+').unwrap_or(&session.dest);
         Bucket {
             day: day_of(session.created_at),
+            country: validate::calling_code(digits).unwrap_or("").to_string(),
             channel: session.channel,
             purpose: session.purpose,
             app: session.app.clone().unwrap_or_default(),
         }
     }
 
-    /// The bucket within its day as one string, `channel|purpose|app` (the app last: it may
-    /// contain `|`). Stores that shard by day use it as a field name.
+    /// The bucket within its day as one string: `c<country>|channel|purpose|app`
+    /// (`c233|sms|LOGIN|`), or `channel|purpose|app` when the country is not known, the format
+    /// kept before there was a country, so stored keys of both kinds read back (no channel name
+    /// starts with `c`). The app is last: it may contain `|`. Stores that shard by day use it as
+    /// a field name.
     #[must_use]
     pub fn key(&self) -> String {
-        format!(
-            "{}|{}|{}",
-            self.channel.as_str(),
-            self.purpose.as_str(),
-            self.app
-        )
+        let (channel, purpose) = (self.channel.as_str(), self.purpose.as_str());
+        if self.country.is_empty() {
+            format!("{channel}|{purpose}|{}", self.app)
+        } else {
+            format!("c{}|{channel}|{purpose}|{}", self.country, self.app)
+        }
     }
 
-    /// Reads [`Bucket::key`] back; `None` if it is not one.
+    /// Reads [`Bucket::key`] back (either format); `None` if it is not one.
     #[must_use]
     pub fn parse(day: u32, key: &str) -> Option<Bucket> {
-        let mut parts = key.splitn(3, '|');
+        let (country, rest) = match key.split_once('|') {
+            Some((first, rest)) if first.starts_with('c') => {
+                let code = first.get(1..)?;
+                let digits =
+                    (1..=3).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_digit());
+                (digits.then_some(code)?, rest)
+            }
+            _ => ("", key),
+        };
+        let mut parts = rest.splitn(3, '|');
         let channel = Channel::parse(parts.next()?)?;
         let purpose = Purpose::parse(parts.next()?)?;
         let app = parts.next()?.to_string();
         Some(Bucket {
             day,
+            country: country.to_string(),
             channel,
             purpose,
             app,
         })
+    }
+
+    /// The name the answers give its country: the calling code, or `"other"` when not known.
+    #[must_use]
+    pub fn country_name(&self) -> &str {
+        if self.country.is_empty() {
+            "other"
+        } else {
+            &self.country
+        }
     }
 }
 
@@ -594,6 +624,8 @@ struct Report<'a> {
     days: Vec<CountView<'a>>,
     by_channel: BTreeMap<&'static str, CountView<'a>>,
     by_purpose: BTreeMap<&'static str, CountView<'a>>,
+    /// By the destination's calling code (`"233"`), `"other"` when it is not known.
+    by_country: BTreeMap<String, CountView<'a>>,
 }
 
 /// The answer of `GET /otp/analytics` (second dialect: no envelope).
@@ -615,17 +647,26 @@ pub fn report(
     let mut days: BTreeMap<u32, Tally> = (first..=today).map(|d| (d, Tally::default())).collect();
     let mut by_channel: BTreeMap<&'static str, Tally> = BTreeMap::new();
     let mut by_purpose: BTreeMap<&'static str, Tally> = BTreeMap::new();
+    let mut by_country: BTreeMap<String, Tally> = BTreeMap::new();
     for (b, t) in &tallies(q, now, counters, open) {
         totals.add(t);
         days.entry(b.day).or_default().add(t);
         by_channel.entry(b.channel.as_str()).or_default().add(t);
         by_purpose.entry(b.purpose.as_str()).or_default().add(t);
+        by_country
+            .entry(b.country_name().to_string())
+            .or_default()
+            .add(t);
     }
     let view = |m: BTreeMap<&'static str, Tally>| {
         m.into_iter()
             .map(|(k, t)| (k, CountView::new(&t, price, None)))
             .collect()
     };
+    let by_country = by_country
+        .into_iter()
+        .map(|(k, t)| (k, CountView::new(&t, price, None)))
+        .collect();
     let report = Report {
         app: q.app.as_deref(),
         period_days: q.days,
@@ -638,6 +679,7 @@ pub fn report(
             .collect(),
         by_channel: view(by_channel),
         by_purpose: view(by_purpose),
+        by_country,
     };
     Reply::json(200, &report)
 }
@@ -781,7 +823,7 @@ struct AdminReport<'a> {
 /// `estimated_costs` (the period's cost per currency) and `workspaces` (each workspace with
 /// activity in the period and its totals, exactly as its own report's, by id). Every
 /// `estimated_cost` is `null` when the workspaces price in more than one currency (the
-/// per-currency sums are in `estimated_costs`). Not by country: no counter is kept by country.
+/// per-currency sums are in `estimated_costs`).
 #[must_use]
 pub fn admin_report(
     q: &AnalyticsQuery,
@@ -815,6 +857,7 @@ pub fn admin_report(
     let mut days: BTreeMap<u32, Priced> = (first..=today).map(|d| (d, Priced::default())).collect();
     let mut by_channel: BTreeMap<&'static str, Priced> = BTreeMap::new();
     let mut by_purpose: BTreeMap<&'static str, Priced> = BTreeMap::new();
+    let mut by_country: BTreeMap<String, Priced> = BTreeMap::new();
     let mut per_ws = Vec::new();
     for (w, buckets) in &active {
         let mut own = Tally::default();
@@ -833,6 +876,10 @@ pub fn admin_report(
             days.entry(b.day).or_default().add(&p);
             by_channel.entry(b.channel.as_str()).or_default().add(&p);
             by_purpose.entry(b.purpose.as_str()).or_default().add(&p);
+            by_country
+                .entry(b.country_name().to_string())
+                .or_default()
+                .add(&p);
         }
         per_ws.push(WorkspaceTotals {
             workspace_id: &w.workspace_id,
@@ -868,6 +915,10 @@ pub fn admin_report(
                 .collect(),
             by_channel: keyed(&by_channel),
             by_purpose: keyed(&by_purpose),
+            by_country: by_country
+                .iter()
+                .map(|(k, p)| (k.clone(), view(p, None)))
+                .collect(),
         },
         estimated_costs: totals
             .money
@@ -1183,15 +1234,154 @@ mod tests {
 
     #[test]
     fn bucket_keys_round_trip_even_with_bars_in_the_app() {
-        let b = Bucket {
+        // No country known: the format kept before there was one, still read.
+        let old = Bucket {
             day: 20_000,
+            country: String::new(),
             channel: Channel::Whatsapp,
             purpose: Purpose::KycVerification,
             app: "a|b".into(),
         };
-        assert_eq!(b.key(), "whatsapp|KYC_VERIFICATION|a|b");
-        assert_eq!(Bucket::parse(20_000, &b.key()), Some(b));
-        assert_eq!(Bucket::parse(1, "fax|LOGIN|"), None);
+        assert_eq!(old.key(), "whatsapp|KYC_VERIFICATION|a|b");
+        assert_eq!(Bucket::parse(20_000, &old.key()), Some(old.clone()));
+        assert_eq!(old.country_name(), "other");
+        // A known country: a first field no channel name can be.
+        let b = Bucket {
+            country: "233".into(),
+            ..old
+        };
+        assert_eq!(b.key(), "c233|whatsapp|KYC_VERIFICATION|a|b");
+        assert_eq!(Bucket::parse(20_000, &b.key()), Some(b.clone()));
+        assert_eq!(b.country_name(), "233");
+        let one = Bucket {
+            country: "1".into(),
+            channel: Channel::Sms,
+            app: String::new(),
+            ..b
+        };
+        assert_eq!(one.key(), "c1|sms|KYC_VERIFICATION|");
+        assert_eq!(Bucket::parse(20_000, "c1|sms|KYC_VERIFICATION|"), Some(one));
+        for bad in [
+            "fax|LOGIN|",
+            "c|sms|LOGIN|",
+            "c2333|sms|LOGIN|",
+            "cx|sms|LOGIN|",
+            "c233|fax|LOGIN|",
+            "c233|sms|LOGIN",
+            "c233",
+        ] {
+            assert_eq!(Bucket::parse(1, bad), None, "{bad}");
+        }
+        for c in [Channel::Sms, Channel::Whatsapp] {
+            assert!(!c.as_str().starts_with('c'), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn bucket_country_is_the_destinations_calling_code() {
+        let gh = session(None, "sms", NOW);
+        assert_eq!(Bucket::of(&gh).country, "233");
+        assert!(delivered(&gh)
+            .unwrap()
+            .bucket
+            .starts_with("c233|sms|LOGIN|"));
+        let mut uk = session(None, "sms", NOW);
+        uk.dest = "+447700900123".into();
+        assert_eq!(Bucket::of(&uk).country, "44");
+        let mut us = session(None, "sms", NOW);
+        us.dest = "+12025550123".into();
+        assert_eq!(Bucket::of(&us).country, "1");
+        // Open and close name the same bucket, so `expired` is right per country.
+        let d = delivered(&uk).unwrap();
+        let close = verified(&uk, VerifyOutcome::Approved).unwrap();
+        assert_eq!(parse_open_member(&d.open_member()), Some(Bucket::of(&uk)));
+        match (&d.writes()[1], &close.writes()[1]) {
+            (Write::Open { bucket: a, .. }, Write::Close { bucket: b, .. }) => {
+                assert_eq!(a, b);
+                assert_eq!(a.country, "44");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn by_country_in_both_reports_old_counters_under_other() {
+        let gh = session(None, "sms", NOW);
+        let gh_open = session(None, "sms", NOW);
+        let mut uk = session(None, "sms", NOW);
+        uk.dest = "+447700900123".into();
+        let mut uk2 = session(None, "whatsapp", NOW);
+        uk2.dest = "+447700900124".into();
+        let deltas = [
+            delivered(&gh),
+            verified(&gh, VerifyOutcome::Approved),
+            delivered(&gh_open),
+            delivered(&uk),
+            resent(&uk),
+            verified(&uk, VerifyOutcome::Invalid { attempts_left: 0 }),
+            delivered(&uk2),
+        ];
+        let q = query("days=7").unwrap();
+        let p = price("0.05");
+        let at = NOW.plus_secs(400);
+        let j = run(&deltas, &q, NOW.plus_secs(10), &p);
+        let (c, u) = (&j["by_country"]["233"], &j["by_country"]["44"]);
+        assert_eq!(
+            (c["sent"].as_u64(), c["verified"].as_u64()),
+            (Some(2), Some(1))
+        );
+        assert_eq!(
+            (c["expired"].as_u64(), c["verification_rate"].as_f64()),
+            (Some(0), Some(0.5))
+        );
+        assert_eq!(
+            c["estimated_cost"],
+            json!({"amount": "0.10", "currency": "USD"})
+        );
+        assert_eq!(
+            (u["sent"].as_u64(), u["failed"].as_u64()),
+            (Some(2), Some(1))
+        );
+        assert_eq!(
+            (u["resent"].as_u64(), u["sms_segments"].as_u64()),
+            (Some(1), Some(2))
+        );
+        assert_eq!(
+            u["estimated_cost"],
+            json!({"amount": "0.10", "currency": "USD"})
+        );
+        assert_eq!(u["expired"], 0, "the WhatsApp session is still live");
+        let j = run(&deltas, &q, at, &p);
+        assert_eq!(j["by_country"]["233"]["expired"], 1);
+        assert_eq!(j["by_country"]["44"]["expired"], 1);
+        // A counter kept before there was a country (old key) is answered under "other".
+        let old = Bucket::parse(day_of(NOW), "sms|LOGIN|").unwrap();
+        let (mut counters, open) = stored(&deltas);
+        counters.push((
+            old.clone(),
+            Counts {
+                sent: 2,
+                verified: 1,
+                sms_segments: 2,
+                ..Counts::default()
+            },
+        ));
+        let own: Value =
+            serde_json::from_str(&report(&q, at, counters.clone(), open.clone(), &p).body).unwrap();
+        let keys: Vec<&String> = own["by_country"].as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["233", "44", "other"]);
+        assert_eq!(own["by_country"]["other"]["sent"], 2);
+        assert_eq!(own["by_country"]["other"]["expired"], 1);
+        assert_eq!(own["totals"]["sent"], 6);
+        // The admin report: the same by_country, each at its workspace's price.
+        let w = WorkspaceCounters {
+            workspace_id: "ws_1".into(),
+            price: p.clone(),
+            counters,
+            open,
+        };
+        let all: Value = serde_json::from_str(&admin_report(&q, at, &[w]).body).unwrap();
+        assert_eq!(all["by_country"], own["by_country"]);
     }
 
     #[test]

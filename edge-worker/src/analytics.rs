@@ -1,4 +1,5 @@
-//! Analytics in D1 `AUDIT` (schema: migrations/0002_analytics.sql). The core decides every
+//! Analytics in D1 `AUDIT` (schema: migrations/0002_analytics.sql, with the bucket's country from
+//! migrations/0006_analytics_country.sql). The core decides every
 //! increment ([`otpkit_core::analytics`]); this module turns them into statements, and answers
 //! `GET /otp/analytics` from two indexed reads of one workspace's rows.
 
@@ -29,6 +30,7 @@ pub fn statements(db: &D1Database, workspace_id: &str, d: &Delta) -> Statements 
         [
             text(workspace_id),
             num(u64::from(b.day)),
+            text(&b.country),
             text(b.channel.as_str()),
             text(b.purpose.as_str()),
             text(&b.app),
@@ -54,11 +56,12 @@ pub fn statements(db: &D1Database, workspace_id: &str, d: &Delta) -> Statements 
                     .map(num),
                 );
                 db.prepare(
-                    "INSERT INTO analytics_daily (workspace_id, day, channel, purpose, app, \
-                     sent, reused, delivery_failed, verified, failed, sms_segments, resent, \
+                    "INSERT INTO analytics_daily (workspace_id, day, country, channel, purpose, \
+                     app, sent, reused, delivery_failed, verified, failed, sms_segments, resent, \
                      fraud_blocked, fraud_blocked_segments) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
-                     ON CONFLICT (workspace_id, day, channel, purpose, app) DO UPDATE SET \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
+                     ON CONFLICT (workspace_id, day, country, channel, purpose, app) \
+                     DO UPDATE SET \
                      sent = sent + excluded.sent, reused = reused + excluded.reused, \
                      delivery_failed = delivery_failed + excluded.delivery_failed, \
                      verified = verified + excluded.verified, failed = failed + excluded.failed, \
@@ -79,8 +82,8 @@ pub fn statements(db: &D1Database, workspace_id: &str, d: &Delta) -> Statements 
                 args.extend([text(session_id), num(until.0)]);
                 db.prepare(
                     "INSERT OR REPLACE INTO analytics_open \
-                     (workspace_id, day, channel, purpose, app, session_id, expires_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                     (workspace_id, day, country, channel, purpose, app, session_id, \
+                     expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )
                 .bind(&args)?
             }
@@ -131,6 +134,9 @@ struct CounterRow {
     #[serde(default)]
     workspace_id: String,
     day: f64,
+    /// `''` for rows kept before there was a country.
+    #[serde(default)]
+    country: String,
     channel: String,
     purpose: String,
     app: String,
@@ -150,6 +156,9 @@ struct OpenRow {
     #[serde(default)]
     workspace_id: String,
     day: f64,
+    /// `''` for rows kept before there was a country.
+    #[serde(default)]
+    country: String,
     channel: String,
     purpose: String,
     app: String,
@@ -161,13 +170,18 @@ fn int(x: f64) -> u64 {
     x.max(0.0) as u64
 }
 
-fn bucket(day: f64, channel: &str, purpose: &str, app: &str) -> Option<Bucket> {
+fn bucket(day: f64, country: &str, channel: &str, purpose: &str, app: &str) -> Option<Bucket> {
     let day = u32::try_from(int(day)).ok()?;
-    Bucket::parse(day, &format!("{channel}|{purpose}|{app}"))
+    let key = if country.is_empty() {
+        format!("{channel}|{purpose}|{app}")
+    } else {
+        format!("c{country}|{channel}|{purpose}|{app}")
+    };
+    Bucket::parse(day, &key)
 }
 
 fn counter(r: &CounterRow) -> Option<(Bucket, Counts)> {
-    let b = bucket(r.day, &r.channel, &r.purpose, &r.app)?;
+    let b = bucket(r.day, &r.country, &r.channel, &r.purpose, &r.app)?;
     let c = Counts {
         sent: int(r.sent),
         reused: int(r.reused),
@@ -184,7 +198,7 @@ fn counter(r: &CounterRow) -> Option<(Bucket, Counts)> {
 
 /// The bucket of a row of live sessions, once per session.
 fn live(r: &OpenRow) -> impl Iterator<Item = Bucket> {
-    let b = bucket(r.day, &r.channel, &r.purpose, &r.app);
+    let b = bucket(r.day, &r.country, &r.channel, &r.purpose, &r.app);
     let n = usize::try_from(int(r.live)).unwrap_or(0);
     std::iter::repeat_n(b, n).flatten()
 }
@@ -201,17 +215,18 @@ pub async fn admin_report(env: &Env, q: &AnalyticsQuery, now: UnixMillis) -> Res
     let unavailable = |_| Error::StoreUnavailable;
     let counters = db
         .prepare(
-            "SELECT workspace_id, day, channel, purpose, app, sent, reused, delivery_failed, \
-             verified, failed, sms_segments, resent, fraud_blocked, fraud_blocked_segments \
-             FROM analytics_daily WHERE day >= ?1 AND (?2 IS NULL OR app = ?2)",
+            "SELECT workspace_id, day, country, channel, purpose, app, sent, reused, \
+             delivery_failed, verified, failed, sms_segments, resent, fraud_blocked, \
+             fraud_blocked_segments FROM analytics_daily WHERE day >= ?1 AND (?2 IS NULL OR app = ?2)",
         )
         .bind(&[first.clone(), app.clone()])
         .map_err(unavailable)?;
     let open = db
         .prepare(
-            "SELECT workspace_id, day, channel, purpose, app, COUNT(*) AS live FROM analytics_open \
+            "SELECT workspace_id, day, country, channel, purpose, app, COUNT(*) AS live \
+             FROM analytics_open \
              WHERE expires_at > ?1 AND day >= ?2 AND (?3 IS NULL OR app = ?3) \
-             GROUP BY workspace_id, day, channel, purpose, app",
+             GROUP BY workspace_id, day, country, channel, purpose, app",
         )
         .bind(&[num(now.0), first, app])
         .map_err(unavailable)?;
@@ -265,17 +280,17 @@ pub async fn report(
     let unavailable = |_| Error::StoreUnavailable;
     let counters = db
         .prepare(
-            "SELECT day, channel, purpose, app, sent, reused, delivery_failed, verified, failed, \
-             sms_segments, resent, fraud_blocked, fraud_blocked_segments FROM analytics_daily \
-             WHERE workspace_id = ?1 AND day >= ?2 AND (?3 IS NULL OR app = ?3)",
+            "SELECT day, country, channel, purpose, app, sent, reused, delivery_failed, verified, \
+             failed, sms_segments, resent, fraud_blocked, fraud_blocked_segments \
+             FROM analytics_daily WHERE workspace_id = ?1 AND day >= ?2 AND (?3 IS NULL OR app = ?3)",
         )
         .bind(&[text(&ws.id), first.clone(), app.clone()])
         .map_err(unavailable)?;
     let open = db
         .prepare(
-            "SELECT day, channel, purpose, app, COUNT(*) AS live FROM analytics_open \
+            "SELECT day, country, channel, purpose, app, COUNT(*) AS live FROM analytics_open \
              WHERE workspace_id = ?1 AND expires_at > ?2 AND day >= ?3 AND (?4 IS NULL OR app = ?4) \
-             GROUP BY day, channel, purpose, app",
+             GROUP BY day, country, channel, purpose, app",
         )
         .bind(&[text(&ws.id), num(now.0), first, app])
         .map_err(unavailable)?;

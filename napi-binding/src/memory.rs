@@ -110,7 +110,7 @@ pub struct MemoryStats {
     pub guards: u32,
     /// Stored audit events.
     pub audit_events: u32,
-    /// Analytics buckets (day, channel, purpose, app) with counters.
+    /// Analytics buckets (day, country, channel, purpose, app) with counters.
     pub analytics_buckets: u32,
     /// Sessions open for analytics (sent, not yet verified, locked or expired).
     pub analytics_open: u32,

@@ -40,6 +40,7 @@ function check(report, expired) {
     verification_rate: 0.3333, sms_segments: 3, resent: 0, estimated_cost: { amount: '0.0225', currency: 'EUR' },
     fraud_blocked: 0, fraud_saved: { amount: '0.0000', currency: 'EUR' },
   });
+  assert.deepEqual(report.by_country, { 1: report.totals }, 'every destination is +1…: calling code 1');
 }
 
 describe('analytics', () => {

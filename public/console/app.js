@@ -247,6 +247,9 @@ function renderAnalytics() {
   const byRows = (obj) => Object.entries(obj || {}).map(([k, c]) => [k, c.sent, c.verified, pct(c.verification_rate), costOf(c)]);
   fillTable($('an-channel'), 'By channel, over the period', ['Channel', 'Sent', 'Verified', 'Conversion', 'Cost'], byRows(r.by_channel), 'No activity.');
   fillTable($('an-purpose'), 'By purpose, over the period', ['Purpose', 'Sent', 'Verified', 'Conversion', 'Cost'], byRows(r.by_purpose), 'No activity.');
+  // Calling codes, busiest first ("other": counted before otpkit kept the country, or unknown).
+  const byCountry = byRows(r.by_country).sort((a, b) => b[1] - a[1]).map(([k, ...rest]) => [k === 'other' ? 'other' : `+${k}`, ...rest]);
+  fillTable($('an-country'), 'By destination country (calling code), over the period', ['Country', 'Sent', 'Verified', 'Conversion', 'Cost'], byCountry, 'No activity.');
   $('an-ws-block').hidden = !isAdmin();
   if (isAdmin()) {
     const names = new Map(state.workspaces.map((w) => [w.workspaceId, w.name]));

@@ -277,7 +277,9 @@ for (const kind of KINDS) {
         const mine = report.workspaces.find((w) => w.workspace_id === ws.id).totals;
         assert.deepEqual(wsRow.slice(1), [String(mine.sent), String(mine.verified), pct(mine.verification_rate), money(mine.estimated_cost)]);
         assert.equal(await page.locator('#ch-sent canvas').count() > 0, true, 'the per-day chart is drawn');
-        assert.match(await text(page, '#an-app-help'), /country: not available/);
+        // By country: every calling code of the admin report, busiest first.
+        const countries = await page.$$eval('#an-country tbody tr > :first-child', (cells) => cells.map((c) => c.textContent.trim()));
+        assert.deepEqual(countries, Object.entries(report.by_country).sort((a, b) => b[1].sent - a[1].sent).map(([k]) => (k === 'other' ? 'other' : `+${k}`)));
         await shoot(page, kind, 'analytics');
 
         await showView(page, 'delivery');
@@ -323,6 +325,13 @@ for (const kind of KINDS) {
         assert.equal(await text(page, '[data-metric="cost"]'), money(report.totals.estimated_cost));
         const byPurpose = await page.$$eval('#an-purpose tbody tr', (rows) => rows.map((r) => [...r.children].map((c) => c.textContent.trim())));
         assert.deepEqual(byPurpose, Object.entries(report.by_purpose).map(([p, c]) => [p, String(c.sent), String(c.verified), pct(c.verification_rate), money(c.estimated_cost)]));
+        const byCountry = await page.$$eval('#an-country tbody tr', (rows) => rows.map((r) => [...r.children].map((c) => c.textContent.trim())));
+        assert.ok(Object.keys(report.by_country).length >= 1, 'the API answers by country');
+        assert.deepEqual(
+          byCountry,
+          Object.entries(report.by_country).sort((a, b) => b[1].sent - a[1].sent)
+            .map(([k, c]) => [k === 'other' ? 'other' : `+${k}`, String(c.sent), String(c.verified), pct(c.verification_rate), money(c.estimated_cost)]),
+        );
 
         await showView(page, 'fraud');
         assert.equal(await page.locator('#fraud-needs-admin').isVisible(), true);

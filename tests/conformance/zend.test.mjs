@@ -235,7 +235,7 @@ describe('second dialect', () => {
     }, 2500);
     assert.ok(j, 'analytics caught up within 2.5 s');
     const today = new Date().toISOString().slice(0, 10);
-    assert.deepEqual(Object.keys(j).sort(), ['app', 'by_channel', 'by_purpose', 'days', 'from', 'period_days', 'to', 'totals']);
+    assert.deepEqual(Object.keys(j).sort(), ['app', 'by_channel', 'by_country', 'by_purpose', 'days', 'from', 'period_days', 'to', 'totals']);
     assert.equal(j.app, app);
     assert.equal(j.period_days, 30);
     assert.equal(j.to, today);
@@ -258,6 +258,7 @@ describe('second dialect', () => {
     assert.deepEqual(Object.keys(j.by_purpose).sort(), ['LOGIN', 'TRANSACTION']);
     assert.equal(j.by_purpose.TRANSACTION.failed, 1);
     assert.equal(j.by_purpose.LOGIN.verified, 1);
+    assert.deepEqual(j.by_country, { 233: j.totals }, 'every counted destination is in Ghana (+233)');
 
     // Every app (default 30 days), and one day.
     const all = await eventually(async () => {
@@ -276,6 +277,7 @@ describe('second dialect', () => {
     const o = expectStatus(await call('GET', `/otp/analytics?app=${encodeURIComponent(app)}`, { key: other.key }), 200);
     assert.equal(o.totals.sent, 0);
     assert.deepEqual(o.by_channel, {});
+    assert.deepEqual(o.by_country, {});
   });
 
   it('GET /otp/analytics: days 1–90 and app ≤ 64 characters, else 400 with the field; a key is needed', async () => {
