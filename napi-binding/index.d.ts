@@ -633,6 +633,6 @@ export interface WorkspaceDetail {
   keyIds: string[];
   /** RFC 3339. */
   createdAt: string;
-  /** Every key, oldest first. */
-  keys: Array<{ keyId: string; createdAt: string; revokedAt: string | null }>;
+  /** Every key, oldest first; `lastUsedAt`: when it last authenticated a request (to within an hour), or null. */
+  keys: Array<{ keyId: string; createdAt: string; revokedAt: string | null; lastUsedAt: string | null }>;
 }

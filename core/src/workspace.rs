@@ -28,6 +28,24 @@ pub struct ApiKeyRecord {
     pub created_at: UnixMillis,
     /// Revocation time, if revoked.
     pub revoked_at: Option<UnixMillis>,
+    /// When the key last authenticated a request (to within [`LAST_USED_GRANULARITY_MS`]).
+    /// Never part of the stored record: hosts keep it beside the record, per key (no write
+    /// per request, no part in the record's revision), fill it in when they answer an admin
+    /// read ([`WorkspaceRecord::merge_last_used`]) and take it out before a record is written
+    /// ([`WorkspaceRecord::clear_last_used`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<UnixMillis>,
+}
+
+/// A key's use is recorded at most once per this long per key (per process or isolate):
+/// `lastUsedAt` is exact to within it.
+pub const LAST_USED_GRANULARITY_MS: u64 = 3_600_000;
+
+/// Is a key's use at `now` due to be recorded, given when this process last recorded it
+/// (`None`: never)? Hosts keep `recorded` in a local cache and write only when this says so.
+#[must_use]
+pub fn last_used_due(recorded: Option<UnixMillis>, now: UnixMillis) -> bool {
+    recorded.is_none_or(|r| now.0.saturating_sub(r.0) >= LAST_USED_GRANULARITY_MS)
 }
 
 /// A tenant, as stored (versioned JSON).
@@ -85,6 +103,7 @@ pub fn new_api_key(random: &[u8; 32], now: UnixMillis) -> NewApiKey {
             key_hash: api_key_hash(&api_key),
             created_at: now,
             revoked_at: None,
+            last_used_at: None,
         },
         api_key,
     }
@@ -230,6 +249,21 @@ impl WorkspaceRecord {
             .find(|k| k.revoked_at.is_none() && ct_eq(k.key_hash.as_bytes(), key_hash.as_bytes()))
     }
 
+    /// Fills in each key's `lastUsedAt` from the side store (`used`: key id → time; a key it
+    /// has no time for shows none).
+    pub fn merge_last_used(&mut self, used: impl Fn(&str) -> Option<UnixMillis>) {
+        for k in &mut self.keys {
+            k.last_used_at = used(&k.key_id);
+        }
+    }
+
+    /// Takes every `lastUsedAt` out (before the record is written: it is kept beside it).
+    pub fn clear_last_used(&mut self) {
+        for k in &mut self.keys {
+            k.last_used_at = None;
+        }
+    }
+
     /// Revokes a key by id; `false` if there is no such live key.
     pub fn revoke(&mut self, key_id: &str, now: UnixMillis) -> bool {
         match self
@@ -276,6 +310,7 @@ impl WorkspaceRecord {
                     key_id: &k.key_id,
                     created_at: k.created_at.to_rfc3339(),
                     revoked_at: k.revoked_at.map(UnixMillis::to_rfc3339),
+                    last_used_at: k.last_used_at.map(UnixMillis::to_rfc3339),
                 })
                 .collect(),
         }
@@ -343,4 +378,53 @@ pub struct KeyView<'a> {
     pub created_at: String,
     /// RFC 3339, or null while live.
     pub revoked_at: Option<String>,
+    /// RFC 3339 (to within an hour: [`LAST_USED_GRANULARITY_MS`]), or null if never used.
+    pub last_used_at: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_used_is_due_once_per_granularity() {
+        let t = UnixMillis(1_800_000_000_000);
+        assert!(last_used_due(None, t));
+        assert!(!last_used_due(Some(t), t));
+        assert!(!last_used_due(
+            Some(t),
+            UnixMillis(t.0 + LAST_USED_GRANULARITY_MS - 1)
+        ));
+        assert!(last_used_due(
+            Some(t),
+            UnixMillis(t.0 + LAST_USED_GRANULARITY_MS)
+        ));
+        // A clock that went back never makes it due.
+        assert!(!last_used_due(Some(t), UnixMillis(t.0 - 1)));
+    }
+
+    #[test]
+    fn last_used_is_shown_merged_and_never_stored() {
+        let key = new_api_key(&[7; 32], UnixMillis(1_000));
+        let mut ws = WorkspaceRecord::from_create_json(
+            br#"{"name":"a","senders":["Acme"]}"#,
+            "ws_000000000000000000000001".into(),
+            UnixMillis(1_000),
+        )
+        .unwrap();
+        ws.keys.push(key.record.clone());
+        let detail = serde_json::to_value(ws.detail_view()).unwrap();
+        assert_eq!(detail["keys"][0]["lastUsedAt"], Value::Null);
+        assert!(!ws.to_json().contains("lastUsedAt"));
+        let id = key.record.key_id.clone();
+        ws.merge_last_used(|k| (k == id).then_some(UnixMillis(1_700_000_000_000)));
+        let detail = serde_json::to_value(ws.detail_view()).unwrap();
+        assert_eq!(detail["keys"][0]["lastUsedAt"], "2023-11-14T22:13:20.000Z");
+        assert_eq!(
+            WorkspaceRecord::from_json(&ws.to_json()).unwrap().keys[0].last_used_at,
+            Some(UnixMillis(1_700_000_000_000))
+        );
+        ws.clear_last_used();
+        assert!(!ws.to_json().contains("lastUsedAt"));
+    }
 }

@@ -146,13 +146,15 @@ async fn route(
             admin_route(req, env, ctx, calls, route).await
         }
         _ => {
-            let ws = workspaces::authenticate(
+            let (ws, key_id) = workspaces::authenticate(
                 env,
                 header("authorization").as_deref(),
                 header("x-api-key").as_deref(),
             )
             .await?;
             calls.set_workspace(&ws.id);
+            // `lastUsedAt` (SPEC §9): at most one write an hour per key, after the answer.
+            otp::note_key_use(env, ctx, &ws.id, &key_id, otp::now());
             // SPEC §7 "Idempotency": checked once the body is read (after 415/413), before it is
             // parsed; only request, send and resend take it.
             let idem_key = header("idempotency-key");

@@ -16,7 +16,7 @@ use otpkit_core::guard::DeliveryOutcome;
 use otpkit_core::http::request::{Dialect, IssueRequest, ResendRequest, VerifyRequest};
 use otpkit_core::idempotency::Idempotency;
 use otpkit_core::policy::Policy;
-use otpkit_core::workspace::WorkspaceRecord;
+use otpkit_core::workspace::{self, WorkspaceRecord};
 use otpkit_core::{Entropy, Error, Pepper, Purpose, Reply, Session, UnixMillis};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -526,9 +526,22 @@ impl Edge {
                 Outcome::Done
             }
             // Listed from KV (the WorkspaceObjects copy every write there), with KV's cursor.
+            // Each record with its keys' `lastUsedAt` (one `LastUsed` call per workspace, at once).
             Io::ListWorkspaces { cursor, limit } => {
                 match workspaces::list(&self.env, cursor, limit).await? {
-                    Some((workspaces, next)) => Outcome::Workspaces { workspaces, next },
+                    Some((mut workspaces, next)) => {
+                        let reads = workspaces
+                            .iter()
+                            .map(|ws| self.workspace(calls, &ws.id, &WorkspaceCall::LastUsed));
+                        let answers = futures_util::future::join_all(reads).await;
+                        for (ws, answer) in workspaces.iter_mut().zip(answers) {
+                            let used: Vec<(String, UnixMillis)> = parse(&ok(answer?)?)?;
+                            ws.merge_last_used(|id| {
+                                used.iter().find(|(k, _)| k == id).map(|(_, t)| *t)
+                            });
+                        }
+                        Outcome::Workspaces { workspaces, next }
+                    }
                     None => Outcome::Conflict,
                 }
             }
@@ -615,6 +628,45 @@ impl Edge {
         let name = format!("{}:{dest}", self.ws_id);
         ok(call(calls, &self.destinations, &name, body).await?)
     }
+}
+
+/// Records that key `key_id` of workspace `ws_id` authenticated a request at `now`, when
+/// [`workspace::last_used_due`] says this isolate's last record of it is an hour old (or there
+/// is none): one `Touch` to the workspace's object, in `wait_until` (never on the response path,
+/// not counted in `x-otpkit-do-calls`; a failure is ignored: the next due use tries again).
+pub fn note_key_use(env: &Env, ctx: &Context, ws_id: &str, key_id: &str, now: UnixMillis) {
+    thread_local! {
+        static RECORDED: std::cell::RefCell<std::collections::HashMap<String, UnixMillis>> =
+            std::cell::RefCell::default();
+    }
+    let due = RECORDED.with(|r| {
+        let mut r = r.borrow_mut();
+        if !workspace::last_used_due(r.get(key_id).copied(), now) {
+            return false;
+        }
+        // Bounded: forgetting only means one more write for a key.
+        if r.len() >= 10_000 {
+            r.clear();
+        }
+        r.insert(key_id.to_string(), now);
+        true
+    });
+    if !due {
+        return;
+    }
+    let Ok(ns) = namespace(env, "WORKSPACE_OBJECTS") else {
+        return;
+    };
+    let (ws_id, body) = (
+        ws_id.to_string(),
+        WorkspaceCall::Touch {
+            key_id: key_id.to_string(),
+            at: now,
+        },
+    );
+    ctx.wait_until(async move {
+        let _ = call(&Calls::default(), &ns, &ws_id, &body).await;
+    });
 }
 
 /// One internal call: POST JSON, answer status and text.

@@ -11,7 +11,11 @@
 //!   spend, and counted again when a send to it is verified; an alarm drops the idle ones;
 //! - writes of the workspace record: compare-and-set on its `revision`, one at a time, each
 //!   followed by its copy to KV `WORKSPACES` (which authentication reads), so concurrent admin
-//!   writes never lose one another and KV ends at the latest record.
+//!   writes never lose one another and KV ends at the latest record;
+//! - when each key last authenticated a request (`lastUsedAt`), under `used:{keyId}` beside the
+//!   record (never in it: it takes no part in the revision), written by `Touch` at most once
+//!   an hour per key per isolate (`otpkit_core::workspace::last_used_due`) and merged into the
+//!   record `Read` answers.
 //!
 //! A workspace created before this object existed is read from KV on first use.
 
@@ -32,6 +36,8 @@ use worker::{durable_object, DurableObject, Env, ListOptions, Request, Response,
 const FLOOD: &str = "flood";
 const SPEND: &str = "spend";
 const RECORD: &str = "workspace";
+/// When a key last authenticated a request is stored under `used:{keyId}` (ms).
+const USED: &str = "used:";
 /// Fraud Guard's count of a prefix is stored under `fraud:{prefix}`.
 const FRAUD: &str = "fraud:";
 /// The longest window a policy can give Fraud Guard (`windowSeconds` ≤ 86400): a count idle
@@ -78,11 +84,17 @@ pub enum WorkspaceCall {
     /// The record: 200 with its JSON, or 404.
     Read { workspace_id: String },
     /// Store the record (JSON) if the stored one is at revision `expected` (`None`: none is
-    /// stored): 200, or 409 when another write came first.
+    /// stored): 200, or 409 when another write came first. Its `lastUsedAt` times are not
+    /// stored (they live under `used:{keyId}`).
     Put {
         workspace: String,
         expected: Option<u64>,
     },
+    /// Key `key_id` authenticated a request at `at` (sent after the answer, at most once an
+    /// hour per key per isolate): 200. An older time than the stored one changes nothing.
+    Touch { key_id: String, at: UnixMillis },
+    /// When each key last authenticated a request: 200 with `[[keyId, ms], …]` (the listing).
+    LastUsed,
 }
 
 #[durable_object]
@@ -320,8 +332,49 @@ impl WorkspaceObject {
         self.write(SPEND, &counter).await
     }
 
+    /// Every key's last use: key id → time.
+    async fn last_used(&self) -> std::result::Result<Vec<(String, UnixMillis)>, Error> {
+        let map = self
+            .state
+            .storage()
+            .list_with_options(ListOptions::new().prefix(USED))
+            .await
+            .map_err(|_| Error::StoreUnavailable)?;
+        let mut out = Vec::new();
+        map.for_each(&mut |value, key| {
+            let (Some(key), Some(raw)) = (key.as_string(), value.as_string()) else {
+                return;
+            };
+            let (Some(key_id), Ok(at)) = (key.strip_prefix(USED), raw.parse::<u64>()) else {
+                return;
+            };
+            out.push((key_id.to_string(), UnixMillis(at)));
+        });
+        Ok(out)
+    }
+
+    async fn touch(&self, key_id: &str, at: UnixMillis) -> std::result::Result<(), Error> {
+        let key = format!("{USED}{key_id}");
+        let stored: Option<String> = self
+            .state
+            .storage()
+            .get(&key)
+            .await
+            .map_err(|_| Error::StoreUnavailable)?;
+        if stored.and_then(|s| s.parse::<u64>().ok()) >= Some(at.0) {
+            return Ok(());
+        }
+        self.state
+            .storage()
+            .put(&key, at.0.to_string())
+            .await
+            .map_err(|_| Error::StoreUnavailable)
+    }
+
     async fn put(&self, json: &str, expected: Option<u64>) -> std::result::Result<bool, Error> {
-        let ws = WorkspaceRecord::from_json(json)?;
+        let mut ws = WorkspaceRecord::from_json(json)?;
+        // Kept beside the record (`used:{keyId}`), never in it.
+        ws.clear_last_used();
         let _turn = self.turn().await;
         let current = self.record(&ws.id).await?;
         if current.as_ref().map(|c| c.revision) != expected {
@@ -373,9 +426,21 @@ impl WorkspaceObject {
                 reply(String::new(), 200)
             }
             WorkspaceCall::Read { workspace_id } => match self.record(&workspace_id).await? {
-                Some(ws) => reply(ws.to_json(), 200),
+                Some(mut ws) => {
+                    let used = self.last_used().await?;
+                    ws.merge_last_used(|id| used.iter().find(|(k, _)| k == id).map(|(_, t)| *t));
+                    reply(ws.to_json(), 200)
+                }
                 None => reply(String::new(), 404),
             },
+            WorkspaceCall::Touch { key_id, at } => {
+                self.touch(&key_id, at).await?;
+                reply(String::new(), 200)
+            }
+            WorkspaceCall::LastUsed => {
+                let used = self.last_used().await?;
+                reply(serde_json::to_string(&used).unwrap_or_default(), 200)
+            }
             WorkspaceCall::Put {
                 workspace,
                 expected,

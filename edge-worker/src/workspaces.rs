@@ -61,13 +61,13 @@ pub async fn unindex_key(env: &Env, key_hash: &str) -> Result<(), Error> {
         .map_err(|_| Error::StoreUnavailable)
 }
 
-/// The workspace of a presented API key, or 401. The record is checked too, so a revoked key
-/// fails even while its index entry is still propagating.
+/// The workspace of a presented API key and the key's id, or 401. The record is checked too,
+/// so a revoked key fails even while its index entry is still propagating.
 pub async fn authenticate(
     env: &Env,
     authorization: Option<&str>,
     x_api_key: Option<&str>,
-) -> Result<WorkspaceRecord, Error> {
+) -> Result<(WorkspaceRecord, String), Error> {
     let key = workspace::presented_api_key(authorization, x_api_key).ok_or(Error::Unauthorized)?;
     let hash = workspace::api_key_hash(key);
     let id = kv(env)?
@@ -79,8 +79,12 @@ pub async fn authenticate(
         Some(id) => load(env, &id).await?,
         None => None,
     };
-    match ws {
-        Some(ws) if ws.live_key(&hash).is_some() => Ok(ws),
+    let key_id = ws
+        .as_ref()
+        .and_then(|ws| ws.live_key(&hash))
+        .map(|k| k.key_id.clone());
+    match (ws, key_id) {
+        (Some(ws), Some(key_id)) => Ok((ws, key_id)),
         _ => Err(Error::Unauthorized),
     }
 }

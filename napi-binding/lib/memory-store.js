@@ -61,6 +61,10 @@ class MemoryStore {
   getWorkspace(id) {
     return this.native.kvGet(`ws:${id}`);
   }
+  /** Key `keyId` of workspace `wsId` authenticated a request at `at` (ms): kept beside the record. */
+  touchKey(wsId, keyId, at) {
+    this.native.touchKey(wsId, keyId, at);
+  }
   /** The workspace JSON an API key hash points at, or null. */
   lookupKey(hash) {
     const id = this.native.kvGet(`key:${hash}`);

@@ -416,6 +416,20 @@ function retention(json, now) {
 const keepArg = (keepMs) => (keepMs == null ? '-1' : String(Math.max(1000, Math.ceil(keepMs))));
 const backoff = (i) => (i > 3 ? sleep(Math.random() * Math.min(i, 20)) : null);
 
+/** JSON.stringify's replacer that leaves keys' lastUsedAt out of a stored record. */
+const withoutLastUsed = (k, v) => (k === 'lastUsedAt' ? undefined : v);
+
+/** A stored record (JSON or null) with each key's lastUsedAt from `used` (keyId → ms, HGETALL's). */
+function withLastUsed(json, used) {
+  if (json == null || !used || Object.keys(used).length === 0) return json;
+  const ws = JSON.parse(json);
+  for (const k of ws.keys ?? []) {
+    const at = Number(used[k.keyId]);
+    if (Number.isSafeInteger(at) && at >= 0) k.lastUsedAt = at;
+  }
+  return JSON.stringify(ws);
+}
+
 class RedisStore {
   /**
    * @param {{client?: import('ioredis').Redis, url?: string, prefix?: string, auditKeep?: number}} [opts]
@@ -590,13 +604,18 @@ class RedisStore {
           io.deltas,
         );
         return DONE;
-      case 'readWorkspace':
-        return `{"result":"workspace","workspace":${(await this.getWorkspace(io.workspaceId)) ?? 'null'}}`;
+      case 'readWorkspace': {
+        // The record with each key's lastUsedAt, kept beside it (`used:<id>`; see touchKey).
+        const [json, used] = await this.run(() =>
+          Promise.all([this.redis.get(this.key('ws', io.workspaceId)), this.redis.hgetall(this.key('used', io.workspaceId))]),
+        );
+        return `{"result":"workspace","workspace":${withLastUsed(json, used) ?? 'null'}}`;
+      }
       case 'putWorkspace': {
         // compare-and-set on the record's revision: concurrent admin writes, from any process,
         // never lose one another (the core reads again and re-applies on a conflict)
         const put = () =>
-          this.redis.otpkitPutWorkspace(this.key('ws', io.workspace.id), this.key('wsindex', 'all'), JSON.stringify(io.workspace), io.expected ?? '', io.workspace.id);
+          this.redis.otpkitPutWorkspace(this.key('ws', io.workspace.id), this.key('wsindex', 'all'), JSON.stringify(io.workspace, withoutLastUsed), io.expected ?? '', io.workspace.id);
         return (await this.run(put)) === 1 ? DONE : '{"result":"conflict"}';
       }
       case 'indexKey':
@@ -940,9 +959,17 @@ class RedisStore {
       this.redis.zrangebylex(this.key('wsindex', 'all'), cursor == null ? '-' : `(${cursor}`, '+', 'LIMIT', 0, limit + 1),
     );
     const page = ids.slice(0, limit);
-    const records = page.length ? await this.run(() => this.redis.mget(...page.map((id) => this.key('ws', id)))) : [];
+    const [records, used] = page.length
+      ? await this.run(() =>
+          Promise.all([
+            this.redis.mget(...page.map((id) => this.key('ws', id))),
+            Promise.all(page.map((id) => this.redis.hgetall(this.key('used', id)))),
+          ]),
+        )
+      : [[], []];
     const next = ids.length > limit ? page[page.length - 1] : null;
-    return `{"result":"workspaces","workspaces":[${records.filter((r) => r != null).join(',')}],"next":${JSON.stringify(next)}}`;
+    const shown = records.map((r, i) => withLastUsed(r, used[i])).filter((r) => r != null);
+    return `{"result":"workspaces","workspaces":[${shown.join(',')}],"next":${JSON.stringify(next)}}`;
   }
 
   /**
@@ -980,6 +1007,14 @@ class RedisStore {
 
   getWorkspace(id) {
     return this.run(() => this.redis.get(this.key('ws', id)));
+  }
+  /**
+   * Key `keyId` of workspace `wsId` authenticated a request at `at` (ms): one HSET of the hash
+   * `used:<wsId>` beside the record (never in it: no part in its revision). The driver calls it
+   * after the answer, at most once an hour per key per process (native.lastUsedDue).
+   */
+  touchKey(wsId, keyId, at) {
+    return this.run(() => this.redis.hset(this.key('used', wsId), keyId, String(at)));
   }
   lookupKey(hash) {
     return this.run(() => this.redis.otpkitLookup(this.key('key', hash), `${this.prefix}ws:`));

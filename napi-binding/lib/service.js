@@ -60,6 +60,7 @@ class OtpService {
     this.metrics = opts.metrics || null; // lib/metrics.js (`otpkit serve`'s GET /metrics)
     this.inflight = new Map(); // sessionId → { promise, resolve } for sends made by this process
     this.background = new Set();
+    this.keyUses = new Map(); // keyId → when this process last recorded its use (lastUsedAt)
     try {
       this.libraryWorkspace = native.Workspace.library(
         opts.workspaceId || 'default',
@@ -441,9 +442,24 @@ class OtpService {
   workspaceOfKey(hash, json) {
     if (json == null) throw hostError('UNAUTHORIZED');
     const ws = native.Workspace.fromJson(json);
-    if (!ws.liveKey(hash)) throw hostError('UNAUTHORIZED');
+    const keyId = ws.liveKeyId(hash);
+    if (keyId == null) throw hostError('UNAUTHORIZED');
     note('workspace', ws.id);
+    this.noteKeyUse(ws.id, keyId);
     return ws;
+  }
+
+  /**
+   * lastUsedAt (SPEC §9): records a key's use in the store when the core says it is due
+   * (native.lastUsedDue: at most once an hour per key per process), after the answer; a failure
+   * is ignored (the next due use tries again).
+   */
+  noteKeyUse(wsId, keyId) {
+    const now = Date.now();
+    if (!this.store.touchKey || !native.lastUsedDue(this.keyUses.get(keyId) ?? null, now)) return;
+    if (this.keyUses.size >= 10_000) this.keyUses.clear(); // forgetting costs one more write
+    this.keyUses.set(keyId, now);
+    this.later(new Promise((resolve) => setImmediate(resolve)).then(() => this.store.touchKey(wsId, keyId, now)));
   }
 
   /**

@@ -53,6 +53,9 @@ struct Inner {
     fraud: HashMap<String, HashMap<String, (PrefixCount, UnixMillis)>>,
     /// Workspaces and the key index (`ws:<id>`, `key:<hash>`).
     kv: HashMap<String, String>,
+    /// Workspace id → key id → when the key last authenticated a request (`lastUsedAt`: kept
+    /// beside the record, merged into the admin's reads, never part of its revision).
+    used: HashMap<String, HashMap<String, UnixMillis>>,
     /// The ids of the workspaces in `kv`, in order: the admin listing's pages.
     workspace_ids: BTreeSet<String>,
     /// `Idempotency-Key` records by the key's hash (per workspace; never the key), dropped by
@@ -381,7 +384,8 @@ impl MemoryStore {
                     .kv
                     .get(&key("ws", &workspace_id))
                     .map(|json| WorkspaceRecord::from_json(json))
-                    .transpose()?,
+                    .transpose()?
+                    .map(|ws| inner.with_last_used(ws)),
             },
             // Compare-and-set on the revision (under this store's lock, like every step).
             Io::PutWorkspace {
@@ -396,6 +400,9 @@ impl MemoryStore {
                     .transpose()?
                     .map(|w| w.revision);
                 if current == expected {
+                    // `lastUsedAt` is kept beside the record (`used`), never in it.
+                    let mut workspace = workspace;
+                    workspace.clear_last_used();
                     inner.workspace_ids.insert(workspace.id.clone());
                     inner.kv.insert(k, workspace.to_json());
                     Outcome::Done
@@ -432,6 +439,10 @@ impl MemoryStore {
                     .filter_map(|id| inner.kv.get(&key("ws", id)))
                     .map(|json| WorkspaceRecord::from_json(json))
                     .collect::<std::result::Result<Vec<_>, _>>()?;
+                let workspaces = workspaces
+                    .into_iter()
+                    .map(|ws| inner.with_last_used(ws))
+                    .collect();
                 Outcome::Workspaces { workspaces, next }
             }
             Io::Audit {
@@ -483,6 +494,13 @@ impl MemoryStore {
 }
 
 impl Inner {
+    /// The record as the admin reads it: each key's `lastUsedAt` from `used`.
+    fn with_last_used(&self, mut ws: WorkspaceRecord) -> WorkspaceRecord {
+        let used = self.used.get(&ws.id);
+        ws.merge_last_used(|id| used.and_then(|u| u.get(id)).copied());
+        ws
+    }
+
     /// The Fraud Guard count of `prefix` in `ws_id` at `now` (a default one once dropped).
     fn prefix_count(&self, ws_id: &str, prefix: &str, now: UnixMillis) -> PrefixCount {
         self.fraud
@@ -723,6 +741,23 @@ impl MemoryStore {
             log.repeatable.iter().map(by_ref),
         );
         Ok(audit_page(events, &q))
+    }
+
+    /// Key `key_id` of workspace `ws_id` authenticated a request at `at` (ms): kept unless an
+    /// older time than the one stored (`lastUsedAt`; the driver calls at most once an hour per
+    /// key, after the answer).
+    #[napi]
+    pub fn touch_key(&self, ws_id: String, key_id: String, at: f64) -> Result<()> {
+        let at = ms(at);
+        let mut inner = self.lock()?;
+        let slot = inner
+            .used
+            .entry(ws_id)
+            .or_default()
+            .entry(key_id)
+            .or_default();
+        *slot = (*slot).max(at);
+        Ok(())
     }
 
     /// A plain value (workspace records, the key index).

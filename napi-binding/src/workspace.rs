@@ -9,6 +9,14 @@ use napi_derive::napi;
 use otpkit_core::workspace::{self, WorkspaceRecord};
 use otpkit_core::Error;
 
+/// Is a key's use at `now` due to be recorded (`lastUsedAt`), given when this process last
+/// recorded it (`recorded`: ms, or null for never)? At most once an hour per key
+/// (`otpkit_core::workspace::last_used_due`).
+#[napi]
+pub fn last_used_due(recorded: Option<f64>, now: f64) -> bool {
+    workspace::last_used_due(recorded.map(ms), ms(now))
+}
+
 /// A tenant: sender names, policy and keys (the core's `WorkspaceRecord`).
 #[napi]
 #[derive(Debug, Clone)]
@@ -99,6 +107,12 @@ impl Workspace {
     #[napi]
     pub fn live_key(&self, key_hash: String) -> bool {
         self.rec.live_key(&key_hash).is_some()
+    }
+
+    /// The id of the live key with this hash, if any (for its `lastUsedAt`).
+    #[napi]
+    pub fn live_key_id(&self, key_hash: String) -> Option<String> {
+        self.rec.live_key(&key_hash).map(|k| k.key_id.clone())
     }
 
     /// `PATCH` body → the updated workspace (nothing changes unless all of it is valid).

@@ -70,7 +70,7 @@ describe('GET /v1/admin/workspaces', () => {
     assert.deepEqual(first.keyIds, [extra.data.keyId]);
     assert.deepEqual(first.keys.map((k) => k.keyId), [mine[0].keyId, extra.data.keyId]);
     assert.equal(typeof first.keys[0].revokedAt, 'string', 'the revoked key is shown revoked');
-    for (const k of first.keys) assert.deepEqual(Object.keys(k).sort(), ['createdAt', 'keyId', 'revokedAt']);
+    for (const k of first.keys) assert.deepEqual(Object.keys(k).sort(), ['createdAt', 'keyId', 'lastUsedAt', 'revokedAt']);
 
     // The same listing in one page (the largest limit) holds the same ids in the same order.
     const big = await allPages(200);

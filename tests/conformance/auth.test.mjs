@@ -223,7 +223,7 @@ describe('admin API', () => {
     assert.deepEqual(j.data.keyIds, [ws.keyId]);
     assert.deepEqual(j.data.keys.map((k) => [k.keyId, k.revokedAt === null]), [[ws.keyId, true], [second.keyId, false]]);
     for (const k of j.data.keys) {
-      assert.deepEqual(Object.keys(k).sort(), ['createdAt', 'keyId', 'revokedAt']);
+      assert.deepEqual(Object.keys(k).sort(), ['createdAt', 'keyId', 'lastUsedAt', 'revokedAt']);
       assert.ok(!Number.isNaN(Date.parse(k.createdAt)));
     }
     assert.ok(!res.text.includes(ws.key) && !res.text.includes(second.apiKey), 'no API key in the answer');
