@@ -142,6 +142,21 @@ export interface OutgoingMessage {
   channel: Channel;
   /** The session id. */
   reference: string;
+  /**
+   * A WhatsApp template send (policy `whatsappContentSid` / `whatsappTemplate`, SPEC §8): the
+   * code, and the Twilio Content SID or Meta template. Absent when the policy sets neither.
+   */
+  whatsapp?: { code: string; contentSid?: string; template?: { name: string; language: string } };
+}
+
+/** What a gateway's `send` is told besides the message. */
+export interface SendOptions {
+  /** The workspace the message is sent for. */
+  workspaceId?: string;
+  /** Why a send got no 2xx: `{status}`, `{timedOut: true}` or `{}` (unreachable). */
+  onFailure?(cause: { status?: number; timedOut?: boolean }): void;
+  /** The provider's message id of an accepted message (kept on the session and its audit row). */
+  onAccepted?(messageId: string): void;
 }
 
 /**
@@ -151,21 +166,35 @@ export interface OutgoingMessage {
 export type DeliveryOutcome = 'delivered' | 'failed' | 'timedOut';
 
 export interface Gateway {
-  send(message: OutgoingMessage): Promise<DeliveryOutcome>;
+  /** The outcome, or `{outcome, messageId}` to hand the provider's message id back. */
+  send(
+    message: OutgoingMessage,
+    opts?: SendOptions,
+  ): Promise<DeliveryOutcome | { outcome: DeliveryOutcome; messageId?: string }>;
 }
 
 /** SPEC §5 JSON gateway: POST `{to, from, text, channel, reference}` with a Bearer token; 10 s timeout. */
 export class JsonGateway implements Gateway {
   constructor(opts: { url: string; token?: string; timeoutMs?: number });
   readonly url: string;
-  send(message: OutgoingMessage): Promise<DeliveryOutcome>;
+  send(message: OutgoingMessage, opts?: SendOptions): Promise<DeliveryOutcome>;
+}
+
+/**
+ * WhatsApp Cloud API (SPEC §8): `POST {url}/messages` with a Bearer token, an authentication
+ * template message (policy `whatsappTemplate`); without a template in the policy the send fails.
+ */
+export class MetaGateway implements Gateway {
+  constructor(opts: { url: string; token: string; timeoutMs?: number });
+  readonly url: string;
+  send(message: OutgoingMessage, opts?: SendOptions): Promise<DeliveryOutcome>;
 }
 
 /** Twilio Messages API form encoding (`To`, `From`, `Body`; `whatsapp:` prefix), basic auth. */
 export class TwilioGateway implements Gateway {
   constructor(opts: { url: string; account: string; token: string; timeoutMs?: number });
   readonly url: string;
-  send(message: OutgoingMessage): Promise<DeliveryOutcome>;
+  send(message: OutgoingMessage, opts?: SendOptions): Promise<DeliveryOutcome>;
 }
 
 /**

@@ -5,7 +5,7 @@ const { OtpService } = require('./lib/service');
 const { MemoryStore } = require('./lib/memory-store');
 const { RedisStore } = require('./lib/redis-store'); // ioredis is loaded on first use
 const { OtpError } = require('./lib/errors');
-const { JsonGateway, TwilioGateway, gatewayFromEnv } = require('./lib/gateway');
+const { JsonGateway, TwilioGateway, MetaGateway, gatewayFromEnv } = require('./lib/gateway');
 const { createServer, listener } = require('./lib/server');
 
 module.exports = {
@@ -15,6 +15,7 @@ module.exports = {
   OtpError,
   JsonGateway,
   TwilioGateway,
+  MetaGateway,
   gatewayFromEnv,
   createServer,
   listener,

@@ -8,6 +8,7 @@ export const {
   OtpError,
   JsonGateway,
   TwilioGateway,
+  MetaGateway,
   gatewayFromEnv,
   createServer,
   listener,

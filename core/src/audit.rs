@@ -97,6 +97,10 @@ pub struct AuditEvent {
     /// key or its hash.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_id: Option<String>,
+    /// The provider's message id of a `delivered` or `resent` message, when the gateway's reply
+    /// named one (SPEC §8). Only in the session's own workspace's trail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
 }
 
 /// The events that say which channel a message went out on (or failed on).
@@ -124,6 +128,9 @@ impl AuditEvent {
             test: session.test,
             channel: DELIVERY_EVENTS.contains(&event).then_some(session.channel),
             key_id: None,
+            message_id: matches!(event, "delivered" | "resent")
+                .then(|| session.delivery.as_ref()?.message_id.clone())
+                .flatten(),
         }
     }
 
@@ -149,6 +156,7 @@ impl AuditEvent {
             test: false,
             channel: None,
             key_id: None,
+            message_id: None,
         }
     }
 
@@ -168,6 +176,7 @@ impl AuditEvent {
             test: false,
             channel: None,
             key_id: key_id.map(ToString::to_string),
+            message_id: None,
         }
     }
 
@@ -188,6 +197,7 @@ impl AuditEvent {
             test: false,
             channel: None,
             key_id: None,
+            message_id: None,
         }
     }
 
@@ -297,6 +307,8 @@ struct EventView<'a> {
     channel: Option<Channel>,
     #[serde(skip_serializing_if = "Option::is_none")]
     key_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message_id: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -324,6 +336,7 @@ pub fn reply(events: &[AuditEvent], next_cursor: Option<u64>) -> crate::http::en
                 test: e.test,
                 channel: e.channel,
                 key_id: e.key_id.as_deref(),
+                message_id: e.message_id.as_deref(),
             })
             .collect(),
         next_cursor: next_cursor.map(|c| c.to_string()),

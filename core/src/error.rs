@@ -78,6 +78,8 @@ pub enum Error {
     /// The request first made with this `Idempotency-Key` is still running and did not end
     /// while this duplicate waited for it (409): retry shortly.
     IdempotencyKeyInUse,
+    /// A delivery receipt whose signature is missing or does not match (403, SPEC §8).
+    InvalidSignature,
 }
 
 /// How a session that is no longer pending ended, as the verify statuses name it.
@@ -127,6 +129,7 @@ impl Error {
             Error::SessionEnded(Ended::MaxAttempts) => "MAX_ATTEMPTS_REACHED",
             Error::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
             Error::IdempotencyKeyInUse => "IDEMPOTENCY_KEY_IN_USE",
+            Error::InvalidSignature => "INVALID_SIGNATURE",
         }
     }
 
@@ -136,7 +139,10 @@ impl Error {
         match self {
             Error::Validation { .. } => 400,
             Error::Unauthorized => 401,
-            Error::SenderNotAllowed | Error::DestinationNotAllowed | Error::FraudSuspected => 403,
+            Error::SenderNotAllowed
+            | Error::DestinationNotAllowed
+            | Error::FraudSuspected
+            | Error::InvalidSignature => 403,
             Error::NotFound => 404,
             Error::MethodNotAllowed => 405,
             Error::PayloadTooLarge => 413,
@@ -198,6 +204,7 @@ impl Error {
             Error::IdempotencyKeyInUse => {
                 "A request with this Idempotency-Key is still in progress. Try again shortly."
             }
+            Error::InvalidSignature => "The receipt's signature is missing or invalid",
         }
     }
 

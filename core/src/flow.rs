@@ -541,6 +541,9 @@ pub enum Outcome {
     Delivery {
         /// What the gateway did.
         outcome: DeliveryOutcome,
+        /// The provider's message id in its reply ([`crate::gateway::message_id_of`]), if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message_id: Option<String>,
     },
     /// [`Io::StoreSession`] performed together with a delivered [`Io::ReportDelivery`].
     StoredAndConfirmed {
@@ -885,6 +888,7 @@ impl RequestFlow {
             text: m.text,
             channel: plan.session.channel,
             reference: plan.session.id.clone(),
+            whatsapp: crate::gateway::WhatsappSend::for_policy(policy, plan.code.expose()),
         });
         let fallbacks = policy.fallbacks_after(req.channel).to_vec();
         let channels: Vec<_> = core::iter::once(plan.session.channel)
@@ -1234,7 +1238,18 @@ impl RequestFlow {
                 let e = self.pending_error.take().unwrap_or(Error::StoreUnavailable);
                 self.refuse(e);
             }
-            (ReqWait::Deliver, Outcome::Delivery { outcome }) => self.delivered(outcome),
+            (
+                ReqWait::Deliver,
+                Outcome::Delivery {
+                    outcome,
+                    message_id,
+                },
+            ) => {
+                if outcome == DeliveryOutcome::Delivered && !self.session.test {
+                    self.session.delivery = Some(crate::delivery::Delivery::accepted(message_id));
+                }
+                self.delivered(outcome);
+            }
             (ReqWait::Store, Outcome::Done) => {
                 self.q.answer(Ok(self.reply_new()));
                 self.report(ReqWait::Confirm, DeliveryOutcome::Delivered);

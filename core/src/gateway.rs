@@ -20,6 +20,7 @@ use crate::guard::DeliveryOutcome;
 use crate::validate::Channel;
 use alloc::format;
 use alloc::string::String;
+use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
 use serde::{Deserialize, Serialize};
@@ -39,6 +40,9 @@ pub enum GatewayKind {
     Json,
     /// The Twilio Messages API: form-encoded `To`, `From`, `Body`, basic auth.
     Twilio,
+    /// The WhatsApp Cloud API (`WHATSAPP_GATEWAY_KIND` only): an authentication template
+    /// message, Bearer token (SPEC §8).
+    Meta,
 }
 
 impl GatewayKind {
@@ -58,12 +62,29 @@ impl GatewayKind {
         }
     }
 
-    /// The configuration name (`json`, `twilio`).
+    /// Parses `WHATSAPP_GATEWAY_KIND`: like [`GatewayKind::parse`], and `meta` too.
+    ///
+    /// # Errors
+    /// [`Error::Misconfigured`] for an unknown kind.
+    pub fn parse_whatsapp(s: Option<&str>) -> Result<GatewayKind, Error> {
+        match s {
+            Some(k) if k.eq_ignore_ascii_case("meta") => Ok(GatewayKind::Meta),
+            None | Some("") => Ok(GatewayKind::Json),
+            Some(k) if k.eq_ignore_ascii_case("json") => Ok(GatewayKind::Json),
+            Some(k) if k.eq_ignore_ascii_case("twilio") => Ok(GatewayKind::Twilio),
+            Some(_) => Err(Error::Misconfigured {
+                message: "WHATSAPP_GATEWAY_KIND must be json, twilio or meta".into(),
+            }),
+        }
+    }
+
+    /// The configuration name (`json`, `twilio`, `meta`).
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
             GatewayKind::Json => "json",
             GatewayKind::Twilio => "twilio",
+            GatewayKind::Meta => "meta",
         }
     }
 }
@@ -108,6 +129,52 @@ pub struct OutgoingMessage {
     pub channel: Channel,
     /// The session id.
     pub reference: String,
+    /// What a WhatsApp template send needs (policy `whatsappContentSid` / `whatsappTemplate`);
+    /// absent when the policy sets neither.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub whatsapp: Option<WhatsappSend>,
+}
+
+/// A WhatsApp send by template (SPEC §8): Twilio's `ContentSid` with `ContentVariables`
+/// `{"1": code}`, or a Meta authentication template with the code as its body parameter and
+/// copy-code button. `Debug` redacts the code.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WhatsappSend {
+    /// The code. A secret.
+    pub code: String,
+    /// Twilio Content SID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_sid: Option<String>,
+    /// Meta template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<crate::policy::WhatsappTemplate>,
+}
+
+impl WhatsappSend {
+    /// What the policy's WhatsApp template settings need for `code`, or `None` when it sets
+    /// neither `whatsappContentSid` nor `whatsappTemplate`.
+    #[must_use]
+    pub fn for_policy(policy: &crate::policy::Policy, code: &str) -> Option<WhatsappSend> {
+        if policy.whatsapp_content_sid.is_none() && policy.whatsapp_template.is_none() {
+            return None;
+        }
+        Some(WhatsappSend {
+            code: code.into(),
+            content_sid: policy.whatsapp_content_sid.clone(),
+            template: policy.whatsapp_template.clone(),
+        })
+    }
+}
+
+impl fmt::Debug for WhatsappSend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WhatsappSend")
+            .field("code", &"<redacted>")
+            .field("content_sid", &self.content_sid)
+            .field("template", &self.template)
+            .finish()
+    }
 }
 
 impl fmt::Debug for OutgoingMessage {
@@ -118,6 +185,7 @@ impl fmt::Debug for OutgoingMessage {
             .field("text", &"<redacted>")
             .field("channel", &self.channel)
             .field("reference", &self.reference)
+            .field("whatsapp", &self.whatsapp)
             .finish()
     }
 }
@@ -182,7 +250,104 @@ struct JsonBody<'a> {
 ///   `To`, `From`, `Body`, with `whatsapp:` before `To` and `From` on the WhatsApp channel.
 #[must_use]
 pub fn encode(config: &GatewayConfig, m: &OutgoingMessage) -> Option<HttpRequest> {
+    encode_with(config, m, None)
+}
+
+/// Every gateway a host has: SMS (`SMS_GATEWAY_*`), WhatsApp when `WHATSAPP_GATEWAY_*` is set
+/// (else WhatsApp goes through the SMS gateway), and `PUBLIC_BASE_URL` for receipts (SPEC §8).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Gateways {
+    /// `SMS_GATEWAY_*`.
+    pub sms: GatewayConfig,
+    /// `WHATSAPP_GATEWAY_*` (absent: none set).
+    pub whatsapp: Option<GatewayConfig>,
+    /// `PUBLIC_BASE_URL`: Twilio sends are asked for status callbacks there.
+    pub public_base_url: Option<String>,
+}
+
+impl Gateways {
+    /// The gateway a message on `channel` goes through.
+    #[must_use]
+    pub fn for_channel(&self, channel: Channel) -> &GatewayConfig {
+        match (channel, &self.whatsapp) {
+            (Channel::Whatsapp, Some(w)) => w,
+            _ => &self.sms,
+        }
+    }
+
+    /// The request that delivers `m` of workspace `workspace_id`, with the kind of gateway it
+    /// goes to (to read the reply's message id, [`message_id_of`]); `None` when that gateway
+    /// has no URL, or is `meta` and the policy names no template (a definite failure).
+    /// A Twilio send asks for status callbacks at `PUBLIC_BASE_URL` + the receipt route, with
+    /// the workspace and session in the query (Twilio signs the whole URL).
+    #[must_use]
+    pub fn encode(
+        &self,
+        workspace_id: &str,
+        m: &OutgoingMessage,
+    ) -> (GatewayKind, Option<HttpRequest>) {
+        let config = self.for_channel(m.channel);
+        let callback = match (config.kind, self.public_base_url.as_deref()) {
+            (GatewayKind::Twilio, Some(base)) if !base.is_empty() => Some(format!(
+                "{}{}?ws={workspace_id}&session={}",
+                base.trim_end_matches('/'),
+                crate::delivery::TWILIO_PATH,
+                m.reference
+            )),
+            _ => None,
+        };
+        (config.kind, encode_with(config, m, callback.as_deref()))
+    }
+}
+
+/// The provider's message id in a gateway's 2xx reply body: the json gateway's optional `id`
+/// (string or number), Twilio's `sid`, Meta's `messages[0].id`. `None` when absent, not JSON, or
+/// not a plausible id ([`crate::delivery::valid_message_id`]).
+#[must_use]
+pub fn message_id_of(kind: GatewayKind, body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let id = match kind {
+        GatewayKind::Json => v.get("id"),
+        GatewayKind::Twilio => v.get("sid"),
+        GatewayKind::Meta => v.get("messages")?.get(0)?.get("id"),
+    }?;
+    let id = match id {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Number(n) => alloc::string::ToString::to_string(n),
+        _ => return None,
+    };
+    crate::delivery::valid_message_id(&id).then_some(id)
+}
+
+/// The Meta Cloud API body of an authentication template message.
+fn meta_body(m: &OutgoingMessage) -> Option<String> {
+    let w = m.whatsapp.as_ref()?;
+    let t = w.template.as_ref()?;
+    let code = serde_json::json!([{ "type": "text", "text": w.code }]);
+    let body = serde_json::json!({
+        "messaging_product": "whatsapp",
+        "recipient_type": "individual",
+        "to": m.to.strip_prefix('+').unwrap_or(&m.to),
+        "type": "template",
+        "template": {
+            "name": t.name,
+            "language": { "code": t.language },
+            "components": [
+                { "type": "body", "parameters": code },
+                { "type": "button", "sub_type": "url", "index": "0", "parameters": code },
+            ],
+        },
+    });
+    serde_json::to_string(&body).ok()
+}
+
+fn encode_with(
+    config: &GatewayConfig,
+    m: &OutgoingMessage,
+    status_callback: Option<&str>,
+) -> Option<HttpRequest> {
     let url = config.url.as_deref().filter(|u| !u.is_empty())?;
+    let mut url = String::from(url);
     let mut headers = Vec::with_capacity(2);
     let body = match config.kind {
         GatewayKind::Json => {
@@ -209,16 +374,40 @@ pub fn encode(config: &GatewayConfig, m: &OutgoingMessage) -> Option<HttpRequest
                 Channel::Whatsapp => "whatsapp:",
                 Channel::Sms => "",
             };
-            form_encode(&[
-                ("To", &format!("{prefix}{}", m.to)),
-                ("From", &format!("{prefix}{}", m.from)),
-                ("Body", &m.text),
-            ])
+            let to = format!("{prefix}{}", m.to);
+            let from = format!("{prefix}{}", m.from);
+            let mut pairs: Vec<(&str, String)> = vec![("To", to), ("From", from)];
+            let content = m
+                .whatsapp
+                .as_ref()
+                .filter(|_| m.channel == Channel::Whatsapp)
+                .and_then(|w| Some((w.content_sid.as_deref()?, &w.code)));
+            match content {
+                Some((sid, code)) => {
+                    pairs.push(("ContentSid", sid.into()));
+                    let vars = serde_json::to_string(&serde_json::json!({ "1": code })).ok()?;
+                    pairs.push(("ContentVariables", vars));
+                }
+                None => pairs.push(("Body", m.text.clone())),
+            }
+            if let Some(cb) = status_callback {
+                pairs.push(("StatusCallback", cb.into()));
+            }
+            let refs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            form_encode(&refs)
+        }
+        GatewayKind::Meta => {
+            headers.push(header("content-type", "application/json"));
+            if let Some(token) = config.token.as_deref() {
+                headers.push(header("authorization", &format!("Bearer {token}")));
+            }
+            url = format!("{}/messages", url.trim_end_matches('/'));
+            meta_body(m)?
         }
     };
     Some(HttpRequest {
         method: "POST",
-        url: url.into(),
+        url,
         headers,
         body,
     })
@@ -286,7 +475,127 @@ mod tests {
             text: "123456 is your code".into(),
             channel,
             reference: "5f0c2a9e-0000-4000-8000-000000000001".into(),
+            whatsapp: None,
         }
+    }
+
+    fn whatsapp_message(content_sid: Option<&str>, template: bool) -> OutgoingMessage {
+        OutgoingMessage {
+            whatsapp: Some(WhatsappSend {
+                code: "123456".into(),
+                content_sid: content_sid.map(Into::into),
+                template: template.then(|| crate::policy::WhatsappTemplate {
+                    name: "otp_auth".into(),
+                    language: "en_US".into(),
+                }),
+            }),
+            ..message(Channel::Whatsapp)
+        }
+    }
+
+    #[test]
+    fn twilio_whatsapp_content_template_and_status_callback() {
+        let g = Gateways {
+            sms: GatewayConfig {
+                account: Some("AC1".into()),
+                ..config(GatewayKind::Twilio)
+            },
+            whatsapp: None,
+            public_base_url: Some("https://otp.example.com/".into()),
+        };
+        let m = whatsapp_message(Some("HX0123456789abcdef0123456789abcdef"), false);
+        let (kind, req) = g.encode("ws_1", &m);
+        assert_eq!(kind, GatewayKind::Twilio);
+        let body = req.unwrap().body;
+        let pairs = crate::delivery::form_decode(&body);
+        let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        assert_eq!(
+            get("ContentSid").as_deref(),
+            Some("HX0123456789abcdef0123456789abcdef")
+        );
+        assert_eq!(
+            get("ContentVariables").as_deref(),
+            Some(r#"{"1":"123456"}"#)
+        );
+        assert_eq!(get("Body"), None);
+        assert_eq!(get("To").as_deref(), Some("whatsapp:+233202007745"));
+        assert_eq!(
+            get("StatusCallback").as_deref(),
+            Some("https://otp.example.com/v1/messaging/otp/delivery-receipts/twilio?ws=ws_1&session=5f0c2a9e-0000-4000-8000-000000000001")
+        );
+        // SMS through the same gateway keeps Body.
+        let sms = OutgoingMessage {
+            channel: Channel::Sms,
+            ..m
+        };
+        let body = g.encode("ws_1", &sms).1.unwrap().body;
+        assert!(body.contains("Body=123456+is+your+code"));
+        assert!(!body.contains("ContentSid"));
+    }
+
+    #[test]
+    fn meta_authentication_template() {
+        let g = Gateways {
+            sms: config(GatewayKind::Json),
+            whatsapp: Some(GatewayConfig {
+                kind: GatewayKind::Meta,
+                url: Some("https://graph.example/v21.0/1234/".into()),
+                token: Some("meta-token".into()),
+                account: None,
+            }),
+            public_base_url: None,
+        };
+        let (kind, req) = g.encode("ws_1", &whatsapp_message(None, true));
+        assert_eq!(kind, GatewayKind::Meta);
+        let req = req.unwrap();
+        assert_eq!(req.url, "https://graph.example/v21.0/1234/messages");
+        assert_eq!(req.header("authorization"), Some("Bearer meta-token"));
+        let v: serde_json::Value = serde_json::from_str(&req.body).unwrap();
+        assert_eq!(v["type"], "template");
+        assert_eq!(v["to"], "233202007745");
+        assert_eq!(v["template"]["name"], "otp_auth");
+        assert_eq!(v["template"]["language"]["code"], "en_US");
+        assert_eq!(
+            v["template"]["components"][0]["parameters"][0]["text"],
+            "123456"
+        );
+        assert_eq!(v["template"]["components"][1]["sub_type"], "url");
+        assert_eq!(
+            v["template"]["components"][1]["parameters"][0]["text"],
+            "123456"
+        );
+        // No template in the policy: nothing can be sent.
+        assert!(g.encode("ws_1", &whatsapp_message(None, false)).1.is_none());
+        // SMS still goes to the SMS gateway.
+        let (kind, req) = g.encode("ws_1", &message(Channel::Sms));
+        assert_eq!(kind, GatewayKind::Json);
+        assert_eq!(req.unwrap().url, "https://gw.example/send");
+    }
+
+    #[test]
+    fn message_ids_from_replies() {
+        assert_eq!(
+            message_id_of(GatewayKind::Twilio, br#"{"sid":"SM1","status":"queued"}"#).as_deref(),
+            Some("SM1")
+        );
+        assert_eq!(
+            message_id_of(GatewayKind::Json, br#"{"id":42}"#).as_deref(),
+            Some("42")
+        );
+        assert_eq!(message_id_of(GatewayKind::Json, b"ok"), None);
+        assert_eq!(
+            message_id_of(GatewayKind::Meta, br#"{"messages":[{"id":"wamid.X"}]}"#).as_deref(),
+            Some("wamid.X")
+        );
+        assert_eq!(
+            message_id_of(GatewayKind::Json, br#"{"id":"has space"}"#),
+            None
+        );
+        assert!(GatewayKind::parse(Some("meta")).is_err());
+        assert_eq!(
+            GatewayKind::parse_whatsapp(Some("META")).unwrap(),
+            GatewayKind::Meta
+        );
     }
 
     fn config(kind: GatewayKind) -> GatewayConfig {

@@ -49,6 +49,7 @@ extern crate alloc;
 pub mod analytics;
 pub mod audit;
 pub mod code;
+pub mod delivery;
 pub mod error;
 pub mod flow;
 pub mod fraud;

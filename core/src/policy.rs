@@ -70,6 +70,23 @@ pub struct Policy {
     /// SMS pumping defence (SPEC §9 "Fraud Guard", [`crate::fraud`]); off by default.
     #[serde(default)]
     pub fraud_guard: FraudGuard,
+    /// The Twilio Content template (`HX` + 32 hex) a WhatsApp send through Twilio uses, with the
+    /// code as its variable `1` (SPEC §8); `None` = the rendered text as `Body`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub whatsapp_content_sid: Option<String>,
+    /// The WhatsApp authentication template a `meta` gateway sends (SPEC §8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub whatsapp_template: Option<WhatsappTemplate>,
+}
+
+/// An approved WhatsApp authentication template, by name and language (SPEC §8).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WhatsappTemplate {
+    /// Template name: 1–512 of `[a-z0-9_]`.
+    pub name: String,
+    /// Language code (`en`, `en_US`, `pt_BR`): 2–15 of `[A-Za-z_-]`.
+    pub language: String,
 }
 
 fn default_resend_after() -> u32 {
@@ -100,6 +117,8 @@ impl Default for Policy {
             channel_fallback: None,
             daily_spend_limit: None,
             fraud_guard: FraudGuard::default(),
+            whatsapp_content_sid: None,
+            whatsapp_template: None,
         }
     }
 }
@@ -108,7 +127,7 @@ impl Default for Policy {
 pub const DESTINATION_LOCK_SECS: u64 = 3600;
 
 /// The policy keys, in SPEC order.
-pub const KEYS: [&str; 15] = [
+pub const KEYS: [&str; 17] = [
     "codeLength",
     "ttlSeconds",
     "maxAttempts",
@@ -124,6 +143,8 @@ pub const KEYS: [&str; 15] = [
     "channelFallback",
     "dailySpendLimit",
     "fraudGuard",
+    "whatsappContentSid",
+    "whatsappTemplate",
 ];
 
 fn small<T: TryFrom<u64>>(n: u64) -> Result<T, Error> {
@@ -170,6 +191,8 @@ impl Policy {
                 "channelFallback" => p.channel_fallback = channel_fallback(v, f)?,
                 "dailySpendLimit" => p.daily_spend_limit = spend_limit(v, f)?,
                 "fraudGuard" => p.fraud_guard = p.fraud_guard.patched(v, f)?,
+                "whatsappContentSid" => p.whatsapp_content_sid = content_sid(v, f)?,
+                "whatsappTemplate" => p.whatsapp_template = whatsapp_template(v, f)?,
                 _ => return Err(invalid(f, "is not a policy key")),
             }
         }
@@ -296,6 +319,53 @@ fn channel_fallback(v: &Value, f: &str) -> Result<Option<Vec<Channel>>, Error> {
                 }
             }
             Ok(Some(out))
+        }
+        _ => Err(invalid(f, WHAT)),
+    }
+}
+
+fn content_sid(v: &Value, f: &str) -> Result<Option<String>, Error> {
+    match v {
+        Value::Null => Ok(None),
+        Value::String(s)
+            if s.len() == 34
+                && s.starts_with("HX")
+                && s.bytes().skip(2).all(|b| b.is_ascii_hexdigit()) =>
+        {
+            Ok(Some(s.clone()))
+        }
+        _ => Err(invalid(
+            f,
+            "must be null or a Twilio Content SID (HX and 32 hex digits)",
+        )),
+    }
+}
+
+fn whatsapp_template(v: &Value, f: &str) -> Result<Option<WhatsappTemplate>, Error> {
+    const WHAT: &str = "must be null or {name: 1-512 of [a-z0-9_], language: 2-15 of [A-Za-z_-]}";
+    match v {
+        Value::Null => Ok(None),
+        Value::Object(o) => {
+            let name = o.get("name").and_then(Value::as_str).unwrap_or_default();
+            let language = o
+                .get("language")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let name_ok = (1..=512).contains(&name.len())
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            let lang_ok = (2..=15).contains(&language.len())
+                && language
+                    .bytes()
+                    .all(|b| b.is_ascii_alphabetic() || b == b'_' || b == b'-');
+            if o.len() != 2 || !name_ok || !lang_ok {
+                return Err(invalid(f, WHAT));
+            }
+            Ok(Some(WhatsappTemplate {
+                name: name.into(),
+                language: language.into(),
+            }))
         }
         _ => Err(invalid(f, WHAT)),
     }

@@ -135,6 +135,10 @@ pub struct Session {
     /// that its approval is counted there too ([`crate::fraud`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fraud: Option<crate::fraud::FraudMark>,
+    /// What became of the latest message (SPEC §8): the provider's message id and the state its
+    /// receipts moved it to. Absent for test numbers and sessions stored before receipts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<crate::delivery::Delivery>,
 }
 
 #[allow(clippy::trivially_copy_pass_by_ref)]
@@ -334,6 +338,7 @@ pub fn plan_issue(
         resends: 0,
         fraud: crate::fraud::FraudCharge::new(&policy.fraud_guard, &req.dest, test_code.is_some())
             .map(|c| c.mark()),
+        delivery: None,
     };
     Ok(IssuePlan {
         session,
@@ -480,6 +485,8 @@ impl Session {
             expires_at: self.expires_at.to_rfc3339(),
             verified_at: self.verified_at.map(UnixMillis::to_rfc3339),
             transaction: self.transaction.clone(),
+            delivery: self.delivery.as_ref().map(|d| d.state),
+            delivery_error_code: self.delivery.as_ref().and_then(|d| d.error_code.clone()),
         }
     }
 
@@ -543,4 +550,10 @@ pub struct SessionView {
     /// The payment the code is bound to (PSD2), absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transaction: Option<Box<Transaction>>,
+    /// What the provider's receipts say of the latest message (SPEC §8); absent for test numbers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<crate::delivery::DeliveryState>,
+    /// The provider's error code of an `undelivered` or `failed` message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery_error_code: Option<String>,
 }

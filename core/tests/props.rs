@@ -1365,6 +1365,7 @@ fn arb_session() -> impl Strategy<Value = Session> {
                     sent_at: None,
                     resends: 0,
                     fraud: None,
+                    delivery: None,
                 }
             },
         )
@@ -2355,6 +2356,7 @@ fn drive_resend(
                 sent = message.text.split(' ').next().map(str::to_string);
                 flow.handle(Outcome::Delivery {
                     outcome: DeliveryOutcome::Delivered,
+                    message_id: None,
                 });
             }
             Step::Io(_) => flow.handle(Outcome::Done),

@@ -30,8 +30,8 @@ pub async fn write(env: &Env, workspace_id: &str, events: &[AuditEvent], deltas:
     for e in events {
         let bound = db
             .prepare(
-                "INSERT INTO audit_events (workspace_id, time_ms, event, session_id, purpose, app, dest, outcome, status, test, channel, key_id) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                "INSERT INTO audit_events (workspace_id, time_ms, event, session_id, purpose, app, dest, outcome, status, test, channel, key_id, message_id) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             )
             .bind(&[
                 text(workspace_id),
@@ -47,6 +47,7 @@ pub async fn write(env: &Env, workspace_id: &str, events: &[AuditEvent], deltas:
                 JsValue::from_f64(if e.test { 1.0 } else { 0.0 }),
                 opt_text(e.channel.map(Channel::as_str)),
                 opt_text(e.key_id.as_deref()),
+                opt_text(e.message_id.as_deref()),
             ]);
         match bound {
             Ok(s) => statements.push(s),
@@ -84,6 +85,7 @@ struct Row {
     test: f64,
     channel: Option<String>,
     key_id: Option<String>,
+    message_id: Option<String>,
 }
 
 /// One page of a workspace's events, newest first, and the cursor of the next page.
@@ -100,7 +102,7 @@ pub async fn query(
     let limit = f64::from(q.limit.saturating_add(1));
     let rows: Vec<Row> = db
         .prepare(
-            "SELECT seq, time_ms, event, session_id, purpose, app, dest, outcome, status, test, channel, key_id FROM audit_events \
+            "SELECT seq, time_ms, event, session_id, purpose, app, dest, outcome, status, test, channel, key_id, message_id FROM audit_events \
              WHERE workspace_id = ?1 AND seq < ?2 AND time_ms >= ?3 AND (?4 IS NULL OR session_id = ?4) \
              ORDER BY seq DESC LIMIT ?5",
         )
@@ -132,6 +134,7 @@ pub async fn query(
             test: r.test != 0.0,
             channel: r.channel.as_deref().and_then(Channel::parse),
             key_id: r.key_id.clone(),
+            message_id: r.message_id.clone(),
         })
         .collect();
     Ok((events, next))

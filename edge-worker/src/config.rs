@@ -1,6 +1,6 @@
 //! Secrets and variables (SPEC §6), read from the Worker environment on each request.
 
-use otpkit_core::gateway::{GatewayConfig, GatewayKind};
+use otpkit_core::gateway::{GatewayConfig, GatewayKind, Gateways};
 use otpkit_core::{Error, Pepper};
 use std::sync::atomic::{AtomicBool, Ordering};
 use worker::{Env, Url};
@@ -40,17 +40,34 @@ pub fn pepper(env: &Env) -> Result<Pepper, Error> {
     }
 }
 
-/// The gateway settings (`SMS_GATEWAY_KIND`, `_URL`, `_TOKEN`, `_ACCOUNT`); an unknown kind is a
+/// The gateway settings (`SMS_GATEWAY_KIND`, `_URL`, `_TOKEN`, `_ACCOUNT`; the same of
+/// `WHATSAPP_GATEWAY_` when its URL is set); an unknown kind is a
 /// configuration error. The first read in an isolate warns (console) when the URL is plain
 /// http:// to a host other than this machine.
-pub fn gateway(env: &Env) -> Result<GatewayConfig, Error> {
+pub fn gateway(env: &Env) -> Result<Gateways, Error> {
     let url = read(env, "SMS_GATEWAY_URL");
     warn_plain_http_once(url.as_deref());
-    Ok(GatewayConfig {
+    let sms = GatewayConfig {
         kind: GatewayKind::parse(read(env, "SMS_GATEWAY_KIND").as_deref())?,
         url,
         token: read(env, "SMS_GATEWAY_TOKEN"),
         account: read(env, "SMS_GATEWAY_ACCOUNT"),
+    };
+    let whatsapp = match read(env, "WHATSAPP_GATEWAY_URL") {
+        Some(url) => Some(GatewayConfig {
+            kind: GatewayKind::parse_whatsapp(read(env, "WHATSAPP_GATEWAY_KIND").as_deref())?,
+            url: Some(url),
+            token: read(env, "WHATSAPP_GATEWAY_TOKEN"),
+            account: read(env, "WHATSAPP_GATEWAY_ACCOUNT"),
+        }),
+        None => None,
+    };
+    Ok(Gateways {
+        sms,
+        whatsapp,
+        // PUBLIC_BASE_URL is not read until the receipt routes are served (issue 16): a Twilio
+        // send would otherwise ask for status callbacks to a route that answers 404.
+        public_base_url: None,
     })
 }
 

@@ -4,12 +4,15 @@
 //!
 //! A redirect is never followed (`redirect: "manual"`): the request carries the number and the
 //! code, so a 3xx is a definite failure like any other non-2xx, not a reason to re-POST them to
-//! wherever `Location` points (or to GET it and call that delivered). The status alone decides:
-//! the reply body is never read, only cancelled.
+//! wherever `Location` points (or to GET it and call that delivered). The status alone decides;
+//! a 2xx reply's body (at most [`MAX_REPLY_BYTES`]) is read only for the provider's message id
+//! ([`message_id_of`], SPEC §8), every other body is cancelled unread.
 
 use futures_util::future::{select, Either};
+use otpkit_core::gateway::GatewayKind;
 use otpkit_core::gateway::{
-    classify_status, encode, GatewayConfig, HttpRequest, OutgoingMessage, TIMEOUT_MS,
+    classify_status, message_id_of, Gateways, HttpRequest, OutgoingMessage, MAX_REPLY_BYTES,
+    TIMEOUT_MS,
 };
 use otpkit_core::guard::DeliveryOutcome;
 use otpkit_core::log::{DeliveryFailure, FailureCause, Level};
@@ -26,14 +29,18 @@ use worker::{
 /// failed; no answer in 10 s → timed out (the fetch is aborted). No gateway URL configured
 /// counts as a definite failure.
 /// A failure is logged with its cause at `level` ([`otpkit_core::log::DeliveryFailure`]).
+/// Answers the outcome and the provider's message id of an accepted message, if its reply named
+/// one.
 pub async fn deliver(
     env: &worker::Env,
-    gw: &GatewayConfig,
+    gateways: &Gateways,
+    workspace_id: &str,
     m: &OutgoingMessage,
     level: Level,
-) -> DeliveryOutcome {
+) -> (DeliveryOutcome, Option<String>) {
     let started = Date::now().as_millis();
-    let (outcome, cause) = attempt(gw, m).await;
+    let (kind, req) = gateways.encode(workspace_id, m);
+    let (outcome, cause, message_id) = attempt(kind, req).await;
     let outcome_name = match outcome {
         DeliveryOutcome::Delivered => "delivered",
         DeliveryOutcome::Failed => "failed",
@@ -52,7 +59,7 @@ pub async fn deliver(
     if let Some(cause) = cause {
         let failure = DeliveryFailure {
             time: UnixMillis(Date::now().as_millis()),
-            gateway: gw.kind.as_str(),
+            gateway: kind.as_str(),
             channel: m.channel,
             dest: &m.to,
             session_id: &m.reference,
@@ -63,15 +70,19 @@ pub async fn deliver(
             worker::console_warn!("{line}");
         }
     }
-    outcome
+    (outcome, message_id)
 }
 
 async fn attempt(
-    gw: &GatewayConfig,
-    m: &OutgoingMessage,
-) -> (DeliveryOutcome, Option<FailureCause>) {
-    let unreachable = (DeliveryOutcome::Failed, Some(FailureCause::Unreachable));
-    let Some(req) = encode(gw, m) else {
+    kind: GatewayKind,
+    req: Option<HttpRequest>,
+) -> (DeliveryOutcome, Option<FailureCause>, Option<String>) {
+    let unreachable = (
+        DeliveryOutcome::Failed,
+        Some(FailureCause::Unreachable),
+        None,
+    );
+    let Some(req) = req else {
         return unreachable;
     };
     let Ok(req) = request(&req) else {
@@ -83,20 +94,48 @@ async fn attempt(
     let sending = fetch.send_with_signal(&signal);
     futures_util::pin_mut!(sending);
     match select(sending, Delay::from(Duration::from_millis(TIMEOUT_MS))).await {
-        Either::Left((Ok(resp), _)) => {
+        Either::Left((Ok(mut resp), _)) => {
             let status = resp.status_code();
             let outcome = classify_status(status);
-            discard(&resp).await;
-            let cause =
-                (outcome != DeliveryOutcome::Delivered).then_some(FailureCause::Status(status));
-            (outcome, cause)
+            if outcome != DeliveryOutcome::Delivered {
+                discard(&resp).await;
+                return (outcome, Some(FailureCause::Status(status)), None);
+            }
+            (outcome, None, message_id(kind, &mut resp).await)
         }
         Either::Left((Err(_), _)) => unreachable,
         Either::Right(_) => {
             controller.abort();
-            (DeliveryOutcome::TimedOut, Some(FailureCause::Timeout))
+            (DeliveryOutcome::TimedOut, Some(FailureCause::Timeout), None)
         }
     }
+}
+
+/// The message id in an accepted reply: its body is read up to [`MAX_REPLY_BYTES`] (a longer
+/// one, by its `content-length` or as it streams, is let go unread); the delivery stands either
+/// way.
+async fn message_id(kind: GatewayKind, resp: &mut Response) -> Option<String> {
+    use futures_util::StreamExt;
+    let declared = resp
+        .headers()
+        .get("content-length")
+        .ok()
+        .flatten()
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_REPLY_BYTES) {
+        discard(resp).await;
+        return None;
+    }
+    let mut stream = resp.stream().ok()?;
+    let mut body = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.ok()?;
+        if body.len().saturating_add(chunk.len()) > MAX_REPLY_BYTES {
+            return None;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    message_id_of(kind, &body)
 }
 
 /// Cancels the reply body unread (however large it is), so the connection is let go now rather

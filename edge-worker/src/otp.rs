@@ -11,7 +11,7 @@ use otpkit_core::flow::{
     AdminAction, AdminFlow, Admitted, CancelFlow, Flow, HostTraits, Io, Outcome, RequestFlow,
     ResendFlow, StatusFlow, Step, VerifyFlow, ADMIN_RANDOM_BYTES,
 };
-use otpkit_core::gateway::GatewayConfig;
+use otpkit_core::gateway::Gateways;
 use otpkit_core::guard::DeliveryOutcome;
 use otpkit_core::http::request::{Dialect, IssueRequest, ResendRequest, VerifyRequest};
 use otpkit_core::idempotency::Idempotency;
@@ -214,7 +214,7 @@ struct Edge {
     ws_id: String,
     policy: Policy,
     now: UnixMillis,
-    gateway: Option<GatewayConfig>,
+    gateway: Option<Gateways>,
     sessions: ObjectNamespace,
     destinations: ObjectNamespace,
     workspaces: ObjectNamespace,
@@ -233,7 +233,7 @@ impl Edge {
         ws_id: &str,
         policy: Policy,
         now: UnixMillis,
-        gateway: Option<GatewayConfig>,
+        gateway: Option<Gateways>,
     ) -> Result<Edge, Error> {
         Ok(Edge {
             env: env.clone(),
@@ -358,15 +358,19 @@ impl Edge {
                 self.destination(calls, &dest, &call).await?;
                 Outcome::Done
             }
-            Io::Deliver { message } => Outcome::Delivery {
-                outcome: match &self.gateway {
+            Io::Deliver { message } => {
+                let (outcome, message_id) = match &self.gateway {
                     Some(gw) => {
-                        gateway::deliver(&self.env, gw, &message, config::log_level(&self.env))
-                            .await
+                        let level = config::log_level(&self.env);
+                        gateway::deliver(&self.env, gw, &self.ws_id, &message, level).await
                     }
-                    None => DeliveryOutcome::Failed,
-                },
-            },
+                    None => (DeliveryOutcome::Failed, None),
+                };
+                Outcome::Delivery {
+                    outcome,
+                    message_id,
+                }
+            }
             Io::StoreSession { session } => {
                 let call = SessionCall::Create {
                     session: session.to_json(),

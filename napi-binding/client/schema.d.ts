@@ -417,7 +417,7 @@ export interface components {
             message: string;
             error: {
                 /** @enum {unknown} */
-                code: "VALIDATION_ERROR" | "UNAUTHORIZED" | "NOT_FOUND" | "UNSUPPORTED_MEDIA_TYPE" | "PAYLOAD_TOO_LARGE" | "METHOD_NOT_ALLOWED" | "SENDER_NOT_ALLOWED" | "DESTINATION_NOT_ALLOWED" | "RATE_LIMITED" | "DESTINATION_LOCKED" | "SPEND_LIMIT_REACHED" | "FRAUD_SUSPECTED" | "DELIVERY_FAILED" | "STORE_UNAVAILABLE" | "MISCONFIGURED" | "INTERNAL_ERROR" | "ALREADY_USED" | "EXPIRED" | "MAX_ATTEMPTS_REACHED" | "RESEND_TOO_SOON" | "IDEMPOTENCY_KEY_REUSED" | "IDEMPOTENCY_KEY_IN_USE";
+                code: "VALIDATION_ERROR" | "UNAUTHORIZED" | "NOT_FOUND" | "UNSUPPORTED_MEDIA_TYPE" | "PAYLOAD_TOO_LARGE" | "METHOD_NOT_ALLOWED" | "SENDER_NOT_ALLOWED" | "DESTINATION_NOT_ALLOWED" | "RATE_LIMITED" | "DESTINATION_LOCKED" | "SPEND_LIMIT_REACHED" | "FRAUD_SUSPECTED" | "DELIVERY_FAILED" | "STORE_UNAVAILABLE" | "MISCONFIGURED" | "INTERNAL_ERROR" | "ALREADY_USED" | "EXPIRED" | "MAX_ATTEMPTS_REACHED" | "RESEND_TOO_SOON" | "IDEMPOTENCY_KEY_REUSED" | "IDEMPOTENCY_KEY_IN_USE" | "INVALID_SIGNATURE";
                 field?: string;
                 retryAfterSeconds?: number;
             };
@@ -495,6 +495,13 @@ export interface components {
             /** Format: date-time */
             verifiedAt?: string | null;
             transaction?: components["schemas"]["Transaction"];
+            /**
+             * @description What the provider says of the latest message (SPEC §8): accepted (the gateway's 2xx) until a delivery receipt moves it on. Absent for test numbers and sessions sent before otpkit kept it.
+             * @enum {unknown}
+             */
+            delivery?: "accepted" | "sent" | "delivered" | "undelivered" | "failed";
+            /** @description The provider's error code of an undelivered or failed message. */
+            deliveryErrorCode?: string;
         };
         AuditPage: {
             events: {
@@ -516,6 +523,8 @@ export interface components {
                 test?: boolean;
                 /** @description The channel of a delivery event (delivered, delivery_failed, resent). */
                 channel?: components["schemas"]["Channel"];
+                /** @description The provider's message id of a delivered or resent message, when the gateway's reply named one (Twilio sid, the json gateway's id, Meta's messages[0].id). */
+                messageId?: string;
             }[];
             nextCursor: string | null;
         };
@@ -556,6 +565,13 @@ export interface components {
             expires_at?: string;
             verified_at?: string | null;
             transaction?: components["schemas"]["Transaction"];
+            /**
+             * @description What the provider says of the latest message (SPEC §8): accepted (the gateway's 2xx) until a delivery receipt moves it on. Absent for test numbers and sessions sent before otpkit kept it.
+             * @enum {unknown}
+             */
+            delivery?: "accepted" | "sent" | "delivered" | "undelivered" | "failed";
+            /** @description The provider's error code of an undelivered or failed message. */
+            delivery_error_code?: string;
         };
         ZendVerifyResult: {
             success: boolean;
@@ -600,6 +616,13 @@ export interface components {
                 currency: string;
             } | null;
             fraudGuard?: components["schemas"]["FraudGuard"];
+            /** @description Twilio Content template of WhatsApp sends through a twilio gateway: ContentSid, with ContentVariables {"1": code} instead of Body (SPEC §8). Default null. */
+            whatsappContentSid?: string | null;
+            /** @description The approved WhatsApp authentication template a meta gateway sends (SPEC §8), the code as body parameter and copy-code button. Default null: a meta gateway cannot send. */
+            whatsappTemplate?: {
+                name: string;
+                language: string;
+            } | null;
         };
         WorkspaceCreate: {
             name: string;

@@ -9,7 +9,9 @@
 // definite failure like any other non-2xx (following one would re-POST them to wherever the
 // Location points, or turn a 302 into a GET whose 2xx "delivers" nothing). The status alone
 // decides; of the reply body at most MAX_REPLY_BYTES are read (so a small reply leaves the
-// connection reusable) before the rest is cancelled.
+// connection reusable) before the rest is cancelled. An accepted reply's body is where the
+// provider's message id is (SPEC §8): the core reads it (native.gatewayMessageId) and `send()`
+// hands it to `opts.onAccepted`.
 
 const native = require('./native');
 const { fromNative } = require('./errors');
@@ -18,10 +20,17 @@ const TIMEOUT_MS = 10_000;
 /** At most this much of a gateway's reply body is read; the rest is cancelled (otpkit_core::gateway::MAX_REPLY_BYTES). */
 const MAX_REPLY_BYTES = 64 * 1024;
 
-/** The core's request for `message` through gateway `kind`, or null without a URL. */
-function encode(kind, { url, token, account }, { to, from, text, channel, reference }) {
+/**
+ * The core's request for `message` through gateway `kind`, or null when it cannot be sent (no
+ * URL; meta without a template). `opts.workspaceId` and the gateway's `publicBaseUrl` make a
+ * Twilio send ask for status callbacks.
+ */
+function encode(kind, { url, token, account, publicBaseUrl }, message, opts = {}) {
+  const { to, from, text, channel, reference, whatsapp } = message;
+  const m = { to, from, text, channel, reference: reference ?? '' };
+  if (whatsapp) m.whatsapp = whatsapp;
   try {
-    return native.encodeGatewayRequest(kind, url ? String(url) : null, token ?? null, account ?? null, to, from, text, channel, reference ?? '');
+    return native.encodeGatewayMessage(kind, url ? String(url) : null, token ?? null, account ?? null, JSON.stringify(m), String(opts.workspaceId ?? 'default'), publicBaseUrl ?? null);
   } catch (e) {
     throw fromNative(e);
   }
@@ -31,7 +40,7 @@ function encode(kind, { url, token, account }, { to, from, text, channel, refere
  * POSTs the core's request. `onFailure` (optional) hears why a send did not get a 2xx:
  * `{status}` (the gateway's answer), `{timedOut: true}`, or `{}` (not reachable, none configured).
  */
-async function post(req, timeoutMs, onFailure = null) {
+async function post(req, timeoutMs, onFailure = null, kind = 'json', onAccepted = null) {
   const fail = (cause, outcome = 'failed') => {
     onFailure?.(cause);
     return outcome;
@@ -45,9 +54,14 @@ async function post(req, timeoutMs, onFailure = null) {
   }, timeoutMs);
   try {
     const res = await fetch(req.url, { method: req.method, headers: req.headers, body: req.body, redirect: 'manual', signal: controller.signal });
-    await discard(res.body);
+    const accepted = res.status >= 200 && res.status < 300;
+    const body = await discard(res.body, accepted && onAccepted != null);
+    if (accepted && onAccepted && body) {
+      const id = native.gatewayMessageId(kind, body);
+      if (id) onAccepted(id);
+    }
     // A 3xx (undici answers the real one for redirect: 'manual') is not 2xx: failed.
-    return res.status >= 200 && res.status < 300 ? 'delivered' : fail({ status: res.status });
+    return accepted ? 'delivered' : fail({ status: res.status });
   } catch {
     return timedOut ? fail({ timedOut: true }, 'timedOut') : fail({});
   } finally {
@@ -56,63 +70,114 @@ async function post(req, timeoutMs, onFailure = null) {
 }
 
 /**
- * Reads and drops a reply body, up to MAX_REPLY_BYTES: a short one is drained (the connection
- * can be reused), a longer one is cancelled there (the connection is closed). Never throws.
+ * Reads a reply body up to MAX_REPLY_BYTES: a short one is drained (the connection can be
+ * reused), a longer one is cancelled there (the connection is closed). With `keep`, answers the
+ * bytes of a body that fit (else null). Never throws.
  */
-async function discard(body) {
-  if (!body) return;
+async function discard(body, keep = false) {
+  if (!body) return null;
   let reader;
+  const chunks = [];
   try {
     reader = body.getReader();
     let read = 0;
     for (;;) {
       const { done, value } = await reader.read();
-      if (done) return;
+      if (done) return keep ? Buffer.concat(chunks) : null;
       read += value.byteLength;
       if (read > MAX_REPLY_BYTES) break;
+      if (keep) chunks.push(value);
     }
   } catch {
     // aborted or reset while reading: the status has decided already
   }
   await reader?.cancel().catch(() => {});
+  return null;
+}
+
+/** The options every built-in gateway takes. */
+function setup(gw, { url, token, account, publicBaseUrl, timeoutMs = TIMEOUT_MS } = {}) {
+  gw.url = url;
+  if (account !== undefined) gw.account = account;
+  Object.defineProperty(gw, 'token', { value: token, enumerable: false });
+  gw.publicBaseUrl = publicBaseUrl ?? null;
+  gw.timeoutMs = timeoutMs;
 }
 
 /** `POST url` with `{to, from, text, channel, reference}` and `Authorization: Bearer token`. */
 class JsonGateway {
   /** @param {{url: string, token?: string, timeoutMs?: number}} opts */
-  constructor({ url, token, timeoutMs = TIMEOUT_MS } = {}) {
-    this.url = url;
-    Object.defineProperty(this, 'token', { value: token, enumerable: false });
-    this.timeoutMs = timeoutMs;
+  constructor(opts = {}) {
+    setup(this, opts);
   }
 
   get kind() {
     return 'json';
   }
 
-  /** `opts.onFailure`: see post(). */
+  /** `opts.onFailure`: see post(); `opts.onAccepted(messageId)`; `opts.workspaceId`. */
   async send(message, opts = {}) {
-    return post(encode('json', this, message), this.timeoutMs, opts.onFailure);
+    return post(encode('json', this, message, opts), this.timeoutMs, opts.onFailure, 'json', opts.onAccepted);
   }
 }
 
 /** Twilio Messages API form encoding (`To`, `From`, `Body`; `whatsapp:` prefix), basic auth. */
 class TwilioGateway {
-  /** @param {{url: string, account: string, token: string, timeoutMs?: number}} opts */
-  constructor({ url, account, token, timeoutMs = TIMEOUT_MS } = {}) {
-    this.url = url;
-    this.account = account;
-    Object.defineProperty(this, 'token', { value: token, enumerable: false });
-    this.timeoutMs = timeoutMs;
+  /** @param {{url: string, account: string, token: string, publicBaseUrl?: string, timeoutMs?: number}} opts */
+  constructor(opts = {}) {
+    setup(this, { ...opts, account: opts.account });
   }
 
   get kind() {
     return 'twilio';
   }
 
-  /** `opts.onFailure`: see post(). */
+  /** `opts.onFailure`: see post(); `opts.onAccepted(messageId)`; `opts.workspaceId`. */
   async send(message, opts = {}) {
-    return post(encode('twilio', this, message), this.timeoutMs, opts.onFailure);
+    return post(encode('twilio', this, message, opts), this.timeoutMs, opts.onFailure, 'twilio', opts.onAccepted);
+  }
+}
+
+/**
+ * The WhatsApp Cloud API (SPEC §8): `POST {url}/messages`, Bearer token, an authentication
+ * template message (policy `whatsappTemplate`) with the code as body parameter and copy-code
+ * button. A message without a template in its workspace's policy cannot be sent (failed).
+ */
+class MetaGateway {
+  /** @param {{url: string, token: string, timeoutMs?: number}} opts */
+  constructor(opts = {}) {
+    setup(this, opts);
+  }
+
+  get kind() {
+    return 'meta';
+  }
+
+  /** `opts.onFailure`: see post(); `opts.onAccepted(messageId)`. */
+  async send(message, opts = {}) {
+    return post(encode('meta', this, message, opts), this.timeoutMs, opts.onFailure, 'meta', opts.onAccepted);
+  }
+}
+
+/** SMS through one gateway, WhatsApp through another (WHATSAPP_GATEWAY_*). */
+class ChannelGateway {
+  /** @param {{sms: object, whatsapp: object}} gateways */
+  constructor({ sms, whatsapp }) {
+    this.sms = sms;
+    this.whatsapp = whatsapp;
+  }
+
+  get kind() {
+    return this.sms.kind;
+  }
+
+  /** The gateway of `message.channel`. */
+  for(message) {
+    return message?.channel === 'whatsapp' ? this.whatsapp : this.sms;
+  }
+
+  async send(message, opts = {}) {
+    return this.for(message).send(message, opts);
   }
 }
 
@@ -148,17 +213,27 @@ function plainHttpWarning(url) {
  */
 function gatewayFromEnv(env = process.env, { warn = console.warn } = {}) {
   let kind;
+  let waKind = null;
   try {
     kind = native.gatewayKind(env.SMS_GATEWAY_KIND ?? null);
+    if (env.WHATSAPP_GATEWAY_URL) waKind = native.whatsappGatewayKind(env.WHATSAPP_GATEWAY_KIND ?? null);
   } catch (e) {
     throw fromNative(e);
   }
   const warning = plainHttpWarning(env.SMS_GATEWAY_URL);
   if (warning && warn) warn(warning);
-  if (kind === 'twilio') {
-    return new TwilioGateway({ url: env.SMS_GATEWAY_URL, account: env.SMS_GATEWAY_ACCOUNT, token: env.SMS_GATEWAY_TOKEN });
-  }
-  return new JsonGateway({ url: env.SMS_GATEWAY_URL, token: env.SMS_GATEWAY_TOKEN });
+  // PUBLIC_BASE_URL is not read until the receipt routes are served (issue 16): a Twilio send
+  // would otherwise ask for status callbacks to a route that answers 404.
+  const publicBaseUrl = null;
+  const make = (k, prefix) => {
+    const opts = { url: env[`${prefix}_URL`], account: env[`${prefix}_ACCOUNT`], token: env[`${prefix}_TOKEN`], publicBaseUrl };
+    if (k === 'twilio') return new TwilioGateway(opts);
+    if (k === 'meta') return new MetaGateway(opts);
+    return new JsonGateway(opts);
+  };
+  const sms = make(kind, 'SMS_GATEWAY');
+  if (!waKind) return sms;
+  return new ChannelGateway({ sms, whatsapp: make(waKind, 'WHATSAPP_GATEWAY') });
 }
 
-module.exports = { JsonGateway, TwilioGateway, gatewayFromEnv, TIMEOUT_MS, MAX_REPLY_BYTES };
+module.exports = { JsonGateway, TwilioGateway, MetaGateway, ChannelGateway, gatewayFromEnv, TIMEOUT_MS, MAX_REPLY_BYTES };

@@ -304,8 +304,10 @@ class OtpService {
   async perform(ws, io, raw, ctx) {
     try {
       switch (io.io) {
-        case 'deliver':
-          return `{"result":"delivery","outcome":"${await this.send(io.message)}"}`;
+        case 'deliver': {
+          const { outcome, messageId } = await this.send(io.message, ws.id);
+          return JSON.stringify(messageId ? { result: 'delivery', outcome, messageId } : { result: 'delivery', outcome });
+        }
         case 'awaitSend':
           return `{"result":"awaited","delivered":${await this.waitFor(ws, io.dest, io.sessionId)}}`;
         case 'pause': // an Idempotency-Key duplicate waiting for the request in flight
@@ -328,25 +330,36 @@ class OtpService {
     }
   }
 
-  /** The gateway's outcome: 'delivered', 'failed' (definite) or 'timedOut' (unknown, charged). */
-  async send(message) {
+  /**
+   * The gateway's outcome: 'delivered', 'failed' (definite) or 'timedOut' (unknown, charged),
+   * with the provider's message id of an accepted message when the gateway told it (through
+   * `opts.onAccepted(id)`, or by answering `{outcome, messageId}`).
+   */
+  async send(message, workspaceId = 'default') {
     const started = Date.now();
     let cause = null;
     let outcome = 'failed';
+    let messageId = null;
     if (this.gateway) {
       try {
-        const o = await this.gateway.send(message, { onFailure: (c) => (cause = c) });
+        const opts = { workspaceId, onFailure: (c) => (cause = c), onAccepted: (id) => (messageId = String(id)) };
+        let o = await this.gateway.send(message, opts);
+        if (o && typeof o === 'object') {
+          if (o.messageId != null) messageId = String(o.messageId);
+          o = o.outcome;
+        }
         outcome = o === 'delivered' || o === 'timedOut' ? o : 'failed';
       } catch {
         outcome = 'failed';
       }
     }
+    if (outcome !== 'delivered' || (messageId != null && !/^[\x21-\x7e]{1,128}$/.test(messageId))) messageId = null;
     if (this.gateway) this.metrics?.sent(message, outcome, (Date.now() - started) / 1000);
     if (outcome !== 'delivered') {
       // `otpkit serve` logs why (a library call outside a served request logs nothing).
-      logDeliveryFailure(message, this.gateway?.kind ?? (this.gateway ? 'custom' : 'none'), cause ?? (outcome === 'timedOut' ? { timedOut: true } : {}), started);
+      logDeliveryFailure(message, (this.gateway?.for?.(message) ?? this.gateway)?.kind ?? (this.gateway ? 'custom' : 'none'), cause ?? (outcome === 'timedOut' ? { timedOut: true } : {}), started);
     }
-    return outcome;
+    return { outcome, messageId };
   }
 
   /**

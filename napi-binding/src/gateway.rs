@@ -2,10 +2,11 @@
 //! `lib/gateway.js`, which only sends it and reads the status.
 
 use crate::errors::throw;
+use napi::bindgen_prelude::Buffer;
 use napi::Result;
 use napi_derive::napi;
-use otpkit_core::gateway::{encode, GatewayConfig, GatewayKind, OutgoingMessage};
-use otpkit_core::{Channel, Error};
+use otpkit_core::gateway::{message_id_of, GatewayConfig, GatewayKind, Gateways, OutgoingMessage};
+use otpkit_core::Error;
 use std::collections::HashMap;
 
 /// An HTTP request to perform as is. `headers` hold the credentials and `body` the code: never
@@ -44,41 +45,58 @@ pub fn gateway_kind(kind_name: Option<String>) -> Result<String> {
     Ok(kind(kind_name.as_deref())?.as_str().to_string())
 }
 
-/// The request that delivers one message through the gateway `kind` (`json` by default or
-/// `twilio`), or `null` when no `url` is configured (a definite failure: nothing to send).
-/// Throws `MISCONFIGURED` for an unknown kind and `VALIDATION_ERROR` for an unknown channel.
+/// Checks `WHATSAPP_GATEWAY_KIND` (`json`, `twilio` or `meta`; absent → `json`) and answers its
+/// canonical name; throws `MISCONFIGURED` for anything else.
+#[napi]
+pub fn whatsapp_gateway_kind(kind_name: Option<String>) -> Result<String> {
+    let kind = GatewayKind::parse_whatsapp(kind_name.as_deref()).map_err(|e| throw(&e))?;
+    Ok(kind.as_str().to_string())
+}
+
+/// The request that delivers one message (`message_json`: the flow's `deliver` message, as the
+/// core wrote it) of workspace `workspace_id` through the gateway `kind` (`json` by default,
+/// `twilio` or `meta`), or `null` when it cannot be sent (no `url`; `meta` without a template in
+/// the policy): a definite failure. A Twilio send asks for status callbacks at
+/// `public_base_url` when it is set (SPEC §8). Throws `MISCONFIGURED` for an unknown kind and
+/// `VALIDATION_ERROR` for a message that is not the core's.
 #[napi]
 #[allow(clippy::too_many_arguments)]
-pub fn encode_gateway_request(
+pub fn encode_gateway_message(
     kind_name: Option<String>,
     url: Option<String>,
     token: Option<String>,
     account: Option<String>,
-    to: String,
-    from: String,
-    text: String,
-    channel: String,
-    reference: String,
+    message_json: String,
+    workspace_id: String,
+    public_base_url: Option<String>,
 ) -> Result<Option<GatewayRequest>> {
+    let kind = GatewayKind::parse_whatsapp(kind_name.as_deref()).map_err(|e| throw(&e))?;
     let config = GatewayConfig {
-        kind: kind(kind_name.as_deref())?,
+        kind,
         url,
         token,
         account,
     };
-    let channel = Channel::parse(&channel)
-        .ok_or_else(|| throw(&Error::invalid("channel", "must be sms or whatsapp")))?;
-    let message = OutgoingMessage {
-        to,
-        from,
-        text,
-        channel,
-        reference,
+    let message: OutgoingMessage = serde_json::from_str(&message_json)
+        .map_err(|_| throw(&Error::invalid("message", "is not a gateway message")))?;
+    let gateways = Gateways {
+        sms: config,
+        whatsapp: None,
+        public_base_url,
     };
-    Ok(encode(&config, &message).map(|r| GatewayRequest {
+    let (_, request) = gateways.encode(&workspace_id, &message);
+    Ok(request.map(|r| GatewayRequest {
         method: r.method.to_string(),
         url: r.url,
         headers: r.headers.into_iter().collect(),
         body: r.body,
     }))
+}
+
+/// The provider's message id in an accepted reply body of gateway `kind` (Twilio `sid`, the json
+/// gateway's `id`, Meta's `messages[0].id`), or `null`.
+#[napi]
+pub fn gateway_message_id(kind_name: Option<String>, body: Buffer) -> Option<String> {
+    let kind = GatewayKind::parse_whatsapp(kind_name.as_deref()).ok()?;
+    message_id_of(kind, &body)
 }

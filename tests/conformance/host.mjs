@@ -179,8 +179,9 @@ async function waitHealthy(baseUrl, child, tail, timeoutMs, what) {
   throw new Error(`${what} did not answer GET /health within ${Math.round(timeoutMs / 1000)} s (last: ${last}).\n--- its output ---\n${tail.text()}`);
 }
 
-function commonSecrets(gatewayUrl, gatewayToken, gatewayKind = 'json', gatewayAccount) {
+function commonSecrets(gatewayUrl, gatewayToken, gatewayKind = 'json', gatewayAccount, extraEnv = {}) {
   const secrets = {
+    ...extraEnv,
     OTP_PEPPER: randomToken(48),
     ADMIN_TOKEN: `adm_${randomToken(32)}`,
     SMS_GATEWAY_URL: gatewayUrl,
@@ -191,12 +192,12 @@ function commonSecrets(gatewayUrl, gatewayToken, gatewayKind = 'json', gatewayAc
   return secrets;
 }
 
-async function startWorker({ gatewayUrl, gatewayToken, gatewayKind, gatewayAccount }) {
+async function startWorker({ gatewayUrl, gatewayToken, gatewayKind, gatewayAccount, extraEnv }) {
   const persistDir = mkdtempSync(path.join(os.tmpdir(), 'otpkit-conformance-'));
   // An empty env file: wrangler then reads neither .dev.vars nor .env from the repo root.
   const envFile = path.join(persistDir, 'empty.env');
   writeFileSync(envFile, '');
-  const secrets = commonSecrets(gatewayUrl, gatewayToken, gatewayKind, gatewayAccount);
+  const secrets = commonSecrets(gatewayUrl, gatewayToken, gatewayKind, gatewayAccount, extraEnv);
   const { cmd, pre } = wranglerCommand();
   const tail = new OutputTail();
 
@@ -274,12 +275,12 @@ async function startRedis(tail) {
   throw new Error(`redis-server did not listen on ${port}:\n${tail.text()}`);
 }
 
-async function startNode({ gatewayUrl, gatewayToken, gatewayKind, gatewayAccount, redis, redisUrl: givenRedisUrl }) {
+async function startNode({ gatewayUrl, gatewayToken, gatewayKind, gatewayAccount, extraEnv, redis, redisUrl: givenRedisUrl }) {
   const bin = path.join(ROOT, 'napi-binding', 'bin', 'otpkit.js');
   if (!existsSync(bin)) {
     throw new Error(`HOST=node needs ${path.relative(ROOT, bin)} (build the napi binding first)`);
   }
-  const secrets = commonSecrets(gatewayUrl, gatewayToken, gatewayKind, gatewayAccount);
+  const secrets = commonSecrets(gatewayUrl, gatewayToken, gatewayKind, gatewayAccount, extraEnv);
   const tail = new OutputTail();
   let redisUrl = (redis && givenRedisUrl) || process.env.REDIS_URL || null;
   let redisChild = null;
@@ -327,9 +328,10 @@ async function startNode({ gatewayUrl, gatewayToken, gatewayKind, gatewayAccount
  * Starts the host named by `kind` (default: $HOST or "worker"), sending messages to
  * `gatewayUrl` with SMS_GATEWAY_KIND `gatewayKind` (default json; twilio needs `gatewayAccount`).
  */
-export async function startHost({ gatewayUrl, gatewayToken, gatewayKind, gatewayAccount, redisUrl, kind = process.env.HOST || 'worker' } = {}) {
+export async function startHost({ gatewayUrl, gatewayToken, gatewayKind, gatewayAccount, extraEnv = {}, redisUrl, kind = process.env.HOST || 'worker' } = {}) {
   if (!gatewayUrl) throw new Error('startHost needs the gateway (sink) URL');
-  const gw = { gatewayUrl, gatewayToken, gatewayKind, gatewayAccount };
+  // extraEnv: more settings (WHATSAPP_GATEWAY_*, …), as vars on the Worker, env on Node.
+  const gw = { gatewayUrl, gatewayToken, gatewayKind, gatewayAccount, extraEnv };
   switch (kind) {
     case 'worker':
       return startWorker(gw);

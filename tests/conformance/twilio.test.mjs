@@ -96,6 +96,47 @@ describe('Twilio gateway kind', { skip: process.env.BASE_URL ? 'BASE_URL is set:
     assert.match(m.body, /(^|&)To=whatsapp%3A%2B233202007746(&|$)/, 'form-encoded: ":" and "+" escaped');
   });
 
+  it('WhatsApp with policy whatsappContentSid: ContentSid and ContentVariables {"1": code}, no Body; the sid is kept', async () => {
+    const contentSid = `HX${randomToken(32).toLowerCase().replace(/[^0-9a-f]/g, 'a')}`;
+    const ws = await fetch(`${host.baseUrl}/v1/admin/workspaces`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${host.adminToken}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'twilio-content', senders: ['+15005550006'], policy: { whatsappContentSid: contentSid } }),
+    }).then((x) => x.json());
+    const wsKey = ws.data.apiKey;
+    const call = (method, p, body) =>
+      fetch(`${host.baseUrl}${p}`, {
+        method,
+        headers: { 'x-api-key': wsKey, ...(body ? { 'content-type': 'application/json' } : {}) },
+        body: body ? JSON.stringify(body) : undefined,
+      }).then(async (x) => ({ status: x.status, json: await x.json() }));
+    const r = await call('POST', '/v1/messaging/otp/request', { dest: '+233202007749', src: '+15005550006', purpose: 'LOGIN', channel: 'whatsapp' });
+    assert.equal(r.status, 200, JSON.stringify(r.json));
+    const m = seen.at(-1);
+    assert.deepEqual(Object.keys(m.form).sort(), ['ContentSid', 'ContentVariables', 'From', 'To']);
+    assert.equal(m.form.ContentSid, contentSid);
+    assert.equal(m.form.To, 'whatsapp:+233202007749');
+    const vars = JSON.parse(m.form.ContentVariables);
+    assert.deepEqual(Object.keys(vars), ['1']);
+    assert.match(vars['1'], /^\d{6}$/);
+    const status = await call('GET', `/v1/messaging/otp/sessions/${r.json.data.sessionId}`);
+    assert.equal(status.json.data.delivery, 'accepted');
+    const v = await call('POST', '/v1/messaging/otp/verify', { sessionId: r.json.data.sessionId, code: vars['1'] });
+    assert.equal(v.json.data.status, 'APPROVED');
+    // The reply's sid is on the audit trail's delivered event (written after the answer).
+    let delivered;
+    for (let i = 0; i < 50 && !delivered; i++) {
+      const page = await call('GET', `/v1/messaging/otp/audit?sessionId=${r.json.data.sessionId}`);
+      delivered = page.json.data?.events?.find((e) => e.event === 'delivered');
+      if (!delivered) await new Promise((res) => setTimeout(res, 100));
+    }
+    assert.match(delivered?.messageId ?? '', /^SM/);
+    // SMS of the same workspace keeps Body.
+    const sms = await call('POST', '/v1/messaging/otp/request', { dest: '+233202007750', src: '+15005550006', purpose: 'LOGIN' });
+    assert.equal(sms.status, 200);
+    assert.deepEqual(Object.keys(seen.at(-1).form).sort(), ['Body', 'From', 'To']);
+  });
+
   it('a Twilio error answer (400) is 502 DELIVERY_FAILED and leaves nothing to reuse', async () => {
     const r = await post('/v1/messaging/otp/request', { dest: REFUSED, src: 'ACME', purpose: 'LOGIN' });
     assert.equal(r.status, 502);

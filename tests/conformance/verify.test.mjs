@@ -109,8 +109,9 @@ describe('session status', () => {
     const j = expectStatus(res, 200);
     assert.equal(j.success, true);
     assert.deepEqual(Object.keys(j.data).sort(), [
-      'app', 'attemptsUsed', 'channel', 'createdAt', 'dest', 'expiresAt', 'maxAttempts', 'purpose', 'sessionId', 'state', 'verifiedAt',
+      'app', 'attemptsUsed', 'channel', 'createdAt', 'delivery', 'dest', 'expiresAt', 'maxAttempts', 'purpose', 'sessionId', 'state', 'verifiedAt',
     ]);
+    assert.equal(j.data.delivery, 'accepted', 'SPEC §8: the gateway took it, no receipt yet');
     assert.equal(j.data.sessionId, s.sessionId);
     assert.equal(j.data.dest, mask(dest));
     assert.match(j.data.dest, /^\+\d{3}\*+\d{4}$/);

@@ -84,7 +84,8 @@ describe('second dialect', () => {
     const s = await send(ws, { phone_number: dest, app: 'A' });
     const res = await ws.zendStatus(s.id);
     const j = expectStatus(res, 200);
-    assert.deepEqual(Object.keys(j).sort(), ['app', 'attempts', 'channel', 'created_at', 'expires_at', 'id', 'max_attempts', 'phone_number', 'status', 'verified_at']);
+    assert.deepEqual(Object.keys(j).sort(), ['app', 'attempts', 'channel', 'created_at', 'delivery', 'expires_at', 'id', 'max_attempts', 'phone_number', 'status', 'verified_at']);
+    assert.equal(j.delivery, 'accepted', 'SPEC §8: the gateway took it, no receipt yet');
     assert.equal(j.id, s.id);
     assert.equal(j.phone_number, dest);
     assert.equal(j.status, 'pending');

@@ -233,7 +233,7 @@ describe('run-wide leak checks', () => {
         if (!/^\+\d{2,9}$/.test(r.ev.dest) || r.ev.sessionId !== '') leaks.push(`${r.where}: ${r.ev.event} is not about a prefix: ${r.ev.dest}`);
       } else if (admin ? r.ev.dest !== '' : !/^\+\d{3}\*+\d{4}$/.test(r.ev.dest)) leaks.push(`${r.where}: dest ${r.ev.dest} is not masked`);
       for (const k of Object.keys(r.ev)) {
-        if (!['time', 'event', 'sessionId', 'purpose', 'app', 'dest', 'outcome', 'status', 'test', 'channel', 'keyId'].includes(k)) {
+        if (!['time', 'event', 'sessionId', 'purpose', 'app', 'dest', 'outcome', 'status', 'test', 'channel', 'keyId', 'messageId'].includes(k)) {
           leaks.push(`${r.where}: unexpected audit field ${k}`);
         }
       }

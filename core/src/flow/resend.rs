@@ -59,6 +59,9 @@ pub enum ResendStep {
         channel: Channel,
         /// SMS segments of the message.
         segments: u32,
+        /// The provider's message id of the new message, when the gateway's reply named one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message_id: Option<String>,
     },
     /// The send failed definitely or was refused: give the reservation made at `reserved_at`
     /// back (the last send is `previous` again), unless another one replaced it.
@@ -111,6 +114,7 @@ pub fn resend_stored(
             expires_at,
             channel,
             segments,
+            message_id,
         } => {
             // Not `state_at`: a session that expired while its resend was being delivered is
             // brought back by it (the reservation was made while it lived).
@@ -122,6 +126,9 @@ pub fn resend_stored(
                 s.channel = *channel;
                 s.segments = *segments;
                 s.resends = s.resends.saturating_add(1);
+                if !s.test {
+                    s.delivery = Some(crate::delivery::Delivery::accepted(message_id.clone()));
+                }
             }
             ok
         }
@@ -177,6 +184,8 @@ pub struct ResendFlow {
     code_hash: String,
     expires_at: UnixMillis,
     segments: u32,
+    /// The provider's message id of the delivered message.
+    message_id: Option<String>,
     /// The message, and the channels still to try after its own.
     message: Option<OutgoingMessage>,
     fallbacks: Vec<Channel>,
@@ -220,6 +229,7 @@ impl ResendFlow {
             code_hash: String::new(),
             expires_at: now,
             segments: 0,
+            message_id: None,
             message: None,
             fallbacks: Vec::new(),
             spend: None,
@@ -318,6 +328,10 @@ impl ResendFlow {
                         text: rendered.text,
                         channel,
                         reference: s.id.clone(),
+                        whatsapp: crate::gateway::WhatsappSend::for_policy(
+                            &self.policy,
+                            code.expose(),
+                        ),
                     });
                     self.fallbacks = self.policy.fallbacks_after(channel).to_vec();
                 }
@@ -378,6 +392,7 @@ impl ResendFlow {
             expires_at: self.expires_at,
             channel,
             segments,
+            message_id: self.message_id.take(),
         };
         let session_id = self.session_id.clone();
         self.ask(Wait::Apply, Io::Resend { session_id, step });
@@ -559,8 +574,15 @@ impl ResendFlow {
                 let e = self.pending_error.take().unwrap_or(Error::DeliveryFailed);
                 self.release(e);
             }
-            (Wait::Deliver, Outcome::Delivery { outcome }) => {
+            (
+                Wait::Deliver,
+                Outcome::Delivery {
+                    outcome,
+                    message_id,
+                },
+            ) => {
                 if outcome == DeliveryOutcome::Delivered {
+                    self.message_id = message_id;
                     self.apply();
                 } else {
                     self.delivery_failed(outcome);

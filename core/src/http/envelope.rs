@@ -327,6 +327,10 @@ struct ZendStatus<'a> {
     verified_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     transaction: Option<&'a crate::transaction::Transaction>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delivery: Option<crate::delivery::DeliveryState>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delivery_error_code: Option<&'a str>,
 }
 
 /// `GET /otp/{id}/status`.
@@ -346,6 +350,11 @@ pub fn zend_status(session: &Session, now: UnixMillis) -> Reply {
             expires_at: session.expires_at.to_rfc3339(),
             verified_at: session.verified_at.map(UnixMillis::to_rfc3339),
             transaction: session.transaction.as_deref(),
+            delivery: session.delivery.as_ref().map(|d| d.state),
+            delivery_error_code: session
+                .delivery
+                .as_ref()
+                .and_then(|d| d.error_code.as_deref()),
         },
     )
 }
