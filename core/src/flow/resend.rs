@@ -271,13 +271,13 @@ impl ResendFlow {
     fn refusal(&self, s: &Session) -> Error {
         match s.state_at(self.now) {
             SessionState::Pending => {
-                let next = s
-                    .last_sent_at()
-                    .plus_secs(u64::from(self.policy.resend_after_seconds));
+                let interval = self.policy.resend_after_seconds;
+                let next = s.last_sent_at().plus_secs(u64::from(interval));
+                // Never more than the interval: a concurrent resend may have reserved with a
+                // clock read after this request's own (`now` earlier than its send).
+                let wait = crate::error::retry_secs_from_millis(self.now.millis_until(next));
                 Error::ResendTooSoon {
-                    retry_after_secs: crate::error::retry_secs_from_millis(
-                        self.now.millis_until(next),
-                    ),
+                    retry_after_secs: wait.min(interval.max(1)),
                 }
             }
             ended => super::ended_error(ended),
