@@ -240,7 +240,11 @@ export async function startSink({ port = 0, host = '127.0.0.1', onMessage } = {}
     else delays.delete(to ?? '');
   }
 
-  server.keepAliveTimeout = 1000;
+  // As a provider's load balancer does (about a minute): a host that reads replies (the Worker
+  // reads each for its message id) reuses connections, and workerd does not honour the
+  // `Keep-Alive: timeout` a short value announces, so an idle connection closed by the sink as it
+  // is reused resets a send. Closing the sink destroys its sockets either way.
+  server.keepAliveTimeout = 65_000;
   server.on('connection', (s) => {
     sockets.add(s);
     s.on('close', () => sockets.delete(s));
