@@ -46,7 +46,9 @@ export type ErrorCode =
   /** The Idempotency-Key was used within 24 h with another request (422). */
   | 'IDEMPOTENCY_KEY_REUSED'
   /** The request first made with this Idempotency-Key is still running after this one waited 25 s (409). */
-  | 'IDEMPOTENCY_KEY_IN_USE';
+  | 'IDEMPOTENCY_KEY_IN_USE'
+  /** A delivery receipt whose provider signature is missing or wrong (403; receipt routes only). */
+  | 'INVALID_SIGNATURE';
 
 /** Workspace policy (SPEC §2). Every key is optional; out-of-bounds values are refused with 400. */
 export interface Policy {
@@ -192,7 +194,11 @@ export class MetaGateway implements Gateway {
 
 /** Twilio Messages API form encoding (`To`, `From`, `Body`; `whatsapp:` prefix), basic auth. */
 export class TwilioGateway implements Gateway {
-  constructor(opts: { url: string; account: string; token: string; timeoutMs?: number });
+  /**
+   * `publicBaseUrl`: this service's public URL (PUBLIC_BASE_URL); with it, each send asks Twilio
+   * for status callbacks at `<publicBaseUrl>/v1/messaging/otp/delivery-receipts/twilio`.
+   */
+  constructor(opts: { url: string; account: string; token: string; publicBaseUrl?: string | null; timeoutMs?: number });
   readonly url: string;
   send(message: OutgoingMessage, opts?: SendOptions): Promise<DeliveryOutcome>;
 }
@@ -207,6 +213,24 @@ export function gatewayFromEnv(
   env?: Record<string, string | undefined>,
   opts?: { warn?: ((line: string) => void) | null },
 ): Gateway;
+
+/** The keys delivery receipts (SPEC §8) are checked with. Holds tokens: never log it. */
+export interface ReceiptKeys {
+  /** PUBLIC_BASE_URL: Twilio signs the URL it posted to (without it, Twilio receipts are 403). */
+  publicBaseUrl?: string | null;
+  /** The auth tokens of the Twilio gateways configured (SMS, WhatsApp; at most two). */
+  twilioTokens?: string[];
+  /** SMS_GATEWAY_TOKEN: the key of the JSON receipt's `X-Otpkit-Signature` (HMAC-SHA256). */
+  jsonToken?: string | null;
+}
+
+/**
+ * The receipt keys the environment describes: PUBLIC_BASE_URL, SMS_GATEWAY_TOKEN when
+ * SMS_GATEWAY_KIND is twilio and WHATSAPP_GATEWAY_TOKEN when WHATSAPP_GATEWAY_URL is set with
+ * kind twilio (`twilioTokens`), and SMS_GATEWAY_TOKEN (`jsonToken`). Throws an {@link OtpError}
+ * `MISCONFIGURED` for an unknown gateway kind, as gatewayFromEnv does.
+ */
+export function receiptKeysFromEnv(env?: Record<string, string | undefined>): ReceiptKeys;
 
 /** Every refusal: a stable `code` and the HTTP status `otpkit serve` answers with. */
 export class OtpError extends Error {
@@ -232,6 +256,8 @@ export interface MemoryStats {
   idempotencyRecords: number;
   /** Fraud Guard counts (per workspace and number prefix; dropped once idle). */
   fraudPrefixes: number;
+  /** Delivery receipt index entries (by session id and provider message id; kept until purge). */
+  receiptIndex: number;
 }
 
 /**
@@ -488,6 +514,12 @@ export interface OtpServiceOptions {
   allowMisconfigured?: boolean;
   /** Counts sends, verifications, refusals and latencies for `GET /metrics` of createServer(). */
   metrics?: Metrics;
+  /**
+   * The keys delivery receipts are checked with (`receiptKeysFromEnv()` for the environment's).
+   * Default: from the gateway's own settings (its `publicBaseUrl`, each Twilio gateway's token,
+   * the SMS gateway's token for JSON receipts).
+   */
+  receipts?: ReceiptKeys;
 }
 
 /**
@@ -531,6 +563,11 @@ export interface HandledRequest {
   path: string;
   /** The query string without `?`. */
   query?: string;
+  /**
+   * The path and query string exactly as received (a Twilio receipt's signature covers them);
+   * default `path` + `?` + `query`.
+   */
+  pathAndQuery?: string;
   /** Lower-case header names, as node:http gives them. */
   headers: Record<string, string | string[] | undefined>;
   /** Reads the body, refusing more than `maxBytes` (PAYLOAD_TOO_LARGE). */
@@ -607,6 +644,15 @@ export class OtpService {
    * NOT_FOUND when the workspace is unknown or the prefix is not blocked.
    */
   unblockPrefix(workspaceId: string, prefix: string): Promise<void>;
+
+  /**
+   * A delivery receipt (SPEC §8), for an app that mounts the receipt routes itself: `kind`
+   * `'twilio'` (POST …/delivery-receipts/twilio; `pathAndQuery` the request's path and query
+   * string exactly as received, `signature` its `X-Twilio-Signature`) or `'json'` (`signature`
+   * its `X-Otpkit-Signature`), `rawBody` the body's bytes as received. Resolves to the reply to
+   * send back: 200, 403 INVALID_SIGNATURE, 400 VALIDATION_ERROR, or 503 (the provider retries).
+   */
+  receipt(kind: 'twilio' | 'json', pathAndQuery: string, signature: string | null | undefined, rawBody: Buffer | string): Promise<Reply>;
 
   /** Answers one HTTP request exactly as the Worker does (what `otpkit serve` uses). */
   handle(req: HandledRequest): Promise<Reply>;

@@ -5,7 +5,7 @@ const { OtpService } = require('./lib/service');
 const { MemoryStore } = require('./lib/memory-store');
 const { RedisStore } = require('./lib/redis-store'); // ioredis is loaded on first use
 const { OtpError } = require('./lib/errors');
-const { JsonGateway, TwilioGateway, MetaGateway, gatewayFromEnv } = require('./lib/gateway');
+const { JsonGateway, TwilioGateway, MetaGateway, gatewayFromEnv, receiptKeysFromEnv } = require('./lib/gateway');
 const { createServer, listener } = require('./lib/server');
 
 module.exports = {
@@ -17,6 +17,7 @@ module.exports = {
   TwilioGateway,
   MetaGateway,
   gatewayFromEnv,
+  receiptKeysFromEnv,
   createServer,
   listener,
 };

@@ -10,6 +10,7 @@ export const {
   TwilioGateway,
   MetaGateway,
   gatewayFromEnv,
+  receiptKeysFromEnv,
   createServer,
   listener,
   Metrics,

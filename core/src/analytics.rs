@@ -156,11 +156,17 @@ pub struct Counts {
     /// The SMS segments those sends would have cost (the money saved, at the workspace price).
     #[serde(default)]
     pub fraud_blocked_segments: u64,
+    /// Messages a delivery receipt said were delivered (SPEC §8).
+    #[serde(default)]
+    pub delivered: u64,
+    /// Messages a delivery receipt said were undelivered or failed.
+    #[serde(default)]
+    pub undelivered: u64,
 }
 
 impl Counts {
     /// The counter names, as stored and answered.
-    pub const FIELDS: [&'static str; 9] = [
+    pub const FIELDS: [&'static str; 11] = [
         "sent",
         "reused",
         "delivery_failed",
@@ -170,6 +176,8 @@ impl Counts {
         "resent",
         "fraud_blocked",
         "fraud_blocked_segments",
+        "delivered",
+        "undelivered",
     ];
 
     /// A counter by name.
@@ -185,6 +193,8 @@ impl Counts {
             "resent" => self.resent,
             "fraud_blocked" => self.fraud_blocked,
             "fraud_blocked_segments" => self.fraud_blocked_segments,
+            "delivered" => self.delivered,
+            "undelivered" => self.undelivered,
             _ => return None,
         })
     }
@@ -201,6 +211,8 @@ impl Counts {
             "resent" => &mut self.resent,
             "fraud_blocked" => &mut self.fraud_blocked,
             "fraud_blocked_segments" => &mut self.fraud_blocked_segments,
+            "delivered" => &mut self.delivered,
+            "undelivered" => &mut self.undelivered,
             _ => return false,
         };
         *slot = slot.saturating_add(n);
@@ -432,6 +444,25 @@ pub fn delivery_failed(session: &Session) -> Option<Delta> {
     )
 }
 
+/// A delivery receipt moved a session's message to `state`: a final state counts `delivered`
+/// or `undelivered` (failed included) once per message (receipts only move forward).
+#[must_use]
+pub fn receipt(session: &Session, state: crate::delivery::DeliveryState) -> Option<Delta> {
+    use crate::delivery::DeliveryState;
+    let counts = match state {
+        DeliveryState::Delivered => Counts {
+            delivered: 1,
+            ..Counts::default()
+        },
+        DeliveryState::Undelivered | DeliveryState::Failed => Counts {
+            undelivered: 1,
+            ..Counts::default()
+        },
+        DeliveryState::Accepted | DeliveryState::Sent => return None,
+    };
+    Delta::new(session, counts)
+}
+
 /// A verification answered: approval counts `verified`, the attempt that locks counts `failed`;
 /// both close the session. Other outcomes change nothing.
 #[must_use]
@@ -574,6 +605,12 @@ struct CountView<'a> {
     fraud_blocked: u64,
     /// What the sends Fraud Guard refused would have cost (`null` as `estimated_cost`).
     fraud_saved: Option<Cost<'a>>,
+    /// Messages delivery receipts said were delivered, and undelivered or failed (SPEC §8).
+    delivered: u64,
+    undelivered: u64,
+    /// `delivered / (delivered + undelivered)`: of the messages with a final receipt, the share
+    /// that arrived (0 when none has one).
+    delivery_rate: f64,
 }
 
 impl<'a> CountView<'a> {
@@ -610,6 +647,9 @@ impl<'a> CountView<'a> {
             estimated_cost: cost,
             fraud_blocked: c.fraud_blocked,
             fraud_saved: saved,
+            delivered: c.delivered,
+            undelivered: c.undelivered,
+            delivery_rate: rate(c.delivered, c.delivered.saturating_add(c.undelivered)),
         }
     }
 }

@@ -10,7 +10,7 @@ use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
 /// Event kinds, as stored and answered.
-pub const EVENTS: [&str; 17] = [
+pub const EVENTS: [&str; 18] = [
     "requested",
     "reused",
     "delivered",
@@ -28,6 +28,7 @@ pub const EVENTS: [&str; 17] = [
     "key_revoked",
     "prefix_blocked",
     "prefix_unblocked",
+    "delivery_receipt",
 ];
 
 /// The operator's actions (SPEC §9 "Admin"), audited in the workspace's own trail: lifecycle
@@ -104,7 +105,7 @@ pub struct AuditEvent {
 }
 
 /// The events that say which channel a message went out on (or failed on).
-const DELIVERY_EVENTS: [&str; 3] = ["delivered", "delivery_failed", "resent"];
+const DELIVERY_EVENTS: [&str; 4] = ["delivered", "delivery_failed", "resent", "delivery_receipt"];
 
 impl AuditEvent {
     /// An event about a session.
@@ -128,7 +129,7 @@ impl AuditEvent {
             test: session.test,
             channel: DELIVERY_EVENTS.contains(&event).then_some(session.channel),
             key_id: None,
-            message_id: matches!(event, "delivered" | "resent")
+            message_id: matches!(event, "delivered" | "resent" | "delivery_receipt")
                 .then(|| session.delivery.as_ref()?.message_id.clone())
                 .flatten(),
         }

@@ -316,13 +316,34 @@ pub enum Io {
         /// Most records in the page (1–[`crate::flow::LIST_MAX_LIMIT`]).
         limit: u32,
     },
-    /// Append audit events to the trail of `workspace_id` (the admin flows, which no workspace
-    /// scopes): answer [`Outcome::Done`]. Lifecycle events; no analytics.
+    /// Append audit events to the trail of `workspace_id`, and apply its analytics `deltas`
+    /// (the admin and receipt flows, which no workspace scopes): answer [`Outcome::Done`].
     Audit {
         /// The workspace whose trail they go to.
         workspace_id: String,
         /// Audit events, oldest first.
         events: Vec<AuditEvent>,
+        /// Analytics deltas of that workspace (a delivery receipt's; none for admin actions).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        deltas: Vec<Delta>,
+    },
+    /// Look up whose session a delivery receipt is about by its index key
+    /// ([`crate::delivery::Receipt::index_key`]: `s:<session id>` or `m:<message id>`), in the
+    /// entries stores keep for each delivered session ([`crate::delivery::index_entries`]).
+    /// Answer [`Outcome::Owner`].
+    FindReceipt {
+        /// The index key.
+        key: String,
+    },
+    /// Apply a delivery receipt to session `session_id` of `workspace_id` atomically:
+    /// [`receipt_stored`] between the read and the write. Answer [`Outcome::ReceiptApplied`].
+    ApplyReceipt {
+        /// The session's workspace.
+        workspace_id: String,
+        /// Session id.
+        session_id: String,
+        /// The receipt.
+        receipt: Box<crate::delivery::Receipt>,
     },
     /// Claim an `Idempotency-Key` (stored by its hash, per workspace) atomically, with the store's
     /// clock: [`crate::idempotency::claim_stored`] between the read and the write. Answer
@@ -388,6 +409,8 @@ impl Io {
             Io::UnindexKey { .. } => "unindexKey",
             Io::ListWorkspaces { .. } => "listWorkspaces",
             Io::Audit { .. } => "audit",
+            Io::FindReceipt { .. } => "findReceipt",
+            Io::ApplyReceipt { .. } => "applyReceipt",
             Io::ClaimIdempotency { .. } => "claimIdempotency",
             Io::FinishIdempotency { .. } => "finishIdempotency",
             Io::ReleaseIdempotency { .. } => "releaseIdempotency",
@@ -593,6 +616,18 @@ pub enum Outcome {
         /// The session after verifying (absent when not found).
         session: Option<Session>,
     },
+    /// [`Io::FindReceipt`].
+    Owner {
+        /// The entry's value, `workspaceId:sessionId` (absent: none).
+        owner: Option<String>,
+    },
+    /// [`Io::ApplyReceipt`].
+    ReceiptApplied {
+        /// The session's delivery moved forward (and was stored).
+        applied: bool,
+        /// The session after it (absent: none in that workspace).
+        session: Option<Session>,
+    },
     /// [`Io::ClaimIdempotency`].
     Idempotency {
         /// What the claim found.
@@ -613,11 +648,13 @@ impl Outcome {
 mod admin;
 mod cancel;
 mod idempotent;
+mod receipt;
 mod resend;
 
 pub use admin::{AdminAction, AdminFlow, ADMIN_RANDOM_BYTES, LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT};
 pub use cancel::CancelFlow;
 pub use idempotent::Idempotent;
+pub use receipt::{receipt_stored, ReceiptFlow, ReceiptSource};
 pub use resend::{resend_stored, ResendFlow, ResendStep};
 
 /// What every flow offers its driver, so one loop drives them all.
@@ -646,7 +683,8 @@ impl_flow!(
     StatusFlow,
     AdminFlow,
     CancelFlow,
-    ResendFlow
+    ResendFlow,
+    ReceiptFlow
 );
 
 impl<F: Flow + ?Sized> Flow for Box<F> {

@@ -168,6 +168,55 @@ struct FailureLine<'a> {
     latency_ms: u64,
 }
 
+/// A delivery receipt that says a message did not arrive (SPEC §8, §9 "Logs"): the provider's
+/// status and error code, the masked number, the session and message ids; never the text.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReceiptLine<'a> {
+    time: String,
+    level: &'static str,
+    msg: &'static str,
+    channel: Channel,
+    dest: String,
+    session_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message_id: Option<&'a str>,
+    provider_status: &'a str,
+    state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_code: Option<&'a str>,
+}
+
+/// The `delivery_undelivered` line (level `warn`) for a receipt that moved `session` to an
+/// undelivered or failed state, if a host at `threshold` prints it.
+#[must_use]
+pub fn receipt_failure(
+    time: UnixMillis,
+    session: &crate::session::Session,
+    receipt: &crate::delivery::Receipt,
+    threshold: Level,
+) -> Option<String> {
+    if Level::Warn < threshold || !receipt.state.is_failure() {
+        return None;
+    }
+    serde_json::to_string(&ReceiptLine {
+        time: time.to_rfc3339(),
+        level: Level::Warn.as_str(),
+        msg: "delivery_undelivered",
+        channel: session.channel,
+        dest: validate::mask_destination(&session.dest),
+        session_id: &session.id,
+        message_id: session
+            .delivery
+            .as_ref()
+            .and_then(|d| d.message_id.as_deref()),
+        provider_status: &receipt.status,
+        state: receipt.state.as_str(),
+        error_code: receipt.error_code.as_deref(),
+    })
+    .ok()
+}
+
 impl DeliveryFailure<'_> {
     /// The JSON line (level `warn`), if a host at `threshold` prints it.
     #[must_use]

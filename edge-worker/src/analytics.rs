@@ -52,14 +52,17 @@ pub fn statements(db: &D1Database, workspace_id: &str, d: &Delta) -> Statements 
                         c.resent,
                         c.fraud_blocked,
                         c.fraud_blocked_segments,
+                        c.delivered,
+                        c.undelivered,
                     ]
                     .map(num),
                 );
                 db.prepare(
                     "INSERT INTO analytics_daily (workspace_id, day, country, channel, purpose, \
                      app, sent, reused, delivery_failed, verified, failed, sms_segments, resent, \
-                     fraud_blocked, fraud_blocked_segments) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
+                     fraud_blocked, fraud_blocked_segments, delivered, undelivered) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, \
+                     ?16, ?17) \
                      ON CONFLICT (workspace_id, day, country, channel, purpose, app) \
                      DO UPDATE SET \
                      sent = sent + excluded.sent, reused = reused + excluded.reused, \
@@ -69,7 +72,9 @@ pub fn statements(db: &D1Database, workspace_id: &str, d: &Delta) -> Statements 
                      resent = resent + excluded.resent, \
                      fraud_blocked = fraud_blocked + excluded.fraud_blocked, \
                      fraud_blocked_segments = fraud_blocked_segments + \
-                     excluded.fraud_blocked_segments",
+                     excluded.fraud_blocked_segments, \
+                     delivered = delivered + excluded.delivered, \
+                     undelivered = undelivered + excluded.undelivered",
                 )
                 .bind(&args)?
             }
@@ -149,6 +154,10 @@ struct CounterRow {
     resent: f64,
     fraud_blocked: f64,
     fraud_blocked_segments: f64,
+    #[serde(default)]
+    delivered: f64,
+    #[serde(default)]
+    undelivered: f64,
 }
 
 #[derive(Deserialize)]
@@ -192,6 +201,8 @@ fn counter(r: &CounterRow) -> Option<(Bucket, Counts)> {
         resent: int(r.resent),
         fraud_blocked: int(r.fraud_blocked),
         fraud_blocked_segments: int(r.fraud_blocked_segments),
+        delivered: int(r.delivered),
+        undelivered: int(r.undelivered),
     };
     Some((b, c))
 }
@@ -217,7 +228,7 @@ pub async fn admin_report(env: &Env, q: &AnalyticsQuery, now: UnixMillis) -> Res
         .prepare(
             "SELECT workspace_id, day, country, channel, purpose, app, sent, reused, \
              delivery_failed, verified, failed, sms_segments, resent, fraud_blocked, \
-             fraud_blocked_segments FROM analytics_daily WHERE day >= ?1 AND (?2 IS NULL OR app = ?2)",
+             fraud_blocked_segments, delivered, undelivered FROM analytics_daily WHERE day >= ?1 AND (?2 IS NULL OR app = ?2)",
         )
         .bind(&[first.clone(), app.clone()])
         .map_err(unavailable)?;
@@ -281,8 +292,8 @@ pub async fn report(
     let counters = db
         .prepare(
             "SELECT day, country, channel, purpose, app, sent, reused, delivery_failed, verified, \
-             failed, sms_segments, resent, fraud_blocked, fraud_blocked_segments \
-             FROM analytics_daily WHERE workspace_id = ?1 AND day >= ?2 AND (?3 IS NULL OR app = ?3)",
+             failed, sms_segments, resent, fraud_blocked, fraud_blocked_segments, delivered, \
+             undelivered FROM analytics_daily WHERE workspace_id = ?1 AND day >= ?2 AND (?3 IS NULL OR app = ?3)",
         )
         .bind(&[text(&ws.id), first.clone(), app.clone()])
         .map_err(unavailable)?;

@@ -1,5 +1,6 @@
 //! Secrets and variables (SPEC §6), read from the Worker environment on each request.
 
+use otpkit_core::delivery::ReceiptKeys;
 use otpkit_core::gateway::{GatewayConfig, GatewayKind, Gateways};
 use otpkit_core::{Error, Pepper};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -65,10 +66,52 @@ pub fn gateway(env: &Env) -> Result<Gateways, Error> {
     Ok(Gateways {
         sms,
         whatsapp,
-        // PUBLIC_BASE_URL is not read until the receipt routes are served (issue 16): a Twilio
-        // send would otherwise ask for status callbacks to a route that answers 404.
-        public_base_url: None,
+        public_base_url: read(env, "PUBLIC_BASE_URL"),
     })
+}
+
+/// What delivery receipts are checked with (SPEC §8), owned; [`ReceiptSecrets::keys`] lends
+/// them as the core's [`ReceiptKeys`].
+pub struct ReceiptSecrets {
+    public_base_url: Option<String>,
+    twilio_tokens: [Option<String>; 2],
+    json_token: Option<String>,
+}
+
+impl ReceiptSecrets {
+    pub fn keys(&self) -> ReceiptKeys<'_> {
+        ReceiptKeys {
+            public_base_url: self.public_base_url.as_deref(),
+            twilio_tokens: [
+                self.twilio_tokens[0].as_deref(),
+                self.twilio_tokens[1].as_deref(),
+            ],
+            json_token: self.json_token.as_deref(),
+        }
+    }
+}
+
+/// `PUBLIC_BASE_URL`; the Twilio tokens: `SMS_GATEWAY_TOKEN` when `SMS_GATEWAY_KIND` is twilio,
+/// `WHATSAPP_GATEWAY_TOKEN` when `WHATSAPP_GATEWAY_URL` is set and its kind is twilio; the JSON
+/// receipt's key: `SMS_GATEWAY_TOKEN`. An unknown kind is no Twilio gateway (its receipts are
+/// then refused; sends report the misconfiguration).
+pub fn receipt_secrets(env: &Env) -> ReceiptSecrets {
+    let twilio = |kind: Result<GatewayKind, Error>| kind.is_ok_and(|k| k == GatewayKind::Twilio);
+    let sms_token = read(env, "SMS_GATEWAY_TOKEN");
+    let sms = twilio(GatewayKind::parse(read(env, "SMS_GATEWAY_KIND").as_deref()))
+        .then(|| sms_token.clone())
+        .flatten();
+    let whatsapp = (read(env, "WHATSAPP_GATEWAY_URL").is_some()
+        && twilio(GatewayKind::parse_whatsapp(
+            read(env, "WHATSAPP_GATEWAY_KIND").as_deref(),
+        )))
+    .then(|| read(env, "WHATSAPP_GATEWAY_TOKEN"))
+    .flatten();
+    ReceiptSecrets {
+        public_base_url: read(env, "PUBLIC_BASE_URL"),
+        twilio_tokens: [sms, whatsapp],
+        json_token: sms_token,
+    }
 }
 
 static URL_CHECKED: AtomicBool = AtomicBool::new(false);

@@ -53,6 +53,21 @@ pub async fn optional_json_body(req: &mut Request) -> std::result::Result<Vec<u8
 pub async fn json_body(req: &mut Request) -> std::result::Result<Vec<u8>, Error> {
     let (content_type, declared) = content_headers(req);
     request::check_content(content_type.as_deref(), declared)?;
+    read_body(req).await
+}
+
+/// The body bytes as received, of any content type (the delivery receipt routes: Twilio posts a
+/// form), with the same 16 KiB limit (413).
+pub async fn raw_body(req: &mut Request) -> std::result::Result<Vec<u8>, Error> {
+    let (_, declared) = content_headers(req);
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(Error::PayloadTooLarge);
+    }
+    read_body(req).await
+}
+
+/// Reads the body, stopping past 16 KiB (413).
+async fn read_body(req: &mut Request) -> std::result::Result<Vec<u8>, Error> {
     let mut out = Vec::new();
     if let Ok(mut stream) = req.stream() {
         while let Some(chunk) = stream.next().await {
@@ -65,6 +80,20 @@ pub async fn json_body(req: &mut Request) -> std::result::Result<Vec<u8>, Error>
     }
     request::check_body_len(out.len())?;
     Ok(out)
+}
+
+/// The request's path with its query string, as received (a Twilio signature covers them
+/// byte for byte: nothing is decoded or re-encoded).
+pub fn path_and_query(req: &Request) -> String {
+    let url = req.inner().url();
+    let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+    let from = rest.find(['/', '?']).unwrap_or(rest.len());
+    let pq = rest[from..].split('#').next().unwrap_or("");
+    match pq.strip_prefix('?') {
+        Some(_) => format!("/{pq}"),
+        None if pq.is_empty() => "/".to_string(),
+        None => pq.to_string(),
+    }
 }
 
 /// Query pairs of the request URL, percent-decoded.

@@ -20,7 +20,7 @@ pub use idempotency_do::IdempotencyObject;
 pub use session_do::SessionObject;
 pub use workspace_do::WorkspaceObject;
 
-use otpkit_core::flow::AdminAction;
+use otpkit_core::flow::{AdminAction, ReceiptSource};
 use otpkit_core::http::envelope::{self, Reply};
 use otpkit_core::http::request::{Dialect, IssueRequest, ResendRequest, VerifyRequest};
 use otpkit_core::http::route::{match_route, Route};
@@ -134,6 +134,9 @@ async fn route(
         _ => {}
     }
     let pepper = config::pepper(env)?;
+    if route.is_receipt() {
+        return receipt_route(req, env, ctx, calls, route).await;
+    }
     let header = |name: &str| req.headers().get(name).ok().flatten();
     match route {
         r if r.is_admin() => {
@@ -199,6 +202,31 @@ async fn route(
             }
         }
     }
+}
+
+/// The delivery receipt routes (SPEC §8): no API key (the flow checks the provider's
+/// signature), any content type (Twilio posts a form), the usual size limit; the raw body.
+async fn receipt_route(
+    req: &mut Request,
+    env: &Env,
+    ctx: &Context,
+    calls: &otp::Calls,
+    route: Route<'_>,
+) -> std::result::Result<Reply, Error> {
+    let body = http::raw_body(req).await?;
+    let header = |name: &str| req.headers().get(name).ok().flatten();
+    let path_and_query = http::path_and_query(req);
+    let (twilio_sig, json_sig) = (header("x-twilio-signature"), header("x-otpkit-signature"));
+    let source = match route {
+        Route::TwilioReceipt => ReceiptSource::Twilio {
+            path_and_query: &path_and_query,
+            signature: twilio_sig.as_deref(),
+        },
+        _ => ReceiptSource::Json {
+            signature: json_sig.as_deref(),
+        },
+    };
+    otp::receipt(env, ctx, calls, source, &body).await
 }
 
 async fn audit_route(

@@ -1,6 +1,7 @@
-//! The driver of the core's flows on the edge (request, verify, status). A flow says which IO
-//! comes next ([`otpkit_core::flow`]); this module performs it with the Durable Objects, KV, the
-//! gateway and D1, and hands back what happened. Every decision is the flow's.
+//! The driver of the core's flows on the edge (request, verify, status, admin, delivery
+//! receipts). A flow says which IO comes next ([`otpkit_core::flow`]); this module performs it
+//! with the Durable Objects, KV, the gateway and D1, and hands back what happened. Every decision
+//! is the flow's.
 
 use crate::idempotency_do::IdempotencyCall;
 use crate::proto::{DestinationCall, SessionCall};
@@ -8,8 +9,9 @@ use crate::workspace_do::WorkspaceCall;
 use crate::{audit, config, gateway, workspaces};
 use otpkit_core::flow::Idempotent;
 use otpkit_core::flow::{
-    AdminAction, AdminFlow, Admitted, CancelFlow, Flow, HostTraits, Io, Outcome, RequestFlow,
-    ResendFlow, StatusFlow, Step, VerifyFlow, ADMIN_RANDOM_BYTES,
+    AdminAction, AdminFlow, Admitted, CancelFlow, Flow, HostTraits, Io, Outcome, ReceiptFlow,
+    ReceiptSource, RequestFlow, ResendFlow, ResendStep, StatusFlow, Step, VerifyFlow,
+    ADMIN_RANDOM_BYTES,
 };
 use otpkit_core::gateway::Gateways;
 use otpkit_core::guard::DeliveryOutcome;
@@ -176,6 +178,30 @@ pub async fn admin(
     drive(edge, ctx, calls, flow).await
 }
 
+/// `POST /v1/messaging/otp/delivery-receipts/twilio` and `…/json` (SPEC §8; the caller read the
+/// raw body and the signature header, no API key). No workspace scopes the flow: the receipt or
+/// the receipt index names the session ([`Io::FindReceipt`], [`Io::ApplyReceipt`] and
+/// [`Io::Audit`] carry what they need). A receipt that says a message did not arrive is logged
+/// once answered.
+pub async fn receipt(
+    env: &Env,
+    ctx: &Context,
+    calls: &Calls,
+    source: ReceiptSource<'_>,
+    body: &[u8],
+) -> Result<Reply, Error> {
+    let now = now();
+    let secrets = config::receipt_secrets(env);
+    let mut flow = ReceiptFlow::start(source, body, &secrets.keys(), now);
+    let mut edge = Edge::new(env, "", Policy::default(), now, None)?;
+    let answer = answer_of(&mut edge, calls, &mut flow).await;
+    if let Some(line) = flow.log_line(self::now(), config::log_level(env)) {
+        worker::console_log!("{line}");
+    }
+    follow(edge, ctx, flow);
+    answer
+}
+
 /// Performs the flow's IO up to its answer, counted in `calls`, and returns that answer; what
 /// follows the answer runs in `waitUntil`, uncounted.
 async fn drive(
@@ -184,14 +210,25 @@ async fn drive(
     calls: &Calls,
     mut flow: impl Flow + 'static,
 ) -> Result<Reply, Error> {
-    let answer = loop {
+    let answer = answer_of(&mut edge, calls, &mut flow).await;
+    follow(edge, ctx, flow);
+    answer
+}
+
+/// Performs the flow's IO up to its answer, counted in `calls`.
+async fn answer_of(edge: &mut Edge, calls: &Calls, flow: &mut impl Flow) -> Result<Reply, Error> {
+    loop {
         match flow.poll() {
             Step::Io(io) => flow.handle(edge.perform(io, calls).await),
             Step::Answer(answer) => break answer,
             // Only when an IO was left unanswered, which this loop never does.
             Step::Done => break Err(Error::StoreUnavailable),
         }
-    };
+    }
+}
+
+/// What follows the answer, in `waitUntil` (uncounted).
+fn follow(mut edge: Edge, ctx: &Context, mut flow: impl Flow + 'static) {
     let next = flow.poll();
     if next != Step::Done {
         ctx.wait_until(async move {
@@ -205,7 +242,6 @@ async fn drive(
             }
         });
     }
-    answer
 }
 
 /// What one request's IO needs: its workspace, its time, the bindings and the gateway.
@@ -263,6 +299,17 @@ impl Edge {
     /// A `store_failed` line (which binding, which IO, unreachable or corrupt), or a
     /// `config_problem` line when a binding or setting is missing.
     fn log_failure(&self, io: &str, e: &Error) {
+        let store = match io {
+            "readReuseHint" | "putReuseHint" | "dropReuseHint" | "listWorkspaces"
+            | "findReceipt" => "kv",
+            "record" | "audit" => "d1",
+            _ => "durableObject",
+        };
+        self.log_failure_in(store, io, e);
+    }
+
+    /// [`Edge::log_failure`] naming the store.
+    fn log_failure_in(&self, store: &str, io: &str, e: &Error) {
         let level = crate::config::log_level(&self.env);
         let time = UnixMillis(worker::Date::now().as_millis());
         let line = match e {
@@ -271,11 +318,7 @@ impl Edge {
             }
             _ => otpkit_core::log::StoreFailure {
                 time,
-                store: match io {
-                    "readReuseHint" | "putReuseHint" | "dropReuseHint" | "listWorkspaces" => "kv",
-                    "record" | "audit" => "d1",
-                    _ => "durableObject",
-                },
+                store,
                 io,
                 corrupt: matches!(e, Error::CorruptState { .. }),
                 cause: e.code(),
@@ -371,11 +414,17 @@ impl Edge {
                     message_id,
                 }
             }
+            // The receipt index (KV, best effort) is written alongside: not a DO call.
             Io::StoreSession { session } => {
                 let call = SessionCall::Create {
                     session: session.to_json(),
                 };
-                ok(self.session(calls, &session.id, &call).await?)?;
+                let (stored, ()) = futures_util::future::join(
+                    self.session(calls, &session.id, &call),
+                    self.index_receipts("storeSession", &session),
+                )
+                .await;
+                ok(stored?)?;
                 Outcome::Done
             }
             Io::ReportDelivery {
@@ -391,11 +440,24 @@ impl Edge {
                 parse(&self.destination(calls, &dest, &call).await?)?
             }
             Io::Resend { session_id, step } => {
+                let apply = matches!(step, ResendStep::Apply { .. });
                 let call = SessionCall::Resend {
                     workspace_id: self.ws_id.clone(),
                     step,
                 };
-                parse(&ok(self.session(calls, &session_id, &call).await?)?)?
+                let outcome = parse(&ok(self.session(calls, &session_id, &call).await?)?)?;
+                // A new message (its message id): the receipt index follows.
+                if let (
+                    true,
+                    Outcome::Resent {
+                        done: true,
+                        session: Some(s),
+                    },
+                ) = (apply, &outcome)
+                {
+                    self.index_receipts("resend", s).await;
+                }
+                outcome
             }
             Io::RefundSpend { day, micros } => {
                 let call = WorkspaceCall::RefundSpend { day, micros };
@@ -549,13 +611,40 @@ impl Edge {
                     None => Outcome::Conflict,
                 }
             }
-            // An admin action, into the trail of the workspace it changed (no analytics).
+            // An admin action (no analytics) or a delivery receipt (its analytics), into the
+            // trail of the workspace it is about.
             Io::Audit {
                 workspace_id,
                 events,
+                deltas,
             } => {
-                audit::write(&self.env, &workspace_id, &events, &[]).await;
+                audit::write(&self.env, &workspace_id, &events, &deltas).await;
                 Outcome::Done
+            }
+            // The receipt index: KV `rcpt:<key>` → `workspaceId:sessionId`.
+            Io::FindReceipt { key } => {
+                let kv = self.env.kv("REUSE").map_err(|_| Error::StoreUnavailable)?;
+                let owner = kv
+                    .get(&format!("rcpt:{key}"))
+                    .text()
+                    .await
+                    .map_err(|_| Error::StoreUnavailable)?;
+                Outcome::Owner { owner }
+            }
+            // Inside the session's object (read, decide, write).
+            Io::ApplyReceipt {
+                workspace_id,
+                session_id,
+                receipt,
+            } => {
+                let call = SessionCall::Receipt {
+                    workspace_id: workspace_id.clone(),
+                    receipt: *receipt,
+                };
+                let answer = self
+                    .session_in(calls, &workspace_id, &session_id, &call)
+                    .await?;
+                parse(&ok(answer)?)?
             }
             // SPEC §7 "Idempotency": the key's IdempotencyObject (named by its hash) decides.
             Io::ClaimIdempotency {
@@ -606,8 +695,39 @@ impl Edge {
         session_id: &str,
         body: &SessionCall,
     ) -> Result<(u16, String), Error> {
-        let name = format!("{}:{session_id}", self.ws_id);
+        self.session_in(calls, &self.ws_id, session_id, body).await
+    }
+
+    /// [`Edge::session`] of workspace `ws_id`.
+    async fn session_in(
+        &self,
+        calls: &Calls,
+        ws_id: &str,
+        session_id: &str,
+        body: &SessionCall,
+    ) -> Result<(u16, String), Error> {
+        let name = format!("{ws_id}:{session_id}");
         call(calls, &self.sessions, &name, body).await
+    }
+
+    /// Writes the receipt index entries of a delivered session (SPEC §8,
+    /// [`otpkit_core::delivery::index_entries`]) to KV `rcpt:<key>`, kept until the session is
+    /// purged. Best effort: a failed write is logged (as IO `io` on KV) and fails nothing.
+    async fn index_receipts(&self, io: &str, session: &Session) {
+        let entries = otpkit_core::delivery::index_entries(session);
+        if entries.is_empty() {
+            return;
+        }
+        let left_ms = session.purge_at().0.saturating_sub(now().0);
+        let ttl_secs = left_ms.div_ceil(1000).max(60);
+        let env = &self.env;
+        let puts = entries.into_iter().map(|(key, owner)| async move {
+            kv_put(env, &format!("rcpt:{key}"), owner, ttl_secs).await
+        });
+        let results = futures_util::future::join_all(puts).await;
+        if let Some(Err(e)) = results.into_iter().find(Result::is_err) {
+            self.log_failure_in("kv", io, &e);
+        }
     }
 
     /// An IdempotencyObject call (named by the key's hash, which is per workspace) that must

@@ -1,7 +1,8 @@
 //! Messages between the Worker and its Durable Objects (JSON over the stub's fetch). The
 //! objects answer with the core's flow values: `Admit` with [`otpkit_core::flow::Admitted`],
 //! `Delivery` with [`otpkit_core::flow::Outcome::Confirmed`], `Verify` with
-//! [`otpkit_core::flow::Outcome::Verified`] ([`otpkit_core::flow::verify_stored`]).
+//! [`otpkit_core::flow::Outcome::Verified`] ([`otpkit_core::flow::verify_stored`]), `Receipt`
+//! with [`otpkit_core::flow::Outcome::ReceiptApplied`].
 
 use otpkit_core::guard::DeliveryOutcome;
 use otpkit_core::policy::Policy;
@@ -66,5 +67,11 @@ pub enum SessionCall {
     Resend {
         workspace_id: String,
         step: otpkit_core::flow::ResendStep,
+    },
+    /// Apply a delivery receipt ([`otpkit_core::flow::receipt_stored`]), answered with
+    /// [`otpkit_core::flow::Outcome::ReceiptApplied`].
+    Receipt {
+        workspace_id: String,
+        receipt: otpkit_core::delivery::Receipt,
     },
 }

@@ -7,7 +7,7 @@
 
 use crate::proto::SessionCall;
 use crate::{config, http};
-use otpkit_core::flow::{resend_stored, verify_stored_for, ResendStep};
+use otpkit_core::flow::{receipt_stored, resend_stored, verify_stored_for, ResendStep};
 use otpkit_core::{Error, Session, UnixMillis};
 use worker::{durable_object, Date, DurableObject, Env, Request, Response, Result, State};
 
@@ -70,6 +70,18 @@ impl SessionObject {
                     }
                 }
                 json(serde_json::to_string(&done.outcome).unwrap_or_default())
+            }
+            SessionCall::Receipt {
+                workspace_id,
+                receipt,
+            } => {
+                // Read, decide, write: no await but storage between load and store. The purge
+                // time stays (a receipt does not change the expiry).
+                let step = receipt_stored(self.load().await?, &workspace_id, &receipt);
+                if let Some(after) = &step.write {
+                    self.store(after).await?;
+                }
+                json(serde_json::to_string(&step.outcome).unwrap_or_default())
             }
             SessionCall::Get => match self.load().await? {
                 Some(s) => json(s.to_json()),

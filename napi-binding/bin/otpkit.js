@@ -12,6 +12,7 @@ Environment:
   ADMIN_TOKEN          enables the admin routes (/v1/admin/...)
   SMS_GATEWAY_URL      where messages are POSTed; SMS_GATEWAY_KIND json (default) or twilio
   SMS_GATEWAY_TOKEN    bearer token (json) or auth token (twilio); SMS_GATEWAY_ACCOUNT (twilio)
+  PUBLIC_BASE_URL      this service's public URL: Twilio sends ask for delivery receipts there
   REDIS_URL            redis://host:port to share state between processes (default: in memory)
   PORT, OTPKIT_BIND    where to listen (default 8787 on 127.0.0.1)
   LOG_LEVEL            debug, info (default), warn or error: one JSON line per request on stdout
@@ -19,7 +20,7 @@ Environment:
 `;
 
 async function serve() {
-  const { OtpService, MemoryStore, RedisStore, gatewayFromEnv, createServer, Metrics } = require(path.join(__dirname, '..'));
+  const { OtpService, MemoryStore, RedisStore, gatewayFromEnv, receiptKeysFromEnv, createServer, Metrics } = require(path.join(__dirname, '..'));
   const env = process.env;
   let store;
   if (env.REDIS_URL) {
@@ -37,6 +38,7 @@ async function serve() {
     pepper: env.OTP_PEPPER,
     adminToken: env.ADMIN_TOKEN,
     gateway: gatewayFromEnv(env),
+    receipts: receiptKeysFromEnv(env), // POST /v1/messaging/otp/delivery-receipts/*
     store,
     allowMisconfigured: true,
     metrics: new Metrics(), // GET /metrics

@@ -407,6 +407,46 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/messaging/otp/delivery-receipts/twilio": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Twilio status callback (SPEC §8).
+         * @description Twilio's form (MessageSid, MessageStatus, ErrorCode, …), checked with X-Twilio-Signature: base64 HMAC-SHA1 with the Twilio auth token (SMS_GATEWAY_TOKEN, or WHATSAPP_GATEWAY_TOKEN of a twilio WhatsApp gateway) of PUBLIC_BASE_URL + the path and query as requested + every form parameter's name and value sorted by name. Sends through Twilio ask for it (StatusCallback, with ws and session in the query) when PUBLIC_BASE_URL is set. Statuses: queued/accepted/scheduled → accepted, sending/sent → sent, delivered/read → delivered, undelivered, failed/canceled → failed; receipts never move a session's delivery backwards.
+         */
+        post: operations["twilioReceipt"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/messaging/otp/delivery-receipts/json": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * The JSON gateway's delivery receipt (SPEC §8).
+         * @description Signed with X-Otpkit-Signature: sha256=<hex HMAC-SHA256 of the raw body, key SMS_GATEWAY_TOKEN>. `reference` is the session id otpkit sent as the message's reference; `id` the gateway's message id (from its reply to the send).
+         */
+        post: operations["jsonReceipt"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -508,10 +548,10 @@ export interface components {
                 /** Format: date-time */
                 time?: string;
                 /**
-                 * @description workspace_created, workspace_updated, key_created and key_revoked are the operator's actions (SPEC §9): no session (sessionId empty), no purpose (null), no destination (dest empty).
+                 * @description workspace_created, workspace_updated, key_created and key_revoked are the operator's actions (SPEC §9): no session (sessionId empty), no purpose (null), no destination (dest empty). delivery_receipt: a receipt moved the session's delivery (outcome = the new state, status = the provider's error code).
                  * @enum {unknown}
                  */
-                event?: "requested" | "reused" | "delivered" | "delivery_failed" | "verify_approved" | "verify_invalid" | "verify_rejected" | "rate_limited" | "purged" | "canceled" | "resent" | "workspace_created" | "workspace_updated" | "key_created" | "key_revoked" | "prefix_blocked" | "prefix_unblocked";
+                event?: "requested" | "reused" | "delivered" | "delivery_failed" | "verify_approved" | "verify_invalid" | "verify_rejected" | "rate_limited" | "purged" | "canceled" | "resent" | "workspace_created" | "workspace_updated" | "key_created" | "key_revoked" | "prefix_blocked" | "prefix_unblocked" | "delivery_receipt";
                 sessionId?: string;
                 purpose?: components["schemas"]["Purpose"] | null;
                 /** @description The key of key_created and key_revoked, by id (never the key or its hash). */
@@ -687,6 +727,12 @@ export interface components {
                 amount: string;
                 currency: string;
             } | null;
+            /** @description Messages a delivery receipt said were delivered (SPEC §8). */
+            delivered?: number;
+            /** @description Messages a delivery receipt said were undelivered or failed. */
+            undelivered?: number;
+            /** @description delivered / (delivered + undelivered), 4 decimals; 0 when no message has a final receipt. */
+            delivery_rate?: number;
         };
         /** @description Every count is attributed to the UTC day its session was created; sessions of test numbers are not counted. Rows may lag an answer by up to 2 s. */
         AnalyticsReport: {
@@ -2783,6 +2829,175 @@ export interface operations {
                 };
             };
             /** @description STORE_UNAVAILABLE. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    twilioReceipt: {
+        parameters: {
+            query?: {
+                ws?: string;
+                session?: string;
+            };
+            header: {
+                "X-Twilio-Signature": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/x-www-form-urlencoded": {
+                    MessageSid: string;
+                    MessageStatus: string;
+                    ErrorCode?: string;
+                };
+            };
+        };
+        responses: {
+            /** @description Received (also for an unknown id, a duplicate, a receipt older than the state it would set, or a status that says nothing of delivery: they change nothing, and providers would retry anything else). */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        success: boolean;
+                        message: string;
+                        data: {
+                            /** @constant */
+                            received: true;
+                        };
+                    };
+                };
+            };
+            /** @description VALIDATION_ERROR naming the field. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description INVALID_SIGNATURE: the signature is missing or does not match (or the setting it is checked with is not configured). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description PAYLOAD_TOO_LARGE. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description INTERNAL_ERROR. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description STORE_UNAVAILABLE: the provider should retry. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    jsonReceipt: {
+        parameters: {
+            query?: never;
+            header: {
+                "X-Otpkit-Signature": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    id?: string;
+                    reference?: string;
+                    /** @enum {unknown} */
+                    status: "accepted" | "sent" | "delivered" | "undelivered" | "failed";
+                    errorCode?: string | number;
+                };
+            };
+        };
+        responses: {
+            /** @description Received (also for an unknown id, a duplicate, a receipt older than the state it would set, or a status that says nothing of delivery: they change nothing, and providers would retry anything else). */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        success: boolean;
+                        message: string;
+                        data: {
+                            /** @constant */
+                            received: true;
+                        };
+                    };
+                };
+            };
+            /** @description VALIDATION_ERROR naming the field. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description INVALID_SIGNATURE: the signature is missing or does not match (or the setting it is checked with is not configured). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description PAYLOAD_TOO_LARGE. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description INTERNAL_ERROR. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description STORE_UNAVAILABLE: the provider should retry. */
             503: {
                 headers: {
                     [name: string]: unknown;

@@ -222,9 +222,8 @@ function gatewayFromEnv(env = process.env, { warn = console.warn } = {}) {
   }
   const warning = plainHttpWarning(env.SMS_GATEWAY_URL);
   if (warning && warn) warn(warning);
-  // PUBLIC_BASE_URL is not read until the receipt routes are served (issue 16): a Twilio send
-  // would otherwise ask for status callbacks to a route that answers 404.
-  const publicBaseUrl = null;
+  // Twilio sends ask for status callbacks at PUBLIC_BASE_URL's receipt route (SPEC §8).
+  const publicBaseUrl = env.PUBLIC_BASE_URL || null;
   const make = (k, prefix) => {
     const opts = { url: env[`${prefix}_URL`], account: env[`${prefix}_ACCOUNT`], token: env[`${prefix}_TOKEN`], publicBaseUrl };
     if (k === 'twilio') return new TwilioGateway(opts);
@@ -236,4 +235,26 @@ function gatewayFromEnv(env = process.env, { warn = console.warn } = {}) {
   return new ChannelGateway({ sms, whatsapp: make(waKind, 'WHATSAPP_GATEWAY') });
 }
 
-module.exports = { JsonGateway, TwilioGateway, MetaGateway, ChannelGateway, gatewayFromEnv, TIMEOUT_MS, MAX_REPLY_BYTES };
+/**
+ * The keys delivery receipts (SPEC §8) are checked with, from the environment: PUBLIC_BASE_URL
+ * (Twilio signs the URL it posts to), the auth token of each Twilio gateway configured
+ * (SMS_GATEWAY_TOKEN when SMS_GATEWAY_KIND is twilio; WHATSAPP_GATEWAY_TOKEN when
+ * WHATSAPP_GATEWAY_URL is set and its kind is twilio) and SMS_GATEWAY_TOKEN for the JSON
+ * receipt's HMAC. For OtpService's `receipts` option; holds tokens: never log it.
+ */
+function receiptKeysFromEnv(env = process.env) {
+  let kind;
+  let waKind = null;
+  try {
+    kind = native.gatewayKind(env.SMS_GATEWAY_KIND ?? null);
+    if (env.WHATSAPP_GATEWAY_URL) waKind = native.whatsappGatewayKind(env.WHATSAPP_GATEWAY_KIND ?? null);
+  } catch (e) {
+    throw fromNative(e);
+  }
+  const twilioTokens = [];
+  if (kind === 'twilio' && env.SMS_GATEWAY_TOKEN) twilioTokens.push(env.SMS_GATEWAY_TOKEN);
+  if (waKind === 'twilio' && env.WHATSAPP_GATEWAY_TOKEN) twilioTokens.push(env.WHATSAPP_GATEWAY_TOKEN);
+  return { publicBaseUrl: env.PUBLIC_BASE_URL || null, twilioTokens, jsonToken: env.SMS_GATEWAY_TOKEN || null };
+}
+
+module.exports = { JsonGateway, TwilioGateway, MetaGateway, ChannelGateway, gatewayFromEnv, receiptKeysFromEnv, TIMEOUT_MS, MAX_REPLY_BYTES };

@@ -63,4 +63,16 @@ function logDeliveryFailure(message, gateway, cause, startedMs) {
   if (line) info.log(line);
 }
 
-module.exports = { requestInfo, note, current, logRequest, logDeliveryFailure, logStoreFailure };
+/**
+ * Prints a delivery receipt's `delivery_undelivered` line (a receipt that moved a session to
+ * undelivered or failed) for the current request: the core's ReceiptFlow builds it (masked
+ * number, ids, provider status and error code; never a signature or token).
+ */
+function logReceipt(flow) {
+  const info = requestInfo.getStore();
+  if (!info) return;
+  const line = flow.logLine(info.level ?? null, Date.now());
+  if (line) info.log(line);
+}
+
+module.exports = { requestInfo, note, current, logRequest, logDeliveryFailure, logStoreFailure, logReceipt };

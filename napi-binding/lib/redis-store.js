@@ -7,10 +7,12 @@
 // on fresh state. So attempts are never over-counted, a session is approved at most once, and
 // concurrent requests for one (destination, purpose) admit one send, across processes.
 // Keys expire with the session retention (sessions), the send window / lock (guards), and
-// once idle (Fraud Guard's prefix counts).
+// once idle (Fraud Guard's prefix counts). The delivery receipt index (`rcpt:<key>`: `s:<session
+// id>` or `m:<provider message id>` → `workspaceId:sessionId`) lives until its session's purge time.
 
 const native = require('./native');
 const { OtpError, fromNative, hostError } = require('./errors');
+const { logStoreFailure } = require('./log');
 
 const AUDIT_KEEP = 10_000; // events per workspace in each audit list (otpkit_core::audit::KEEP_PER_STREAM)
 const AUDIT_TTL_MS = 90 * 24 * 3600 * 1000;
@@ -478,6 +480,7 @@ class RedisStore {
     // Purges sessions past retention with their `purged` audit event (as the Worker's alarm does).
     this.timer = setInterval(() => this.sweep().catch(() => {}), SWEEP_MS);
     this.timer.unref();
+    this.indexing = new Set(); // receipt index writes in flight (see indexReceipts)
   }
 
   /** Connects (the client made from a URL connects lazily); resolves when Redis answers. */
@@ -626,12 +629,20 @@ class RedisStore {
         return DONE;
       case 'listWorkspaces':
         return this.listWorkspaces(io.cursor, io.limit);
-      case 'audit': // an admin action, in the trail of the workspace it changed
+      case 'audit': // an admin action or a delivery receipt, in the trail of the workspace it concerns
         await this.record(
           io.workspaceId,
           io.events.map((e) => JSON.stringify(e)),
+          io.deltas ?? [],
         );
         return DONE;
+      // Delivery receipts (SPEC §8): whose session a receipt is about, then the receipt applied.
+      case 'findReceipt': {
+        const owner = await this.run(() => this.redis.get(this.key('rcpt', io.key)));
+        return JSON.stringify({ result: 'owner', owner: owner ?? null });
+      }
+      case 'applyReceipt':
+        return this.applyReceipt(io);
       // SPEC §7 "Idempotency": one record per key hash (per workspace; never the key itself),
       // decided by the core (native idempotency*) and written by the compare-and-set script.
       case 'claimIdempotency':
@@ -777,6 +788,7 @@ class RedisStore {
       }
       throw hostError('STORE_UNAVAILABLE');
     });
+    this.indexReceipts(json, purgeAt, now);
     return JSON.stringify({ result: 'storedAndConfirmed', cancel: step.sessionId ?? null });
   }
 
@@ -853,7 +865,68 @@ class RedisStore {
         const s = native.resendStored(json, ws.id, step, now);
         if (s.write == null) return s.outcome;
         const { purgeAt, keep } = retention(s.write, now);
-        if (await this.redis.otpkitResendWrite(key, this.key('purge', 'all'), ver, s.write, String(keep), String(purgeAt))) return s.outcome;
+        if (await this.redis.otpkitResendWrite(key, this.key('purge', 'all'), ver, s.write, String(keep), String(purgeAt))) {
+          // A new message was applied: receipts find it by its id until the session is purged.
+          if (io.step.kind === 'apply') this.indexReceipts(s.write, purgeAt, now);
+          return s.outcome;
+        }
+        await backoff(i);
+      }
+      throw hostError('STORE_UNAVAILABLE');
+    });
+  }
+
+  /**
+   * The delivery receipt index entries of a stored session (JSON; otpkit_core::delivery::
+   * index_entries), each kept until `purgeAt`. Best effort, and not waited for: a failed write
+   * is logged as a store failure and fails nothing. It is sent on this connection before the
+   * answer that follows, so a later read of this process sees it; settle() waits for it.
+   */
+  indexReceipts(sessionJson, purgeAt, now) {
+    let entries;
+    try {
+      entries = native.receiptIndexEntries(sessionJson);
+    } catch (e) {
+      logStoreFailure(this.kind, 'indexReceipt', fromNative(e));
+      return;
+    }
+    if (!entries.length) return;
+    const ttl = String(Math.max(1, Math.ceil(purgeAt - now)));
+    let p;
+    try {
+      const multi = this.redis.multi();
+      for (let i = 0; i + 1 < entries.length; i += 2) multi.set(this.key('rcpt', entries[i]), entries[i + 1], 'PX', ttl);
+      p = multi.exec().then((results) => {
+        if (!results || results.some(([err]) => err)) throw hostError('STORE_UNAVAILABLE');
+      });
+    } catch (e) {
+      p = Promise.reject(e);
+    }
+    const tracked = p
+      .catch((e) => logStoreFailure(this.kind, 'indexReceipt', e instanceof OtpError ? e : hostError('STORE_UNAVAILABLE', e)))
+      .finally(() => this.indexing.delete(tracked));
+    this.indexing.add(tracked);
+  }
+
+  /** Waits for the receipt index writes in flight. */
+  async settle() {
+    while (this.indexing.size) await Promise.allSettled([...this.indexing]);
+  }
+
+  /**
+   * A delivery receipt on the session it names (`io.workspaceId`, `io.sessionId`): read →
+   * otpkit_core::flow::receipt_stored → compare-and-set keeping the key's TTL (a receipt never
+   * moves the purge time), again on a conflict. Answers `receiptApplied`.
+   */
+  async applyReceipt(io) {
+    const key = this.sessionKey(io.workspaceId, io.sessionId);
+    const receipt = JSON.stringify(io.receipt);
+    return this.run(async () => {
+      for (let i = 0; i < MAX_TRIES; i++) {
+        const [ver, json] = split(await this.redis.get(key));
+        const s = native.receiptStored(json, io.workspaceId, receipt);
+        if (s.write == null) return s.outcome;
+        if (await this.redis.otpkitCas(key, ver, s.write, '-1')) return s.outcome;
         await backoff(i);
       }
       throw hostError('STORE_UNAVAILABLE');

@@ -281,6 +281,7 @@ function answer(service, drainTimeoutMs, metricsPublic = false) {
       method: req.method,
       path: q === -1 ? url : url.slice(0, q),
       query: q === -1 ? '' : url.slice(q + 1),
+      pathAndQuery: url, // as received: a Twilio receipt's signature covers it
       headers: req.headers,
       readBody: bodyReader(req),
     });

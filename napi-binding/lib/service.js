@@ -7,7 +7,7 @@
 const native = require('./native');
 const { OtpError, fromInfo, fromNative, hostError, fromReply } = require('./errors');
 const { MemoryStore } = require('./memory-store');
-const { note, logDeliveryFailure, logStoreFailure } = require('./log');
+const { note, logDeliveryFailure, logStoreFailure, logReceipt } = require('./log');
 
 const IN_FLIGHT_STALE_MS = 15_000; // as otpkit-core's guard::IN_FLIGHT_STALE_MS
 const POLL_MS = 20;
@@ -24,6 +24,27 @@ function queryString(values) {
   const q = new URLSearchParams();
   for (const [k, v] of Object.entries(values)) if (v != null) q.set(k, String(v));
   return q.toString();
+}
+
+/**
+ * The keys delivery receipts are checked with (SPEC §8): `opts.receipts` as given, else what the
+ * gateway holds (lib/gateway.js: its `publicBaseUrl`; the token of each Twilio gateway; the SMS
+ * gateway's token for the JSON receipt). Never enumerable on the service: it holds tokens.
+ */
+function receiptKeys(given, gateway) {
+  const keys = { publicBaseUrl: null, twilioTokens: [], jsonToken: null };
+  if (given) {
+    keys.publicBaseUrl = given.publicBaseUrl ? String(given.publicBaseUrl) : null;
+    keys.twilioTokens = (given.twilioTokens ?? []).filter(Boolean).map(String).slice(0, 2);
+    keys.jsonToken = given.jsonToken ? String(given.jsonToken) : null;
+    return keys;
+  }
+  const sms = gateway?.sms ?? gateway;
+  const all = gateway?.sms ? [gateway.sms, gateway.whatsapp] : [gateway];
+  keys.publicBaseUrl = typeof gateway?.publicBaseUrl === 'string' ? gateway.publicBaseUrl : typeof sms?.publicBaseUrl === 'string' ? sms.publicBaseUrl : null;
+  keys.twilioTokens = all.filter((g) => g?.kind === 'twilio' && typeof g.token === 'string' && g.token).map((g) => g.token).slice(0, 2);
+  keys.jsonToken = typeof sms?.token === 'string' && sms.token ? sms.token : null;
+  return keys;
 }
 
 /** The Idempotency-Key of a call (`opts.idempotencyKey`; the core checks it) for a route `path`. */
@@ -43,6 +64,9 @@ class OtpService {
    * @param {string} [opts.workspaceId] id of the library's workspace (default "default").
    * @param {string} [opts.adminToken] enables the admin routes of handle().
    * @param {boolean} [opts.allowMisconfigured] serve MISCONFIGURED answers instead of throwing.
+   * @param {{publicBaseUrl?: string|null, twilioTokens?: string[], jsonToken?: string|null}} [opts.receipts]
+   *   the keys delivery receipts are checked with (receiptKeysFromEnv in lib/gateway.js; default:
+   *   from the gateway's own settings).
    */
   constructor(opts = {}) {
     this.engine = new native.Engine(opts.pepper ?? null);
@@ -55,6 +79,7 @@ class OtpService {
     }
     const gw = opts.gateway;
     this.gateway = typeof gw === 'function' ? { send: gw } : gw || null;
+    Object.defineProperty(this, 'receiptKeys', { value: receiptKeys(opts.receipts, this.gateway), enumerable: false });
     this.store = opts.store || new MemoryStore();
     this.adminToken = opts.adminToken || null;
     this.metrics = opts.metrics || null; // lib/metrics.js (`otpkit serve`'s GET /metrics)
@@ -115,6 +140,23 @@ class OtpService {
    */
   resend(sessionId, params = {}, opts = {}) {
     return this.own.resend(sessionId, params, opts);
+  }
+
+  /**
+   * A delivery receipt (SPEC §8) for an app that mounts the receipt routes itself: `kind`
+   * `'twilio'` (POST …/delivery-receipts/twilio: `pathAndQuery` is the request's path and query
+   * string exactly as received, `signature` its X-Twilio-Signature) or `'json'` (`signature`: its
+   * X-Otpkit-Signature), `rawBody` the body's bytes as received. Answers the HTTP reply to send
+   * back (`{status, body}`: 200, 403 INVALID_SIGNATURE, 400, 503 so that the provider retries);
+   * never throws for a receipt's error.
+   */
+  async receipt(kind, pathAndQuery, signature, rawBody) {
+    try {
+      const body = Buffer.isBuffer(rawBody) ? rawBody : Buffer.from(rawBody ?? '');
+      return await this.receiptReply(String(kind), String(pathAndQuery ?? ''), signature ?? null, body);
+    } catch (e) {
+      return this.errorReply(e);
+    }
   }
 
   /** Audit events, newest first: `{events, nextCursor}`. `query`: {sessionId, since, limit, cursor}. */
@@ -438,6 +480,19 @@ class OtpService {
     return this.drive(flow, ws, {});
   }
 
+  /**
+   * POST /v1/messaging/otp/delivery-receipts/twilio and …/json (core::flow's ReceiptFlow): no
+   * workspace scopes it (the receipt or the receipt index names the session). `kind`: 'twilio' or
+   * 'json'. The `delivery_undelivered` line is logged once answered (a served request only).
+   */
+  async receiptReply(kind, pathAndQuery, signature, body) {
+    const k = this.receiptKeys;
+    const flow = native.receiptFlow(kind, pathAndQuery, signature == null ? null : String(signature), body, k.publicBaseUrl, k.twilioTokens, k.jsonToken, Date.now());
+    const answer = await this.drive(flow, this.libraryWorkspace, {});
+    logReceipt(flow);
+    return answer;
+  }
+
   /** The status over HTTP with the key and the session read in one round trip (Redis). */
   async statusPrefetched(r, hash) {
     if (!hash) throw hostError('UNAUTHORIZED');
@@ -536,6 +591,16 @@ class OtpService {
       if (r.kind === 'openapi') return native.openapiReply();
       this.engine.check();
       const h = req.headers;
+      if (r.receipt) {
+        // No API key (the flow checks the provider's signature) and any content type (Twilio
+        // posts a form); the usual size limit, then the raw bytes.
+        const declared = h['content-length'];
+        if (declared != null && /^\s*\d+\s*$/.test(declared) && Number(declared) > native.maxBodyBytes()) throw hostError('PAYLOAD_TOO_LARGE');
+        const body = await req.readBody(native.maxBodyBytes());
+        const pathAndQuery = req.pathAndQuery ?? (req.query ? `${req.path}?${req.query}` : req.path);
+        const signature = r.kind === 'twilioReceipt' ? h['x-twilio-signature'] : h['x-otpkit-signature'];
+        return await this.receiptReply(r.kind === 'twilioReceipt' ? 'twilio' : 'json', pathAndQuery, signature ?? null, body);
+      }
       if (r.admin) {
         if (!this.adminToken) throw hostError('NOT_FOUND');
         if (!native.adminAuthorized(this.adminToken, h.authorization ?? null)) throw hostError('UNAUTHORIZED');

@@ -11,6 +11,7 @@ use crate::{dialect, ms, random};
 use napi::bindgen_prelude::Buffer;
 use napi::Result;
 use napi_derive::napi;
+use otpkit_core::delivery::ReceiptKeys;
 use otpkit_core::flow::{
     self, AdminAction, Flow, HostTraits, Io, Outcome, Step, ADMIN_RANDOM_BYTES,
 };
@@ -158,6 +159,69 @@ node_flow!(
     flow::Idempotent<flow::ResendFlow>,
     "`POST …/sessions/{id}/resend` and `POST /otp/{id}/resend` (otpkit_core::flow::ResendFlow), with its `Idempotency-Key` if any (otpkit_core::flow::Idempotent)."
 );
+
+node_flow!(
+    ReceiptFlow,
+    flow::ReceiptFlow,
+    "`POST /v1/messaging/otp/delivery-receipts/twilio` and `…/json` (otpkit_core::flow::ReceiptFlow): no workspace scopes it; the receipt or the index names the session."
+);
+
+#[napi]
+impl ReceiptFlow {
+    /// The `delivery_undelivered` line (warn) once the receipt is answered, when it moved a
+    /// session to an undelivered or failed state and `LOG_LEVEL` `level` prints it; else null.
+    /// Masked destination, ids, provider status and error code only.
+    #[napi]
+    #[allow(clippy::needless_pass_by_value)]
+    pub fn log_line(&self, level: Option<String>, now: f64) -> Option<String> {
+        self.inner
+            .log_line(ms(now), otpkit_core::log::Level::parse(level.as_deref()))
+    }
+}
+
+/// Starts a delivery receipt (SPEC §8): `kind` is the route (`twilio` or `json`),
+/// `path_and_query` the request's path and query string as received (Twilio signs the URL),
+/// `signature` the header `X-Twilio-Signature` (twilio) or `X-Otpkit-Signature` (json), `body`
+/// the raw body. The keys: `public_base_url` (`PUBLIC_BASE_URL`), the auth tokens of the Twilio
+/// gateways configured (at most two) and `json_token` (`SMS_GATEWAY_TOKEN`). The flow answers
+/// 403 / 400 itself; throws only for an unknown `kind`.
+#[allow(clippy::too_many_arguments, clippy::needless_pass_by_value)]
+#[napi]
+pub fn receipt_flow(
+    kind: String,
+    path_and_query: String,
+    signature: Option<String>,
+    body: Buffer,
+    public_base_url: Option<String>,
+    twilio_tokens: Vec<String>,
+    json_token: Option<String>,
+    now: f64,
+) -> Result<ReceiptFlow> {
+    let source = match kind.as_str() {
+        "twilio" => flow::ReceiptSource::Twilio {
+            path_and_query: &path_and_query,
+            signature: signature.as_deref(),
+        },
+        "json" => flow::ReceiptSource::Json {
+            signature: signature.as_deref(),
+        },
+        _ => return Err(throw(&Error::invalid("kind", "must be twilio or json"))),
+    };
+    let token = |i: usize| {
+        twilio_tokens
+            .get(i)
+            .map(String::as_str)
+            .filter(|t| !t.is_empty())
+    };
+    let keys = ReceiptKeys {
+        public_base_url: public_base_url.as_deref().filter(|u| !u.is_empty()),
+        twilio_tokens: [token(0), token(1)],
+        json_token: json_token.as_deref().filter(|t| !t.is_empty()),
+    };
+    Ok(ReceiptFlow {
+        inner: flow::ReceiptFlow::start(source, &body, &keys, ms(now)),
+    })
+}
 
 /// Starts a resend of the id as given in the path, with the optional body (`{channel?}`;
 /// empty: none), and its `Idempotency-Key` if any (`idempotency_key`; `path`: the request's,

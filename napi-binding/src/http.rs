@@ -68,7 +68,8 @@ pub fn openapi_reply() -> Reply {
 #[derive(Debug)]
 pub struct RouteMatch {
     /// `health`, `openapi`, `request`, `verify`, `status`, `cancel`, `resend`, `audit`, `createWorkspace`, `patchWorkspace`,
-    /// `createKey`, `revokeKey`, `listWorkspaces`, `adminAnalytics`, `getFraud`, `unblockPrefix`.
+    /// `createKey`, `revokeKey`, `listWorkspaces`, `adminAnalytics`, `getFraud`, `unblockPrefix`,
+    /// `twilioReceipt`, `jsonReceipt`.
     pub kind: String,
     /// `v1` or `zend` for the OTP routes.
     pub dialect: Option<String>,
@@ -80,6 +81,8 @@ pub struct RouteMatch {
     pub prefix: Option<String>,
     /// An operator route.
     pub admin: bool,
+    /// A delivery receipt route (SPEC §8): no API key, any content type, signed.
+    pub receipt: bool,
 }
 
 /// Routes `method` `path` (no query string); throws 404 / 405 as the core decides.
@@ -118,6 +121,7 @@ pub fn route(method: String, path: String) -> Result<RouteMatch> {
         key_id,
         prefix,
         admin: r.is_admin(),
+        receipt: r.is_receipt(),
     })
 }
 

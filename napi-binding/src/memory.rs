@@ -42,6 +42,10 @@ struct AuditLog {
 struct Inner {
     /// `ws:sid` → session (purged `retentionSeconds` after expiry).
     sessions: HashMap<String, Session>,
+    /// The delivery receipt index (`otpkit_core::delivery::index_entries`: `s:<session id>`,
+    /// `m:<message id>`) → `workspaceId:sessionId` and until when it is kept (its session's purge
+    /// time; absent from then on, dropped by the sweep).
+    receipts: HashMap<String, (String, UnixMillis)>,
     /// `ws:dest` → guard and when it may be dropped.
     guards: HashMap<String, (DestinationGuard, UnixMillis)>,
     /// Workspace id → flood shield.
@@ -89,6 +93,8 @@ enum Due {
     Open(String, String),
     /// A key hash in `idem`.
     Idem(String),
+    /// A key in `receipts`.
+    Receipt(String),
 }
 
 /// A thread-safe in-memory store of sessions, destination guards, workspaces and audit events.
@@ -121,6 +127,8 @@ pub struct MemoryStats {
     pub idempotency_records: u32,
     /// Fraud Guard prefix counts (per workspace and prefix).
     pub fraud_prefixes: u32,
+    /// Delivery receipt index entries (by session id and by provider message id).
+    pub receipt_index: u32,
 }
 
 fn key(a: &str, b: &str) -> String {
@@ -265,6 +273,7 @@ impl MemoryStore {
             Io::StoreSession { session } => {
                 let k = key(ws_id, &session.dest);
                 let id = session.id.clone();
+                inner.index_receipts(&session);
                 inner.put_session(key(&session.workspace_id, &session.id), *session);
                 let cancel = inner.guard(&k).0.delivery(&id, DeliveryOutcome::Delivered);
                 inner.settle_guard(&k, ws, now);
@@ -285,6 +294,10 @@ impl MemoryStore {
                 let stored = inner.live_session(&k, now);
                 let done = flow::resend_stored(stored, ws_id, &step, now);
                 if let Some(after) = done.write {
+                    // A new message: receipts find it by its id until the session is purged.
+                    if matches!(step, flow::ResendStep::Apply { .. }) {
+                        inner.index_receipts(&after);
+                    }
                     inner.put_session(k, after);
                 }
                 done.outcome
@@ -448,11 +461,37 @@ impl MemoryStore {
             Io::Audit {
                 workspace_id,
                 events,
+                deltas,
             } => {
                 for e in events {
                     inner.push_audit(&workspace_id, e);
                 }
+                for d in &deltas {
+                    inner.count(&workspace_id, d);
+                }
                 Outcome::Done
+            }
+            Io::FindReceipt { key: k } => Outcome::Owner {
+                owner: inner
+                    .receipts
+                    .get(&k)
+                    .filter(|(_, until)| now < *until)
+                    .map(|(owner, _)| owner.clone()),
+            },
+            // Atomic under the lock; a receipt never moves the session's expiry, so its purge
+            // time stays.
+            Io::ApplyReceipt {
+                workspace_id,
+                session_id,
+                receipt,
+            } => {
+                let k = key(&workspace_id, &session_id);
+                let stored = inner.live_session(&k, now);
+                let step = flow::receipt_stored(stored, &workspace_id, &receipt);
+                if let Some(after) = step.write {
+                    inner.put_session(k, after);
+                }
+                step.outcome
             }
             // This store keeps no reuse hints: the guard decides every request.
             Io::ReadReuseHint { .. } => Outcome::ReuseHint { session_id: None },
@@ -530,6 +569,18 @@ impl Inner {
         self.guards
             .entry(k.to_string())
             .or_insert_with(|| (DestinationGuard::new(), UnixMillis(0)))
+    }
+
+    /// The receipt index entries of a delivered session, kept until its purge time (scheduled
+    /// once per new time, as sessions are).
+    fn index_receipts(&mut self, s: &Session) {
+        let until = s.purge_at();
+        for (k, owner) in otpkit_core::delivery::index_entries(s) {
+            if self.receipts.get(&k).map(|(_, at)| *at) != Some(until) {
+                self.due.push(Reverse((until, Due::Receipt(k.clone()))));
+            }
+            self.receipts.insert(k, (owner, until));
+        }
     }
 
     /// Stores a session and schedules its purge (once per purge time: a verify keeps it).
@@ -820,6 +871,16 @@ impl MemoryStore {
                         inner.idem.remove(&k);
                     }
                 }
+                // An entry kept longer since (a resend) has a later entry of its own.
+                Due::Receipt(k) => {
+                    if inner
+                        .receipts
+                        .get(&k)
+                        .is_some_and(|(_, until)| now >= *until)
+                    {
+                        inner.receipts.remove(&k);
+                    }
+                }
             }
         }
         let oldest = analytics::oldest_kept_day(now);
@@ -856,6 +917,7 @@ impl MemoryStore {
             analytics_open: count(inner.open.values().map(HashMap::len).sum()),
             idempotency_records: count(inner.idem.len()),
             fraud_prefixes: count(inner.fraud.values().map(HashMap::len).sum()),
+            receipt_index: count(inner.receipts.len()),
         })
     }
 }

@@ -428,13 +428,50 @@ pub fn resend_stored(
     })
 }
 
-/// [`resend_stored`]'s answer.
+/// [`resend_stored`]'s and [`receipt_stored`]'s answer.
 #[napi(object)]
 pub struct ResendStored {
     /// The outcome JSON.
     pub outcome: String,
     /// The session JSON to store, if the step changed it.
     pub write: Option<String>,
+}
+
+/// A delivery receipt (an `applyReceipt` effect's `receipt` JSON) on a stored session of
+/// `ws_id` (JSON or `null`): `otpkit_core::flow::receipt_stored`. `outcome` answers the effect,
+/// `write` is the session to store back (or null: nothing changed).
+#[napi]
+#[allow(clippy::needless_pass_by_value)]
+pub fn receipt_stored(
+    state: Option<String>,
+    ws_id: String,
+    receipt_json: String,
+) -> Result<ResendStored> {
+    let session = state
+        .as_deref()
+        .map(Session::from_json)
+        .transpose()
+        .map_err(|e| throw(&e))?;
+    let receipt: otpkit_core::delivery::Receipt = serde_json::from_str(&receipt_json)
+        .map_err(|_| throw(&Error::invalid("receipt", "malformed")))?;
+    let done = otpkit_core::flow::receipt_stored(session, &ws_id, &receipt);
+    Ok(ResendStored {
+        outcome: serde_json::to_string(&done.outcome).unwrap_or_default(),
+        write: done.write.as_ref().map(Session::to_json),
+    })
+}
+
+/// The delivery receipt index entries of a stored session (JSON): `[key, value, key, value…]`
+/// (`otpkit_core::delivery::index_entries`; none for a test number or a session with nothing
+/// delivered). Kept until the session's purge time ([`session_purge_at`]).
+#[napi]
+#[allow(clippy::needless_pass_by_value)]
+pub fn receipt_index_entries(session_json: String) -> Result<Vec<String>> {
+    let s = Session::from_json(&session_json).map_err(|e| throw(&e))?;
+    Ok(otpkit_core::delivery::index_entries(&s)
+        .into_iter()
+        .flat_map(|(k, v)| [k, v])
+        .collect())
 }
 
 /// The cancellation of a stored session (reuse off, replaced): the JSON to store.

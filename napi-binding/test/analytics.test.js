@@ -39,6 +39,7 @@ function check(report, expired) {
     sent: 3, reused: 1, delivery_failed: 1, verified: 1, failed: 1, expired,
     verification_rate: 0.3333, sms_segments: 3, resent: 0, estimated_cost: { amount: '0.0225', currency: 'EUR' },
     fraud_blocked: 0, fraud_saved: { amount: '0.0000', currency: 'EUR' },
+    delivered: 0, undelivered: 0, delivery_rate: 0, // no delivery receipt here (SPEC §8)
   });
   assert.deepEqual(report.by_country, { 1: report.totals }, 'every destination is +1…: calling code 1');
 }

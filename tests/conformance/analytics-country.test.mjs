@@ -21,7 +21,7 @@ function ukDest() {
   }
 }
 
-const FIELDS = ['sent', 'reused', 'delivery_failed', 'verified', 'failed', 'expired', 'sms_segments', 'resent', 'fraud_blocked'];
+const FIELDS = ['sent', 'reused', 'delivery_failed', 'verified', 'failed', 'expired', 'sms_segments', 'resent', 'fraud_blocked', 'delivered', 'undelivered'];
 
 /** The expected count object: zeros, a cost at `price` per segment, and these counts. */
 function counts(c, cost, saved) {
@@ -30,6 +30,7 @@ function counts(c, cost, saved) {
     sent: v.sent, reused: v.reused, delivery_failed: v.delivery_failed, verified: v.verified, failed: v.failed,
     expired: v.expired, verification_rate: v.verification_rate ?? 0, sms_segments: v.sms_segments, resent: v.resent,
     estimated_cost: { amount: cost, currency: 'USD' }, fraud_blocked: 0, fraud_saved: { amount: saved, currency: 'USD' },
+    delivered: 0, undelivered: 0, delivery_rate: 0,
   };
 }
 

@@ -245,6 +245,7 @@ describe('second dialect', () => {
       sent: 3, reused: 1, delivery_failed: 1, verified: 1, failed: 1, expired: 0, verification_rate: 0.3333,
       sms_segments: 2, resent: 0, estimated_cost: { amount: '0.10', currency: 'USD' },
       fraud_blocked: 0, fraud_saved: { amount: '0.00', currency: 'USD' },
+      delivered: 0, undelivered: 0, delivery_rate: 0,
     }, 'the WhatsApp message has no SMS segments; nothing has reached expiry yet');
     assert.equal(j.days.length, 30);
     assert.equal(j.days[29].date, today);

@@ -332,6 +332,7 @@ impl AdminFlow {
         let io = Io::Audit {
             workspace_id: ws_id,
             events,
+            deltas: Vec::new(),
         };
         self.ask(Wait::Audit, io);
     }

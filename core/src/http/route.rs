@@ -45,6 +45,10 @@ pub enum Route<'a> {
     GetFraud(&'a str),
     /// `DELETE /v1/admin/workspaces/{id}/fraud/blocks/{prefix}`.
     UnblockPrefix(&'a str, &'a str),
+    /// `POST /v1/messaging/otp/delivery-receipts/twilio` (SPEC §8): no API key, Twilio's signature.
+    TwilioReceipt,
+    /// `POST /v1/messaging/otp/delivery-receipts/json` (SPEC §8): no API key, an HMAC signature.
+    JsonReceipt,
 }
 
 impl Route<'_> {
@@ -71,7 +75,16 @@ impl Route<'_> {
             Route::AdminAnalytics => "adminAnalytics",
             Route::GetFraud(_) => "getFraud",
             Route::UnblockPrefix(..) => "unblockPrefix",
+            Route::TwilioReceipt => "twilioReceipt",
+            Route::JsonReceipt => "jsonReceipt",
         }
+    }
+
+    /// A delivery receipt route: authenticated by its signature ([`crate::flow::ReceiptFlow`]),
+    /// never by an API key.
+    #[must_use]
+    pub fn is_receipt(&self) -> bool {
+        matches!(self, Route::TwilioReceipt | Route::JsonReceipt)
     }
 
     /// An operator route (admin token, absent without `ADMIN_TOKEN`).
@@ -119,6 +132,8 @@ pub fn match_route<'a>(method: &str, path: &'a str) -> Result<Route<'a>, Error> 
             (Route::Resend(Dialect::V1, id), "POST")
         }
         ["v1", "messaging", "otp", "audit"] => (Route::Audit, "GET"),
+        ["v1", "messaging", "otp", "delivery-receipts", "twilio"] => (Route::TwilioReceipt, "POST"),
+        ["v1", "messaging", "otp", "delivery-receipts", "json"] => (Route::JsonReceipt, "POST"),
         ["otp", "send"] => (Route::Request(Dialect::Zend), "POST"),
         ["otp", "analytics"] => (Route::Analytics, "GET"),
         ["otp", id, "verify"] => (Route::Verify(Dialect::Zend, Some(id)), "POST"),

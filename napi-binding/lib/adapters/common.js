@@ -21,7 +21,9 @@ const bodyWasRead = (req) => Boolean(req.readableDidRead || req.readableEnded);
  *   an object (express.json without a raw copy) re-serialised with JSON.stringify, because it is
  *   the only copy left: the same JSON value, though not always the same spelling (a duplicate key
  *   keeps its last value, `1.0` becomes `1`). A form (express.urlencoded) is an object too, but
- *   the API takes JSON only: the listener answers 415 from the content type without reading it.
+ *   the API takes JSON only: the listener answers 415 from the content type without reading it
+ *   (except on the delivery receipt routes, which take any content type: a form re-serialised
+ *   no longer matches its signature, 403; keep req.rawBody).
  */
 function keptBody(req, body) {
   const raw = req.rawBody;
