@@ -62,20 +62,18 @@ impl GatewayKind {
         }
     }
 
-    /// Parses `WHATSAPP_GATEWAY_KIND`: like [`GatewayKind::parse`], and `meta` too.
+    /// Parses `WHATSAPP_GATEWAY_KIND`: `meta` in any case, else as [`GatewayKind::parse`]
+    /// (absent or empty → `Json`; `json`, `twilio`), with its own error message.
     ///
     /// # Errors
     /// [`Error::Misconfigured`] for an unknown kind.
     pub fn parse_whatsapp(s: Option<&str>) -> Result<GatewayKind, Error> {
-        match s {
-            Some(k) if k.eq_ignore_ascii_case("meta") => Ok(GatewayKind::Meta),
-            None | Some("") => Ok(GatewayKind::Json),
-            Some(k) if k.eq_ignore_ascii_case("json") => Ok(GatewayKind::Json),
-            Some(k) if k.eq_ignore_ascii_case("twilio") => Ok(GatewayKind::Twilio),
-            Some(_) => Err(Error::Misconfigured {
-                message: "WHATSAPP_GATEWAY_KIND must be json, twilio or meta".into(),
-            }),
+        if s.is_some_and(|k| k.eq_ignore_ascii_case("meta")) {
+            return Ok(GatewayKind::Meta);
         }
+        GatewayKind::parse(s).map_err(|_| Error::Misconfigured {
+            message: "WHATSAPP_GATEWAY_KIND must be json, twilio or meta".into(),
+        })
     }
 
     /// The configuration name (`json`, `twilio`, `meta`).
@@ -619,6 +617,32 @@ mod tests {
         assert_eq!(err.http_status(), 500);
         assert_eq!(err.message(), "SMS_GATEWAY_KIND must be json or twilio");
         assert!(GatewayKind::parse(Some(" json")).is_err());
+    }
+
+    #[test]
+    fn whatsapp_kind_parsing() {
+        assert_eq!(GatewayKind::parse_whatsapp(None), Ok(GatewayKind::Json));
+        assert_eq!(GatewayKind::parse_whatsapp(Some("")), Ok(GatewayKind::Json));
+        assert_eq!(
+            GatewayKind::parse_whatsapp(Some("Json")),
+            Ok(GatewayKind::Json)
+        );
+        assert_eq!(
+            GatewayKind::parse_whatsapp(Some("TWILIO")),
+            Ok(GatewayKind::Twilio)
+        );
+        assert_eq!(
+            GatewayKind::parse_whatsapp(Some("meta")),
+            Ok(GatewayKind::Meta)
+        );
+        for bad in ["smpp", " meta", "meta "] {
+            let err = GatewayKind::parse_whatsapp(Some(bad)).unwrap_err();
+            assert_eq!(err.code(), "MISCONFIGURED");
+            assert_eq!(
+                err.message(),
+                "WHATSAPP_GATEWAY_KIND must be json, twilio or meta"
+            );
+        }
     }
 
     #[test]

@@ -95,46 +95,55 @@ async function discard(body, keep = false) {
   return null;
 }
 
-/** The options every built-in gateway takes. */
-function setup(gw, { url, token, account, publicBaseUrl, timeoutMs = TIMEOUT_MS } = {}) {
-  gw.url = url;
-  if (account !== undefined) gw.account = account;
-  Object.defineProperty(gw, 'token', { value: token, enumerable: false });
-  gw.publicBaseUrl = publicBaseUrl ?? null;
-  gw.timeoutMs = timeoutMs;
+/**
+ * A built-in gateway: POSTs the core's encoding of each message for its `kind` (`json`,
+ * `twilio` or `meta`). The classes below only fix the kind. Options: `url`, `token` (kept
+ * non-enumerable: never printed with the gateway), `account` (Twilio), `publicBaseUrl` (a
+ * Twilio send asks for status callbacks there), `timeoutMs` (default TIMEOUT_MS).
+ */
+class HttpGateway {
+  #kind;
+
+  /**
+   * @param {'json' | 'twilio' | 'meta'} kind
+   * @param {{url: string, token?: string, account?: string, publicBaseUrl?: string | null, timeoutMs?: number}} opts
+   */
+  constructor(kind, { url, token, account, publicBaseUrl, timeoutMs = TIMEOUT_MS } = {}) {
+    this.#kind = kind;
+    this.url = url;
+    if (account !== undefined) this.account = account;
+    Object.defineProperty(this, 'token', { value: token, enumerable: false });
+    this.publicBaseUrl = publicBaseUrl ?? null;
+    this.timeoutMs = timeoutMs;
+  }
+
+  /** `json`, `twilio` or `meta` (read-only). */
+  get kind() {
+    return this.#kind;
+  }
+
+  /**
+   * `opts.onFailure`: see post(); `opts.onAccepted(messageId)`; `opts.workspaceId` (names the
+   * workspace in a Twilio send's status callback).
+   */
+  async send(message, opts = {}) {
+    return post(encode(this.#kind, this, message, opts), this.timeoutMs, opts.onFailure, this.#kind, opts.onAccepted);
+  }
 }
 
 /** `POST url` with `{to, from, text, channel, reference}` and `Authorization: Bearer token`. */
-class JsonGateway {
+class JsonGateway extends HttpGateway {
   /** @param {{url: string, token?: string, timeoutMs?: number}} opts */
   constructor(opts = {}) {
-    setup(this, opts);
-  }
-
-  get kind() {
-    return 'json';
-  }
-
-  /** `opts.onFailure`: see post(); `opts.onAccepted(messageId)`; `opts.workspaceId`. */
-  async send(message, opts = {}) {
-    return post(encode('json', this, message, opts), this.timeoutMs, opts.onFailure, 'json', opts.onAccepted);
+    super('json', opts);
   }
 }
 
 /** Twilio Messages API form encoding (`To`, `From`, `Body`; `whatsapp:` prefix), basic auth. */
-class TwilioGateway {
+class TwilioGateway extends HttpGateway {
   /** @param {{url: string, account: string, token: string, publicBaseUrl?: string, timeoutMs?: number}} opts */
   constructor(opts = {}) {
-    setup(this, { ...opts, account: opts.account });
-  }
-
-  get kind() {
-    return 'twilio';
-  }
-
-  /** `opts.onFailure`: see post(); `opts.onAccepted(messageId)`; `opts.workspaceId`. */
-  async send(message, opts = {}) {
-    return post(encode('twilio', this, message, opts), this.timeoutMs, opts.onFailure, 'twilio', opts.onAccepted);
+    super('twilio', opts);
   }
 }
 
@@ -143,19 +152,10 @@ class TwilioGateway {
  * template message (policy `whatsappTemplate`) with the code as body parameter and copy-code
  * button. A message without a template in its workspace's policy cannot be sent (failed).
  */
-class MetaGateway {
+class MetaGateway extends HttpGateway {
   /** @param {{url: string, token: string, timeoutMs?: number}} opts */
   constructor(opts = {}) {
-    setup(this, opts);
-  }
-
-  get kind() {
-    return 'meta';
-  }
-
-  /** `opts.onFailure`: see post(); `opts.onAccepted(messageId)`. */
-  async send(message, opts = {}) {
-    return post(encode('meta', this, message, opts), this.timeoutMs, opts.onFailure, 'meta', opts.onAccepted);
+    super('meta', opts);
   }
 }
 
