@@ -250,6 +250,10 @@ pub struct Delta {
     pub open_until: Option<UnixMillis>,
     /// The session is now closed (verified or locked): drop it from the open sessions.
     pub close: bool,
+    /// The provider's error code of an undelivered or failed message, counted for
+    /// `top_errors` (SPEC §8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
 }
 
 impl Delta {
@@ -265,6 +269,7 @@ impl Delta {
             counts,
             open_until: None,
             close: false,
+            error_code: None,
         })
     }
 
@@ -316,6 +321,71 @@ pub enum Write<'a> {
         /// The session.
         session_id: &'a str,
     },
+    /// Add one to the bucket's count of messages refused with the provider's error `code`
+    /// (kept as long as the day's counters).
+    Error {
+        /// The bucket.
+        bucket: Bucket,
+        /// The provider's error code (`[A-Za-z0-9_.-]{1,32}`).
+        code: &'a str,
+    },
+}
+
+/// One stored counter: a bucket's [`Counts`], or how many of its messages a provider refused
+/// with one error code. [`report`] takes either (a `(Bucket, Counts)` pair converts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Counter {
+    /// A bucket's counters.
+    Counts(Bucket, Counts),
+    /// Messages of a bucket refused with `code`.
+    Error {
+        /// The bucket.
+        bucket: Bucket,
+        /// The provider's error code.
+        code: String,
+        /// How many.
+        count: u64,
+    },
+}
+
+impl From<(Bucket, Counts)> for Counter {
+    fn from((b, c): (Bucket, Counts)) -> Counter {
+        Counter::Counts(b, c)
+    }
+}
+
+const ERROR_FIELD: &str = "error:";
+
+/// How a store that keeps one day's counters in a map names a counter: `<counter>|<bucket>`
+/// (`sent|c233|sms|LOGIN|`).
+#[must_use]
+pub fn counter_field(name: &str, bucket: &Bucket) -> String {
+    format!("{name}|{}", bucket.key())
+}
+
+/// [`counter_field`] of a provider error code's count: `error:<code>|<bucket>`.
+#[must_use]
+pub fn error_field(code: &str, bucket: &Bucket) -> String {
+    format!("{ERROR_FIELD}{code}|{}", bucket.key())
+}
+
+/// Reads a [`counter_field`] or [`error_field`] of day `day` back, with its value; `None` when
+/// it is neither (a counter this version does not know is skipped, not misread).
+#[must_use]
+pub fn parse_field(day: u32, field: &str, value: u64) -> Option<Counter> {
+    let (name, key) = field.split_once('|')?;
+    let bucket = Bucket::parse(day, key)?;
+    if let Some(code) = name.strip_prefix(ERROR_FIELD) {
+        return (!code.is_empty()).then(|| Counter::Error {
+            bucket,
+            code: code.to_string(),
+            count: value,
+        });
+    }
+    let mut counts = Counts::default();
+    counts
+        .add_to(name, value)
+        .then_some(Counter::Counts(bucket, counts))
 }
 
 impl Delta {
@@ -341,9 +411,12 @@ impl Delta {
         }
         if self.close {
             out.push(Write::Close {
-                bucket,
+                bucket: bucket.clone(),
                 session_id: &self.session_id,
             });
+        }
+        if let Some(code) = self.error_code.as_deref() {
+            out.push(Write::Error { bucket, code });
         }
         out
     }
@@ -460,7 +533,11 @@ pub fn receipt(session: &Session, state: crate::delivery::DeliveryState) -> Opti
         },
         DeliveryState::Accepted | DeliveryState::Sent => return None,
     };
-    Delta::new(session, counts)
+    let mut d = Delta::new(session, counts)?;
+    if state.is_failure() {
+        d.error_code = session.delivery.as_ref().and_then(|x| x.error_code.clone());
+    }
+    Some(d)
 }
 
 /// A verification answered: approval counts `verified`, the attempt that locks counts `failed`;
@@ -666,18 +743,42 @@ struct Report<'a> {
     by_purpose: BTreeMap<&'static str, CountView<'a>>,
     /// By the destination's calling code (`"233"`), `"other"` when it is not known.
     by_country: BTreeMap<String, CountView<'a>>,
+    /// The provider error codes of the period's undelivered and failed messages, most frequent
+    /// first (at most [`TOP_ERRORS`]).
+    top_errors: Vec<TopError>,
+}
+
+/// How many error codes `top_errors` lists.
+pub const TOP_ERRORS: usize = 10;
+
+#[derive(Serialize)]
+struct TopError {
+    code: String,
+    count: u64,
+}
+
+/// The most frequent codes first, then by code; at most [`TOP_ERRORS`].
+fn top_errors(errors: BTreeMap<String, u64>) -> Vec<TopError> {
+    let mut all: Vec<TopError> = errors
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(code, count)| TopError { code, count })
+        .collect();
+    all.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.code.cmp(&b.code)));
+    all.truncate(TOP_ERRORS);
+    all
 }
 
 /// The answer of `GET /otp/analytics` (second dialect: no envelope).
 ///
-/// `counters`: the workspace's stored counters (any buckets; those outside the query are
-/// ignored, and one bucket may come in several parts). `open`: the bucket of each open session
-/// whose expiry is after `now`, once per session.
+/// `counters`: the workspace's stored counters and error counts (any buckets; those outside the
+/// query are ignored, and one bucket may come in several parts). `open`: the bucket of each open
+/// session whose expiry is after `now`, once per session.
 #[must_use]
 pub fn report(
     q: &AnalyticsQuery,
     now: UnixMillis,
-    counters: impl IntoIterator<Item = (Bucket, Counts)>,
+    counters: impl IntoIterator<Item = impl Into<Counter>>,
     open: impl IntoIterator<Item = Bucket>,
     price: &Price,
 ) -> Reply {
@@ -688,7 +789,8 @@ pub fn report(
     let mut by_channel: BTreeMap<&'static str, Tally> = BTreeMap::new();
     let mut by_purpose: BTreeMap<&'static str, Tally> = BTreeMap::new();
     let mut by_country: BTreeMap<String, Tally> = BTreeMap::new();
-    for (b, t) in &tallies(q, now, counters, open) {
+    let (tallied, errors) = tallies(q, now, counters, open);
+    for (b, t) in &tallied {
         totals.add(t);
         days.entry(b.day).or_default().add(t);
         by_channel.entry(b.channel.as_str()).or_default().add(t);
@@ -720,22 +822,33 @@ pub fn report(
         by_channel: view(by_channel),
         by_purpose: view(by_purpose),
         by_country,
+        top_errors: top_errors(errors),
     };
     Reply::json(200, &report)
 }
 
 /// The counts of each bucket the query covers, with its expired sessions derived (buckets with
-/// nothing to count left out).
+/// nothing to count left out), and the count of each provider error code in those buckets.
 fn tallies(
     q: &AnalyticsQuery,
     now: UnixMillis,
-    counters: impl IntoIterator<Item = (Bucket, Counts)>,
+    counters: impl IntoIterator<Item = impl Into<Counter>>,
     open: impl IntoIterator<Item = Bucket>,
-) -> BTreeMap<Bucket, Tally> {
+) -> (BTreeMap<Bucket, Tally>, BTreeMap<String, u64>) {
     let mut buckets: BTreeMap<Bucket, (Counts, u64)> = BTreeMap::new();
-    for (b, c) in counters {
-        if q.covers(&b, now) {
-            buckets.entry(b).or_default().0.add(&c);
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    for counter in counters {
+        match counter.into() {
+            Counter::Counts(b, c) if q.covers(&b, now) => buckets.entry(b).or_default().0.add(&c),
+            Counter::Error {
+                bucket,
+                code,
+                count,
+            } if q.covers(&bucket, now) => {
+                let n = errors.entry(code).or_default();
+                *n = n.saturating_add(count);
+            }
+            Counter::Counts(..) | Counter::Error { .. } => {}
         }
     }
     for b in open {
@@ -759,7 +872,7 @@ fn tallies(
         }
         out.insert(b, t);
     }
-    out
+    (out, errors)
 }
 
 /// One workspace's stored analytics, as [`report`] takes them, for [`admin_report`].
@@ -773,6 +886,8 @@ pub struct WorkspaceCounters {
     pub counters: Vec<(Bucket, Counts)>,
     /// Its open sessions not yet expired (as [`report`]'s `open`).
     pub open: Vec<Bucket>,
+    /// Its provider error counts (as [`report`]'s `counters` carry them).
+    pub errors: Vec<Counter>,
 }
 
 /// Exact sums of money by currency: mantissa and decimals (`"0.0225"` is `(225, 4)`).
@@ -871,13 +986,23 @@ pub fn admin_report(
     workspaces: &[WorkspaceCounters],
 ) -> Reply {
     // Only the workspaces with something to count in the period (and app) take part.
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     let active: Vec<(&WorkspaceCounters, BTreeMap<Bucket, Tally>)> = workspaces
         .iter()
-        .map(|w| {
-            let t = tallies(q, now, w.counters.iter().cloned(), w.open.iter().cloned());
-            (w, t)
+        .filter_map(|w| {
+            let counters = w
+                .counters
+                .iter()
+                .cloned()
+                .map(Counter::from)
+                .chain(w.errors.iter().cloned());
+            let (t, e) = tallies(q, now, counters, w.open.iter().cloned());
+            for (code, n) in e {
+                let sum = errors.entry(code).or_default();
+                *sum = sum.saturating_add(n);
+            }
+            (!t.is_empty()).then_some((w, t))
         })
-        .filter(|(_, t)| !t.is_empty())
         .collect();
     let mut currencies: Vec<&str> = active
         .iter()
@@ -959,6 +1084,7 @@ pub fn admin_report(
                 .iter()
                 .map(|(k, p)| (k.clone(), view(p, None)))
                 .collect(),
+            top_errors: top_errors(errors),
         },
         estimated_costs: totals
             .money
@@ -978,6 +1104,7 @@ pub fn admin_report(
 mod tests {
     use super::*;
     use crate::code::Entropy;
+    use crate::delivery::DeliveryState;
     use crate::http::request::IssueRequest;
     use crate::policy::Policy;
     use crate::secret::Pepper;
@@ -1144,6 +1271,7 @@ mod tests {
             },
             counters,
             open,
+            errors: Vec::new(),
         }
     }
 
@@ -1419,6 +1547,7 @@ mod tests {
             price: p.clone(),
             counters,
             open,
+            errors: Vec::new(),
         };
         let all: Value = serde_json::from_str(&admin_report(&q, at, &[w]).body).unwrap();
         assert_eq!(all["by_country"], own["by_country"]);
@@ -1443,6 +1572,124 @@ mod tests {
                 .field(),
             Some("app")
         );
+    }
+
+    /// A store that keeps a day's counters in one map: every write of the deltas as fields
+    /// (`counter_field` / `error_field`), read back with `parse_field`.
+    fn as_fields(deltas: &[Delta]) -> Vec<Counter> {
+        let mut fields: BTreeMap<(u32, String), u64> = BTreeMap::new();
+        for d in deltas {
+            for w in d.writes() {
+                match w {
+                    Write::Add { bucket, counts } => {
+                        for (name, n) in counts.nonzero() {
+                            *fields
+                                .entry((bucket.day, counter_field(name, &bucket)))
+                                .or_default() += n;
+                        }
+                    }
+                    Write::Error { bucket, code } => {
+                        *fields
+                            .entry((bucket.day, error_field(code, &bucket)))
+                            .or_default() += 1;
+                    }
+                    Write::Open { .. } | Write::Close { .. } => {}
+                }
+            }
+        }
+        fields
+            .into_iter()
+            .map(|((day, f), n)| parse_field(day, &f, n).unwrap())
+            .collect()
+    }
+
+    fn refused(s: &Session, state: DeliveryState, code: Option<&str>) -> Delta {
+        let mut s = s.clone();
+        s.delivery = Some(crate::delivery::Delivery {
+            state,
+            message_id: Some("SM1".into()),
+            error_code: code.map(Into::into),
+        });
+        receipt(&s, state).unwrap()
+    }
+
+    #[test]
+    fn top_errors_count_each_refusal_by_code() {
+        let p = Price {
+            amount: "0.05".into(),
+            currency: "USD".into(),
+        };
+        let q = query("days=7").unwrap();
+        let sessions: Vec<Session> = (0..6).map(|_| session(None, "sms", NOW)).collect();
+        let mut deltas: Vec<Delta> = sessions.iter().filter_map(delivered).collect();
+        deltas.extend([
+            refused(&sessions[0], DeliveryState::Undelivered, Some("30003")),
+            refused(&sessions[1], DeliveryState::Failed, Some("30007")),
+            refused(&sessions[2], DeliveryState::Undelivered, Some("30003")),
+            refused(&sessions[3], DeliveryState::Undelivered, None),
+            refused(&sessions[4], DeliveryState::Delivered, Some("ignored")),
+        ]);
+        // A delivered message carries no error code, whatever the receipt said.
+        assert_eq!(deltas.last().unwrap().error_code, None);
+        // An old day's refusals are outside the period.
+        let old = session(None, "sms", UnixMillis(NOW.0 - 10 * DAY));
+        deltas.push(refused(&old, DeliveryState::Undelivered, Some("30008")));
+        let counters = as_fields(&deltas);
+        let j: Value =
+            serde_json::from_str(&report(&q, NOW, counters.clone(), Vec::new(), &p).body).unwrap();
+        assert_eq!(
+            j["top_errors"],
+            json!([{"code": "30003", "count": 2}, {"code": "30007", "count": 1}])
+        );
+        assert_eq!(j["totals"]["undelivered"], 4);
+        assert_eq!(j["totals"]["delivered"], 1);
+        assert_eq!(j["totals"]["sent"], 6);
+        // The admin report sums the codes of every workspace.
+        let (errors, counts): (Vec<Counter>, Vec<Counter>) = counters
+            .into_iter()
+            .partition(|c| matches!(c, Counter::Error { .. }));
+        let counts: Vec<(Bucket, Counts)> = counts
+            .into_iter()
+            .filter_map(|c| match c {
+                Counter::Counts(b, c) => Some((b, c)),
+                Counter::Error { .. } => None,
+            })
+            .collect();
+        let w = |id: &str| WorkspaceCounters {
+            workspace_id: id.into(),
+            price: p.clone(),
+            counters: counts.clone(),
+            open: Vec::new(),
+            errors: errors.clone(),
+        };
+        let all: Value =
+            serde_json::from_str(&admin_report(&q, NOW, &[w("ws_1"), w("ws_2")]).body).unwrap();
+        assert_eq!(
+            all["top_errors"],
+            json!([{"code": "30003", "count": 4}, {"code": "30007", "count": 2}])
+        );
+        // At most ten codes, the most frequent first, ties by code.
+        let many: Vec<Counter> = (0..12u64)
+            .map(|i| Counter::Error {
+                bucket: Bucket::of(&sessions[0]),
+                code: format!("E{i:02}"),
+                count: 1 + i % 3,
+            })
+            .collect();
+        let j: Value = serde_json::from_str(&report(&q, NOW, many, Vec::new(), &p).body).unwrap();
+        let codes: Vec<&str> = j["top_errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["code"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            codes,
+            ["E02", "E05", "E08", "E11", "E01", "E04", "E07", "E10", "E00", "E03"]
+        );
+        // Fields this version does not know are skipped.
+        assert_eq!(parse_field(1, "nosuch|sms|LOGIN|", 1), None);
+        assert_eq!(parse_field(1, "error:|sms|LOGIN|", 1), None);
     }
 
     #[test]

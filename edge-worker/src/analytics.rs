@@ -1,12 +1,13 @@
 //! Analytics in D1 `AUDIT` (schema: migrations/0002_analytics.sql, with the bucket's country from
 //! migrations/0006_analytics_country.sql). The core decides every
 //! increment ([`otpkit_core::analytics`]); this module turns them into statements, and answers
-//! `GET /otp/analytics` from two indexed reads of one workspace's rows.
+//! `GET /otp/analytics` from three indexed reads of one workspace's rows (counters, open sessions
+//! and provider error counts: migrations/0009_analytics_errors.sql).
 
 use crate::audit::text;
 use crate::workspaces;
 use otpkit_core::analytics::{
-    self, AnalyticsQuery, Bucket, Counts, Delta, WorkspaceCounters, Write,
+    self, AnalyticsQuery, Bucket, Counter, Counts, Delta, WorkspaceCounters, Write,
 };
 use otpkit_core::http::envelope::Reply;
 use otpkit_core::policy::Policy;
@@ -95,6 +96,17 @@ pub fn statements(db: &D1Database, workspace_id: &str, d: &Delta) -> Statements 
             Write::Close { session_id, .. } => db
                 .prepare("DELETE FROM analytics_open WHERE workspace_id = ?1 AND session_id = ?2")
                 .bind(&[text(workspace_id), text(session_id)])?,
+            Write::Error { bucket, code } => {
+                let mut args = key(&bucket).to_vec();
+                args.push(text(code));
+                db.prepare(
+                    "INSERT INTO analytics_errors (workspace_id, day, country, channel, purpose, \
+                     app, code, count) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1) \
+                     ON CONFLICT (workspace_id, day, country, channel, purpose, app, code) \
+                     DO UPDATE SET count = count + 1",
+                )
+                .bind(&args)?
+            }
         });
     }
     Ok(out)
@@ -126,6 +138,11 @@ fn purge_statements(
         db.prepare("DELETE FROM analytics_open WHERE workspace_id = ?1 AND session_id = ?2")
             .bind(&[text(workspace_id), text(session_id)])?,
         db.prepare("DELETE FROM analytics_daily WHERE workspace_id = ?1 AND day < ?2")
+            .bind(&[
+                text(workspace_id),
+                num(u64::from(analytics::oldest_kept_day(now))),
+            ])?,
+        db.prepare("DELETE FROM analytics_errors WHERE workspace_id = ?1 AND day < ?2")
             .bind(&[
                 text(workspace_id),
                 num(u64::from(analytics::oldest_kept_day(now))),
@@ -174,6 +191,28 @@ struct OpenRow {
     live: f64,
 }
 
+#[derive(Deserialize)]
+struct ErrorRow {
+    #[serde(default)]
+    workspace_id: String,
+    day: f64,
+    #[serde(default)]
+    country: String,
+    channel: String,
+    purpose: String,
+    app: String,
+    code: String,
+    count: f64,
+}
+
+fn error(r: &ErrorRow) -> Option<Counter> {
+    Some(Counter::Error {
+        bucket: bucket(r.day, &r.country, &r.channel, &r.purpose, &r.app)?,
+        code: r.code.clone(),
+        count: int(r.count),
+    })
+}
+
 #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // D1 integers come as f64
 fn int(x: f64) -> u64 {
     x.max(0.0) as u64
@@ -187,6 +226,11 @@ fn bucket(day: f64, country: &str, channel: &str, purpose: &str, app: &str) -> O
         format!("c{country}|{channel}|{purpose}|{app}")
     };
     Bucket::parse(day, &key)
+}
+
+/// The query's app filter as a D1 argument (`NULL`: every app).
+fn app_filter(q: &AnalyticsQuery) -> JsValue {
+    q.app.as_deref().map_or(JsValue::NULL, JsValue::from_str)
 }
 
 fn counter(r: &CounterRow) -> Option<(Bucket, Counts)> {
@@ -241,14 +285,27 @@ pub async fn admin_report(env: &Env, q: &AnalyticsQuery, now: UnixMillis) -> Res
         )
         .bind(&[num(now.0), first, app])
         .map_err(unavailable)?;
-    let results = db.batch(vec![counters, open]).await.map_err(unavailable)?;
-    let (Some(counters), Some(open)) = (results.first(), results.get(1)) else {
+    let errors = db
+        .prepare(
+            "SELECT workspace_id, day, country, channel, purpose, app, code, count \
+             FROM analytics_errors WHERE day >= ?1 AND (?2 IS NULL OR app = ?2)",
+        )
+        .bind(&[num(u64::from(q.first_day(now))), app_filter(q)])
+        .map_err(unavailable)?;
+    let results = db
+        .batch(vec![counters, open, errors])
+        .await
+        .map_err(unavailable)?;
+    let (Some(counters), Some(open), Some(errors)) =
+        (results.first(), results.get(1), results.get(2))
+    else {
         return Err(Error::StoreUnavailable);
     };
     let counters: Vec<CounterRow> = counters.results().map_err(unavailable)?;
     let open: Vec<OpenRow> = open.results().map_err(unavailable)?;
-    // Workspace id → its counters and its live sessions' buckets.
-    type Rows = (Vec<(Bucket, Counts)>, Vec<Bucket>);
+    let errors: Vec<ErrorRow> = errors.results().map_err(unavailable)?;
+    // Workspace id → its counters, its live sessions' buckets and its error counts.
+    type Rows = (Vec<(Bucket, Counts)>, Vec<Bucket>, Vec<Counter>);
     let mut by_ws: BTreeMap<&str, Rows> = BTreeMap::new();
     for r in &counters {
         if let Some(c) = counter(r) {
@@ -258,8 +315,11 @@ pub async fn admin_report(env: &Env, q: &AnalyticsQuery, now: UnixMillis) -> Res
     for r in &open {
         by_ws.entry(&r.workspace_id).or_default().1.extend(live(r));
     }
+    for r in &errors {
+        by_ws.entry(&r.workspace_id).or_default().2.extend(error(r));
+    }
     let mut workspaces = Vec::with_capacity(by_ws.len());
-    for (id, (counters, open)) in by_ws {
+    for (id, (counters, open, errors)) in by_ws {
         // Each bucket is costed at its workspace's price (SPEC §2's default if it is gone).
         let price = match workspaces::load(env, id).await? {
             Some(ws) => ws.policy.price_per_segment,
@@ -270,6 +330,7 @@ pub async fn admin_report(env: &Env, q: &AnalyticsQuery, now: UnixMillis) -> Res
             price,
             counters,
             open,
+            errors,
         });
     }
     Ok(analytics::admin_report(q, now, &workspaces))
@@ -305,13 +366,34 @@ pub async fn report(
         )
         .bind(&[text(&ws.id), num(now.0), first, app])
         .map_err(unavailable)?;
-    let results = db.batch(vec![counters, open]).await.map_err(unavailable)?;
-    let (Some(counters), Some(open)) = (results.first(), results.get(1)) else {
+    let errors = db
+        .prepare(
+            "SELECT day, country, channel, purpose, app, code, count FROM analytics_errors \
+             WHERE workspace_id = ?1 AND day >= ?2 AND (?3 IS NULL OR app = ?3)",
+        )
+        .bind(&[
+            text(&ws.id),
+            num(u64::from(q.first_day(now))),
+            app_filter(q),
+        ])
+        .map_err(unavailable)?;
+    let results = db
+        .batch(vec![counters, open, errors])
+        .await
+        .map_err(unavailable)?;
+    let (Some(counters), Some(open), Some(errors)) =
+        (results.first(), results.get(1), results.get(2))
+    else {
         return Err(Error::StoreUnavailable);
     };
     let counters: Vec<CounterRow> = counters.results().map_err(unavailable)?;
     let open: Vec<OpenRow> = open.results().map_err(unavailable)?;
-    let counters = counters.iter().filter_map(counter);
+    let errors: Vec<ErrorRow> = errors.results().map_err(unavailable)?;
+    let counters = counters
+        .iter()
+        .filter_map(counter)
+        .map(Counter::from)
+        .chain(errors.iter().filter_map(error));
     let live = open.iter().flat_map(live);
     Ok(analytics::report(
         q,

@@ -766,6 +766,12 @@ export interface components {
             by_country: {
                 [key: string]: components["schemas"]["AnalyticsCounts"];
             };
+            /** @description The provider error codes that delivery receipts gave for the period's undelivered and failed messages (Twilio's ErrorCode, the JSON receipt's errorCode), most frequent first, ties by code; at most 10. Empty when no receipt said a message was refused. */
+            top_errors: {
+                /** @example 30003 */
+                code: string;
+                count: number;
+            }[];
         };
         /** @description The payment a code is bound to (PSD2 dynamic linking). */
         Transaction: {

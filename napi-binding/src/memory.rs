@@ -10,7 +10,7 @@ use crate::workspace::Workspace;
 use crate::{ms, ops};
 use napi::Result;
 use napi_derive::napi;
-use otpkit_core::analytics::{self, Bucket, Counts, Delta, WorkspaceCounters, Write};
+use otpkit_core::analytics::{self, Bucket, Counter, Counts, Delta, WorkspaceCounters, Write};
 use otpkit_core::audit::{AuditEvent, KEEP_PER_STREAM};
 use otpkit_core::flow::{self, Admitted, Io, Outcome};
 use otpkit_core::fraud::{FraudCharge, PrefixCount};
@@ -72,6 +72,8 @@ struct Inner {
     audit_keep: usize,
     /// Workspace id → analytics counters per bucket (kept 90 days).
     counters: HashMap<String, BTreeMap<Bucket, Counts>>,
+    /// Workspace id → (bucket, provider error code) → messages refused with it (kept as long).
+    errors: HashMap<String, BTreeMap<(Bucket, String), u64>>,
     /// Workspace id → sessions sent and not yet verified or locked: id → (bucket, expiry).
     /// Dropped once expired (then they count as expired); see `otpkit_core::analytics`.
     open: HashMap<String, HashMap<String, (Bucket, UnixMillis)>>,
@@ -129,6 +131,22 @@ pub struct MemoryStats {
     pub fraud_prefixes: u32,
     /// Delivery receipt index entries (by session id and by provider message id).
     pub receipt_index: u32,
+}
+
+/// A workspace's provider error counts, as the analytics reports take them.
+fn errors_of<'a>(
+    errors: &'a HashMap<String, BTreeMap<(Bucket, String), u64>>,
+    ws_id: &str,
+) -> impl Iterator<Item = Counter> + 'a {
+    errors
+        .get(ws_id)
+        .into_iter()
+        .flatten()
+        .map(|((bucket, code), count)| Counter::Error {
+            bucket: bucket.clone(),
+            code: code.clone(),
+            count: *count,
+        })
 }
 
 fn key(a: &str, b: &str) -> String {
@@ -640,6 +658,11 @@ impl Inner {
                         open.remove(session_id);
                     }
                 }
+                Write::Error { bucket, code } => {
+                    let e = self.errors.entry(ws_id.to_string()).or_default();
+                    let n = e.entry((bucket, code.to_string())).or_default();
+                    *n = n.saturating_add(1);
+                }
             }
         }
     }
@@ -716,7 +739,8 @@ impl MemoryStore {
             .get(&ws.rec.id)
             .into_iter()
             .flatten()
-            .map(|(b, c)| (b.clone(), *c));
+            .map(|(b, c)| Counter::Counts(b.clone(), *c))
+            .chain(errors_of(&inner.errors, &ws.rec.id));
         let live = inner
             .open
             .get(&ws.rec.id)
@@ -774,6 +798,7 @@ impl MemoryStore {
                     .filter(|(_, until)| now < *until)
                     .map(|(b, _)| b.clone())
                     .collect(),
+                errors: errors_of(&inner.errors, id).collect(),
             });
         }
         Ok(analytics::admin_report(&q, now, &workspaces).into())
@@ -888,6 +913,10 @@ impl MemoryStore {
             counters.retain(|b, _| b.day >= oldest);
         }
         inner.counters.retain(|_, c| !c.is_empty());
+        for errors in inner.errors.values_mut() {
+            errors.retain(|(b, _), _| b.day >= oldest);
+        }
+        inner.errors.retain(|_, e| !e.is_empty());
         inner
             .floods
             .retain(|_, f| now < f.window_start.plus_secs(60));

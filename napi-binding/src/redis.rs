@@ -493,7 +493,7 @@ pub fn session_purge_at(session_json: String) -> Result<f64> {
 
 /// The Redis store's analytics operations for a `record` effect's deltas (JSON array), as the
 /// RECORD script reads them: four arguments each (op, key, a, b). `counters` + day is a day's
-/// hash of counters (field `counter|bucket`), `open` the sorted set of open sessions. Every
+/// hash of counters (fields `counter|bucket` and `error:code|bucket`), `open` the sorted set of open sessions. Every
 /// write is the core's (`otpkit_core::analytics::Write`); this only encodes them.
 #[napi]
 pub fn redis_analytics_ops(
@@ -515,12 +515,8 @@ pub fn redis_analytics_ops(
                 analytics::Write::Add { bucket, counts } => {
                     let hash = format!("{counters}{}", bucket.day);
                     for (name, n) in counts.nonzero() {
-                        push(
-                            "H",
-                            &hash,
-                            format!("{name}|{}", bucket.key()),
-                            n.to_string(),
-                        );
+                        let field = analytics::counter_field(name, &bucket);
+                        push("H", &hash, field, n.to_string());
                     }
                     let keep = analytics::keep_until(bucket.day).0.to_string();
                     push("E", &hash, keep, String::new());
@@ -542,6 +538,13 @@ pub fn redis_analytics_ops(
                 }
                 analytics::Write::Close { bucket, session_id } => {
                     push("C", &open, String::new(), bucket.open_member(session_id));
+                }
+                analytics::Write::Error { bucket, code } => {
+                    let hash = format!("{counters}{}", bucket.day);
+                    let field = analytics::error_field(code, &bucket);
+                    push("H", &hash, field, "1".into());
+                    let keep = analytics::keep_until(bucket.day).0.to_string();
+                    push("E", &hash, keep, String::new());
                 }
             }
         }

@@ -7,7 +7,7 @@ use crate::ms;
 use crate::workspace::Workspace;
 use napi::Result;
 use napi_derive::napi;
-use otpkit_core::analytics::{self, AnalyticsQuery, Bucket, Counts, WorkspaceCounters};
+use otpkit_core::analytics::{self, AnalyticsQuery, Counter, WorkspaceCounters};
 use otpkit_core::audit::{self, AuditEvent, AuditQuery};
 use otpkit_core::Session;
 
@@ -190,15 +190,7 @@ pub fn analytics_reply(
     open: Vec<String>,
 ) -> Result<Reply> {
     let q = analytics_query(&query)?;
-    let rows = counters.chunks_exact(3).filter_map(|c| {
-        let [day, field, value] = c else { return None };
-        let (name, bucket) = field.split_once('|')?;
-        let b = Bucket::parse(day.parse().ok()?, bucket)?;
-        let mut counts = Counts::default();
-        counts
-            .add_to(name, value.parse().ok()?)
-            .then_some((b, counts))
-    });
+    let rows = counter_rows(&counters);
     let live = open.iter().filter_map(|m| analytics::parse_open_member(m));
     Ok(analytics::report(&q, ms(now), rows, live, &ws.rec.policy.price_per_segment).into())
 }
@@ -218,16 +210,12 @@ pub struct WorkspaceRows {
     pub open: Vec<String>,
 }
 
-/// The counters of flat `[day, field, value, …]` rows.
-fn counter_rows(counters: &[String]) -> impl Iterator<Item = (Bucket, Counts)> + '_ {
+/// The counters and error counts of flat `[day, field, value, …]` rows
+/// ([`analytics::counter_field`] / [`analytics::error_field`]).
+fn counter_rows(counters: &[String]) -> impl Iterator<Item = Counter> + '_ {
     counters.chunks_exact(3).filter_map(|c| {
         let [day, field, value] = c else { return None };
-        let (name, bucket) = field.split_once('|')?;
-        let b = Bucket::parse(day.parse().ok()?, bucket)?;
-        let mut counts = Counts::default();
-        counts
-            .add_to(name, value.parse().ok()?)
-            .then_some((b, counts))
+        analytics::parse_field(day.parse().ok()?, field, value.parse().ok()?)
     })
 }
 
@@ -250,10 +238,18 @@ pub fn admin_analytics_reply(
             }
             None => otpkit_core::Policy::default().price_per_segment,
         };
+        let (mut counters, mut errors) = (Vec::new(), Vec::new());
+        for c in counter_rows(&w.counters) {
+            match c {
+                Counter::Counts(b, n) => counters.push((b, n)),
+                e @ Counter::Error { .. } => errors.push(e),
+            }
+        }
         all.push(WorkspaceCounters {
             workspace_id: w.workspace_id.clone(),
             price,
-            counters: counter_rows(&w.counters).collect(),
+            counters,
+            errors,
             open: w
                 .open
                 .iter()

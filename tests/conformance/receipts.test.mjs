@@ -218,12 +218,14 @@ describe('delivery receipts', { skip: process.env.BASE_URL ? 'BASE_URL is set: n
     assert.equal(unknown.status, 200);
   });
 
-  it('analytics count delivered and undelivered messages and the delivery rate', async () => {
+  it('analytics count delivered and undelivered messages, the delivery rate and the top error codes', async () => {
     let totals;
+    let topErrors;
     for (let i = 0; i < 60; i++) {
       const r = await api('GET', '/otp/analytics');
       totals = r.json.totals;
-      if (totals?.delivered >= 3 && totals?.undelivered >= 2) break;
+      topErrors = r.json.top_errors;
+      if (totals?.delivered >= 3 && totals?.undelivered >= 2 && topErrors?.length >= 2) break;
       await new Promise((res) => setTimeout(res, 100));
     }
     // delivered: the forward-only session, the MessageSid one, the JSON reference one;
@@ -231,5 +233,15 @@ describe('delivery receipts', { skip: process.env.BASE_URL ? 'BASE_URL is set: n
     assert.equal(totals.delivered, 3, JSON.stringify(totals));
     assert.equal(totals.undelivered, 2, JSON.stringify(totals));
     assert.equal(totals.delivery_rate, 0.6);
+    // One message each refused with 30003 and E42 (the late 30003 on a delivered message did
+    // not move it, so it is not counted); ties are ordered by code.
+    assert.deepEqual(topErrors, [{ code: '30003', count: 1 }, { code: 'E42', count: 1 }]);
+    // The admin report sums every workspace's codes.
+    const admin = await fetch(`${host.baseUrl}/v1/admin/analytics?days=1`, { headers: { authorization: `Bearer ${host.adminToken}` } });
+    assert.equal(admin.status, 200);
+    const all = (await admin.json()).top_errors;
+    for (const code of ['30003', 'E42']) {
+      assert.ok(all.some((e) => e.code === code && e.count >= 1), JSON.stringify(all));
+    }
   });
 });

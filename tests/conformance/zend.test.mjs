@@ -236,7 +236,8 @@ describe('second dialect', () => {
     }, 2500);
     assert.ok(j, 'analytics caught up within 2.5 s');
     const today = new Date().toISOString().slice(0, 10);
-    assert.deepEqual(Object.keys(j).sort(), ['app', 'by_channel', 'by_country', 'by_purpose', 'days', 'from', 'period_days', 'to', 'totals']);
+    assert.deepEqual(Object.keys(j).sort(), ['app', 'by_channel', 'by_country', 'by_purpose', 'days', 'from', 'period_days', 'to', 'top_errors', 'totals']);
+    assert.deepEqual(j.top_errors, [], 'no delivery receipt said a message was refused');
     assert.equal(j.app, app);
     assert.equal(j.period_days, 30);
     assert.equal(j.to, today);
