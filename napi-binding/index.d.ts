@@ -79,6 +79,12 @@ export interface Policy {
   /** Channels tried in order when a send fails definitely, e.g. ["whatsapp", "sms"]; null = none (default). */
   channelFallback?: Channel[] | null;
   /**
+   * An undelivered or failed delivery receipt for a pending session sends the code again on the
+   * next channel of `channelFallback` (needed), charged as a resend, not held to
+   * `resendAfterSeconds` (default false).
+   */
+  fallbackOnUndelivered?: boolean;
+  /**
    * Most spent on messages per UTC day (SMS segments × pricePerSegment; a WhatsApp message costs
    * 0 segments; test numbers exempt), in pricePerSegment's currency; null = no cap (default). A
    * send past it is refused 429 SPEND_LIMIT_REACHED until 00:00 UTC.

@@ -654,7 +654,7 @@ mod resend;
 pub use admin::{AdminAction, AdminFlow, ADMIN_RANDOM_BYTES, LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT};
 pub use cancel::CancelFlow;
 pub use idempotent::Idempotent;
-pub use receipt::{receipt_stored, ReceiptFlow, ReceiptSource};
+pub use receipt::{receipt_stored, Fallback, ReceiptFlow, ReceiptSource};
 pub use resend::{resend_stored, ResendFlow, ResendStep};
 
 /// What every flow offers its driver, so one loop drives them all.

@@ -217,6 +217,49 @@ pub fn receipt_failure(
     .ok()
 }
 
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct FallbackLine<'a> {
+    time: String,
+    level: &'static str,
+    msg: &'static str,
+    workspace_id: &'a str,
+    session_id: &'a str,
+    channel: Channel,
+    /// `sent`, or the error code the resend was refused with.
+    outcome: &'a str,
+}
+
+/// The `delivery_fallback` line (level `info`; `warn` when refused) once the resend a receipt
+/// asked for ([`crate::flow::Fallback`]) ended: sent on its channel, or `refused` with that
+/// error code (`RATE_LIMITED`, `DELIVERY_FAILED`, `ALREADY_USED`, …).
+#[must_use]
+pub fn fallback(
+    time: UnixMillis,
+    fb: &crate::flow::Fallback,
+    refused: Option<&str>,
+    threshold: Level,
+) -> Option<String> {
+    let level = if refused.is_some() {
+        Level::Warn
+    } else {
+        Level::Info
+    };
+    if level < threshold {
+        return None;
+    }
+    serde_json::to_string(&FallbackLine {
+        time: time.to_rfc3339(),
+        level: level.as_str(),
+        msg: "delivery_fallback",
+        workspace_id: &fb.workspace.id,
+        session_id: &fb.session_id,
+        channel: fb.channel,
+        outcome: refused.unwrap_or("sent"),
+    })
+    .ok()
+}
+
 impl DeliveryFailure<'_> {
     /// The JSON line (level `warn`), if a host at `threshold` prints it.
     #[must_use]

@@ -63,6 +63,10 @@ pub struct Policy {
     /// Channels tried in order when a send fails definitely (SPEC §7); `None` = no fallback.
     #[serde(default)]
     pub channel_fallback: Option<Vec<Channel>>,
+    /// An undelivered or failed delivery receipt for a pending session resends it on the next
+    /// channel of `channel_fallback` (SPEC §8); off by default.
+    #[serde(default)]
+    pub fallback_on_undelivered: bool,
     /// Most the workspace spends on messages per UTC day, in `pricePerSegment`'s currency
     /// (SPEC §9 "Spend cap", [`crate::spend`]); `None` = no cap. At most 9 integer digits.
     #[serde(default)]
@@ -115,6 +119,7 @@ impl Default for Policy {
             retention_seconds: 86_400,
             resend_after_seconds: default_resend_after(),
             channel_fallback: None,
+            fallback_on_undelivered: false,
             daily_spend_limit: None,
             fraud_guard: FraudGuard::default(),
             whatsapp_content_sid: None,
@@ -127,7 +132,7 @@ impl Default for Policy {
 pub const DESTINATION_LOCK_SECS: u64 = 3600;
 
 /// The policy keys, in SPEC order.
-pub const KEYS: [&str; 17] = [
+pub const KEYS: [&str; 18] = [
     "codeLength",
     "ttlSeconds",
     "maxAttempts",
@@ -141,6 +146,7 @@ pub const KEYS: [&str; 17] = [
     "retentionSeconds",
     "resendAfterSeconds",
     "channelFallback",
+    "fallbackOnUndelivered",
     "dailySpendLimit",
     "fraudGuard",
     "whatsappContentSid",
@@ -189,6 +195,11 @@ impl Policy {
                     p.resend_after_seconds = small(json::int_in(v, f, 0, 600)?)?
                 }
                 "channelFallback" => p.channel_fallback = channel_fallback(v, f)?,
+                "fallbackOnUndelivered" => {
+                    p.fallback_on_undelivered = v
+                        .as_bool()
+                        .ok_or_else(|| invalid(f, "must be true or false"))?;
+                }
                 "dailySpendLimit" => p.daily_spend_limit = spend_limit(v, f)?,
                 "fraudGuard" => p.fraud_guard = p.fraud_guard.patched(v, f)?,
                 "whatsappContentSid" => p.whatsapp_content_sid = content_sid(v, f)?,
@@ -230,6 +241,12 @@ impl Policy {
                     format!("the code of {number} must have codeLength ({len}) digits"),
                 ));
             }
+        }
+        if self.fallback_on_undelivered && self.channel_fallback.is_none() {
+            return Err(invalid(
+                "policy.fallbackOnUndelivered",
+                "needs policy.channelFallback (the channels to fall back on)",
+            ));
         }
         Ok(())
     }

@@ -135,7 +135,7 @@ async fn route(
     }
     let pepper = config::pepper(env)?;
     if route.is_receipt() {
-        return receipt_route(req, env, ctx, calls, route).await;
+        return receipt_route(req, env, ctx, calls, &pepper, route).await;
     }
     let header = |name: &str| req.headers().get(name).ok().flatten();
     match route {
@@ -211,6 +211,7 @@ async fn receipt_route(
     env: &Env,
     ctx: &Context,
     calls: &otp::Calls,
+    pepper: &otpkit_core::Pepper,
     route: Route<'_>,
 ) -> std::result::Result<Reply, Error> {
     let body = http::raw_body(req).await?;
@@ -226,7 +227,7 @@ async fn receipt_route(
             signature: json_sig.as_deref(),
         },
     };
-    otp::receipt(env, ctx, calls, source, &body).await
+    otp::receipt(env, ctx, calls, pepper, source, &body).await
 }
 
 async fn audit_route(

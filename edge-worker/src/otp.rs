@@ -9,8 +9,8 @@ use crate::workspace_do::WorkspaceCall;
 use crate::{audit, config, gateway, workspaces};
 use otpkit_core::flow::Idempotent;
 use otpkit_core::flow::{
-    AdminAction, AdminFlow, Admitted, CancelFlow, Flow, HostTraits, Io, Outcome, ReceiptFlow,
-    ReceiptSource, RequestFlow, ResendFlow, ResendStep, StatusFlow, Step, VerifyFlow,
+    AdminAction, AdminFlow, Admitted, CancelFlow, Fallback, Flow, HostTraits, Io, Outcome,
+    ReceiptFlow, ReceiptSource, RequestFlow, ResendFlow, ResendStep, StatusFlow, Step, VerifyFlow,
     ADMIN_RANDOM_BYTES,
 };
 use otpkit_core::gateway::Gateways;
@@ -182,11 +182,13 @@ pub async fn admin(
 /// raw body and the signature header, no API key). No workspace scopes the flow: the receipt or
 /// the receipt index names the session ([`Io::FindReceipt`], [`Io::ApplyReceipt`] and
 /// [`Io::Audit`] carry what they need). A receipt that says a message did not arrive is logged
-/// once answered.
+/// once answered. The resend it may ask for (policy `fallbackOnUndelivered`, [`Fallback`]) runs
+/// after the answer, in `waitUntil`, in the session's workspace.
 pub async fn receipt(
     env: &Env,
     ctx: &Context,
     calls: &Calls,
+    pepper: &Pepper,
     source: ReceiptSource<'_>,
     body: &[u8],
 ) -> Result<Reply, Error> {
@@ -198,8 +200,54 @@ pub async fn receipt(
     if let Some(line) = flow.log_line(self::now(), config::log_level(env)) {
         worker::console_log!("{line}");
     }
-    follow(edge, ctx, flow);
+    let next = flow.poll();
+    if next != Step::Done {
+        let pepper = pepper.clone();
+        ctx.wait_until(async move {
+            let calls = Calls::default();
+            finish(&mut edge, &calls, &mut flow, next).await;
+            if let Some(fb) = flow.fallback() {
+                fallback(&edge.env, &calls, &pepper, fb).await;
+            }
+        });
+    }
     answer
+}
+
+/// The resend a delivery receipt asked for, driven to its end (its answer only logged).
+async fn fallback(env: &Env, calls: &Calls, pepper: &Pepper, fb: &Fallback) {
+    let now = now();
+    let started = random::<48>().and_then(|bytes| {
+        let entropy = Entropy::from_bytes(&bytes);
+        let flow = ResendFlow::fallback(fb, now, &entropy, pepper, TRAITS);
+        let gateways = config::gateway(env)?;
+        let edge = Edge::new(
+            env,
+            &fb.workspace.id,
+            fb.workspace.policy.clone(),
+            now,
+            Some(gateways),
+        )?;
+        Ok((flow, edge))
+    });
+    let outcome = match started {
+        Ok((mut flow, mut edge)) => {
+            let answer = answer_of(&mut edge, calls, &mut flow).await;
+            let next = flow.poll();
+            finish(&mut edge, calls, &mut flow, next).await;
+            answer.map(drop)
+        }
+        Err(e) => Err(e),
+    };
+    let line = otpkit_core::log::fallback(
+        self::now(),
+        fb,
+        outcome.as_ref().err().map(Error::code),
+        config::log_level(env),
+    );
+    if let Some(line) = line {
+        worker::console_log!("{line}");
+    }
 }
 
 /// Performs the flow's IO up to its answer, counted in `calls`, and returns that answer; what
@@ -233,14 +281,18 @@ fn follow(mut edge: Edge, ctx: &Context, mut flow: impl Flow + 'static) {
     if next != Step::Done {
         ctx.wait_until(async move {
             let calls = Calls::default();
-            let mut step = next;
-            while step != Step::Done {
-                if let Step::Io(io) = step {
-                    flow.handle(edge.perform(io, &calls).await);
-                }
-                step = flow.poll();
-            }
+            finish(&mut edge, &calls, &mut flow, next).await;
         });
+    }
+}
+
+/// Performs a flow's IO from `step` (polled after its answer) until it is done.
+async fn finish(edge: &mut Edge, calls: &Calls, flow: &mut impl Flow, mut step: Step) {
+    while step != Step::Done {
+        if let Step::Io(io) = step {
+            flow.handle(edge.perform(io, calls).await);
+        }
+        step = flow.poll();
     }
 }
 

@@ -649,6 +649,11 @@ export interface components {
             resendAfterSeconds?: number;
             /** @description Channels tried in order when a send fails definitely (default null: none). */
             channelFallback?: components["schemas"]["Channel"][] | null;
+            /**
+             * @description An undelivered or failed delivery receipt for a PENDING session resends it on the next channel of channelFallback (which it needs: 400 without), charged as a resend but not held to resendAfterSeconds; a duplicate receipt never sends twice (default false).
+             * @default false
+             */
+            fallbackOnUndelivered: boolean;
             /** @description Most spent on messages per UTC day (SPEC §9 Spend cap): each send costs its SMS segments × pricePerSegment (a WhatsApp message costs 0 segments; test numbers exempt); a send that would take the day's spend past the limit is refused 429 SPEND_LIMIT_REACHED until 00:00 UTC; a definite delivery failure costs nothing. Default null: no cap. */
             dailySpendLimit?: {
                 amount: string;

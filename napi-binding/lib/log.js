@@ -75,4 +75,12 @@ function logReceipt(flow) {
   if (line) info.log(line);
 }
 
-module.exports = { requestInfo, note, current, logRequest, logDeliveryFailure, logStoreFailure, logReceipt };
+/** The `delivery_fallback` line once a receipt's fallback resend ended (`refused`: its error code, or null). */
+function logFallback(flow, refused) {
+  const info = requestInfo.getStore();
+  if (!info) return;
+  const line = flow.fallbackLogLine(refused, info.level ?? null, Date.now());
+  if (line) info.log(line);
+}
+
+module.exports = { requestInfo, note, current, logRequest, logDeliveryFailure, logStoreFailure, logReceipt, logFallback };

@@ -7,7 +7,7 @@
 const native = require('./native');
 const { OtpError, fromInfo, fromNative, hostError, fromReply } = require('./errors');
 const { MemoryStore } = require('./memory-store');
-const { note, logDeliveryFailure, logStoreFailure, logReceipt } = require('./log');
+const { note, logDeliveryFailure, logStoreFailure, logReceipt, logFallback } = require('./log');
 
 const IN_FLIGHT_STALE_MS = 15_000; // as otpkit-core's guard::IN_FLIGHT_STALE_MS
 const POLL_MS = 20;
@@ -314,9 +314,10 @@ class OtpService {
 
   /**
    * Runs a flow to its answer (`{status, body, retryAfter}`; an error answer is thrown). `onStep`
-   * sees each IO before it is performed (issue() tracks its own send by it).
+   * sees each IO before it is performed (issue() tracks its own send by it); `onDone` runs in
+   * the background once the flow is done, after what follows its answer.
    */
-  async drive(flow, ws, ctx = {}, onStep = null) {
+  async drive(flow, ws, ctx = {}, onStep = null, onDone = null) {
     let raw = this.store.next(flow, this.engine, ws);
     for (;;) {
       const step = JSON.parse(raw);
@@ -326,7 +327,8 @@ class OtpService {
         continue;
       }
       if (step.answer === undefined && step.error === undefined) throw hostError('STORE_UNAVAILABLE'); // a flow always answers
-      if (!step.done) this.later(this.drain(flow, ws, ctx));
+      if (!step.done) this.later(onDone ? this.drain(flow, ws, ctx).then(onDone) : this.drain(flow, ws, ctx));
+      else if (onDone) this.later(onDone());
       if (step.error) throw fromInfo(step.error);
       return step.answer;
     }
@@ -487,10 +489,27 @@ class OtpService {
    */
   async receiptReply(kind, pathAndQuery, signature, body) {
     const k = this.receiptKeys;
-    const flow = native.receiptFlow(kind, pathAndQuery, signature == null ? null : String(signature), body, k.publicBaseUrl, k.twilioTokens, k.jsonToken, Date.now());
-    const answer = await this.drive(flow, this.libraryWorkspace, {});
+    const flow = native.receiptFlow(kind, pathAndQuery, signature == null ? null : String(signature), body, k.publicBaseUrl, k.twilioTokens, k.jsonToken, Date.now(), this.libraryWorkspace);
+    const answer = await this.drive(flow, this.libraryWorkspace, {}, null, () => this.fallBack(flow));
     logReceipt(flow);
     return answer;
+  }
+
+  /**
+   * The resend a receipt asked for once it is done (policy `fallbackOnUndelivered`: the
+   * session's message did not arrive, so it goes again on the next channel), in the session's
+   * workspace; its answer is only logged (`delivery_fallback`).
+   */
+  async fallBack(receipt) {
+    const ws = receipt.fallbackWorkspace();
+    if (!ws) return;
+    let refused = null;
+    try {
+      await this.drive(receipt.fallbackFlow(this.engine, Date.now()), ws, {});
+    } catch (e) {
+      refused = normalize(e)?.code ?? 'INTERNAL_ERROR';
+    }
+    logFallback(receipt, refused);
   }
 
   /** The status over HTTP with the key and the session read in one round trip (Redis). */

@@ -177,14 +177,63 @@ impl ReceiptFlow {
         self.inner
             .log_line(ms(now), otpkit_core::log::Level::parse(level.as_deref()))
     }
+
+    /// Once the flow is done: the workspace of the resend the receipt asks for (policy
+    /// `fallbackOnUndelivered`, otpkit_core::flow::Fallback), else null.
+    #[napi]
+    pub fn fallback_workspace(&self) -> Option<Workspace> {
+        self.inner.fallback().map(|fb| Workspace {
+            rec: fb.workspace.clone(),
+            any_sender: false,
+        })
+    }
+
+    /// Once the flow is done: that resend, as a flow to drive in `fallbackWorkspace()`
+    /// (otpkit_core::flow::ResendFlow::fallback), else null.
+    #[napi]
+    pub fn fallback_flow(&self, engine: &Engine, now: f64) -> Result<Option<ResendFlow>> {
+        let Some(fb) = self.inner.fallback() else {
+            return Ok(None);
+        };
+        let entropy = Entropy::from_bytes(&random::<48>()?);
+        let inner = flow::ResendFlow::fallback(
+            fb,
+            ms(now),
+            &entropy,
+            engine.pepper()?,
+            HostTraits::default(),
+        );
+        Ok(Some(ResendFlow {
+            inner: flow::Idempotent::new(inner, None),
+        }))
+    }
+
+    /// The `delivery_fallback` line once that resend ended: `refused` is the error code it was
+    /// refused with (null: sent); null when `LOG_LEVEL` `level` does not print it.
+    #[napi]
+    #[allow(clippy::needless_pass_by_value)]
+    pub fn fallback_log_line(
+        &self,
+        refused: Option<String>,
+        level: Option<String>,
+        now: f64,
+    ) -> Option<String> {
+        otpkit_core::log::fallback(
+            ms(now),
+            self.inner.fallback()?,
+            refused.as_deref(),
+            otpkit_core::log::Level::parse(level.as_deref()),
+        )
+    }
 }
 
 /// Starts a delivery receipt (SPEC §8): `kind` is the route (`twilio` or `json`),
 /// `path_and_query` the request's path and query string as received (Twilio signs the URL),
 /// `signature` the header `X-Twilio-Signature` (twilio) or `X-Otpkit-Signature` (json), `body`
 /// the raw body. The keys: `public_base_url` (`PUBLIC_BASE_URL`), the auth tokens of the Twilio
-/// gateways configured (at most two) and `json_token` (`SMS_GATEWAY_TOKEN`). The flow answers
-/// 403 / 400 itself; throws only for an unknown `kind`.
+/// gateways configured (at most two) and `json_token` (`SMS_GATEWAY_TOKEN`). `own`: the
+/// library's workspace, which is not in the store (its policy decides a fallback for its
+/// sessions). The flow answers 403 / 400 itself; throws only for an unknown `kind`.
 #[allow(clippy::too_many_arguments, clippy::needless_pass_by_value)]
 #[napi]
 pub fn receipt_flow(
@@ -196,6 +245,7 @@ pub fn receipt_flow(
     twilio_tokens: Vec<String>,
     json_token: Option<String>,
     now: f64,
+    own: &Workspace,
 ) -> Result<ReceiptFlow> {
     let source = match kind.as_str() {
         "twilio" => flow::ReceiptSource::Twilio {
@@ -219,7 +269,8 @@ pub fn receipt_flow(
         json_token: json_token.as_deref().filter(|t| !t.is_empty()),
     };
     Ok(ReceiptFlow {
-        inner: flow::ReceiptFlow::start(source, &body, &keys, ms(now)),
+        inner: flow::ReceiptFlow::start(source, &body, &keys, ms(now))
+            .with_own_workspace(own.rec.clone()),
     })
 }
 

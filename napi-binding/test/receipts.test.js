@@ -129,6 +129,7 @@ describe('delivery receipts (library and handle)', () => {
         assert.equal(events.length, 2, JSON.stringify(events));
         const report = await otp.analytics({ days: 1 });
         assert.deepEqual([report.totals.delivered, report.totals.undelivered, report.totals.delivery_rate], [1, 1, 0.5]);
+        assert.deepEqual(report.top_errors, [{ code: '30003', count: 1 }]);
 
         // The index: s:<id> per session, m:<id> per message sent; kept until the purge time.
         if (kind === 'memory') {
@@ -144,6 +145,47 @@ describe('delivery receipts (library and handle)', () => {
             assert.ok(ttl > 0 && ttl <= 180_000 + 1000, `${k} lives until the purge time (${ttl} ms)`);
           }
         }
+      } finally {
+        await otp.close();
+      }
+    });
+  }
+
+  for (const kind of ['memory', 'redis']) {
+    it(`${kind}: the library's own policy fallbackOnUndelivered sends an undelivered WhatsApp code again by SMS, once`, async () => {
+      const store = await makeStore(kind);
+      const gw = acceptingGateway();
+      const otp = new OtpService({
+        pepper: PEPPER,
+        gateway: gw,
+        store,
+        // resendAfterSeconds does not hold a fallback back: the user received nothing.
+        policy: { resendAfterSeconds: 600, channelFallback: ['whatsapp', 'sms'], fallbackOnUndelivered: true },
+        receipts: { jsonToken: JSON_TOKEN },
+      });
+      try {
+        const { sessionId } = await otp.request({ dest: newDest(), src: 'Acme', purpose: 'LOGIN', channel: 'whatsapp' });
+        const first = gw.sent.at(-1);
+        assert.equal(first.channel, 'whatsapp');
+        await otp.settle();
+        assert.equal((await jsonReceipt(otp, { id: first.messageId, status: 'undelivered', errorCode: '63016' })).status, 200);
+        await otp.settle();
+        assert.equal(gw.sent.length, 2, 'one fallback message');
+        const again = gw.sent.at(-1);
+        assert.equal(again.channel, 'sms');
+        assert.equal(again.to, first.to);
+        const view = await otp.status(sessionId);
+        assert.deepEqual([view.state, view.channel, view.delivery], ['PENDING', 'sms', 'accepted']);
+        // The duplicate and the SMS's own failure (the list's last channel): nothing more is sent.
+        await jsonReceipt(otp, { id: first.messageId, status: 'undelivered', errorCode: '63016' });
+        await jsonReceipt(otp, { id: again.messageId, status: 'failed', errorCode: '30008' });
+        await otp.settle();
+        assert.equal(gw.sent.length, 2);
+        const events = (await otp.audit({ sessionId })).events.map((e) => e.event);
+        assert.ok(events.includes('resent'), events.join(' '));
+        const report = await otp.analytics({ days: 1 });
+        assert.equal(report.totals.resent, 1);
+        assert.deepEqual(report.top_errors, [{ code: '30008', count: 1 }, { code: '63016', count: 1 }]);
       } finally {
         await otp.close();
       }

@@ -218,6 +218,79 @@ describe('delivery receipts', { skip: process.env.BASE_URL ? 'BASE_URL is set: n
     assert.equal(unknown.status, 200);
   });
 
+  it('policy fallbackOnUndelivered: an undelivered WhatsApp message is sent again by SMS, once, charged as a resend', async () => {
+    const admin = (method, p, body) =>
+      fetch(`${host.baseUrl}${p}`, {
+        method,
+        headers: { authorization: `Bearer ${host.adminToken}`, 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+    // It needs the channels to fall back on.
+    const bad = await admin('POST', '/v1/admin/workspaces', { name: 'fb-bad', senders: ['+15005550006'], policy: { fallbackOnUndelivered: true } });
+    assert.equal(bad.status, 400);
+    assert.equal((await bad.json()).error.field, 'policy.fallbackOnUndelivered');
+    const created = await admin('POST', '/v1/admin/workspaces', {
+      name: 'fallback',
+      senders: ['+15005550006'],
+      policy: { channelFallback: ['whatsapp', 'sms'], fallbackOnUndelivered: true },
+    });
+    assert.equal(created.status, 201);
+    const fbKey = (await created.json()).data.apiKey;
+    const call = async (method, p, body) => {
+      const r = await fetch(`${host.baseUrl}${p}`, {
+        method,
+        headers: { 'x-api-key': fbKey, ...(body ? { 'content-type': 'application/json' } : {}) },
+        body: body ? JSON.stringify(body) : undefined,
+      });
+      return { status: r.status, json: await r.json() };
+    };
+    const dest = '+233209876543';
+    const r = await call('POST', '/v1/messaging/otp/request', { dest, src: '+15005550006', purpose: 'LOGIN', channel: 'whatsapp' });
+    assert.equal(r.status, 200, JSON.stringify(r.json));
+    const id = r.json.data.sessionId;
+    const first = seen.at(-1);
+    assert.equal(first.form.To, `whatsapp:${dest}`);
+    const before = seen.length;
+    // Twilio: WhatsApp refused the free-form text (63016), seconds after the send (well within
+    // resendAfterSeconds, which a fallback is not held to).
+    const pq = first.form.StatusCallback.slice(PUBLIC.length);
+    const receipt = { MessageSid: first.sid, MessageStatus: 'undelivered', ErrorCode: '63016' };
+    assert.equal((await twilio(pq, receipt)).status, 200);
+    let view;
+    for (let i = 0; i < 100 && seen.length === before; i++) await new Promise((res) => setTimeout(res, 50));
+    assert.equal(seen.length, before + 1, 'one fallback message was sent');
+    const again = seen.at(-1);
+    assert.equal(again.form.To, dest, 'by SMS');
+    assert.ok(!('ContentSid' in again.form));
+    for (let i = 0; i < 60; i++) {
+      view = (await call('GET', `/v1/messaging/otp/sessions/${id}`)).json.data;
+      if (view.channel === 'sms' && view.delivery === 'accepted') break;
+      await new Promise((res) => setTimeout(res, 50));
+    }
+    assert.equal(view.state, 'PENDING');
+    assert.equal(view.channel, 'sms');
+    assert.equal(view.delivery, 'accepted', 'the new message is the one tracked now');
+    // The resend is audited (with its channel and message id) and counted.
+    let resent;
+    for (let i = 0; i < 60 && !resent; i++) {
+      const page = await call('GET', `/v1/messaging/otp/audit?sessionId=${id}`);
+      resent = page.json.data.events.find((e) => e.event === 'resent');
+      if (!resent) await new Promise((res) => setTimeout(res, 50));
+    }
+    assert.ok(resent, 'audited as resent');
+    assert.equal(resent.channel, 'sms');
+    assert.equal(resent.messageId, again.sid);
+    // The same receipt again, and a receipt for the first message now: nothing more is sent.
+    assert.equal((await twilio(pq, receipt)).status, 200);
+    assert.equal((await twilio(pq, { ...receipt, MessageStatus: 'failed' })).status, 200);
+    // The SMS is refused too: SMS is the list's last channel, so nothing more is sent.
+    const pq2 = again.form.StatusCallback.slice(PUBLIC.length);
+    assert.equal((await twilio(pq2, { MessageSid: again.sid, MessageStatus: 'undelivered', ErrorCode: '30003' })).status, 200);
+    await new Promise((res) => setTimeout(res, 500));
+    assert.equal(seen.length, before + 1, 'no further send');
+    assert.equal((await call('GET', `/v1/messaging/otp/sessions/${id}`)).json.data.delivery, 'undelivered');
+  });
+
   it('analytics count delivered and undelivered messages, the delivery rate and the top error codes', async () => {
     let totals;
     let topErrors;

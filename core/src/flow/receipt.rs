@@ -11,6 +11,12 @@
 //! Unknown ids, duplicates, out-of-order receipts and statuses that say nothing of delivery are
 //! answered 200 and change nothing (providers retry anything else). A store failure is 503, so
 //! the provider retries. No workspace scopes this flow: the receipt names it, or the index does.
+//!
+//! An undelivered or failed receipt that moved a pending session then reads its workspace
+//! ([`Io::ReadWorkspace`]): with policy `fallbackOnUndelivered` and a next channel in
+//! `channelFallback`, the flow ends with a [`Fallback`], which the host sends as
+//! [`super::ResendFlow::fallback`] in that workspace (charged as a resend). Only the receipt
+//! that moved the state can ask for it, so a duplicate never sends twice.
 
 use super::{store_error, Io, Outcome, Queue, Step, VerifyStep};
 use crate::analytics;
@@ -18,8 +24,10 @@ use crate::audit::AuditEvent;
 use crate::delivery::{self, Applied, Receipt, ReceiptKeys, Target};
 use crate::error::Error;
 use crate::http::envelope::{self, Reply};
-use crate::session::Session;
+use crate::session::{Session, SessionState};
 use crate::time::UnixMillis;
+use crate::validate::Channel;
+use crate::workspace::WorkspaceRecord;
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::string::String;
@@ -49,6 +57,19 @@ enum Wait {
     Find,
     Apply,
     After,
+    Policy,
+}
+
+/// A resend a receipt asks for (SPEC §8 `fallbackOnUndelivered`): the session's message did not
+/// arrive, so send it again on `channel`, in `workspace`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fallback {
+    /// The session's workspace, as read (its policy charges the resend).
+    pub workspace: WorkspaceRecord,
+    /// The session.
+    pub session_id: String,
+    /// The next channel of the policy's `channelFallback` after the one that failed.
+    pub channel: Channel,
 }
 
 /// One delivery receipt as a flow.
@@ -59,6 +80,9 @@ pub struct ReceiptFlow {
     /// The session as the receipt left it, when it moved.
     moved: Option<Session>,
     workspace_id: String,
+    fallback: Option<Fallback>,
+    /// A workspace the host holds itself rather than in its store (the Node library's own).
+    own: Option<WorkspaceRecord>,
     q: Queue<Wait>,
     tags: VecDeque<Wait>,
 }
@@ -113,6 +137,8 @@ impl ReceiptFlow {
             receipt: None,
             moved: None,
             workspace_id: String::new(),
+            fallback: None,
+            own: None,
             q: Queue::default(),
             tags: VecDeque::new(),
         };
@@ -144,6 +170,15 @@ impl ReceiptFlow {
             },
         }
         flow
+    }
+
+    /// A workspace the host holds itself, not in its store (the Node library's own workspace,
+    /// built from its options): a receipt for one of its sessions takes the policy from here
+    /// instead of [`Io::ReadWorkspace`].
+    #[must_use]
+    pub fn with_own_workspace(mut self, workspace: WorkspaceRecord) -> Self {
+        self.own = Some(workspace);
+        self
     }
 
     /// The next step.
@@ -188,6 +223,42 @@ impl ReceiptFlow {
         self.ask(Wait::After, io);
     }
 
+    /// Once the flow is done: the resend the receipt asks for, if any ([`Fallback`]).
+    #[must_use]
+    pub fn fallback(&self) -> Option<&Fallback> {
+        self.fallback.as_ref()
+    }
+
+    /// A refused message of a pending session: its workspace's policy says whether to fall back.
+    fn consider_fallback(&mut self, s: &Session) {
+        let failed = self.receipt.as_ref().is_some_and(|r| r.state.is_failure());
+        if !failed || s.state_at(self.now) != SessionState::Pending {
+            return;
+        }
+        match self.own.take() {
+            Some(own) if own.id == self.workspace_id => self.decide_fallback(s, own),
+            _ => {
+                let io = Io::ReadWorkspace {
+                    workspace_id: self.workspace_id.clone(),
+                };
+                self.ask(Wait::Policy, io);
+            }
+        }
+    }
+
+    fn decide_fallback(&mut self, s: &Session, ws: WorkspaceRecord) {
+        if !ws.policy.fallback_on_undelivered || ws.id != s.workspace_id {
+            return;
+        }
+        if let Some(&channel) = ws.policy.fallbacks_after(s.channel).first() {
+            self.fallback = Some(Fallback {
+                session_id: s.id.clone(),
+                channel,
+                workspace: ws,
+            });
+        }
+    }
+
     /// The log line a host prints once the receipt is answered, when it said a message did not
     /// arrive ([`crate::log::receipt_failure`]); `None` otherwise.
     #[must_use]
@@ -223,10 +294,24 @@ impl ReceiptFlow {
             ) => {
                 self.q.answer(Ok(received()));
                 self.record(&s);
+                self.consider_fallback(&s);
                 self.moved = Some(s);
             }
             (Wait::Apply, Outcome::ReceiptApplied { .. }) => self.q.answer(Ok(received())),
             (Wait::After, _) => {}
+            (
+                Wait::Policy,
+                Outcome::Workspace {
+                    workspace: Some(ws),
+                },
+            ) => {
+                if let Some(s) = self.moved.take() {
+                    self.decide_fallback(&s, ws);
+                    self.moved = Some(s);
+                }
+            }
+            // No record, or it could not be read: no fallback (the receipt is answered).
+            (Wait::Policy, _) => {}
             (_, Outcome::Failed { corrupt }) => self.q.answer(Err(store_error(corrupt))),
             (_, _) => self.q.answer(Err(Error::StoreUnavailable)),
         }
@@ -282,6 +367,15 @@ mod tests {
     }
 
     fn run(flow: &mut ReceiptFlow, stored: &mut Option<Session>) -> (u16, Vec<Io>) {
+        run_in(flow, stored, None)
+    }
+
+    /// As [`run`], with the workspace record a store holds (`None`: none).
+    fn run_in(
+        flow: &mut ReceiptFlow,
+        stored: &mut Option<Session>,
+        workspace: Option<&WorkspaceRecord>,
+    ) -> (u16, Vec<Io>) {
         let mut status = 0;
         let mut ios = Vec::new();
         loop {
@@ -309,6 +403,9 @@ mod tests {
                             }
                             step.outcome
                         }
+                        Io::ReadWorkspace { workspace_id } => Outcome::Workspace {
+                            workspace: workspace.filter(|w| w.id == *workspace_id).cloned(),
+                        },
                         _ => Outcome::Done,
                     };
                     ios.push(io);
@@ -334,9 +431,14 @@ mod tests {
         let d = stored.as_ref().unwrap().delivery.clone().unwrap();
         assert_eq!(d.state, DeliveryState::Undelivered);
         assert_eq!(d.error_code.as_deref(), Some("30003"));
-        let Some(Io::Audit { events, deltas, .. }) = ios.last() else {
+        let Some(Io::Audit { events, deltas, .. }) =
+            ios.iter().find(|io| matches!(io, Io::Audit { .. }))
+        else {
             panic!("audit after the answer: {ios:?}");
         };
+        // Then the workspace's policy, for a fallback; it has none (no record here).
+        assert!(matches!(ios.last(), Some(Io::ReadWorkspace { .. })));
+        assert_eq!(flow.fallback(), None);
         assert_eq!(events[0].event, "delivery_receipt");
         assert_eq!(events[0].message_id.as_deref(), Some("m-1"));
         assert_eq!(deltas[0].counts.undelivered, 1);
@@ -349,6 +451,109 @@ mod tests {
         let (status, ios) = run(&mut again, &mut stored);
         assert_eq!(status, 200);
         assert!(!ios.iter().any(|io| matches!(io, Io::Audit { .. })));
+    }
+
+    fn workspace(policy: serde_json::Value) -> WorkspaceRecord {
+        let body = serde_json::json!({"name": "w", "senders": ["otpkit"], "policy": policy});
+        let body = serde_json::to_vec(&body).unwrap();
+        WorkspaceRecord::from_create_json(&body, "ws_1".into(), NOW).unwrap()
+    }
+
+    fn receipt_of(status: &str) -> (String, String) {
+        let body = alloc::format!(r#"{{"id":"m-1","status":"{status}","errorCode":"30003"}}"#);
+        let sig = signed(&body);
+        (body, sig)
+    }
+
+    #[test]
+    fn an_undelivered_receipt_falls_back_to_the_next_channel_when_the_policy_says() {
+        let on = workspace(
+            serde_json::json!({"channelFallback": ["sms", "whatsapp"], "fallbackOnUndelivered": true}),
+        );
+        for (status, ws, want) in [
+            ("undelivered", Some(&on), Some(Channel::Whatsapp)),
+            ("failed", Some(&on), Some(Channel::Whatsapp)),
+            // Delivered, or sent: nothing to fall back from.
+            ("delivered", Some(&on), None),
+            ("sent", Some(&on), None),
+            // Off, or no record.
+            (
+                "undelivered",
+                Some(&workspace(
+                    serde_json::json!({"channelFallback": ["sms", "whatsapp"]}),
+                )),
+                None,
+            ),
+            ("undelivered", None, None),
+            // The session's channel is the list's last: nowhere to go.
+            (
+                "undelivered",
+                Some(&workspace(
+                    serde_json::json!({"channelFallback": ["whatsapp", "sms"], "fallbackOnUndelivered": true}),
+                )),
+                None,
+            ),
+        ] {
+            let mut stored = Some(delivered_session());
+            let (body, sig) = receipt_of(status);
+            let source = ReceiptSource::Json {
+                signature: Some(&sig),
+            };
+            let mut flow = ReceiptFlow::start(source, body.as_bytes(), &keys(), NOW);
+            let (code, _) = run_in(&mut flow, &mut stored, ws);
+            assert_eq!(code, 200);
+            assert_eq!(flow.fallback().map(|f| f.channel), want, "{status}");
+            if let Some(fb) = flow.fallback() {
+                assert_eq!(fb.session_id, stored.as_ref().unwrap().id);
+                assert_eq!(fb.workspace.id, "ws_1");
+            }
+            // A duplicate moves nothing, so it never asks again.
+            let mut again = ReceiptFlow::start(source, body.as_bytes(), &keys(), NOW);
+            let (code, ios) = run_in(&mut again, &mut stored, ws);
+            assert_eq!(code, 200);
+            assert_eq!(again.fallback(), None);
+            assert!(!ios.iter().any(|io| matches!(io, Io::ReadWorkspace { .. })));
+        }
+        // A session no longer pending (expired) does not fall back.
+        let mut stored = Some(delivered_session());
+        let (body, sig) = receipt_of("undelivered");
+        let source = ReceiptSource::Json {
+            signature: Some(&sig),
+        };
+        let late = stored.as_ref().unwrap().expires_at;
+        let mut flow = ReceiptFlow::start(source, body.as_bytes(), &keys(), late);
+        let (code, ios) = run_in(&mut flow, &mut stored, Some(&on));
+        assert_eq!(code, 200);
+        assert_eq!(flow.fallback(), None);
+        assert!(!ios.iter().any(|io| matches!(io, Io::ReadWorkspace { .. })));
+    }
+
+    #[test]
+    fn a_workspace_the_host_holds_is_not_read() {
+        let own = workspace(
+            serde_json::json!({"channelFallback": ["sms", "whatsapp"], "fallbackOnUndelivered": true}),
+        );
+        let mut stored = Some(delivered_session());
+        let (body, sig) = receipt_of("undelivered");
+        let source = ReceiptSource::Json {
+            signature: Some(&sig),
+        };
+        let mut flow =
+            ReceiptFlow::start(source, body.as_bytes(), &keys(), NOW).with_own_workspace(own);
+        let (code, ios) = run_in(&mut flow, &mut stored, None);
+        assert_eq!(code, 200);
+        assert!(!ios.iter().any(|io| matches!(io, Io::ReadWorkspace { .. })));
+        assert_eq!(flow.fallback().map(|f| f.channel), Some(Channel::Whatsapp));
+    }
+
+    #[test]
+    fn fallback_on_undelivered_needs_channel_fallback() {
+        let body = br#"{"name":"w","senders":["otpkit"],"policy":{"fallbackOnUndelivered":true}}"#;
+        let err = WorkspaceRecord::from_create_json(body, "ws_1".into(), NOW).unwrap_err();
+        assert_eq!(err.field(), Some("policy.fallbackOnUndelivered"));
+        let bad = br#"{"name":"w","senders":["otpkit"],"policy":{"fallbackOnUndelivered":"yes"}}"#;
+        let err = WorkspaceRecord::from_create_json(bad, "ws_1".into(), NOW).unwrap_err();
+        assert_eq!(err.field(), Some("policy.fallbackOnUndelivered"));
     }
 
     #[test]

@@ -253,6 +253,34 @@ impl ResendFlow {
         flow
     }
 
+    /// The resend a delivery receipt asked for ([`super::receipt::Fallback`], SPEC §8
+    /// `fallbackOnUndelivered`): on the fallback channel, in its workspace, charged as any
+    /// resend, but not held to `resendAfterSeconds` (the user received nothing).
+    #[must_use]
+    pub fn fallback(
+        fb: &super::receipt::Fallback,
+        now: UnixMillis,
+        entropy: &Entropy,
+        pepper: &Pepper,
+        traits: super::HostTraits,
+    ) -> Self {
+        let mut policy = fb.workspace.policy.clone();
+        policy.resend_after_seconds = 0;
+        let req = ResendRequest {
+            channel: Some(fb.channel),
+        };
+        ResendFlow::start(
+            &fb.session_id,
+            &req,
+            Dialect::V1,
+            &policy,
+            now,
+            entropy,
+            pepper,
+            traits,
+        )
+    }
+
     /// The next step.
     pub fn poll(&mut self) -> Step {
         self.q.poll(&mut self.tags)
