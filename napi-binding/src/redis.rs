@@ -12,7 +12,8 @@ use crate::{ms, num, ops, purpose};
 use napi::Result;
 use napi_derive::napi;
 use otpkit_core::analytics::{self, Delta};
-use otpkit_core::flow::Admitted;
+use otpkit_core::delivery::Receipt;
+use otpkit_core::flow::{Admitted, ResendStep, VerifyStep};
 use otpkit_core::fraud::{FraudCharge, PrefixCount};
 use otpkit_core::guard::{DestinationGuard, FloodShield};
 use otpkit_core::spend::{charge_workspace, Refusal, SpendCharge, SpendCounter};
@@ -405,36 +406,53 @@ pub fn fraud_unblock_json(state: Option<String>, now: f64) -> Result<bool> {
     Ok(count.unblock(ms(now)))
 }
 
+/// [`resend_stored`]'s and [`receipt_stored`]'s answer: the core's step
+/// (`otpkit_core::flow::VerifyStep`) as JSON.
+#[napi(object)]
+pub struct StoredStep {
+    /// The outcome JSON.
+    pub outcome: String,
+    /// The session JSON to store, if the step changed it.
+    pub write: Option<String>,
+}
+
+/// Runs one of the core's `*_stored` steps on a stored session (JSON or `null`; a malformed
+/// one is thrown before `run` is called) and encodes its answer.
+fn on_stored(
+    state: Option<&str>,
+    run: impl FnOnce(Option<Session>) -> Result<VerifyStep>,
+) -> Result<StoredStep> {
+    let session = state
+        .map(Session::from_json)
+        .transpose()
+        .map_err(|e| throw(&e))?;
+    let done = run(session)?;
+    Ok(StoredStep {
+        outcome: serde_json::to_string(&done.outcome).unwrap_or_default(),
+        write: done.write.as_ref().map(Session::to_json),
+    })
+}
+
 /// One step of a resend (a flow's `resend` effect: `step` is its JSON) on a stored session
-/// (JSON or `null`): `outcome` answers the effect, `write` is the session to store (or null).
+/// (JSON or `null`): `otpkit_core::flow::resend_stored`. `outcome` answers the effect, `write`
+/// is the session to store (or null).
 #[napi]
 pub fn resend_stored(
     state: Option<String>,
     ws_id: String,
     step_json: String,
     now: f64,
-) -> Result<ResendStored> {
-    let session = state
-        .as_deref()
-        .map(Session::from_json)
-        .transpose()
-        .map_err(|e| throw(&e))?;
-    let step: otpkit_core::flow::ResendStep = serde_json::from_str(&step_json)
-        .map_err(|_| throw(&otpkit_core::Error::invalid("step", "malformed")))?;
-    let done = otpkit_core::flow::resend_stored(session, &ws_id, &step, ms(now));
-    Ok(ResendStored {
-        outcome: serde_json::to_string(&done.outcome).unwrap_or_default(),
-        write: done.write.as_ref().map(Session::to_json),
+) -> Result<StoredStep> {
+    on_stored(state.as_deref(), |session| {
+        let step: ResendStep = serde_json::from_str(&step_json)
+            .map_err(|_| throw(&Error::invalid("step", "malformed")))?;
+        Ok(otpkit_core::flow::resend_stored(
+            session,
+            &ws_id,
+            &step,
+            ms(now),
+        ))
     })
-}
-
-/// [`resend_stored`]'s and [`receipt_stored`]'s answer.
-#[napi(object)]
-pub struct ResendStored {
-    /// The outcome JSON.
-    pub outcome: String,
-    /// The session JSON to store, if the step changed it.
-    pub write: Option<String>,
 }
 
 /// A delivery receipt (an `applyReceipt` effect's `receipt` JSON) on a stored session of
@@ -446,18 +464,11 @@ pub fn receipt_stored(
     state: Option<String>,
     ws_id: String,
     receipt_json: String,
-) -> Result<ResendStored> {
-    let session = state
-        .as_deref()
-        .map(Session::from_json)
-        .transpose()
-        .map_err(|e| throw(&e))?;
-    let receipt: otpkit_core::delivery::Receipt = serde_json::from_str(&receipt_json)
-        .map_err(|_| throw(&Error::invalid("receipt", "malformed")))?;
-    let done = otpkit_core::flow::receipt_stored(session, &ws_id, &receipt);
-    Ok(ResendStored {
-        outcome: serde_json::to_string(&done.outcome).unwrap_or_default(),
-        write: done.write.as_ref().map(Session::to_json),
+) -> Result<StoredStep> {
+    on_stored(state.as_deref(), |session| {
+        let receipt: Receipt = serde_json::from_str(&receipt_json)
+            .map_err(|_| throw(&Error::invalid("receipt", "malformed")))?;
+        Ok(otpkit_core::flow::receipt_stored(session, &ws_id, &receipt))
     })
 }
 
