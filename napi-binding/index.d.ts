@@ -228,13 +228,18 @@ export interface ReceiptKeys {
   twilioTokens?: string[];
   /** SMS_GATEWAY_TOKEN: the key of the JSON receipt's `X-Otpkit-Signature` (HMAC-SHA256). */
   jsonToken?: string | null;
+  /** WHATSAPP_APP_SECRET: the Meta app secret its webhooks' `X-Hub-Signature-256` is made with. */
+  metaAppSecret?: string | null;
+  /** WHATSAPP_VERIFY_TOKEN: the verify token typed into Meta's webhook settings. */
+  metaVerifyToken?: string | null;
 }
 
 /**
- * The receipt keys the environment describes: PUBLIC_BASE_URL, SMS_GATEWAY_TOKEN when
- * SMS_GATEWAY_KIND is twilio and WHATSAPP_GATEWAY_TOKEN when WHATSAPP_GATEWAY_URL is set with
- * kind twilio (`twilioTokens`), and SMS_GATEWAY_TOKEN (`jsonToken`). Throws an {@link OtpError}
- * `MISCONFIGURED` for an unknown gateway kind, as gatewayFromEnv does.
+ * The receipt keys the environment describes (the core's rule, the Worker's too): PUBLIC_BASE_URL,
+ * SMS_GATEWAY_TOKEN when SMS_GATEWAY_KIND is twilio and WHATSAPP_GATEWAY_TOKEN when
+ * WHATSAPP_GATEWAY_URL is set with kind twilio (`twilioTokens`), SMS_GATEWAY_TOKEN (`jsonToken`),
+ * WHATSAPP_APP_SECRET and WHATSAPP_VERIFY_TOKEN. An unknown gateway kind is no Twilio gateway
+ * (gatewayFromEnv refuses it).
  */
 export function receiptKeysFromEnv(env?: Record<string, string | undefined>): ReceiptKeys;
 
@@ -654,11 +659,13 @@ export class OtpService {
   /**
    * A delivery receipt (SPEC §8), for an app that mounts the receipt routes itself: `kind`
    * `'twilio'` (POST …/delivery-receipts/twilio; `pathAndQuery` the request's path and query
-   * string exactly as received, `signature` its `X-Twilio-Signature`) or `'json'` (`signature`
-   * its `X-Otpkit-Signature`), `rawBody` the body's bytes as received. Resolves to the reply to
-   * send back: 200, 403 INVALID_SIGNATURE, 400 VALIDATION_ERROR, or 503 (the provider retries).
+   * string exactly as received, `signature` its `X-Twilio-Signature`), `'json'` (`signature`
+   * its `X-Otpkit-Signature`), `'meta'` (POST …/delivery-receipts/meta, `signature` its
+   * `X-Hub-Signature-256`) or `'metaCheck'` (Meta's GET of the same URL: the check is in
+   * `pathAndQuery`), `rawBody` the body's bytes as received. Resolves to the reply to send back:
+   * 200, 403 INVALID_SIGNATURE, 400 VALIDATION_ERROR, or 503 (the provider retries).
    */
-  receipt(kind: 'twilio' | 'json', pathAndQuery: string, signature: string | null | undefined, rawBody: Buffer | string): Promise<Reply>;
+  receipt(kind: 'twilio' | 'json' | 'meta' | 'metaCheck', pathAndQuery: string, signature: string | null | undefined, rawBody: Buffer | string): Promise<Reply>;
 
   /** Answers one HTTP request exactly as the Worker does (what `otpkit serve` uses). */
   handle(req: HandledRequest): Promise<Reply>;

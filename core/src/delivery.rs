@@ -4,7 +4,7 @@
 //!   [`crate::gateway::message_id_of`]) and a [`DeliveryState`] that receipts only move forward
 //!   (`accepted` → `sent` → `delivered` | `undelivered` | `failed`), so receipts out of order and
 //!   duplicates change nothing ([`apply`]).
-//! - [`twilio`] and [`json`] authenticate and read the two receipt routes (403
+//! - [`twilio`], [`json`] and [`meta`] authenticate and read the receipt routes (403
 //!   `INVALID_SIGNATURE` for a missing or wrong signature, 400 for a malformed body) into a
 //!   [`Receipt`], or `None` for a receipt to acknowledge and ignore (a status that says nothing
 //!   about delivery).
@@ -14,6 +14,7 @@
 use crate::code::base64;
 use crate::error::Error;
 use crate::hash::{ct_eq, to_hex};
+use crate::http::envelope::Reply;
 use crate::session::Session;
 use crate::validate;
 use alloc::borrow::ToOwned;
@@ -27,6 +28,11 @@ use serde::{Deserialize, Serialize};
 pub const TWILIO_PATH: &str = "/v1/messaging/otp/delivery-receipts/twilio";
 /// The JSON gateway's receipt route.
 pub const JSON_PATH: &str = "/v1/messaging/otp/delivery-receipts/json";
+/// Meta's (WhatsApp Cloud API) webhook route: `GET` verifies it, `POST` brings statuses.
+pub const META_PATH: &str = "/v1/messaging/otp/delivery-receipts/meta";
+/// Most statuses of one Meta webhook applied (Meta sends one, sometimes a few); the rest of a
+/// larger batch is acknowledged and ignored, so one request stays within a host's subrequests.
+pub const MAX_META_STATUSES: usize = 50;
 
 /// Longest provider message id or error code kept.
 pub const MAX_ID_LEN: usize = 128;
@@ -256,6 +262,85 @@ pub struct ReceiptKeys<'a> {
     pub twilio_tokens: [Option<&'a str>; 2],
     /// `SMS_GATEWAY_TOKEN`: the JSON receipt's HMAC key.
     pub json_token: Option<&'a str>,
+    /// `WHATSAPP_APP_SECRET`: the Meta app secret its webhooks are signed with.
+    pub meta_app_secret: Option<&'a str>,
+    /// `WHATSAPP_VERIFY_TOKEN`: the token typed into Meta's webhook settings, checked when Meta
+    /// verifies the callback URL.
+    pub meta_verify_token: Option<&'a str>,
+}
+
+/// A deployment's settings as configured (SPEC §6; absent or empty = not set), from which
+/// [`ReceiptSettings::keys`] decides which secret checks which receipt, the same on every host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReceiptSettings {
+    /// `PUBLIC_BASE_URL`.
+    pub public_base_url: Option<String>,
+    /// `SMS_GATEWAY_KIND`.
+    pub sms_kind: Option<String>,
+    /// `SMS_GATEWAY_TOKEN`.
+    pub sms_token: Option<String>,
+    /// `WHATSAPP_GATEWAY_URL`.
+    pub whatsapp_url: Option<String>,
+    /// `WHATSAPP_GATEWAY_KIND`.
+    pub whatsapp_kind: Option<String>,
+    /// `WHATSAPP_GATEWAY_TOKEN`.
+    pub whatsapp_token: Option<String>,
+    /// `WHATSAPP_APP_SECRET`.
+    pub meta_app_secret: Option<String>,
+    /// `WHATSAPP_VERIFY_TOKEN`.
+    pub meta_verify_token: Option<String>,
+}
+
+impl ReceiptSettings {
+    /// Twilio receipts are checked with the token of each gateway that is Twilio (the SMS
+    /// gateway's; WhatsApp's when it has its own URL); the JSON receipt with `SMS_GATEWAY_TOKEN`;
+    /// Meta's webhooks with `WHATSAPP_APP_SECRET` and `WHATSAPP_VERIFY_TOKEN`. A kind that does not
+    /// parse is no Twilio gateway (its receipts are refused; sends report the misconfiguration).
+    #[must_use]
+    pub fn keys(&self) -> ReceiptKeys<'_> {
+        fn set(v: &Option<String>) -> Option<&str> {
+            v.as_deref().filter(|s| !s.is_empty())
+        }
+        let twilio = |kind: Result<crate::gateway::GatewayKind, Error>| {
+            kind.is_ok_and(|k| k == crate::gateway::GatewayKind::Twilio)
+        };
+        let sms = twilio(crate::gateway::GatewayKind::parse(set(&self.sms_kind)))
+            .then(|| set(&self.sms_token))
+            .flatten();
+        let whatsapp = (set(&self.whatsapp_url).is_some()
+            && twilio(crate::gateway::GatewayKind::parse_whatsapp(set(
+                &self.whatsapp_kind
+            ))))
+        .then(|| set(&self.whatsapp_token))
+        .flatten();
+        ReceiptKeys {
+            public_base_url: set(&self.public_base_url),
+            twilio_tokens: [sms, whatsapp],
+            json_token: set(&self.sms_token),
+            meta_app_secret: set(&self.meta_app_secret),
+            meta_verify_token: set(&self.meta_verify_token),
+        }
+    }
+}
+
+/// Checks `sha256=<hex HMAC-SHA256(secret, body)>` (case-insensitive hex), in constant time.
+fn check_sha256(secret: Option<&str>, body: &[u8], signature: Option<&str>) -> Result<(), Error> {
+    let secret = secret
+        .filter(|t| !t.is_empty())
+        .ok_or_else(invalid_signature)?;
+    let given = signature
+        .and_then(|s| s.trim().strip_prefix("sha256="))
+        .ok_or_else(invalid_signature)?
+        .to_ascii_lowercase();
+    let mut mac =
+        Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).map_err(|_| invalid_signature())?;
+    mac.update(body);
+    let expected = to_hex(&mac.finalize().into_bytes());
+    if ct_eq(expected.as_bytes(), given.as_bytes()) {
+        Ok(())
+    } else {
+        Err(invalid_signature())
+    }
 }
 
 fn invalid_signature() -> Error {
@@ -367,21 +452,7 @@ pub fn json(
     signature: Option<&str>,
     keys: &ReceiptKeys<'_>,
 ) -> Result<Option<Receipt>, Error> {
-    let token = keys
-        .json_token
-        .filter(|t| !t.is_empty())
-        .ok_or_else(invalid_signature)?;
-    let given = signature
-        .and_then(|s| s.trim().strip_prefix("sha256="))
-        .ok_or_else(invalid_signature)?
-        .to_ascii_lowercase();
-    let mut mac =
-        Hmac::<sha2::Sha256>::new_from_slice(token.as_bytes()).map_err(|_| invalid_signature())?;
-    mac.update(body);
-    let expected = to_hex(&mac.finalize().into_bytes());
-    if !ct_eq(expected.as_bytes(), given.as_bytes()) {
-        return Err(invalid_signature());
-    }
+    check_sha256(keys.json_token, body, signature)?;
     let v: serde_json::Value =
         serde_json::from_slice(body).map_err(|_| bad("body", "Body must be a JSON object"))?;
     let obj = v
@@ -429,6 +500,110 @@ pub fn json(
         error_code: text("errorCode")?.as_deref().and_then(error_code),
         status: short(&status),
     }))
+}
+
+/// Meta's WhatsApp Cloud API webhook: `X-Hub-Signature-256: sha256=<hex HMAC-SHA256(app secret,
+/// raw body)>`, body `{"object": "whatsapp_business_account", "entry": [{"changes": [{"field":
+/// "messages", "value": {"statuses": [{"id", "status", "errors"?: [{"code"}]}]}}]}]}`. Each status
+/// that says something of delivery (`sent`, `delivered`, `read` as delivered, `failed` with its
+/// first error's code) is a receipt by message id, in order, at most [`MAX_META_STATUSES`]; the
+/// rest of the webhook (incoming messages, other fields) is acknowledged and ignored.
+///
+/// # Errors
+/// 403 `INVALID_SIGNATURE` (no app secret configured, signature missing or wrong, checked before
+/// the body is read); 400 `VALIDATION_ERROR` for a body that is not a JSON object.
+pub fn meta(
+    body: &[u8],
+    signature: Option<&str>,
+    keys: &ReceiptKeys<'_>,
+) -> Result<Vec<Receipt>, Error> {
+    check_sha256(keys.meta_app_secret, body, signature)?;
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|_| bad("body", "Body must be a JSON object"))?;
+    if !v.is_object() {
+        return Err(bad("body", "Body must be a JSON object"));
+    }
+    let list = |v: &serde_json::Value, name: &str| -> Vec<serde_json::Value> {
+        v.get(name)
+            .and_then(serde_json::Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let mut out = Vec::new();
+    for entry in list(&v, "entry") {
+        for change in list(&entry, "changes") {
+            let Some(value) = change.get("value") else {
+                continue;
+            };
+            for st in list(value, "statuses") {
+                if out.len() >= MAX_META_STATUSES {
+                    return Ok(out);
+                }
+                let text = |name: &str| st.get(name).and_then(serde_json::Value::as_str);
+                let (Some(id), Some(status)) = (text("id"), text("status")) else {
+                    continue;
+                };
+                let Some(state) = DeliveryState::from_provider(status) else {
+                    continue;
+                };
+                if !valid_message_id(id) {
+                    continue;
+                }
+                let code = list(&st, "errors")
+                    .first()
+                    .and_then(|e| match e.get("code") {
+                        Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+                        Some(serde_json::Value::String(s)) => Some(s.clone()),
+                        _ => None,
+                    });
+                out.push(Receipt {
+                    target: Target::Message {
+                        message_id: id.to_string(),
+                    },
+                    message_id: Some(id.to_string()),
+                    state,
+                    error_code: code.as_deref().and_then(error_code),
+                    status: short(status),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Meta's check of the callback URL: `GET …/meta?hub.mode=subscribe&hub.verify_token=…&
+/// hub.challenge=<digits>` (`query`: the query string) → 200 with the challenge as the whole
+/// body, when the token is `WHATSAPP_VERIFY_TOKEN` (compared in constant time).
+///
+/// # Errors
+/// 403 `INVALID_SIGNATURE` for another mode, no or another token, or none configured; 400
+/// `VALIDATION_ERROR` (`hub.challenge`) for a challenge that is not 1–32 digits.
+pub fn meta_challenge(query: &str, keys: &ReceiptKeys<'_>) -> Result<Reply, Error> {
+    let pairs = form_decode(query);
+    let get = |name: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let expected = keys
+        .meta_verify_token
+        .filter(|t| !t.is_empty())
+        .ok_or_else(invalid_signature)?;
+    let token = get("hub.verify_token").ok_or_else(invalid_signature)?;
+    if get("hub.mode") != Some("subscribe") || !ct_eq(token.as_bytes(), expected.as_bytes()) {
+        return Err(invalid_signature());
+    }
+    let challenge = get("hub.challenge")
+        .filter(|c| (1..=32).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or_else(|| bad("hub.challenge", "hub.challenge must be 1-32 digits"))?;
+    // The digits alone, as Meta compares them (also a JSON number).
+    Ok(Reply {
+        status: 200,
+        body: challenge.to_string(),
+        retry_after: None,
+        replayed: false,
+    })
 }
 
 /// A provider error code worth keeping: up to 32 of `[A-Za-z0-9_.-]`.
@@ -508,7 +683,174 @@ mod tests {
             public_base_url: Some("https://otp.example.com/"),
             twilio_tokens: [Some("tw-token"), None],
             json_token: Some("json-token"),
+            meta_app_secret: Some("meta-secret"),
+            meta_verify_token: Some("verify-me"),
         }
+    }
+
+    fn meta_signed(body: &str) -> String {
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"meta-secret").unwrap();
+        mac.update(body.as_bytes());
+        format!("sha256={}", to_hex(&mac.finalize().into_bytes()))
+    }
+
+    #[test]
+    fn meta_webhook_statuses_become_receipts_by_message_id() {
+        // The shape of Meta's documented status webhook (one delivered, one failed with its
+        // error, one read), with an incoming message and an unknown status beside them.
+        let body = r#"{"object":"whatsapp_business_account","entry":[{"id":"WABA","changes":[
+            {"field":"messages","value":{"messaging_product":"whatsapp","metadata":{"phone_number_id":"1"},
+             "statuses":[
+              {"id":"wamid.A","status":"delivered","timestamp":"1700000000","recipient_id":"233201234567"},
+              {"id":"wamid.B","status":"failed","errors":[{"code":131026,"title":"Message undeliverable"}]},
+              {"id":"wamid.C","status":"read"},
+              {"id":"wamid.D","status":"deleted"}]}},
+            {"field":"messages","value":{"messages":[{"from":"233201234567","id":"wamid.IN","type":"text"}]}}]}]}"#;
+        let got = meta(body.as_bytes(), Some(&meta_signed(body)), &keys()).unwrap();
+        let view: Vec<(&str, DeliveryState, Option<&str>)> = got
+            .iter()
+            .map(|r| {
+                let Target::Message { message_id } = &r.target else {
+                    panic!("by message id")
+                };
+                (message_id.as_str(), r.state, r.error_code.as_deref())
+            })
+            .collect();
+        assert_eq!(
+            view,
+            [
+                ("wamid.A", DeliveryState::Delivered, None),
+                ("wamid.B", DeliveryState::Failed, Some("131026")),
+                ("wamid.C", DeliveryState::Delivered, None),
+            ]
+        );
+        // Signed with another secret, unsigned, or no secret configured: 403.
+        for sig in [Some("sha256=00"), None, Some(meta_signed("{}").as_str())] {
+            assert_eq!(
+                meta(body.as_bytes(), sig, &keys()),
+                Err(Error::InvalidSignature)
+            );
+        }
+        let none = ReceiptKeys {
+            meta_app_secret: None,
+            ..keys()
+        };
+        assert_eq!(
+            meta(body.as_bytes(), Some(&meta_signed(body)), &none),
+            Err(Error::InvalidSignature)
+        );
+        // Signed but not an object: 400.
+        let err = meta(b"[]", Some(&meta_signed("[]")), &keys()).unwrap_err();
+        assert_eq!(err.field(), Some("body"));
+        // A huge batch is cut at MAX_META_STATUSES.
+        let many: Vec<String> = (0..MAX_META_STATUSES + 5)
+            .map(|i| format!(r#"{{"id":"wamid.{i}","status":"sent"}}"#))
+            .collect();
+        let body = format!(
+            r#"{{"entry":[{{"changes":[{{"value":{{"statuses":[{}]}}}}]}}]}}"#,
+            many.join(",")
+        );
+        let got = meta(body.as_bytes(), Some(&meta_signed(&body)), &keys()).unwrap();
+        assert_eq!(got.len(), MAX_META_STATUSES);
+    }
+
+    #[test]
+    fn meta_callback_verification() {
+        let ok = meta_challenge(
+            "hub.mode=subscribe&hub.verify_token=verify-me&hub.challenge=1158201444",
+            &keys(),
+        )
+        .unwrap();
+        assert_eq!((ok.status, ok.body.as_str()), (200, "1158201444"));
+        for bad in [
+            "hub.mode=subscribe&hub.verify_token=nope&hub.challenge=1",
+            "hub.mode=unsubscribe&hub.verify_token=verify-me&hub.challenge=1",
+            "hub.challenge=1",
+        ] {
+            assert_eq!(
+                meta_challenge(bad, &keys()).unwrap_err(),
+                Error::InvalidSignature,
+                "{bad}"
+            );
+        }
+        let err = meta_challenge(
+            "hub.mode=subscribe&hub.verify_token=verify-me&hub.challenge=<script>",
+            &keys(),
+        )
+        .unwrap_err();
+        assert_eq!(err.field(), Some("hub.challenge"));
+        let unset = ReceiptKeys {
+            meta_verify_token: None,
+            ..keys()
+        };
+        assert_eq!(
+            meta_challenge(
+                "hub.mode=subscribe&hub.verify_token=&hub.challenge=1",
+                &unset
+            )
+            .unwrap_err(),
+            Error::InvalidSignature
+        );
+    }
+
+    #[test]
+    fn receipt_settings_decide_which_secret_checks_which_receipt() {
+        let s = |pairs: &[(&str, &str)]| {
+            let get = |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| (*v).to_string())
+            };
+            ReceiptSettings {
+                public_base_url: get("PUBLIC_BASE_URL"),
+                sms_kind: get("SMS_GATEWAY_KIND"),
+                sms_token: get("SMS_GATEWAY_TOKEN"),
+                whatsapp_url: get("WHATSAPP_GATEWAY_URL"),
+                whatsapp_kind: get("WHATSAPP_GATEWAY_KIND"),
+                whatsapp_token: get("WHATSAPP_GATEWAY_TOKEN"),
+                meta_app_secret: get("WHATSAPP_APP_SECRET"),
+                meta_verify_token: get("WHATSAPP_VERIFY_TOKEN"),
+            }
+        };
+        let json = s(&[("SMS_GATEWAY_TOKEN", "t1")]);
+        let k = json.keys();
+        assert_eq!((k.twilio_tokens, k.json_token), ([None, None], Some("t1")));
+        let both = s(&[
+            ("SMS_GATEWAY_KIND", "TWILIO"),
+            ("SMS_GATEWAY_TOKEN", "t1"),
+            ("WHATSAPP_GATEWAY_URL", "https://api.twilio.com"),
+            ("WHATSAPP_GATEWAY_KIND", "twilio"),
+            ("WHATSAPP_GATEWAY_TOKEN", "t2"),
+            ("PUBLIC_BASE_URL", "https://otp.example.com"),
+        ]);
+        let k = both.keys();
+        assert_eq!(k.twilio_tokens, [Some("t1"), Some("t2")]);
+        assert_eq!(k.public_base_url, Some("https://otp.example.com"));
+        // WhatsApp's kind without its own URL, an unknown kind, empty values: not Twilio.
+        let k = s(&[
+            ("SMS_GATEWAY_KIND", "smpp"),
+            ("SMS_GATEWAY_TOKEN", "t1"),
+            ("WHATSAPP_GATEWAY_KIND", "twilio"),
+            ("WHATSAPP_GATEWAY_TOKEN", "t2"),
+            ("PUBLIC_BASE_URL", ""),
+        ]);
+        let k = k.keys();
+        assert_eq!(k.twilio_tokens, [None, None]);
+        assert_eq!(k.public_base_url, None);
+        let meta = s(&[
+            ("WHATSAPP_GATEWAY_URL", "https://graph.facebook.com/v21.0/1"),
+            ("WHATSAPP_GATEWAY_KIND", "meta"),
+            ("WHATSAPP_GATEWAY_TOKEN", "bearer"),
+            ("WHATSAPP_APP_SECRET", "secret"),
+            ("WHATSAPP_VERIFY_TOKEN", "verify"),
+        ]);
+        let k = meta.keys();
+        assert_eq!(k.twilio_tokens, [None, None]);
+        assert_eq!(
+            (k.meta_app_secret, k.meta_verify_token),
+            (Some("secret"), Some("verify"))
+        );
     }
 
     #[test]

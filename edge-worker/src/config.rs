@@ -1,6 +1,6 @@
 //! Secrets and variables (SPEC §6), read from the Worker environment on each request.
 
-use otpkit_core::delivery::ReceiptKeys;
+use otpkit_core::delivery::ReceiptSettings;
 use otpkit_core::gateway::{GatewayConfig, GatewayKind, Gateways};
 use otpkit_core::{Error, Pepper};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -70,47 +70,18 @@ pub fn gateway(env: &Env) -> Result<Gateways, Error> {
     })
 }
 
-/// What delivery receipts are checked with (SPEC §8), owned; [`ReceiptSecrets::keys`] lends
-/// them as the core's [`ReceiptKeys`].
-pub struct ReceiptSecrets {
-    public_base_url: Option<String>,
-    twilio_tokens: [Option<String>; 2],
-    json_token: Option<String>,
-}
-
-impl ReceiptSecrets {
-    pub fn keys(&self) -> ReceiptKeys<'_> {
-        ReceiptKeys {
-            public_base_url: self.public_base_url.as_deref(),
-            twilio_tokens: [
-                self.twilio_tokens[0].as_deref(),
-                self.twilio_tokens[1].as_deref(),
-            ],
-            json_token: self.json_token.as_deref(),
-        }
-    }
-}
-
-/// `PUBLIC_BASE_URL`; the Twilio tokens: `SMS_GATEWAY_TOKEN` when `SMS_GATEWAY_KIND` is twilio,
-/// `WHATSAPP_GATEWAY_TOKEN` when `WHATSAPP_GATEWAY_URL` is set and its kind is twilio; the JSON
-/// receipt's key: `SMS_GATEWAY_TOKEN`. An unknown kind is no Twilio gateway (its receipts are
-/// then refused; sends report the misconfiguration).
-pub fn receipt_secrets(env: &Env) -> ReceiptSecrets {
-    let twilio = |kind: Result<GatewayKind, Error>| kind.is_ok_and(|k| k == GatewayKind::Twilio);
-    let sms_token = read(env, "SMS_GATEWAY_TOKEN");
-    let sms = twilio(GatewayKind::parse(read(env, "SMS_GATEWAY_KIND").as_deref()))
-        .then(|| sms_token.clone())
-        .flatten();
-    let whatsapp = (read(env, "WHATSAPP_GATEWAY_URL").is_some()
-        && twilio(GatewayKind::parse_whatsapp(
-            read(env, "WHATSAPP_GATEWAY_KIND").as_deref(),
-        )))
-    .then(|| read(env, "WHATSAPP_GATEWAY_TOKEN"))
-    .flatten();
-    ReceiptSecrets {
+/// The settings delivery receipts are checked with (SPEC §6, §8), as configured; the core
+/// decides which secret checks which receipt ([`ReceiptSettings::keys`]).
+pub fn receipt_settings(env: &Env) -> ReceiptSettings {
+    ReceiptSettings {
         public_base_url: read(env, "PUBLIC_BASE_URL"),
-        twilio_tokens: [sms, whatsapp],
-        json_token: sms_token,
+        sms_kind: read(env, "SMS_GATEWAY_KIND"),
+        sms_token: read(env, "SMS_GATEWAY_TOKEN"),
+        whatsapp_url: read(env, "WHATSAPP_GATEWAY_URL"),
+        whatsapp_kind: read(env, "WHATSAPP_GATEWAY_KIND"),
+        whatsapp_token: read(env, "WHATSAPP_GATEWAY_TOKEN"),
+        meta_app_secret: read(env, "WHATSAPP_APP_SECRET"),
+        meta_verify_token: read(env, "WHATSAPP_VERIFY_TOKEN"),
     }
 }
 

@@ -215,17 +215,24 @@ async fn receipt_route(
     route: Route<'_>,
 ) -> std::result::Result<Reply, Error> {
     let body = http::raw_body(req).await?;
-    let header = |name: &str| req.headers().get(name).ok().flatten();
     let path_and_query = http::path_and_query(req);
-    let (twilio_sig, json_sig) = (header("x-twilio-signature"), header("x-otpkit-signature"));
+    let signature_header = match route {
+        Route::TwilioReceipt => "x-twilio-signature",
+        Route::MetaReceipt => "x-hub-signature-256",
+        _ => "x-otpkit-signature",
+    };
+    let sig = req.headers().get(signature_header).ok().flatten();
+    let signature = sig.as_deref();
     let source = match route {
         Route::TwilioReceipt => ReceiptSource::Twilio {
             path_and_query: &path_and_query,
-            signature: twilio_sig.as_deref(),
+            signature,
         },
-        _ => ReceiptSource::Json {
-            signature: json_sig.as_deref(),
+        Route::MetaReceipt => ReceiptSource::Meta { signature },
+        Route::MetaCheck => ReceiptSource::MetaChallenge {
+            path_and_query: &path_and_query,
         },
+        _ => ReceiptSource::Json { signature },
     };
     otp::receipt(env, ctx, calls, pepper, source, &body).await
 }

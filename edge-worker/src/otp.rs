@@ -182,8 +182,8 @@ pub async fn admin(
 /// raw body and the signature header, no API key). No workspace scopes the flow: the receipt or
 /// the receipt index names the session ([`Io::FindReceipt`], [`Io::ApplyReceipt`] and
 /// [`Io::Audit`] carry what they need). A receipt that says a message did not arrive is logged
-/// once answered. The resend it may ask for (policy `fallbackOnUndelivered`, [`Fallback`]) runs
-/// after the answer, in `waitUntil`, in the session's workspace.
+/// once answered. The resends they may ask for (policy `fallbackOnUndelivered`, [`Fallback`]) run
+/// after the answer, in `waitUntil`, each in its session's workspace.
 pub async fn receipt(
     env: &Env,
     ctx: &Context,
@@ -193,11 +193,11 @@ pub async fn receipt(
     body: &[u8],
 ) -> Result<Reply, Error> {
     let now = now();
-    let secrets = config::receipt_secrets(env);
-    let mut flow = ReceiptFlow::start(source, body, &secrets.keys(), now);
+    let settings = config::receipt_settings(env);
+    let mut flow = ReceiptFlow::start(source, body, &settings.keys(), now);
     let mut edge = Edge::new(env, "", Policy::default(), now, None)?;
     let answer = answer_of(&mut edge, calls, &mut flow).await;
-    if let Some(line) = flow.log_line(self::now(), config::log_level(env)) {
+    for line in flow.log_lines(self::now(), config::log_level(env)) {
         worker::console_log!("{line}");
     }
     let next = flow.poll();
@@ -206,7 +206,7 @@ pub async fn receipt(
         ctx.wait_until(async move {
             let calls = Calls::default();
             finish(&mut edge, &calls, &mut flow, next).await;
-            if let Some(fb) = flow.fallback() {
+            for fb in flow.fallbacks() {
                 fallback(&edge.env, &calls, &pepper, fb).await;
             }
         });

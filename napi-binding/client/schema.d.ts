@@ -447,6 +447,30 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/messaging/otp/delivery-receipts/meta": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Meta's check of the webhook URL.
+         * @description Meta calls it when the callback URL is saved in the app's WhatsApp settings: with hub.mode=subscribe and the verify token typed there (WHATSAPP_VERIFY_TOKEN), the answer is hub.challenge itself.
+         */
+        get: operations["metaCheck"];
+        put?: never;
+        /**
+         * Meta's WhatsApp Cloud API status webhook (SPEC §8).
+         * @description Point the WhatsApp app's webhook (field `messages`) at this URL. Signed by Meta with X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the raw body, key WHATSAPP_APP_SECRET (the app secret)>. Each entry[].changes[].value.statuses[] item is a receipt by message id (`wamid…`, as the send's reply gave it), applied in order, at most 50 per webhook: `sent`, `delivered`, `read` (as delivered), `failed` (with errors[0].code as the error code). Anything else in the webhook (incoming messages, other statuses) is acknowledged and ignored.
+         */
+        post: operations["metaReceipt"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -2973,6 +2997,160 @@ export interface operations {
                 };
             };
             /** @description VALIDATION_ERROR naming the field. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description INVALID_SIGNATURE: the signature is missing or does not match (or the setting it is checked with is not configured). */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description PAYLOAD_TOO_LARGE. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description INTERNAL_ERROR. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description STORE_UNAVAILABLE: the provider should retry. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    metaCheck: {
+        parameters: {
+            query: {
+                "hub.mode": "subscribe";
+                "hub.verify_token": string;
+                "hub.challenge": string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The challenge, as the whole body. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": number;
+                };
+            };
+            /** @description VALIDATION_ERROR (hub.challenge): not 1-32 digits. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description INVALID_SIGNATURE: another mode or verify token, or WHATSAPP_VERIFY_TOKEN is not set. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description INTERNAL_ERROR. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description MISCONFIGURED: the deployment has no usable pepper. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    metaReceipt: {
+        parameters: {
+            query?: never;
+            header: {
+                "X-Hub-Signature-256": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    object?: string;
+                    entry?: {
+                        changes?: {
+                            field?: string;
+                            value?: {
+                                statuses?: {
+                                    id: string;
+                                    status: string;
+                                    errors?: {
+                                        code?: number | string;
+                                    }[];
+                                }[];
+                            };
+                        }[];
+                    }[];
+                };
+            };
+        };
+        responses: {
+            /** @description Received (also for an unknown id, a duplicate, a receipt older than the state it would set, or a status that says nothing of delivery: they change nothing, and providers would retry anything else). */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        success: boolean;
+                        message: string;
+                        data: {
+                            /** @constant */
+                            received: true;
+                        };
+                    };
+                };
+            };
+            /** @description VALIDATION_ERROR: the body is not a JSON object. */
             400: {
                 headers: {
                     [name: string]: unknown;

@@ -236,25 +236,26 @@ function gatewayFromEnv(env = process.env, { warn = console.warn } = {}) {
 }
 
 /**
- * The keys delivery receipts (SPEC §8) are checked with, from the environment: PUBLIC_BASE_URL
- * (Twilio signs the URL it posts to), the auth token of each Twilio gateway configured
- * (SMS_GATEWAY_TOKEN when SMS_GATEWAY_KIND is twilio; WHATSAPP_GATEWAY_TOKEN when
- * WHATSAPP_GATEWAY_URL is set and its kind is twilio) and SMS_GATEWAY_TOKEN for the JSON
- * receipt's HMAC. For OtpService's `receipts` option; holds tokens: never log it.
+ * The keys delivery receipts (SPEC §8) are checked with, from the environment. Which secret
+ * checks which receipt is the core's rule (otpkit_core::delivery::ReceiptSettings, the Worker's
+ * too): PUBLIC_BASE_URL (Twilio signs the URL it posts to), the auth token of each Twilio gateway
+ * configured (SMS_GATEWAY_TOKEN when SMS_GATEWAY_KIND is twilio; WHATSAPP_GATEWAY_TOKEN when
+ * WHATSAPP_GATEWAY_URL is set and its kind is twilio), SMS_GATEWAY_TOKEN for the JSON receipt's
+ * HMAC, WHATSAPP_APP_SECRET and WHATSAPP_VERIFY_TOKEN for Meta's webhooks. For OtpService's
+ * `receipts` option; holds secrets: never log it.
  */
 function receiptKeysFromEnv(env = process.env) {
-  let kind;
-  let waKind = null;
-  try {
-    kind = native.gatewayKind(env.SMS_GATEWAY_KIND ?? null);
-    if (env.WHATSAPP_GATEWAY_URL) waKind = native.whatsappGatewayKind(env.WHATSAPP_GATEWAY_KIND ?? null);
-  } catch (e) {
-    throw fromNative(e);
-  }
-  const twilioTokens = [];
-  if (kind === 'twilio' && env.SMS_GATEWAY_TOKEN) twilioTokens.push(env.SMS_GATEWAY_TOKEN);
-  if (waKind === 'twilio' && env.WHATSAPP_GATEWAY_TOKEN) twilioTokens.push(env.WHATSAPP_GATEWAY_TOKEN);
-  return { publicBaseUrl: env.PUBLIC_BASE_URL || null, twilioTokens, jsonToken: env.SMS_GATEWAY_TOKEN || null };
+  const names = ['PUBLIC_BASE_URL', 'SMS_GATEWAY_KIND', 'SMS_GATEWAY_TOKEN', 'WHATSAPP_GATEWAY_URL', 'WHATSAPP_GATEWAY_KIND', 'WHATSAPP_GATEWAY_TOKEN', 'WHATSAPP_APP_SECRET', 'WHATSAPP_VERIFY_TOKEN'];
+  const settings = {};
+  for (const n of names) if (typeof env[n] === 'string') settings[n] = env[n];
+  const k = native.receiptKeys(settings);
+  return {
+    publicBaseUrl: k.publicBaseUrl ?? null,
+    twilioTokens: k.twilioTokens,
+    jsonToken: k.jsonToken ?? null,
+    metaAppSecret: k.metaAppSecret ?? null,
+    metaVerifyToken: k.metaVerifyToken ?? null,
+  };
 }
 
 module.exports = { JsonGateway, TwilioGateway, MetaGateway, ChannelGateway, gatewayFromEnv, receiptKeysFromEnv, TIMEOUT_MS, MAX_REPLY_BYTES };

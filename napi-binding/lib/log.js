@@ -71,15 +71,14 @@ function logDeliveryFailure(message, gateway, cause, startedMs) {
 function logReceipt(flow) {
   const info = requestInfo.getStore();
   if (!info) return;
-  const line = flow.logLine(info.level ?? null, Date.now());
-  if (line) info.log(line);
+  for (const line of flow.logLines(info.level ?? null, Date.now())) info.log(line);
 }
 
-/** The `delivery_fallback` line once a receipt's fallback resend ended (`refused`: its error code, or null). */
-function logFallback(flow, refused) {
+/** The `delivery_fallback` line once a receipt's fallback resend `i` ended (`refused`: its error code, or null). */
+function logFallback(flow, i, refused) {
   const info = requestInfo.getStore();
   if (!info) return;
-  const line = flow.fallbackLogLine(refused, info.level ?? null, Date.now());
+  const line = flow.fallbackLogLine(i, refused, info.level ?? null, Date.now());
   if (line) info.log(line);
 }
 

@@ -32,20 +32,32 @@ function queryString(values) {
  * gateway's token for the JSON receipt). Never enumerable on the service: it holds tokens.
  */
 function receiptKeys(given, gateway) {
-  const keys = { publicBaseUrl: null, twilioTokens: [], jsonToken: null };
+  // Absent values are undefined: the native side takes an object of optional strings.
+  const keys = { publicBaseUrl: undefined, twilioTokens: [], jsonToken: undefined, metaAppSecret: undefined, metaVerifyToken: undefined };
+  const text = (v) => (v ? String(v) : undefined);
   if (given) {
-    keys.publicBaseUrl = given.publicBaseUrl ? String(given.publicBaseUrl) : null;
+    keys.publicBaseUrl = text(given.publicBaseUrl);
     keys.twilioTokens = (given.twilioTokens ?? []).filter(Boolean).map(String).slice(0, 2);
-    keys.jsonToken = given.jsonToken ? String(given.jsonToken) : null;
+    keys.jsonToken = text(given.jsonToken);
+    keys.metaAppSecret = text(given.metaAppSecret);
+    keys.metaVerifyToken = text(given.metaVerifyToken);
     return keys;
   }
   const sms = gateway?.sms ?? gateway;
   const all = gateway?.sms ? [gateway.sms, gateway.whatsapp] : [gateway];
-  keys.publicBaseUrl = typeof gateway?.publicBaseUrl === 'string' ? gateway.publicBaseUrl : typeof sms?.publicBaseUrl === 'string' ? sms.publicBaseUrl : null;
+  keys.publicBaseUrl = typeof gateway?.publicBaseUrl === 'string' ? gateway.publicBaseUrl : typeof sms?.publicBaseUrl === 'string' ? sms.publicBaseUrl : undefined;
   keys.twilioTokens = all.filter((g) => g?.kind === 'twilio' && typeof g.token === 'string' && g.token).map((g) => g.token).slice(0, 2);
-  keys.jsonToken = typeof sms?.token === 'string' && sms.token ? sms.token : null;
+  keys.jsonToken = typeof sms?.token === 'string' && sms.token ? sms.token : undefined;
   return keys;
 }
+
+/** Receipt routes → the flow's kind and the header that carries the provider's signature. */
+const RECEIPT_ROUTES = {
+  twilioReceipt: ['twilio', 'x-twilio-signature'],
+  jsonReceipt: ['json', 'x-otpkit-signature'],
+  metaReceipt: ['meta', 'x-hub-signature-256'],
+  metaCheck: ['metaCheck', null],
+};
 
 /** The Idempotency-Key of a call (`opts.idempotencyKey`; the core checks it) for a route `path`. */
 function idempotency(opts, path) {
@@ -64,7 +76,7 @@ class OtpService {
    * @param {string} [opts.workspaceId] id of the library's workspace (default "default").
    * @param {string} [opts.adminToken] enables the admin routes of handle().
    * @param {boolean} [opts.allowMisconfigured] serve MISCONFIGURED answers instead of throwing.
-   * @param {{publicBaseUrl?: string|null, twilioTokens?: string[], jsonToken?: string|null}} [opts.receipts]
+   * @param {{publicBaseUrl?: string|null, twilioTokens?: string[], jsonToken?: string|null, metaAppSecret?: string|null, metaVerifyToken?: string|null}} [opts.receipts]
    *   the keys delivery receipts are checked with (receiptKeysFromEnv in lib/gateway.js; default:
    *   from the gateway's own settings).
    */
@@ -145,8 +157,9 @@ class OtpService {
   /**
    * A delivery receipt (SPEC §8) for an app that mounts the receipt routes itself: `kind`
    * `'twilio'` (POST …/delivery-receipts/twilio: `pathAndQuery` is the request's path and query
-   * string exactly as received, `signature` its X-Twilio-Signature) or `'json'` (`signature`: its
-   * X-Otpkit-Signature), `rawBody` the body's bytes as received. Answers the HTTP reply to send
+   * string exactly as received, `signature` its X-Twilio-Signature), `'json'` (`signature`: its
+   * X-Otpkit-Signature), `'meta'` (POST …/meta: X-Hub-Signature-256) or `'metaCheck'` (Meta's
+   * GET …/meta: the check is in `pathAndQuery`'s query), `rawBody` the body's bytes as received. Answers the HTTP reply to send
    * back (`{status, body}`: 200, 403 INVALID_SIGNATURE, 400, 503 so that the provider retries);
    * never throws for a receipt's error.
    */
@@ -488,28 +501,27 @@ class OtpService {
    * 'json'. The `delivery_undelivered` line is logged once answered (a served request only).
    */
   async receiptReply(kind, pathAndQuery, signature, body) {
-    const k = this.receiptKeys;
-    const flow = native.receiptFlow(kind, pathAndQuery, signature == null ? null : String(signature), body, k.publicBaseUrl, k.twilioTokens, k.jsonToken, Date.now(), this.libraryWorkspace);
+    const flow = native.receiptFlow(kind, pathAndQuery, signature == null ? null : String(signature), body, this.receiptKeys, Date.now(), this.libraryWorkspace);
     const answer = await this.drive(flow, this.libraryWorkspace, {}, null, () => this.fallBack(flow));
     logReceipt(flow);
     return answer;
   }
 
   /**
-   * The resend a receipt asked for once it is done (policy `fallbackOnUndelivered`: the
-   * session's message did not arrive, so it goes again on the next channel), in the session's
-   * workspace; its answer is only logged (`delivery_fallback`).
+   * The resends receipts asked for, once their flow is done (policy `fallbackOnUndelivered`: a
+   * pending session's message did not arrive, so it goes again on the next channel), each in its
+   * session's workspace; their answers are only logged (`delivery_fallback`).
    */
   async fallBack(receipt) {
-    const ws = receipt.fallbackWorkspace();
-    if (!ws) return;
-    let refused = null;
-    try {
-      await this.drive(receipt.fallbackFlow(this.engine, Date.now()), ws, {});
-    } catch (e) {
-      refused = normalize(e)?.code ?? 'INTERNAL_ERROR';
+    for (let i = 0; i < receipt.fallbackCount(); i++) {
+      let refused = null;
+      try {
+        await this.drive(receipt.fallbackFlow(this.engine, i, Date.now()), receipt.fallbackWorkspace(i), {});
+      } catch (e) {
+        refused = normalize(e)?.code ?? 'INTERNAL_ERROR';
+      }
+      logFallback(receipt, i, refused);
     }
-    logFallback(receipt, refused);
   }
 
   /** The status over HTTP with the key and the session read in one round trip (Redis). */
@@ -617,8 +629,8 @@ class OtpService {
         if (declared != null && /^\s*\d+\s*$/.test(declared) && Number(declared) > native.maxBodyBytes()) throw hostError('PAYLOAD_TOO_LARGE');
         const body = await req.readBody(native.maxBodyBytes());
         const pathAndQuery = req.pathAndQuery ?? (req.query ? `${req.path}?${req.query}` : req.path);
-        const signature = r.kind === 'twilioReceipt' ? h['x-twilio-signature'] : h['x-otpkit-signature'];
-        return await this.receiptReply(r.kind === 'twilioReceipt' ? 'twilio' : 'json', pathAndQuery, signature ?? null, body);
+        const [kind, header] = RECEIPT_ROUTES[r.kind];
+        return await this.receiptReply(kind, pathAndQuery, header ? (h[header] ?? null) : null, body);
       }
       if (r.admin) {
         if (!this.adminToken) throw hostError('NOT_FOUND');

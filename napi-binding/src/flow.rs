@@ -168,31 +168,37 @@ node_flow!(
 
 #[napi]
 impl ReceiptFlow {
-    /// The `delivery_undelivered` line (warn) once the receipt is answered, when it moved a
-    /// session to an undelivered or failed state and `LOG_LEVEL` `level` prints it; else null.
+    /// The `delivery_undelivered` lines (warn) once the receipt is answered: one per session a
+    /// receipt moved to an undelivered or failed state, when `LOG_LEVEL` `level` prints them.
     /// Masked destination, ids, provider status and error code only.
     #[napi]
     #[allow(clippy::needless_pass_by_value)]
-    pub fn log_line(&self, level: Option<String>, now: f64) -> Option<String> {
+    pub fn log_lines(&self, level: Option<String>, now: f64) -> Vec<String> {
         self.inner
-            .log_line(ms(now), otpkit_core::log::Level::parse(level.as_deref()))
+            .log_lines(ms(now), otpkit_core::log::Level::parse(level.as_deref()))
     }
 
-    /// Once the flow is done: the workspace of the resend the receipt asks for (policy
-    /// `fallbackOnUndelivered`, otpkit_core::flow::Fallback), else null.
+    /// Once the flow is done: how many resends the receipts ask for (policy
+    /// `fallbackOnUndelivered`, otpkit_core::flow::Fallback).
     #[napi]
-    pub fn fallback_workspace(&self) -> Option<Workspace> {
-        self.inner.fallback().map(|fb| Workspace {
+    pub fn fallback_count(&self) -> u32 {
+        u32::try_from(self.inner.fallbacks().len()).unwrap_or(u32::MAX)
+    }
+
+    /// The workspace of resend `i` (null past the last).
+    #[napi]
+    pub fn fallback_workspace(&self, i: u32) -> Option<Workspace> {
+        self.fallback(i).map(|fb| Workspace {
             rec: fb.workspace.clone(),
             any_sender: false,
         })
     }
 
-    /// Once the flow is done: that resend, as a flow to drive in `fallbackWorkspace()`
-    /// (otpkit_core::flow::ResendFlow::fallback), else null.
+    /// Resend `i` as a flow to drive in `fallbackWorkspace(i)`
+    /// (otpkit_core::flow::ResendFlow::fallback); null past the last.
     #[napi]
-    pub fn fallback_flow(&self, engine: &Engine, now: f64) -> Result<Option<ResendFlow>> {
-        let Some(fb) = self.inner.fallback() else {
+    pub fn fallback_flow(&self, engine: &Engine, i: u32, now: f64) -> Result<Option<ResendFlow>> {
+        let Some(fb) = self.fallback(i) else {
             return Ok(None);
         };
         let entropy = Entropy::from_bytes(&random::<48>()?);
@@ -208,65 +214,152 @@ impl ReceiptFlow {
         }))
     }
 
-    /// The `delivery_fallback` line once that resend ended: `refused` is the error code it was
+    /// The `delivery_fallback` line once resend `i` ended: `refused` is the error code it was
     /// refused with (null: sent); null when `LOG_LEVEL` `level` does not print it.
     #[napi]
     #[allow(clippy::needless_pass_by_value)]
     pub fn fallback_log_line(
         &self,
+        i: u32,
         refused: Option<String>,
         level: Option<String>,
         now: f64,
     ) -> Option<String> {
         otpkit_core::log::fallback(
             ms(now),
-            self.inner.fallback()?,
+            self.fallback(i)?,
             refused.as_deref(),
             otpkit_core::log::Level::parse(level.as_deref()),
         )
     }
 }
 
-/// Starts a delivery receipt (SPEC §8): `kind` is the route (`twilio` or `json`),
-/// `path_and_query` the request's path and query string as received (Twilio signs the URL),
-/// `signature` the header `X-Twilio-Signature` (twilio) or `X-Otpkit-Signature` (json), `body`
-/// the raw body. The keys: `public_base_url` (`PUBLIC_BASE_URL`), the auth tokens of the Twilio
-/// gateways configured (at most two) and `json_token` (`SMS_GATEWAY_TOKEN`). `own`: the
-/// library's workspace, which is not in the store (its policy decides a fallback for its
-/// sessions). The flow answers 403 / 400 itself; throws only for an unknown `kind`.
-#[allow(clippy::too_many_arguments, clippy::needless_pass_by_value)]
+impl ReceiptFlow {
+    fn fallback(&self, i: u32) -> Option<&flow::Fallback> {
+        self.inner.fallbacks().get(usize::try_from(i).ok()?)
+    }
+}
+
+/// The secrets delivery receipts are checked with (otpkit_core::delivery::ReceiptKeys): what
+/// `receiptKeys` decides from the settings, or what a library gives.
+#[napi(object)]
+#[derive(Debug, Default)]
+pub struct ReceiptSecrets {
+    /// `PUBLIC_BASE_URL`: Twilio signs the URL it posted to.
+    pub public_base_url: Option<String>,
+    /// The auth tokens of the Twilio gateways (at most two are used).
+    pub twilio_tokens: Vec<String>,
+    /// The JSON receipt's HMAC key (`SMS_GATEWAY_TOKEN`).
+    pub json_token: Option<String>,
+    /// `WHATSAPP_APP_SECRET`: Meta's webhooks are signed with it.
+    pub meta_app_secret: Option<String>,
+    /// `WHATSAPP_VERIFY_TOKEN`: Meta's check of the callback URL.
+    pub meta_verify_token: Option<String>,
+}
+
+/// A deployment's receipt settings, by their configuration names (SPEC §6).
+#[napi(object)]
+#[derive(Debug, Default)]
+pub struct ReceiptSettingsInput {
+    #[napi(js_name = "PUBLIC_BASE_URL")]
+    pub public_base_url: Option<String>,
+    #[napi(js_name = "SMS_GATEWAY_KIND")]
+    pub sms_gateway_kind: Option<String>,
+    #[napi(js_name = "SMS_GATEWAY_TOKEN")]
+    pub sms_gateway_token: Option<String>,
+    #[napi(js_name = "WHATSAPP_GATEWAY_URL")]
+    pub whatsapp_gateway_url: Option<String>,
+    #[napi(js_name = "WHATSAPP_GATEWAY_KIND")]
+    pub whatsapp_gateway_kind: Option<String>,
+    #[napi(js_name = "WHATSAPP_GATEWAY_TOKEN")]
+    pub whatsapp_gateway_token: Option<String>,
+    #[napi(js_name = "WHATSAPP_APP_SECRET")]
+    pub whatsapp_app_secret: Option<String>,
+    #[napi(js_name = "WHATSAPP_VERIFY_TOKEN")]
+    pub whatsapp_verify_token: Option<String>,
+}
+
+/// Which secret checks which receipt, from the settings (the core's
+/// `ReceiptSettings::keys`: the same rule as the Worker's).
+#[napi]
+pub fn receipt_keys(settings: ReceiptSettingsInput) -> ReceiptSecrets {
+    let s = otpkit_core::delivery::ReceiptSettings {
+        public_base_url: settings.public_base_url,
+        sms_kind: settings.sms_gateway_kind,
+        sms_token: settings.sms_gateway_token,
+        whatsapp_url: settings.whatsapp_gateway_url,
+        whatsapp_kind: settings.whatsapp_gateway_kind,
+        whatsapp_token: settings.whatsapp_gateway_token,
+        meta_app_secret: settings.whatsapp_app_secret,
+        meta_verify_token: settings.whatsapp_verify_token,
+    };
+    let k = s.keys();
+    let own = |v: Option<&str>| v.map(ToString::to_string);
+    ReceiptSecrets {
+        public_base_url: own(k.public_base_url),
+        twilio_tokens: k
+            .twilio_tokens
+            .iter()
+            .flatten()
+            .map(|t| (*t).to_string())
+            .collect(),
+        json_token: own(k.json_token),
+        meta_app_secret: own(k.meta_app_secret),
+        meta_verify_token: own(k.meta_verify_token),
+    }
+}
+
+/// Starts a delivery receipt (SPEC §8): `kind` is the route (`twilio`, `json`, `meta` or
+/// `metaCheck`: Meta's `GET`), `path_and_query` the request's path and query string as received
+/// (Twilio signs the URL; Meta's check is in the query), `signature` the route's signature header
+/// (`X-Twilio-Signature`, `X-Otpkit-Signature`, `X-Hub-Signature-256`), `body` the raw body,
+/// `keys` what they are checked with. `own`: the library's workspace, which is not in the store
+/// (its policy decides a fallback for its sessions). The flow answers 403 / 400 itself; throws
+/// only for an unknown `kind`.
+#[allow(clippy::needless_pass_by_value)]
 #[napi]
 pub fn receipt_flow(
     kind: String,
     path_and_query: String,
     signature: Option<String>,
     body: Buffer,
-    public_base_url: Option<String>,
-    twilio_tokens: Vec<String>,
-    json_token: Option<String>,
+    keys: ReceiptSecrets,
     now: f64,
     own: &Workspace,
 ) -> Result<ReceiptFlow> {
+    let signature = signature.as_deref();
     let source = match kind.as_str() {
         "twilio" => flow::ReceiptSource::Twilio {
             path_and_query: &path_and_query,
-            signature: signature.as_deref(),
+            signature,
         },
-        "json" => flow::ReceiptSource::Json {
-            signature: signature.as_deref(),
+        "json" => flow::ReceiptSource::Json { signature },
+        "meta" => flow::ReceiptSource::Meta { signature },
+        "metaCheck" => flow::ReceiptSource::MetaChallenge {
+            path_and_query: &path_and_query,
         },
-        _ => return Err(throw(&Error::invalid("kind", "must be twilio or json"))),
+        _ => {
+            return Err(throw(&Error::invalid(
+                "kind",
+                "must be twilio, json, meta or metaCheck",
+            )))
+        }
     };
+    fn set(v: &Option<String>) -> Option<&str> {
+        v.as_deref().filter(|t| !t.is_empty())
+    }
     let token = |i: usize| {
-        twilio_tokens
+        keys.twilio_tokens
             .get(i)
             .map(String::as_str)
             .filter(|t| !t.is_empty())
     };
     let keys = ReceiptKeys {
-        public_base_url: public_base_url.as_deref().filter(|u| !u.is_empty()),
+        public_base_url: set(&keys.public_base_url),
         twilio_tokens: [token(0), token(1)],
-        json_token: json_token.as_deref().filter(|t| !t.is_empty()),
+        json_token: set(&keys.json_token),
+        meta_app_secret: set(&keys.meta_app_secret),
+        meta_verify_token: set(&keys.meta_verify_token),
     };
     Ok(ReceiptFlow {
         inner: flow::ReceiptFlow::start(source, &body, &keys, ms(now))

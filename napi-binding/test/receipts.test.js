@@ -243,6 +243,8 @@ describe('delivery receipts (library and handle)', () => {
       publicBaseUrl: PUBLIC,
       twilioTokens: [],
       jsonToken: 'a',
+      metaAppSecret: null,
+      metaVerifyToken: null,
     });
     const env = {
       SMS_GATEWAY_KIND: 'twilio',
@@ -251,7 +253,9 @@ describe('delivery receipts (library and handle)', () => {
       WHATSAPP_GATEWAY_KIND: 'twilio',
       WHATSAPP_GATEWAY_TOKEN: 'b',
     };
-    assert.deepEqual(receiptKeysFromEnv(env), { publicBaseUrl: null, twilioTokens: ['a', 'b'], jsonToken: 'a' });
+    assert.deepEqual(receiptKeysFromEnv(env), { publicBaseUrl: null, twilioTokens: ['a', 'b'], jsonToken: 'a', metaAppSecret: null, metaVerifyToken: null });
+    const meta = receiptKeysFromEnv({ WHATSAPP_APP_SECRET: 's', WHATSAPP_VERIFY_TOKEN: 'v', SMS_GATEWAY_KIND: 'smpp' });
+    assert.deepEqual([meta.metaAppSecret, meta.metaVerifyToken, meta.twilioTokens], ['s', 'v', []], 'an unknown kind is no Twilio gateway');
     assert.deepEqual(receiptKeysFromEnv({ ...env, WHATSAPP_GATEWAY_KIND: 'meta' }).twilioTokens, ['a']);
     assert.deepEqual(receiptKeysFromEnv({ ...env, WHATSAPP_GATEWAY_URL: '' }).twilioTokens, ['a']);
   });

@@ -33,6 +33,7 @@ export const FIELDS = [
     ['allowedCountries', 'Allowed calling codes (comma-separated; empty: all)', TEXT, { placeholder: '233, 234, 1' }],
     ['testNumbers', 'Test numbers, one "number=code" a line', AREA, { placeholder: '+15005550006=123456' }],
     ['channelFallback', 'Channel fallback (comma-separated; empty: none)', TEXT, { placeholder: 'whatsapp, sms' }],
+    ['fallbackOnUndelivered', 'Resend on the next fallback channel when a receipt says undelivered', BOOL],
   ]],
   ['Cost', [
     ['pricePerSegment.amount', 'Price per SMS segment', TEXT, { inputmode: 'decimal' }],
@@ -211,6 +212,8 @@ export function readPolicyForm(form) {
     errors.push(['channelFallback', 'distinct channels: sms, whatsapp']);
   }
   p.channelFallback = channels.length ? channels : null;
+  p.fallbackOnUndelivered = val('fallbackOnUndelivered').checked;
+  if (p.fallbackOnUndelivered && !p.channelFallback) errors.push(['fallbackOnUndelivered', 'needs a channel fallback (the channels to resend on)']);
   // pricePerSegment and dailySpendLimit
   const amount = val('pricePerSegment.amount').value.trim();
   const currency = val('pricePerSegment.currency').value.trim();

@@ -7,10 +7,14 @@
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
 import http from 'node:http';
 import { randomToken, startHost } from './host.mjs';
 
 const META_TOKEN = `meta_${randomToken(24)}`;
+const APP_SECRET = `appsecret_${randomToken(24)}`;
+const VERIFY_TOKEN = `verify_${randomToken(16)}`;
+const META_PATH = '/v1/messaging/otp/delivery-receipts/meta';
 const PHONE_ID = '106540352242922';
 
 describe('WhatsApp Cloud API gateway (meta)', { skip: process.env.BASE_URL ? 'BASE_URL is set: not our host' : false }, () => {
@@ -47,6 +51,8 @@ describe('WhatsApp Cloud API gateway (meta)', { skip: process.env.BASE_URL ? 'BA
         WHATSAPP_GATEWAY_KIND: 'meta',
         WHATSAPP_GATEWAY_URL: `${base}/v21.0/${PHONE_ID}`,
         WHATSAPP_GATEWAY_TOKEN: META_TOKEN,
+        WHATSAPP_APP_SECRET: APP_SECRET,
+        WHATSAPP_VERIFY_TOKEN: VERIFY_TOKEN,
       },
     });
     const create = async (name, policy) => {
@@ -162,5 +168,65 @@ describe('WhatsApp Cloud API gateway (meta)', { skip: process.env.BASE_URL ? 'BA
       assert.equal(r.json.error.code, 'VALIDATION_ERROR');
       assert.equal(r.json.error.field, field);
     }
+  });
+
+  /** Meta's status webhook (its documented shape), signed with the app secret unless `signature` is given. */
+  const webhook = async (statuses, { signature } = {}) => {
+    const body = JSON.stringify({
+      object: 'whatsapp_business_account',
+      entry: [{ id: '102290129340398', changes: [{ field: 'messages', value: { messaging_product: 'whatsapp', metadata: { phone_number_id: PHONE_ID }, statuses } }] }],
+    });
+    const sig = signature === undefined ? `sha256=${crypto.createHmac('sha256', APP_SECRET).update(body).digest('hex')}` : signature;
+    const r = await fetch(`${host.baseUrl}${META_PATH}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...(sig === null ? {} : { 'x-hub-signature-256': sig }) },
+      body,
+    });
+    return { status: r.status, json: await r.json() };
+  };
+
+  it("Meta's webhook: the callback check answers the challenge; signed statuses move the session, forged ones are 403", async () => {
+    // The check Meta makes when the callback URL is saved in its app settings.
+    const check = (token) => fetch(`${host.baseUrl}${META_PATH}?hub.mode=subscribe&hub.verify_token=${encodeURIComponent(token)}&hub.challenge=1158201444`);
+    const ok = await check(VERIFY_TOKEN);
+    assert.equal(ok.status, 200);
+    assert.equal(await ok.text(), '1158201444');
+    const wrong = await check('not-the-token');
+    assert.equal(wrong.status, 403);
+    assert.equal((await wrong.json()).error.code, 'INVALID_SIGNATURE');
+
+    const send = async (dest) => {
+      const r = await call(withTemplate, 'POST', '/v1/messaging/otp/request', { dest, src: 'ACME', purpose: 'LOGIN', channel: 'whatsapp' });
+      assert.equal(r.status, 200, JSON.stringify(r.json));
+      return { id: r.json.data.sessionId, wamid: seen.at(-1).id };
+    };
+    const status = async (id) => (await call(withTemplate, 'GET', `/v1/messaging/otp/sessions/${id}`)).json.data;
+    const a = await send('+233202007801');
+    const b = await send('+233202007802');
+    // Forged or unsigned: 403, nothing moves.
+    assert.equal((await webhook([{ id: a.wamid, status: 'delivered' }], { signature: 'sha256=00' })).status, 403);
+    assert.equal((await webhook([{ id: a.wamid, status: 'delivered' }], { signature: null })).status, 403);
+    assert.equal((await status(a.id)).delivery, 'accepted');
+    // One webhook, several statuses, in order: a sent then read; b failed with Meta's error code;
+    // an id otpkit never sent is ignored.
+    const r = await webhook([
+      { id: a.wamid, status: 'sent', timestamp: '1700000000', recipient_id: '233202007801' },
+      { id: a.wamid, status: 'read', timestamp: '1700000005', recipient_id: '233202007801' },
+      { id: 'wamid.unknown', status: 'delivered' },
+      { id: b.wamid, status: 'failed', errors: [{ code: 131026, title: 'Message undeliverable' }] },
+    ]);
+    assert.equal(r.status, 200, JSON.stringify(r.json));
+    assert.equal((await status(a.id)).delivery, 'delivered');
+    const vb = await status(b.id);
+    assert.deepEqual([vb.delivery, vb.deliveryErrorCode], ['failed', '131026']);
+    // The trail names each move.
+    let events = [];
+    for (let i = 0; i < 60 && events.length < 2; i++) {
+      const page = await call(withTemplate, 'GET', `/v1/messaging/otp/audit?sessionId=${a.id}`);
+      events = page.json.data.events.filter((e) => e.event === 'delivery_receipt');
+      if (events.length < 2) await new Promise((res) => setTimeout(res, 50));
+    }
+    assert.deepEqual(events.map((e) => e.outcome).sort(), ['delivered', 'sent']);
+    assert.equal(events[0].messageId, a.wamid);
   });
 });

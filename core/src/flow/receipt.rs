@@ -32,6 +32,7 @@ use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::vec;
+use alloc::vec::Vec;
 use serde::Serialize;
 
 /// Which receipt route.
@@ -50,6 +51,16 @@ pub enum ReceiptSource<'a> {
         /// `X-Otpkit-Signature`.
         signature: Option<&'a str>,
     },
+    /// Meta's webhook (`POST …/meta`) and `X-Hub-Signature-256`: any number of statuses.
+    Meta {
+        /// `X-Hub-Signature-256`.
+        signature: Option<&'a str>,
+    },
+    /// Meta's check of the callback URL (`GET …/meta`): the request's path and query.
+    MetaChallenge {
+        /// Path and query, as requested.
+        path_and_query: &'a str,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +68,8 @@ enum Wait {
     Find,
     Apply,
     After,
-    Policy,
+    /// The workspace of `moved[i]`, for a fallback.
+    Policy(usize),
 }
 
 /// A resend a receipt asks for (SPEC §8 `fallbackOnUndelivered`): the session's message did not
@@ -72,15 +84,19 @@ pub struct Fallback {
     pub channel: Channel,
 }
 
-/// One delivery receipt as a flow.
+/// One delivery receipt request (one receipt, or a webhook's several, applied in order) as a
+/// flow.
 #[derive(Debug)]
 pub struct ReceiptFlow {
     now: UnixMillis,
-    receipt: Option<Receipt>,
-    /// The session as the receipt left it, when it moved.
-    moved: Option<Session>,
+    /// Receipts not yet applied, in order.
+    todo: VecDeque<Receipt>,
+    /// The receipt being applied, and its session's workspace once known.
+    current: Option<Receipt>,
     workspace_id: String,
-    fallback: Option<Fallback>,
+    /// Each receipt that moved a session, with the session as it left it.
+    moved: Vec<(Receipt, Session)>,
+    fallbacks: Vec<Fallback>,
     /// A workspace the host holds itself rather than in its store (the Node library's own).
     own: Option<WorkspaceRecord>,
     q: Queue<Wait>,
@@ -134,10 +150,11 @@ impl ReceiptFlow {
     ) -> Self {
         let mut flow = ReceiptFlow {
             now,
-            receipt: None,
-            moved: None,
+            todo: VecDeque::new(),
+            current: None,
             workspace_id: String::new(),
-            fallback: None,
+            moved: Vec::new(),
+            fallbacks: Vec::new(),
             own: None,
             q: Queue::default(),
             tags: VecDeque::new(),
@@ -146,28 +163,23 @@ impl ReceiptFlow {
             ReceiptSource::Twilio {
                 path_and_query,
                 signature,
-            } => delivery::twilio(path_and_query, body, signature, keys),
-            ReceiptSource::Json { signature } => delivery::json(body, signature, keys),
+            } => delivery::twilio(path_and_query, body, signature, keys).map(Vec::from_iter),
+            ReceiptSource::Json { signature } => {
+                delivery::json(body, signature, keys).map(Vec::from_iter)
+            }
+            ReceiptSource::Meta { signature } => delivery::meta(body, signature, keys),
+            ReceiptSource::MetaChallenge { path_and_query } => {
+                let query = path_and_query.split_once('?').map_or("", |(_, q)| q);
+                flow.q.answer(delivery::meta_challenge(query, keys));
+                return flow;
+            }
         };
         match read {
             Err(e) => flow.q.answer(Err(e)),
-            // A status that says nothing of delivery: acknowledged.
-            Ok(None) => flow.q.answer(Ok(received())),
-            Ok(Some(r)) => match &r.target {
-                Target::Session {
-                    workspace_id,
-                    session_id,
-                } => {
-                    let (ws, id) = (workspace_id.clone(), session_id.clone());
-                    flow.receipt = Some(r);
-                    flow.apply(ws, id);
-                }
-                Target::Reference { .. } | Target::Message { .. } => {
-                    let key = r.index_key().unwrap_or_default();
-                    flow.receipt = Some(r);
-                    flow.ask(Wait::Find, Io::FindReceipt { key });
-                }
-            },
+            Ok(receipts) => {
+                flow.todo = receipts.into();
+                flow.next_receipt();
+            }
         }
         flow
     }
@@ -191,8 +203,33 @@ impl ReceiptFlow {
         self.q.io(io);
     }
 
+    /// Applies the next receipt (finding its session first when it does not name it); once all
+    /// are applied, answers and records what moved.
+    fn next_receipt(&mut self) {
+        let Some(r) = self.todo.pop_front() else {
+            self.q.answer(Ok(received()));
+            self.after();
+            return;
+        };
+        match &r.target {
+            Target::Session {
+                workspace_id,
+                session_id,
+            } => {
+                let (ws, id) = (workspace_id.clone(), session_id.clone());
+                self.current = Some(r);
+                self.apply(ws, id);
+            }
+            Target::Reference { .. } | Target::Message { .. } => {
+                let key = r.index_key().unwrap_or_default();
+                self.current = Some(r);
+                self.ask(Wait::Find, Io::FindReceipt { key });
+            }
+        }
+    }
+
     fn apply(&mut self, workspace_id: String, session_id: String) {
-        let Some(receipt) = self.receipt.clone() else {
+        let Some(receipt) = self.current.clone() else {
             return;
         };
         self.workspace_id.clone_from(&workspace_id);
@@ -204,46 +241,43 @@ impl ReceiptFlow {
         self.ask(Wait::Apply, io);
     }
 
-    /// After the answer: the receipt in the session's trail, and a final state's analytics.
-    fn record(&mut self, s: &Session) {
-        let Some(r) = &self.receipt else { return };
-        let event = AuditEvent::for_session(
-            "delivery_receipt",
-            s,
-            r.state.as_str(),
-            r.error_code.as_deref(),
-            self.now,
-        );
-        let deltas = analytics::receipt(s, r.state).into_iter().collect();
-        let io = Io::Audit {
-            workspace_id: self.workspace_id.clone(),
-            events: vec![event],
-            deltas,
-        };
-        self.ask(Wait::After, io);
-    }
-
-    /// Once the flow is done: the resend the receipt asks for, if any ([`Fallback`]).
-    #[must_use]
-    pub fn fallback(&self) -> Option<&Fallback> {
-        self.fallback.as_ref()
-    }
-
-    /// A refused message of a pending session: its workspace's policy says whether to fall back.
-    fn consider_fallback(&mut self, s: &Session) {
-        let failed = self.receipt.as_ref().is_some_and(|r| r.state.is_failure());
-        if !failed || s.state_at(self.now) != SessionState::Pending {
-            return;
+    /// After the answer: each move in its session's trail with a final state's analytics (in the
+    /// session's own workspace), then the policy of each refused message of a pending session.
+    fn after(&mut self) {
+        let moved = core::mem::take(&mut self.moved);
+        for (r, s) in &moved {
+            let event = AuditEvent::for_session(
+                "delivery_receipt",
+                s,
+                r.state.as_str(),
+                r.error_code.as_deref(),
+                self.now,
+            );
+            let io = Io::Audit {
+                workspace_id: s.workspace_id.clone(),
+                events: vec![event],
+                deltas: analytics::receipt(s, r.state).into_iter().collect(),
+            };
+            self.ask(Wait::After, io);
         }
-        match self.own.take() {
-            Some(own) if own.id == self.workspace_id => self.decide_fallback(s, own),
-            _ => {
-                let io = Io::ReadWorkspace {
-                    workspace_id: self.workspace_id.clone(),
-                };
-                self.ask(Wait::Policy, io);
+        for (i, (r, s)) in moved.iter().enumerate() {
+            if !r.state.is_failure() || s.state_at(self.now) != SessionState::Pending {
+                continue;
+            }
+            match &self.own {
+                Some(own) if own.id == s.workspace_id => {
+                    let own = own.clone();
+                    self.decide_fallback(s, own);
+                }
+                _ => {
+                    let io = Io::ReadWorkspace {
+                        workspace_id: s.workspace_id.clone(),
+                    };
+                    self.ask(Wait::Policy(i), io);
+                }
             }
         }
+        self.moved = moved;
     }
 
     fn decide_fallback(&mut self, s: &Session, ws: WorkspaceRecord) {
@@ -251,7 +285,7 @@ impl ReceiptFlow {
             return;
         }
         if let Some(&channel) = ws.policy.fallbacks_after(s.channel).first() {
-            self.fallback = Some(Fallback {
+            self.fallbacks.push(Fallback {
                 session_id: s.id.clone(),
                 channel,
                 workspace: ws,
@@ -259,16 +293,20 @@ impl ReceiptFlow {
         }
     }
 
-    /// The log line a host prints once the receipt is answered, when it said a message did not
-    /// arrive ([`crate::log::receipt_failure`]); `None` otherwise.
+    /// Once the flow is done: the resends the receipts ask for ([`Fallback`]), in order.
     #[must_use]
-    pub fn log_line(&self, time: UnixMillis, threshold: crate::log::Level) -> Option<String> {
-        crate::log::receipt_failure(
-            time,
-            self.moved.as_ref()?,
-            self.receipt.as_ref()?,
-            threshold,
-        )
+    pub fn fallbacks(&self) -> &[Fallback] {
+        &self.fallbacks
+    }
+
+    /// The log lines a host prints once the receipt is answered: one per message a receipt
+    /// said did not arrive ([`crate::log::receipt_failure`]).
+    #[must_use]
+    pub fn log_lines(&self, time: UnixMillis, threshold: crate::log::Level) -> Vec<String> {
+        self.moved
+            .iter()
+            .filter_map(|(r, s)| crate::log::receipt_failure(time, s, r, threshold))
+            .collect()
     }
 
     /// Feeds the outcome of the IO last polled.
@@ -280,11 +318,11 @@ impl ReceiptFlow {
             (Wait::Find, Outcome::Owner { owner: Some(value) }) => {
                 match delivery::parse_owner(&value) {
                     Some((ws, id)) => self.apply(ws, id),
-                    None => self.q.answer(Ok(received())),
+                    None => self.next_receipt(),
                 }
             }
             // Nobody's: an id otpkit never sent, or a session already purged.
-            (Wait::Find, Outcome::Owner { owner: None }) => self.q.answer(Ok(received())),
+            (Wait::Find, Outcome::Owner { owner: None }) => self.next_receipt(),
             (
                 Wait::Apply,
                 Outcome::ReceiptApplied {
@@ -292,29 +330,38 @@ impl ReceiptFlow {
                     session: Some(s),
                 },
             ) => {
-                self.q.answer(Ok(received()));
-                self.record(&s);
-                self.consider_fallback(&s);
-                self.moved = Some(s);
+                if let Some(r) = self.current.take() {
+                    self.moved.push((r, s));
+                }
+                self.next_receipt();
             }
-            (Wait::Apply, Outcome::ReceiptApplied { .. }) => self.q.answer(Ok(received())),
+            (Wait::Apply, Outcome::ReceiptApplied { .. }) => self.next_receipt(),
             (Wait::After, _) => {}
             (
-                Wait::Policy,
+                Wait::Policy(i),
                 Outcome::Workspace {
                     workspace: Some(ws),
                 },
             ) => {
-                if let Some(s) = self.moved.take() {
+                if let Some((_, s)) = self.moved.get(i).cloned() {
                     self.decide_fallback(&s, ws);
-                    self.moved = Some(s);
                 }
             }
             // No record, or it could not be read: no fallback (the receipt is answered).
-            (Wait::Policy, _) => {}
-            (_, Outcome::Failed { corrupt }) => self.q.answer(Err(store_error(corrupt))),
-            (_, _) => self.q.answer(Err(Error::StoreUnavailable)),
+            (Wait::Policy(_), _) => {}
+            // A store failure before the answer: 503, so the provider retries (what was applied
+            // stays applied; a receipt applied again changes nothing).
+            (_, Outcome::Failed { corrupt }) => self.failed(store_error(corrupt)),
+            (_, _) => self.failed(Error::StoreUnavailable),
         }
+    }
+
+    /// A store failure while applying: the error answer, and what moved before it is still
+    /// recorded (applied again on the provider's retry, it would not move, so not be recorded).
+    fn failed(&mut self, e: Error) {
+        self.q.answer(Err(e));
+        self.todo.clear();
+        self.after();
     }
 }
 
@@ -357,6 +404,8 @@ mod tests {
             public_base_url: None,
             twilio_tokens: [None, None],
             json_token: Some("tok"),
+            meta_app_secret: Some("tok"),
+            meta_verify_token: Some("verify"),
         }
     }
 
@@ -438,11 +487,14 @@ mod tests {
         };
         // Then the workspace's policy, for a fallback; it has none (no record here).
         assert!(matches!(ios.last(), Some(Io::ReadWorkspace { .. })));
-        assert_eq!(flow.fallback(), None);
+        assert_eq!(flow.fallbacks(), &[]);
         assert_eq!(events[0].event, "delivery_receipt");
         assert_eq!(events[0].message_id.as_deref(), Some("m-1"));
         assert_eq!(deltas[0].counts.undelivered, 1);
-        let line = flow.log_line(NOW, crate::log::Level::Info).unwrap();
+        let lines = flow.log_lines(NOW, crate::log::Level::Info);
+        let [line] = lines.as_slice() else {
+            panic!("one line: {lines:?}")
+        };
         assert!(line.contains(r#""msg":"delivery_undelivered""#), "{line}");
         assert!(line.contains(r#""errorCode":"30003""#), "{line}");
         assert!(line.contains(r#""dest":"+233*****4567""#), "{line}");
@@ -502,8 +554,12 @@ mod tests {
             let mut flow = ReceiptFlow::start(source, body.as_bytes(), &keys(), NOW);
             let (code, _) = run_in(&mut flow, &mut stored, ws);
             assert_eq!(code, 200);
-            assert_eq!(flow.fallback().map(|f| f.channel), want, "{status}");
-            if let Some(fb) = flow.fallback() {
+            assert_eq!(
+                flow.fallbacks().first().map(|f| f.channel),
+                want,
+                "{status}"
+            );
+            if let Some(fb) = flow.fallbacks().first() {
                 assert_eq!(fb.session_id, stored.as_ref().unwrap().id);
                 assert_eq!(fb.workspace.id, "ws_1");
             }
@@ -511,7 +567,7 @@ mod tests {
             let mut again = ReceiptFlow::start(source, body.as_bytes(), &keys(), NOW);
             let (code, ios) = run_in(&mut again, &mut stored, ws);
             assert_eq!(code, 200);
-            assert_eq!(again.fallback(), None);
+            assert_eq!(again.fallbacks(), &[]);
             assert!(!ios.iter().any(|io| matches!(io, Io::ReadWorkspace { .. })));
         }
         // A session no longer pending (expired) does not fall back.
@@ -524,7 +580,7 @@ mod tests {
         let mut flow = ReceiptFlow::start(source, body.as_bytes(), &keys(), late);
         let (code, ios) = run_in(&mut flow, &mut stored, Some(&on));
         assert_eq!(code, 200);
-        assert_eq!(flow.fallback(), None);
+        assert_eq!(flow.fallbacks(), &[]);
         assert!(!ios.iter().any(|io| matches!(io, Io::ReadWorkspace { .. })));
     }
 
@@ -543,7 +599,118 @@ mod tests {
         let (code, ios) = run_in(&mut flow, &mut stored, None);
         assert_eq!(code, 200);
         assert!(!ios.iter().any(|io| matches!(io, Io::ReadWorkspace { .. })));
-        assert_eq!(flow.fallback().map(|f| f.channel), Some(Channel::Whatsapp));
+        assert_eq!(
+            flow.fallbacks().first().map(|f| f.channel),
+            Some(Channel::Whatsapp)
+        );
+    }
+
+    #[test]
+    fn a_meta_webhook_applies_each_status_in_order_then_answers_once() {
+        let mut a = delivered_session();
+        let mut stored = Some(a.clone());
+        let body = r#"{"entry":[{"changes":[{"value":{"statuses":[
+            {"id":"m-1","status":"sent"},
+            {"id":"m-unknown","status":"delivered"},
+            {"id":"m-1","status":"failed","errors":[{"code":131026}]},
+            {"id":"m-1","status":"delivered"}]}}]}]}"#;
+        let source = ReceiptSource::Meta {
+            signature: Some(&signed(body)),
+        };
+        let mut flow = ReceiptFlow::start(source, body.as_bytes(), &keys(), NOW);
+        let (code, ios) = run(&mut flow, &mut stored);
+        assert_eq!(code, 200);
+        let applies = ios
+            .iter()
+            .filter(|io| matches!(io, Io::ApplyReceipt { .. }))
+            .count();
+        assert_eq!(
+            applies, 3,
+            "the unknown id is not found, the others are applied"
+        );
+        let d = stored.as_ref().unwrap().delivery.clone().unwrap();
+        assert_eq!(
+            d.state,
+            DeliveryState::Failed,
+            "failed is final: delivered after it is ignored"
+        );
+        assert_eq!(d.error_code.as_deref(), Some("131026"));
+        let audits: Vec<&str> = ios
+            .iter()
+            .filter_map(|io| match io {
+                Io::Audit { events, .. } => Some(events[0].outcome.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(audits, ["sent", "failed"]);
+        // Unsigned: 403, nothing applied.
+        a.delivery = Some(Delivery::accepted(Some("m-1".into())));
+        let mut fresh = Some(a);
+        let forged = ReceiptSource::Meta { signature: None };
+        let mut flow = ReceiptFlow::start(forged, body.as_bytes(), &keys(), NOW);
+        let (code, ios) = run(&mut flow, &mut fresh);
+        assert_eq!((code, ios.len()), (403, 0));
+        // The callback check answers the challenge.
+        let check = ReceiptSource::MetaChallenge {
+            path_and_query: "/v1/messaging/otp/delivery-receipts/meta?hub.mode=subscribe&hub.verify_token=verify&hub.challenge=42",
+        };
+        let mut flow = ReceiptFlow::start(check, b"", &keys(), NOW);
+        let Step::Answer(Ok(r)) = flow.poll() else {
+            panic!("answered at once")
+        };
+        assert_eq!((r.status, r.body.as_str()), (200, "42"));
+    }
+
+    #[test]
+    fn a_store_failure_mid_batch_is_503_and_what_moved_is_still_recorded() {
+        let stored = Some(delivered_session());
+        let body = r#"{"entry":[{"changes":[{"value":{"statuses":[
+            {"id":"m-1","status":"sent"},{"id":"m-2","status":"sent"}]}}]}]}"#;
+        let source = ReceiptSource::Meta {
+            signature: Some(&signed(body)),
+        };
+        let mut flow = ReceiptFlow::start(source, body.as_bytes(), &keys(), NOW);
+        let mut finds = 0;
+        let mut status = 0;
+        let mut audited = 0;
+        loop {
+            match flow.poll() {
+                Step::Io(io) => {
+                    let outcome = match &io {
+                        Io::FindReceipt { key } => {
+                            finds += 1;
+                            if finds == 1 {
+                                let s = stored.as_ref().unwrap();
+                                Outcome::Owner {
+                                    owner: delivery::index_entries(s)
+                                        .into_iter()
+                                        .find(|(k, _)| k == key)
+                                        .map(|(_, v)| v),
+                                }
+                            } else {
+                                Outcome::Failed { corrupt: false }
+                            }
+                        }
+                        Io::ApplyReceipt {
+                            workspace_id,
+                            receipt,
+                            ..
+                        } => receipt_stored(stored.clone(), workspace_id, receipt).outcome,
+                        Io::Audit { .. } => {
+                            audited += 1;
+                            Outcome::Done
+                        }
+                        _ => Outcome::Done,
+                    };
+                    flow.handle(outcome);
+                }
+                Step::Answer(Ok(r)) => status = r.status,
+                Step::Answer(Err(e)) => status = e.http_status(),
+                Step::Done => break,
+            }
+        }
+        assert_eq!(status, 503);
+        assert_eq!(audited, 1, "the first receipt's move is recorded");
     }
 
     #[test]

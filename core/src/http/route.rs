@@ -49,6 +49,11 @@ pub enum Route<'a> {
     TwilioReceipt,
     /// `POST /v1/messaging/otp/delivery-receipts/json` (SPEC §8): no API key, an HMAC signature.
     JsonReceipt,
+    /// `POST /v1/messaging/otp/delivery-receipts/meta`: Meta's WhatsApp status webhook, signed
+    /// with the app secret.
+    MetaReceipt,
+    /// `GET /v1/messaging/otp/delivery-receipts/meta`: Meta's check of the callback URL.
+    MetaCheck,
 }
 
 impl Route<'_> {
@@ -77,6 +82,8 @@ impl Route<'_> {
             Route::UnblockPrefix(..) => "unblockPrefix",
             Route::TwilioReceipt => "twilioReceipt",
             Route::JsonReceipt => "jsonReceipt",
+            Route::MetaReceipt => "metaReceipt",
+            Route::MetaCheck => "metaCheck",
         }
     }
 
@@ -84,7 +91,10 @@ impl Route<'_> {
     /// never by an API key.
     #[must_use]
     pub fn is_receipt(&self) -> bool {
-        matches!(self, Route::TwilioReceipt | Route::JsonReceipt)
+        matches!(
+            self,
+            Route::TwilioReceipt | Route::JsonReceipt | Route::MetaReceipt | Route::MetaCheck
+        )
     }
 
     /// An operator route (admin token, absent without `ADMIN_TOKEN`).
@@ -134,6 +144,13 @@ pub fn match_route<'a>(method: &str, path: &'a str) -> Result<Route<'a>, Error> 
         ["v1", "messaging", "otp", "audit"] => (Route::Audit, "GET"),
         ["v1", "messaging", "otp", "delivery-receipts", "twilio"] => (Route::TwilioReceipt, "POST"),
         ["v1", "messaging", "otp", "delivery-receipts", "json"] => (Route::JsonReceipt, "POST"),
+        // Two methods on one path: GET (HEAD) is Meta's check of the URL, POST its webhook.
+        ["v1", "messaging", "otp", "delivery-receipts", "meta"]
+            if matches!(method, "GET" | "HEAD") =>
+        {
+            (Route::MetaCheck, "GET")
+        }
+        ["v1", "messaging", "otp", "delivery-receipts", "meta"] => (Route::MetaReceipt, "POST"),
         ["otp", "send"] => (Route::Request(Dialect::Zend), "POST"),
         ["otp", "analytics"] => (Route::Analytics, "GET"),
         ["otp", id, "verify"] => (Route::Verify(Dialect::Zend, Some(id)), "POST"),
