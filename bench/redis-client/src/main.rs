@@ -1,0 +1,219 @@
+//! One flow step of the Redis store as the addon would run it: EVALSHA of a small script that
+//! reads a session (≈ 300 bytes) and writes it back with a PX expiry, one round trip. Run through
+//! each candidate client for `--seconds`, with `--inflight` requests outstanding, on a tokio
+//! runtime of `--threads` workers (the addon's). Prints one JSON line per run: operations per
+//! second, latency p50/p99 (µs), this process's CPU µs per operation and Redis's.
+//!
+//!   otpkit-bench-redis-client --url redis://127.0.0.1:6379 --client redis-rs|fred \
+//!     --inflight 16 --seconds 5 --threads 2
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const STEP: &str = r"
+local v = redis.call('GET', KEYS[1])
+if not v then return false end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return v
+";
+const KEYS: usize = 10_000;
+
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    let i = args.iter().position(|a| a == &format!("--{name}"))?;
+    args.get(i + 1).cloned()
+}
+
+/// This process's CPU time (user + system), from /proc/self/stat, in µs.
+fn cpu_us() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // utime and stime are fields 14 and 15 (1-based) of the whole line: 11 and 12 here.
+    (ticks(11) + ticks(12)) * 1_000_000 / 100
+}
+
+/// Redis's own CPU (used_cpu_user + used_cpu_sys of INFO cpu), in µs.
+fn redis_cpu_us(info: &str) -> u64 {
+    let get = |name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    ((get("used_cpu_user") + get("used_cpu_sys")) * 1e6) as u64
+}
+
+fn value(i: usize) -> String {
+    format!(
+        r#"{{"v":2,"id":"{i:08}-5c1d-4e6f-9a0b-1c2d3e4f5a6b","workspaceId":"ws_0123456789abcdef01234567","dest":"+233201234567","purpose":"LOGIN","channel":"sms","codeHash":"{}","attemptsUsed":0,"maxAttempts":5,"createdAt":1795348800000,"expiresAt":1795349100000}}"#,
+        "ab".repeat(32)
+    )
+}
+
+#[derive(Clone)]
+enum Conn {
+    RedisRs(redis::aio::MultiplexedConnection, redis::Script),
+    Fred(fred::clients::Client, String),
+}
+
+impl Conn {
+    async fn step(&self, key: &str, val: &str) -> Result<(), String> {
+        match self {
+            Conn::RedisRs(c, script) => {
+                let mut c = c.clone();
+                let _: Option<String> = script
+                    .key(key)
+                    .arg(val)
+                    .arg(300_000)
+                    .invoke_async(&mut c)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(())
+            }
+            Conn::Fred(c, sha) => {
+                use fred::interfaces::LuaInterface;
+                let _: Option<String> = c
+                    .evalsha(
+                        sha.as_str(),
+                        vec![key],
+                        vec![val.to_string(), "300000".to_string()],
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn connect(kind: &str, url: &str) -> Result<Conn, String> {
+    match kind {
+        "redis-rs" => {
+            let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+            let c = client
+                .get_multiplexed_async_connection()
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(Conn::RedisRs(c, redis::Script::new(STEP)))
+        }
+        "fred" => {
+            use fred::interfaces::{ClientLike, LuaInterface};
+            let config = fred::types::config::Config::from_url(url).map_err(|e| e.to_string())?;
+            let c = fred::types::Builder::from_config(config)
+                .build()
+                .map_err(|e| e.to_string())?;
+            c.init().await.map_err(|e| e.to_string())?;
+            let sha: String = c.script_load(STEP).await.map_err(|e| e.to_string())?;
+            Ok(Conn::Fred(c, sha))
+        }
+        other => Err(format!("unknown client {other} (redis-rs or fred)")),
+    }
+}
+
+fn main() {
+    let url = arg("url").unwrap_or_else(|| "redis://127.0.0.1:6379".into());
+    let kind = arg("client").unwrap_or_else(|| "redis-rs".into());
+    let inflight: usize = arg("inflight").and_then(|v| v.parse().ok()).unwrap_or(1);
+    let seconds: u64 = arg("seconds").and_then(|v| v.parse().ok()).unwrap_or(5);
+    let threads: usize = arg("threads").and_then(|v| v.parse().ok()).unwrap_or(2);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let out = rt.block_on(run(&url, &kind, inflight, seconds));
+    match out {
+        Ok(line) => println!("{line}"),
+        Err(e) => {
+            eprintln!("redis-client bench ({kind}): {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+async fn run(url: &str, kind: &str, inflight: usize, seconds: u64) -> Result<String, String> {
+    // Seed the keys and read Redis's CPU with a plain connection (not measured).
+    let admin = redis::Client::open(url).map_err(|e| e.to_string())?;
+    let mut a = admin
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(|e| e.to_string())?;
+    for i in 0..KEYS {
+        let _: () = redis::cmd("SET")
+            .arg(format!("bench:{i}"))
+            .arg(value(i))
+            .arg("PX")
+            .arg(600_000)
+            .query_async(&mut a)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let conn = connect(kind, url).await?;
+    // Warm up (and load the script where the client loads it lazily).
+    for i in 0..200 {
+        conn.step(&format!("bench:{}", i % KEYS), &value(i)).await?;
+    }
+    let info = |a: &mut redis::aio::MultiplexedConnection| {
+        let mut a = a.clone();
+        async move {
+            redis::cmd("INFO")
+                .arg("cpu")
+                .query_async::<String>(&mut a)
+                .await
+                .map_err(|e| e.to_string())
+        }
+    };
+    let redis_before = redis_cpu_us(&info(&mut a).await?);
+    let cpu_before = cpu_us();
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(inflight);
+    for t in 0..inflight {
+        let conn = conn.clone();
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(100_000);
+            let mut i = t;
+            let vals: Vec<String> = (0..16).map(value).collect();
+            while !stop.load(Ordering::Relaxed) {
+                let key = format!("bench:{}", i % KEYS);
+                let t0 = Instant::now();
+                conn.step(&key, &vals[i % vals.len()]).await?;
+                lat.push(t0.elapsed().as_micros() as u32);
+                i += inflight;
+            }
+            Ok::<Vec<u32>, String>(lat)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.map_err(|e| e.to_string())??);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = cpu_us().saturating_sub(cpu_before);
+    let redis_cpu = redis_cpu_us(&info(&mut a).await?).saturating_sub(redis_before);
+    all.sort_unstable();
+    let n = all.len().max(1);
+    let pct = |p: f64| {
+        all.get(((n as f64 * p) as usize).min(n - 1))
+            .copied()
+            .unwrap_or(0)
+    };
+    Ok(serde_json::json!({
+        "client": kind,
+        "inflight": inflight,
+        "ops": all.len(),
+        "opsPerSec": (all.len() as f64 / elapsed).round(),
+        "p50us": pct(0.50),
+        "p99us": pct(0.99),
+        "cpuUsPerOp": (cpu as f64 / n as f64 * 100.0).round() / 100.0,
+        "redisCpuUsPerOp": (redis_cpu as f64 / n as f64 * 100.0).round() / 100.0,
+    })
+    .to_string())
+}
