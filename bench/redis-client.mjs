@@ -7,9 +7,10 @@
 //   ioredis     today's client, in this Node process (defineCommand: EVALSHA, EVAL on NOSCRIPT)
 //   redis-rs    redis 0.32, MultiplexedConnection + Script (EVALSHA), tokio, 2 worker threads
 //   fred        fred 10, one client (pipelined), evalsha, tokio, 2 worker threads
-// Reported: operations/s, latency p50/p99, the client process's CPU per operation and Redis's
-// (INFO cpu), the best of the runs by throughput. CPU per operation is the figure that says what a
-// client costs, whatever the core count.
+// Then the same at 16 in flight on a local 3-master Redis Cluster (each client's cluster mode;
+// ioredis's Redis.Cluster). Reported: operations/s, latency p50/p99, the client process's CPU per
+// operation and Redis's (INFO cpu, summed over the nodes), the best of the runs by throughput. CPU
+// per operation is the figure that says what a client costs, whatever the core count.
 //
 //   node bench/redis-client.mjs [--write] [--seconds 4]
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -17,7 +18,7 @@ import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { ROOT } from '../tests/conformance/host.mjs';
-import { startRedis, writeSection } from './lib/common.mjs';
+import { startRedis, startRedisCluster, writeSection } from './lib/common.mjs';
 
 const require = createRequire(path.join(ROOT, 'napi-binding', 'package.json'));
 const Redis = require('ioredis');
@@ -51,16 +52,19 @@ function redisCpuUs(info) {
   return (get('used_cpu_user') + get('used_cpu_sys')) * 1e6;
 }
 
-async function ioredisRun(url, inflight) {
-  const admin = new Redis(url);
-  const pipe = admin.pipeline();
-  for (let i = 0; i < KEYS; i++) pipe.set(`bench:${i}`, value(i), 'PX', 600000);
-  await pipe.exec();
-  const r = new Redis(url);
+async function ioredisRun(url, inflight, cluster = null) {
+  const nodes = cluster ? cluster.split(',').map((n) => ({ host: n.split(':')[0], port: Number(n.split(':')[1]) })) : null;
+  const admin = cluster ? new Redis.Cluster(nodes) : new Redis(url);
+  for (let i = 0; i < KEYS; i += 500) {
+    await Promise.all(Array.from({ length: Math.min(500, KEYS - i) }, (_, j) => admin.set(`bench:${i + j}`, value(i + j), 'PX', 600000)));
+  }
+  const servers = cluster ? nodes.map((n) => new Redis(n.port, n.host)) : [admin];
+  const serversCpu = async () => (await Promise.all(servers.map((c) => c.info('cpu')))).reduce((sum, info) => sum + redisCpuUs(info), 0);
+  const r = cluster ? new Redis.Cluster(nodes) : new Redis(url);
   r.defineCommand('step', { numberOfKeys: 1, lua: STEP });
   const vals = Array.from({ length: 16 }, (_, i) => value(i));
   for (let i = 0; i < 200; i++) await r.step(`bench:${i}`, vals[i % 16], 300000);
-  const redisBefore = redisCpuUs(await admin.info('cpu'));
+  const redisBefore = await serversCpu();
   const cpuBefore = process.cpuUsage();
   const lat = [];
   let stop = false;
@@ -77,12 +81,13 @@ async function ioredisRun(url, inflight) {
   clearTimeout(timer);
   const elapsed = Number(process.hrtime.bigint() - started) / 1e9;
   const cpu = process.cpuUsage(cpuBefore);
-  const redisCpu = redisCpuUs(await admin.info('cpu')) - redisBefore;
+  const redisCpu = (await serversCpu()) - redisBefore;
   lat.sort((a, b) => a - b);
   const n = Math.max(lat.length, 1);
   const pct = (p) => Math.round(lat[Math.min(n - 1, Math.floor(n * p))] ?? 0);
   r.disconnect();
   admin.disconnect();
+  if (cluster) for (const c of servers) c.disconnect();
   return {
     client: 'ioredis',
     inflight,
@@ -95,8 +100,9 @@ async function ioredisRun(url, inflight) {
   };
 }
 
-function rustRun(client, url, inflight) {
-  const r = spawnSync(bin, ['--url', url, '--client', client, '--inflight', String(inflight), '--seconds', String(SECONDS), '--threads', '2'], { encoding: 'utf8' });
+function rustRun(client, url, inflight, cluster = null) {
+  const target = cluster ? ['--cluster', cluster] : ['--url', url];
+  const r = spawnSync(bin, [...target, '--client', client, '--inflight', String(inflight), '--seconds', String(SECONDS), '--threads', '2'], { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`${client} run failed: ${r.stderr.trim()} (run ${bin} by hand to see why)`);
   return JSON.parse(r.stdout.trim().split('\n').pop());
 }
@@ -123,6 +129,22 @@ try {
   await redis.stop();
 }
 
+log('starting a local 3-master Redis Cluster (redis-server --cluster-enabled yes ×3, redis-cli --cluster create)');
+const cluster = await startRedisCluster(3);
+const CLUSTER_INFLIGHT = 16;
+try {
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const client of clients) {
+      log(`cluster round ${round + 1}: ${client}, ${CLUSTER_INFLIGHT} in flight, ${SECONDS} s`);
+      const row = client === 'ioredis' ? await ioredisRun(null, CLUSTER_INFLIGHT, cluster.nodes) : rustRun(client, null, CLUSTER_INFLIGHT, cluster.nodes);
+      const k = `${client}/cluster`;
+      if (!best.has(k) || best.get(k).opsPerSec < row.opsPerSec) best.set(k, row);
+    }
+  }
+} finally {
+  await cluster.stop();
+}
+
 const fmt = (n) => Math.round(n).toLocaleString('en');
 const lines = [
   `Measured by \`scripts/bench redis-client\` on ${new Date().toISOString().slice(0, 10)}, ${os.cpus().length} cores (${os.cpus()[0]?.model ?? 'unknown CPU'}), one local redis-server, ${SECONDS} s per run, best of ${ROUNDS} interleaved rounds. One operation = one EVALSHA of a GET + SET PX script on a ≈ 300-byte value.`,
@@ -135,6 +157,13 @@ for (const inflight of INFLIGHT) {
   for (const client of clients) {
     const r = best.get(`${client}/${inflight}`);
     lines.push(`| ${client} | ${inflight} | ${fmt(r.opsPerSec)} | ${(r.opsPerSec / base.opsPerSec).toFixed(2)}× | ${r.p50us} | ${r.p99us} | ${r.cpuUsPerOp.toFixed(1)} | ${r.redisCpuUsPerOp.toFixed(1)} |`);
+  }
+}
+{
+  const base = best.get('ioredis/cluster');
+  for (const client of clients) {
+    const r = best.get(`${client}/cluster`);
+    lines.push(`| ${client}, 3-master cluster | ${CLUSTER_INFLIGHT} | ${fmt(r.opsPerSec)} | ${(r.opsPerSec / base.opsPerSec).toFixed(2)}× | ${r.p50us} | ${r.p99us} | ${r.cpuUsPerOp.toFixed(1)} | ${r.redisCpuUsPerOp.toFixed(1)} |`);
   }
 }
 const table = lines.join('\n');

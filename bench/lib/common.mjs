@@ -1,8 +1,9 @@
 // Shared by the benchmark scripts (bench/*.mjs, napi-binding/bench/inprocess.mjs): a private
 // redis-server, and the rewrite of one marked section of BENCHMARKS.md.
 
-import { spawn } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import net from 'node:net';
 import path from 'node:path';
 import { freePort, ROOT } from '../../tests/conformance/host.mjs';
@@ -21,9 +22,10 @@ const listens = (port) =>
  * `stop()` sends SIGTERM and waits for the exit (SIGKILL after 5 s); `kill()` is the synchronous
  * SIGKILL for `process.on('exit')`. Throws with the server's own output if it does not listen in 10 s.
  */
-export async function startRedis() {
+export async function startRedis({ args = [], cwd = undefined } = {}) {
   const port = await freePort();
-  const child = spawn('redis-server', ['--bind', '127.0.0.1', '--port', String(port), '--save', '', '--appendonly', 'no'], {
+  const child = spawn('redis-server', ['--bind', '127.0.0.1', '--port', String(port), '--save', '', '--appendonly', 'no', ...args], {
+    cwd,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
@@ -52,6 +54,39 @@ export async function startRedis() {
   }
   await stop();
   throw new Error(`redis-server did not listen on ${port} within 10 s:\n${out}`);
+}
+
+/**
+ * A local Redis Cluster of `masters` primaries (no replicas), each a private redis-server with
+ * `--cluster-enabled yes` in its own temporary directory, joined by `redis-cli --cluster create`:
+ * `{ nodes: 'host:port,…', servers, stop() }`. Waits until every node reports `cluster_state:ok`
+ * (throws with what it saw after 20 s).
+ */
+export async function startRedisCluster(masters = 3) {
+  const dirs = [];
+  const servers = [];
+  const stop = async () => {
+    await Promise.all(servers.map((s) => s.stop()));
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  };
+  try {
+    for (let i = 0; i < masters; i++) {
+      const dir = mkdtempSync(path.join(os.tmpdir(), 'otpkit-cluster-'));
+      dirs.push(dir);
+      servers.push(await startRedis({ cwd: dir, args: ['--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-node-timeout', '5000'] }));
+    }
+    const addrs = servers.map((s) => `127.0.0.1:${s.port}`);
+    execFileSync('redis-cli', ['--cluster', 'create', ...addrs, '--cluster-replicas', '0', '--cluster-yes'], { stdio: 'pipe' });
+    let states = [];
+    for (const deadline = Date.now() + 20_000; Date.now() < deadline; await sleep(100)) {
+      states = servers.map((s) => execFileSync('redis-cli', ['-p', String(s.port), 'cluster', 'info'], { encoding: 'utf8' }).match(/cluster_state:(\w+)/)?.[1]);
+      if (states.every((st) => st === 'ok')) return { nodes: addrs.join(','), servers, stop };
+    }
+    throw new Error(`the local Redis Cluster did not reach cluster_state:ok in 20 s (${states.join(', ')})`);
+  } catch (e) {
+    await stop();
+    throw e;
+  }
 }
 
 /**

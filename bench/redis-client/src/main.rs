@@ -6,6 +6,9 @@
 //!
 //!   otpkit-bench-redis-client --url redis://127.0.0.1:6379 --client redis-rs|fred \
 //!     --inflight 16 --seconds 5 --threads 2
+//!
+//! With `--cluster host:port,host:port,…` instead of `--url`, the same through each client's
+//! Redis Cluster mode (every key is its own slot owner's; Redis CPU is summed over the nodes).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -57,6 +60,7 @@ fn value(i: usize) -> String {
 #[derive(Clone)]
 enum Conn {
     RedisRs(redis::aio::MultiplexedConnection, redis::Script),
+    RedisRsCluster(redis::cluster_async::ClusterConnection, redis::Script),
     Fred(fred::clients::Client, String),
 }
 
@@ -64,6 +68,17 @@ impl Conn {
     async fn step(&self, key: &str, val: &str) -> Result<(), String> {
         match self {
             Conn::RedisRs(c, script) => {
+                let mut c = c.clone();
+                let _: Option<String> = script
+                    .key(key)
+                    .arg(val)
+                    .arg(300_000)
+                    .invoke_async(&mut c)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(())
+            }
+            Conn::RedisRsCluster(c, script) => {
                 let mut c = c.clone();
                 let _: Option<String> = script
                     .key(key)
@@ -90,9 +105,35 @@ impl Conn {
     }
 }
 
-async fn connect(kind: &str, url: &str) -> Result<Conn, String> {
-    match kind {
-        "redis-rs" => {
+/// The node URLs of `host:port,host:port,…`.
+fn node_urls(cluster: &str) -> Vec<String> {
+    cluster
+        .split(',')
+        .filter(|n| !n.is_empty())
+        .map(|n| format!("redis://{n}"))
+        .collect()
+}
+
+async fn connect(kind: &str, url: &str, cluster: Option<&str>) -> Result<Conn, String> {
+    match (kind, cluster) {
+        ("redis-rs", Some(nodes)) => {
+            let client =
+                redis::cluster::ClusterClient::new(node_urls(nodes)).map_err(|e| e.to_string())?;
+            let c = client
+                .get_async_connection()
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(Conn::RedisRsCluster(c, redis::Script::new(STEP)))
+        }
+        ("fred", Some(nodes)) => {
+            let mut hosts = nodes.split(',').filter(|n| !n.is_empty());
+            let first = hosts.next().ok_or("--cluster names no node")?;
+            let rest: Vec<String> = hosts.map(|h| format!("node={h}")).collect();
+            let url = format!("redis-cluster://{first}?{}", rest.join("&"));
+            fred_client(&url).await
+        }
+        ("fred", None) => fred_client(url).await,
+        ("redis-rs", None) => {
             let client = redis::Client::open(url).map_err(|e| e.to_string())?;
             let c = client
                 .get_multiplexed_async_connection()
@@ -100,18 +141,23 @@ async fn connect(kind: &str, url: &str) -> Result<Conn, String> {
                 .map_err(|e| e.to_string())?;
             Ok(Conn::RedisRs(c, redis::Script::new(STEP)))
         }
-        "fred" => {
-            use fred::interfaces::{ClientLike, LuaInterface};
-            let config = fred::types::config::Config::from_url(url).map_err(|e| e.to_string())?;
-            let c = fred::types::Builder::from_config(config)
-                .build()
-                .map_err(|e| e.to_string())?;
-            c.init().await.map_err(|e| e.to_string())?;
-            let sha: String = c.script_load(STEP).await.map_err(|e| e.to_string())?;
-            Ok(Conn::Fred(c, sha))
-        }
-        other => Err(format!("unknown client {other} (redis-rs or fred)")),
+        (other, _) => Err(format!("unknown client {other} (redis-rs or fred)")),
     }
+}
+
+async fn fred_client(url: &str) -> Result<Conn, String> {
+    use fred::interfaces::{ClientLike, LuaInterface};
+    let config = fred::types::config::Config::from_url(url).map_err(|e| e.to_string())?;
+    let c = fred::types::Builder::from_config(config)
+        .build()
+        .map_err(|e| e.to_string())?;
+    c.init().await.map_err(|e| e.to_string())?;
+    // SCRIPT LOAD reaches every primary in cluster mode.
+    let sha: String = c
+        .script_load_cluster(STEP)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Conn::Fred(c, sha))
 }
 
 fn main() {
@@ -120,12 +166,13 @@ fn main() {
     let inflight: usize = arg("inflight").and_then(|v| v.parse().ok()).unwrap_or(1);
     let seconds: u64 = arg("seconds").and_then(|v| v.parse().ok()).unwrap_or(5);
     let threads: usize = arg("threads").and_then(|v| v.parse().ok()).unwrap_or(2);
+    let cluster = arg("cluster");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    let out = rt.block_on(run(&url, &kind, inflight, seconds));
+    let out = rt.block_on(run(&url, cluster.as_deref(), &kind, inflight, seconds));
     match out {
         Ok(line) => println!("{line}"),
         Err(e) => {
@@ -135,39 +182,64 @@ fn main() {
     }
 }
 
-async fn run(url: &str, kind: &str, inflight: usize, seconds: u64) -> Result<String, String> {
-    // Seed the keys and read Redis's CPU with a plain connection (not measured).
-    let admin = redis::Client::open(url).map_err(|e| e.to_string())?;
-    let mut a = admin
-        .get_multiplexed_async_connection()
-        .await
-        .map_err(|e| e.to_string())?;
+/// Redis's CPU so far, summed over every server (one, or each cluster node), in µs.
+async fn servers_cpu_us(servers: &[redis::aio::MultiplexedConnection]) -> Result<u64, String> {
+    let mut sum = 0;
+    for s in servers {
+        let mut s = s.clone();
+        let info: String = redis::cmd("INFO")
+            .arg("cpu")
+            .query_async(&mut s)
+            .await
+            .map_err(|e| e.to_string())?;
+        sum += redis_cpu_us(&info);
+    }
+    Ok(sum)
+}
+
+async fn run(
+    url: &str,
+    cluster: Option<&str>,
+    kind: &str,
+    inflight: usize,
+    seconds: u64,
+) -> Result<String, String> {
+    // Seed the keys (through a cluster-aware connection in cluster mode) and keep one plain
+    // connection per server to read its CPU (not measured).
+    let urls = match cluster {
+        Some(nodes) => node_urls(nodes),
+        None => vec![url.to_string()],
+    };
+    let mut servers = Vec::new();
+    for u in &urls {
+        let c = redis::Client::open(u.as_str()).map_err(|e| e.to_string())?;
+        servers.push(
+            c.get_multiplexed_async_connection()
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    let seed = connect("redis-rs", url, cluster).await?;
     for i in 0..KEYS {
-        let _: () = redis::cmd("SET")
+        let cmd = redis::cmd("SET")
             .arg(format!("bench:{i}"))
             .arg(value(i))
             .arg("PX")
             .arg(600_000)
-            .query_async(&mut a)
-            .await
-            .map_err(|e| e.to_string())?;
+            .clone();
+        let done = match &seed {
+            Conn::RedisRs(c, _) => cmd.exec_async(&mut c.clone()).await,
+            Conn::RedisRsCluster(c, _) => cmd.exec_async(&mut c.clone()).await,
+            Conn::Fred(..) => return Err("seeding needs redis-rs".into()),
+        };
+        done.map_err(|e| e.to_string())?;
     }
-    let conn = connect(kind, url).await?;
+    let conn = connect(kind, url, cluster).await?;
     // Warm up (and load the script where the client loads it lazily).
     for i in 0..200 {
         conn.step(&format!("bench:{}", i % KEYS), &value(i)).await?;
     }
-    let info = |a: &mut redis::aio::MultiplexedConnection| {
-        let mut a = a.clone();
-        async move {
-            redis::cmd("INFO")
-                .arg("cpu")
-                .query_async::<String>(&mut a)
-                .await
-                .map_err(|e| e.to_string())
-        }
-    };
-    let redis_before = redis_cpu_us(&info(&mut a).await?);
+    let redis_before = servers_cpu_us(&servers).await?;
     let cpu_before = cpu_us();
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
@@ -197,7 +269,7 @@ async fn run(url: &str, kind: &str, inflight: usize, seconds: u64) -> Result<Str
     }
     let elapsed = started.elapsed().as_secs_f64();
     let cpu = cpu_us().saturating_sub(cpu_before);
-    let redis_cpu = redis_cpu_us(&info(&mut a).await?).saturating_sub(redis_before);
+    let redis_cpu = servers_cpu_us(&servers).await?.saturating_sub(redis_before);
     all.sort_unstable();
     let n = all.len().max(1);
     let pct = |p: f64| {
@@ -207,6 +279,7 @@ async fn run(url: &str, kind: &str, inflight: usize, seconds: u64) -> Result<Str
     };
     Ok(serde_json::json!({
         "client": kind,
+        "cluster": cluster.is_some(),
         "inflight": inflight,
         "ops": all.len(),
         "opsPerSec": (all.len() as f64 / elapsed).round(),
