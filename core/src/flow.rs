@@ -534,6 +534,10 @@ pub enum Outcome {
         /// Stored state is corrupt (500) rather than the store unreachable (503).
         #[serde(default)]
         corrupt: bool,
+        /// The store does not match its deployment (500 `MISCONFIGURED`, e.g. a Redis client
+        /// that is not a Cluster client on a Redis Cluster): what to set, never a secret.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        misconfigured: Option<String>,
     },
     /// [`Io::ReadReuseHint`].
     ReuseHint {
@@ -641,6 +645,10 @@ impl Outcome {
     pub fn failed(e: &Error) -> Outcome {
         Outcome::Failed {
             corrupt: matches!(e, Error::CorruptState { .. }),
+            misconfigured: match e {
+                Error::Misconfigured { message } => Some(String::from(&**message)),
+                _ => None,
+            },
         }
     }
 }
@@ -769,8 +777,12 @@ fn not_verified() -> Outcome {
     }
 }
 
-pub(crate) fn store_error(corrupt: bool) -> Error {
-    if corrupt {
+pub(crate) fn store_error(corrupt: bool, misconfigured: Option<String>) -> Error {
+    if let Some(message) = misconfigured {
+        Error::Misconfigured {
+            message: message.into(),
+        }
+    } else if corrupt {
         Error::CorruptState {
             message: "stored state could not be read".into(),
         }
@@ -1339,7 +1351,13 @@ impl RequestFlow {
             (ReqWait::Confirm, _) => self.after_confirm(None),
             (ReqWait::After, _) => {}
             // Any other answer to a step before the reply is a store failure.
-            (_, Outcome::Failed { corrupt }) => self.q.answer(Err(store_error(corrupt))),
+            (
+                _,
+                Outcome::Failed {
+                    corrupt,
+                    misconfigured,
+                },
+            ) => self.q.answer(Err(store_error(corrupt, misconfigured))),
             (_, _) => self.q.answer(Err(Error::StoreUnavailable)),
         }
     }
@@ -1494,8 +1512,14 @@ impl VerifyFlow {
                 }));
                 return;
             }
-            (VerWait::Active, Outcome::Failed { corrupt }) => {
-                self.q.answer(Err(store_error(corrupt)));
+            (
+                VerWait::Active,
+                Outcome::Failed {
+                    corrupt,
+                    misconfigured,
+                },
+            ) => {
+                self.q.answer(Err(store_error(corrupt, misconfigured)));
                 return;
             }
             (VerWait::Active, _) => {
@@ -1514,8 +1538,14 @@ impl VerifyFlow {
                 self.q.answer(Ok(self.not_found()));
                 return;
             }
-            (VerWait::Verify, Outcome::Failed { corrupt }) => {
-                self.q.answer(Err(store_error(corrupt)));
+            (
+                VerWait::Verify,
+                Outcome::Failed {
+                    corrupt,
+                    misconfigured,
+                },
+            ) => {
+                self.q.answer(Err(store_error(corrupt, misconfigured)));
                 return;
             }
             (VerWait::Verify, _) => {
@@ -1624,7 +1654,10 @@ impl StatusFlow {
                 Dialect::Zend => envelope::zend_status(&s, self.now),
             }),
             Outcome::Session { .. } => Ok(self.not_found()),
-            Outcome::Failed { corrupt } => Err(store_error(corrupt)),
+            Outcome::Failed {
+                corrupt,
+                misconfigured,
+            } => Err(store_error(corrupt, misconfigured)),
             _ => Err(Error::StoreUnavailable),
         };
         self.q.answer(answer);

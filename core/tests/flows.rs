@@ -106,6 +106,7 @@ const TRACES: &[(&str, &str)] = traces![
     "verify-not-found-other-workspace.json",
     "verify-store-failed.json",
     "verify-store-corrupt.json",
+    "verify-store-misconfigured.json",
     "verify-zend-approved.json",
     "verify-zend-invalid.json",
     "verify-zend-expired.json",

@@ -47,11 +47,14 @@ function fromNative(e) {
   return e;
 }
 
-/** The OtpError for a host-side condition (STORE_UNAVAILABLE, DELIVERY_FAILED, …). */
-function hostError(code, cause) {
+/**
+ * The OtpError for a host-side condition (STORE_UNAVAILABLE, DELIVERY_FAILED, …); `message` says
+ * what is wrong for MISCONFIGURED.
+ */
+function hostError(code, cause, message) {
   const native = require('./native');
   try {
-    native.throwError(code);
+    native.throwError(code, message);
   } catch (e) {
     const err = fromNative(e);
     if (cause) Object.defineProperty(err, 'cause', { value: cause, enumerable: false });

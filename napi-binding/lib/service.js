@@ -383,6 +383,7 @@ class OtpService {
     } catch (e) {
       const err = normalize(e);
       logStoreFailure(this.store.kind ?? 'store', io.io, err ?? e);
+      if (err?.code === 'MISCONFIGURED') return JSON.stringify({ result: 'failed', misconfigured: err.message });
       return err?.code === 'INTERNAL_ERROR' ? '{"result":"failed","corrupt":true}' : '{"result":"failed"}';
     }
   }

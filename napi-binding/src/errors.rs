@@ -33,9 +33,17 @@ pub(crate) fn throw(e: &Error) -> napi::Error {
     )
 }
 
-/// Throws the core error named by `code` (see [`crate::http::error_reply`]).
+/// Throws the core error named by `code` (see [`crate::http::error_reply`]). `message` says
+/// what is wrong for `MISCONFIGURED` (never a secret); the other codes have the core's own.
 #[napi]
-pub fn throw_error(code: String) -> Result<()> {
+pub fn throw_error(code: String, message: Option<String>) -> Result<()> {
+    if code == "MISCONFIGURED" {
+        return Err(throw(&Error::Misconfigured {
+            message: message
+                .unwrap_or_else(|| "the host is not configured to serve".into())
+                .into(),
+        }));
+    }
     Err(throw(&host_error(&code)))
 }
 

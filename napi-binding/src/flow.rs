@@ -40,7 +40,10 @@ fn step_json(step: Step) -> String {
 
 /// An outcome from the driver; anything unreadable counts as a store failure.
 fn outcome(json: &str) -> Outcome {
-    serde_json::from_str(json).unwrap_or(Outcome::Failed { corrupt: false })
+    serde_json::from_str(json).unwrap_or(Outcome::Failed {
+        corrupt: false,
+        misconfigured: None,
+    })
 }
 
 fn run_memory(

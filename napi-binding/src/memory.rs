@@ -543,9 +543,10 @@ impl MemoryStore {
                 }
                 Outcome::Done
             }
-            Io::Deliver { .. } | Io::AwaitSend { .. } | Io::Pause { .. } => {
-                Outcome::Failed { corrupt: false }
-            }
+            Io::Deliver { .. } | Io::AwaitSend { .. } | Io::Pause { .. } => Outcome::Failed {
+                corrupt: false,
+                misconfigured: None,
+            },
         })
     }
 }

@@ -487,7 +487,13 @@ impl AdminFlow {
             (Wait::List, Outcome::Conflict) => self.q.answer(Err(bad_cursor())),
             // Bookkeeping after the answer: its failure changes nothing.
             (Wait::Unindex | Wait::Audit, _) => {}
-            (_, Outcome::Failed { corrupt }) => self.q.answer(Err(store_error(corrupt))),
+            (
+                _,
+                Outcome::Failed {
+                    corrupt,
+                    misconfigured,
+                },
+            ) => self.q.answer(Err(store_error(corrupt, misconfigured))),
             (_, _) => self.q.answer(Err(Error::StoreUnavailable)),
         }
     }

@@ -81,7 +81,10 @@ impl CancelFlow {
                 Ok(Some(s))
             }
             Outcome::Session { .. } => Ok(None),
-            Outcome::Failed { corrupt } => Err(store_error(corrupt)),
+            Outcome::Failed {
+                corrupt,
+                misconfigured,
+            } => Err(store_error(corrupt, misconfigured)),
             _ => Err(Error::StoreUnavailable),
         }
     }
@@ -140,7 +143,10 @@ impl CancelFlow {
                     let session_id = self.session_id.clone();
                     self.ask(Wait::Reread, Io::ReadSession { session_id });
                 }
-                Outcome::Failed { corrupt } => self.q.answer(Err(store_error(corrupt))),
+                Outcome::Failed {
+                    corrupt,
+                    misconfigured,
+                } => self.q.answer(Err(store_error(corrupt, misconfigured))),
                 _ => self.q.answer(Err(Error::StoreUnavailable)),
             },
             Wait::Reread => match self.own(outcome) {

@@ -181,7 +181,10 @@ impl<F: Flow> Idempotent<F> {
     fn claimed(&mut self, outcome: Outcome) {
         let claim = match outcome {
             Outcome::Idempotency { claim } => claim,
-            Outcome::Failed { corrupt } => return self.over(Err(store_error(corrupt))),
+            Outcome::Failed {
+                corrupt,
+                misconfigured,
+            } => return self.over(Err(store_error(corrupt, misconfigured))),
             _ => return self.over(Err(Error::StoreUnavailable)),
         };
         match claim {
@@ -433,8 +436,11 @@ mod tests {
     fn a_failed_claim_runs_nothing() {
         let mut f = Idempotent::new(fake(Ok(Reply::no_content())), Some(idem()));
         assert!(matches!(f.poll(), Step::Io(Io::ClaimIdempotency { .. })));
-        f.handle(Outcome::Failed { corrupt: true });
-        assert_eq!(f.poll().clone(), Step::Answer(Err(store_error(true))));
+        f.handle(Outcome::Failed {
+            corrupt: true,
+            misconfigured: None,
+        });
+        assert_eq!(f.poll().clone(), Step::Answer(Err(store_error(true, None))));
         assert_eq!(f.poll(), Step::Done);
         assert_eq!(f.inner().step, 0);
     }

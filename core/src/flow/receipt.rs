@@ -351,7 +351,13 @@ impl ReceiptFlow {
             (Wait::Policy(_), _) => {}
             // A store failure before the answer: 503, so the provider retries (what was applied
             // stays applied; a receipt applied again changes nothing).
-            (_, Outcome::Failed { corrupt }) => self.failed(store_error(corrupt)),
+            (
+                _,
+                Outcome::Failed {
+                    corrupt,
+                    misconfigured,
+                },
+            ) => self.failed(store_error(corrupt, misconfigured)),
             (_, _) => self.failed(Error::StoreUnavailable),
         }
     }
@@ -688,7 +694,10 @@ mod tests {
                                         .map(|(_, v)| v),
                                 }
                             } else {
-                                Outcome::Failed { corrupt: false }
+                                Outcome::Failed {
+                                    corrupt: false,
+                                    misconfigured: None,
+                                }
                             }
                         }
                         Io::ApplyReceipt {
@@ -757,7 +766,10 @@ mod tests {
         let Step::Io(Io::FindReceipt { .. }) = flow.poll() else {
             panic!("a lookup first");
         };
-        flow.handle(Outcome::Failed { corrupt: false });
+        flow.handle(Outcome::Failed {
+            corrupt: false,
+            misconfigured: None,
+        });
         let Step::Answer(Err(e)) = flow.poll() else {
             panic!("an error");
         };

@@ -641,7 +641,13 @@ impl ResendFlow {
                 let reply = self.not_found();
                 self.finish(Ok(reply));
             }
-            (_, Outcome::Failed { corrupt }) => self.finish(Err(store_error(corrupt))),
+            (
+                _,
+                Outcome::Failed {
+                    corrupt,
+                    misconfigured,
+                },
+            ) => self.finish(Err(store_error(corrupt, misconfigured))),
             (_, _) => self.finish(Err(Error::StoreUnavailable)),
         }
     }
