@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 'use strict';
 // otpkit serve: SPEC's HTTP API on node:http, configured like the Worker (OTP_PEPPER, ADMIN_TOKEN,
-// SMS_GATEWAY_*) plus PORT (default 8787), OTPKIT_BIND (default 127.0.0.1) and REDIS_URL (absent: memory).
+// SMS_GATEWAY_*) plus PORT (default 8787), OTPKIT_BIND (default 127.0.0.1), REDIS_CLUSTER_NODES or
+// REDIS_URL (both absent: memory).
 
 const path = require('node:path');
 
@@ -14,6 +15,7 @@ Environment:
   SMS_GATEWAY_TOKEN    bearer token (json) or auth token (twilio); SMS_GATEWAY_ACCOUNT (twilio)
   PUBLIC_BASE_URL      this service's public URL: Twilio sends ask for delivery receipts there
   REDIS_URL            redis://host:port to share state between processes (default: in memory)
+  REDIS_CLUSTER_NODES  host:port,host:port,… of a Redis Cluster (takes precedence over REDIS_URL)
   PORT, OTPKIT_BIND    where to listen (default 8787 on 127.0.0.1)
   LOG_LEVEL            debug, info (default), warn or error: one JSON line per request on stdout
   METRICS_PUBLIC       true: GET /metrics without the admin token (default: ADMIN_TOKEN required)
@@ -23,13 +25,15 @@ async function serve() {
   const { OtpService, MemoryStore, RedisStore, gatewayFromEnv, receiptKeysFromEnv, createServer, Metrics } = require(path.join(__dirname, '..'));
   const env = process.env;
   let store;
-  if (env.REDIS_URL) {
-    store = new RedisStore({ url: env.REDIS_URL });
+  if (env.REDIS_CLUSTER_NODES || env.REDIS_URL) {
+    store = env.REDIS_CLUSTER_NODES ? new RedisStore({ nodes: env.REDIS_CLUSTER_NODES }) : new RedisStore({ url: env.REDIS_URL });
     try {
       await store.connect();
-    } catch {
-      // Keep going: requests answer 503 STORE_UNAVAILABLE until Redis is reachable.
-      console.error('otpkit: Redis is not reachable yet; answering 503 until it is');
+    } catch (e) {
+      // Keep going: requests answer 503 STORE_UNAVAILABLE until Redis is reachable, or 500
+      // MISCONFIGURED (as without OTP_PEPPER) when the client does not match the deployment.
+      if (e.code === 'MISCONFIGURED') console.error(`otpkit: ${e.message}; answering 500 MISCONFIGURED`);
+      else console.error(`otpkit: ${store.cluster ? 'the Redis Cluster' : 'Redis'} is not reachable yet; answering 503 until it is`);
     }
   } else {
     store = new MemoryStore();
@@ -48,7 +52,7 @@ async function serve() {
   const host = env.OTPKIT_BIND || '127.0.0.1';
   const server = createServer(service);
   server.listen(port, host, () => {
-    console.log(`otpkit serve: listening on http://${host}:${port} (${store.kind} store)`);
+    console.log(`otpkit serve: listening on http://${host}:${port} (${store.cluster ? 'redis cluster' : store.kind} store)`);
   });
   let stopping = false;
   const stop = () => {

@@ -145,6 +145,55 @@ put(KEYS[1], v, ARGV[2], ARGV[3])
 return {1, redis.call('GET', KEYS[2])}
 `;
 
+// The workspace's charges of an admitted send, shared by ADMIT (one Redis: with the guard, one
+// step) and CHARGE (Redis Cluster: the guard lives in its destination's slot, these counters in
+// the workspace's). `charge_decide(kflood, kspend)` answers a refusal ({-1, window start},
+// {-2, day}, {-3, '1' | '0'}; only Fraud Guard's is written: it counts the refused send) or nil
+// and the state that `charge_write(kflood, kspend, st)` then writes. ARGV as ADMIT's (4 to 18).
+const CHARGE_FNS = `${FRAUD}
+local function charge_decide(kflood, kspend)
+  local now = tonumber(ARGV[5])
+  local st = {now = now}
+  if ARGV[12] ~= nil and ARGV[12] ~= '' then
+    st.fraud, st.fwindow = fraud_read(ARGV[12]), tonumber(ARGV[15])
+    local r = fraud_admit(st.fraud, now, st.fwindow, tonumber(ARGV[16]), tonumber(ARGV[17]), tonumber(ARGV[18]))
+    if r > 0 then
+      fraud_write(ARGV[12], ARGV[13], ARGV[14], st.fraud, st.fwindow, now)
+      return {-3, tostring(r - 1)}
+    end
+  end
+  if ARGV[8] ~= '' then
+    local slimit, cost, day = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
+    local sp = redis.call('HMGET', kspend, 'day', 'micros')
+    st.sday, st.spent = tonumber(sp[1]), tonumber(sp[2]) or 0
+    st.fresh = st.sday == nil or day > st.sday
+    if st.fresh then st.sday, st.spent = day, 0 end
+    if cost > 0 and st.spent + cost > slimit then return {-2, tostring(st.sday)} end
+  end
+  if ARGV[4] ~= '' then
+    local limit, window = tonumber(ARGV[4]), tonumber(ARGV[6])
+    local shield = redis.call('HMGET', kflood, 'start', 'count')
+    local start, count = tonumber(shield[1]), tonumber(shield[2]) or 0
+    if start == nil or now >= start + window or now + window <= start then start, count = now, 0 end
+    if count >= limit then return {-1, tostring(start)} end
+    st.start, st.count = start, count
+  end
+  return nil, st
+end
+local function charge_write(kflood, kspend, st)
+  if st.start ~= nil then
+    redis.call('HSET', kflood, 'start', tostring(st.start), 'count', st.count + 1)
+    redis.call('PEXPIRE', kflood, ARGV[7])
+  end
+  if st.sday ~= nil then
+    if st.fresh then redis.call('HSET', kspend, 'day', ARGV[10], 'micros', ARGV[9])
+    else redis.call('HINCRBY', kspend, 'micros', ARGV[9]) end
+    redis.call('PEXPIRE', kspend, ARGV[11])
+  end
+  if st.fraud ~= nil then fraud_write(ARGV[12], ARGV[13], ARGV[14], st.fraud, st.fwindow, st.now) end
+end
+`;
+
 // An admitted send: KEYS[1] = the destination guard (compare-and-set, as CAS), KEYS[2] = the
 // workspace flood shield, a hash {start, count} counted in this same atomic step, so a burst of
 // sends to different destinations, from any number of processes, admits exactly the limit
@@ -160,7 +209,7 @@ return {1, redis.call('GET', KEYS[2])}
 // below 2^53 (the core caps them), exact in Lua's doubles; the count is written with HSET/HINCRBY
 // of the argument strings, never a number formatted by Lua. Fraud Guard (policy fraudGuard) is
 // charged first of all, as otpkit-core's spend::charge_workspace does: the count of the
-// destination's prefix (ARGV[12], a key not declared in KEYS: one Redis, not a cluster; see
+// destination's prefix (ARGV[12], a key not declared in KEYS, in the workspace's slot; see
 // FRAUD) refuses while blocked or begins a block, and that refusal is written (it counts the
 // refused send) while nothing else is; a send it admits is counted only if the cap and the
 // shield admit it too.
@@ -171,47 +220,24 @@ return {1, redis.call('GET', KEYS[2])}
 // guard changed: decide again), {-1, window start} (the shield refuses), {-2, day} (the cap
 // refuses; neither writes anything) or {-3, '1' | '0'} (Fraud Guard refuses; whether the block
 // began with this send).
-const ADMIT = `${VERSIONED}${FRAUD}
+const ADMIT = `${VERSIONED}${CHARGE_FNS}
 local v1 = ver(KEYS[1])
 if v1 ~= tonumber(ARGV[1]) then return 0 end
-local now = tonumber(ARGV[5])
-local fraud, fwindow
-if ARGV[12] ~= nil and ARGV[12] ~= '' then
-  fraud, fwindow = fraud_read(ARGV[12]), tonumber(ARGV[15])
-  local r = fraud_admit(fraud, now, fwindow, tonumber(ARGV[16]), tonumber(ARGV[17]), tonumber(ARGV[18]))
-  if r > 0 then
-    fraud_write(ARGV[12], ARGV[13], ARGV[14], fraud, fwindow, now)
-    return {-3, tostring(r - 1)}
-  end
-end
-local sday, spent, fresh
-if ARGV[8] ~= '' then
-  local slimit, cost, day = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
-  local sp = redis.call('HMGET', KEYS[3], 'day', 'micros')
-  sday, spent = tonumber(sp[1]), tonumber(sp[2]) or 0
-  fresh = sday == nil or day > sday
-  if fresh then sday, spent = day, 0 end
-  if cost > 0 and spent + cost > slimit then return {-2, tostring(sday)} end
-end
-local start, count
-if ARGV[4] ~= '' then
-  local limit, window = tonumber(ARGV[4]), tonumber(ARGV[6])
-  local shield = redis.call('HMGET', KEYS[2], 'start', 'count')
-  start, count = tonumber(shield[1]), tonumber(shield[2]) or 0
-  if start == nil or now >= start + window or now + window <= start then start, count = now, 0 end
-  if count >= limit then return {-1, tostring(start)} end
-end
+local refused, st = charge_decide(KEYS[2], KEYS[3])
+if refused then return refused end
 put(KEYS[1], v1, ARGV[2], ARGV[3])
-if start ~= nil then
-  redis.call('HSET', KEYS[2], 'start', tostring(start), 'count', count + 1)
-  redis.call('PEXPIRE', KEYS[2], ARGV[7])
-end
-if sday ~= nil then
-  if fresh then redis.call('HSET', KEYS[3], 'day', ARGV[10], 'micros', ARGV[9])
-  else redis.call('HINCRBY', KEYS[3], 'micros', ARGV[9]) end
-  redis.call('PEXPIRE', KEYS[3], ARGV[11])
-end
-if fraud ~= nil then fraud_write(ARGV[12], ARGV[13], ARGV[14], fraud, fwindow, now) end
+charge_write(KEYS[2], KEYS[3], st)
+return 1
+`;
+
+// Redis Cluster's half of ADMIT, once the guard (another slot) has recorded the send: KEYS[1] =
+// the flood shield, KEYS[2] = the day's spend (both, and Fraud Guard's keys in ARGV, in the
+// workspace's slot); ARGV as ADMIT's (1 to 3 unused). Answers 1 (charged) or ADMIT's refusals;
+// the flow refunds a refused send at the guard, as it does for the Worker's two objects.
+const CHARGE = `${CHARGE_FNS}
+local refused, st = charge_decide(KEYS[1], KEYS[2])
+if refused then return refused end
+charge_write(KEYS[1], KEYS[2], st)
 return 1
 `;
 
@@ -289,18 +315,30 @@ return 1
 // Records written before revisions existed count as 0. The id joins the index in the step that
 // first puts the record (and again on every write: a workspace made before the index existed
 // joins it at its next change).
-const PUT_WORKSPACE = `
-local cur = redis.call('GET', KEYS[1])
-if ARGV[2] == '' then
-  if cur then return 0 end
-else
-  if not cur then return 0 end
-  local rev = cjson.decode(cur).revision
-  if type(rev) ~= 'number' then rev = 0 end
-  if rev ~= tonumber(ARGV[2]) then return 0 end
+const PUT_RECORD = `
+local function put_record()
+  local cur = redis.call('GET', KEYS[1])
+  if ARGV[2] == '' then
+    if cur then return false end
+  else
+    if not cur then return false end
+    local rev = cjson.decode(cur).revision
+    if type(rev) ~= 'number' then rev = 0 end
+    if rev ~= tonumber(ARGV[2]) then return false end
+  end
+  redis.call('SET', KEYS[1], ARGV[1])
+  return true
 end
-redis.call('SET', KEYS[1], ARGV[1])
+`;
+const PUT_WORKSPACE = `${PUT_RECORD}
+if not put_record() then return 0 end
 redis.call('ZADD', KEYS[2], 0, ARGV[3])
+return 1
+`;
+// Redis Cluster: the record alone (KEYS[1]; ARGV as PUT_WORKSPACE's). The index (another slot)
+// takes the id first, so a listed id whose record never came is skipped, and no record is unlisted.
+const PUT_RECORD_ONLY = `${PUT_RECORD}
+if not put_record() then return 0 end
 return 1
 `;
 
@@ -432,37 +470,81 @@ function withLastUsed(json, used) {
   return JSON.stringify(ws);
 }
 
+/**
+ * `host:port,host:port,…` (REDIS_CLUSTER_NODES) or an array of `host:port` strings as ioredis'
+ * Cluster start nodes; a clear TypeError for anything else.
+ */
+function clusterNodes(given) {
+  const list = Array.isArray(given) ? given : String(given).split(',');
+  const nodes = list.map((n) => String(n).trim()).filter((n) => n !== '');
+  if (!nodes.length) throw new TypeError('REDIS_CLUSTER_NODES names no node: give host:port,host:port,…');
+  return nodes.map((n) => {
+    const m = /^(.+):(\d{1,5})$/.exec(n);
+    const port = m ? Number(m[2]) : 0;
+    if (!m || port < 1 || port > 65535) throw new TypeError(`REDIS_CLUSTER_NODES: "${n}" is not host:port`);
+    return { host: m[1].replace(/^\[(.*)\]$/, '$1'), port };
+  });
+}
+
+// A Redis reply that says the client does not match the deployment: a plain client on a Cluster
+// node is redirected (MOVED, ASK), a script's keys span slots (CROSSSLOT), or a Cluster client
+// keeps being redirected. A permanent fault: MISCONFIGURED, never a transient 503.
+const MISMATCH = /^(MOVED|ASK|CROSSSLOT)\b|Too many Cluster redirections|cluster support disabled/;
+
 class RedisStore {
   /**
-   * @param {{client?: import('ioredis').Redis, url?: string, prefix?: string, auditKeep?: number}} [opts]
-   *   `client`: an ioredis client you created; else one is made from `url` (or REDIS_URL).
-   *   `auditKeep`: audit events kept per workspace in each of its two lists (default 10,000).
+   * @param {{client?: import('ioredis').Redis | import('ioredis').Cluster, url?: string,
+   *   nodes?: string | string[], prefix?: string, auditKeep?: number}} [opts]
+   *   `client`: an ioredis client (or `Redis.Cluster`) you created; else one is made from `nodes`
+   *   (Redis Cluster: `host:port,…` or an array), `url`, REDIS_CLUSTER_NODES, or REDIS_URL, in
+   *   that order. `auditKeep`: audit events kept per workspace in each of its two lists (default 10,000).
    */
-  constructor({ client, url, prefix = 'otpkit:', auditKeep = AUDIT_KEEP } = {}) {
+  constructor({ client, url, nodes, prefix = 'otpkit:', auditKeep = AUDIT_KEEP } = {}) {
     if (!Number.isInteger(auditKeep) || auditKeep < 1 || auditKeep > 0xffffffff) {
       throw new TypeError('auditKeep must be a positive integer');
     }
+    if (url && nodes) throw new TypeError('RedisStore takes url (one Redis) or nodes (a Redis Cluster), not both');
     this.kind = 'redis';
     this.prefix = prefix;
     this.auditKeep = auditKeep;
+    this.misconfigured = null; // the MISCONFIGURED error connect() found, answered by every call
     if (client) {
       this.redis = client;
       this.ownClient = false;
+      this.cluster = client.isCluster === true;
     } else {
       const Redis = require('ioredis');
+      const seeds = nodes ?? (url ? null : process.env.REDIS_CLUSTER_NODES || null);
       const target = url || process.env.REDIS_URL;
-      if (!target) throw new TypeError('RedisStore needs a client, a url, or REDIS_URL');
-      // Fail fast while Redis is down (a clear 503), reconnect in the background.
-      this.redis = new Redis(target, {
-        lazyConnect: true,
-        enableOfflineQueue: false,
-        maxRetriesPerRequest: 1,
-        connectTimeout: 2000,
-        retryStrategy: (times) => Math.min(times * 100, 1000),
-      });
+      if (seeds) {
+        // Fail fast while a node is down (a clear 503), refresh the slots in the background.
+        this.redis = new Redis.Cluster(clusterNodes(seeds), {
+          lazyConnect: true,
+          enableOfflineQueue: false,
+          slotsRefreshTimeout: 2000,
+          clusterRetryStrategy: (times) => Math.min(times * 100, 1000),
+          redisOptions: { connectTimeout: 2000, maxRetriesPerRequest: 1 },
+        });
+        this.cluster = true;
+      } else {
+        if (!target) throw new TypeError('RedisStore needs a client, nodes, a url, REDIS_CLUSTER_NODES or REDIS_URL');
+        // Fail fast while Redis is down (a clear 503), reconnect in the background.
+        this.redis = new Redis(target, {
+          lazyConnect: true,
+          enableOfflineQueue: false,
+          maxRetriesPerRequest: 1,
+          connectTimeout: 2000,
+          retryStrategy: (times) => Math.min(times * 100, 1000),
+        });
+        this.cluster = false;
+      }
       this.redis.on('error', () => {}); // each failed command answers STORE_UNAVAILABLE
       this.ownClient = true;
     }
+    // A hash tag in the prefix would put every key in one slot (or split a workspace's keys).
+    if (this.cluster && /[{}]/.test(prefix)) throw new TypeError('a Redis Cluster key prefix must not contain { or }');
+    if (this.cluster) this.redis.defineCommand('otpkitCharge', { numberOfKeys: 2, lua: CHARGE });
+    if (this.cluster) this.redis.defineCommand('otpkitPutRecord', { numberOfKeys: 1, lua: PUT_RECORD_ONLY });
     this.redis.defineCommand('otpkitCas', { numberOfKeys: 1, lua: CAS });
     this.redis.defineCommand('otpkitAdmit', { numberOfKeys: 3, lua: ADMIT });
     this.redis.defineCommand('otpkitRefundSpend', { numberOfKeys: 1, lua: REFUND_SPEND });
@@ -483,24 +565,106 @@ class RedisStore {
     this.indexing = new Set(); // receipt index writes in flight (see indexReceipts)
   }
 
-  /** Connects (the client made from a URL connects lazily); resolves when Redis answers. */
+  /**
+   * Connects (the client made from a URL or nodes connects lazily); resolves when Redis answers.
+   * A client that does not match the deployment (REDIS_URL on a Cluster node, REDIS_CLUSTER_NODES
+   * on a Redis without cluster mode) is MISCONFIGURED, and so is every call after it.
+   */
   async connect() {
-    if (this.ownClient && this.redis.status === 'wait') await this.redis.connect();
+    if (this.ownClient && this.redis.status === 'wait') {
+      try {
+        await this.redis.connect();
+      } catch (e) {
+        if (this.cluster) await this.checkClusterSeeds(e);
+        throw e;
+      }
+    }
     await this.run(() => this.redis.ping());
+    if (!this.cluster) {
+      const info = await this.run(() => this.redis.info('cluster'));
+      if (/cluster_enabled:1/.test(info)) {
+        this.misconfigured = hostError(
+          'MISCONFIGURED',
+          null,
+          'REDIS_URL names a Redis Cluster node: set REDIS_CLUSTER_NODES=host:port,… to use the cluster',
+        );
+        throw this.misconfigured;
+      }
+    }
+  }
+
+  /** Why a Cluster client could not connect: its seeds are plain Redis servers (MISCONFIGURED). */
+  async checkClusterSeeds(cause) {
+    const Redis = require('ioredis');
+    const [seed] = this.redis.startupNodes;
+    const probe = new Redis({ host: seed.host, port: seed.port, lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0, connectTimeout: 2000, retryStrategy: () => null });
+    probe.on('error', () => {});
+    try {
+      await probe.connect();
+      if (/cluster_enabled:0/.test(await probe.info('cluster'))) {
+        this.misconfigured = hostError(
+          'MISCONFIGURED',
+          cause,
+          'REDIS_CLUSTER_NODES names a Redis without cluster mode: set REDIS_URL=redis://host:port for one Redis',
+        );
+        throw this.misconfigured;
+      }
+    } catch (e) {
+      if (e === this.misconfigured) throw e;
+    } finally {
+      probe.disconnect();
+    }
   }
 
   async run(fn) {
+    if (this.misconfigured) throw this.misconfigured;
     try {
       return await fn();
     } catch (e) {
       const err = fromNative(e);
       if (err instanceof OtpError) throw err;
+      if (typeof e?.message === 'string' && MISMATCH.test(e.message)) {
+        const what = this.cluster
+          ? 'a Redis Cluster reply refused a step of this store (its keys span slots, or the cluster keeps redirecting)'
+          : 'Redis answered with a cluster redirection: REDIS_URL names a Redis Cluster node; set REDIS_CLUSTER_NODES';
+        throw hostError('MISCONFIGURED', e, what);
+      }
       throw hostError('STORE_UNAVAILABLE', e);
     }
   }
 
+  /**
+   * A batch of commands (`[name, ...args]`): one MULTI on one Redis; on a Cluster, where the keys
+   * are in different slots, sent side by side. Resolves once all are done; any error rejects.
+   */
+  async batch(commands) {
+    if (this.cluster) return Promise.all(commands.map(([name, ...args]) => this.redis[name](...args)));
+    const multi = this.redis.multi();
+    for (const [name, ...args] of commands) multi[name](...args);
+    const results = await multi.exec();
+    if (!results || results.some(([err]) => err)) throw hostError('STORE_UNAVAILABLE');
+    return results.map(([, r]) => r);
+  }
+
   key(kind, a, b) {
     return b === undefined ? `${this.prefix}${kind}:${a}` : `${this.prefix}${kind}:${a}:${b}`;
+  }
+
+  /**
+   * A key in workspace `wsId`'s slot. On a Redis Cluster the id is a hash tag (`ws:{<id>}`), so
+   * the keys one script touches together share a slot: the record and its key use, the audit
+   * lists and their sequence, the analytics, and the flood shield, spend and Fraud Guard counts.
+   * Guards (`g:<ws>:<dest>`) and sessions (`s:<ws>:<id>`) have no tag: each hashes on its own, so
+   * one busy workspace's sends and verifies spread over every shard. On one Redis the names are
+   * those of before (no tag), so an existing store reads on.
+   */
+  wsKey(kind, wsId, b) {
+    return this.key(kind, this.cluster ? `{${wsId}}` : wsId, b);
+  }
+
+  /** The sequence both audit lists of a workspace share: one per workspace on a Cluster. */
+  seqKey(wsId) {
+    return this.cluster ? this.wsKey('aseq', wsId) : this.key('aseq', 'all');
   }
 
   /**
@@ -572,19 +736,19 @@ class RedisStore {
         await this.cancelSession(ws.id, io.sessionId);
         return DONE;
       case 'refundSpend':
-        await this.run(() => this.redis.otpkitRefundSpend(this.key('sp', ws.id), String(io.day), String(io.micros)));
+        await this.run(() => this.redis.otpkitRefundSpend(this.wsKey('sp', ws.id), String(io.day), String(io.micros)));
         return DONE;
       // Fraud Guard (SPEC §9): the counts the ADMIT script charges (see FRAUD).
       case 'fraudVerified': // the session's workspace is the flow's
         await this.run(() =>
-          this.redis.otpkitFraudVerified(this.key('fr', ws.id, io.prefix), this.key('fx', ws.id), io.prefix, String(io.windowMs), String(now)),
+          this.redis.otpkitFraudVerified(this.wsKey('fr', ws.id, io.prefix), this.wsKey('fx', ws.id), io.prefix, String(io.windowMs), String(now)),
         );
         return DONE;
       case 'readFraud':
         return this.readFraud(io.workspaceId, now);
       case 'unblockPrefix': {
         const was = await this.run(() =>
-          this.redis.otpkitUnblockPrefix(this.key('fr', io.workspaceId, io.prefix), this.key('fx', io.workspaceId), io.prefix, String(io.now)),
+          this.redis.otpkitUnblockPrefix(this.wsKey('fr', io.workspaceId, io.prefix), this.wsKey('fx', io.workspaceId), io.prefix, String(io.now)),
         );
         return `{"result":"unblocked","wasBlocked":${was === 1}}`;
       }
@@ -610,15 +774,19 @@ class RedisStore {
       case 'readWorkspace': {
         // The record with each key's lastUsedAt, kept beside it (`used:<id>`; see touchKey).
         const [json, used] = await this.run(() =>
-          Promise.all([this.redis.get(this.key('ws', io.workspaceId)), this.redis.hgetall(this.key('used', io.workspaceId))]),
+          Promise.all([this.redis.get(this.wsKey('ws', io.workspaceId)), this.redis.hgetall(this.wsKey('used', io.workspaceId))]),
         );
         return `{"result":"workspace","workspace":${withLastUsed(json, used) ?? 'null'}}`;
       }
       case 'putWorkspace': {
         // compare-and-set on the record's revision: concurrent admin writes, from any process,
         // never lose one another (the core reads again and re-applies on a conflict)
-        const put = () =>
-          this.redis.otpkitPutWorkspace(this.key('ws', io.workspace.id), this.key('wsindex', 'all'), JSON.stringify(io.workspace, withoutLastUsed), io.expected ?? '', io.workspace.id);
+        const args = [JSON.stringify(io.workspace, withoutLastUsed), io.expected ?? '', io.workspace.id];
+        const index = this.key('wsindex', 'all');
+        const record = this.wsKey('ws', io.workspace.id);
+        const put = this.cluster
+          ? async () => (await this.redis.zadd(index, 0, io.workspace.id), this.redis.otpkitPutRecord(record, ...args))
+          : () => this.redis.otpkitPutWorkspace(record, index, ...args);
         return (await this.run(put)) === 1 ? DONE : '{"result":"conflict"}';
       }
       case 'indexKey':
@@ -668,7 +836,7 @@ class RedisStore {
 
   /** Every Fraud Guard count of a workspace, one script: the `prefixes` outcome. */
   async readFraud(wsId, now) {
-    const flat = await this.run(() => this.redis.otpkitReadFraud(this.key('fx', wsId), `${this.key('fr', wsId)}:`, String(now)));
+    const flat = await this.run(() => this.redis.otpkitReadFraud(this.wsKey('fx', wsId), `${this.wsKey('fr', wsId)}:`, String(now)));
     const n = FRAUD_FIELDS.length + 1;
     const prefixes = [];
     for (let i = 0; i + n <= flat.length; i += n) {
@@ -696,15 +864,39 @@ class RedisStore {
       });
     }
     // 'fw', not the 'f' of the old last-writer-wins string: no WRONGTYPE while one of those lives
-    const floodKey = this.key('fw', ws.id);
+    const floodKey = this.wsKey('fw', ws.id);
     const spend = io.spend;
     const spendArgs = spend
       ? [String(spend.limitMicros), String(spend.costMicros), String(spend.day), String(Math.max(1000, (spend.day + 2) * DAY_MS - now))]
       : ['', '', '', ''];
     const fraud = io.fraud;
     const fraudArgs = fraud
-      ? [this.key('fr', ws.id, fraud.prefix), this.key('fx', ws.id), fraud.prefix, String(fraud.windowMs), String(fraud.minSends), String(fraud.minConversion), String(fraud.blockMs)]
+      ? [this.wsKey('fr', ws.id, fraud.prefix), this.wsKey('fx', ws.id), fraud.prefix, String(fraud.windowMs), String(fraud.minSends), String(fraud.minConversion), String(fraud.blockMs)]
       : [];
+    const chargeArgs = [io.floodLimit ?? '', now, FLOOD_WINDOW_MS, FLOOD_KEEP_MS, ...spendArgs, ...fraudArgs];
+    // The charge's refusals (nothing written but Fraud Guard's own count): the core builds each admission.
+    // `admitted`: the guard recorded the send in an earlier step (Cluster), so the flow refunds it.
+    const refusal = (written, admitted) => {
+      if (written[0] === -3) return `{"result":"admitted","admission":${native.fraudRefused(written[1] === '1', admitted)}}`;
+      if (written[0] === -2) {
+        // the cap refused: the core says until when, from the day counted
+        const full = JSON.stringify({ day: Number(written[1]), micros: spend.limitMicros });
+        return `{"result":"admitted","admission":${native.spendJson(full, JSON.stringify(spend), now, admitted).refused}}`;
+      }
+      // the shield refused: the core says for how long, from the window's start
+      const full = JSON.stringify({ windowStart: Number(written[1]), count: io.floodLimit });
+      return `{"result":"admitted","admission":${native.floodJson(full, io.floodLimit, now, admitted).refused}}`;
+    };
+    if (this.cluster) {
+      // The guard's slot, then the workspace's (as the Worker's two objects): a send the charge
+      // refuses after the guard recorded it is refunded at the guard by the flow.
+      return this.update(guardKey, decide, undefined, true).then(async (step) => {
+        ctx.guardRaw = step.guardRaw;
+        if (step.kind !== 'send') return answer(step);
+        const written = await this.run(() => this.redis.otpkitCharge(floodKey, this.wsKey('sp', ws.id), '', '', '', ...chargeArgs));
+        return Array.isArray(written) ? refusal(written, true) : answer(step);
+      });
+    }
     return this.run(async () => {
       for (let i = 0; i < MAX_TRIES; i++) {
         const rawGuard = await this.redis.get(guardKey);
@@ -713,21 +905,8 @@ class RedisStore {
         if (step.kind !== 'send') {
           if (!step.changed || (await this.redis.otpkitCas(guardKey, gv, step.state ?? '', keepArg(step.keepMs)))) return answer(step);
         } else {
-          const written = await this.redis.otpkitAdmit(guardKey, floodKey, this.key('sp', ws.id), gv, step.state ?? '', keepArg(step.keepMs), io.floodLimit ?? '', now, FLOOD_WINDOW_MS, FLOOD_KEEP_MS, ...spendArgs, ...fraudArgs);
-          if (Array.isArray(written) && written[0] === -3) {
-            // Fraud Guard refused (its count written; nothing else): the core builds the admission
-            return `{"result":"admitted","admission":${native.fraudRefused(written[1] === '1')}}`;
-          }
-          if (Array.isArray(written) && written[0] === -2) {
-            // the cap refused: the core says until when, from the day counted (nothing written)
-            const full = JSON.stringify({ day: Number(written[1]), micros: spend.limitMicros });
-            return `{"result":"admitted","admission":${native.spendJson(full, JSON.stringify(spend), now).refused}}`;
-          }
-          if (Array.isArray(written)) {
-            // the shield refused: the core says for how long, from the window's start
-            const full = JSON.stringify({ windowStart: Number(written[1]), count: io.floodLimit });
-            return `{"result":"admitted","admission":${native.floodJson(full, io.floodLimit, now).refused}}`; // nothing written
-          }
+          const written = await this.redis.otpkitAdmit(guardKey, floodKey, this.wsKey('sp', ws.id), gv, step.state ?? '', keepArg(step.keepMs), ...chargeArgs);
+          if (Array.isArray(written)) return refusal(written, false); // nothing written at the guard
           if (written) {
             ctx.guardRaw = withGuard(step, gv, rawGuard, true).guardRaw;
             return answer(step);
@@ -769,6 +948,14 @@ class RedisStore {
     const sessionKey = this.sessionKey(session.workspaceId, session.id);
     const value = `1|${json}`;
     const { purgeAt, keep } = retention(json, now);
+    if (this.cluster) {
+      // The session's slot first, then the guard's: a waiter told "delivered" finds the session.
+      const purge = this.key('purge', 'all');
+      await this.run(() => this.batch([['set', sessionKey, value, 'PX', String(keep)], ['zadd', purge, String(purgeAt), sessionKey]]));
+      const step = await this.update(guardKey, (guard) => native.guardDelivery(guard, ws, session.id, 'delivered', now), guess);
+      this.indexReceipts(json, purgeAt, now);
+      return JSON.stringify({ result: 'storedAndConfirmed', cancel: step.sessionId ?? null });
+    }
     const step = await this.run(async () => {
       for (let i = 0; i < MAX_TRIES; i++) {
         const guessed = i === 0 && guess !== undefined;
@@ -811,10 +998,7 @@ class RedisStore {
     const json = JSON.stringify(session);
     const key = this.sessionKey(session.workspaceId, session.id);
     const { purgeAt, keep } = retention(json, now);
-    const results = await this.run(() =>
-      this.redis.multi().set(key, `1|${json}`, 'PX', keep).zadd(this.key('purge', 'all'), purgeAt, key).exec(),
-    );
-    if (!results || results.some(([err]) => err)) throw hostError('STORE_UNAVAILABLE');
+    await this.run(() => this.batch([['set', key, `1|${json}`, 'PX', keep], ['zadd', this.key('purge', 'all'), purgeAt, key]]));
   }
 
   /**
@@ -822,7 +1006,7 @@ class RedisStore {
    * `purged` audit event for each. Runs every 10 s; answers how many were purged.
    */
   async sweep(now = Date.now(), limit = 500) {
-    const values = await this.run(() => this.redis.otpkitSweep(this.key('purge', 'all'), now, limit));
+    const values = this.cluster ? await this.sweepCluster(now, limit) : await this.run(() => this.redis.otpkitSweep(this.key('purge', 'all'), now, limit));
     const byWorkspace = new Map();
     for (const raw of values) {
       const json = split(raw)[1];
@@ -837,6 +1021,38 @@ class RedisStore {
     }
     for (const [wsId, lines] of byWorkspace) await this.record(wsId, lines);
     return values.length;
+  }
+
+  /**
+   * The sweep on a Redis Cluster, where the schedule and the sessions are in different slots: each
+   * due entry is claimed by the one process whose ZREM removes it; its session is deleted only if
+   * its own purge time has come (a resend writes the session, then moves its entry: the session
+   * is the truth) and it did not change since it was read. Answers the values purged.
+   */
+  async sweepCluster(now, limit) {
+    const purge = this.key('purge', 'all');
+    const due = await this.run(() => this.redis.zrangebyscore(purge, '-inf', now, 'LIMIT', 0, limit));
+    const purged = [];
+    await Promise.all(
+      due.map((k) =>
+        this.run(async () => {
+          if ((await this.redis.zrem(purge, k)) !== 1) return; // another process has it
+          const raw = await this.redis.get(k);
+          if (raw == null) return;
+          let purgeAt;
+          try {
+            purgeAt = retention(split(raw)[1], now).purgeAt;
+          } catch {
+            await this.redis.del(k); // unreadable: dropped without an event, as SWEEP does
+            return;
+          }
+          if (purgeAt > now) await this.redis.zadd(purge, String(purgeAt), k);
+          else if (await this.redis.otpkitCas(k, split(raw)[0], '', '-1', raw)) purged.push(raw);
+          else await this.redis.zadd(purge, String(now), k); // it changed: the next sweep decides again
+        }),
+      ),
+    );
+    return purged;
   }
 
   sessionKey(wsId, sessionId) {
@@ -865,7 +1081,12 @@ class RedisStore {
         const s = native.resendStored(json, ws.id, step, now);
         if (s.write == null) return s.outcome;
         const { purgeAt, keep } = retention(s.write, now);
-        if (await this.redis.otpkitResendWrite(key, this.key('purge', 'all'), ver, s.write, String(keep), String(purgeAt))) {
+        const purge = this.key('purge', 'all');
+        // On a Cluster the session, then its purge entry (another slot; see sweepCluster).
+        const wrote = this.cluster
+          ? (await this.redis.otpkitCas(key, ver, s.write, String(keep))) === 1 && (await this.redis.zadd(purge, String(purgeAt), key), true)
+          : await this.redis.otpkitResendWrite(key, purge, ver, s.write, String(keep), String(purgeAt));
+        if (wrote) {
           // A new message was applied: receipts find it by its id until the session is purged.
           if (io.step.kind === 'apply') this.indexReceipts(s.write, purgeAt, now);
           return s.outcome;
@@ -892,13 +1113,11 @@ class RedisStore {
     }
     if (!entries.length) return;
     const ttl = String(Math.max(1, Math.ceil(purgeAt - now)));
+    const sets = [];
+    for (let i = 0; i + 1 < entries.length; i += 2) sets.push(['set', this.key('rcpt', entries[i]), entries[i + 1], 'PX', ttl]);
     let p;
     try {
-      const multi = this.redis.multi();
-      for (let i = 0; i + 1 < entries.length; i += 2) multi.set(this.key('rcpt', entries[i]), entries[i + 1], 'PX', ttl);
-      p = multi.exec().then((results) => {
-        if (!results || results.some(([err]) => err)) throw hostError('STORE_UNAVAILABLE');
-      });
+      p = this.batch(sets);
     } catch (e) {
       p = Promise.reject(e);
     }
@@ -956,8 +1175,15 @@ class RedisStore {
         const [ver, json] = split(raw);
         const s = engine.verifyStored(json, ws.id, code, now, transaction);
         if (s.write == null) return s.outcome; // nothing to write (no session, already ended)
+        const expect = given && raw != null ? raw : '';
+        if (this.cluster) {
+          // The guard is in another slot: the failure streak after the answer reads it.
+          if ((await this.redis.otpkitCas(sessionKey, ver, s.write, '-1', expect)) === 1) return s.outcome;
+          await backoff(i);
+          continue;
+        }
         const guardKey = this.key('g', ws.id, s.dest ?? '');
-        const [ok, guardRaw] = await this.redis.otpkitVerifyWrite(sessionKey, guardKey, ver, s.write, '-1', given && raw != null ? raw : '');
+        const [ok, guardRaw] = await this.redis.otpkitVerifyWrite(sessionKey, guardKey, ver, s.write, '-1', expect);
         if (ok === 1) {
           ctx.guardRaw = guardRaw;
           return s.outcome;
@@ -976,7 +1202,7 @@ class RedisStore {
    */
   async record(wsId, lines, deltas = []) {
     const ops = deltas.length
-      ? native.redisAnalyticsOps(`${this.key('an', wsId)}:`, this.key('ao', wsId), JSON.stringify(deltas), Date.now())
+      ? native.redisAnalyticsOps(`${this.wsKey('an', wsId)}:`, this.wsKey('ao', wsId), JSON.stringify(deltas), Date.now())
       : [];
     if (!lines.length && !ops.length) return;
     // Each line goes to the lifecycle list (`a:<ws>`) or the repeatable one (`ar:<ws>`), as the core decides.
@@ -984,9 +1210,9 @@ class RedisStore {
     const marked = lines.map((l, i) => (repeatable[i] ? 'r' : 'l') + l);
     await this.run(() =>
       this.redis.otpkitRecord(
-        this.key('a', wsId),
-        this.key('aseq', 'all'),
-        this.key('ar', wsId),
+        this.wsKey('a', wsId),
+        this.seqKey(wsId),
+        this.wsKey('ar', wsId),
         String(lines.length),
         String(this.auditKeep),
         ...marked,
@@ -998,7 +1224,7 @@ class RedisStore {
   /** `GET /v1/messaging/otp/audit`: both of the workspace's lists, read atomically, merged newest first. */
   async auditReply(wsId, query) {
     const results = await this.run(() =>
-      this.redis.multi().lrange(this.key('a', wsId), 0, -1).lrange(this.key('ar', wsId), 0, -1).exec(),
+      this.redis.multi().lrange(this.wsKey('a', wsId), 0, -1).lrange(this.wsKey('ar', wsId), 0, -1).exec(),
     );
     if (!results || results.some(([err]) => err)) throw hostError('STORE_UNAVAILABLE');
     return native.auditReply(results[0][1], query, results[1][1]);
@@ -1009,8 +1235,8 @@ class RedisStore {
     const period = native.analyticsPeriod(query, now); // 400 before any read
     const results = await this.run(() => {
       const pipe = this.redis.pipeline();
-      for (let day = period.firstDay; day <= period.lastDay; day++) pipe.hgetall(this.key('an', ws.id, day));
-      pipe.zrangebyscore(this.key('ao', ws.id), `(${now}`, '+inf');
+      for (let day = period.firstDay; day <= period.lastDay; day++) pipe.hgetall(this.wsKey('an', ws.id, day));
+      pipe.zrangebyscore(this.wsKey('ao', ws.id), `(${now}`, '+inf');
       return pipe.exec();
     });
     if (!results || results.some(([err]) => err)) throw hostError('STORE_UNAVAILABLE');
@@ -1035,8 +1261,8 @@ class RedisStore {
     const [records, used] = page.length
       ? await this.run(() =>
           Promise.all([
-            this.redis.mget(...page.map((id) => this.key('ws', id))),
-            Promise.all(page.map((id) => this.redis.hgetall(this.key('used', id)))),
+            this.cluster ? Promise.all(page.map((id) => this.redis.get(this.wsKey('ws', id)))) : this.redis.mget(...page.map((id) => this.wsKey('ws', id))),
+            Promise.all(page.map((id) => this.redis.hgetall(this.wsKey('used', id)))),
           ]),
         )
       : [[], []];
@@ -1056,30 +1282,34 @@ class RedisStore {
     const ids = await this.run(() => this.redis.zrange(this.key('wsindex', 'all'), 0, -1));
     if (extra && !ids.includes(extra.id)) ids.push(extra.id);
     const days = period.lastDay - period.firstDay + 1;
-    const results = await this.run(() => {
-      const pipe = this.redis.pipeline();
-      for (const id of ids) {
-        pipe.get(this.key('ws', id));
-        for (let day = period.firstDay; day <= period.lastDay; day++) pipe.hgetall(this.key('an', id, day));
-        pipe.zrangebyscore(this.key('ao', id), `(${now}`, '+inf');
-      }
-      return pipe.exec();
-    });
-    if (!results || results.some(([err]) => err)) throw hostError('STORE_UNAVAILABLE');
+    // One pipeline per workspace: its keys share its slot on a Cluster.
+    const results = await this.run(() =>
+      Promise.all(
+        ids.map(async (id) => {
+          const pipe = this.redis.pipeline();
+          pipe.get(this.wsKey('ws', id));
+          for (let day = period.firstDay; day <= period.lastDay; day++) pipe.hgetall(this.wsKey('an', id, day));
+          pipe.zrangebyscore(this.wsKey('ao', id), `(${now}`, '+inf');
+          const got = await pipe.exec();
+          if (!got || got.some(([err]) => err)) throw hostError('STORE_UNAVAILABLE');
+          return got;
+        }),
+      ),
+    );
     const rows = ids.map((id, i) => {
-      const at = i * (days + 2);
+      const got = results[i];
       const counters = [];
-      results.slice(at + 1, at + 1 + days).forEach(([, hash], d) => {
+      got.slice(1, 1 + days).forEach(([, hash], d) => {
         for (const [field, value] of Object.entries(hash)) counters.push(String(period.firstDay + d), field, value);
       });
-      const workspace = results[at][1] ?? (extra && extra.id === id ? extra.json : null);
-      return { workspaceId: id, workspace, counters, open: results[at + days + 1][1] };
+      const workspace = got[0][1] ?? (extra && extra.id === id ? extra.json : null);
+      return { workspaceId: id, workspace, counters, open: got[days + 1][1] };
     });
     return native.adminAnalyticsReply(query, now, rows);
   }
 
   getWorkspace(id) {
-    return this.run(() => this.redis.get(this.key('ws', id)));
+    return this.run(() => this.redis.get(this.wsKey('ws', id)));
   }
   /**
    * Key `keyId` of workspace `wsId` authenticated a request at `at` (ms): one HSET of the hash
@@ -1087,13 +1317,23 @@ class RedisStore {
    * after the answer, at most once an hour per key per process (native.lastUsedDue).
    */
   touchKey(wsId, keyId, at) {
-    return this.run(() => this.redis.hset(this.key('used', wsId), keyId, String(at)));
+    return this.run(() => this.redis.hset(this.wsKey('used', wsId), keyId, String(at)));
   }
   lookupKey(hash) {
+    if (this.cluster) return this.lookupKeyWithSession(hash, null).then((r) => r.workspace);
     return this.run(() => this.redis.otpkitLookup(this.key('key', hash), `${this.prefix}ws:`));
   }
   /** The workspace JSON of an API key hash and that workspace's session `sessionId` (raw value), one round trip. */
   async lookupKeyWithSession(hash, sessionId) {
+    if (this.cluster) {
+      // The key's entry, then its workspace and session (three slots): two round trips.
+      const id = await this.run(() => this.redis.get(this.key('key', hash)));
+      if (id == null) return { workspace: null, session: sessionId == null ? undefined : null };
+      const [workspace, session] = await this.run(() =>
+        Promise.all([this.redis.get(this.wsKey('ws', id)), sessionId == null ? undefined : this.redis.get(this.sessionKey(id, sessionId))]),
+      );
+      return { workspace: workspace ?? null, session: sessionId == null ? undefined : session ?? null };
+    }
     const [workspace, session] = await this.run(() =>
       this.redis.otpkitLookupSession(this.key('key', hash), `${this.prefix}ws:`, `${this.prefix}s:`, sessionId ?? ''),
     );

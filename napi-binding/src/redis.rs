@@ -210,9 +210,15 @@ pub struct FloodStep {
 }
 
 /// Counts one send in the flood shield (stored JSON or `null`): the state to store, or the
-/// refusal (429 until the minute ends).
+/// refusal (429 until the minute ends). `admitted`: the guard recorded the send in an earlier
+/// step (a Redis Cluster's CHARGE script), so the flow refunds it; absent, it was not.
 #[napi]
-pub fn flood_json(state: Option<String>, limit: u32, now: f64) -> FloodStep {
+pub fn flood_json(
+    state: Option<String>,
+    limit: u32,
+    now: f64,
+    admitted: Option<bool>,
+) -> FloodStep {
     let mut shield: FloodShield = state
         .as_deref()
         .and_then(|s| serde_json::from_str(s).ok())
@@ -226,7 +232,7 @@ pub fn flood_json(state: Option<String>, limit: u32, now: f64) -> FloodStep {
             state: None,
             refused: serde_json::to_string(&Admitted::FloodRefused {
                 retry_after_secs: e.retry_after_secs().unwrap_or(1),
-                admitted: false,
+                admitted: admitted.unwrap_or(false),
             })
             .ok(),
         },
@@ -252,8 +258,14 @@ fn read_spend(state: Option<&str>) -> SpendCounter {
 }
 
 /// Charges one send (`charge`: an `Io::Admit`'s `spend` JSON) to the day's spend counter.
+/// `admitted` as for [`flood_json`].
 #[napi]
-pub fn spend_json(state: Option<String>, charge: String, now: f64) -> Result<SpendStep> {
+pub fn spend_json(
+    state: Option<String>,
+    charge: String,
+    now: f64,
+    admitted: Option<bool>,
+) -> Result<SpendStep> {
     let charge: SpendCharge = serde_json::from_str(&charge)
         .map_err(|_| throw(&Error::invalid("spend", "not a spend charge")))?;
     let mut counter = read_spend(state.as_deref());
@@ -264,8 +276,11 @@ pub fn spend_json(state: Option<String>, charge: String, now: f64) -> Result<Spe
         },
         Err(e) => SpendStep {
             state: None,
-            refused: serde_json::to_string(&Admitted::workspace_refused(&Refusal::from(e), false))
-                .ok(),
+            refused: serde_json::to_string(&Admitted::workspace_refused(
+                &Refusal::from(e),
+                admitted.unwrap_or(false),
+            ))
+            .ok(),
         },
     })
 }
@@ -279,15 +294,16 @@ pub fn spend_refund_json(state: Option<String>, day: u32, micros: f64) -> String
 }
 
 /// The flow outcome's `admission` when the ADMIT script's Fraud Guard refuses a send
-/// (`fraudRefused`; `new_block`: this send's check began the block). The guard was not written,
-/// so nothing is handed back.
+/// (`fraudRefused`; `new_block`: this send's check began the block). `admitted` as for
+/// [`flood_json`]: with ADMIT the guard was not written, so nothing is handed back.
 #[napi]
-pub fn fraud_refused(new_block: bool) -> String {
+pub fn fraud_refused(new_block: bool, admitted: Option<bool>) -> String {
     let r = Refusal {
         error: Error::FraudSuspected,
         new_block,
     };
-    serde_json::to_string(&Admitted::workspace_refused(&r, false)).unwrap_or_default()
+    serde_json::to_string(&Admitted::workspace_refused(&r, admitted.unwrap_or(false)))
+        .unwrap_or_default()
 }
 
 fn read_json<T: serde::de::DeserializeOwned + Default>(
