@@ -58,6 +58,15 @@ async function startRedis() {
   };
 }
 
+/**
+ * A private local Redis Cluster of `masters` primaries (tests/conformance/redis.mjs):
+ * `{ nodes: 'host:port,…', servers: [{url, port, stop()}], stop() }` once cluster_state is ok.
+ */
+async function startRedisCluster(masters = 3) {
+  const mod = await import(pathToFileURL(path.join(ROOT, 'tests', 'conformance', 'redis.mjs')).href);
+  return mod.startRedisCluster(masters);
+}
+
 /** The conformance suite's SMS sink (a real HTTP server). */
 async function startSink() {
   const mod = await import(pathToFileURL(path.join(ROOT, 'tests', 'conformance', 'sink.mjs')).href);
@@ -116,4 +125,4 @@ async function serve(env) {
   };
 }
 
-module.exports = { ROOT, PEPPER, freePort, sleep, startRedis, startSink, codeOf, newDest, recorder, serve };
+module.exports = { ROOT, PEPPER, freePort, sleep, startRedis, startRedisCluster, startSink, codeOf, newDest, recorder, serve };

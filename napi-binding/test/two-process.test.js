@@ -1,16 +1,25 @@
 'use strict';
-// Two `otpkit serve` processes on one Redis, hammered in parallel over HTTP: attempts are never
-// over-counted, a session is approved once, and concurrent requests for one (dest, purpose) send
-// one SMS, across processes. The gateway is the conformance suite's real HTTP sink.
+// Two `otpkit serve` processes on one Redis, and again on a local 3-master Redis Cluster, hammered
+// in parallel over HTTP: attempts are never over-counted, a session is approved once, and
+// concurrent requests for one (dest, purpose) send one SMS, across processes. The gateway is the
+// conformance suite's real HTTP sink.
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const path = require('node:path');
 const { randomBytes } = require('node:crypto');
-const { ROOT, sleep, startRedis, startSink, codeOf, newDest, serve } = require('./helpers');
+const { ROOT, sleep, startRedis, startRedisCluster, startSink, codeOf, newDest, serve } = require('./helpers');
 
+const BACKENDS = [
+  { name: 'one Redis', start: async () => ((r) => ({ env: { REDIS_URL: r.url }, stop: () => r.stop() }))(await startRedis()) },
+  {
+    name: 'a 3-master Redis Cluster',
+    start: async () => ((c) => ({ env: { REDIS_CLUSTER_NODES: c.nodes }, stop: () => c.stop() }))(await startRedisCluster(3)),
+  },
+];
 
-describe('two otpkit serve processes sharing one Redis', () => {
+for (const backend of BACKENDS)
+describe(`two otpkit serve processes sharing ${backend.name}`, () => {
   let redis;
   let sink;
   let a;
@@ -19,14 +28,14 @@ describe('two otpkit serve processes sharing one Redis', () => {
   const admin = randomBytes(16).toString('hex');
 
   before(async () => {
-    redis = await startRedis();
+    redis = await backend.start();
     sink = await startSink();
     const env = {
       OTP_PEPPER: randomBytes(32).toString('hex'),
       ADMIN_TOKEN: admin,
       SMS_GATEWAY_URL: sink.gatewayUrl,
       SMS_GATEWAY_TOKEN: 'sink-token',
-      REDIS_URL: redis.url,
+      ...redis.env,
     };
     [a, b] = await Promise.all([serve(env), serve(env)]);
     const created = await fetch(`${a.base}/v1/admin/workspaces`, {

@@ -51,6 +51,7 @@ async function fromControl(control) {
     bodyLogFile: info.bodyLogFile || null,
     storeDir: info.storeDir || null,
     redisUrl: info.redisUrl || null,
+    redisUrls: info.redisUrls || [],
     async restart() {
       const res = await fetch(`${base}/restart`, { method: 'POST' });
       const body = await res.json();
@@ -112,9 +113,10 @@ export async function startLocal() {
     hostOutputFile: process.env.OTPKIT_HOST_OUTPUT_FILE || null,
     bodyLogFile: process.env.OTPKIT_BODY_LOG || null,
     // Where the host keeps its state, for tests that search it (idempotency: no key in clear):
-    // the Worker's --persist-to directory, HOST=node-redis's Redis.
+    // the Worker's --persist-to directory, HOST=node-redis's Redis, HOST=node-cluster's nodes.
     storeDir: host.persistDir || null,
     redisUrl: host.redisUrl || null,
+    redisUrls: host.redisUrls || [],
     host,
     async restart() {
       await host.restart();
@@ -174,6 +176,7 @@ async function main(argv) {
     bodyLogFile: h.bodyLogFile,
     storeDir: h.storeDir,
     redisUrl: h.redisUrl,
+    redisUrls: h.redisUrls,
   });
   const server = http.createServer(async (req, res) => {
     const send = (status, value) => {

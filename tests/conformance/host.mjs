@@ -6,6 +6,7 @@
 //   HOST=node              `node napi-binding/bin/otpkit.js serve` (in-memory store, or Redis when
 //                          REDIS_URL is set).
 //   HOST=node-redis        the same with a private redis-server on a free port (or REDIS_URL).
+//   HOST=node-cluster      the same on a private 3-master Redis Cluster (REDIS_CLUSTER_NODES).
 //
 // startHost({ gatewayUrl, gatewayToken? }) → { kind, baseUrl, adminToken, gatewayToken, persistent,
 // restart(), crash(), stop(), output() }. Every secret is random per run.
@@ -24,6 +25,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { startRedisCluster } from './redis.mjs';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -275,40 +277,46 @@ async function startRedis(tail) {
   throw new Error(`redis-server did not listen on ${port}:\n${tail.text()}`);
 }
 
-async function startNode({ gatewayUrl, gatewayToken, gatewayKind, gatewayAccount, extraEnv, redis, redisUrl: givenRedisUrl }) {
+async function startNode({ gatewayUrl, gatewayToken, gatewayKind, gatewayAccount, extraEnv, redis, cluster = false, redisUrl: givenRedisUrl }) {
   const bin = path.join(ROOT, 'napi-binding', 'bin', 'otpkit.js');
   if (!existsSync(bin)) {
     throw new Error(`HOST=node needs ${path.relative(ROOT, bin)} (build the napi binding first)`);
   }
   const secrets = commonSecrets(gatewayUrl, gatewayToken, gatewayKind, gatewayAccount, extraEnv);
   const tail = new OutputTail();
-  let redisUrl = (redis && givenRedisUrl) || process.env.REDIS_URL || null;
+  let redisUrl = cluster ? null : (redis && givenRedisUrl) || process.env.REDIS_URL || null;
   let redisChild = null;
-  if (redis && !redisUrl) {
+  let redisCluster = null; // HOST=node-cluster: a private 3-master Redis Cluster
+  if (cluster) {
+    redisCluster = await startRedisCluster(3);
+  } else if (redis && !redisUrl) {
     const r = await startRedis(tail);
     redisUrl = r.url;
     redisChild = r.child;
   }
+  const clusterEnv = redisCluster ? { REDIS_CLUSTER_NODES: redisCluster.nodes } : {};
   let port;
   let child;
   const start = async () => {
     port = await freePort();
-    const env = { ...process.env, ...secrets, PORT: String(port), REDIS_URL: redisUrl || undefined };
+    const env = { ...process.env, ...secrets, ...clusterEnv, PORT: String(port), REDIS_URL: redisUrl || undefined };
     child = spawnChild(process.execPath, [bin, 'serve'], env, tail);
     await waitHealthy(`http://127.0.0.1:${port}`, child, tail, 60_000, 'otpkit serve');
   };
   await start();
   return {
-    kind: redisUrl ? 'node-redis' : 'node',
+    kind: redisCluster ? 'node-cluster' : redisUrl ? 'node-redis' : 'node',
     get baseUrl() {
       return `http://127.0.0.1:${port}`;
     },
     adminToken: secrets.ADMIN_TOKEN,
     gatewayToken: secrets.SMS_GATEWAY_TOKEN,
     pepper: secrets.OTP_PEPPER, // for the leak checks only
-    redisUrl, // null for the memory store
+    redisUrl, // null for the memory store and the cluster
+    // Every Redis that holds the host's state (each node of the cluster), for tests that search it.
+    redisUrls: redisCluster ? redisCluster.servers.map((s) => s.url) : redisUrl ? [redisUrl] : [],
     // The in-memory store is gone after a restart by design; Redis keeps it.
-    persistent: Boolean(redisUrl),
+    persistent: Boolean(redisUrl || redisCluster),
     output: () => tail.text(),
     async restart() {
       await stopChild(child);
@@ -320,6 +328,7 @@ async function startNode({ gatewayUrl, gatewayToken, gatewayKind, gatewayAccount
     async stop() {
       await stopChild(child);
       await stopChild(redisChild);
+      await redisCluster?.stop();
     },
   };
 }
@@ -340,7 +349,9 @@ export async function startHost({ gatewayUrl, gatewayToken, gatewayKind, gateway
     case 'node-redis':
     case 'redis':
       return startNode({ ...gw, redis: true, redisUrl });
+    case 'node-cluster':
+      return startNode({ ...gw, redis: true, cluster: true });
     default:
-      throw new Error(`unknown HOST=${kind} (worker, node, node-redis)`);
+      throw new Error(`unknown HOST=${kind} (worker, node, node-redis, node-cluster)`);
   }
 }

@@ -23,17 +23,17 @@
 // one that spreads requests round-robin over several base URLs (two processes behind one Redis).
 // quietMs: a pause before each scenario, for `wrangler dev` (see quiet()).
 //
-// CLI: node tests/conformance/scale.mjs [--hosts worker,node,node-redis-2] [--size full|ci] [--json FILE]
+// CLI: node tests/conformance/scale.mjs [--hosts worker,node,node-redis-2,node-cluster-2] [--size full|ci] [--json FILE]
 // starts each host in turn (with its own sink), runs a–d, prints the figures table.
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomInt } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort, randomToken, ROOT, startHost } from './host.mjs';
+import { startRedis, startRedisCluster } from './redis.mjs';
 import { startSink } from './sink.mjs';
 
 /** Sizes: `ci` keeps every host's run of scale.test.mjs short; `full` is scripts/concurrency's. */
@@ -556,10 +556,11 @@ export function assertClean(r) {
 // Several `otpkit serve` processes on one Redis
 
 /**
- * Starts `processes` `otpkit serve` processes sharing `redisUrl` and one set of secrets, sending
+ * Starts `processes` `otpkit serve` processes sharing `redisUrl` (or the Redis Cluster of
+ * `clusterNodes`, REDIS_CLUSTER_NODES) and one set of secrets, sending
  * to `gatewayUrl`. Answers { bases, adminToken, output(), stop() }.
  */
-export async function startServeCluster({ gatewayUrl, redisUrl, processes = 2 }) {
+export async function startServeCluster({ gatewayUrl, redisUrl, clusterNodes, processes = 2 }) {
   const bin = path.join(ROOT, 'napi-binding', 'bin', 'otpkit.js');
   const secrets = {
     OTP_PEPPER: randomToken(48),
@@ -567,7 +568,7 @@ export async function startServeCluster({ gatewayUrl, redisUrl, processes = 2 })
     SMS_GATEWAY_URL: gatewayUrl,
     SMS_GATEWAY_TOKEN: `gw_${randomToken(24)}`,
     SMS_GATEWAY_KIND: 'json',
-    REDIS_URL: redisUrl,
+    ...(clusterNodes ? { REDIS_CLUSTER_NODES: clusterNodes } : { REDIS_URL: redisUrl }),
   };
   const children = [];
   const stop = async () => {
@@ -619,16 +620,17 @@ const HOSTS = {
   worker: 'Worker (wrangler dev)',
   node: 'Node, memory (otpkit serve)',
   'node-redis-2': 'Node, 2 processes, 1 Redis',
+  'node-cluster-2': 'Node, 2 processes, 3-master Redis Cluster',
 };
 
 async function startTarget(kind, sink) {
-  if (kind === 'node-redis-2') {
-    const require = createRequire(import.meta.url);
-    const { startRedis } = require(path.join(ROOT, 'napi-binding', 'test', 'helpers.js'));
-    const redis = await startRedis();
+  if (kind === 'node-redis-2' || kind === 'node-cluster-2') {
+    const onCluster = kind === 'node-cluster-2';
+    const redis = onCluster ? await startRedisCluster(3) : await startRedis();
     let cluster;
     try {
-      cluster = await startServeCluster({ gatewayUrl: sink.gatewayUrl, redisUrl: redis.url, processes: 2 });
+      const where = onCluster ? { clusterNodes: redis.nodes } : { redisUrl: redis.url };
+      cluster = await startServeCluster({ gatewayUrl: sink.gatewayUrl, ...where, processes: 2 });
     } catch (err) {
       await redis.stop();
       throw err;

@@ -221,7 +221,7 @@ describe('security', () => {
 });
 
 describe('admin routes without ADMIN_TOKEN', {
-  skip: process.env.BASE_URL || !['node', 'node-redis'].includes(process.env.HOST)
+  skip: process.env.BASE_URL || !['node', 'node-redis', 'node-cluster'].includes(process.env.HOST)
     ? 'starts its own `otpkit serve` (HOST=node*); the Worker refuses the same way in edge-worker/src/lib.rs (config::read ADMIN_TOKEN → NotFound)'
     : false,
 }, () => {
