@@ -487,9 +487,12 @@ function clusterNodes(given) {
 }
 
 // A Redis reply that says the client does not match the deployment: a plain client on a Cluster
-// node is redirected (MOVED, ASK), a script's keys span slots (CROSSSLOT), or a Cluster client
-// keeps being redirected. A permanent fault: MISCONFIGURED, never a transient 503.
-const MISMATCH = /^(MOVED|ASK|CROSSSLOT)\b|Too many Cluster redirections|cluster support disabled/;
+// node is redirected (MOVED, ASK), or a script's keys span slots (CROSSSLOT). A permanent fault:
+// MISCONFIGURED, never a transient 503. A Cluster client follows redirections itself; when it
+// gives up ("Too many Cluster redirections", even with MOVED as the last error) a node is down or
+// failing over — other nodes keep redirecting to it — and that is a 503 like any outage
+// (scripts/faults cluster).
+const MISMATCH = /^(MOVED|ASK|CROSSSLOT)\b|cluster support disabled/;
 
 class RedisStore {
   /**
@@ -625,7 +628,7 @@ class RedisStore {
       if (err instanceof OtpError) throw err;
       if (typeof e?.message === 'string' && MISMATCH.test(e.message)) {
         const what = this.cluster
-          ? 'a Redis Cluster reply refused a step of this store (its keys span slots, or the cluster keeps redirecting)'
+          ? 'a Redis Cluster refused a step of this store because its keys span slots (CROSSSLOT): a key prefix or client that does not match this store'
           : 'Redis answered with a cluster redirection: REDIS_URL names a Redis Cluster node; set REDIS_CLUSTER_NODES';
         throw hostError('MISCONFIGURED', e, what);
       }

@@ -277,7 +277,7 @@ async function startRedis(tail) {
   throw new Error(`redis-server did not listen on ${port}:\n${tail.text()}`);
 }
 
-async function startNode({ gatewayUrl, gatewayToken, gatewayKind, gatewayAccount, extraEnv, redis, cluster = false, redisUrl: givenRedisUrl }) {
+async function startNode({ gatewayUrl, gatewayToken, gatewayKind, gatewayAccount, extraEnv, redis, cluster = false, clusterNodes, redisUrl: givenRedisUrl }) {
   const bin = path.join(ROOT, 'napi-binding', 'bin', 'otpkit.js');
   if (!existsSync(bin)) {
     throw new Error(`HOST=node needs ${path.relative(ROOT, bin)} (build the napi binding first)`);
@@ -286,8 +286,10 @@ async function startNode({ gatewayUrl, gatewayToken, gatewayKind, gatewayAccount
   const tail = new OutputTail();
   let redisUrl = cluster ? null : (redis && givenRedisUrl) || process.env.REDIS_URL || null;
   let redisChild = null;
-  let redisCluster = null; // HOST=node-cluster: a private 3-master Redis Cluster
-  if (cluster) {
+  let redisCluster = null; // HOST=node-cluster: a private 3-master Redis Cluster (or the caller's)
+  if (cluster && clusterNodes) {
+    redisCluster = { nodes: clusterNodes, servers: [], stop: async () => {} }; // the caller owns it
+  } else if (cluster) {
     redisCluster = await startRedisCluster(3);
   } else if (redis && !redisUrl) {
     const r = await startRedis(tail);
@@ -337,7 +339,7 @@ async function startNode({ gatewayUrl, gatewayToken, gatewayKind, gatewayAccount
  * Starts the host named by `kind` (default: $HOST or "worker"), sending messages to
  * `gatewayUrl` with SMS_GATEWAY_KIND `gatewayKind` (default json; twilio needs `gatewayAccount`).
  */
-export async function startHost({ gatewayUrl, gatewayToken, gatewayKind, gatewayAccount, extraEnv = {}, redisUrl, kind = process.env.HOST || 'worker' } = {}) {
+export async function startHost({ gatewayUrl, gatewayToken, gatewayKind, gatewayAccount, extraEnv = {}, redisUrl, clusterNodes, kind = process.env.HOST || 'worker' } = {}) {
   if (!gatewayUrl) throw new Error('startHost needs the gateway (sink) URL');
   // extraEnv: more settings (WHATSAPP_GATEWAY_*, …), as vars on the Worker, env on Node.
   const gw = { gatewayUrl, gatewayToken, gatewayKind, gatewayAccount, extraEnv };
@@ -350,7 +352,7 @@ export async function startHost({ gatewayUrl, gatewayToken, gatewayKind, gateway
     case 'redis':
       return startNode({ ...gw, redis: true, redisUrl });
     case 'node-cluster':
-      return startNode({ ...gw, redis: true, cluster: true });
+      return startNode({ ...gw, redis: true, cluster: true, clusterNodes });
     default:
       throw new Error(`unknown HOST=${kind} (worker, node, node-redis, node-cluster)`);
   }

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Fault injection against real hosts (scripts/faults is the entry point):
-//   node tests/faults/run.mjs [gateway|redis|wrangler|all ...] [--smoke] [--hosts worker,node,node-redis]
+//   node tests/faults/run.mjs [gateway|redis|cluster|wrangler|all ...] [--smoke] [--hosts worker,node,node-redis,node-cluster]
 // gateway   the SMS gateway fails (500 / reset / no answer / 9 s slow) under load, then recovers;
 //           against the Worker (wrangler dev), otpkit serve in memory, and otpkit serve on Redis
 // redis     redis-server SIGKILLed and restarted (AOF, fsync always) under otpkit serve
@@ -9,7 +9,7 @@
 
 import { printTable, say } from './common.mjs';
 import { Client } from './common.mjs';
-import { crashScenario, CRASH_ERROR_FIGURES, startDurableRedis } from './crash.mjs';
+import { crashScenario, CRASH_ERROR_FIGURES, startDurableCluster, startDurableRedis } from './crash.mjs';
 import { GATEWAY_ERROR_FIGURES, gatewayScenario } from './gateway.mjs';
 import { freePort, startHost } from '../conformance/host.mjs';
 import { startSink } from '../conformance/sink.mjs';
@@ -17,11 +17,13 @@ import { startSink } from '../conformance/sink.mjs';
 const FULL = {
   gateway: { okMs: 15_000, badMs: 45_000, recoverMs: 15_000, concurrency: 12 },
   redis: { beforeMs: 15_000, outageMs: 10_000, afterMs: 15_000, concurrency: 8 },
+  cluster: { beforeMs: 15_000, outageMs: 10_000, afterMs: 15_000, concurrency: 8 },
   wrangler: { beforeMs: 20_000, outageMs: 2_000, afterMs: 15_000, concurrency: 8 },
 };
 const SMOKE = {
   gateway: { okMs: 3_000, badMs: 12_000, recoverMs: 5_000, concurrency: 6 },
   redis: { beforeMs: 4_000, outageMs: 4_000, afterMs: 4_000, concurrency: 4 },
+  cluster: { beforeMs: 4_000, outageMs: 4_000, afterMs: 4_000, concurrency: 4 },
   wrangler: { beforeMs: 6_000, outageMs: 1_000, afterMs: 5_000, concurrency: 4 },
 };
 
@@ -32,17 +34,17 @@ function parseArgs(argv) {
     if (a === '--smoke') out.smoke = true;
     else if (a === '--hosts') out.hosts = argv[++i].split(',');
     else if (a.startsWith('--hosts=')) out.hosts = a.slice(8).split(',');
-    else if (a === 'all') out.scenarios.push('gateway', 'redis', 'wrangler');
-    else if (['gateway', 'redis', 'wrangler'].includes(a)) out.scenarios.push(a);
+    else if (a === 'all') out.scenarios.push('gateway', 'redis', 'cluster', 'wrangler');
+    else if (['gateway', 'redis', 'cluster', 'wrangler'].includes(a)) out.scenarios.push(a);
     else if (a === '-h' || a === '--help') {
-      process.stdout.write('usage: scripts/faults [gateway|redis|wrangler|all] [--smoke] [--hosts worker,node,node-redis]\n');
+      process.stdout.write('usage: scripts/faults [gateway|redis|cluster|wrangler|all] [--smoke] [--hosts worker,node,node-redis,node-cluster]\n');
       process.exit(0);
     } else {
-      process.stderr.write(`faults: unknown argument ${a} (gateway, redis, wrangler, all, --smoke, --hosts)\n`);
+      process.stderr.write(`faults: unknown argument ${a} (gateway, redis, cluster, wrangler, all, --smoke, --hosts)\n`);
       process.exit(2);
     }
   }
-  if (!out.scenarios.length) out.scenarios = ['gateway', 'redis', 'wrangler'];
+  if (!out.scenarios.length) out.scenarios = ['gateway', 'redis', 'cluster', 'wrangler'];
   out.scenarios = [...new Set(out.scenarios)];
   return out;
 }
@@ -112,6 +114,26 @@ async function main() {
         if (r.problems.list.length) problemTexts.push(`redis kill:\n${r.problems.text()}`);
       } finally {
         await redis.stop();
+      }
+    } else if (scenario === 'cluster') {
+      note('one master of a 3-master Redis Cluster SIGKILLed + restarted under otpkit serve');
+      const cluster = await startDurableCluster(3);
+      try {
+        const r = await withSinkAndHost('node-cluster', { clusterNodes: cluster.nodes }, (sink, host) =>
+          crashScenario({
+            client: new Client(() => host.baseUrl),
+            adminToken: host.adminToken,
+            sink,
+            // Requests whose keys live on the other masters keep answering: 200 or the exact 503.
+            fault: { name: 'cluster master', kill: () => cluster.kill(), restore: () => cluster.start(), answers503: true, partial: true },
+            ...cfg.cluster,
+            label: 'node-cluster ',
+          }),
+        );
+        rows.push(...rowsOf('cluster master kill', 'node-cluster', r.figures, CRASH_ERROR_FIGURES));
+        if (r.problems.list.length) problemTexts.push(`cluster master kill:\n${r.problems.text()}`);
+      } finally {
+        await cluster.stop();
       }
     } else {
       note('wrangler dev SIGKILL + restart on the same --persist-to state');
