@@ -1,10 +1,11 @@
 #!/usr/bin/env node
-// HTTP benchmark (issue 7): request+verify pairs against otpkit serve (memory and Redis stores),
+// HTTP benchmark (issue 7): request+verify pairs against otpkit serve (memory and Redis stores, and
+// Redis on a local 3-master Redis Cluster),
 // the Worker under wrangler dev, and a peer OTP service written the common way (bench/peer:
 // node:http + ioredis, plaintext code), all on this machine, each its own process.
 //
 //   node bench/http.mjs [--rounds 3] [--seconds 5] [--warmup 1] [--levels 1,32,128]
-//                       [--hosts node,node-redis,peer,worker] [--json FILE] [--write]
+//                       [--hosts node,node-redis,node-cluster,peer,worker] [--json FILE] [--write]
 //   node bench/http.mjs --profile [--seconds 8]     # where otpkit serve+Redis spends its time
 //
 // One private redis-server (no persistence) serves both otpkit serve+Redis and the peer; FLUSHDB
@@ -45,13 +46,14 @@ const SECONDS = Number(arg('seconds', flag('profile') ? '8' : '5'));
 const WARMUP = Number(arg('warmup', '1'));
 const LEVELS = arg('levels', '1,32,128').split(',').map(Number);
 const WORKER_LEVELS = arg('worker-levels', '1,32').split(',').map(Number);
-const HOSTS = arg('hosts', 'node,node-redis,peer,worker').split(',');
+const HOSTS = arg('hosts', 'node,node-redis,node-cluster,peer,worker').split(',');
 const JSON_FILE = arg('json', null);
 const WORKSPACES = 3; // round-robin, so one workspace's flood shield (100,000/min) never bites
 
 const LABEL = {
   node: 'otpkit serve, memory',
   'node-redis': 'otpkit serve, Redis',
+  'node-cluster': 'otpkit serve, Redis Cluster (3 masters)',
   peer: 'peer (node:http + ioredis)',
   worker: 'Worker (wrangler dev)',
 };
@@ -150,9 +152,17 @@ async function startContender(kind, { sink, redis, nodeOptions }) {
     for (let i = 0; i < WORKSPACES; i++) keys.push(await createWorkspace(h.baseUrl, h.adminToken, { name: `bench-${i}` }));
     return keys;
   };
-  // Memory and the Worker keep their workspaces; Redis is flushed before each window.
-  let fixed = kind === 'node-redis' ? null : await make();
-  return { kind, baseUrl: h.baseUrl, stop: () => h.stop(), keys: async () => fixed || (await make()) };
+  // Memory and the Worker keep their workspaces; Redis is flushed before each window (each
+  // master of the cluster, which host.mjs started for this contender alone).
+  const flushed = kind === 'node-redis' || kind === 'node-cluster';
+  const masters = kind === 'node-cluster' ? h.redisUrls.map((url) => new Redis(url)) : [];
+  const flush = () => Promise.all(masters.map((m) => m.flushall()));
+  let fixed = flushed ? null : await make();
+  const stop = async () => {
+    for (const m of masters) m.disconnect();
+    await h.stop();
+  };
+  return { kind, baseUrl: h.baseUrl, stop, flush, keys: async () => fixed || (await make()) };
 }
 
 function machineLine() {
@@ -178,6 +188,7 @@ async function bench() {
     step += 1;
     log(`[${step}/${total}] ${LABEL[c.kind]}, ${clients} clients, round ${round}/${rounds} …`);
     if (c.kind === 'node-redis' || c.kind === 'peer') await redis.client.flushdb();
+    if (c.kind === 'node-cluster') await c.flush();
     const apiKey = await c.keys();
     const r = await runPairs({ base: c.baseUrl, apiKey, codes: sink.codes, clients, seconds: SECONDS, warmupSeconds: WARMUP });
     sink.codes.clear(); // codes of warm-up pairs cut short
@@ -215,7 +226,7 @@ async function bench() {
 
 function summarize(run) {
   const rows = [];
-  for (const kind of ['node', 'node-redis', 'peer', 'worker']) {
+  for (const kind of ['node', 'node-redis', 'node-cluster', 'peer', 'worker']) {
     for (const clients of kind === 'worker' ? WORKER_LEVELS : LEVELS) {
       const rs = run.results[`${kind}@${clients}`];
       if (!rs) continue;
@@ -282,7 +293,9 @@ Each contender is its own process on the same 2 cores: \`otpkit serve\` with the
 \`otpkit serve\` with Redis, the peer, and the Worker under \`wrangler dev --local\`. Each otpkit
 window spreads its pairs round-robin over 3 workspaces created through the admin API, so the
 per-workspace flood shield (100,000 sends a minute) never bites. otpkit serve+Redis and the peer
-share one private redis-server (no persistence, \`FLUSHDB\` before each window). Rounds interleave the
+share one private redis-server (no persistence, \`FLUSHDB\` before each window); otpkit serve on a
+Redis Cluster has its own local 3-master cluster (three more redis-server on the same 2 cores,
+\`FLUSHALL\` of each master before each window). Rounds interleave the
 contenders (memory, Redis, peer, memory, …) at each level; the table gives the median over the rounds
 of pairs/s and of each window's p50/p99, and the throughput ratio is the median of the per-round
 ratios. The Worker runs once, after the others, at 1 and 32 clients only: locally it saturates near
