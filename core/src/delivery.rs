@@ -343,6 +343,20 @@ fn check_sha256(secret: Option<&str>, body: &[u8], signature: Option<&str>) -> R
     }
 }
 
+/// A signed JSON webhook's body: the signature checked first ([`check_sha256`]), then the body
+/// parsed as a JSON object (400 `VALIDATION_ERROR` `body` otherwise).
+fn signed_object(
+    secret: Option<&str>,
+    body: &[u8],
+    signature: Option<&str>,
+) -> Result<serde_json::Map<String, serde_json::Value>, Error> {
+    check_sha256(secret, body, signature)?;
+    match serde_json::from_slice(body) {
+        Ok(serde_json::Value::Object(obj)) => Ok(obj),
+        _ => Err(bad("body", "Body must be a JSON object")),
+    }
+}
+
 fn invalid_signature() -> Error {
     Error::InvalidSignature
 }
@@ -452,12 +466,7 @@ pub fn json(
     signature: Option<&str>,
     keys: &ReceiptKeys<'_>,
 ) -> Result<Option<Receipt>, Error> {
-    check_sha256(keys.json_token, body, signature)?;
-    let v: serde_json::Value =
-        serde_json::from_slice(body).map_err(|_| bad("body", "Body must be a JSON object"))?;
-    let obj = v
-        .as_object()
-        .ok_or_else(|| bad("body", "Body must be a JSON object"))?;
+    let obj = signed_object(keys.json_token, body, signature)?;
     let text = |name: &'static str| -> Result<Option<String>, Error> {
         match obj.get(name) {
             None | Some(serde_json::Value::Null) => Ok(None),
@@ -517,12 +526,7 @@ pub fn meta(
     signature: Option<&str>,
     keys: &ReceiptKeys<'_>,
 ) -> Result<Vec<Receipt>, Error> {
-    check_sha256(keys.meta_app_secret, body, signature)?;
-    let v: serde_json::Value =
-        serde_json::from_slice(body).map_err(|_| bad("body", "Body must be a JSON object"))?;
-    if !v.is_object() {
-        return Err(bad("body", "Body must be a JSON object"));
-    }
+    let v = serde_json::Value::Object(signed_object(keys.meta_app_secret, body, signature)?);
     let list = |v: &serde_json::Value, name: &str| -> Vec<serde_json::Value> {
         v.get(name)
             .and_then(serde_json::Value::as_array)
