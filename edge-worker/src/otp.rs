@@ -41,6 +41,16 @@ pub fn random<const N: usize>() -> Result<[u8; N], Error> {
     Ok(buf)
 }
 
+/// Fresh entropy for a flow that may issue a code.
+fn entropy() -> Result<Entropy, Error> {
+    Ok(Entropy::from_bytes(&random::<48>()?))
+}
+
+/// The driver of a flow of workspace (`ws_id`, `policy`) that sends through the gateways.
+fn sending_edge(env: &Env, ws_id: &str, policy: &Policy, now: UnixMillis) -> Result<Edge, Error> {
+    Edge::new(env, ws_id, policy.clone(), now, Some(config::gateway(env)?))
+}
+
 /// Durable Object calls made while a request is answered (not those that follow the answer).
 /// `scripts/test` checks the counts per route, and benchmarks report them, through the
 /// `x-otpkit-do-calls` header a Worker adds when `OTPKIT_TRACE_DO_CALLS` is set.
@@ -73,10 +83,10 @@ pub async fn request(
     idem: Option<Idempotency>,
 ) -> Result<Reply, Error> {
     let now = now();
-    let entropy = Entropy::from_bytes(&random::<48>()?);
+    let entropy = entropy()?;
     let (id, senders, policy) = (&ws.id, &ws.senders, &ws.policy);
     let flow = RequestFlow::start(&req, id, senders, policy, now, &entropy, pepper, TRAITS)?;
-    let edge = Edge::new(env, id, policy.clone(), now, Some(config::gateway(env)?))?;
+    let edge = sending_edge(env, id, policy, now)?;
     drive(edge, ctx, calls, Idempotent::new(flow, idem)).await
 }
 
@@ -124,16 +134,10 @@ pub async fn resend(
     idem: Option<Idempotency>,
 ) -> Result<Reply, Error> {
     let now = now();
-    let entropy = Entropy::from_bytes(&random::<48>()?);
+    let entropy = entropy()?;
     let policy = &ws.policy;
     let flow = ResendFlow::start(raw_id, req, dialect, policy, now, &entropy, pepper, TRAITS);
-    let edge = Edge::new(
-        env,
-        &ws.id,
-        policy.clone(),
-        now,
-        Some(config::gateway(env)?),
-    )?;
+    let edge = sending_edge(env, &ws.id, policy, now)?;
     drive(edge, ctx, calls, Idempotent::new(flow, idem)).await
 }
 
@@ -217,17 +221,9 @@ pub async fn receipt(
 /// The resend a delivery receipt asked for, driven to its end (its answer only logged).
 async fn fallback(env: &Env, calls: &Calls, pepper: &Pepper, fb: &Fallback) {
     let now = now();
-    let started = random::<48>().and_then(|bytes| {
-        let entropy = Entropy::from_bytes(&bytes);
+    let started = entropy().and_then(|entropy| {
         let flow = ResendFlow::fallback(fb, now, &entropy, pepper, TRAITS);
-        let gateways = config::gateway(env)?;
-        let edge = Edge::new(
-            env,
-            &fb.workspace.id,
-            fb.workspace.policy.clone(),
-            now,
-            Some(gateways),
-        )?;
+        let edge = sending_edge(env, &fb.workspace.id, &fb.workspace.policy, now)?;
         Ok((flow, edge))
     });
     let outcome = match started {
