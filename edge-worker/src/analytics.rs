@@ -150,10 +150,9 @@ fn purge_statements(
     ])
 }
 
+/// The bucket columns every analytics row has, read once for the three tables.
 #[derive(Deserialize)]
-struct CounterRow {
-    /// Only in the admin report's rows (every workspace's).
-    #[serde(default)]
+struct BucketCols {
     workspace_id: String,
     day: f64,
     /// `''` for rows kept before there was a country.
@@ -162,6 +161,25 @@ struct CounterRow {
     channel: String,
     purpose: String,
     app: String,
+}
+
+impl BucketCols {
+    fn bucket(&self) -> Option<Bucket> {
+        let day = u32::try_from(int(self.day)).ok()?;
+        let (channel, purpose, app) = (&self.channel, &self.purpose, &self.app);
+        let key = if self.country.is_empty() {
+            format!("{channel}|{purpose}|{app}")
+        } else {
+            format!("c{}|{channel}|{purpose}|{app}", self.country)
+        };
+        Bucket::parse(day, &key)
+    }
+}
+
+#[derive(Deserialize)]
+struct CounterRow {
+    #[serde(flatten)]
+    at: BucketCols,
     sent: f64,
     reused: f64,
     delivery_failed: f64,
@@ -179,35 +197,22 @@ struct CounterRow {
 
 #[derive(Deserialize)]
 struct OpenRow {
-    #[serde(default)]
-    workspace_id: String,
-    day: f64,
-    /// `''` for rows kept before there was a country.
-    #[serde(default)]
-    country: String,
-    channel: String,
-    purpose: String,
-    app: String,
+    #[serde(flatten)]
+    at: BucketCols,
     live: f64,
 }
 
 #[derive(Deserialize)]
 struct ErrorRow {
-    #[serde(default)]
-    workspace_id: String,
-    day: f64,
-    #[serde(default)]
-    country: String,
-    channel: String,
-    purpose: String,
-    app: String,
+    #[serde(flatten)]
+    at: BucketCols,
     code: String,
     count: f64,
 }
 
 fn error(r: &ErrorRow) -> Option<Counter> {
     Some(Counter::Error {
-        bucket: bucket(r.day, &r.country, &r.channel, &r.purpose, &r.app)?,
+        bucket: r.at.bucket()?,
         code: r.code.clone(),
         count: int(r.count),
     })
@@ -218,23 +223,13 @@ fn int(x: f64) -> u64 {
     x.max(0.0) as u64
 }
 
-fn bucket(day: f64, country: &str, channel: &str, purpose: &str, app: &str) -> Option<Bucket> {
-    let day = u32::try_from(int(day)).ok()?;
-    let key = if country.is_empty() {
-        format!("{channel}|{purpose}|{app}")
-    } else {
-        format!("c{country}|{channel}|{purpose}|{app}")
-    };
-    Bucket::parse(day, &key)
-}
-
 /// The query's app filter as a D1 argument (`NULL`: every app).
 fn app_filter(q: &AnalyticsQuery) -> JsValue {
     q.app.as_deref().map_or(JsValue::NULL, JsValue::from_str)
 }
 
 fn counter(r: &CounterRow) -> Option<(Bucket, Counts)> {
-    let b = bucket(r.day, &r.country, &r.channel, &r.purpose, &r.app)?;
+    let b = r.at.bucket()?;
     let c = Counts {
         sent: int(r.sent),
         reused: int(r.reused),
@@ -253,44 +248,61 @@ fn counter(r: &CounterRow) -> Option<(Bucket, Counts)> {
 
 /// The bucket of a row of live sessions, once per session.
 fn live(r: &OpenRow) -> impl Iterator<Item = Bucket> {
-    let b = bucket(r.day, &r.country, &r.channel, &r.purpose, &r.app);
+    let b = r.at.bucket();
     let n = usize::try_from(int(r.live)).unwrap_or(0);
     std::iter::repeat_n(b, n).flatten()
 }
 
-/// `GET /v1/admin/analytics` (SPEC §9): the same two reads as [`report`] without the workspace
-/// filter (every workspace's rows of the period), then each workspace's price from its record
-/// (KV), and the core's [`analytics::admin_report`].
-pub async fn admin_report(env: &Env, q: &AnalyticsQuery, now: UnixMillis) -> Result<Reply, Error> {
+type Rows = (Vec<CounterRow>, Vec<OpenRow>, Vec<ErrorRow>);
+
+/// The period's rows of workspace `ws` (`None`: of every workspace) in one D1 batch: counters,
+/// live sessions and provider error counts. With a workspace each read is on the
+/// `(workspace_id, …)` keys: no other workspace's rows are touched.
+async fn rows(
+    env: &Env,
+    ws: Option<&str>,
+    q: &AnalyticsQuery,
+    now: UnixMillis,
+) -> Result<Rows, Error> {
     let db = env.d1("AUDIT").map_err(|_| Error::Misconfigured {
         message: "D1 binding AUDIT is missing".into(),
     })?;
-    let app = q.app.as_deref().map_or(JsValue::NULL, JsValue::from_str);
-    let first = num(u64::from(q.first_day(now)));
     let unavailable = |_| Error::StoreUnavailable;
+    // ?1 the workspace, ?2 the period's first day, ?3 the app filter (NULL: every app).
+    let scope = if ws.is_some() {
+        "workspace_id = ?1"
+    } else {
+        "?1 IS NULL"
+    };
+    let cols = "workspace_id, day, country, channel, purpose, app";
+    let period = "day >= ?2 AND (?3 IS NULL OR app = ?3)";
+    let args = [
+        ws.map_or(JsValue::NULL, JsValue::from_str),
+        num(u64::from(q.first_day(now))),
+        app_filter(q),
+    ];
     let counters = db
-        .prepare(
-            "SELECT workspace_id, day, country, channel, purpose, app, sent, reused, \
-             delivery_failed, verified, failed, sms_segments, resent, fraud_blocked, \
-             fraud_blocked_segments, delivered, undelivered FROM analytics_daily WHERE day >= ?1 AND (?2 IS NULL OR app = ?2)",
-        )
-        .bind(&[first.clone(), app.clone()])
+        .prepare(format!(
+            "SELECT {cols}, sent, reused, delivery_failed, verified, failed, sms_segments, resent, \
+             fraud_blocked, fraud_blocked_segments, delivered, undelivered FROM analytics_daily \
+             WHERE {scope} AND {period}"
+        ))
+        .bind(&args)
         .map_err(unavailable)?;
+    let mut open_args = args.to_vec();
+    open_args.push(num(now.0));
     let open = db
-        .prepare(
-            "SELECT workspace_id, day, country, channel, purpose, app, COUNT(*) AS live \
-             FROM analytics_open \
-             WHERE expires_at > ?1 AND day >= ?2 AND (?3 IS NULL OR app = ?3) \
-             GROUP BY workspace_id, day, country, channel, purpose, app",
-        )
-        .bind(&[num(now.0), first, app])
+        .prepare(format!(
+            "SELECT {cols}, COUNT(*) AS live FROM analytics_open \
+             WHERE {scope} AND {period} AND expires_at > ?4 GROUP BY {cols}"
+        ))
+        .bind(&open_args)
         .map_err(unavailable)?;
     let errors = db
-        .prepare(
-            "SELECT workspace_id, day, country, channel, purpose, app, code, count \
-             FROM analytics_errors WHERE day >= ?1 AND (?2 IS NULL OR app = ?2)",
-        )
-        .bind(&[num(u64::from(q.first_day(now))), app_filter(q)])
+        .prepare(format!(
+            "SELECT {cols}, code, count FROM analytics_errors WHERE {scope} AND {period}"
+        ))
+        .bind(&args)
         .map_err(unavailable)?;
     let results = db
         .batch(vec![counters, open, errors])
@@ -301,22 +313,39 @@ pub async fn admin_report(env: &Env, q: &AnalyticsQuery, now: UnixMillis) -> Res
     else {
         return Err(Error::StoreUnavailable);
     };
-    let counters: Vec<CounterRow> = counters.results().map_err(unavailable)?;
-    let open: Vec<OpenRow> = open.results().map_err(unavailable)?;
-    let errors: Vec<ErrorRow> = errors.results().map_err(unavailable)?;
+    Ok((
+        counters.results().map_err(unavailable)?,
+        open.results().map_err(unavailable)?,
+        errors.results().map_err(unavailable)?,
+    ))
+}
+
+/// `GET /v1/admin/analytics` (SPEC §9): the same reads as [`report`] without the workspace
+/// filter (every workspace's rows of the period), then each workspace's price from its record
+/// (KV), and the core's [`analytics::admin_report`].
+pub async fn admin_report(env: &Env, q: &AnalyticsQuery, now: UnixMillis) -> Result<Reply, Error> {
+    let (counters, open, errors) = rows(env, None, q, now).await?;
     // Workspace id → its counters, its live sessions' buckets and its error counts.
-    type Rows = (Vec<(Bucket, Counts)>, Vec<Bucket>, Vec<Counter>);
-    let mut by_ws: BTreeMap<&str, Rows> = BTreeMap::new();
+    type ByWorkspace = (Vec<(Bucket, Counts)>, Vec<Bucket>, Vec<Counter>);
+    let mut by_ws: BTreeMap<&str, ByWorkspace> = BTreeMap::new();
     for r in &counters {
         if let Some(c) = counter(r) {
-            by_ws.entry(&r.workspace_id).or_default().0.push(c);
+            by_ws.entry(&r.at.workspace_id).or_default().0.push(c);
         }
     }
     for r in &open {
-        by_ws.entry(&r.workspace_id).or_default().1.extend(live(r));
+        by_ws
+            .entry(&r.at.workspace_id)
+            .or_default()
+            .1
+            .extend(live(r));
     }
     for r in &errors {
-        by_ws.entry(&r.workspace_id).or_default().2.extend(error(r));
+        by_ws
+            .entry(&r.at.workspace_id)
+            .or_default()
+            .2
+            .extend(error(r));
     }
     let mut workspaces = Vec::with_capacity(by_ws.len());
     for (id, (counters, open, errors)) in by_ws {
@@ -336,59 +365,15 @@ pub async fn admin_report(env: &Env, q: &AnalyticsQuery, now: UnixMillis) -> Res
     Ok(analytics::admin_report(q, now, &workspaces))
 }
 
-/// `GET /otp/analytics`: the workspace's counters of the period and its live sessions, read in
-/// one batch (both on the `(workspace_id, …)` keys: no other workspace's rows are touched).
+/// `GET /otp/analytics`: the workspace's counters of the period, its live sessions and its error
+/// counts ([`rows`]), summed by the core's [`analytics::report`].
 pub async fn report(
     env: &Env,
     ws: &WorkspaceRecord,
     q: &AnalyticsQuery,
     now: UnixMillis,
 ) -> Result<Reply, Error> {
-    let db = env.d1("AUDIT").map_err(|_| Error::Misconfigured {
-        message: "D1 binding AUDIT is missing".into(),
-    })?;
-    let app = q.app.as_deref().map_or(JsValue::NULL, JsValue::from_str);
-    let first = num(u64::from(q.first_day(now)));
-    let unavailable = |_| Error::StoreUnavailable;
-    let counters = db
-        .prepare(
-            "SELECT day, country, channel, purpose, app, sent, reused, delivery_failed, verified, \
-             failed, sms_segments, resent, fraud_blocked, fraud_blocked_segments, delivered, \
-             undelivered FROM analytics_daily WHERE workspace_id = ?1 AND day >= ?2 AND (?3 IS NULL OR app = ?3)",
-        )
-        .bind(&[text(&ws.id), first.clone(), app.clone()])
-        .map_err(unavailable)?;
-    let open = db
-        .prepare(
-            "SELECT day, country, channel, purpose, app, COUNT(*) AS live FROM analytics_open \
-             WHERE workspace_id = ?1 AND expires_at > ?2 AND day >= ?3 AND (?4 IS NULL OR app = ?4) \
-             GROUP BY day, country, channel, purpose, app",
-        )
-        .bind(&[text(&ws.id), num(now.0), first, app])
-        .map_err(unavailable)?;
-    let errors = db
-        .prepare(
-            "SELECT day, country, channel, purpose, app, code, count FROM analytics_errors \
-             WHERE workspace_id = ?1 AND day >= ?2 AND (?3 IS NULL OR app = ?3)",
-        )
-        .bind(&[
-            text(&ws.id),
-            num(u64::from(q.first_day(now))),
-            app_filter(q),
-        ])
-        .map_err(unavailable)?;
-    let results = db
-        .batch(vec![counters, open, errors])
-        .await
-        .map_err(unavailable)?;
-    let (Some(counters), Some(open), Some(errors)) =
-        (results.first(), results.get(1), results.get(2))
-    else {
-        return Err(Error::StoreUnavailable);
-    };
-    let counters: Vec<CounterRow> = counters.results().map_err(unavailable)?;
-    let open: Vec<OpenRow> = open.results().map_err(unavailable)?;
-    let errors: Vec<ErrorRow> = errors.results().map_err(unavailable)?;
+    let (counters, open, errors) = rows(env, Some(&ws.id), q, now).await?;
     let counters = counters
         .iter()
         .filter_map(counter)
