@@ -133,6 +133,16 @@ put(KEYS[1], v, ARGV[2], ARGV[3])
 return 1
 `;
 
+// CAS that answers what it found when it does not write: {1} (written) or {0, the key's value
+// (false when absent)}, so the step is decided again on that value without another GET.
+const CAS_READ = `${VERSIONED}
+if not holds(KEYS[1], ARGV[4]) or ver(KEYS[1]) ~= tonumber(ARGV[1]) then
+  return {0, redis.call('GET', KEYS[1])}
+end
+put(KEYS[1], ver(KEYS[1]), ARGV[2], ARGV[3])
+return {1}
+`;
+
 // A verify's write: CAS of the session (KEYS[1]; ARGV as CAS), answering {1, the value of KEYS[2]}
 // — the session's destination guard, read in the same step — or {0} on a conflict. The failure
 // streak that follows the answer decides on that value (compared whole when it writes) instead of
@@ -216,13 +226,13 @@ end
 // ARGV: guard version, guard JSON, guard keep ms, flood limit ('' = no shield), now, window ms,
 // shield keep ms, spend limit ('' = no cap), cost, day, spend keep ms, then Fraud Guard's (all
 // absent or '' = not charged): the prefix's count key, the workspace's prefix index, the prefix,
-// window ms, minSends, minConversion (thousandths), block ms. Answers 1 (all written), 0 (the
-// guard changed: decide again), {-1, window start} (the shield refuses), {-2, day} (the cap
+// window ms, minSends, minConversion (thousandths), block ms. Answers 1 (all written), {0, the
+// guard's value} (it changed: decide again on that), {-1, window start} (the shield refuses), {-2, day} (the cap
 // refuses; neither writes anything) or {-3, '1' | '0'} (Fraud Guard refuses; whether the block
 // began with this send).
 const ADMIT = `${VERSIONED}${CHARGE_FNS}
 local v1 = ver(KEYS[1])
-if v1 ~= tonumber(ARGV[1]) then return 0 end
+if v1 ~= tonumber(ARGV[1]) then return {0, redis.call('GET', KEYS[1])} end
 local refused, st = charge_decide(KEYS[2], KEYS[3])
 if refused then return refused end
 put(KEYS[1], v1, ARGV[2], ARGV[3])
@@ -549,6 +559,7 @@ class RedisStore {
     if (this.cluster) this.redis.defineCommand('otpkitCharge', { numberOfKeys: 2, lua: CHARGE });
     if (this.cluster) this.redis.defineCommand('otpkitPutRecord', { numberOfKeys: 1, lua: PUT_RECORD_ONLY });
     this.redis.defineCommand('otpkitCas', { numberOfKeys: 1, lua: CAS });
+    this.redis.defineCommand('otpkitCasRead', { numberOfKeys: 1, lua: CAS_READ });
     this.redis.defineCommand('otpkitAdmit', { numberOfKeys: 3, lua: ADMIT });
     this.redis.defineCommand('otpkitRefundSpend', { numberOfKeys: 1, lua: REFUND_SPEND });
     this.redis.defineCommand('otpkitFraudVerified', { numberOfKeys: 2, lua: FRAUD_VERIFIED });
@@ -675,18 +686,30 @@ class RedisStore {
    * `{state, keepMs, changed}` (state null deletes) plus anything the caller wants back.
    * `firstRaw`: the key's value already read (a string, or null when absent) — the first try
    * skips its GET. `tell`: the step also carries `guardRaw`, the value now stored (see withGuard).
+   * `guessed`: `firstRaw` was not read but guessed (a destination never seen: no guard), so a
+   * decision that writes nothing is checked by a read first. A compare-and-set that does not
+   * write answers the value it found, and the next try decides on it: one round trip per try.
    */
-  async update(key, decide, firstRaw, tell = false) {
+  async update(key, decide, firstRaw, tell = false, guessed = false) {
     return this.run(async () => {
+      let known = firstRaw;
+      let guess = guessed;
       for (let i = 0; i < MAX_TRIES; i++) {
-        const given = i === 0 && firstRaw !== undefined;
-        const raw = given ? firstRaw : await this.redis.get(key);
+        const given = known !== undefined;
+        const raw = given ? known : await this.redis.get(key);
+        known = undefined;
         const [ver, json] = split(raw);
         const step = decide(json);
-        if (!step.changed) return tell ? withGuard(step, ver, raw, false) : step;
-        const cas = [key, ver, step.state ?? '', keepArg(step.keepMs)];
-        if (given && raw != null) cas.push(raw);
-        if (await this.redis.otpkitCas(...cas)) return tell ? withGuard(step, ver, raw, true) : step;
+        if (!step.changed) {
+          if (!guess) return tell ? withGuard(step, ver, raw, false) : step;
+          guess = false; // decided on a guess: read, and decide again
+          continue;
+        }
+        guess = false;
+        const cas = [key, ver, step.state ?? '', keepArg(step.keepMs), given && raw != null ? raw : ''];
+        const [wrote, found] = await this.redis.otpkitCasRead(...cas);
+        if (wrote === 1) return tell ? withGuard(step, ver, raw, true) : step;
+        known = found ?? null;
         await backoff(i);
       }
       throw hostError('STORE_UNAVAILABLE');
@@ -860,8 +883,10 @@ class RedisStore {
     const guardKey = this.key('g', ws.id, io.dest);
     const decide = (json) => native.guardAdmit(json, ws, io.purpose, io.sessionId, io.expiresAt, io.test, io.resend === true, now);
     const answer = (step) => `{"result":"admitted","admission":${step.admission}}`;
+    // The first try decides on no guard (most sends go to a destination not seen lately): a
+    // guard that is there makes the write fail and come back with it, at no extra round trip.
     if (io.floodLimit == null && io.spend == null && io.fraud == null) {
-      return this.update(guardKey, decide, undefined, true).then((step) => {
+      return this.update(guardKey, decide, null, true, true).then((step) => {
         ctx.guardRaw = step.guardRaw;
         return answer(step);
       });
@@ -893,7 +918,7 @@ class RedisStore {
     if (this.cluster) {
       // The guard's slot, then the workspace's (as the Worker's two objects): a send the charge
       // refuses after the guard recorded it is refunded at the guard by the flow.
-      return this.update(guardKey, decide, undefined, true).then(async (step) => {
+      return this.update(guardKey, decide, null, true, true).then(async (step) => {
         ctx.guardRaw = step.guardRaw;
         if (step.kind !== 'send') return answer(step);
         const written = await this.run(() => this.redis.otpkitCharge(floodKey, this.wsKey('sp', ws.id), '', '', '', ...chargeArgs));
@@ -901,20 +926,32 @@ class RedisStore {
       });
     }
     return this.run(async () => {
+      let known = null; // the first try decides on no guard, as above; then on what a write found
+      let guess = true;
       for (let i = 0; i < MAX_TRIES; i++) {
-        const rawGuard = await this.redis.get(guardKey);
+        const rawGuard = known !== undefined ? known : await this.redis.get(guardKey);
+        known = undefined;
         const [gv, guard] = split(rawGuard);
         const step = decide(guard);
         if (step.kind !== 'send') {
-          if (!step.changed || (await this.redis.otpkitCas(guardKey, gv, step.state ?? '', keepArg(step.keepMs)))) return answer(step);
+          if (!step.changed) {
+            if (!guess) return answer(step);
+            guess = false; // decided on a guess: read, and decide again
+            continue;
+          }
+          const [wrote, found] = await this.redis.otpkitCasRead(guardKey, gv, step.state ?? '', keepArg(step.keepMs), '');
+          if (wrote === 1) return answer(step);
+          known = found ?? null;
         } else {
           const written = await this.redis.otpkitAdmit(guardKey, floodKey, this.wsKey('sp', ws.id), gv, step.state ?? '', keepArg(step.keepMs), ...chargeArgs);
-          if (Array.isArray(written)) return refusal(written, false); // nothing written at the guard
-          if (written) {
+          if (written === 1) {
             ctx.guardRaw = withGuard(step, gv, rawGuard, true).guardRaw;
             return answer(step);
           }
+          if (Array.isArray(written) && written[0] === 0) known = written[1] ?? null; // the guard changed
+          else if (Array.isArray(written)) return refusal(written, false); // nothing written at the guard
         }
+        guess = false;
         await backoff(i);
       }
       throw hostError('STORE_UNAVAILABLE');
