@@ -124,22 +124,12 @@ end
 
 // KEYS[1]; ARGV: expected version, new JSON ('' deletes), keep ms ('-1' keeps the current TTL),
 // and optionally the whole expected value: a step decided on a value read earlier (not just now)
-// is written only if the key still holds exactly that value.
+// is written only if the key still holds exactly that value. Answers {1} (written) or {0, the
+// key's value (false when absent)}, so a step can be decided again on it without another GET.
 const CAS = `${VERSIONED}
-if not holds(KEYS[1], ARGV[4]) then return 0 end
 local v = ver(KEYS[1])
-if v ~= tonumber(ARGV[1]) then return 0 end
+if not holds(KEYS[1], ARGV[4]) or v ~= tonumber(ARGV[1]) then return {0, redis.call('GET', KEYS[1])} end
 put(KEYS[1], v, ARGV[2], ARGV[3])
-return 1
-`;
-
-// CAS that answers what it found when it does not write: {1} (written) or {0, the key's value
-// (false when absent)}, so the step is decided again on that value without another GET.
-const CAS_READ = `${VERSIONED}
-if not holds(KEYS[1], ARGV[4]) or ver(KEYS[1]) ~= tonumber(ARGV[1]) then
-  return {0, redis.call('GET', KEYS[1])}
-end
-put(KEYS[1], ver(KEYS[1]), ARGV[2], ARGV[3])
 return {1}
 `;
 
@@ -559,7 +549,6 @@ class RedisStore {
     if (this.cluster) this.redis.defineCommand('otpkitCharge', { numberOfKeys: 2, lua: CHARGE });
     if (this.cluster) this.redis.defineCommand('otpkitPutRecord', { numberOfKeys: 1, lua: PUT_RECORD_ONLY });
     this.redis.defineCommand('otpkitCas', { numberOfKeys: 1, lua: CAS });
-    this.redis.defineCommand('otpkitCasRead', { numberOfKeys: 1, lua: CAS_READ });
     this.redis.defineCommand('otpkitAdmit', { numberOfKeys: 3, lua: ADMIT });
     this.redis.defineCommand('otpkitRefundSpend', { numberOfKeys: 1, lua: REFUND_SPEND });
     this.redis.defineCommand('otpkitFraudVerified', { numberOfKeys: 2, lua: FRAUD_VERIFIED });
@@ -707,7 +696,7 @@ class RedisStore {
         }
         guess = false;
         const cas = [key, ver, step.state ?? '', keepArg(step.keepMs), given && raw != null ? raw : ''];
-        const [wrote, found] = await this.redis.otpkitCasRead(...cas);
+        const [wrote, found] = await this.redis.otpkitCas(...cas);
         if (wrote === 1) return tell ? withGuard(step, ver, raw, true) : step;
         known = found ?? null;
         await backoff(i);
@@ -939,7 +928,7 @@ class RedisStore {
             guess = false; // decided on a guess: read, and decide again
             continue;
           }
-          const [wrote, found] = await this.redis.otpkitCasRead(guardKey, gv, step.state ?? '', keepArg(step.keepMs), '');
+          const [wrote, found] = await this.redis.otpkitCas(guardKey, gv, step.state ?? '', keepArg(step.keepMs), '');
           if (wrote === 1) return answer(step);
           known = found ?? null;
         } else {
@@ -1087,7 +1076,7 @@ class RedisStore {
             return;
           }
           if (purgeAt > now) await this.redis.zadd(purge, String(purgeAt), k);
-          else if (await this.redis.otpkitCas(k, split(raw)[0], '', '-1', raw)) purged.push(raw);
+          else if ((await this.redis.otpkitCas(k, split(raw)[0], '', '-1', raw))[0] === 1) purged.push(raw);
           else await this.redis.zadd(purge, String(now), k); // it changed: the next sweep decides again
         }),
       ),
@@ -1124,7 +1113,7 @@ class RedisStore {
         const purge = this.key('purge', 'all');
         // On a Cluster the session, then its purge entry (another slot; see sweepCluster).
         const wrote = this.cluster
-          ? (await this.redis.otpkitCas(key, ver, s.write, String(keep))) === 1 && (await this.redis.zadd(purge, String(purgeAt), key), true)
+          ? (await this.redis.otpkitCas(key, ver, s.write, String(keep)))[0] === 1 && (await this.redis.zadd(purge, String(purgeAt), key), true)
           : await this.redis.otpkitResendWrite(key, purge, ver, s.write, String(keep), String(purgeAt));
         if (wrote) {
           // A new message was applied: receipts find it by its id until the session is purged.
@@ -1185,7 +1174,7 @@ class RedisStore {
         const [ver, json] = split(await this.redis.get(key));
         const s = native.receiptStored(json, io.workspaceId, receipt);
         if (s.write == null) return s.outcome;
-        if (await this.redis.otpkitCas(key, ver, s.write, '-1')) return s.outcome;
+        if ((await this.redis.otpkitCas(key, ver, s.write, '-1'))[0] === 1) return s.outcome;
         await backoff(i);
       }
       throw hostError('STORE_UNAVAILABLE');
@@ -1218,7 +1207,7 @@ class RedisStore {
         const expect = given && raw != null ? raw : '';
         if (this.cluster) {
           // The guard is in another slot: the failure streak after the answer reads it.
-          if ((await this.redis.otpkitCas(sessionKey, ver, s.write, '-1', expect)) === 1) return s.outcome;
+          if ((await this.redis.otpkitCas(sessionKey, ver, s.write, '-1', expect))[0] === 1) return s.outcome;
           await backoff(i);
           continue;
         }
