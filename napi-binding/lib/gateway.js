@@ -1,98 +1,49 @@
 'use strict';
-// SMS / WhatsApp gateways (SPEC §5), sent with fetch. otpkit-core encodes the request
-// (native.encodeGatewayRequest, the same bytes the Worker sends); this file only performs it.
-// `send()` answers the delivery outcome the core understands: 'delivered' (2xx), 'failed'
-// (non-2xx or refused: definite, refunded) or 'timedOut' (no answer in 10 s, the fetch is
-// aborted: unknown, charged).
+// SMS / WhatsApp gateways (SPEC §5). otpkit-core encodes the request (the same bytes the Worker
+// sends) and the native module sends it (napi-binding/src/send.rs: reqwest + rustls on the
+// addon's tokio runtime), one native call per message. `send()` answers the delivery outcome the
+// core understands: 'delivered' (2xx), 'failed' (non-2xx or refused: definite, refunded) or
+// 'timedOut' (no answer in 10 s: unknown, charged).
 //
 // A redirect is never followed: the request carries the number and the code, and a 3xx is a
-// definite failure like any other non-2xx (following one would re-POST them to wherever the
-// Location points, or turn a 302 into a GET whose 2xx "delivers" nothing). The status alone
-// decides; of the reply body at most MAX_REPLY_BYTES are read (so a small reply leaves the
-// connection reusable) before the rest is cancelled. An accepted reply's body is where the
-// provider's message id is (SPEC §8): the core reads it (native.gatewayMessageId) and `send()`
-// hands it to `opts.onAccepted`.
+// definite failure like any other non-2xx. The status alone decides; of the reply body at most
+// MAX_REPLY_BYTES are read (so a small reply leaves the connection reusable). An accepted reply's
+// body is where the provider's message id is (SPEC §8): the core reads it and `send()` hands it to
+// `opts.onAccepted`. TLS trusts Mozilla's roots and NODE_EXTRA_CA_CERTS, as Node does.
 
 const native = require('./native');
 const { fromNative } = require('./errors');
 
 const TIMEOUT_MS = 10_000;
-/** At most this much of a gateway's reply body is read; the rest is cancelled (otpkit_core::gateway::MAX_REPLY_BYTES). */
+/** At most this much of a gateway's reply body is read (otpkit_core::gateway::MAX_REPLY_BYTES). */
 const MAX_REPLY_BYTES = 64 * 1024;
 
+/** A timeout in ms the native side takes (1 ms to 2^32 − 1; anything else: TIMEOUT_MS). */
+const timeout = (ms) => (Number.isFinite(ms) && ms >= 1 ? Math.min(Math.trunc(ms), 0xffffffff) : TIMEOUT_MS);
+
 /**
- * The core's request for `message` through gateway `kind`, or null when it cannot be sent (no
- * URL; meta without a template). `opts.workspaceId` and the gateway's `publicBaseUrl` make a
- * Twilio send ask for status callbacks.
+ * Sends `message` through gateway `kind` and answers its outcome. `onFailure` (optional) hears why
+ * a send did not get a 2xx: `{status}` (the gateway's answer), `{timedOut: true}`, or `{}` (not
+ * reachable, none configured); `onAccepted` the provider's message id of an accepted message.
+ * Rejects with OtpError MISCONFIGURED (unknown kind, unreadable NODE_EXTRA_CA_CERTS) or
+ * VALIDATION_ERROR (not the core's message).
  */
-function encode(kind, { url, token, account, publicBaseUrl }, message, opts = {}) {
+async function post(kind, { url, token, account, publicBaseUrl }, message, timeoutMs, opts = {}) {
   const { to, from, text, channel, reference, whatsapp } = message;
   const m = { to, from, text, channel, reference: reference ?? '' };
   if (whatsapp) m.whatsapp = whatsapp;
+  let sent;
   try {
-    return native.encodeGatewayMessage(kind, url ? String(url) : null, token ?? null, account ?? null, JSON.stringify(m), String(opts.workspaceId ?? 'default'), publicBaseUrl ?? null);
+    sent = await native.sendGatewayMessage(kind, url ? String(url) : null, token ?? null, account ?? null, JSON.stringify(m), String(opts.workspaceId ?? 'default'), publicBaseUrl ?? null, timeout(timeoutMs));
   } catch (e) {
     throw fromNative(e);
   }
-}
-
-/**
- * POSTs the core's request. `onFailure` (optional) hears why a send did not get a 2xx:
- * `{status}` (the gateway's answer), `{timedOut: true}`, or `{}` (not reachable, none configured).
- */
-async function post(req, timeoutMs, onFailure = null, kind = 'json', onAccepted = null) {
-  const fail = (cause, outcome = 'failed') => {
-    onFailure?.(cause);
-    return outcome;
-  };
-  if (!req) return fail({}); // no gateway URL configured
-  const controller = new AbortController();
-  let timedOut = false;
-  const timer = setTimeout(() => {
-    timedOut = true;
-    controller.abort();
-  }, timeoutMs);
-  try {
-    const res = await fetch(req.url, { method: req.method, headers: req.headers, body: req.body, redirect: 'manual', signal: controller.signal });
-    const accepted = res.status >= 200 && res.status < 300;
-    const body = await discard(res.body, accepted && onAccepted != null);
-    if (accepted && onAccepted && body) {
-      const id = native.gatewayMessageId(kind, body);
-      if (id) onAccepted(id);
-    }
-    // A 3xx (undici answers the real one for redirect: 'manual') is not 2xx: failed.
-    return accepted ? 'delivered' : fail({ status: res.status });
-  } catch {
-    return timedOut ? fail({ timedOut: true }, 'timedOut') : fail({});
-  } finally {
-    clearTimeout(timer);
+  if (sent.outcome === 'delivered') {
+    if (sent.messageId) opts.onAccepted?.(sent.messageId);
+  } else {
+    opts.onFailure?.(sent.outcome === 'timedOut' ? { timedOut: true } : sent.status != null ? { status: sent.status } : {});
   }
-}
-
-/**
- * Reads a reply body up to MAX_REPLY_BYTES: a short one is drained (the connection can be
- * reused), a longer one is cancelled there (the connection is closed). With `keep`, answers the
- * bytes of a body that fit (else null). Never throws.
- */
-async function discard(body, keep = false) {
-  if (!body) return null;
-  let reader;
-  const chunks = [];
-  try {
-    reader = body.getReader();
-    let read = 0;
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) return keep ? Buffer.concat(chunks) : null;
-      read += value.byteLength;
-      if (read > MAX_REPLY_BYTES) break;
-      if (keep) chunks.push(value);
-    }
-  } catch {
-    // aborted or reset while reading: the status has decided already
-  }
-  await reader?.cancel().catch(() => {});
-  return null;
+  return sent.outcome;
 }
 
 /**
@@ -127,7 +78,7 @@ class HttpGateway {
    * workspace in a Twilio send's status callback).
    */
   async send(message, opts = {}) {
-    return post(encode(this.#kind, this, message, opts), this.timeoutMs, opts.onFailure, this.#kind, opts.onAccepted);
+    return post(this.#kind, this, message, this.timeoutMs, opts);
   }
 }
 

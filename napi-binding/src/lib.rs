@@ -1,6 +1,6 @@
 //! otpkit for Node.js: otpkit-core's pure operations through Node-API, and a thread-safe
-//! in-memory store. The npm package's JavaScript (`lib/`) holds the Redis store, the gateway
-//! and the HTTP server; every rule those need is a function here, so no rule of SPEC is
+//! in-memory store, and the gateway's HTTP client. The npm package's JavaScript (`lib/`) holds
+//! the Redis store, the flows' driver and the HTTP server; every rule those need is a function here, so no rule of SPEC is
 //! written twice.
 //!
 //! Conventions at this boundary:
@@ -22,6 +22,7 @@
 //! | `http` | routing, checks before the body, authentication, non-flow answers (`Reply`) |
 //! | `reports` | audit and analytics: queries, pages, reports, the lines a store appends |
 //! | `gateway` | the gateway's HTTP request, encoded by the core |
+//! | `send` | that request sent (reqwest + rustls on napi's tokio runtime); the delivery outcome |
 //! | `errors` | core errors thrown as JS errors; host-side error codes |
 
 mod engine;
@@ -35,6 +36,7 @@ mod memory;
 mod ops;
 mod redis;
 mod reports;
+mod send;
 mod workspace;
 
 use crate::errors::throw;

@@ -149,3 +149,126 @@ describe('gateway client: plain-http:// warning at start-up', () => {
     assert.ok(!quiet.includes('SMS_GATEWAY_URL'), `no warning for https://: ${quiet}`);
   });
 });
+
+describe('gateway client: the native sender (TLS, keep-alive, timeouts, message ids)', () => {
+  const http = require('node:http');
+  const https = require('node:https');
+  const fs = require('node:fs');
+  const os = require('node:os');
+  const { execFileSync } = require('node:child_process');
+
+  /** A local gateway: `handler(req, body, res)`; counts the TCP connections it accepted. */
+  async function serve(handler, tls = null) {
+    const onRequest = (req, res) => {
+      const chunks = [];
+      req.on('data', (c) => chunks.push(c));
+      req.on('end', () => handler(req, Buffer.concat(chunks).toString(), res));
+    };
+    const server = tls ? https.createServer(tls, onRequest) : http.createServer(onRequest);
+    let connections = 0;
+    server.on(tls ? 'secureConnection' : 'connection', () => connections++);
+    await new Promise((r) => server.listen(0, '127.0.0.1', r));
+    const scheme = tls ? 'https' : 'http';
+    return {
+      url: `${scheme}://127.0.0.1:${server.address().port}/sms`,
+      connections: () => connections,
+      stop: () => new Promise((r) => server.close(r).closeAllConnections()),
+    };
+  }
+
+  it('keeps the connection: five sends in a row use one', async () => {
+    const gw = await serve((req, body, res) => res.end('{}'));
+    try {
+      const client = new JsonGateway({ url: gw.url, token: TOKEN });
+      for (let i = 0; i < 5; i++) assert.equal(await client.send(message(newDest())), 'delivered');
+      assert.equal(gw.connections(), 1);
+    } finally {
+      await gw.stop();
+    }
+  });
+
+  it('no answer within timeoutMs is timedOut (onFailure hears {timedOut: true}); a closed port is failed ({})', async () => {
+    const gw = await serve(() => {}); // never answers
+    try {
+      let cause = null;
+      const started = Date.now();
+      const outcome = await new JsonGateway({ url: gw.url, token: TOKEN, timeoutMs: 300 }).send(message(newDest()), { onFailure: (c) => (cause = c) });
+      assert.equal(outcome, 'timedOut');
+      assert.deepEqual(cause, { timedOut: true });
+      assert.ok(Date.now() - started >= 250, 'not before the timeout');
+    } finally {
+      await gw.stop();
+    }
+    const closed = `http://127.0.0.1:${await freePort()}/sms`;
+    let cause = null;
+    assert.equal(await new JsonGateway({ url: closed, token: TOKEN }).send(message(newDest()), { onFailure: (c) => (cause = c) }), 'failed');
+    assert.deepEqual(cause, {});
+    cause = null;
+    assert.equal(await new JsonGateway({ url: 'not a url', token: TOKEN }).send(message(newDest()), { onFailure: (c) => (cause = c) }), 'failed');
+    assert.deepEqual(cause, {});
+  });
+
+  it('hands the provider id of an accepted reply to onAccepted, and the status of a refusal to onFailure', async () => {
+    const gw = await serve((req, body, res) => {
+      const { to } = JSON.parse(body);
+      if (to.endsWith('9')) {
+        res.statusCode = 429;
+        return res.end('{"id":"not-this"}');
+      }
+      res.setHeader('content-type', 'application/json');
+      res.end(JSON.stringify({ id: `msg-${to.slice(-4)}` }));
+    });
+    try {
+      const client = new JsonGateway({ url: gw.url, token: TOKEN });
+      let id = null;
+      assert.equal(await client.send(message('+233201234560'), { onAccepted: (i) => (id = i) }), 'delivered');
+      assert.equal(id, 'msg-4560');
+      let cause = null;
+      id = null;
+      assert.equal(await client.send(message('+233201234569'), { onAccepted: (i) => (id = i), onFailure: (c) => (cause = c) }), 'failed');
+      assert.deepEqual(cause, { status: 429 });
+      assert.equal(id, null);
+    } finally {
+      await gw.stop();
+    }
+  });
+
+  it('https: trusts a certificate from NODE_EXTRA_CA_CERTS, and refuses one chaining to an unknown CA', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'otpkit-tls-'));
+    const f = (n) => path.join(dir, n);
+    const ssl = (...args) => execFileSync('openssl', args, { stdio: 'pipe' });
+    ssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', f('ca.key'), '-out', f('ca.pem'), '-days', '2', '-subj', '/CN=otpkit test CA');
+    ssl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', f('gw.key'), '-out', f('gw.csr'), '-subj', '/CN=127.0.0.1');
+    fs.writeFileSync(f('ext'), 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n');
+    ssl('x509', '-req', '-in', f('gw.csr'), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial', '-out', f('gw.pem'), '-days', '2', '-extfile', f('ext'));
+    const seen = [];
+    const gw = await serve((req, body, res) => {
+      seen.push({ auth: req.headers.authorization, to: JSON.parse(body).to });
+      res.end('{"id":"tls-1"}');
+    }, { key: fs.readFileSync(f('gw.key')), cert: fs.readFileSync(f('gw.pem')) });
+    // NODE_EXTRA_CA_CERTS is read once per process, as Node does: each case is its own process.
+    const sendFrom = (env) =>
+      new Promise((resolve, reject) => {
+        const script = `const { JsonGateway } = require(${JSON.stringify(path.join(__dirname, '..', 'lib', 'gateway'))});
+          new JsonGateway({ url: ${JSON.stringify(gw.url)}, token: ${JSON.stringify(TOKEN)} })
+            .send({ to: '+233201110000', from: 'OTPKIT', text: '123456', channel: 'sms', reference: 'sess_1' }, { onAccepted: (id) => console.log('id', id) })
+            .then((o) => console.log('outcome', o), (e) => console.log('error', e.code, e.message));`;
+        const child = spawn(process.execPath, ['-e', script], { env: { PATH: process.env.PATH, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+        let out = '';
+        child.stdout.on('data', (d) => (out += d));
+        child.on('error', reject);
+        child.on('exit', () => resolve(out.trim()));
+      });
+    try {
+      assert.equal(await sendFrom({ NODE_EXTRA_CA_CERTS: f('ca.pem') }), 'id tls-1\noutcome delivered');
+      assert.deepEqual(seen, [{ auth: `Bearer ${TOKEN}`, to: '+233201110000' }]);
+      assert.equal(await sendFrom({}), 'outcome failed', 'an unknown CA is refused');
+      assert.equal(seen.length, 1, 'nothing was sent over the refused connection');
+      fs.writeFileSync(f('bad.pem'), 'not a certificate\n');
+      assert.match(await sendFrom({ NODE_EXTRA_CA_CERTS: f('bad.pem') }), /^error MISCONFIGURED NODE_EXTRA_CA_CERTS .* holds no usable certificate$/);
+    } finally {
+      await gw.stop();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -1,0 +1,193 @@
+//! The gateway's HTTP request, sent from Rust: the core encodes it (`otpkit_core::gateway`),
+//! reqwest sends it on napi's tokio runtime, and the core reads the provider's message id from an
+//! accepted reply. `lib/gateway.js` makes one native call per message (no `fetch`, no body
+//! streaming through JavaScript).
+//!
+//! The rules are the ones `lib/gateway.js` had with `fetch`, and the Worker's:
+//! - a redirect is never followed (the request carries the number and the code): a 3xx is a
+//!   definite failure like any other non-2xx;
+//! - the whole exchange (connect, request, reply body) has `timeout_ms`, by default the core's `TIMEOUT_MS` (10 s); no
+//!   answer in time is `timedOut` (unknown: charged), while a status already read decides even if
+//!   the body then stalls;
+//! - of the reply body at most [`MAX_REPLY_BYTES`] are read: a short one is drained so that the
+//!   connection is reused, a longer one is dropped there (the connection is closed);
+//! - no proxy from the environment (Node's `fetch` reads none either).
+//!
+//! TLS: rustls with the ring provider, trusting Mozilla's roots (what Node bundles) and the PEM
+//! certificates in `NODE_EXTRA_CA_CERTS` (as Node does, read once when the first message goes).
+
+use crate::errors::throw;
+use crate::gateway::encode_request;
+use napi::Result;
+use napi_derive::napi;
+use otpkit_core::gateway::{message_id_of, GatewayKind, MAX_REPLY_BYTES, TIMEOUT_MS};
+use otpkit_core::Error;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+/// Idle keep-alive connections to a gateway are closed after this long.
+const POOL_IDLE: Duration = Duration::from_secs(60);
+
+/// How one message went: `outcome` is `delivered` (2xx), `failed` (definite: refunded) or
+/// `timedOut` (unknown: charged); `status` is the gateway's answer when there was one;
+/// `messageId` the provider's id from an accepted reply, when it told one.
+#[napi(object)]
+#[derive(Debug)]
+pub struct Sent {
+    pub outcome: String,
+    pub status: Option<u32>,
+    pub message_id: Option<String>,
+}
+
+impl Sent {
+    fn failed(status: Option<u32>) -> Self {
+        Sent {
+            outcome: "failed".into(),
+            status,
+            message_id: None,
+        }
+    }
+}
+
+/// The process's client, built once; `Err` holds why it could not be (bad extra certificates).
+static CLIENT: OnceLock<std::result::Result<reqwest::Client, String>> = OnceLock::new();
+
+/// The roots: Mozilla's, plus every certificate in the PEM file `extra` names.
+fn roots(extra: Option<&str>) -> std::result::Result<rustls::RootCertStore, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().cloned());
+    if let Some(path) = extra.filter(|p| !p.is_empty()) {
+        let pem = std::fs::read(path)
+            .map_err(|e| format!("NODE_EXTRA_CA_CERTS ({path}) cannot be read: {e}"))?;
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| format!("NODE_EXTRA_CA_CERTS ({path}) is not PEM certificates: {e}"))?;
+        let (added, _) = roots.add_parsable_certificates(certs);
+        if added == 0 {
+            return Err(format!(
+                "NODE_EXTRA_CA_CERTS ({path}) holds no usable certificate"
+            ));
+        }
+    }
+    Ok(roots)
+}
+
+fn build_client() -> std::result::Result<reqwest::Client, String> {
+    let extra = std::env::var("NODE_EXTRA_CA_CERTS").ok();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_root_certificates(roots(extra.as_deref())?)
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .pool_idle_timeout(POOL_IDLE)
+        .build()
+        .map_err(|e| format!("the gateway's HTTP client cannot start: {e}"))
+}
+
+fn client() -> Result<&'static reqwest::Client> {
+    CLIENT
+        .get_or_init(build_client)
+        .as_ref()
+        .map_err(|message| {
+            throw(&Error::Misconfigured {
+                message: message.clone().into(),
+            })
+        })
+}
+
+/// Reads a reply body up to [`MAX_REPLY_BYTES`]; answers its bytes when `keep` and it fit. A
+/// longer body is dropped there (closing the connection); a read error ends it (the status has
+/// decided already).
+async fn drain(res: &mut reqwest::Response, keep: bool) -> Option<Vec<u8>> {
+    let mut kept = Vec::new();
+    let mut read = 0usize;
+    loop {
+        match res.chunk().await {
+            Ok(Some(chunk)) => {
+                read += chunk.len();
+                if read > MAX_REPLY_BYTES {
+                    return None;
+                }
+                if keep {
+                    kept.extend_from_slice(&chunk);
+                }
+            }
+            Ok(None) => return keep.then_some(kept),
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Sends one message (`message_json`: the flow's `deliver` message as the core wrote it) of
+/// workspace `workspace_id` through the gateway `kind_name` (`json`, `twilio` or `meta`) at
+/// `url`, as [`crate::gateway::encode_gateway_message`] encodes it, and answers how it went.
+/// Nothing to send (no `url`; `meta` without a template) is `failed` with no status. Rejects
+/// with `MISCONFIGURED` for an unknown kind or unusable `NODE_EXTRA_CA_CERTS`, and
+/// `VALIDATION_ERROR` for a message that is not the core's.
+#[napi]
+#[allow(clippy::too_many_arguments)]
+pub async fn send_gateway_message(
+    kind_name: Option<String>,
+    url: Option<String>,
+    token: Option<String>,
+    account: Option<String>,
+    message_json: String,
+    workspace_id: String,
+    public_base_url: Option<String>,
+    timeout_ms: Option<u32>,
+) -> Result<Sent> {
+    let kind = GatewayKind::parse_whatsapp(kind_name.as_deref()).map_err(|e| throw(&e))?;
+    let request = encode_request(
+        kind,
+        url,
+        token,
+        account,
+        &message_json,
+        &workspace_id,
+        public_base_url,
+    )?;
+    let Some(request) = request else {
+        return Ok(Sent::failed(None));
+    };
+    let client = client()?;
+    let timeout = Duration::from_millis(timeout_ms.map_or(TIMEOUT_MS, u64::from));
+    let method =
+        reqwest::Method::from_bytes(request.method.as_bytes()).unwrap_or(reqwest::Method::POST);
+    let mut builder = client
+        .request(method, request.url.as_str())
+        .timeout(timeout)
+        .body(request.body);
+    for (name, value) in &request.headers {
+        builder = builder.header(name.as_str(), value.as_str());
+    }
+    let mut res = match builder.send().await {
+        Ok(res) => res,
+        Err(e) if e.is_timeout() => {
+            return Ok(Sent {
+                outcome: "timedOut".into(),
+                status: None,
+                message_id: None,
+            })
+        }
+        // Not reachable, refused, reset, a URL or header that cannot be sent: definite.
+        Err(_) => return Ok(Sent::failed(None)),
+    };
+    let status = res.status().as_u16();
+    if !res.status().is_success() {
+        drain(&mut res, false).await;
+        return Ok(Sent::failed(Some(u32::from(status))));
+    }
+    let body = drain(&mut res, true).await;
+    Ok(Sent {
+        outcome: "delivered".into(),
+        status: Some(u32::from(status)),
+        message_id: body.and_then(|b| message_id_of(kind, &b)),
+    })
+}
