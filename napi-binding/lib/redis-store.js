@@ -134,13 +134,12 @@ return {1}
 `;
 
 // A verify's write: CAS of the session (KEYS[1]; ARGV as CAS), answering {1, the value of KEYS[2]}
-// — the session's destination guard, read in the same step — or {0} on a conflict. The failure
-// streak that follows the answer decides on that value (compared whole when it writes) instead of
-// reading the guard again.
+// — the session's destination guard, read in the same step — or, on a conflict, {0, the session's
+// value} (false when absent) for the next try to decide on. The failure streak that follows the
+// answer decides on the guard's value (compared whole when it writes) instead of reading it again.
 const VERIFY_WRITE = `${VERSIONED}
-if not holds(KEYS[1], ARGV[4]) then return {0} end
 local v = ver(KEYS[1])
-if v ~= tonumber(ARGV[1]) then return {0} end
+if not holds(KEYS[1], ARGV[4]) or v ~= tonumber(ARGV[1]) then return {0, redis.call('GET', KEYS[1])} end
 put(KEYS[1], v, ARGV[2], ARGV[3])
 return {1, redis.call('GET', KEYS[2])}
 `;
@@ -403,13 +402,13 @@ return 1
 
 // A resend's write: CAS of the session (KEYS[1]; ARGV: expected version, JSON, keep ms) and its
 // purge time in the schedule (KEYS[2]; ARGV[4]) in one step, so a code whose expiry moved is
-// never purged at the old time.
+// never purged at the old time. Answers as CAS: {1}, or {0, the session's value} on a conflict.
 const RESEND_WRITE = `${VERSIONED}
 local v = ver(KEYS[1])
-if v ~= tonumber(ARGV[1]) then return 0 end
+if v ~= tonumber(ARGV[1]) then return {0, redis.call('GET', KEYS[1])} end
 put(KEYS[1], v, ARGV[2], ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[4], KEYS[1])
-return 1
+return {1}
 `;
 
 // KEYS[1] = the purge schedule (sorted set of session keys by purge time); ARGV: now, limit.
@@ -1098,28 +1097,32 @@ class RedisStore {
 
   /**
    * One step of a resend: read → otpkit_core::flow::resend_stored → compare-and-set, again on a
-   * conflict. A new code's expiry moves the session's purge time in the same script.
+   * conflict (deciding on the value the failed write found). A new code's expiry moves the session's purge time in the same script.
    */
   async resend(ws, io, now) {
     const key = this.sessionKey(ws.id, io.sessionId);
     const step = JSON.stringify(io.step);
     return this.run(async () => {
+      let known; // the value a failed write found: the next try decides on it without a GET
       for (let i = 0; i < MAX_TRIES; i++) {
-        const raw = await this.redis.get(key);
+        const raw = known !== undefined ? known : await this.redis.get(key);
+        known = undefined;
         const [ver, json] = split(raw);
         const s = native.resendStored(json, ws.id, step, now);
         if (s.write == null) return s.outcome;
         const { purgeAt, keep } = retention(s.write, now);
         const purge = this.key('purge', 'all');
         // On a Cluster the session, then its purge entry (another slot; see sweepCluster).
-        const wrote = this.cluster
-          ? (await this.redis.otpkitCas(key, ver, s.write, String(keep)))[0] === 1 && (await this.redis.zadd(purge, String(purgeAt), key), true)
+        const [wrote, found] = this.cluster
+          ? await this.redis.otpkitCas(key, ver, s.write, String(keep))
           : await this.redis.otpkitResendWrite(key, purge, ver, s.write, String(keep), String(purgeAt));
-        if (wrote) {
+        if (wrote === 1) {
+          if (this.cluster) await this.redis.zadd(purge, String(purgeAt), key);
           // A new message was applied: receipts find it by its id until the session is purged.
           if (io.step.kind === 'apply') this.indexReceipts(s.write, purgeAt, now);
           return s.outcome;
         }
+        known = found ?? null;
         await backoff(i);
       }
       throw hostError('STORE_UNAVAILABLE');
@@ -1170,11 +1173,15 @@ class RedisStore {
     const key = this.sessionKey(io.workspaceId, io.sessionId);
     const receipt = JSON.stringify(io.receipt);
     return this.run(async () => {
+      let known; // as resend()'s
       for (let i = 0; i < MAX_TRIES; i++) {
-        const [ver, json] = split(await this.redis.get(key));
+        const [ver, json] = split(known !== undefined ? known : await this.redis.get(key));
+        known = undefined;
         const s = native.receiptStored(json, io.workspaceId, receipt);
         if (s.write == null) return s.outcome;
-        if ((await this.redis.otpkitCas(key, ver, s.write, '-1'))[0] === 1) return s.outcome;
+        const [wrote, found] = await this.redis.otpkitCas(key, ver, s.write, '-1');
+        if (wrote === 1) return s.outcome;
+        known = found ?? null;
         await backoff(i);
       }
       throw hostError('STORE_UNAVAILABLE');
@@ -1189,7 +1196,8 @@ class RedisStore {
 
   /**
    * A flow's verify: read → otpkit_core::flow::verify_stored → compare-and-set, again on a
-   * conflict. The first try uses the session read with the API key (`ctx.session`) if any. The
+   * conflict. The first try uses the session read with the API key (`ctx.session`) if any; a try
+   * after a conflict decides on the value the failed write found (no GET). The
    * write also reads the destination guard (`ctx.guardRaw`), on which the failure streak that
    * follows the answer decides first.
    */
@@ -1198,25 +1206,30 @@ class RedisStore {
     const prefetched = ctx.session;
     ctx.session = undefined;
     return this.run(async () => {
+      let known = prefetched; // read with the API key, then what a failed write found
       for (let i = 0; i < MAX_TRIES; i++) {
-        const given = i === 0 && prefetched !== undefined;
-        const raw = given ? prefetched : await this.redis.get(sessionKey);
+        const given = known !== undefined;
+        const raw = given ? known : await this.redis.get(sessionKey);
+        known = undefined;
         const [ver, json] = split(raw);
         const s = engine.verifyStored(json, ws.id, code, now, transaction);
         if (s.write == null) return s.outcome; // nothing to write (no session, already ended)
         const expect = given && raw != null ? raw : '';
         if (this.cluster) {
           // The guard is in another slot: the failure streak after the answer reads it.
-          if ((await this.redis.otpkitCas(sessionKey, ver, s.write, '-1', expect))[0] === 1) return s.outcome;
+          const [wrote, found] = await this.redis.otpkitCas(sessionKey, ver, s.write, '-1', expect);
+          if (wrote === 1) return s.outcome;
+          known = found ?? null;
           await backoff(i);
           continue;
         }
         const guardKey = this.key('g', ws.id, s.dest ?? '');
-        const [ok, guardRaw] = await this.redis.otpkitVerifyWrite(sessionKey, guardKey, ver, s.write, '-1', expect);
+        const [ok, other] = await this.redis.otpkitVerifyWrite(sessionKey, guardKey, ver, s.write, '-1', expect);
         if (ok === 1) {
-          ctx.guardRaw = guardRaw;
+          ctx.guardRaw = other; // the guard's value
           return s.outcome;
         }
+        known = other ?? null; // the session's value
         await backoff(i);
       }
       throw hostError('STORE_UNAVAILABLE');
