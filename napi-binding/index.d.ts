@@ -181,7 +181,12 @@ export interface Gateway {
   ): Promise<DeliveryOutcome | { outcome: DeliveryOutcome; messageId?: string }>;
 }
 
-/** SPEC §5 JSON gateway: POST `{to, from, text, channel, reference}` with a Bearer token; 10 s timeout. */
+/**
+ * SPEC §5 JSON gateway: POST `{to, from, text, channel, reference}` with a Bearer token; 10 s timeout
+ * (`timeoutMs`). Sent by the native module (reqwest + rustls); TLS trusts Mozilla's roots and
+ * `NODE_EXTRA_CA_CERTS`. The constructor throws an {@link OtpError} `MISCONFIGURED` when
+ * NODE_EXTRA_CA_CERTS cannot be read or holds no certificate (every built-in gateway's does).
+ */
 export class JsonGateway implements Gateway {
   constructor(opts: { url: string; token?: string; timeoutMs?: number });
   readonly url: string;

@@ -25,8 +25,7 @@ const timeout = (ms) => (Number.isFinite(ms) && ms >= 1 ? Math.min(Math.trunc(ms
  * Sends `message` through gateway `kind` and answers its outcome. `onFailure` (optional) hears why
  * a send did not get a 2xx: `{status}` (the gateway's answer), `{timedOut: true}`, or `{}` (not
  * reachable, none configured); `onAccepted` the provider's message id of an accepted message.
- * Rejects with OtpError MISCONFIGURED (unknown kind, unreadable NODE_EXTRA_CA_CERTS) or
- * VALIDATION_ERROR (not the core's message).
+ * Rejects with OtpError MISCONFIGURED (unknown kind) or VALIDATION_ERROR (not the core's message).
  */
 async function post(kind, { url, token, account, publicBaseUrl }, message, timeoutMs, opts = {}) {
   const { to, from, text, channel, reference, whatsapp } = message;
@@ -60,6 +59,11 @@ class HttpGateway {
    * @param {{url: string, token?: string, account?: string, publicBaseUrl?: string | null, timeoutMs?: number}} opts
    */
   constructor(kind, { url, token, account, publicBaseUrl, timeoutMs = TIMEOUT_MS } = {}) {
+    try {
+      native.checkGatewayClient(); // unusable NODE_EXTRA_CA_CERTS: MISCONFIGURED here, not at each send
+    } catch (e) {
+      throw fromNative(e);
+    }
     this.#kind = kind;
     this.url = url;
     if (account !== undefined) this.account = account;

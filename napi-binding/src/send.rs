@@ -102,6 +102,14 @@ fn client() -> Result<&'static reqwest::Client> {
         })
 }
 
+/// Starts the process's gateway client now (the built-in gateways' constructors call this), so
+/// that unusable `NODE_EXTRA_CA_CERTS` is a `MISCONFIGURED` error when the gateway is made, not a
+/// failed delivery later.
+#[napi]
+pub fn check_gateway_client() -> Result<()> {
+    client().map(|_| ())
+}
+
 /// Reads a reply body up to [`MAX_REPLY_BYTES`]; answers its bytes when `keep` and it fit. A
 /// longer body is dropped there (closing the connection); a read error ends it (the status has
 /// decided already).

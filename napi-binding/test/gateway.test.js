@@ -233,7 +233,7 @@ describe('gateway client: the native sender (TLS, keep-alive, timeouts, message 
     }
   });
 
-  it('https: trusts a certificate from NODE_EXTRA_CA_CERTS, and refuses one chaining to an unknown CA', async () => {
+  it('https: trusts a certificate from NODE_EXTRA_CA_CERTS, refuses one chaining to an unknown CA; a file without one is MISCONFIGURED when the gateway is made', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'otpkit-tls-'));
     const f = (n) => path.join(dir, n);
     const ssl = (...args) => execFileSync('openssl', args, { stdio: 'pipe' });
@@ -250,8 +250,10 @@ describe('gateway client: the native sender (TLS, keep-alive, timeouts, message 
     const sendFrom = (env) =>
       new Promise((resolve, reject) => {
         const script = `const { JsonGateway } = require(${JSON.stringify(path.join(__dirname, '..', 'lib', 'gateway'))});
-          new JsonGateway({ url: ${JSON.stringify(gw.url)}, token: ${JSON.stringify(TOKEN)} })
-            .send({ to: '+233201110000', from: 'OTPKIT', text: '123456', channel: 'sms', reference: 'sess_1' }, { onAccepted: (id) => console.log('id', id) })
+          let gw;
+          try { gw = new JsonGateway({ url: ${JSON.stringify(gw.url)}, token: ${JSON.stringify(TOKEN)} }); }
+          catch (e) { console.log('constructor', e.code, e.message); process.exit(0); }
+          gw.send({ to: '+233201110000', from: 'OTPKIT', text: '123456', channel: 'sms', reference: 'sess_1' }, { onAccepted: (id) => console.log('id', id) })
             .then((o) => console.log('outcome', o), (e) => console.log('error', e.code, e.message));`;
         const child = spawn(process.execPath, ['-e', script], { env: { PATH: process.env.PATH, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
         let out = '';
@@ -265,7 +267,7 @@ describe('gateway client: the native sender (TLS, keep-alive, timeouts, message 
       assert.equal(await sendFrom({}), 'outcome failed', 'an unknown CA is refused');
       assert.equal(seen.length, 1, 'nothing was sent over the refused connection');
       fs.writeFileSync(f('bad.pem'), 'not a certificate\n');
-      assert.match(await sendFrom({ NODE_EXTRA_CA_CERTS: f('bad.pem') }), /^error MISCONFIGURED NODE_EXTRA_CA_CERTS .* holds no usable certificate$/);
+      assert.match(await sendFrom({ NODE_EXTRA_CA_CERTS: f('bad.pem') }), /^constructor MISCONFIGURED NODE_EXTRA_CA_CERTS .* holds no usable certificate$/);
     } finally {
       await gw.stop();
       fs.rmSync(dir, { recursive: true, force: true });
