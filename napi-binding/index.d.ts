@@ -305,12 +305,17 @@ export class MemoryStore {
  */
 export class RedisStore {
   /**
-   * @param opts.client an ioredis client you manage; or
+   * @param opts.client an ioredis client (or `Redis.Cluster`) you manage; or
+   * @param opts.nodes a Redis Cluster's `host:port,…` (or an array; default: REDIS_CLUSTER_NODES); or
    * @param opts.url a redis:// URL (default: REDIS_URL) for a client this store creates and closes.
    * @param opts.prefix key prefix (default "otpkit:").
    * @param opts.auditKeep audit events kept per workspace in each stream (default 10,000).
+   * @param opts.keyCache one Redis (default true): API key → workspace lookups kept in this
+   *   process after `connect()`, emptied whenever Redis reports a write to a key entry or a
+   *   workspace record (`CLIENT TRACKING … BCAST` on one more connection), so revocation stays
+   *   immediate and authentication usually costs no round trip.
    */
-  constructor(opts?: { client?: unknown; url?: string; prefix?: string } & AuditRetentionOptions);
+  constructor(opts?: { client?: unknown; url?: string; nodes?: string | string[]; prefix?: string; keyCache?: boolean } & AuditRetentionOptions);
   readonly kind: 'redis';
   /** Connects and pings; rejects with OtpError STORE_UNAVAILABLE when Redis does not answer. */
   connect(): Promise<void>;

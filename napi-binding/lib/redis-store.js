@@ -500,11 +500,14 @@ class RedisStore {
    *   `client`: an ioredis client (or `Redis.Cluster`) you created; else one is made from `nodes`
    *   (Redis Cluster: `host:port,…` or an array), `url`, REDIS_CLUSTER_NODES, or REDIS_URL, in
    *   that order. `auditKeep`: audit events kept per workspace in each of its two lists (default 10,000).
+   *   `keyCache` (one Redis; default true): keep API key → workspace lookups in this process,
+   *   dropped the moment Redis reports a write to any key entry or workspace record (see KeyCache).
    */
-  constructor({ client, url, nodes, prefix = 'otpkit:', auditKeep = AUDIT_KEEP } = {}) {
+  constructor({ client, url, nodes, prefix = 'otpkit:', auditKeep = AUDIT_KEEP, keyCache = true } = {}) {
     if (!Number.isInteger(auditKeep) || auditKeep < 1 || auditKeep > 0xffffffff) {
       throw new TypeError('auditKeep must be a positive integer');
     }
+    if (typeof keyCache !== 'boolean') throw new TypeError('keyCache must be true or false');
     if (url && nodes) throw new TypeError('RedisStore takes url (one Redis) or nodes (a Redis Cluster), not both');
     this.kind = 'redis';
     this.prefix = prefix;
@@ -565,6 +568,8 @@ class RedisStore {
     this.timer = setInterval(() => this.sweep().catch(() => {}), SWEEP_MS);
     this.timer.unref();
     this.indexing = new Set(); // receipt index writes in flight (see indexReceipts)
+    // Not on a Cluster: each master would need its own tracking connection, kept through failovers.
+    this.keys = keyCache && !this.cluster ? new KeyCache(this) : null;
   }
 
   /**
@@ -592,6 +597,7 @@ class RedisStore {
         );
         throw this.misconfigured;
       }
+      this.keys?.start();
     }
   }
 
@@ -801,13 +807,14 @@ class RedisStore {
         const put = this.cluster
           ? async () => (await this.redis.zadd(index, 0, io.workspace.id), this.redis.otpkitPutRecord(record, ...args))
           : () => this.redis.otpkitPutWorkspace(record, index, ...args);
-        return (await this.run(put)) === 1 ? DONE : '{"result":"conflict"}';
+        // This process's own writes leave its key cache at once (others hear Redis's invalidation).
+        return (await this.ownWrite(() => this.run(put))) === 1 ? DONE : '{"result":"conflict"}';
       }
       case 'indexKey':
-        await this.run(() => this.redis.set(this.key('key', io.keyHash), io.workspaceId));
+        await this.ownWrite(() => this.run(() => this.redis.set(this.key('key', io.keyHash), io.workspaceId)));
         return DONE;
       case 'unindexKey':
-        await this.run(() => this.redis.del(this.key('key', io.keyHash)));
+        await this.ownWrite(() => this.run(() => this.redis.del(this.key('key', io.keyHash))));
         return DONE;
       case 'listWorkspaces':
         return this.listWorkspaces(io.cursor, io.limit);
@@ -1361,12 +1368,32 @@ class RedisStore {
   touchKey(wsId, keyId, at) {
     return this.run(() => this.redis.hset(this.wsKey('used', wsId), keyId, String(at)));
   }
-  lookupKey(hash) {
-    if (this.cluster) return this.lookupKeyWithSession(hash, null).then((r) => r.workspace);
-    return this.run(() => this.redis.otpkitLookup(this.key('key', hash), `${this.prefix}ws:`));
+  /** An admin write: this process's key cache is emptied before and after it (see KeyCache). */
+  ownWrite(write) {
+    return this.keys ? this.keys.around(write) : write();
   }
-  /** The workspace JSON of an API key hash and that workspace's session `sessionId` (raw value), one round trip. */
+
+  /** The workspace JSON an API key hash points at, or null: from the key cache when it holds it. */
+  async lookupKey(hash) {
+    if (this.cluster) return this.lookupKeyWithSession(hash, null).then((r) => r.workspace);
+    const cached = this.keys?.get(hash);
+    if (cached !== undefined) return cached;
+    const gen = this.keys?.gen;
+    const json = await this.run(() => this.redis.otpkitLookup(this.key('key', hash), `${this.prefix}ws:`));
+    this.keys?.put(hash, json, gen);
+    return json;
+  }
+  /**
+   * The workspace JSON of an API key hash and that workspace's session `sessionId` (raw value),
+   * one round trip (the session alone when the key cache holds the workspace).
+   */
   async lookupKeyWithSession(hash, sessionId) {
+    const cached = this.keys?.entry(hash);
+    if (cached !== undefined) {
+      const session = sessionId == null ? undefined : await this.run(() => this.redis.get(this.sessionKey(cached.id, sessionId)));
+      return { workspace: cached.json, session: sessionId == null ? undefined : session ?? null };
+    }
+    const gen = this.keys?.gen;
     if (this.cluster) {
       // The key's entry, then its workspace and session (three slots): two round trips.
       const id = await this.run(() => this.redis.get(this.key('key', hash)));
@@ -1379,6 +1406,7 @@ class RedisStore {
     const [workspace, session] = await this.run(() =>
       this.redis.otpkitLookupSession(this.key('key', hash), `${this.prefix}ws:`, `${this.prefix}s:`, sessionId ?? ''),
     );
+    this.keys?.put(hash, workspace ?? null, gen);
     return { workspace: workspace ?? null, session: sessionId == null ? undefined : session ?? null };
   }
 
@@ -1395,7 +1423,118 @@ class RedisStore {
 
   async close() {
     clearInterval(this.timer);
+    this.keys?.stop();
     if (this.ownClient) this.redis.disconnect();
+  }
+}
+
+/** How long a cached key lookup is used at most, even with no invalidation heard. */
+const KEY_CACHE_MS = 60_000;
+/** Entries kept at most; past that the cache starts over (forgetting costs one lookup each). */
+const KEY_CACHE_MAX = 10_000;
+
+/**
+ * API key hash → workspace JSON, in this process, so that a request's authentication usually
+ * costs no Redis round trip (issue 14: a new send then waits for 2, plus the gateway).
+ *
+ * Revocation stays immediate through Redis's own server-assisted client-side caching: a
+ * dedicated connection turns on `CLIENT TRACKING … BCAST` for the prefixes of the key entries
+ * and the workspace records, redirected to itself, and subscribes to `__redis__:invalidate`.
+ * Redis then reports every write to those keys — by any process, any otpkit version, or by hand —
+ * and the cache is emptied on each report (admin writes are rare). A lookup answered by Redis is
+ * cached only if no report came while it was in flight (`gen`). While that connection is not
+ * tracking (starting, reconnecting, refused by an ACL or an old Redis), nothing is cached and
+ * every lookup goes to Redis, as without the cache. This process's own admin writes empty the
+ * cache before and after they run (`around`). Unknown keys are not cached (a flood of random
+ * keys would only churn it).
+ */
+class KeyCache {
+  constructor(store) {
+    this.store = store;
+    this.map = new Map(); // hash → { json, at }
+    this.gen = 0; // bumped by every report and own write: a lookup that spans one is not kept
+    this.live = false;
+    this.sub = null;
+  }
+
+  /** The workspace JSON cached for `hash`, or undefined. */
+  get(hash) {
+    return this.entry(hash)?.json;
+  }
+
+  /** `{json, id}` cached for `hash` (id: the workspace's), or undefined. */
+  entry(hash) {
+    if (!this.live) return undefined;
+    const e = this.map.get(hash);
+    if (!e) return undefined;
+    if (Date.now() - e.at > KEY_CACHE_MS) {
+      this.map.delete(hash);
+      return undefined;
+    }
+    return e;
+  }
+
+  /** Keeps what Redis answered for `hash` when no report came since the lookup began (`gen`). */
+  put(hash, json, gen) {
+    if (!this.live || json == null || gen !== this.gen) return;
+    let id;
+    try {
+      id = JSON.parse(json).id;
+    } catch {
+      return; // not a record: the caller's parse will say so
+    }
+    if (typeof id !== 'string') return;
+    if (this.map.size >= KEY_CACHE_MAX) this.map.clear();
+    this.map.set(hash, { json, id, at: Date.now() });
+  }
+
+  drop() {
+    this.gen++;
+    this.map.clear();
+  }
+
+  async around(write) {
+    this.drop();
+    try {
+      return await write();
+    } finally {
+      this.drop();
+    }
+  }
+
+  /** Opens the tracking connection (in the background: until it tracks, lookups go to Redis). */
+  start() {
+    if (this.sub) return;
+    const off = () => {
+      this.live = false;
+      this.drop();
+    };
+    // Its own connection (a subscriber can run nothing else), re-armed by hand after a reconnect.
+    const sub = this.store.redis.duplicate({ lazyConnect: false, autoResubscribe: false, enableOfflineQueue: true, maxRetriesPerRequest: null });
+    this.sub = sub;
+    sub.on('error', () => {}); // a lost connection is 'close', then 'reconnecting'
+    sub.on('close', off);
+    sub.on('message', (channel) => {
+      if (channel === '__redis__:invalidate') this.drop();
+    });
+    sub.on('ready', async () => {
+      try {
+        const id = await sub.client('ID');
+        const p = this.store.prefix;
+        await sub.client('TRACKING', 'on', 'REDIRECT', String(id), 'BCAST', 'PREFIX', `${p}key:`, 'PREFIX', `${p}ws:`);
+        await sub.subscribe('__redis__:invalidate');
+        this.drop();
+        this.live = true;
+      } catch {
+        off(); // no tracking here (an ACL, Redis < 6): lookups keep going to Redis
+      }
+    });
+  }
+
+  stop() {
+    this.live = false;
+    this.drop();
+    this.sub?.disconnect();
   }
 }
 

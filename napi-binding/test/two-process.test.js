@@ -25,6 +25,7 @@ describe(`two otpkit serve processes sharing ${backend.name}`, () => {
   let a;
   let b;
   let key;
+  let wsId;
   const admin = randomBytes(16).toString('hex');
 
   before(async () => {
@@ -44,7 +45,7 @@ describe(`two otpkit serve processes sharing ${backend.name}`, () => {
       body: JSON.stringify({ name: 'two-process', senders: ['Acme'], policy: { maxAttempts: 5 } }),
     });
     assert.equal(created.status, 201);
-    key = (await created.json()).data.apiKey;
+    ({ apiKey: key, workspaceId: wsId } = (await created.json()).data);
   });
 
   after(async () => {
@@ -60,6 +61,25 @@ describe(`two otpkit serve processes sharing ${backend.name}`, () => {
       body: JSON.stringify(body),
     }).then(async (r) => ({ status: r.status, body: await r.json() }));
   const hosts = () => [a, b];
+  const adminCall = (host, method, p) =>
+    fetch(`${host.base}${p}`, { method, headers: { authorization: `Bearer ${admin}` } }).then(async (r) => ({ status: r.status, body: r.status === 204 ? null : await r.json() }));
+
+  it('a key revoked through one process is refused by the other right after, though that one has used it (10 keys)', async () => {
+    for (let i = 0; i < 10; i++) {
+      const [revoker, user] = i % 2 ? [b, a] : [a, b];
+      const made = await adminCall(revoker, 'POST', `/v1/admin/workspaces/${wsId}/keys`);
+      assert.equal(made.status, 201);
+      const { apiKey, keyId } = made.body.data;
+      const status = (host) =>
+        fetch(`${host.base}/v1/messaging/otp/sessions/sess_unknown`, { headers: { 'x-api-key': apiKey } }).then((r) => r.status);
+      // Used twice on `user`: the second lookup is the one a key cache would answer.
+      assert.equal(await status(user), 404);
+      assert.equal(await status(user), 404);
+      assert.equal((await adminCall(revoker, 'DELETE', `/v1/admin/workspaces/${wsId}/keys/${keyId}`)).status, 204);
+      assert.equal(await status(user), 401, `key ${i}: refused by the other process`);
+      assert.equal(await status(revoker), 401, `key ${i}: refused by the revoking process`);
+    }
+  });
 
   it('40 concurrent requests for one (dest, purpose) across both processes send one SMS', async () => {
     const dest = newDest();

@@ -1,0 +1,133 @@
+'use strict';
+// RedisStore's API key cache (one Redis) against a real redis-server: a cached lookup costs no
+// Redis command; any write to a key entry or a workspace record — through otpkit or by hand —
+// empties it as soon as Redis reports it (CLIENT TRACKING … BCAST); while the tracking connection
+// is down nothing is cached. The revocation across two processes is in two-process.test.js.
+
+const { describe, it, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const { OtpService, RedisStore } = require('..');
+const native = require('../lib/native');
+const { PEPPER, startRedis, sleep, recorder } = require('./helpers');
+
+/** Polls `cond` every 10 ms until it holds (or fails the test after `ms`). */
+async function until(cond, what, ms = 5000) {
+  const deadline = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
+describe('RedisStore key cache (one Redis)', () => {
+  let redis;
+  let raw; // a plain client for INFO, writes by hand and CLIENT KILL
+  before(async () => {
+    redis = await startRedis();
+    raw = new RedisStore({ url: redis.url, keyCache: false });
+    await raw.connect();
+  });
+  after(async () => {
+    await raw?.close();
+    await redis.stop();
+  });
+
+  /** Calls of EVALSHA and GET Redis has run so far (INFO commandstats). */
+  async function calls() {
+    const info = await raw.redis.info('commandstats');
+    const of = (cmd) => Number(new RegExp(`cmdstat_${cmd}:calls=(\\d+)`).exec(info)?.[1] ?? 0);
+    return of('evalsha') + of('eval') + of('get');
+  }
+
+  async function setup() {
+    const store = new RedisStore({ url: redis.url });
+    await store.connect();
+    const otp = new OtpService({ pepper: PEPPER, gateway: recorder(), store, adminToken: 'admin-token-0123456789abcdef' });
+    const { apiKey, workspaceId, keyId } = await otp.createWorkspace({ name: 'cache', senders: ['Acme'] });
+    await until(() => store.keys.live, 'the tracking connection');
+    return { store, otp, hash: native.apiKeyHash(apiKey), workspaceId, keyId, apiKey };
+  }
+
+  it('a cached lookup costs no Redis command; the answer is the record Redis holds', async () => {
+    const { store, otp, hash, workspaceId } = await setup();
+    try {
+      const first = await store.lookupKey(hash);
+      assert.equal(JSON.parse(first).id, workspaceId);
+      const before = await calls();
+      for (let i = 0; i < 100; i++) assert.equal(await store.lookupKey(hash), first);
+      const found = await store.lookupKeyWithSession(hash, null);
+      assert.equal(found.workspace, first);
+      assert.equal((await calls()) - before, 0, 'no EVALSHA or GET for 101 cached lookups');
+      // With a session to read, only the session is read (one GET).
+      const withSession = await store.lookupKeyWithSession(hash, 'sess_absent');
+      assert.deepEqual(withSession, { workspace: first, session: null });
+      assert.equal((await calls()) - before, 1);
+      assert.equal(await store.lookupKey(native.apiKeyHash('otpk_unknown')), null, 'an unknown key is answered by Redis');
+    } finally {
+      await otp.close();
+    }
+  });
+
+  it('a write by hand to the key entry or the record empties the cache as soon as Redis reports it', async () => {
+    const { store, otp, hash, workspaceId } = await setup();
+    try {
+      const record = await store.lookupKey(hash);
+      assert.ok(store.keys.get(hash));
+      await raw.redis.set(`otpkit:ws:${workspaceId}`, record); // same bytes: still a write
+      await until(() => store.keys.get(hash) === undefined, 'the invalidation of the record');
+      assert.equal(await store.lookupKey(hash), record);
+      assert.ok(store.keys.get(hash), 'cached again');
+      await raw.redis.del(`otpkit:key:${hash}`);
+      await until(() => store.keys.get(hash) === undefined, 'the invalidation of the key entry');
+      assert.equal(await store.lookupKey(hash), null, 'the deleted entry is not found');
+      // A write elsewhere (a session, a guard) leaves the cache alone.
+      await raw.redis.set(`otpkit:key:${hash}`, workspaceId);
+      await until(async () => (await store.lookupKey(hash)) != null && store.keys.get(hash) !== undefined, 'the entry cached again');
+      await raw.redis.set('otpkit:s:other:sess_x', '1');
+      await sleep(100);
+      assert.ok(store.keys.get(hash), 'still cached after an unrelated write');
+    } finally {
+      await otp.close();
+    }
+  });
+
+  it("revoking a key through this process refuses it at once, before Redis's report arrives", async () => {
+    const { store, otp, hash, workspaceId, keyId, apiKey } = await setup();
+    try {
+      await otp.forApiKey(apiKey).status('sess_absent');
+      assert.ok(store.keys.get(hash), 'cached by the call');
+      await otp.revokeKey(workspaceId, keyId);
+      await assert.rejects(otp.forApiKey(apiKey).status('sess_absent'), { code: 'UNAUTHORIZED' });
+    } finally {
+      await otp.close();
+    }
+  });
+
+  it('while the tracking connection is down nothing is cached; it comes back by itself', async () => {
+    const { store, otp, hash } = await setup();
+    try {
+      await store.lookupKey(hash);
+      assert.ok(store.keys.get(hash));
+      await raw.redis.client('KILL', 'TYPE', 'pubsub');
+      await until(() => !store.keys.live, 'the cache to turn off');
+      assert.equal(store.keys.get(hash), undefined, 'emptied');
+      const before = await calls();
+      await store.lookupKey(hash);
+      assert.ok((await calls()) - before >= 1, 'answered by Redis while off');
+      await until(() => store.keys.live, 'the tracking connection to come back');
+      await store.lookupKey(hash);
+      assert.ok(store.keys.get(hash), 'cached again');
+    } finally {
+      await otp.close();
+    }
+  });
+
+  it('keyCache: false keeps none; a Cluster store has none; a non-boolean is a TypeError', async () => {
+    const store = new RedisStore({ url: redis.url, keyCache: false });
+    await store.connect();
+    assert.equal(store.keys, null);
+    await store.close();
+    assert.throws(() => new RedisStore({ url: redis.url, keyCache: 'yes' }), { name: 'TypeError', message: /keyCache/ });
+    assert.equal(new RedisStore({ nodes: '127.0.0.1:1' }).keys, null);
+  });
+});
