@@ -216,7 +216,7 @@ if (arg('json')) writeFileSync(arg('json'), JSON.stringify({ rows, goalMet, mach
 if (write) {
   writeSection(
     'redis-trips',
-    `Counted by \`node bench/redis-trips.mjs --write\` (MONITOR on a private redis-server; median of ${REPEAT} per operation; ${machine}). Each operation runs with a key the process has used before: the API-key lookup is answered by the store's key cache (\`RedisStore\` \`keyCache\`, emptied by Redis's \`CLIENT TRACKING\` reports), so it costs no round trip; without the cache (a cold key, \`keyCache: false\`, a Cluster) it is one Lua call (\`EVALSHA\`) more, or, for verify and status, the same one that also reads the session.\n\n${table}\n\n${verdict}`,
+    `Counted by \`node bench/redis-trips.mjs --write\` (MONITOR on a private redis-server; median of ${REPEAT} per operation; ${machine}). Each operation runs with a key the process has used before: the API-key lookup is answered by the store's key cache (\`RedisStore\` \`keyCache\`, emptied by Redis's \`CLIENT TRACKING\` reports), so it costs no round trip; without the cache (a cold key, \`keyCache: false\`) it is one Lua call (\`EVALSHA\`) more, or, for verify and status, the same one that also reads the session.\n\n${table}\n\n${verdict}`,
     { heading: '## Redis round trips per operation' },
   );
   console.log('wrote BENCHMARKS.md');

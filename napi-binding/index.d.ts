@@ -310,10 +310,10 @@ export class RedisStore {
    * @param opts.url a redis:// URL (default: REDIS_URL) for a client this store creates and closes.
    * @param opts.prefix key prefix (default "otpkit:").
    * @param opts.auditKeep audit events kept per workspace in each stream (default 10,000).
-   * @param opts.keyCache one Redis (default true): API key → workspace lookups kept in this
-   *   process after `connect()`, emptied whenever Redis reports a write to a key entry or a
-   *   workspace record (`CLIENT TRACKING … BCAST` on one more connection), so revocation stays
-   *   immediate and authentication usually costs no round trip.
+   * @param opts.keyCache default true: API key → workspace lookups kept in this process after
+   *   `connect()`, emptied whenever Redis reports a write to a key entry or a workspace record
+   *   (`CLIENT TRACKING … BCAST` on one more connection, one per master of a Cluster), so
+   *   revocation stays immediate and authentication usually costs no round trip.
    */
   constructor(opts?: { client?: unknown; url?: string; nodes?: string | string[]; prefix?: string; keyCache?: boolean } & AuditRetentionOptions);
   readonly kind: 'redis';

@@ -500,8 +500,8 @@ class RedisStore {
    *   `client`: an ioredis client (or `Redis.Cluster`) you created; else one is made from `nodes`
    *   (Redis Cluster: `host:port,…` or an array), `url`, REDIS_CLUSTER_NODES, or REDIS_URL, in
    *   that order. `auditKeep`: audit events kept per workspace in each of its two lists (default 10,000).
-   *   `keyCache` (one Redis; default true): keep API key → workspace lookups in this process,
-   *   dropped the moment Redis reports a write to any key entry or workspace record (see KeyCache).
+   *   `keyCache` (default true): keep API key → workspace lookups in this process, dropped the
+   *   moment Redis reports a write to any key entry or workspace record (see KeyCache).
    */
   constructor({ client, url, nodes, prefix = 'otpkit:', auditKeep = AUDIT_KEEP, keyCache = true } = {}) {
     if (!Number.isInteger(auditKeep) || auditKeep < 1 || auditKeep > 0xffffffff) {
@@ -568,8 +568,7 @@ class RedisStore {
     this.timer = setInterval(() => this.sweep().catch(() => {}), SWEEP_MS);
     this.timer.unref();
     this.indexing = new Set(); // receipt index writes in flight (see indexReceipts)
-    // Not on a Cluster: each master would need its own tracking connection, kept through failovers.
-    this.keys = keyCache && !this.cluster ? new KeyCache(this) : null;
+    this.keys = keyCache ? new KeyCache(this) : null;
   }
 
   /**
@@ -597,8 +596,8 @@ class RedisStore {
         );
         throw this.misconfigured;
       }
-      this.keys?.start();
     }
+    this.keys?.start();
   }
 
   /** Why a Cluster client could not connect: its seeds are plain Redis servers (MISCONFIGURED). */
@@ -1401,6 +1400,7 @@ class RedisStore {
       const [workspace, session] = await this.run(() =>
         Promise.all([this.redis.get(this.wsKey('ws', id)), sessionId == null ? undefined : this.redis.get(this.sessionKey(id, sessionId))]),
       );
+      this.keys?.put(hash, workspace ?? null, gen);
       return { workspace: workspace ?? null, session: sessionId == null ? undefined : session ?? null };
     }
     const [workspace, session] = await this.run(() =>
@@ -1435,18 +1435,19 @@ const KEY_CACHE_MAX = 10_000;
 
 /**
  * API key hash → workspace JSON, in this process, so that a request's authentication usually
- * costs no Redis round trip (issue 14: a new send then waits for 2, plus the gateway).
+ * costs no Redis round trip (issue 14: a new send then waits for 2 on one Redis, plus the gateway).
  *
  * Revocation stays immediate through Redis's own server-assisted client-side caching: a
- * dedicated connection turns on `CLIENT TRACKING … BCAST` for the prefixes of the key entries
- * and the workspace records, redirected to itself, and subscribes to `__redis__:invalidate`.
- * Redis then reports every write to those keys — by any process, any otpkit version, or by hand —
- * and the cache is emptied on each report (admin writes are rare). A lookup answered by Redis is
- * cached only if no report came while it was in flight (`gen`). While that connection is not
- * tracking (starting, reconnecting, refused by an ACL or an old Redis), nothing is cached and
- * every lookup goes to Redis, as without the cache. This process's own admin writes empty the
- * cache before and after they run (`around`). Unknown keys are not cached (a flood of random
- * keys would only churn it).
+ * dedicated connection to each Redis that holds keys (the one Redis, or every master of a
+ * Cluster) turns on `CLIENT TRACKING … BCAST` for the prefixes of the key entries and the
+ * workspace records, redirected to itself, and subscribes to `__redis__:invalidate`. Redis then
+ * reports every write to those keys — by any process, any otpkit version, or by hand — and the
+ * cache is emptied on each report (admin writes are rare). A lookup answered by Redis is cached
+ * only if no report came while it was in flight (`gen`). Unless every one of those connections
+ * is tracking (starting, reconnecting, a master added or failed over, an ACL without `CLIENT` or
+ * `SUBSCRIBE`, Redis before 6), nothing is cached and every lookup goes to Redis, as without the
+ * cache. This process's own admin writes empty the cache before and after they run (`around`).
+ * Unknown keys are not cached (a flood of random keys would only churn it).
  */
 class KeyCache {
   constructor(store) {
@@ -1454,7 +1455,7 @@ class KeyCache {
     this.map = new Map(); // hash → { json, at }
     this.gen = 0; // bumped by every report and own write: a lookup that spans one is not kept
     this.live = false;
-    this.sub = null;
+    this.trackers = null;
   }
 
   /** The workspace JSON cached for `hash`, or undefined. */
@@ -1502,40 +1503,94 @@ class KeyCache {
     }
   }
 
-  /** Opens the tracking connection (in the background: until it tracks, lookups go to Redis). */
+  /**
+   * Opens the tracking connections in the background (until all track, lookups go to Redis): one
+   * to the Redis, or one to each master of a Cluster, kept in step with its topology.
+   */
   start() {
-    if (this.sub) return;
-    const off = () => {
-      this.live = false;
-      this.drop();
+    if (this.trackers) return;
+    this.trackers = new Map(); // 'host:port' → { conn, tracking }
+    const redis = this.store.redis;
+    if (!this.store.cluster) {
+      this.trackers.set('', this.tracker(redis.duplicate(TRACKER_OPTIONS)));
+      return;
+    }
+    this.sync = () => {
+      if (!this.trackers) return;
+      const masters = new Map(redis.nodes('master').map((n) => [`${n.options.host}:${n.options.port}`, n]));
+      let changed = false;
+      for (const [addr, t] of this.trackers) {
+        if (!masters.has(addr)) {
+          this.trackers.delete(addr);
+          t.conn.disconnect();
+          changed = true;
+        }
+      }
+      for (const [addr, node] of masters) {
+        if (this.trackers.has(addr)) continue;
+        this.trackers.set(addr, this.tracker(node.duplicate(TRACKER_OPTIONS)));
+        changed = true;
+      }
+      if (changed) this.settle(); // the same masters (a periodic slot refresh): the cache stays
     };
-    // Its own connection (a subscriber can run nothing else), re-armed by hand after a reconnect.
-    const sub = this.store.redis.duplicate({ lazyConnect: false, autoResubscribe: false, enableOfflineQueue: true, maxRetriesPerRequest: null });
-    this.sub = sub;
-    sub.on('error', () => {}); // a lost connection is 'close', then 'reconnecting'
-    sub.on('close', off);
-    sub.on('message', (channel) => {
+    for (const event of CLUSTER_EVENTS) redis.on(event, this.sync);
+    this.sync();
+  }
+
+  /** One tracking connection: re-armed by hand after each reconnect (a subscriber can run nothing else). */
+  tracker(conn) {
+    const t = { conn, tracking: false };
+    conn.on('error', () => {}); // a lost connection is 'close', then 'reconnecting'
+    conn.on('close', () => {
+      t.tracking = false;
+      this.settle();
+    });
+    conn.on('message', (channel) => {
       if (channel === '__redis__:invalidate') this.drop();
     });
-    sub.on('ready', async () => {
+    conn.on('ready', async () => {
       try {
-        const id = await sub.client('ID');
+        const id = await conn.client('ID');
         const p = this.store.prefix;
-        await sub.client('TRACKING', 'on', 'REDIRECT', String(id), 'BCAST', 'PREFIX', `${p}key:`, 'PREFIX', `${p}ws:`);
-        await sub.subscribe('__redis__:invalidate');
-        this.drop();
-        this.live = true;
+        await conn.client('TRACKING', 'on', 'REDIRECT', String(id), 'BCAST', 'PREFIX', `${p}key:`, 'PREFIX', `${p}ws:`);
+        await conn.subscribe('__redis__:invalidate');
+        t.tracking = true;
       } catch {
-        off(); // no tracking here (an ACL, Redis < 6): lookups keep going to Redis
+        t.tracking = false; // no tracking here (an ACL, Redis < 6): lookups keep going to Redis
       }
+      this.settle();
     });
+    return t;
+  }
+
+  /** Live only while every connection tracks; any change empties the cache. */
+  settle() {
+    if (!this.trackers) return;
+    this.live = this.trackers.size > 0 && [...this.trackers.values()].every((t) => t.tracking);
+    this.drop();
   }
 
   stop() {
     this.live = false;
     this.drop();
-    this.sub?.disconnect();
+    if (this.sync) for (const event of CLUSTER_EVENTS) this.store.redis.off(event, this.sync);
+    for (const t of this.trackers?.values() ?? []) t.conn.disconnect();
+    this.trackers = null;
   }
 }
+
+/**
+ * A tracking connection's options: it connects at once, waits out outages, reconnects by itself
+ * (a Cluster's node connections do not: the Cluster client reconnects them), re-arms by hand.
+ */
+const TRACKER_OPTIONS = {
+  lazyConnect: false,
+  autoResubscribe: false,
+  enableOfflineQueue: true,
+  maxRetriesPerRequest: null,
+  retryStrategy: (times) => Math.min(times * 100, 1000),
+};
+/** Cluster client events after which the set of masters may have changed. */
+const CLUSTER_EVENTS = ['refresh', '+node', '-node', 'ready'];
 
 module.exports = { RedisStore };

@@ -1,5 +1,6 @@
 'use strict';
-// RedisStore's API key cache (one Redis) against a real redis-server: a cached lookup costs no
+// RedisStore's API key cache against a real redis-server and a real local 3-master Redis
+// Cluster: a cached lookup costs no
 // Redis command; any write to a key entry or a workspace record — through otpkit or by hand —
 // empties it as soon as Redis reports it (CLIENT TRACKING … BCAST); while the tracking connection
 // is down nothing is cached. The revocation across two processes is in two-process.test.js.
@@ -8,7 +9,8 @@ const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { OtpService, RedisStore } = require('..');
 const native = require('../lib/native');
-const { PEPPER, startRedis, sleep, recorder } = require('./helpers');
+const Redis = require('ioredis');
+const { PEPPER, startRedis, startRedisCluster, sleep, recorder } = require('./helpers');
 
 /** Polls `cond` every 10 ms until it holds (or fails the test after `ms`). */
 async function until(cond, what, ms = 5000) {
@@ -122,12 +124,64 @@ describe('RedisStore key cache (one Redis)', () => {
     }
   });
 
-  it('keyCache: false keeps none; a Cluster store has none; a non-boolean is a TypeError', async () => {
+  it('keyCache: false keeps none; a non-boolean is a TypeError', async () => {
     const store = new RedisStore({ url: redis.url, keyCache: false });
     await store.connect();
     assert.equal(store.keys, null);
     await store.close();
     assert.throws(() => new RedisStore({ url: redis.url, keyCache: 'yes' }), { name: 'TypeError', message: /keyCache/ });
-    assert.equal(new RedisStore({ nodes: '127.0.0.1:1' }).keys, null);
+    assert.equal(new RedisStore({ nodes: '127.0.0.1:1', keyCache: false }).keys, null);
+  });
+});
+
+describe('RedisStore key cache (3-master Redis Cluster)', () => {
+  let cluster;
+  let masters; // a plain client per master, for INFO, writes by hand and CLIENT KILL
+  before(async () => {
+    cluster = await startRedisCluster(3);
+    masters = cluster.servers.map((s) => new Redis(s.url));
+  });
+  after(async () => {
+    for (const m of masters ?? []) m.disconnect();
+    await cluster?.stop();
+  });
+
+  const calls = async () => {
+    let n = 0;
+    for (const m of masters) {
+      const info = await m.info('commandstats');
+      for (const cmd of ['get', 'evalsha', 'eval']) n += Number(new RegExp(`cmdstat_${cmd}:calls=(\\d+)`).exec(info)?.[1] ?? 0);
+    }
+    return n;
+  };
+
+  it('a tracking connection per master; hits cost no command on any master; a write by hand on the record empties it; a killed tracker turns it off until it is back', async () => {
+    const store = new RedisStore({ nodes: cluster.nodes });
+    await store.connect();
+    const otp = new OtpService({ pepper: PEPPER, gateway: recorder(), store, adminToken: 'admin-token-0123456789abcdef' });
+    try {
+      const { apiKey, workspaceId } = await otp.createWorkspace({ name: 'cache', senders: ['Acme'] });
+      const hash = native.apiKeyHash(apiKey);
+      await until(() => store.keys.live, 'every master tracking');
+      assert.equal(store.keys.trackers.size, 3);
+      const record = await store.lookupKey(hash);
+      assert.equal(JSON.parse(record).id, workspaceId);
+      const before = await calls();
+      for (let i = 0; i < 50; i++) assert.equal(await store.lookupKey(hash), record);
+      assert.equal((await calls()) - before, 0, 'no GET for 50 cached lookups');
+      // The record lives in its workspace's slot, on one master: written there by hand.
+      await store.redis.set(`otpkit:ws:{${workspaceId}}`, record);
+      await until(() => store.keys.get(hash) === undefined, 'the invalidation from the record\'s master');
+      assert.equal(await store.lookupKey(hash), record);
+      assert.ok(store.keys.get(hash), 'cached again');
+      await masters[1].client('KILL', 'TYPE', 'pubsub');
+      await until(() => !store.keys.live, 'the cache to turn off');
+      assert.equal(store.keys.get(hash), undefined);
+      await until(() => store.keys.live, 'the tracker to come back');
+      await store.lookupKey(hash);
+      assert.ok(store.keys.get(hash), 'cached again');
+    } finally {
+      await otp.close();
+    }
   });
 });
