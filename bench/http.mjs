@@ -27,7 +27,7 @@ import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createWorkspace, runPairs, startCodeSink } from './lib/pairs.mjs';
+import { createWorkspace, runPairs, startCodeSink, treeCpuSeconds } from './lib/pairs.mjs';
 import { startRedis, writeSection } from './lib/common.mjs';
 import { freePort, startHost } from '../tests/conformance/host.mjs';
 
@@ -111,7 +111,7 @@ function spawnGroup(cmd, argv, env) {
 async function startRedisWithClient() {
   const server = await startRedis();
   const client = new Redis(server.url);
-  return { url: server.url, client, stop: async () => (client.disconnect(), server.stop()) };
+  return { url: server.url, pid: server.child.pid, client, stop: async () => (client.disconnect(), server.stop()) };
 }
 
 async function startPeer({ gatewayUrl, redisUrl, env: extra = {} }) {
@@ -129,14 +129,14 @@ async function startPeer({ gatewayUrl, redisUrl, env: extra = {} }) {
     if (Date.now() > deadline) throw new Error(`the peer did not answer /health:\n${child.output()}`);
     await sleep(150);
   }
-  return { kind: 'peer', baseUrl, apiKey, stop: () => child.stopGroup() };
+  return { kind: 'peer', baseUrl, apiKey, pid: child.pid, stop: () => child.stopGroup() };
 }
 
 /** Starts one contender; `keys()` gives the API keys for a window (after FLUSHDB for Redis ones). */
 async function startContender(kind, { sink, redis, nodeOptions }) {
   if (kind === 'peer') {
     const p = await startPeer({ gatewayUrl: sink.url, redisUrl: redis.url, env: nodeOptions ? { NODE_OPTIONS: nodeOptions } : {} });
-    return { ...p, keys: async () => [p.apiKey] };
+    return { ...p, keys: async () => [p.apiKey], cpu: () => [treeCpuSeconds([p.pid]), treeCpuSeconds([redis.pid])] };
   }
   const saved = process.env.NODE_OPTIONS;
   if (nodeOptions) process.env.NODE_OPTIONS = nodeOptions; // this child only: restored below
@@ -162,7 +162,10 @@ async function startContender(kind, { sink, redis, nodeOptions }) {
     for (const m of masters) m.disconnect();
     await h.stop();
   };
-  return { kind, baseUrl: h.baseUrl, stop, flush, keys: async () => fixed || (await make()) };
+  // CPU of the host's process tree, and of the Redis servers it uses (the shared one, or its cluster's).
+  const storePids = () => (kind === 'node-redis' ? [redis.pid] : h.redisPids ?? []);
+  const cpu = () => [treeCpuSeconds([h.pid]), treeCpuSeconds(storePids())];
+  return { kind, baseUrl: h.baseUrl, stop, flush, cpu, keys: async () => fixed || (await make()) };
 }
 
 function machineLine() {
@@ -190,7 +193,7 @@ async function bench() {
     if (c.kind === 'node-redis' || c.kind === 'peer') await redis.client.flushdb();
     if (c.kind === 'node-cluster') await c.flush();
     const apiKey = await c.keys();
-    const r = await runPairs({ base: c.baseUrl, apiKey, codes: sink.codes, clients, seconds: SECONDS, warmupSeconds: WARMUP });
+    const r = await runPairs({ base: c.baseUrl, apiKey, codes: sink.codes, clients, seconds: SECONDS, warmupSeconds: WARMUP, cpuSeconds: c.cpu });
     sink.codes.clear(); // codes of warm-up pairs cut short
     push(c.kind, clients, { round, ...r });
     log(`    ${int(r.pairsPerSec)} pairs/s, request p50/p99 ${ms(r.request.p50)}/${ms(r.request.p99)} ms, verify p50/p99 ${ms(r.verify.p50)}/${ms(r.verify.p99)} ms, errors ${r.errors}${r.errors ? ` (${r.errorSamples[0]})` : ''}`);
@@ -237,6 +240,9 @@ function summarize(run) {
         pairsPerSec: median(rs.map((r) => r.pairsPerSec)),
         request: { p50: median(rs.map((r) => r.request.p50)), p99: median(rs.map((r) => r.request.p99)) },
         verify: { p50: median(rs.map((r) => r.verify.p50)), p99: median(rs.map((r) => r.verify.p99)) },
+        // CPU ms per pair of the host's processes and of its Redis (medians over the rounds).
+        cpuHost: median(rs.map((r) => (r.cpuSeconds?.[0] * 1000) / r.pairs)),
+        cpuStore: median(rs.map((r) => (r.cpuSeconds?.[1] * 1000) / r.pairs)),
         errors: rs.reduce((a, r) => a + r.errors, 0),
         pairs: rs.reduce((a, r) => a + r.pairs, 0),
         errorSamples: rs.flatMap((r) => r.errorSamples).slice(0, 3),
@@ -260,10 +266,11 @@ function markdown(run, { rows, ratios }) {
   const worker = run.hosts.includes('worker') ? `; the Worker 1 round at ${WORKER_LEVELS.join(' and ')} clients` : '';
   out.push(`Measured on ${run.machine}: ${run.rounds} round${run.rounds === 1 ? '' : 's'} × ${run.seconds} s per window (after ${run.warmup} s of warm-up), medians over the rounds${worker}; the whole run took ${Math.round(run.wallSeconds)} s.`);
   out.push('');
-  out.push('| host | clients | pairs/s (median) | request p50/p99 ms | verify p50/p99 ms | errors |');
-  out.push('|---|---:|---:|---:|---:|---:|');
+  out.push('| host | clients | pairs/s (median) | request p50/p99 ms | verify p50/p99 ms | CPU ms/pair: host + Redis | errors |');
+  out.push('|---|---:|---:|---:|---:|---:|---:|');
+  const cpuCell = (r) => (Number.isFinite(r.cpuHost) ? (r.kind === 'node' || r.kind === 'worker' ? `${r.cpuHost.toFixed(2)}` : `${r.cpuHost.toFixed(2)} + ${r.cpuStore.toFixed(2)}`) : '–');
   for (const r of rows) {
-    out.push(`| ${LABEL[r.kind]} | ${r.clients} | ${int(r.pairsPerSec)} | ${ms(r.request.p50)} / ${ms(r.request.p99)} | ${ms(r.verify.p50)} / ${ms(r.verify.p99)} | ${r.errors} of ${r.pairs + r.errors} |`);
+    out.push(`| ${LABEL[r.kind]} | ${r.clients} | ${int(r.pairsPerSec)} | ${ms(r.request.p50)} / ${ms(r.request.p99)} | ${ms(r.verify.p50)} / ${ms(r.verify.p99)} | ${cpuCell(r)} | ${r.errors} of ${r.pairs + r.errors} |`);
   }
   const at32 = rows.find((r) => r.kind === 'node-redis' && r.clients === 32);
   if (ratios.length || at32) out.push('', 'Goals (issue 7):', '');
@@ -275,6 +282,26 @@ function markdown(run, { rows, ratios }) {
   if (at32) {
     const met = at32.request.p99 <= 5 && at32.verify.p99 <= 5;
     out.push(`- ${met ? 'met' : 'NOT met'}: otpkit serve+Redis p99 ≤ 5 ms at 32 clients (request ${ms(at32.request.p99)} ms, verify ${ms(at32.verify.p99)} ms)`);
+  }
+  // Issue 14's goals, at 32 clients, against the same peer.
+  const at = (kind) => rows.find((r) => r.kind === kind && r.clients === 32);
+  const peer32 = at('peer');
+  if (peer32 && (at32 || at('node'))) {
+    out.push('', 'Goals (issue 14, at 32 clients):', '');
+    const r32 = ratios.find((x) => x.clients === 32);
+    if (r32) out.push(`- ${r32.ratio >= 3 ? 'met' : 'NOT met'}: otpkit serve+Redis ≥ 3× the peer's pairs/s (${r32.ratio.toFixed(2)}×)`);
+    if (at32) {
+      const req = at32.request.p99 / peer32.request.p99;
+      const ver = at32.verify.p99 / peer32.verify.p99;
+      out.push(`- ${req <= 1 / 3 && ver <= 1 / 3 ? 'met' : 'NOT met'}: request and verify p99 ≤ ⅓ of the peer's (request ${ms(at32.request.p99)} vs ${ms(peer32.request.p99)} ms: ${req.toFixed(2)}×; verify ${ms(at32.verify.p99)} vs ${ms(peer32.verify.p99)} ms: ${ver.toFixed(2)}×)`);
+      const mine = at32.cpuHost + at32.cpuStore;
+      const theirs = peer32.cpuHost + peer32.cpuStore;
+      if (Number.isFinite(mine) && Number.isFinite(theirs)) {
+        out.push(`- CPU per pair, host + Redis: otpkit serve ${mine.toFixed(2)} ms (${at32.cpuHost.toFixed(2)} + ${at32.cpuStore.toFixed(2)}), the peer ${theirs.toFixed(2)} ms (${peer32.cpuHost.toFixed(2)} + ${peer32.cpuStore.toFixed(2)}): ${(mine / theirs).toFixed(2)}× the peer's`);
+      }
+    }
+    const mem = at('node');
+    if (mem) out.push(`- ${mem.pairsPerSec / peer32.pairsPerSec >= 4 ? 'met' : 'NOT met'}: otpkit serve with the memory store ≥ 4× the peer's pairs/s (${(mem.pairsPerSec / peer32.pairsPerSec).toFixed(2)}×, ratio of the medians; CPU ${mem.cpuHost.toFixed(2)} ms a pair)`);
   }
   const errs = rows.filter((r) => r.errors);
   if (errs.length) {
@@ -298,7 +325,9 @@ Redis Cluster has its own local 3-master cluster (three more redis-server on the
 \`FLUSHALL\` of each master before each window). Rounds interleave the
 contenders (memory, Redis, peer, memory, …) at each level; the table gives the median over the rounds
 of pairs/s and of each window's p50/p99, and the throughput ratio is the median of the per-round
-ratios. The Worker runs once, after the others, at 1 and 32 clients only: locally it saturates near
+ratios. CPU per pair is the user + system time (from /proc) of the host's processes (wrangler and
+workerd together for the Worker) and, apart, of the Redis servers it uses, over the timed window,
+divided by the pairs it completed: a figure that does not hide in core count. The Worker runs once, after the others, at 1 and 32 clients only: locally it saturates near
 40 requests/s (see above), so 128 clients would only queue.
 
 **The peer** (\`bench/peer/server.mjs\`) is an OTP service written the common way: node:http, ioredis,

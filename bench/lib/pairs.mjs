@@ -12,6 +12,8 @@
 // destination never used before in this process, so send windows never interfere; a verify counts as
 // an error unless it answers 200 with status APPROVED.
 import http from 'node:http';
+import { readdirSync, readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 
 /** The gateway stand-in: answers 200 and keeps each message's code by its reference (session id). */
 export async function startCodeSink({ port = 0 } = {}) {
@@ -102,6 +104,7 @@ export async function runPairs({
   src = 'LOAD',
   destPrefix = '+1555',
   paths = { request: '/v1/messaging/otp/request', verify: '/v1/messaging/otp/verify' },
+  cpuSeconds = null, // () => [CPU seconds used so far, …] by the processes under test: sampled around the timed window
 }) {
   const agent = new http.Agent({ keepAlive: true, maxSockets: clients, keepAliveMsecs: 10_000 });
   const lat = { request: [], verify: [] };
@@ -171,13 +174,16 @@ export async function runPairs({
     await Promise.all(Array.from({ length: clients }, until(performance.now() + warmupSeconds * 1000, false)));
   }
   timing = true;
+  const cpu0 = cpuSeconds?.();
   const t0 = performance.now();
   const deadline = pairs == null ? t0 + seconds * 1000 : Infinity;
   await Promise.all(Array.from({ length: clients }, until(deadline, true)));
   const secs = (performance.now() - t0) / 1000;
+  const cpu = cpuSeconds ? cpuSeconds().map((x, i) => x - cpu0[i]) : null;
   agent.destroy();
   return {
     clients,
+    cpuSeconds: cpu,
     seconds: secs,
     pairs: done,
     pairsPerSec: done / secs,
@@ -187,6 +193,55 @@ export async function runPairs({
     errorSamples,
   };
 }
+
+/**
+ * CPU seconds (user + system) used so far by processes `pids` and every descendant of theirs
+ * (wrangler's workerd, for one), from /proc. Linux only: null elsewhere.
+ */
+export function treeCpuSeconds(pids) {
+  let entries;
+  try {
+    entries = readdirSync('/proc').filter((d) => /^\d+$/.test(d));
+  } catch {
+    return null;
+  }
+  const stat = new Map(); // pid → { ppid, ticks }
+  for (const d of entries) {
+    let text;
+    try {
+      text = readFileSync(`/proc/${d}/stat`, 'utf8');
+    } catch {
+      continue; // exited meanwhile
+    }
+    // pid (comm) state ppid … utime(14) stime(15): comm may hold spaces, so split after ')'.
+    const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
+    stat.set(Number(d), { ppid: Number(f[1]), ticks: Number(f[11]) + Number(f[12]) });
+  }
+  const children = new Map();
+  for (const [pid, { ppid }] of stat) (children.get(ppid) ?? children.set(ppid, []).get(ppid)).push(pid);
+  let ticks = 0;
+  const seen = new Set();
+  const walk = (pid) => {
+    if (seen.has(pid)) return;
+    seen.add(pid);
+    ticks += stat.get(pid)?.ticks ?? 0;
+    for (const c of children.get(pid) ?? []) walk(c);
+  };
+  for (const pid of pids) walk(pid);
+  return ticks / CLOCK_TICKS_OF();
+}
+let CLOCK_TICKS_CACHED = null;
+/** USER_HZ: the unit of /proc's times (getconf CLK_TCK; 100 on Linux). */
+const CLOCK_TICKS_OF = () => {
+  if (CLOCK_TICKS_CACHED == null) {
+    try {
+      CLOCK_TICKS_CACHED = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+    } catch {
+      CLOCK_TICKS_CACHED = 100;
+    }
+  }
+  return CLOCK_TICKS_CACHED;
+};
 
 /** Creates a workspace through the admin API (flood shield at SPEC's maximum); resolves its API key. */
 export async function createWorkspace(base, adminToken, { name = 'bench', senders = ['LOAD'], policy = {} } = {}) {

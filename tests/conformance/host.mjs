@@ -242,6 +242,10 @@ async function startWorker({ gatewayUrl, gatewayToken, gatewayKind, gatewayAccou
     pepper: secrets.OTP_PEPPER, // for the leak checks only
     persistent: true,
     persistDir,
+    /** wrangler's pid (workerd runs under it): for CPU accounting (bench/http.mjs). */
+    get pid() {
+      return child.pid;
+    },
     output: () => tail.text(),
     async restart() {
       await stopChild(child);
@@ -319,6 +323,13 @@ async function startNode({ gatewayUrl, gatewayToken, gatewayKind, gatewayAccount
     redisUrls: redisCluster ? redisCluster.servers.map((s) => s.url) : redisUrl ? [redisUrl] : [],
     // The in-memory store is gone after a restart by design; Redis keeps it.
     persistent: Boolean(redisUrl || redisCluster),
+    /** otpkit serve's pid, and the pids of the Redis servers this host started (CPU accounting). */
+    get pid() {
+      return child.pid;
+    },
+    get redisPids() {
+      return redisCluster ? redisCluster.servers.map((s) => s.child.pid) : redisChild ? [redisChild.pid] : [];
+    },
     output: () => tail.text(),
     async restart() {
       await stopChild(child);
