@@ -12,6 +12,7 @@
 // the table shows each figure's median over the rounds.
 import { createRequire } from 'node:module';
 import { spawn } from 'node:child_process';
+import os from 'node:os';
 import path from 'node:path';
 import { ROOT } from '../tests/conformance/host.mjs';
 import { writeSection } from './lib/common.mjs';
@@ -128,7 +129,7 @@ for (const level of LEVELS) {
     rows.push(`| ${name} | ${level} | ${rate.toFixed(0)} | ${median(xs.map((x) => x.p50)).toFixed(2)} | ${median(xs.map((x) => x.p99)).toFixed(2)} | ${cpu.toFixed(0)} | ${(rate / peerRate).toFixed(2)}× | ${(cpu / peerCpu).toFixed(2)}× |`);
   }
 }
-const table = `Measured by \`node bench/gateway-client.mjs\` on ${new Date().toISOString().slice(0, 10)} (${SENDS} sends per cell, medians of ${ROUNDS} rounds with the order alternating; ${(await import('node:os')).cpus().length} cores, ${(await import('node:os')).cpus()[0].model.trim()}, Node ${process.version}). The gateway is a local node:http server in its own process; CPU is this process's (every thread) per send.
+const table = `Measured by \`node bench/gateway-client.mjs\` on ${new Date().toISOString().slice(0, 10)} (${SENDS} sends per cell, medians of ${ROUNDS} rounds with the order alternating; ${os.cpus().length} cores, ${os.cpus()[0].model.trim()}, Node ${process.version}). The gateway is a local node:http server in its own process; CPU is this process's (every thread) per send.
 
 | client | in flight | sends/s | p50 ms | p99 ms | CPU µs/send | sends/s vs fetch | CPU vs fetch |
 |---|---:|---:|---:|---:|---:|---:|---:|

@@ -353,12 +353,6 @@ if not ws or ARGV[3] == '' then return {ws, false} end
 return {ws, redis.call('GET', ARGV[2] .. id .. ':' .. ARGV[3])}
 `;
 
-// KEYS[1] = key index entry; ARGV[1] = workspace key prefix. One round trip for authentication.
-const LOOKUP = `
-local id = redis.call('GET', KEYS[1])
-if not id then return false end
-return redis.call('GET', ARGV[1] .. id)
-`;
 
 // KEYS[1] = the workspace's lifecycle event list, KEYS[2] = the sequence, KEYS[3] = its list of
 // events an end user can repeat without a send (otpkit_core::audit::AuditEvent::is_repeatable:
@@ -559,7 +553,6 @@ class RedisStore {
     this.redis.defineCommand('otpkitPutWorkspace', { numberOfKeys: 2, lua: PUT_WORKSPACE });
     this.redis.defineCommand('otpkitVerifyWrite', { numberOfKeys: 2, lua: VERIFY_WRITE });
     this.redis.defineCommand('otpkitConfirm', { numberOfKeys: 3, lua: CONFIRM });
-    this.redis.defineCommand('otpkitLookup', { numberOfKeys: 1, lua: LOOKUP });
     this.redis.defineCommand('otpkitLookupSession', { numberOfKeys: 1, lua: LOOKUP_SESSION });
     this.redis.defineCommand('otpkitRecord', { numberOfKeys: 3, lua: RECORD });
     this.redis.defineCommand('otpkitSweep', { numberOfKeys: 1, lua: SWEEP });
@@ -1176,22 +1169,12 @@ class RedisStore {
    * moves the purge time), again on a conflict. Answers `receiptApplied`.
    */
   async applyReceipt(io) {
-    const key = this.sessionKey(io.workspaceId, io.sessionId);
     const receipt = JSON.stringify(io.receipt);
-    return this.run(async () => {
-      let known; // as resend()'s
-      for (let i = 0; i < MAX_TRIES; i++) {
-        const [ver, json] = split(known !== undefined ? known : await this.redis.get(key));
-        known = undefined;
-        const s = native.receiptStored(json, io.workspaceId, receipt);
-        if (s.write == null) return s.outcome;
-        const [wrote, found] = await this.redis.otpkitCas(key, ver, s.write, '-1');
-        if (wrote === 1) return s.outcome;
-        known = found ?? null;
-        await backoff(i);
-      }
-      throw hostError('STORE_UNAVAILABLE');
+    const step = await this.update(this.sessionKey(io.workspaceId, io.sessionId), (json) => {
+      const s = native.receiptStored(json, io.workspaceId, receipt);
+      return { state: s.write, keepMs: null, changed: s.write != null, outcome: s.outcome };
     });
+    return step.outcome;
   }
 
   async cancelSession(wsId, sessionId) {
@@ -1374,13 +1357,7 @@ class RedisStore {
 
   /** The workspace JSON an API key hash points at, or null: from the key cache when it holds it. */
   async lookupKey(hash) {
-    if (this.cluster) return this.lookupKeyWithSession(hash, null).then((r) => r.workspace);
-    const cached = this.keys?.get(hash);
-    if (cached !== undefined) return cached;
-    const gen = this.keys?.gen;
-    const json = await this.run(() => this.redis.otpkitLookup(this.key('key', hash), `${this.prefix}ws:`));
-    this.keys?.put(hash, json, gen);
-    return json;
+    return (await this.lookupKeyWithSession(hash, null)).workspace;
   }
   /**
    * The workspace JSON of an API key hash and that workspace's session `sessionId` (raw value),
