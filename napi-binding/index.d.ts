@@ -687,6 +687,27 @@ export class OtpService {
 
 /** A node:http server answering SPEC's HTTP API with `service`. */
 export function createServer(service: OtpService): import('node:http').Server;
+/** A running native server (serveNative). */
+export interface NativeServer {
+  /** The port it listens on (the one given, or the free one picked for port 0). */
+  readonly port: number;
+  /** Connections open now. */
+  readonly connections: number;
+  /**
+   * Stops accepting; lets each connection finish the request it is serving (idle ones close at
+   * once) for at most `graceMs`, then closes the rest. Resolves once every connection is gone.
+   */
+  close(graceMs: number): Promise<void>;
+}
+/**
+ * SPEC's HTTP API with `service` on the native HTTP/1.1 server `otpkit serve` uses (hyper on the
+ * module's own threads; the OTPKIT_* connection limits from the environment, as createServer).
+ * `log`: gets one JSON line per request at `logLevel`. Throws MISCONFIGURED when it cannot listen.
+ */
+export function serveNative(
+  service: OtpService,
+  opts?: { host?: string; port?: number; log?: ((line: string) => void) | null; logLevel?: string | null; metricsPublic?: boolean },
+): NativeServer;
 /** The request listener, to mount under your own node:http server. */
 export function listener(
   service: OtpService,

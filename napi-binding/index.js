@@ -6,7 +6,7 @@ const { MemoryStore } = require('./lib/memory-store');
 const { RedisStore } = require('./lib/redis-store'); // ioredis is loaded on first use
 const { OtpError } = require('./lib/errors');
 const { JsonGateway, TwilioGateway, MetaGateway, gatewayFromEnv, receiptKeysFromEnv } = require('./lib/gateway');
-const { createServer, listener } = require('./lib/server');
+const { createServer, listener, serveNative } = require('./lib/server');
 
 module.exports = {
   OtpService,
@@ -19,6 +19,7 @@ module.exports = {
   gatewayFromEnv,
   receiptKeysFromEnv,
   createServer,
+  serveNative,
   listener,
 };
 

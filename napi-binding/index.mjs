@@ -12,6 +12,7 @@ export const {
   gatewayFromEnv,
   receiptKeysFromEnv,
   createServer,
+  serveNative,
   listener,
   Metrics,
 } = otpkit;

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 'use strict';
-// otpkit serve: SPEC's HTTP API on node:http, configured like the Worker (OTP_PEPPER, ADMIN_TOKEN,
+// otpkit serve: SPEC's HTTP API on a native HTTP/1.1 server (hyper, lib/server.js serveNative), configured like the Worker (OTP_PEPPER, ADMIN_TOKEN,
 // SMS_GATEWAY_*) plus PORT (default 8787), OTPKIT_BIND (default 127.0.0.1), REDIS_CLUSTER_NODES or
 // REDIS_URL (both absent: memory).
 
@@ -19,10 +19,14 @@ Environment:
   PORT, OTPKIT_BIND    where to listen (default 8787 on 127.0.0.1)
   LOG_LEVEL            debug, info (default), warn or error: one JSON line per request on stdout
   METRICS_PUBLIC       true: GET /metrics without the admin token (default: ADMIN_TOKEN required)
+  OTPKIT_HTTP          node: serve on node:http instead of the native server (to compare)
 `;
 
+// How long requests in flight get to finish on SIGTERM / SIGINT (a gateway send takes at most 10 s).
+const GRACE_MS = 12_000;
+
 async function serve() {
-  const { OtpService, MemoryStore, RedisStore, gatewayFromEnv, receiptKeysFromEnv, createServer, Metrics } = require(path.join(__dirname, '..'));
+  const { OtpService, MemoryStore, RedisStore, gatewayFromEnv, receiptKeysFromEnv, createServer, serveNative, Metrics } = require(path.join(__dirname, '..'));
   const env = process.env;
   let store;
   if (env.REDIS_CLUSTER_NODES || env.REDIS_URL) {
@@ -50,18 +54,38 @@ async function serve() {
   if (!service.engine.configured) console.error('otpkit: OTP_PEPPER is missing or shorter than 32 bytes; answering 500 MISCONFIGURED');
   const port = Number(env.PORT || 8787);
   const host = env.OTPKIT_BIND || '127.0.0.1';
-  const server = createServer(service);
-  server.listen(port, host, () => {
-    console.log(`otpkit serve: listening on http://${host}:${port} (${store.cluster ? 'redis cluster' : store.kind} store)`);
-  });
+  const where = store.cluster ? 'redis cluster' : store.kind;
+  let close;
+  if (env.OTPKIT_HTTP === 'node') {
+    // node:http (createServer), the server before the native one; kept to compare the two.
+    const server = createServer(service);
+    server.listen(port, host, () => console.log(`otpkit serve: listening on http://${host}:${port} (${where} store, node:http)`));
+    close = () =>
+      new Promise((resolve) => {
+        server.close(resolve);
+        server.closeIdleConnections?.();
+      });
+  } else {
+    let server;
+    try {
+      server = serveNative(service, { host, port, log: (line) => process.stdout.write(`${line}\n`), logLevel: env.LOG_LEVEL ?? null, metricsPublic: env.METRICS_PUBLIC === 'true' });
+    } catch (e) {
+      throw new Error(e.message);
+    }
+    console.log(`otpkit serve: listening on http://${host}:${server.port} (${where} store)`);
+    close = () => server.close(GRACE_MS);
+  }
+  // SIGTERM / SIGINT: stop accepting, finish the requests in flight and the work that follows
+  // their answers (audit, confirmations), close the store, exit 0.
   let stopping = false;
   const stop = () => {
     if (stopping) return;
     stopping = true;
-    server.close();
-    server.closeIdleConnections?.();
-    service.close().finally(() => process.exit(0));
-    setTimeout(() => process.exit(0), 3000).unref();
+    setTimeout(() => process.exit(0), GRACE_MS + 5_000).unref();
+    close()
+      .catch(() => {})
+      .then(() => service.close())
+      .finally(() => process.exit(0));
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);

@@ -3,7 +3,7 @@
 // OtpService.handle(), whose bodies come from otpkit-core: the same bytes as the Worker.
 
 const http = require('node:http');
-const { hostError, clientAborted } = require('./errors');
+const { hostError, clientAborted, fromNative } = require('./errors');
 const { requestInfo, logRequest } = require('./log');
 const native = require('./native');
 
@@ -227,39 +227,64 @@ function listConsole() {
   return files;
 }
 
-/** Answers a console path (true), or leaves it to the API (false: no such file). */
-async function consoleReply(req, res, urlPath) {
+/** The reply to a console path (`{status, headers, body}`), or null (no such file: the API's). */
+async function consoleReply(method, reqHeaders, urlPath) {
   consoleFiles ??= listConsole();
   const redirect = urlPath === '/console' || urlPath === '/console/index.html';
   const file = consoleFiles.get(redirect || urlPath === '/console/' ? '/console/index.html' : urlPath);
-  if (!file) return false;
-  if (req.method !== 'GET' && req.method !== 'HEAD') {
-    res.writeHead(405, { allow: 'GET, HEAD', 'content-length': 0, ...CONSOLE_HEADERS }); // as Workers assets
-    res.end();
-    return true;
+  if (!file) return null;
+  if (method !== 'GET' && method !== 'HEAD') {
+    return { status: 405, headers: { allow: 'GET, HEAD', 'content-length': '0', ...CONSOLE_HEADERS }, body: '' }; // as Workers assets
   }
-  if (redirect) {
-    res.writeHead(307, { location: '/console/', 'content-length': 0, ...CONSOLE_HEADERS });
-    res.end();
-    return true;
-  }
+  if (redirect) return { status: 307, headers: { location: '/console/', 'content-length': '0', ...CONSOLE_HEADERS }, body: '' };
   let body;
   try {
     body = await consoleFs.promises.readFile(file);
   } catch {
-    return false;
+    return null;
   }
   const etag = `"${createHash('sha256').update(body).digest('hex').slice(0, 32)}"`;
   const headers = { ...CONSOLE_HEADERS, etag, 'content-type': CONSOLE_TYPES[consolePath.extname(file)] || 'application/octet-stream' };
-  if (req.headers['if-none-match'] === etag) {
-    res.writeHead(304, headers);
-    res.end();
-    return true;
+  if (reqHeaders['if-none-match'] === etag) return { status: 304, headers, body: '' };
+  headers['content-length'] = String(body.length);
+  return { status: 200, headers, body };
+}
+
+/**
+ * The reply to one request, whatever carries it (node:http here, hyper in serveNative): `r` is
+ * `{method, url, headers, readBody(max)}`; answers `{status, headers, body}` (the whole body,
+ * also for HEAD: the transport leaves it out). `info`: the request's log context, if any.
+ */
+async function replyTo(service, r, info, metricsPublic) {
+  const url = r.url || '/';
+  const q = url.indexOf('?');
+  const path = q === -1 ? url : url.slice(0, q);
+  if (path === '/console' || path.startsWith('/console/')) {
+    if (info) info.route = 'console';
+    const reply = await consoleReply(r.method, r.headers, path);
+    if (reply) return reply;
   }
-  headers['content-length'] = body.length;
-  res.writeHead(200, headers);
-  res.end(req.method === 'HEAD' ? undefined : body);
-  return true;
+  if (path === '/metrics' && info) info.route = 'metrics';
+  const reply = path === '/metrics' ? await metricsReply(service, r, metricsPublic) : await service.handle({
+    method: r.method,
+    path,
+    query: q === -1 ? '' : url.slice(q + 1),
+    pathAndQuery: url, // as received: a Twilio receipt's signature covers it
+    headers: r.headers,
+    readBody: r.readBody,
+  });
+  if (info && reply.status >= 400) info.body = reply.body; // its error code is logged
+  const headers = {};
+  if (reply.status !== 204) headers['content-type'] = reply.contentType ?? 'application/json';
+  if (reply.retryAfter != null) headers['retry-after'] = String(reply.retryAfter);
+  if (reply.replayed) headers['idempotent-replayed'] = 'true'; // SPEC §7: an Idempotency-Key replay
+  const body = reply.status === 204 ? '' : reply.body;
+  headers['content-length'] = String(Buffer.byteLength(body));
+  // A 401 always closes: an unauthenticated client gets no kept-alive connection, and every 401
+  // looks the same (whether the key was missing, answered before the body arrived, or looked up
+  // while it did — otherwise the headers would tell the two apart, by timing).
+  if (reply.status === 401) headers.connection = 'close';
+  return { status: reply.status, headers, body };
 }
 
 function answer(service, drainTimeoutMs, metricsPublic = false) {
@@ -269,35 +294,10 @@ function answer(service, drainTimeoutMs, metricsPublic = false) {
     res.once('close', () => {
       if (socket[RESPONSE] === res) socket[RESPONSE] = undefined;
     });
-    const url = req.url || '/';
-    const q = url.indexOf('?');
-    const path = q === -1 ? url : url.slice(0, q);
-    if (path === '/console' || path.startsWith('/console/')) {
-      if (info) info.route = 'console';
-      if (await consoleReply(req, res, path)) return;
-    }
-    if (path === '/metrics' && info) info.route = 'metrics';
-    const reply = path === '/metrics' ? await metricsReply(service, req, metricsPublic) : await service.handle({
-      method: req.method,
-      path: q === -1 ? url : url.slice(0, q),
-      query: q === -1 ? '' : url.slice(q + 1),
-      pathAndQuery: url, // as received: a Twilio receipt's signature covers it
-      headers: req.headers,
-      readBody: bodyReader(req),
-    });
+    const reply = await replyTo(service, { method: req.method, url: req.url, headers: req.headers, readBody: bodyReader(req) }, info, metricsPublic);
     // The client went away (or a deadline cut it): nobody to answer.
     if (socket.destroyed || res.destroyed || res.writableEnded) return;
-    if (info && reply.status >= 400) info.body = reply.body; // its error code is logged
-    const headers = {};
-    if (reply.status !== 204) headers['content-type'] = reply.contentType ?? 'application/json';
-    if (reply.retryAfter != null) headers['retry-after'] = String(reply.retryAfter);
-    if (reply.replayed) headers['idempotent-replayed'] = 'true'; // SPEC §7: an Idempotency-Key replay
-    const body = reply.status === 204 ? '' : reply.body;
-    headers['content-length'] = Buffer.byteLength(body);
-    // A 401 always closes: an unauthenticated client gets no kept-alive connection, and every 401
-    // looks the same (whether the key was missing, answered before the body arrived, or looked up
-    // while it did — otherwise the headers would tell the two apart, by timing).
-    if (reply.status === 401) headers.connection = 'close';
+    const { headers, body } = reply;
     if (!req.complete) {
       // answered before the whole body arrived: send the answer, drain, close (see drain())
       headers.connection = 'close';
@@ -340,4 +340,56 @@ function createServer(service) {
   return server;
 }
 
-module.exports = { createServer, listener };
+/**
+ * `otpkit serve`'s server: hyper on the native module's tokio runtime (src/serve.rs) holds the
+ * connections, their deadlines (the same OTPKIT_* limits as createServer) and the writes; each
+ * request crosses to JavaScript once, and is answered by replyTo() as on node:http, with the same
+ * request log line and metrics. Answers `{port, connections, close(graceMs)}`: close() stops
+ * accepting, lets requests in flight finish (idle connections close at once) for at most
+ * `graceMs`, then closes the rest.
+ */
+function serveNative(service, { host = '127.0.0.1', port = 8787, log = null, logLevel = null, metricsPublic = false } = {}) {
+  const limits = limitsFromEnv();
+  const readerOf = (r) => (max) => {
+    if (r.body) return r.body.length > max ? Promise.reject(hostError('PAYLOAD_TOO_LARGE')) : Promise.resolve(r.body);
+    return r.stream.read(max).catch((e) => {
+      throw e?.message === 'PAYLOAD_TOO_LARGE' ? hostError('PAYLOAD_TOO_LARGE') : clientAborted();
+    });
+  };
+  const reply = async (r, info) => {
+    try {
+      return await replyTo(service, { method: r.method, url: r.url, headers: r.headers, readBody: readerOf(r) }, info, metricsPublic);
+    } catch (e) {
+      const { status, body } = service.errorReply(e);
+      return { status, headers: { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) }, body };
+    }
+  };
+  const answered =
+    !log && !service.metrics
+      ? (r) => reply(r, null)
+      : (r) => {
+          const info = { started: Date.now(), log: log || (() => {}), level: logLevel };
+          return requestInfo.run(info, async () => {
+            const out = await reply(r, info);
+            if (log) logRequest(info, r.method, out.status, info.body);
+            service.metrics?.answered(info.route, out.status, info.body);
+            return out;
+          });
+        };
+  let server = null;
+  // Each request is answered with one synchronous call back (server.respond), whatever happens.
+  const handler = (r) => {
+    answered(r).then(
+      (out) => server.respond(r.id, out),
+      () => server.respond(r.id, { status: 500, headers: { 'content-type': 'application/json' }, body: native.errorReply('INTERNAL_ERROR').body }),
+    );
+  };
+  try {
+    server = native.serveNative(host, port, { ...limits, maxBodyBytes: native.maxBodyBytes() }, handler);
+  } catch (e) {
+    throw fromNative(e);
+  }
+  return server;
+}
+
+module.exports = { createServer, listener, serveNative, limitsFromEnv };

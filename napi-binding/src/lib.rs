@@ -23,6 +23,7 @@
 //! | `reports` | audit and analytics: queries, pages, reports, the lines a store appends |
 //! | `gateway` | the gateway's HTTP request, encoded by the core |
 //! | `send` | that request sent (reqwest + rustls on napi's tokio runtime); the delivery outcome |
+//! | `serve` | `otpkit serve`'s HTTP server: hyper on the tokio runtime, each request answered by the JavaScript service |
 //! | `errors` | core errors thrown as JS errors; host-side error codes |
 
 mod engine;
@@ -37,12 +38,38 @@ mod ops;
 mod redis;
 mod reports;
 mod send;
+mod serve;
 mod workspace;
 
 use crate::errors::throw;
 use napi::Result;
 use otpkit_core::http::request::Dialect;
 use otpkit_core::{Error, Purpose, UnixMillis};
+
+/// Worker threads of the tokio runtime that serves `otpkit serve`'s connections and sends to
+/// the gateway: `OTPKIT_THREADS` when set (1–256), else one fewer than the CPUs (at least one),
+/// since the JavaScript thread is busy on its own core. Measured on 2 cores (BENCHMARKS.md
+/// "otpkit serve on hyper"): 2 workers cost 25 % more CPU per pair than 1 and served fewer pairs.
+fn worker_threads() -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    std::env::var("OTPKIT_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| (1..=256).contains(n))
+        .unwrap_or_else(|| cpus.saturating_sub(1).max(1))
+}
+
+#[napi_derive::module_init]
+fn init() {
+    if let Ok(rt) = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(worker_threads())
+        .thread_name("otpkit")
+        .enable_all()
+        .build()
+    {
+        napi::bindgen_prelude::create_custom_tokio_runtime(rt);
+    }
+}
 
 /// A JS time (ms) as the core's.
 pub(crate) fn ms(now: f64) -> UnixMillis {
