@@ -6,7 +6,7 @@
 //
 //   node bench/http.mjs [--rounds 3] [--seconds 5] [--warmup 1] [--levels 1,32,128]
 //                       [--hosts node,node-redis,node-cluster,peer,worker] [--json FILE] [--write]
-//   node bench/http.mjs --profile [--seconds 8]     # where otpkit serve+Redis spends its time
+//   node bench/http.mjs --profile [--seconds 8] [--profile-hosts node-redis,peer]  # where the time goes
 //
 // One private redis-server (no persistence) serves both otpkit serve+Redis and the peer; FLUSHDB
 // before each of their windows. The gateway stand-in (bench/lib/pairs.mjs) and the load generator
@@ -52,7 +52,9 @@ const WORKSPACES = 3; // round-robin, so one workspace's flood shield (100,000/m
 
 const LABEL = {
   node: 'otpkit serve, memory',
+  'node-nodehttp': 'otpkit serve, memory, on node:http',
   'node-redis': 'otpkit serve, Redis',
+  'node-redis-nodehttp': 'otpkit serve, Redis, on node:http',
   'node-cluster': 'otpkit serve, Redis Cluster (3 masters)',
   peer: 'peer (node:http + ioredis)',
   worker: 'Worker (wrangler dev)',
@@ -140,9 +142,12 @@ async function startContender(kind, { sink, redis, nodeOptions }) {
   }
   const saved = process.env.NODE_OPTIONS;
   if (nodeOptions) process.env.NODE_OPTIONS = nodeOptions; // this child only: restored below
+  // `…-nodehttp`: the same host on node:http (OTPKIT_HTTP=node), the server before the native one.
+  const base = kind.replace(/-nodehttp$/, '');
+  const extraEnv = base === kind ? {} : { OTPKIT_HTTP: 'node' };
   let h;
   try {
-    h = await startHost({ gatewayUrl: sink.url, kind, redisUrl: kind === 'node-redis' ? redis.url : undefined });
+    h = await startHost({ gatewayUrl: sink.url, kind: base, extraEnv, redisUrl: base === 'node-redis' ? redis.url : undefined });
   } finally {
     if (saved === undefined) delete process.env.NODE_OPTIONS;
     else process.env.NODE_OPTIONS = saved;
@@ -154,8 +159,8 @@ async function startContender(kind, { sink, redis, nodeOptions }) {
   };
   // Memory and the Worker keep their workspaces; Redis is flushed before each window (each
   // master of the cluster, which host.mjs started for this contender alone).
-  const flushed = kind === 'node-redis' || kind === 'node-cluster';
-  const masters = kind === 'node-cluster' ? h.redisUrls.map((url) => new Redis(url)) : [];
+  const flushed = base === 'node-redis' || base === 'node-cluster';
+  const masters = base === 'node-cluster' ? h.redisUrls.map((url) => new Redis(url)) : [];
   const flush = () => Promise.all(masters.map((m) => m.flushall()));
   let fixed = flushed ? null : await make();
   const stop = async () => {
@@ -163,7 +168,7 @@ async function startContender(kind, { sink, redis, nodeOptions }) {
     await h.stop();
   };
   // CPU of the host's process tree, and of the Redis servers it uses (the shared one, or its cluster's).
-  const storePids = () => (kind === 'node-redis' ? [redis.pid] : h.redisPids ?? []);
+  const storePids = () => (base === 'node-redis' ? [redis.pid] : h.redisPids ?? []);
   const cpu = () => [treeCpuSeconds([h.pid]), treeCpuSeconds(storePids())];
   return { kind, baseUrl: h.baseUrl, stop, flush, cpu, keys: async () => fixed || (await make()) };
 }
@@ -180,7 +185,7 @@ const int = (x) => (Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') :
 async function bench() {
   const t0 = Date.now();
   const sink = await startCodeSink();
-  const needRedis = HOSTS.includes('node-redis') || HOSTS.includes('peer');
+  const needRedis = HOSTS.some((h) => h.startsWith('node-redis') || h === 'peer');
   const redis = needRedis ? await startRedisWithClient() : null;
   const fast = HOSTS.filter((h) => h !== 'worker');
   const results = {}; // `${kind}@${clients}` → [run, …]
@@ -190,7 +195,7 @@ async function bench() {
   const window = async (c, clients, round, rounds) => {
     step += 1;
     log(`[${step}/${total}] ${LABEL[c.kind]}, ${clients} clients, round ${round}/${rounds} …`);
-    if (c.kind === 'node-redis' || c.kind === 'peer') await redis.client.flushdb();
+    if (c.kind.startsWith('node-redis') || c.kind === 'peer') await redis.client.flushdb();
     if (c.kind === 'node-cluster') await c.flush();
     const apiKey = await c.keys();
     const r = await runPairs({ base: c.baseUrl, apiKey, codes: sink.codes, clients, seconds: SECONDS, warmupSeconds: WARMUP, cpuSeconds: c.cpu });
@@ -229,7 +234,7 @@ async function bench() {
 
 function summarize(run) {
   const rows = [];
-  for (const kind of ['node', 'node-redis', 'node-cluster', 'peer', 'worker']) {
+  for (const kind of ['node', 'node-nodehttp', 'node-redis', 'node-redis-nodehttp', 'node-cluster', 'peer', 'worker']) {
     for (const clients of kind === 'worker' ? WORKER_LEVELS : LEVELS) {
       const rs = run.results[`${kind}@${clients}`];
       if (!rs) continue;
@@ -268,7 +273,7 @@ function markdown(run, { rows, ratios }) {
   out.push('');
   out.push('| host | clients | pairs/s (median) | request p50/p99 ms | verify p50/p99 ms | CPU ms/pair: host + Redis | errors |');
   out.push('|---|---:|---:|---:|---:|---:|---:|');
-  const cpuCell = (r) => (Number.isFinite(r.cpuHost) ? (r.kind === 'node' || r.kind === 'worker' ? `${r.cpuHost.toFixed(2)}` : `${r.cpuHost.toFixed(2)} + ${r.cpuStore.toFixed(2)}`) : '–');
+  const cpuCell = (r) => (Number.isFinite(r.cpuHost) ? (r.kind === 'node' || r.kind === 'node-nodehttp' || r.kind === 'worker' ? `${r.cpuHost.toFixed(2)}` : `${r.cpuHost.toFixed(2)} + ${r.cpuStore.toFixed(2)}`) : '–');
   for (const r of rows) {
     out.push(`| ${LABEL[r.kind]} | ${r.clients} | ${int(r.pairsPerSec)} | ${ms(r.request.p50)} / ${ms(r.request.p99)} | ${ms(r.verify.p50)} / ${ms(r.verify.p99)} | ${cpuCell(r)} | ${r.errors} of ${r.pairs + r.errors} |`);
   }
@@ -420,7 +425,7 @@ async function profile() {
   const clients = 32;
   const report = [];
   const dir = mkdtempSync(path.join(os.tmpdir(), 'otpkit-http-prof-'));
-  for (const kind of ['node-redis', 'peer']) {
+  for (const kind of arg('profile-hosts', 'node-redis,peer').split(',')) {
     // node 20 refuses --cpu-prof in NODE_OPTIONS: a preload runs the same profiler (bench/peer/cpu-prof.cjs).
     process.env.OTPKIT_CPU_PROF_DIR = path.join(dir, kind);
     const nodeOptions = `--require ${path.join(ROOT, 'bench', 'peer', 'cpu-prof.cjs')}`;
