@@ -92,7 +92,7 @@ export async function call(method, route, opts = {}) {
   if (process.env.OTPKIT_CALL_LOG) appendFileSync(process.env.OTPKIT_CALL_LOG, `${method} ${route.split('?')[0]} ${res.status}\n`);
   // Every answer (headers and body) the suite reads, for the run-wide leak checks of zzz-leaks.test.mjs.
   if (H.bodyLogFile) {
-    const entry = { method, route, status: res.status, headers: Object.fromEntries(res.headers), text };
+    const entry = { method, route, status: res.status, headers: Object.fromEntries(res.headers), text, at: Date.now() }; // `at`: the answer read whole
     appendFileSync(H.bodyLogFile, `${JSON.stringify(entry)}\n`);
   }
   let json = null;
