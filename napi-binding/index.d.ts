@@ -314,8 +314,21 @@ export class RedisStore {
    *   `connect()`, emptied whenever Redis reports a write to a key entry or a workspace record
    *   (`CLIENT TRACKING … BCAST` on one more connection, one per master of a Cluster), so
    *   revocation stays immediate and authentication usually costs no round trip.
+   * - `log` / `logLevel`: where the `key_cache_off` line (level warn) goes when a Redis refuses
+   *   that tracking (an ACL without `CLIENT` or `SUBSCRIBE`, Redis before 6), once per node and
+   *   cause; without `log`, a process warning says it. Lookups then go to Redis.
    */
-  constructor(opts?: { client?: unknown; url?: string; nodes?: string | string[]; prefix?: string; keyCache?: boolean } & AuditRetentionOptions);
+  constructor(
+    opts?: {
+      client?: unknown;
+      url?: string;
+      nodes?: string | string[];
+      prefix?: string;
+      keyCache?: boolean;
+      log?: ((line: string) => void) | null;
+      logLevel?: string | null;
+    } & AuditRetentionOptions,
+  );
   readonly kind: 'redis';
   /** Connects and pings; rejects with OtpError STORE_UNAVAILABLE when Redis does not answer. */
   connect(): Promise<void>;

@@ -371,6 +371,48 @@ impl StoreFailure<'_> {
     }
 }
 
+/// A Redis node on which the API-key cache cannot follow writes (Redis refused `CLIENT
+/// TRACKING` or `SUBSCRIBE`: an ACL, or Redis before 6): while it lasts, key lookups go to
+/// Redis, as they would with the cache off. A host prints it once per node and cause.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyCacheOff<'a> {
+    /// When.
+    pub time: UnixMillis,
+    /// The node (`host:port`).
+    pub node: &'a str,
+    /// Redis's error (`NOPERM`, `ERR`); only letters, digits and `_.:-` are kept, at most 64.
+    pub cause: &'a str,
+}
+
+#[derive(Serialize)]
+struct KeyCacheLine {
+    time: String,
+    level: &'static str,
+    msg: &'static str,
+    store: &'static str,
+    node: String,
+    cause: String,
+}
+
+impl KeyCacheOff<'_> {
+    /// The `key_cache_off` line (level `warn`), if a host at `threshold` prints it.
+    #[must_use]
+    pub fn line(&self, threshold: Level) -> Option<String> {
+        if Level::Warn < threshold {
+            return None;
+        }
+        serde_json::to_string(&KeyCacheLine {
+            time: self.time.to_rfc3339(),
+            level: Level::Warn.as_str(),
+            msg: "key_cache_off",
+            store: "redis",
+            node: error_name(self.node),
+            cause: error_name(self.cause),
+        })
+        .ok()
+    }
+}
+
 #[derive(Serialize)]
 struct ProblemLine<'a> {
     time: String,
@@ -413,6 +455,29 @@ pub fn config_problem(time: UnixMillis, problem: &str, threshold: Level) -> Opti
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_cache_off_line() {
+        let l = KeyCacheOff {
+            time: UnixMillis(1_763_800_000_000),
+            node: "10.0.0.7:6379",
+            cause: "NOPERM this user has no permissions to run the 'client|tracking' command",
+        };
+        let line = l.line(Level::Info).unwrap_or_default();
+        assert!(
+            line.contains(
+                r#""level":"warn","msg":"key_cache_off","store":"redis","node":"10.0.0.7:6379""#
+            ),
+            "{line}"
+        );
+        assert!(
+            line.contains(
+                r#""cause":"NOPERM_this_user_has_no_permissions_to_run_the_clienttracking_co""#
+            ),
+            "{line}"
+        );
+        assert_eq!(l.line(Level::Error), None);
+    }
 
     #[test]
     fn levels_and_request_lines() {

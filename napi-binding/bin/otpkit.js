@@ -30,7 +30,8 @@ async function serve() {
   const env = process.env;
   let store;
   if (env.REDIS_CLUSTER_NODES || env.REDIS_URL) {
-    store = env.REDIS_CLUSTER_NODES ? new RedisStore({ nodes: env.REDIS_CLUSTER_NODES }) : new RedisStore({ url: env.REDIS_URL });
+    const log = { log: (line) => process.stdout.write(`${line}\n`), logLevel: env.LOG_LEVEL ?? null };
+    store = env.REDIS_CLUSTER_NODES ? new RedisStore({ nodes: env.REDIS_CLUSTER_NODES, ...log }) : new RedisStore({ url: env.REDIS_URL, ...log });
     try {
       await store.connect();
     } catch (e) {

@@ -496,12 +496,18 @@ class RedisStore {
    *   that order. `auditKeep`: audit events kept per workspace in each of its two lists (default 10,000).
    *   `keyCache` (default true): keep API key → workspace lookups in this process, dropped the
    *   moment Redis reports a write to any key entry or workspace record (see KeyCache).
+   *   `log` (a function of one JSON line) and `logLevel`: where the `key_cache_off` line goes
+   *   when a Redis refuses the cache's tracking (an ACL, Redis before 6), once per node and
+   *   cause; without `log`, a process warning says it.
    */
-  constructor({ client, url, nodes, prefix = 'otpkit:', auditKeep = AUDIT_KEEP, keyCache = true } = {}) {
+  constructor({ client, url, nodes, prefix = 'otpkit:', auditKeep = AUDIT_KEEP, keyCache = true, log = null, logLevel = null } = {}) {
     if (!Number.isInteger(auditKeep) || auditKeep < 1 || auditKeep > 0xffffffff) {
       throw new TypeError('auditKeep must be a positive integer');
     }
     if (typeof keyCache !== 'boolean') throw new TypeError('keyCache must be true or false');
+    if (log != null && typeof log !== 'function') throw new TypeError('log must be a function of one line');
+    this.log = log;
+    this.logLevel = logLevel;
     if (url && nodes) throw new TypeError('RedisStore takes url (one Redis) or nodes (a Redis Cluster), not both');
     this.kind = 'redis';
     this.prefix = prefix;
@@ -1532,12 +1538,30 @@ class KeyCache {
         await conn.client('TRACKING', 'on', 'REDIRECT', String(id), 'BCAST', 'PREFIX', `${p}key:`, 'PREFIX', `${p}ws:`);
         await conn.subscribe('__redis__:invalidate');
         t.tracking = true;
-      } catch {
+      } catch (e) {
         t.tracking = false; // no tracking here (an ACL, Redis < 6): lookups keep going to Redis
+        if (conn.status === 'ready') this.refused(conn, e); // not a connection lost meanwhile
       }
       this.settle();
     });
     return t;
+  }
+
+  /** Says once per node and cause that Redis refused tracking there (so nothing is cached). */
+  refused(conn, e) {
+    const node = `${conn.options.host}:${conn.options.port}`;
+    // Redis's error word (NOPERM, ERR, …): never more of its text.
+    const cause = typeof e?.message === 'string' ? e.message.split(' ')[0] : String(e?.name ?? 'Error');
+    const said = (this.said ??= new Set());
+    if (said.has(`${node} ${cause}`)) return;
+    said.add(`${node} ${cause}`);
+    const { log, logLevel } = this.store;
+    if (log) {
+      const line = native.keyCacheOffLine(logLevel ?? null, Date.now(), node, cause);
+      if (line) log(line);
+    } else {
+      process.emitWarning(`otpkit: Redis at ${node} refused the API-key cache's tracking (${cause}): key lookups go to Redis`);
+    }
   }
 
   /** Live only while every connection tracks; any change empties the cache. */

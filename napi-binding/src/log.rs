@@ -105,6 +105,24 @@ pub fn store_failure_line(
     .line(Level::parse(level.as_deref()))
 }
 
+/// The `key_cache_off` line for Redis node `node` (`host:port`) that refused tracking with
+/// `cause`, or null when `level` does not print warnings.
+#[napi]
+#[allow(clippy::needless_pass_by_value)]
+pub fn key_cache_off_line(
+    level: Option<String>,
+    now: f64,
+    node: String,
+    cause: String,
+) -> Option<String> {
+    log::KeyCacheOff {
+        time: ms(now),
+        node: &node,
+        cause: &cause,
+    }
+    .line(Level::parse(level.as_deref()))
+}
+
 /// The `config_problem` line a 500 `MISCONFIGURED` answer's `body` names, or null.
 #[napi]
 #[allow(clippy::needless_pass_by_value)]

@@ -124,6 +124,43 @@ describe('RedisStore key cache (one Redis)', () => {
     }
   });
 
+  it('a Redis that refuses CLIENT TRACKING (ACL): one key_cache_off line, lookups still answered, nothing cached', async () => {
+    await raw.redis.call('ACL', 'SETUSER', 'notrack', 'on', '>notrack-secret-pw', '~*', '&*', '+@all', '-client|tracking');
+    const lines = [];
+    const url = redis.url.replace('redis://', 'redis://notrack:notrack-secret-pw@');
+    const store = new RedisStore({ url, log: (l) => lines.push(l), logLevel: 'info' });
+    await store.connect();
+    const otp = new OtpService({ pepper: PEPPER, gateway: recorder(), store, adminToken: 'a'.repeat(32) });
+    try {
+      const { apiKey } = await otp.createWorkspace({ name: 'notrack', senders: ['Acme'] });
+      await until(() => lines.length > 0, 'the key_cache_off line');
+      const hash = native.apiKeyHash(apiKey);
+      for (let i = 0; i < 3; i++) assert.ok(await store.lookupKey(hash), 'the key is found through Redis');
+      assert.equal(store.keys.live, false);
+      assert.equal(store.keys.get(hash), undefined, 'nothing cached');
+      await sleep(300);
+      assert.equal(lines.length, 1, `once: ${lines.join('\n')}`);
+      const line = JSON.parse(lines[0]);
+      const port = new URL(redis.url).port;
+      assert.deepEqual({ ...line, time: undefined }, { time: undefined, level: 'warn', msg: 'key_cache_off', store: 'redis', node: `127.0.0.1:${port}`, cause: 'NOPERM' });
+      assert.ok(!lines[0].includes('notrack-secret-pw'));
+      // Without `log`: a process warning, once.
+      const warnings = [];
+      const onWarning = (w) => warnings.push(w.message);
+      process.on('warning', onWarning);
+      const quiet = new RedisStore({ url });
+      await quiet.connect();
+      await quiet.lookupKey(hash);
+      await until(() => warnings.length > 0, 'the process warning');
+      process.off('warning', onWarning);
+      await quiet.close();
+      assert.match(warnings[0], /refused the API-key cache's tracking \(NOPERM\): key lookups go to Redis/);
+    } finally {
+      await otp.close();
+      await raw.redis.call('ACL', 'DELUSER', 'notrack');
+    }
+  });
+
   it('keyCache: false keeps none; a non-boolean is a TypeError', async () => {
     const store = new RedisStore({ url: redis.url, keyCache: false });
     await store.connect();
@@ -164,6 +201,9 @@ describe('RedisStore key cache (3-master Redis Cluster)', () => {
       const hash = native.apiKeyHash(apiKey);
       await until(() => store.keys.live, 'every master tracking');
       assert.equal(store.keys.trackers.size, 3);
+      // Reports of the workspace's own creation can still be on their way from a master that began
+      // tracking before those writes: let them arrive (each empties the cache), then cache it.
+      await sleep(200);
       const record = await store.lookupKey(hash);
       assert.equal(JSON.parse(record).id, workspaceId);
       const before = await calls();
