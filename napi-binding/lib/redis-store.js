@@ -10,12 +10,13 @@
 // once idle (Fraud Guard's prefix counts). The delivery receipt index (`rcpt:<key>`: `s:<session
 // id>` or `m:<provider message id>` → `workspaceId:sessionId`) lives until its session's purge time.
 
+const fs = require('node:fs');
+const path = require('node:path');
 const native = require('./native');
 const { OtpError, fromNative, hostError } = require('./errors');
 const { logStoreFailure } = require('./log');
 
 const AUDIT_KEEP = 10_000; // events per workspace in each audit list (otpkit_core::audit::KEEP_PER_STREAM)
-const AUDIT_TTL_MS = 90 * 24 * 3600 * 1000;
 const MAX_TRIES = 500;
 const SWEEP_MS = 10_000;
 // A session key outlives its purge time by this much, so the sweeper (which writes the `purged`
@@ -25,401 +26,45 @@ const FLOOD_WINDOW_MS = 60_000; // otpkit-core's FloodShield window
 const FLOOD_KEEP_MS = 120_000;
 const DAY_MS = 86_400_000; // otpkit-core's spend counter counts UTC days
 
-// Shared by the scripts below: `ver(k)`, the version of a stored "<version>|<JSON>" value (0 when
-// absent); `holds(k, want)`, whether k still holds exactly `want` (true when `want` is '' or not
-// given: the caller read k just now, so its version is what is compared); and `put(k, v, json,
-// keep)`, its write as version v + 1 ('' deletes; keep '-1' keeps the key's TTL, else PX keep).
-const VERSIONED = `
-local function holds(k, want)
-  return want == nil or want == '' or redis.call('GET', k) == want
-end
-local function ver(k)
-  local cur = redis.call('GET', k)
-  if cur then return tonumber(string.match(cur, '^(%d+)|')) or 0 end
-  return 0
-end
-local function put(k, v, json, keep)
-  if json == '' then redis.call('DEL', k)
-  elseif keep == '-1' then redis.call('SET', k, (v + 1) .. '|' .. json, 'KEEPTTL')
-  else redis.call('SET', k, (v + 1) .. '|' .. json, 'PX', keep) end
-end
-`;
+// The Lua scripts are files in lib/redis/, one per step, each with what it takes and answers;
+// the functions several share are fragments (versioned.lua, fraud.lua, charge-fns.lua,
+// put-record.lua) that a script names on its `--| needs:` line. Read once, at load: a script is
+// the fragments it needs (theirs first, each once) followed by its own text.
+const SCRIPT_DIR = path.join(__dirname, 'redis');
 
-// Fraud Guard (SPEC §9), shared by the scripts that touch its counts: otpkit-core's PrefixCount
-// (core/src/fraud.rs: roll, estimate, blocked, admit, verified) mirrored line for line, in
-// integers exact in Lua's doubles (times in ms below 2^53; counts below 2^32, saturating as the
-// core's u32; estimates in thousandths below 2^43, and below 2^53 once multiplied by a rate in
-// thousandths). One count per (workspace, prefix), a hash of PrefixCount's fields
-// (`fr:<ws>:<prefix>`), written whole as the decimal strings of integers, expiring when it
-// becomes idle (ops::fraud_keep_until in src/ops.rs: a count gone then reads back as the
-// default one, which every rule treats as the idle one it replaced); and the workspace's index
-// of its prefixes for GET /v1/admin/workspaces/{id}/fraud, so no request scans keys (`fx:<ws>`, a
-// sorted set scored by when each count expires: members past it are dropped at each write, so it
-// holds only live prefixes, and it expires with its longest-lived count).
-// test/fraud-guard.test.js holds these functions to the core on random sequences.
-const FRAUD_FIELDS = ['start', 'sends', 'verified', 'prevSends', 'prevVerified', 'blockedUntil', 'refused'];
-const FRAUD = `
-local FRAUD_FIELDS = {${FRAUD_FIELDS.map((f) => `'${f}'`).join(', ')}}
-local U32 = 4294967295
-local function fraud_read(k)
-  local v = redis.call('HMGET', k, unpack(FRAUD_FIELDS))
-  local c = {}
-  for i, f in ipairs(FRAUD_FIELDS) do c[f] = tonumber(v[i]) or 0 end
-  return c
-end
-local function fraud_blocked(c, now)
-  return c.blockedUntil > now
-end
-local function fraud_roll(c, window, now)
-  local w = math.max(window, 1)
-  if now < c.start + w then return end
-  local aligned = now - now % w
-  if now < c.start + 2 * w then
-    c.prevSends, c.prevVerified = c.sends, c.verified
-  else
-    c.prevSends, c.prevVerified = 0, 0
-  end
-  c.sends, c.verified, c.start = 0, 0, aligned
-end
-local function fraud_estimate(c, window, now)
-  local w = math.max(window, 1)
-  local elapsed = math.min(math.max(now - c.start, 0), w)
-  local weight = math.floor((w - elapsed) * 1000 / w)
-  return c.sends * 1000 + c.prevSends * weight, c.verified * 1000 + c.prevVerified * weight
-end
--- 0: counted; 1: refused (blocked); 2: refused, and the block begins with this send
-local function fraud_admit(c, now, window, minSends, minConversion, blockMs)
-  if fraud_blocked(c, now) then
-    c.refused = math.min(c.refused + 1, U32)
-    return 1
-  end
-  fraud_roll(c, window, now)
-  local sends, verified = fraud_estimate(c, window, now)
-  if sends >= minSends * 1000 and verified * 1000 < minConversion * sends then
-    c.blockedUntil = now + blockMs
-    c.refused = 1
-    return 2
-  end
-  c.sends = math.min(c.sends + 1, U32)
-  return 0
-end
-local function fraud_verified(c, window, now)
-  fraud_roll(c, window, now)
-  c.verified = math.min(c.verified + 1, U32)
-end
-local function fraud_write(k, index, prefix, c, window, now)
-  local args = {}
-  for _, f in ipairs(FRAUD_FIELDS) do
-    args[#args + 1] = f
-    args[#args + 1] = string.format('%.0f', c[f])
-  end
-  redis.call('HSET', k, unpack(args))
-  local keep = string.format('%.0f', math.max(c.blockedUntil, c.start + 2 * window))
-  redis.call('PEXPIREAT', k, keep)
-  redis.call('ZREMRANGEBYSCORE', index, '-inf', string.format('%.0f', now))
-  redis.call('ZADD', index, keep, prefix)
-  redis.call('PEXPIREAT', index, redis.call('ZREVRANGE', index, 0, 0, 'WITHSCORES')[2])
-end
-`;
+function luaScript(name, seen = new Set()) {
+  const text = fs.readFileSync(path.join(SCRIPT_DIR, `${name}.lua`), 'utf8');
+  const needs = /^--\| needs: (.+)$/m.exec(text)?.[1].trim().split(/\s+/) ?? [];
+  let out = '';
+  for (const n of needs) {
+    if (seen.has(n)) continue;
+    seen.add(n);
+    out += luaScript(n, seen);
+  }
+  return out + text;
+}
 
-// KEYS[1]; ARGV: expected version, new JSON ('' deletes), keep ms ('-1' keeps the current TTL),
-// and optionally the whole expected value: a step decided on a value read earlier (not just now)
-// is written only if the key still holds exactly that value. Answers {1} (written) or {0, the
-// key's value (false when absent)}, so a step can be decided again on it without another GET.
-const CAS = `${VERSIONED}
-local v = ver(KEYS[1])
-if not holds(KEYS[1], ARGV[4]) or v ~= tonumber(ARGV[1]) then return {0, redis.call('GET', KEYS[1])} end
-put(KEYS[1], v, ARGV[2], ARGV[3])
-return {1}
-`;
+// Fraud Guard's count fields, in the order fraud.lua's HMGET reads them (READ_FRAUD answers them so).
+const FRAUD_FIELDS = /local FRAUD_FIELDS = \{([^}]*)\}/
+  .exec(fs.readFileSync(path.join(SCRIPT_DIR, 'fraud.lua'), 'utf8'))[1]
+  .split(',')
+  .map((f) => f.trim().replace(/^'|'$/g, ''));
 
-// A verify's write: CAS of the session (KEYS[1]; ARGV as CAS), answering {1, the value of KEYS[2]}
-// — the session's destination guard, read in the same step — or, on a conflict, {0, the session's
-// value} (false when absent) for the next try to decide on. The failure streak that follows the
-// answer decides on the guard's value (compared whole when it writes) instead of reading it again.
-const VERIFY_WRITE = `${VERSIONED}
-local v = ver(KEYS[1])
-if not holds(KEYS[1], ARGV[4]) or v ~= tonumber(ARGV[1]) then return {0, redis.call('GET', KEYS[1])} end
-put(KEYS[1], v, ARGV[2], ARGV[3])
-return {1, redis.call('GET', KEYS[2])}
-`;
-
-// The workspace's charges of an admitted send, shared by ADMIT (one Redis: with the guard, one
-// step) and CHARGE (Redis Cluster: the guard lives in its destination's slot, these counters in
-// the workspace's). `charge_decide(kflood, kspend)` answers a refusal ({-1, window start},
-// {-2, day}, {-3, '1' | '0'}; only Fraud Guard's is written: it counts the refused send) or nil
-// and the state that `charge_write(kflood, kspend, st)` then writes. ARGV as ADMIT's (4 to 18).
-const CHARGE_FNS = `${FRAUD}
-local function charge_decide(kflood, kspend)
-  local now = tonumber(ARGV[5])
-  local st = {now = now}
-  if ARGV[12] ~= nil and ARGV[12] ~= '' then
-    st.fraud, st.fwindow = fraud_read(ARGV[12]), tonumber(ARGV[15])
-    local r = fraud_admit(st.fraud, now, st.fwindow, tonumber(ARGV[16]), tonumber(ARGV[17]), tonumber(ARGV[18]))
-    if r > 0 then
-      fraud_write(ARGV[12], ARGV[13], ARGV[14], st.fraud, st.fwindow, now)
-      return {-3, tostring(r - 1)}
-    end
-  end
-  if ARGV[8] ~= '' then
-    local slimit, cost, day = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
-    local sp = redis.call('HMGET', kspend, 'day', 'micros')
-    st.sday, st.spent = tonumber(sp[1]), tonumber(sp[2]) or 0
-    st.fresh = st.sday == nil or day > st.sday
-    if st.fresh then st.sday, st.spent = day, 0 end
-    if cost > 0 and st.spent + cost > slimit then return {-2, tostring(st.sday)} end
-  end
-  if ARGV[4] ~= '' then
-    local limit, window = tonumber(ARGV[4]), tonumber(ARGV[6])
-    local shield = redis.call('HMGET', kflood, 'start', 'count')
-    local start, count = tonumber(shield[1]), tonumber(shield[2]) or 0
-    if start == nil or now >= start + window or now + window <= start then start, count = now, 0 end
-    if count >= limit then return {-1, tostring(start)} end
-    st.start, st.count = start, count
-  end
-  return nil, st
-end
-local function charge_write(kflood, kspend, st)
-  if st.start ~= nil then
-    redis.call('HSET', kflood, 'start', tostring(st.start), 'count', st.count + 1)
-    redis.call('PEXPIRE', kflood, ARGV[7])
-  end
-  if st.sday ~= nil then
-    if st.fresh then redis.call('HSET', kspend, 'day', ARGV[10], 'micros', ARGV[9])
-    else redis.call('HINCRBY', kspend, 'micros', ARGV[9]) end
-    redis.call('PEXPIRE', kspend, ARGV[11])
-  end
-  if st.fraud ~= nil then fraud_write(ARGV[12], ARGV[13], ARGV[14], st.fraud, st.fwindow, st.now) end
-end
-`;
-
-// An admitted send: KEYS[1] = the destination guard (compare-and-set, as CAS), KEYS[2] = the
-// workspace flood shield, a hash {start, count} counted in this same atomic step, so a burst of
-// sends to different destinations, from any number of processes, admits exactly the limit
-// (issue 19: reading the shield earlier and writing it back let a burst of 500 through a limit
-// of 10). The shield's rule is otpkit-core's FloodShield::admit, mirrored line for line (a window
-// of ARGV[6] ms that starts at the first send after the last one ended; a request whose clock
-// read a little before the start counts in it, a clock a whole window back starts a new one); a
-// test checks the two agree on random sequences. KEYS[3] = the workspace's spend of the day
-// (policy dailySpendLimit), a hash {day, micros} charged in the same step, before the shield:
-// otpkit-core's SpendCounter::charge, mirrored line for line (a later day starts at 0, an
-// earlier one counts in the stored day; refused when the cost would take the spend past the
-// limit), checked against the core by a test as well. Every amount is an integer of micro-units
-// below 2^53 (the core caps them), exact in Lua's doubles; the count is written with HSET/HINCRBY
-// of the argument strings, never a number formatted by Lua. Fraud Guard (policy fraudGuard) is
-// charged first of all, as otpkit-core's spend::charge_workspace does: the count of the
-// destination's prefix (ARGV[12], a key not declared in KEYS, in the workspace's slot; see
-// FRAUD) refuses while blocked or begins a block, and that refusal is written (it counts the
-// refused send) while nothing else is; a send it admits is counted only if the cap and the
-// shield admit it too.
-// ARGV: guard version, guard JSON, guard keep ms, flood limit ('' = no shield), now, window ms,
-// shield keep ms, spend limit ('' = no cap), cost, day, spend keep ms, then Fraud Guard's (all
-// absent or '' = not charged): the prefix's count key, the workspace's prefix index, the prefix,
-// window ms, minSends, minConversion (thousandths), block ms. Answers 1 (all written), {0, the
-// guard's value} (it changed: decide again on that), {-1, window start} (the shield refuses), {-2, day} (the cap
-// refuses; neither writes anything) or {-3, '1' | '0'} (Fraud Guard refuses; whether the block
-// began with this send).
-const ADMIT = `${VERSIONED}${CHARGE_FNS}
-local v1 = ver(KEYS[1])
-if v1 ~= tonumber(ARGV[1]) then return {0, redis.call('GET', KEYS[1])} end
-local refused, st = charge_decide(KEYS[2], KEYS[3])
-if refused then return refused end
-put(KEYS[1], v1, ARGV[2], ARGV[3])
-charge_write(KEYS[2], KEYS[3], st)
-return 1
-`;
-
-// Redis Cluster's half of ADMIT, once the guard (another slot) has recorded the send: KEYS[1] =
-// the flood shield, KEYS[2] = the day's spend (both, and Fraud Guard's keys in ARGV, in the
-// workspace's slot); ARGV as ADMIT's (1 to 3 unused). Answers 1 (charged) or ADMIT's refusals;
-// the flow refunds a refused send at the guard, as it does for the Worker's two objects.
-const CHARGE = `${CHARGE_FNS}
-local refused, st = charge_decide(KEYS[1], KEYS[2])
-if refused then return refused end
-charge_write(KEYS[1], KEYS[2], st)
-return 1
-`;
-
-// An approved verification of a session counted by Fraud Guard (PrefixCount::verified):
-// KEYS[1] = the prefix's count, KEYS[2] = the workspace's prefix index; ARGV: prefix, window ms,
-// now.
-const FRAUD_VERIFIED = `${FRAUD}
-local window, now = tonumber(ARGV[2]), tonumber(ARGV[3])
-local c = fraud_read(KEYS[1])
-fraud_verified(c, window, now)
-fraud_write(KEYS[1], KEYS[2], ARGV[1], c, window, now)
-return 1
-`;
-
-// An operator's unblock (PrefixCount::unblock): a blocked count is cleared (deleted: a default count is
-// idle) and leaves the index. KEYS as FRAUD_VERIFIED; ARGV: prefix, now. Answers 1 if the prefix
-// was blocked at now, else 0.
-const UNBLOCK_PREFIX = `${FRAUD}
--- otpkit-core's PrefixCount::unblock: a prefix that is not blocked keeps its counts.
-if not fraud_blocked(fraud_read(KEYS[1]), tonumber(ARGV[2])) then return 0 end
-redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
-return 1
-`;
-
-// Every Fraud Guard count of a workspace (KEYS[1] = its prefix index; ARGV[1] = the key prefix of
-// its counts, ARGV[2] = now): a flat list of the prefix then its FRAUD_FIELDS, for each count
-// still stored. Prefixes whose count has expired leave the index here.
-const READ_FRAUD = `${FRAUD}
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
-local out = {}
-for _, p in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local v = redis.call('HMGET', ARGV[1] .. p, unpack(FRAUD_FIELDS))
-  if v[1] then
-    out[#out + 1] = p
-    for i = 1, #FRAUD_FIELDS do out[#out + 1] = v[i] or '0' end
-  else
-    redis.call('ZREM', KEYS[1], p)
-  end
-end
-return out
-`;
-
-// Spend handed back (a definite delivery failure): KEYS[1] = the spend hash; ARGV: day, micros.
-// otpkit-core's SpendCounter::refund: only the day counted, never below 0.
-const REFUND_SPEND = `
-local sp = redis.call('HMGET', KEYS[1], 'day', 'micros')
-if tonumber(sp[1]) ~= tonumber(ARGV[1]) then return 0 end
-if (tonumber(sp[2]) or 0) <= tonumber(ARGV[2]) then redis.call('HSET', KEYS[1], 'micros', '0')
-else redis.call('HINCRBY', KEYS[1], 'micros', '-' .. ARGV[2]) end
-return 1
-`;
-
-// The delivered send: the session is stored (with its purge entry) and the guard confirms it in
-// one atomic step, so a waiter told "delivered" always finds the session.
-// KEYS[1] = guard, KEYS[2] = session, KEYS[3] = purge schedule; ARGV: guard version, guard JSON,
-// guard keep ms, session value, session keep ms, purge time, and the guard's whole expected value
-// ('' when the caller read the guard just now: then its version is compared). The first try
-// decides on the value admit wrote, without a GET, and so compares that whole value: equal text is
-// equal state, however long the send took and whatever happened to the key meanwhile.
-const CONFIRM = `${VERSIONED}
-if not holds(KEYS[1], ARGV[7]) then return 0 end
-local v = ver(KEYS[1])
-if v ~= tonumber(ARGV[1]) then return 0 end
-redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[5])
-redis.call('ZADD', KEYS[3], ARGV[6], KEYS[2])
-put(KEYS[1], v, ARGV[2], ARGV[3])
-return 1
-`;
-
-// A workspace record's write: KEYS[1] = its key, KEYS[2] = the index of every workspace id (a
-// sorted set, all scores 0: ordered by id, paged by ZRANGEBYLEX for GET /v1/admin/workspaces);
-// ARGV[1] = the record JSON, ARGV[2] = the revision the stored record must have ('' = none may
-// be stored), ARGV[3] = its id. Answers 1, or 0 when another write came first (nothing written).
-// Records written before revisions existed count as 0. The id joins the index in the step that
-// first puts the record (and again on every write: a workspace made before the index existed
-// joins it at its next change).
-const PUT_RECORD = `
-local function put_record()
-  local cur = redis.call('GET', KEYS[1])
-  if ARGV[2] == '' then
-    if cur then return false end
-  else
-    if not cur then return false end
-    local rev = cjson.decode(cur).revision
-    if type(rev) ~= 'number' then rev = 0 end
-    if rev ~= tonumber(ARGV[2]) then return false end
-  end
-  redis.call('SET', KEYS[1], ARGV[1])
-  return true
-end
-`;
-const PUT_WORKSPACE = `${PUT_RECORD}
-if not put_record() then return 0 end
-redis.call('ZADD', KEYS[2], 0, ARGV[3])
-return 1
-`;
-// Redis Cluster: the record alone (KEYS[1]; ARGV as PUT_WORKSPACE's). The index (another slot)
-// takes the id first, so a listed id whose record never came is skipped, and no record is unlisted.
-const PUT_RECORD_ONLY = `${PUT_RECORD}
-if not put_record() then return 0 end
-return 1
-`;
-
-// KEYS[1] = key index entry; ARGV[1] = workspace key prefix, ARGV[2] = session key prefix,
-// ARGV[3] = session id ('' for none). The key's workspace and, in it, the session: one round trip
-// for authentication and the read of a verify. The session key is built from the workspace the
-// key belongs to, so no other workspace's session can be read.
-const LOOKUP_SESSION = `
-local id = redis.call('GET', KEYS[1])
-if not id then return {false, false} end
-local ws = redis.call('GET', ARGV[1] .. id)
-if not ws or ARGV[3] == '' then return {ws, false} end
-return {ws, redis.call('GET', ARGV[2] .. id .. ':' .. ARGV[3])}
-`;
-
-
-// KEYS[1] = the workspace's lifecycle event list, KEYS[2] = the sequence, KEYS[3] = its list of
-// events an end user can repeat without a send (otpkit_core::audit::AuditEvent::is_repeatable:
-// reused, refusals, verify_rejected), so a flood of those never trims lifecycle events away;
-// ARGV[1] = n, ARGV[2] = events kept per list, ARGV[3..n+2] = event JSON lines, each after one
-// character naming its list ('r' repeatable, 'l' lifecycle), then analytics operations of 4
-// arguments each (op, key, a, b), applied in the same atomic step. Both lists share the one
-// sequence, so a query merges them newest first. A list is trimmed to its cap and kept 90 days
-// from its last write. The analytics keys are not declared in KEYS: one Redis, not a cluster.
-const RECORD = `
-local n = tonumber(ARGV[1])
-local keep = tonumber(ARGV[2])
-local wrote = {false, false, false}
-for i = 3, n + 2 do
-  local seq = redis.call('INCR', KEYS[2])
-  local list = 1
-  if string.sub(ARGV[i], 1, 1) == 'r' then list = 3 end
-  redis.call('LPUSH', KEYS[list], seq .. '|' .. string.sub(ARGV[i], 2))
-  wrote[list] = true
-end
-for _, list in ipairs({1, 3}) do
-  if wrote[list] then
-    redis.call('LTRIM', KEYS[list], 0, keep - 1)
-    redis.call('PEXPIRE', KEYS[list], ${AUDIT_TTL_MS})
-  end
-end
-local i = n + 3
-while i + 3 <= #ARGV do
-  local op, k, a, b = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  if op == 'H' then redis.call('HINCRBY', k, a, b)
-  elseif op == 'E' then redis.call('PEXPIREAT', k, a)
-  elseif op == 'O' then redis.call('ZADD', k, a, b)
-  elseif op == 'C' then redis.call('ZREM', k, b)
-  elseif op == 'R' then redis.call('ZREMRANGEBYSCORE', k, '-inf', a)
-  elseif op == 'T' then redis.call('PEXPIRE', k, a)
-  end
-  i = i + 4
-end
-return 1
-`;
-
-// A resend's write: CAS of the session (KEYS[1]; ARGV: expected version, JSON, keep ms) and its
-// purge time in the schedule (KEYS[2]; ARGV[4]) in one step, so a code whose expiry moved is
-// never purged at the old time. Answers as CAS: {1}, or {0, the session's value} on a conflict.
-const RESEND_WRITE = `${VERSIONED}
-local v = ver(KEYS[1])
-if v ~= tonumber(ARGV[1]) then return {0, redis.call('GET', KEYS[1])} end
-put(KEYS[1], v, ARGV[2], ARGV[3])
-redis.call('ZADD', KEYS[2], ARGV[4], KEYS[1])
-return {1}
-`;
-
-// KEYS[1] = the purge schedule (sorted set of session keys by purge time); ARGV: now, limit.
-// Atomic, so each due session is purged (and reported) by exactly one process.
-const SWEEP = `
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-local out = {}
-for _, k in ipairs(due) do
-  redis.call('ZREM', KEYS[1], k)
-  local v = redis.call('GET', k)
-  if v then
-    redis.call('DEL', k)
-    table.insert(out, v)
-  end
-end
-return out
-`;
+const CAS = luaScript('cas');
+const VERIFY_WRITE = luaScript('verify-write');
+const ADMIT = luaScript('admit');
+const CHARGE = luaScript('charge');
+const FRAUD_VERIFIED = luaScript('fraud-verified');
+const UNBLOCK_PREFIX = luaScript('unblock-prefix');
+const READ_FRAUD = luaScript('read-fraud');
+const REFUND_SPEND = luaScript('refund-spend');
+const CONFIRM = luaScript('confirm');
+const PUT_WORKSPACE = luaScript('put-workspace');
+const PUT_RECORD_ONLY = luaScript('put-record-only');
+const LOOKUP_SESSION = luaScript('lookup-session');
+const RECORD = luaScript('record');
+const RESEND_WRITE = luaScript('resend-write');
+const SWEEP = luaScript('sweep');
 
 function split(raw) {
   if (raw == null) return [0, null];
