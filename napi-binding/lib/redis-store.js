@@ -32,8 +32,18 @@ const DAY_MS = 86_400_000; // otpkit-core's spend counter counts UTC days
 // the fragments it needs (theirs first, each once) followed by its own text.
 const SCRIPT_DIR = path.join(__dirname, 'redis');
 
+const LUA_FILES = new Map(); // name → text: each file read once, however many scripts need it
+function luaFile(name) {
+  let text = LUA_FILES.get(name);
+  if (text === undefined) {
+    text = fs.readFileSync(path.join(SCRIPT_DIR, `${name}.lua`), 'utf8');
+    LUA_FILES.set(name, text);
+  }
+  return text;
+}
+
 function luaScript(name, seen = new Set()) {
-  const text = fs.readFileSync(path.join(SCRIPT_DIR, `${name}.lua`), 'utf8');
+  const text = luaFile(name);
   const needs = /^--\| needs: (.+)$/m.exec(text)?.[1].trim().split(/\s+/) ?? [];
   let out = '';
   for (const n of needs) {
@@ -46,7 +56,7 @@ function luaScript(name, seen = new Set()) {
 
 // Fraud Guard's count fields, in the order fraud.lua's HMGET reads them (READ_FRAUD answers them so).
 const FRAUD_FIELDS = /local FRAUD_FIELDS = \{([^}]*)\}/
-  .exec(fs.readFileSync(path.join(SCRIPT_DIR, 'fraud.lua'), 'utf8'))[1]
+  .exec(luaFile('fraud'))[1]
   .split(',')
   .map((f) => f.trim().replace(/^'|'$/g, ''));
 

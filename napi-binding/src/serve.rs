@@ -16,7 +16,7 @@
 //!
 //! and at most `maxConnections` are open at once (more are closed at accept).
 
-use crate::errors::throw;
+use crate::errors::{host_error, throw};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Incoming};
@@ -200,6 +200,11 @@ impl ConnClock {
     fn set(&self, phase: u8) {
         self.since.store(self.now(), Ordering::Release);
         self.phase.store(phase, Ordering::Release);
+    }
+    /// A request was answered: the connection is idle, its keep-alive deadline from now.
+    fn answered(&self) {
+        self.served.store(true, Ordering::Release);
+        self.set(IDLE);
     }
     /// The next moment a deadline could pass.
     fn deadline(&self, l: &ServeLimits) -> u64 {
@@ -515,7 +520,8 @@ async fn connection(shared: &Arc<Shared>, stream: TcpStream) {
     }
 }
 
-/// A reply of `status` with a JSON error envelope and `Connection: close`.
+/// A reply of `status` with a JSON error envelope and `Connection: close`, for what node:http's
+/// `clientError` handler answered in lib/server.js (408, 431): no core error stands for these.
 fn envelope(status: StatusCode, message: &str, code: &str) -> Response<Full<Bytes>> {
     // In the order of every other envelope (SPEC §5): success, message, error.
     let text = |v: &str| serde_json::to_string(v).unwrap_or_default();
@@ -524,6 +530,18 @@ fn envelope(status: StatusCode, message: &str, code: &str) -> Response<Full<Byte
         text(message),
         text(code)
     );
+    closing(status, body)
+}
+
+/// The core's `INTERNAL_ERROR` answer (the service gave none), closing the connection.
+fn internal_error() -> Response<Full<Bytes>> {
+    let reply = otpkit_core::http::envelope::error(&host_error("INTERNAL_ERROR"));
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    closing(status, reply.body)
+}
+
+/// A JSON `body` of `status` with `Connection: close`.
+fn closing(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     let mut res = Response::new(Full::new(Bytes::from(body)));
     *res.status_mut() = status;
     let h = res.headers_mut();
@@ -589,8 +607,7 @@ async fn answer(
             .map(|(n, v)| n.as_str().len() + v.len() + 4)
             .sum::<usize>();
     if head_bytes > MAX_HEAD_BYTES {
-        clock.served.store(true, Ordering::Release);
-        clock.set(IDLE);
+        clock.answered();
         return envelope(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "Request headers are too large",
@@ -637,13 +654,7 @@ async fn answer(
             p.waiting.insert(id, tx);
             id
         }
-        Err(_) => {
-            return envelope(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Internal error",
-                "INTERNAL_ERROR",
-            )
-        }
+        Err(_) => return internal_error(),
     };
     let _waiting = Waiting {
         pending: &shared.pending,
@@ -661,7 +672,6 @@ async fn answer(
         body,
         stream,
     };
-    let head = parts.method == hyper::Method::HEAD;
     let handler = shared.handler.lock().ok().and_then(|h| h.clone());
     let reply = async {
         let handler = handler?; // closed
@@ -694,16 +704,11 @@ async fn answer(
         }
     };
     let Some(reply) = reply else {
-        clock.served.store(true, Ordering::Release);
-        clock.set(IDLE);
-        return envelope(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Internal error",
-            "INTERNAL_ERROR",
-        );
+        clock.answered();
+        return internal_error();
     };
     let mut res = Response::new(Full::new(reply.body));
-    let _ = head; // hyper sends no body for HEAD (its Content-Length is the service's)
+    // hyper sends no body for HEAD (its Content-Length is the service's).
     *res.status_mut() = StatusCode::from_u16(u16::try_from(reply.status).unwrap_or(500))
         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     for (name, value) in reply.headers {
@@ -749,7 +754,6 @@ async fn answer(
             }
         });
     }
-    clock.served.store(true, Ordering::Release);
-    clock.set(IDLE);
+    clock.answered();
     res
 }
