@@ -17,14 +17,10 @@ const { OtpError, fromNative, hostError } = require('./errors');
 const { logStoreFailure } = require('./log');
 
 const AUDIT_KEEP = 10_000; // events per workspace in each audit list (otpkit_core::audit::KEEP_PER_STREAM)
-const MAX_TRIES = 500;
 const SWEEP_MS = 10_000;
 // A session key outlives its purge time by this much, so the sweeper (which writes the `purged`
-// audit event) finds it; the TTL is only the safety net if no process sweeps.
+// audit event) finds it; the TTL is only the safety net if no process sweeps (as src/redis_store.rs).
 const PURGE_GRACE_MS = 3600 * 1000;
-const FLOOD_WINDOW_MS = 60_000; // otpkit-core's FloodShield window
-const FLOOD_KEEP_MS = 120_000;
-const DAY_MS = 86_400_000; // otpkit-core's spend counter counts UTC days
 
 // The Lua scripts are files in lib/redis/, one per step, each with what it takes and answers;
 // the functions several share are fragments (versioned.lua, fraud.lua, charge-fns.lua,
@@ -61,19 +57,31 @@ const FRAUD_FIELDS = /local FRAUD_FIELDS = \{([^}]*)\}/
   .map((f) => f.trim().replace(/^'|'$/g, ''));
 
 const CAS = luaScript('cas');
-const VERIFY_WRITE = luaScript('verify-write');
-const ADMIT = luaScript('admit');
-const CHARGE = luaScript('charge');
-const FRAUD_VERIFIED = luaScript('fraud-verified');
+// The scripts the flow steps in Rust run (src/redis_store.rs), by the names it asks for.
+const NATIVE_SCRIPTS = {
+  cas: CAS,
+  admit: luaScript('admit'),
+  charge: luaScript('charge'),
+  confirm: luaScript('confirm'),
+  verifyWrite: luaScript('verify-write'),
+  record: luaScript('record'),
+  resendWrite: luaScript('resend-write'),
+  refundSpend: luaScript('refund-spend'),
+  fraudVerified: luaScript('fraud-verified'),
+};
+// The flow effects RedisCore performs in Rust (every step of a request, verify, resend, cancel
+// and delivery receipt); the admin effects stay here.
+const NATIVE_IO = new Set([
+  'readSession', 'admit', 'readActive', 'forget', 'storeSession', 'reportDelivery', 'resend',
+  'cancelSession', 'refundSpend', 'fraudVerified', 'verify', 'recordVerify', 'record',
+  'audit', 'findReceipt', 'applyReceipt', 'claimIdempotency', 'finishIdempotency', 'releaseIdempotency',
+  'readReuseHint', 'putReuseHint', 'dropReuseHint',
+]);
 const UNBLOCK_PREFIX = luaScript('unblock-prefix');
 const READ_FRAUD = luaScript('read-fraud');
-const REFUND_SPEND = luaScript('refund-spend');
-const CONFIRM = luaScript('confirm');
 const PUT_WORKSPACE = luaScript('put-workspace');
 const PUT_RECORD_ONLY = luaScript('put-record-only');
 const LOOKUP_SESSION = luaScript('lookup-session');
-const RECORD = luaScript('record');
-const RESEND_WRITE = luaScript('resend-write');
 const SWEEP = luaScript('sweep');
 
 function split(raw) {
@@ -82,27 +90,12 @@ function split(raw) {
   return [Number(raw.slice(0, bar)), raw.slice(bar + 1)];
 }
 
-/**
- * `step` with `guardRaw`, the value the guard holds after it: `before` (read at version `ver`) if
- * nothing was written, else the script's write of `step.state` as version `ver` + 1 (null: deleted).
- * The send's end decides on it first (finish), without reading the guard again.
- */
-function withGuard(step, ver, before, wrote) {
-  if (!wrote) return { ...step, guardRaw: before };
-  const state = step.state ?? '';
-  return { ...step, guardRaw: state === '' ? null : `${ver + 1}|${state}` };
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const DONE = '{"result":"done"}';
 /** When a stored session (JSON) is purged, and how long its key is kept (ms from `now`). */
 function retention(json, now) {
   const purgeAt = native.sessionPurgeAt(json);
   return { purgeAt, keep: Math.ceil(Math.max(1000, purgeAt - now)) + PURGE_GRACE_MS };
 }
-/** The CAS scripts' keep argument: '-1' keeps the key's TTL; at least 1 s otherwise. */
-const keepArg = (keepMs) => (keepMs == null ? '-1' : String(Math.max(1000, Math.ceil(keepMs))));
-const backoff = (i) => (i > 3 ? sleep(Math.random() * Math.min(i, 20)) : null);
 
 /** JSON.stringify's replacer that leaves keys' lastUsedAt out of a stored record. */
 const withoutLastUsed = (k, v) => (k === 'lastUsedAt' ? undefined : v);
@@ -132,6 +125,21 @@ function clusterNodes(given) {
     if (!m || port < 1 || port > 65535) throw new TypeError(`REDIS_CLUSTER_NODES: "${n}" is not host:port`);
     return { host: m[1].replace(/^\[(.*)\]$/, '$1'), port };
   });
+}
+
+/**
+ * Where RedisCore (src/redis_store.rs) connects: the same Redis, or the same Cluster start nodes,
+ * as the ioredis client (made here or given): `{url}` or `{nodes: ['host:port', …]}`.
+ */
+function coreTarget(client, cluster) {
+  if (cluster) {
+    const nodes = (client.startupNodes ?? []).map((n) => (typeof n === 'string' ? n.replace(/^redis:\/\//, '') : `${n.host ?? '127.0.0.1'}:${n.port ?? 6379}`));
+    return { nodes };
+  }
+  const o = client.options ?? {};
+  const auth = o.password ? `${encodeURIComponent(o.username ?? '')}:${encodeURIComponent(o.password)}@` : '';
+  const host = /:/.test(o.host ?? '') ? `[${o.host}]` : (o.host ?? '127.0.0.1');
+  return { url: `${o.tls ? 'rediss' : 'redis'}://${auth}${host}:${o.port ?? 6379}/${o.db ?? 0}` };
 }
 
 // A Redis reply that says the client does not match the deployment: a plain client on a Cluster
@@ -203,25 +211,21 @@ class RedisStore {
     }
     // A hash tag in the prefix would put every key in one slot (or split a workspace's keys).
     if (this.cluster && /[{}]/.test(prefix)) throw new TypeError('a Redis Cluster key prefix must not contain { or }');
-    if (this.cluster) this.redis.defineCommand('otpkitCharge', { numberOfKeys: 2, lua: CHARGE });
     if (this.cluster) this.redis.defineCommand('otpkitPutRecord', { numberOfKeys: 1, lua: PUT_RECORD_ONLY });
     this.redis.defineCommand('otpkitCas', { numberOfKeys: 1, lua: CAS });
-    this.redis.defineCommand('otpkitAdmit', { numberOfKeys: 3, lua: ADMIT });
-    this.redis.defineCommand('otpkitRefundSpend', { numberOfKeys: 1, lua: REFUND_SPEND });
-    this.redis.defineCommand('otpkitFraudVerified', { numberOfKeys: 2, lua: FRAUD_VERIFIED });
     this.redis.defineCommand('otpkitUnblockPrefix', { numberOfKeys: 2, lua: UNBLOCK_PREFIX });
     this.redis.defineCommand('otpkitReadFraud', { numberOfKeys: 1, lua: READ_FRAUD });
     this.redis.defineCommand('otpkitPutWorkspace', { numberOfKeys: 2, lua: PUT_WORKSPACE });
-    this.redis.defineCommand('otpkitVerifyWrite', { numberOfKeys: 2, lua: VERIFY_WRITE });
-    this.redis.defineCommand('otpkitConfirm', { numberOfKeys: 3, lua: CONFIRM });
     this.redis.defineCommand('otpkitLookupSession', { numberOfKeys: 1, lua: LOOKUP_SESSION });
-    this.redis.defineCommand('otpkitRecord', { numberOfKeys: 3, lua: RECORD });
     this.redis.defineCommand('otpkitSweep', { numberOfKeys: 1, lua: SWEEP });
-    this.redis.defineCommand('otpkitResendWrite', { numberOfKeys: 2, lua: RESEND_WRITE });
     // Purges sessions past retention with their `purged` audit event (as the Worker's alarm does).
     this.timer = setInterval(() => this.sweep().catch(() => {}), SWEEP_MS);
     this.timer.unref();
-    this.indexing = new Set(); // receipt index writes in flight (see indexReceipts)
+    // The flow steps run in Rust on a redis-rs connection to the same Redis (src/redis_store.rs).
+    this.core = new native.RedisCore(
+      { ...coreTarget(this.redis, this.cluster), prefix, auditKeep, scripts: NATIVE_SCRIPTS },
+      (code) => logStoreFailure(this.kind, 'indexReceipt', hostError(code ?? 'STORE_UNAVAILABLE')),
+    );
     this.keys = keyCache ? new KeyCache(this) : null;
   }
 
@@ -328,41 +332,6 @@ class RedisStore {
     return this.cluster ? this.wsKey('aseq', wsId) : this.key('aseq', 'all');
   }
 
-  /**
-   * Read → decide → compare-and-set, again on conflict. `decide(json|null)` returns
-   * `{state, keepMs, changed}` (state null deletes) plus anything the caller wants back.
-   * `firstRaw`: the key's value already read (a string, or null when absent) — the first try
-   * skips its GET. `tell`: the step also carries `guardRaw`, the value now stored (see withGuard).
-   * `guessed`: `firstRaw` was not read but guessed (a destination never seen: no guard), so a
-   * decision that writes nothing is checked by a read first. A compare-and-set that does not
-   * write answers the value it found, and the next try decides on it: one round trip per try.
-   */
-  async update(key, decide, firstRaw, tell = false, guessed = false) {
-    return this.run(async () => {
-      let known = firstRaw;
-      let guess = guessed;
-      for (let i = 0; i < MAX_TRIES; i++) {
-        const given = known !== undefined;
-        const raw = given ? known : await this.redis.get(key);
-        known = undefined;
-        const [ver, json] = split(raw);
-        const step = decide(json);
-        if (!step.changed) {
-          if (!guess) return tell ? withGuard(step, ver, raw, false) : step;
-          guess = false; // decided on a guess: read, and decide again
-          continue;
-        }
-        guess = false;
-        const cas = [key, ver, step.state ?? '', keepArg(step.keepMs), given && raw != null ? raw : ''];
-        const [wrote, found] = await this.redis.otpkitCas(...cas);
-        if (wrote === 1) return tell ? withGuard(step, ver, raw, true) : step;
-        known = found ?? null;
-        await backoff(i);
-      }
-      throw hostError('STORE_UNAVAILABLE');
-    });
-  }
-
   /** The flow's next step: each of its store effects comes to perform(). */
   next(flow) {
     return flow.poll();
@@ -374,49 +343,22 @@ class RedisStore {
   }
 
   /**
-   * Performs one store effect of a flow (`io`) and answers the outcome JSON. `ctx` carries what
-   * one step read for the next of the same request, so it need not read again: the session read
-   * with the API key (`session`), and the guard value a step left (`guardRaw`).
+   * Performs one store effect of a flow (`io`; `raw`, its JSON) and answers the outcome JSON.
+   * The steps of requests, verifies, resends, cancels and receipts run in Rust (RedisCore); `ctx`
+   * carries, per flow, what one step read for the next: the session read with the API key
+   * (`session`), then RedisCore's own (`native`). The admin effects run here.
    */
   async perform(engine, ws, io, raw, now, ctx) {
-    switch (io.io) {
-      case 'readSession': {
-        const given = ctx.session !== undefined;
-        const value = given ? ctx.session : await this.run(() => this.redis.get(this.sessionKey(ws.id, io.sessionId)));
+    if (NATIVE_IO.has(io.io)) {
+      if (this.misconfigured) throw this.misconfigured;
+      const steps = (ctx.native ??= new native.RedisSteps());
+      if (ctx.session !== undefined) {
+        steps.prefetch(ctx.session);
         ctx.session = undefined;
-        return `{"result":"session","session":${this.sessionValue(value) ?? 'null'}}`;
       }
-      case 'admit':
-        return this.admit(ws, io, now, ctx);
-      case 'readActive': {
-        const raw = await this.run(() => this.redis.get(this.key('g', ws.id, io.dest)));
-        return native.guardActive(split(raw)[1], io.purpose, now);
-      }
-      case 'forget':
-        await this.update(this.key('g', ws.id, io.dest), (json) => native.guardForget(json, ws, io.sessionId, now));
-        return DONE;
-      case 'storeSession':
-        return this.storeSession(ws, io.session, now, ctx);
-      case 'reportDelivery': {
-        const guess = ctx.guardRaw;
-        ctx.guardRaw = undefined;
-        const cancel = await this.delivery(ws, io.dest, io.sessionId, io.outcome, now, guess);
-        return JSON.stringify({ result: 'confirmed', cancel });
-      }
-      case 'resend':
-        return this.resend(ws, io, now);
-      case 'cancelSession':
-        await this.cancelSession(ws.id, io.sessionId);
-        return DONE;
-      case 'refundSpend':
-        await this.run(() => this.redis.otpkitRefundSpend(this.wsKey('sp', ws.id), String(io.day), String(io.micros)));
-        return DONE;
-      // Fraud Guard (SPEC §9): the counts the ADMIT script charges (see FRAUD).
-      case 'fraudVerified': // the session's workspace is the flow's
-        await this.run(() =>
-          this.redis.otpkitFraudVerified(this.wsKey('fr', ws.id, io.prefix), this.wsKey('fx', ws.id), io.prefix, String(io.windowMs), String(now)),
-        );
-        return DONE;
+      return this.core.perform(engine, ws, raw, now, steps);
+    }
+    switch (io.io) {
       case 'readFraud':
         return this.readFraud(io.workspaceId, now);
       case 'unblockPrefix': {
@@ -425,25 +367,6 @@ class RedisStore {
         );
         return `{"result":"unblocked","wasBlocked":${was === 1}}`;
       }
-      case 'verify':
-        return this.verify(engine, ws, io.sessionId, io.code, now, ctx, io.transaction ? JSON.stringify(io.transaction) : null);
-      case 'recordVerify': {
-        const guess = ctx.guardRaw;
-        ctx.guardRaw = undefined;
-        await this.update(
-          this.key('g', ws.id, io.dest),
-          (json) => native.guardVerified(json, ws, io.sessionId, io.status, io.attemptsLeft, now),
-          guess,
-        );
-        return DONE;
-      }
-      case 'record':
-        await this.record(
-          ws.id,
-          io.events.map((e) => JSON.stringify(e)),
-          io.deltas,
-        );
-        return DONE;
       case 'readWorkspace': {
         // The record with each key's lastUsedAt, kept beside it (`used:<id>`; see touchKey).
         const [json, used] = await this.run(() =>
@@ -471,40 +394,8 @@ class RedisStore {
         return DONE;
       case 'listWorkspaces':
         return this.listWorkspaces(io.cursor, io.limit);
-      case 'audit': // an admin action or a delivery receipt, in the trail of the workspace it concerns
-        await this.record(
-          io.workspaceId,
-          io.events.map((e) => JSON.stringify(e)),
-          io.deltas ?? [],
-        );
-        return DONE;
-      // Delivery receipts (SPEC §8): whose session a receipt is about, then the receipt applied.
-      case 'findReceipt': {
-        const owner = await this.run(() => this.redis.get(this.key('rcpt', io.key)));
-        return JSON.stringify({ result: 'owner', owner: owner ?? null });
-      }
-      case 'applyReceipt':
-        return this.applyReceipt(io);
-      // SPEC §7 "Idempotency": one record per key hash (per workspace; never the key itself),
-      // decided by the core (native idempotency*) and written by the compare-and-set script.
-      case 'claimIdempotency':
-        return this.claimIdempotency(ws, io, now, ctx);
-      case 'finishIdempotency':
-      case 'releaseIdempotency': {
-        // The first try compares the whole value the claim wrote (ctx.idemRaw): no GET.
-        const guess = ctx.idemRaw;
-        ctx.idemRaw = undefined;
-        const decide =
-          io.io === 'finishIdempotency'
-            ? (json) => native.idempotencyFinish(json, JSON.stringify(io.record))
-            : (json) => native.idempotencyRelease(json, io.claimedAt);
-        await this.update(this.key('idem', ws.id, io.keyHash), decide, guess);
-        return DONE;
-      }
-      case 'readReuseHint': // this store keeps no reuse hints: the guard decides every request
-        return '{"result":"reuseHint","sessionId":null}';
-      default: // putReuseHint, dropReuseHint
-        return DONE;
+      default:
+        throw hostError('INTERNAL_ERROR', null, `not a step of the Redis store: ${io.io}`);
     }
   }
 
@@ -519,161 +410,6 @@ class RedisStore {
       prefixes.push([flat[i], count]);
     }
     return JSON.stringify({ result: 'prefixes', prefixes });
-  }
-
-  /**
-   * Admits a send at the destination guard; with `io.fraud` / `io.floodLimit` / `io.spend`, also
-   * charges Fraud Guard's count of its prefix, counts it in the workspace's flood shield and
-   * charges the day's spend — in one script that counts them atomically, or none if one refuses
-   * (a Fraud Guard refusal is itself counted). The guard is compared-and-set (see ADMIT).
-   */
-  admit(ws, io, now, ctx) {
-    const guardKey = this.key('g', ws.id, io.dest);
-    const decide = (json) => native.guardAdmit(json, ws, io.purpose, io.sessionId, io.expiresAt, io.test, io.resend === true, now);
-    const answer = (step) => `{"result":"admitted","admission":${step.admission}}`;
-    // The first try decides on no guard (most sends go to a destination not seen lately): a
-    // guard that is there makes the write fail and come back with it, at no extra round trip.
-    if (io.floodLimit == null && io.spend == null && io.fraud == null) {
-      return this.update(guardKey, decide, null, true, true).then((step) => {
-        ctx.guardRaw = step.guardRaw;
-        return answer(step);
-      });
-    }
-    // 'fw', not the 'f' of the old last-writer-wins string: no WRONGTYPE while one of those lives
-    const floodKey = this.wsKey('fw', ws.id);
-    const spend = io.spend;
-    const spendArgs = spend
-      ? [String(spend.limitMicros), String(spend.costMicros), String(spend.day), String(Math.max(1000, (spend.day + 2) * DAY_MS - now))]
-      : ['', '', '', ''];
-    const fraud = io.fraud;
-    const fraudArgs = fraud
-      ? [this.wsKey('fr', ws.id, fraud.prefix), this.wsKey('fx', ws.id), fraud.prefix, String(fraud.windowMs), String(fraud.minSends), String(fraud.minConversion), String(fraud.blockMs)]
-      : [];
-    const chargeArgs = [io.floodLimit ?? '', now, FLOOD_WINDOW_MS, FLOOD_KEEP_MS, ...spendArgs, ...fraudArgs];
-    // The charge's refusals (nothing written but Fraud Guard's own count): the core builds each admission.
-    // `admitted`: the guard recorded the send in an earlier step (Cluster), so the flow refunds it.
-    const refusal = (written, admitted) => {
-      if (written[0] === -3) return `{"result":"admitted","admission":${native.fraudRefused(written[1] === '1', admitted)}}`;
-      if (written[0] === -2) {
-        // the cap refused: the core says until when, from the day counted
-        const full = JSON.stringify({ day: Number(written[1]), micros: spend.limitMicros });
-        return `{"result":"admitted","admission":${native.spendJson(full, JSON.stringify(spend), now, admitted).refused}}`;
-      }
-      // the shield refused: the core says for how long, from the window's start
-      const full = JSON.stringify({ windowStart: Number(written[1]), count: io.floodLimit });
-      return `{"result":"admitted","admission":${native.floodJson(full, io.floodLimit, now, admitted).refused}}`;
-    };
-    if (this.cluster) {
-      // The guard's slot, then the workspace's (as the Worker's two objects): a send the charge
-      // refuses after the guard recorded it is refunded at the guard by the flow.
-      return this.update(guardKey, decide, null, true, true).then(async (step) => {
-        ctx.guardRaw = step.guardRaw;
-        if (step.kind !== 'send') return answer(step);
-        const written = await this.run(() => this.redis.otpkitCharge(floodKey, this.wsKey('sp', ws.id), '', '', '', ...chargeArgs));
-        return Array.isArray(written) ? refusal(written, true) : answer(step);
-      });
-    }
-    return this.run(async () => {
-      let known = null; // the first try decides on no guard, as above; then on what a write found
-      let guess = true;
-      for (let i = 0; i < MAX_TRIES; i++) {
-        const rawGuard = known !== undefined ? known : await this.redis.get(guardKey);
-        known = undefined;
-        const [gv, guard] = split(rawGuard);
-        const step = decide(guard);
-        if (step.kind !== 'send') {
-          if (!step.changed) {
-            if (!guess) return answer(step);
-            guess = false; // decided on a guess: read, and decide again
-            continue;
-          }
-          const [wrote, found] = await this.redis.otpkitCas(guardKey, gv, step.state ?? '', keepArg(step.keepMs), '');
-          if (wrote === 1) return answer(step);
-          known = found ?? null;
-        } else {
-          const written = await this.redis.otpkitAdmit(guardKey, floodKey, this.wsKey('sp', ws.id), gv, step.state ?? '', keepArg(step.keepMs), ...chargeArgs);
-          if (written === 1) {
-            ctx.guardRaw = withGuard(step, gv, rawGuard, true).guardRaw;
-            return answer(step);
-          }
-          if (Array.isArray(written) && written[0] === 0) known = written[1] ?? null; // the guard changed
-          else if (Array.isArray(written)) return refusal(written, false); // nothing written at the guard
-        }
-        guess = false;
-        await backoff(i);
-      }
-      throw hostError('STORE_UNAVAILABLE');
-    });
-  }
-
-  /**
-   * Claims an Idempotency-Key: the first try decides on "absent" and writes with SET-if-version-0
-   * semantics (CAS, PX 24 h), one round trip for a new key; a key already there is read and
-   * decided again (replay, mismatch, in flight, or a stale claim taken over).
-   */
-  async claimIdempotency(ws, io, now, ctx) {
-    const step = await this.update(
-      this.key('idem', ws.id, io.keyHash),
-      (json) => native.idempotencyClaim(json, io.fingerprint, now),
-      null,
-      true,
-    );
-    ctx.idemRaw = step.changed ? step.guardRaw : undefined;
-    return step.outcome;
-  }
-
-  /**
-   * A delivered session: stored (with its purge entry) and confirmed at the guard in one atomic
-   * script, so a waiter told "delivered" always finds it. Answers `storedAndConfirmed` with the
-   * session the guard says to cancel.
-   */
-  async storeSession(ws, session, now, ctx) {
-    // What admit left in the guard (`ctx.guardRaw`): the first try decides on it, no GET.
-    const guess = ctx.guardRaw;
-    ctx.guardRaw = undefined;
-    const json = JSON.stringify(session);
-    const guardKey = this.key('g', ws.id, session.dest);
-    const sessionKey = this.sessionKey(session.workspaceId, session.id);
-    const value = `1|${json}`;
-    const { purgeAt, keep } = retention(json, now);
-    if (this.cluster) {
-      // The session's slot first, then the guard's: a waiter told "delivered" finds the session.
-      const purge = this.key('purge', 'all');
-      await this.run(() => this.batch([['set', sessionKey, value, 'PX', String(keep)], ['zadd', purge, String(purgeAt), sessionKey]]));
-      const step = await this.update(guardKey, (guard) => native.guardDelivery(guard, ws, session.id, 'delivered', now), guess);
-      this.indexReceipts(json, purgeAt, now);
-      return JSON.stringify({ result: 'storedAndConfirmed', cancel: step.sessionId ?? null });
-    }
-    const step = await this.run(async () => {
-      for (let i = 0; i < MAX_TRIES; i++) {
-        const guessed = i === 0 && guess !== undefined;
-        const raw = guessed ? guess : await this.redis.get(guardKey);
-        const [ver, guard] = split(raw);
-        const s = native.guardDelivery(guard, ws, session.id, 'delivered', now);
-        // A guessed absent guard is compared by version (0: still absent), as a read one is.
-        const expect = guessed && raw != null ? raw : '';
-        const args = [guardKey, sessionKey, this.key('purge', 'all'), ver, s.state ?? '', keepArg(s.keepMs), value, String(keep), String(purgeAt), expect];
-        if (!s.changed) {
-          // The guard needs no change: store the session against its current version.
-          args[4] = guard ?? '';
-          args[5] = '-1';
-        }
-        if (await this.redis.otpkitConfirm(...args)) return s;
-        await backoff(i);
-      }
-      throw hostError('STORE_UNAVAILABLE');
-    });
-    this.indexReceipts(json, purgeAt, now);
-    return JSON.stringify({ result: 'storedAndConfirmed', cancel: step.sessionId ?? null });
-  }
-
-  async delivery(ws, dest, sessionId, outcome, now, firstRaw) {
-    const step = await this.update(
-      this.key('g', ws.id, dest),
-      (json) => native.guardDelivery(json, ws, sessionId, outcome, now),
-      firstRaw,
-    );
-    return step.sessionId ?? null;
   }
 
   async entry(ws, dest, sessionId) {
@@ -707,7 +443,7 @@ class RedisStore {
       if (!byWorkspace.has(wsId)) byWorkspace.set(wsId, []);
       byWorkspace.get(wsId).push(native.sessionAudit('purged', json, 'ok', now));
     }
-    for (const [wsId, lines] of byWorkspace) await this.record(wsId, lines);
+    for (const [wsId, lines] of byWorkspace) await this.run(() => this.core.recordLines(wsId, lines));
     return values.length;
   }
 
@@ -755,162 +491,9 @@ class RedisStore {
     return split(raw)[1];
   }
 
-  /**
-   * One step of a resend: read → otpkit_core::flow::resend_stored → compare-and-set, again on a
-   * conflict (deciding on the value the failed write found). A new code's expiry moves the session's purge time in the same script.
-   */
-  async resend(ws, io, now) {
-    const key = this.sessionKey(ws.id, io.sessionId);
-    const step = JSON.stringify(io.step);
-    return this.run(async () => {
-      let known; // the value a failed write found: the next try decides on it without a GET
-      for (let i = 0; i < MAX_TRIES; i++) {
-        const raw = known !== undefined ? known : await this.redis.get(key);
-        known = undefined;
-        const [ver, json] = split(raw);
-        const s = native.resendStored(json, ws.id, step, now);
-        if (s.write == null) return s.outcome;
-        const { purgeAt, keep } = retention(s.write, now);
-        const purge = this.key('purge', 'all');
-        // On a Cluster the session, then its purge entry (another slot; see sweepCluster).
-        const [wrote, found] = this.cluster
-          ? await this.redis.otpkitCas(key, ver, s.write, String(keep))
-          : await this.redis.otpkitResendWrite(key, purge, ver, s.write, String(keep), String(purgeAt));
-        if (wrote === 1) {
-          if (this.cluster) await this.redis.zadd(purge, String(purgeAt), key);
-          // A new message was applied: receipts find it by its id until the session is purged.
-          if (io.step.kind === 'apply') this.indexReceipts(s.write, purgeAt, now);
-          return s.outcome;
-        }
-        known = found ?? null;
-        await backoff(i);
-      }
-      throw hostError('STORE_UNAVAILABLE');
-    });
-  }
-
-  /**
-   * The delivery receipt index entries of a stored session (JSON; otpkit_core::delivery::
-   * index_entries), each kept until `purgeAt`. Best effort, and not waited for: a failed write
-   * is logged as a store failure and fails nothing. It is sent on this connection before the
-   * answer that follows, so a later read of this process sees it; settle() waits for it.
-   */
-  indexReceipts(sessionJson, purgeAt, now) {
-    let entries;
-    try {
-      entries = native.receiptIndexEntries(sessionJson);
-    } catch (e) {
-      logStoreFailure(this.kind, 'indexReceipt', fromNative(e));
-      return;
-    }
-    if (!entries.length) return;
-    const ttl = String(Math.max(1, Math.ceil(purgeAt - now)));
-    const sets = [];
-    for (let i = 0; i + 1 < entries.length; i += 2) sets.push(['set', this.key('rcpt', entries[i]), entries[i + 1], 'PX', ttl]);
-    let p;
-    try {
-      p = this.batch(sets);
-    } catch (e) {
-      p = Promise.reject(e);
-    }
-    const tracked = p
-      .catch((e) => logStoreFailure(this.kind, 'indexReceipt', e instanceof OtpError ? e : hostError('STORE_UNAVAILABLE', e)))
-      .finally(() => this.indexing.delete(tracked));
-    this.indexing.add(tracked);
-  }
-
   /** Waits for the receipt index writes in flight. */
   async settle() {
-    while (this.indexing.size) await Promise.allSettled([...this.indexing]);
-  }
-
-  /**
-   * A delivery receipt on the session it names (`io.workspaceId`, `io.sessionId`): read →
-   * otpkit_core::flow::receipt_stored → compare-and-set keeping the key's TTL (a receipt never
-   * moves the purge time), again on a conflict. Answers `receiptApplied`.
-   */
-  async applyReceipt(io) {
-    const receipt = JSON.stringify(io.receipt);
-    const step = await this.update(this.sessionKey(io.workspaceId, io.sessionId), (json) => {
-      const s = native.receiptStored(json, io.workspaceId, receipt);
-      return { state: s.write, keepMs: null, changed: s.write != null, outcome: s.outcome };
-    });
-    return step.outcome;
-  }
-
-  async cancelSession(wsId, sessionId) {
-    await this.update(this.sessionKey(wsId, sessionId), (json) =>
-      json == null ? { changed: false } : { state: native.cancelJson(json), keepMs: null, changed: true },
-    );
-  }
-
-  /**
-   * A flow's verify: read → otpkit_core::flow::verify_stored → compare-and-set, again on a
-   * conflict. The first try uses the session read with the API key (`ctx.session`) if any; a try
-   * after a conflict decides on the value the failed write found (no GET). The
-   * write also reads the destination guard (`ctx.guardRaw`), on which the failure streak that
-   * follows the answer decides first.
-   */
-  async verify(engine, ws, sessionId, code, now, ctx, transaction = null) {
-    const sessionKey = this.sessionKey(ws.id, sessionId);
-    const prefetched = ctx.session;
-    ctx.session = undefined;
-    return this.run(async () => {
-      let known = prefetched; // read with the API key, then what a failed write found
-      for (let i = 0; i < MAX_TRIES; i++) {
-        const given = known !== undefined;
-        const raw = given ? known : await this.redis.get(sessionKey);
-        known = undefined;
-        const [ver, json] = split(raw);
-        const s = engine.verifyStored(json, ws.id, code, now, transaction);
-        if (s.write == null) return s.outcome; // nothing to write (no session, already ended)
-        const expect = given && raw != null ? raw : '';
-        if (this.cluster) {
-          // The guard is in another slot: the failure streak after the answer reads it.
-          const [wrote, found] = await this.redis.otpkitCas(sessionKey, ver, s.write, '-1', expect);
-          if (wrote === 1) return s.outcome;
-          known = found ?? null;
-          await backoff(i);
-          continue;
-        }
-        const guardKey = this.key('g', ws.id, s.dest ?? '');
-        const [ok, other] = await this.redis.otpkitVerifyWrite(sessionKey, guardKey, ver, s.write, '-1', expect);
-        if (ok === 1) {
-          ctx.guardRaw = other; // the guard's value
-          return s.outcome;
-        }
-        known = other ?? null; // the session's value
-        await backoff(i);
-      }
-      throw hostError('STORE_UNAVAILABLE');
-    });
-  }
-
-  /**
-   * Appends audit lines and applies analytics deltas (JSON from the native module) for one
-   * workspace, in one atomic script. Analytics keys: a hash of counters per UTC day
-   * (`an:<ws>:<day>`, field `<counter>|<bucket>`, kept 91 days) and a sorted set of open
-   * sessions by expiry (`ao:<ws>`; members past expiry are dropped as new ones arrive).
-   */
-  async record(wsId, lines, deltas = []) {
-    const ops = deltas.length
-      ? native.redisAnalyticsOps(`${this.wsKey('an', wsId)}:`, this.wsKey('ao', wsId), JSON.stringify(deltas), Date.now())
-      : [];
-    if (!lines.length && !ops.length) return;
-    // Each line goes to the lifecycle list (`a:<ws>`) or the repeatable one (`ar:<ws>`), as the core decides.
-    const repeatable = lines.length ? native.auditRepeatable(lines) : [];
-    const marked = lines.map((l, i) => (repeatable[i] ? 'r' : 'l') + l);
-    await this.run(() =>
-      this.redis.otpkitRecord(
-        this.wsKey('a', wsId),
-        this.seqKey(wsId),
-        this.wsKey('ar', wsId),
-        String(lines.length),
-        String(this.auditKeep),
-        ...marked,
-        ...ops,
-      ),
-    );
+    await this.core.settle();
   }
 
   /** `GET /v1/messaging/otp/audit`: both of the workspace's lists, read atomically, merged newest first. */
@@ -1062,6 +645,7 @@ class RedisStore {
   async close() {
     clearInterval(this.timer);
     this.keys?.stop();
+    this.core.close();
     if (this.ownClient) this.redis.disconnect();
   }
 }
@@ -1248,5 +832,11 @@ const TRACKER_OPTIONS = {
 };
 /** Cluster client events after which the set of masters may have changed. */
 const CLUSTER_EVENTS = ['refresh', '+node', '-node', 'ready'];
+
+/**
+ * The Lua scripts RedisCore runs, by name (each with the fragments it needs): for the tests that
+ * hold them to otpkit-core's rules by calling them directly.
+ */
+RedisStore.scripts = NATIVE_SCRIPTS;
 
 module.exports = { RedisStore };

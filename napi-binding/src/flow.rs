@@ -192,7 +192,7 @@ impl ReceiptFlow {
     #[napi]
     pub fn fallback_workspace(&self, i: u32) -> Option<Workspace> {
         self.fallback(i).map(|fb| Workspace {
-            rec: fb.workspace.clone(),
+            rec: std::sync::Arc::new(fb.workspace.clone()),
             any_sender: false,
         })
     }
@@ -366,7 +366,7 @@ pub fn receipt_flow(
     };
     Ok(ReceiptFlow {
         inner: flow::ReceiptFlow::start(source, &body, &keys, ms(now))
-            .with_own_workspace(own.rec.clone()),
+            .with_own_workspace((*own.rec).clone()),
     })
 }
 

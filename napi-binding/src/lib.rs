@@ -36,6 +36,7 @@ mod log;
 mod memory;
 mod ops;
 mod redis;
+mod redis_store;
 mod reports;
 mod send;
 mod serve;

@@ -8,6 +8,7 @@ use napi::Result;
 use napi_derive::napi;
 use otpkit_core::workspace::{self, WorkspaceRecord};
 use otpkit_core::Error;
+use std::sync::Arc;
 
 /// Is a key's use at `now` due to be recorded (`lastUsedAt`), given when this process last
 /// recorded it (`recorded`: ms, or null for never)? At most once an hour per key
@@ -21,7 +22,8 @@ pub fn last_used_due(recorded: Option<f64>, now: f64) -> bool {
 #[napi]
 #[derive(Debug, Clone)]
 pub struct Workspace {
-    pub(crate) rec: WorkspaceRecord,
+    /// Shared: a flow step on the tokio runtime (the Redis store) holds it without a copy.
+    pub(crate) rec: Arc<WorkspaceRecord>,
     /// The library's default workspace without a sender list accepts any valid sender name.
     pub(crate) any_sender: bool,
 }
@@ -32,7 +34,7 @@ impl Workspace {
     #[napi(factory)]
     pub fn from_json(json: String) -> Result<Workspace> {
         Ok(Workspace {
-            rec: WorkspaceRecord::from_json(&json).map_err(|e| throw(&e))?,
+            rec: Arc::new(WorkspaceRecord::from_json(&json).map_err(|e| throw(&e))?),
             any_sender: false,
         })
     }
@@ -42,7 +44,9 @@ impl Workspace {
     pub fn create(body: Buffer, now: f64) -> Result<Workspace> {
         let id = workspace::workspace_id(&random::<12>()?);
         Ok(Workspace {
-            rec: WorkspaceRecord::from_create_json(&body, id, ms(now)).map_err(|e| throw(&e))?,
+            rec: Arc::new(
+                WorkspaceRecord::from_create_json(&body, id, ms(now)).map_err(|e| throw(&e))?,
+            ),
             any_sender: false,
         })
     }
@@ -76,7 +80,10 @@ impl Workspace {
         });
         let rec = WorkspaceRecord::from_create_json(body.to_string().as_bytes(), id, ms(now))
             .map_err(|e| throw(&e))?;
-        Ok(Workspace { rec, any_sender })
+        Ok(Workspace {
+            rec: Arc::new(rec),
+            any_sender,
+        })
     }
 
     /// Workspace id.
@@ -119,7 +126,7 @@ impl Workspace {
     #[napi]
     pub fn patched(&self, body: Buffer) -> Result<Workspace> {
         Ok(Workspace {
-            rec: self.rec.patched(&body).map_err(|e| throw(&e))?,
+            rec: Arc::new(self.rec.patched(&body).map_err(|e| throw(&e))?),
             any_sender: self.any_sender,
         })
     }

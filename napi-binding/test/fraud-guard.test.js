@@ -13,7 +13,7 @@ const http = require('node:http');
 const { randomBytes } = require('node:crypto');
 const { OtpService, RedisStore, MemoryStore, Metrics, OtpError, listener } = require('..');
 const native = require('../lib/native');
-const { PEPPER, startRedis, codeOf, recorder } = require('./helpers');
+const { PEPPER, startRedis, codeOf, recorder, defineStepScripts } = require('./helpers');
 
 let numbers = Math.floor(Math.random() * 1e5);
 /** A fresh number in `prefix` (`+233202` → `+233202xxxxxx`). */
@@ -200,7 +200,7 @@ describe('Fraud Guard on Redis', () => {
     const client = new RedisStore({ url: redis.url, prefix: `fg${process.pid}:` });
     await client.connect();
     try {
-      const r = client.redis;
+      const r = defineStepScripts(client.redis);
       const [key] = await r.keys(`fg${process.pid}:fr:${wsId}:*`);
       assert.ok(key, 'a prefix count');
       const ttl = await r.pttl(key);
@@ -233,7 +233,7 @@ describe('Fraud Guard on Redis', () => {
     const store = new RedisStore({ url: redis.url, prefix: p });
     await store.connect();
     t.after(() => store.close());
-    const r = store.redis;
+    const r = defineStepScripts(store.redis);
     let rng = 0x3c6ef372;
     const rand = (n) => {
       rng = (Math.imul(rng, 1103515245) + 12345) >>> 0;
@@ -352,7 +352,7 @@ describe('Fraud Guard on Redis', () => {
     const store = new RedisStore({ url: redis.url, prefix: p });
     await store.connect();
     t.after(() => store.close());
-    const r = store.redis;
+    const r = defineStepScripts(store.redis);
     let rng = 0x7f4a7c15;
     const rand = (n) => {
       rng = (Math.imul(rng, 1103515245) + 12345) >>> 0;

@@ -125,4 +125,17 @@ async function serve(env) {
   };
 }
 
-module.exports = { ROOT, PEPPER, freePort, sleep, startRedis, startRedisCluster, startSink, codeOf, newDest, recorder, serve };
+/**
+ * Defines the flow-step scripts RedisCore runs in Rust (ADMIT, REFUND_SPEND, FRAUD_VERIFIED) as
+ * commands of an ioredis client, so a test can hold them to the core's rules directly.
+ */
+function defineStepScripts(client) {
+  const { RedisStore } = require('../lib/redis-store');
+  const s = RedisStore.scripts;
+  if (!client.otpkitAdmit) client.defineCommand('otpkitAdmit', { numberOfKeys: 3, lua: s.admit });
+  if (!client.otpkitRefundSpend) client.defineCommand('otpkitRefundSpend', { numberOfKeys: 1, lua: s.refundSpend });
+  if (!client.otpkitFraudVerified) client.defineCommand('otpkitFraudVerified', { numberOfKeys: 2, lua: s.fraudVerified });
+  return client;
+}
+
+module.exports = { defineStepScripts, ROOT, PEPPER, freePort, sleep, startRedis, startRedisCluster, startSink, codeOf, newDest, recorder, serve };

@@ -95,14 +95,14 @@ describe('Redis SIGKILL and restart (AOF, fsync always)', () => {
     // Redis dies right after the session is stored, before the guard hears it was delivered.
     // The store now writes both in one script, so this state is made by hand here (a process of
     // an older version, which stored the session first, can still leave it during an upgrade).
-    const storeSession = store.storeSession.bind(store);
+    const perform = store.perform.bind(store);
     let killed = false;
-    store.storeSession = async (ws, session, now, ctx) => {
-      if (killed || session.dest !== victim) return storeSession(ws, session, now, ctx);
+    store.perform = async (engine, ws, io, raw, now, ctx) => {
+      if (io.io !== 'storeSession' || killed || io.session.dest !== victim) return perform(engine, ws, io, raw, now, ctx);
       killed = true;
-      await store.putSession(session, now);
+      await store.putSession(io.session, now);
       await redis.kill();
-      return storeSession(ws, session, now, ctx); // fails: Redis is gone
+      return perform(engine, ws, io, raw, now, ctx); // fails: Redis is gone
     };
     const otp = new OtpService({ pepper: PEPPER, gateway: gw, store });
     try {

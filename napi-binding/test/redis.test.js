@@ -6,7 +6,7 @@ const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { spawn } = require('node:child_process');
 const { OtpService, RedisStore } = require('..');
-const { PEPPER, startRedis, codeOf, newDest, sleep, recorder } = require('./helpers');
+const { PEPPER, startRedis, codeOf, newDest, sleep, recorder, defineStepScripts } = require('./helpers');
 
 
 describe('RedisStore', () => {
@@ -163,7 +163,7 @@ describe('RedisStore', () => {
       now += r < 80 ? rand(3000) : r < 95 ? 60_000 + rand(5000) : -rand(90_000);
       const limit = 1 + rand(12);
       const want = native.floodJson(core, limit, now);
-      const got = await store.redis.otpkitAdmit(`eq${process.pid}:g:${i}`, `eq${process.pid}:fw`, `eq${process.pid}:sp`, 0, '{}', 60000, limit, now, 60_000, 120_000, '', '', '', '');
+      const got = await defineStepScripts(store.redis).otpkitAdmit(`eq${process.pid}:g:${i}`, `eq${process.pid}:fw`, `eq${process.pid}:sp`, 0, '{}', 60000, limit, now, 60_000, 120_000, '', '', '', '');
       if (want.refused) {
         assert.ok(Array.isArray(got), `step ${i}: the core refuses, the script admitted`);
         const full = JSON.stringify({ windowStart: Number(got[1]), count: limit });
@@ -209,13 +209,13 @@ describe('RedisStore', () => {
         const before = core;
         core = native.spendRefundJson(core, refundDay, micros);
         if (core !== before && JSON.parse(core).micros !== JSON.parse(before ?? '{"micros":0}').micros) seen.refunded++;
-        await store.redis.otpkitRefundSpend(`${p}sp`, String(refundDay), String(micros));
+        await defineStepScripts(store.redis).otpkitRefundSpend(`${p}sp`, String(refundDay), String(micros));
       } else {
         const limitMicros = rand(3) ? 1 + rand(5_000_000) : big();
         const costMicros = 1 + (rand(3) ? rand(2_000_000) : Math.min(big(), limitMicros));
         const charge = JSON.stringify({ limitMicros, costMicros, day });
         const want = native.spendJson(core, charge, now);
-        const got = await store.redis.otpkitAdmit(`${p}g:${i}`, `${p}fw`, `${p}sp`, 0, '{}', 60000, '', now, 60_000, 120_000, String(limitMicros), String(costMicros), String(day), 2 * DAY);
+        const got = await defineStepScripts(store.redis).otpkitAdmit(`${p}g:${i}`, `${p}fw`, `${p}sp`, 0, '{}', 60000, '', now, 60_000, 120_000, String(limitMicros), String(costMicros), String(day), 2 * DAY);
         if (want.refused) {
           assert.ok(Array.isArray(got) && got[0] === -2, `step ${i}: the core refuses, the script answered ${JSON.stringify(got)}`);
           const full = JSON.stringify({ day: Number(got[1]), micros: limitMicros });

@@ -1,0 +1,1448 @@
+//! The Redis store's flow steps in Rust: `lib/redis-store.js` hands each store effect of a
+//! request, verify, resend, cancel or receipt flow to [`RedisCore::perform`], which reads,
+//! decides (otpkit-core, through [`crate::redis`], [`crate::idempotency`] and the engine) and
+//! writes with the Lua scripts of `lib/redis/` (given by the JavaScript loader, run by EVALSHA)
+//! on a redis-rs connection: one Redis (`ConnectionManager`, which reconnects by itself) or a
+//! Redis Cluster (the cluster client, which follows the slots). The admin effects, the key
+//! lookups and the key cache are still the JavaScript store's (ioredis).
+//!
+//! Every value that changes is stored as `<version>|<JSON>` and written by a compare-and-set:
+//! see `lib/redis-store.js` for the key layout, which this module shares ([`Keys`]).
+
+use crate::engine::Engine;
+use crate::errors::throw;
+use crate::workspace::Workspace;
+use crate::{ms, redis as steps};
+use napi::bindgen_prelude::PromiseRaw;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::{Env, Result, Status};
+use napi_derive::napi;
+use otpkit_core::flow::{Io, ResendStep};
+use otpkit_core::{Error, Session};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, ErrorKind, Pipeline, RedisFuture, Script, ScriptInvocation, Value};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Compare-and-set tries before a step gives up (`STORE_UNAVAILABLE`).
+const MAX_TRIES: usize = 500;
+/// A session key outlives its purge time by this much, so the sweeper finds it.
+const PURGE_GRACE_MS: u64 = 3600 * 1000;
+/// otpkit-core's flood shield window, and how long its hash is kept.
+const FLOOD_WINDOW_MS: u64 = 60_000;
+const FLOOD_KEEP_MS: u64 = 120_000;
+/// otpkit-core's spend counter counts UTC days.
+const DAY_MS: u64 = 86_400_000;
+/// Connecting, and waiting for an answer: past these a step fails (`STORE_UNAVAILABLE`).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A connection to one Redis or to a Redis Cluster (both cheap to clone: one multiplexed pipe).
+#[derive(Clone)]
+enum Conn {
+    One(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::One(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::One(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::One(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// The scripts of `lib/redis/`, each with the fragments it needs (resolved by the loader).
+struct Scripts {
+    cas: Script,
+    admit: Script,
+    charge: Script,
+    confirm: Script,
+    verify_write: Script,
+    record: Script,
+    resend_write: Script,
+    refund_spend: Script,
+    fraud_verified: Script,
+}
+
+/// Key names (`lib/redis-store.js` `key`, `wsKey`, `seqKey`: the same layout).
+struct Keys {
+    prefix: String,
+    cluster: bool,
+}
+
+impl Keys {
+    fn key(&self, kind: &str, a: &str) -> String {
+        format!("{}{kind}:{a}", self.prefix)
+    }
+    fn key2(&self, kind: &str, a: &str, b: &str) -> String {
+        format!("{}{kind}:{a}:{b}", self.prefix)
+    }
+    /// A key in the workspace's slot: a hash tag on a Cluster.
+    fn ws(&self, kind: &str, ws: &str) -> String {
+        if self.cluster {
+            format!("{}{kind}:{{{ws}}}", self.prefix)
+        } else {
+            self.key(kind, ws)
+        }
+    }
+    fn ws2(&self, kind: &str, ws: &str, b: &str) -> String {
+        format!("{}:{b}", self.ws(kind, ws))
+    }
+    fn seq(&self, ws: &str) -> String {
+        if self.cluster {
+            self.ws("aseq", ws)
+        } else {
+            self.key("aseq", "all")
+        }
+    }
+    fn guard(&self, ws: &str, dest: &str) -> String {
+        self.key2("g", ws, dest)
+    }
+    fn session(&self, ws: &str, id: &str) -> String {
+        self.key2("s", ws, id)
+    }
+}
+
+/// What one request's steps carry to the next (`lib/redis-store.js`'s `ctx`): the session read
+/// with the API key, and the value a step left in the guard or the idempotency record, so the
+/// next step decides on it without reading it again. `None`: not known (read it).
+#[derive(Default)]
+struct Carried {
+    session: Option<Option<String>>,
+    guard: Option<Option<String>>,
+    idem: Option<Option<String>>,
+}
+
+/// The steps of one request on the Redis store (one per flow driven).
+#[napi]
+#[derive(Default)]
+pub struct RedisSteps {
+    carried: Arc<Mutex<Carried>>,
+}
+
+impl std::fmt::Debug for RedisSteps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSteps").finish_non_exhaustive()
+    }
+}
+
+#[napi]
+impl RedisSteps {
+    #[napi(constructor)]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The session's stored value read with the API key (`null`: there is none), for the
+    /// flow's next read or verify of it.
+    #[napi]
+    pub fn prefetch(&self, value: Option<String>) {
+        if let Ok(mut c) = self.carried.lock() {
+            c.session = Some(value);
+        }
+    }
+}
+
+/// Called with a store failure's code when a receipt index write fails (it fails nothing else).
+/// Weak: it does not keep Node's event loop alive.
+type FailureLog = ThreadsafeFunction<String, (), String, Status, false, true>;
+
+struct Shared {
+    keys: Keys,
+    audit_keep: u32,
+    scripts: Scripts,
+    target: Target,
+    conn: Mutex<Option<Conn>>,
+    connecting: tokio::sync::Mutex<()>,
+    closed: AtomicBool,
+    indexing: AtomicUsize,
+    indexed: tokio::sync::Notify,
+    on_index_failure: Option<FailureLog>,
+}
+
+enum Target {
+    Url(String),
+    Nodes(Vec<String>),
+}
+
+/// How the JavaScript store configures [`RedisCore`].
+#[napi(object, object_to_js = false)]
+#[allow(missing_debug_implementations)] // its URL can hold a password
+pub struct RedisCoreOptions {
+    /// One Redis: its URL.
+    pub url: Option<String>,
+    /// A Redis Cluster: its start nodes, `host:port`.
+    pub nodes: Option<Vec<String>>,
+    /// Key prefix.
+    pub prefix: String,
+    /// Audit events kept per workspace in each list.
+    pub audit_keep: u32,
+    /// Script name → text (`cas`, `admit`, `charge`, `confirm`, `verifyWrite`, `record`,
+    /// `resendWrite`, `refundSpend`, `fraudVerified`).
+    pub scripts: HashMap<String, String>,
+}
+
+/// The Redis store's flow steps (see the module documentation).
+#[napi]
+pub struct RedisCore {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for RedisCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisCore")
+            .field("cluster", &self.shared.keys.cluster)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable() -> napi::Error {
+    throw(&Error::StoreUnavailable)
+}
+
+fn misconfigured(message: &str) -> napi::Error {
+    throw(&Error::Misconfigured {
+        message: message.to_string().into(),
+    })
+}
+
+/// A Redis error as the store's: a reply that says the connection does not match the deployment
+/// is `MISCONFIGURED` (a plain connection redirected by a Cluster node, a script whose keys span
+/// slots); anything else is an outage (`STORE_UNAVAILABLE`), including a Cluster client that gave
+/// up following redirections while a node fails over.
+fn store_error(cluster: bool, e: &redis::RedisError) -> napi::Error {
+    let text = e.to_string();
+    let crossslot = matches!(e.kind(), ErrorKind::CrossSlot) || text.contains("CROSSSLOT");
+    if cluster && crossslot {
+        return misconfigured("a Redis Cluster refused a step of this store because its keys span slots (CROSSSLOT): a key prefix or client that does not match this store");
+    }
+    let redirected = matches!(e.kind(), ErrorKind::Moved | ErrorKind::Ask)
+        || text.contains("cluster support disabled");
+    if !cluster && (redirected || crossslot) {
+        return misconfigured("Redis answered with a cluster redirection: REDIS_URL names a Redis Cluster node; set REDIS_CLUSTER_NODES");
+    }
+    unavailable()
+}
+
+/// `<version>|<JSON>` → (version, JSON); (0, None) when absent.
+fn split(raw: Option<&str>) -> (u64, Option<&str>) {
+    match raw.and_then(|r| r.split_once('|')) {
+        Some((v, json)) => (v.parse().unwrap_or(0), Some(json)),
+        None => (0, None),
+    }
+}
+
+/// The CAS scripts' keep argument: `-1` keeps the key's TTL; at least 1 s otherwise.
+fn keep_arg(keep_ms: Option<f64>) -> String {
+    match keep_ms {
+        None => "-1".into(),
+        Some(k) => (k.ceil().max(1000.0) as u64).to_string(),
+    }
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Int(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn int(v: &Value) -> Option<i64> {
+    match v {
+        Value::Int(n) => Some(*n),
+        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        _ => None,
+    }
+}
+
+/// A `{written, value}` reply (CAS, VERIFY_WRITE): the flag and the value it carries.
+fn pair(v: &Value) -> (i64, Option<String>) {
+    match v {
+        Value::Array(items) => (
+            items.first().and_then(int).unwrap_or(0),
+            items.get(1).and_then(text),
+        ),
+        other => (int(other).unwrap_or(0), None),
+    }
+}
+
+/// A step's write at one key: the state (None deletes), how long to keep it (None: keep the
+/// key's TTL) and whether anything changed.
+struct Write {
+    state: Option<String>,
+    keep_ms: Option<f64>,
+    changed: bool,
+}
+
+impl From<&steps::GuardStep> for Write {
+    fn from(s: &steps::GuardStep) -> Self {
+        Write {
+            state: s.state.clone(),
+            keep_ms: Some(s.keep_ms),
+            changed: s.changed,
+        }
+    }
+}
+
+/// A short random pause after a few conflicts, so contenders spread out.
+async fn backoff(i: usize) {
+    if i > 3 {
+        let r = crate::random::<1>().map_or(0, |b| b[0]);
+        let max = i.min(20) as u64;
+        tokio::time::sleep(Duration::from_micros(u64::from(r) * max * 1000 / 256)).await;
+    }
+}
+
+const DONE: &str = r#"{"result":"done"}"#;
+
+fn json_str(s: Option<&str>) -> String {
+    serde_json::to_string(&s).unwrap_or_else(|_| "null".into())
+}
+
+impl Shared {
+    async fn open(&self) -> redis::RedisResult<Conn> {
+        match &self.target {
+            Target::Url(url) => {
+                let client = redis::Client::open(url.as_str())?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(CONNECT_TIMEOUT)
+                    .set_response_timeout(RESPONSE_TIMEOUT)
+                    .set_number_of_retries(1)
+                    .set_max_delay(1000);
+                Ok(Conn::One(
+                    ConnectionManager::new_with_config(client, config).await?,
+                ))
+            }
+            Target::Nodes(nodes) => {
+                let urls: Vec<String> = nodes.iter().map(|n| format!("redis://{n}")).collect();
+                let client = redis::cluster::ClusterClientBuilder::new(urls)
+                    .connection_timeout(CONNECT_TIMEOUT)
+                    .response_timeout(RESPONSE_TIMEOUT)
+                    .retries(3)
+                    .build()?;
+                Ok(Conn::Cluster(client.get_async_connection().await?))
+            }
+        }
+    }
+
+    /// The connection, opened on first use (a failed open is tried again by the next step).
+    async fn conn(&self) -> Result<Conn> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(unavailable());
+        }
+        if let Some(c) = self.conn.lock().map_err(|_| unavailable())?.clone() {
+            return Ok(c);
+        }
+        let _one = self.connecting.lock().await;
+        if let Some(c) = self.conn.lock().map_err(|_| unavailable())?.clone() {
+            return Ok(c);
+        }
+        let c = tokio::time::timeout(CONNECT_TIMEOUT * 2, self.open())
+            .await
+            .map_err(|_| unavailable())?
+            .map_err(|e| store_error(self.keys.cluster, &e))?;
+        *self.conn.lock().map_err(|_| unavailable())? = Some(c.clone());
+        Ok(c)
+    }
+
+    fn fail(&self, e: &redis::RedisError) -> napi::Error {
+        store_error(self.keys.cluster, e)
+    }
+
+    async fn query(&self, cmd: &Cmd) -> Result<Value> {
+        let mut c = self.conn().await?;
+        cmd.query_async(&mut c).await.map_err(|e| self.fail(&e))
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<String>> {
+        Ok(text(&self.query(redis::cmd("GET").arg(key)).await?))
+    }
+
+    async fn run(&self, inv: &ScriptInvocation<'_>) -> Result<Value> {
+        let mut c = self.conn().await?;
+        inv.invoke_async(&mut c).await.map_err(|e| self.fail(&e))
+    }
+
+    /// Read → decide → compare-and-set, again on a conflict (deciding on the value the failed
+    /// write found, without a GET). `first`: the key's value already known (`Some(None)`:
+    /// absent); `guessed`: that value was guessed, not read, so a decision that writes nothing
+    /// is checked by a read first. Answers the decision's extra and the value the key holds
+    /// after the step.
+    async fn update<T>(
+        &self,
+        key: &str,
+        mut decide: impl FnMut(Option<&str>) -> Result<(Write, T)>,
+        first: Option<Option<String>>,
+        mut guessed: bool,
+    ) -> Result<(T, Option<String>)> {
+        let mut known = first;
+        for i in 0..MAX_TRIES {
+            let given = known.is_some();
+            let raw = match known.take() {
+                Some(v) => v,
+                None => self.get(key).await?,
+            };
+            let (ver, json) = split(raw.as_deref());
+            let (w, extra) = decide(json)?;
+            if !w.changed {
+                if !guessed {
+                    return Ok((extra, raw));
+                }
+                guessed = false; // decided on a guess: read, and decide again
+                continue;
+            }
+            guessed = false;
+            let state = w.state.clone().unwrap_or_default();
+            let expect = if given { raw.clone() } else { None };
+            let reply = self
+                .run(
+                    self.scripts
+                        .cas
+                        .key(key)
+                        .arg(ver)
+                        .arg(&state)
+                        .arg(keep_arg(w.keep_ms))
+                        .arg(expect.unwrap_or_default()),
+                )
+                .await?;
+            let (wrote, found) = pair(&reply);
+            if wrote == 1 {
+                let now = (!state.is_empty()).then(|| format!("{}|{state}", ver + 1));
+                return Ok((extra, now));
+            }
+            known = Some(found);
+            backoff(i).await;
+        }
+        Err(unavailable())
+    }
+}
+
+/// Everything one effect needs, owned (it runs on the tokio runtime).
+struct Job {
+    shared: Arc<Shared>,
+    ws: Workspace,
+    engine: Option<Engine>,
+    carried: Arc<Mutex<Carried>>,
+    now: f64,
+}
+
+impl Job {
+    fn take<T>(&self, pick: impl FnOnce(&mut Carried) -> Option<T>) -> Option<T> {
+        self.carried.lock().ok().and_then(|mut c| pick(&mut c))
+    }
+    fn keep(&self, put: impl FnOnce(&mut Carried)) {
+        if let Ok(mut c) = self.carried.lock() {
+            put(&mut c);
+        }
+    }
+    fn id(&self) -> &str {
+        &self.ws.rec.id
+    }
+    fn now_ms(&self) -> u64 {
+        ms(self.now).0
+    }
+
+    async fn perform(self, io: Io) -> Result<String> {
+        let s = Arc::clone(&self.shared);
+        let k = &s.keys;
+        match io {
+            Io::ReadSession { session_id } => {
+                let raw = match self.take(|c| c.session.take()) {
+                    Some(v) => v,
+                    None => s.get(&k.session(self.id(), &session_id)).await?,
+                };
+                let json = split(raw.as_deref()).1.unwrap_or("null");
+                Ok(format!(r#"{{"result":"session","session":{json}}}"#))
+            }
+            Io::Admit {
+                dest,
+                purpose,
+                session_id,
+                expires_at,
+                test,
+                flood_limit,
+                spend,
+                fraud,
+                resend,
+            } => {
+                let admit = Admit {
+                    dest,
+                    purpose: purpose.as_str().to_string(),
+                    session_id,
+                    expires_at: expires_at.0 as f64,
+                    test,
+                    resend,
+                    flood_limit,
+                    spend,
+                    fraud,
+                };
+                self.admit(admit).await
+            }
+            Io::ReadActive { dest, purpose } => {
+                let raw = s.get(&k.guard(self.id(), &dest)).await?;
+                steps::guard_active(
+                    split(raw.as_deref()).1.map(str::to_string),
+                    purpose.as_str().to_string(),
+                    self.now,
+                )
+            }
+            Io::Forget { dest, session_id } => {
+                let (ws, now) = (&self.ws, self.now);
+                s.update(
+                    &k.guard(self.id(), &dest),
+                    |json| {
+                        let g = steps::guard_forget(
+                            json.map(str::to_string),
+                            ws,
+                            session_id.clone(),
+                            now,
+                        )?;
+                        Ok((Write::from(&g), ()))
+                    },
+                    None,
+                    false,
+                )
+                .await?;
+                Ok(DONE.into())
+            }
+            Io::StoreSession { session } => self.store_session(&session).await,
+            Io::ReportDelivery {
+                dest,
+                session_id,
+                outcome,
+            } => {
+                let guess = self.take(|c| c.guard.take());
+                let outcome = serde_json::to_value(outcome)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                let (ws, now) = (&self.ws, self.now);
+                let (cancel, _) = s
+                    .update(
+                        &k.guard(self.id(), &dest),
+                        |json| {
+                            let g = steps::guard_delivery(
+                                json.map(str::to_string),
+                                ws,
+                                session_id.clone(),
+                                outcome.clone(),
+                                now,
+                            )?;
+                            Ok((Write::from(&g), g.session_id))
+                        },
+                        guess,
+                        false,
+                    )
+                    .await?;
+                Ok(format!(
+                    r#"{{"result":"confirmed","cancel":{}}}"#,
+                    json_str(cancel.as_deref())
+                ))
+            }
+            Io::Resend { session_id, step } => self.resend(&session_id, &step).await,
+            Io::CancelSession { session_id } => {
+                s.update(
+                    &k.session(self.id(), &session_id),
+                    |json| match json {
+                        None => Ok((
+                            Write {
+                                state: None,
+                                keep_ms: None,
+                                changed: false,
+                            },
+                            (),
+                        )),
+                        Some(j) => Ok((
+                            Write {
+                                state: Some(steps::cancel_json(j.to_string())?),
+                                keep_ms: None,
+                                changed: true,
+                            },
+                            (),
+                        )),
+                    },
+                    None,
+                    false,
+                )
+                .await?;
+                Ok(DONE.into())
+            }
+            Io::RefundSpend { day, micros } => {
+                s.run(
+                    s.scripts
+                        .refund_spend
+                        .key(k.ws("sp", self.id()))
+                        .arg(day)
+                        .arg(micros),
+                )
+                .await?;
+                Ok(DONE.into())
+            }
+            Io::FraudVerified { prefix, window_ms } => {
+                s.run(
+                    s.scripts
+                        .fraud_verified
+                        .key(k.ws2("fr", self.id(), &prefix))
+                        .key(k.ws("fx", self.id()))
+                        .arg(&prefix)
+                        .arg(window_ms)
+                        .arg(self.now_ms()),
+                )
+                .await?;
+                Ok(DONE.into())
+            }
+            Io::Verify {
+                session_id,
+                code,
+                transaction,
+            } => {
+                let tx = transaction
+                    .as_deref()
+                    .map(|t| serde_json::to_string(t).unwrap_or_default());
+                self.verify(&session_id, &code.0, tx).await
+            }
+            Io::RecordVerify {
+                dest,
+                session_id,
+                status,
+                attempts_left,
+            } => {
+                let guess = self.take(|c| c.guard.take());
+                let (ws, now) = (&self.ws, self.now);
+                s.update(
+                    &k.guard(self.id(), &dest),
+                    |json| {
+                        let g = steps::guard_verified(
+                            json.map(str::to_string),
+                            ws,
+                            session_id.clone(),
+                            status.clone(),
+                            u32::from(attempts_left),
+                            now,
+                        )?;
+                        Ok((Write::from(&g), ()))
+                    },
+                    guess,
+                    false,
+                )
+                .await?;
+                Ok(DONE.into())
+            }
+            Io::Record { events, deltas } => {
+                record(&s, self.id(), &lines_of(&events), &deltas).await?;
+                Ok(DONE.into())
+            }
+            // An admin action or a delivery receipt, in the trail of the workspace it concerns.
+            Io::Audit {
+                workspace_id,
+                events,
+                deltas,
+            } => {
+                record(&s, &workspace_id, &lines_of(&events), &deltas).await?;
+                Ok(DONE.into())
+            }
+            Io::FindReceipt { key } => {
+                let owner = s.get(&k.key("rcpt", &key)).await?;
+                Ok(format!(
+                    r#"{{"result":"owner","owner":{}}}"#,
+                    json_str(owner.as_deref())
+                ))
+            }
+            Io::ApplyReceipt {
+                workspace_id,
+                session_id,
+                receipt,
+            } => {
+                let receipt = serde_json::to_string(&receipt).unwrap_or_default();
+                let (outcome, _) = s
+                    .update(
+                        &k.session(&workspace_id, &session_id),
+                        |json| {
+                            let st = steps::receipt_stored(
+                                json.map(str::to_string),
+                                workspace_id.clone(),
+                                receipt.clone(),
+                            )?;
+                            let changed = st.write.is_some();
+                            Ok((
+                                Write {
+                                    state: st.write,
+                                    keep_ms: None,
+                                    changed,
+                                },
+                                st.outcome,
+                            ))
+                        },
+                        None,
+                        false,
+                    )
+                    .await?;
+                Ok(outcome)
+            }
+            Io::ClaimIdempotency {
+                key_hash,
+                fingerprint,
+            } => {
+                let now = self.now;
+                let (outcome, after) = s
+                    .update(
+                        &k.key2("idem", self.id(), &key_hash),
+                        |json| {
+                            let st = crate::idempotency::idempotency_claim(
+                                json.map(str::to_string),
+                                fingerprint.clone(),
+                                now,
+                            )?;
+                            let changed = st.changed;
+                            Ok((
+                                Write {
+                                    state: st.state,
+                                    keep_ms: st.keep_ms,
+                                    changed,
+                                },
+                                (changed, st.outcome.unwrap_or_default()),
+                            ))
+                        },
+                        Some(None),
+                        false,
+                    )
+                    .await?;
+                let (changed, outcome) = outcome;
+                self.keep(|c| c.idem = changed.then_some(after));
+                Ok(outcome)
+            }
+            // The first try compares the whole value the claim wrote: no GET.
+            Io::FinishIdempotency { key_hash, record } => {
+                let done = serde_json::to_string(&record).unwrap_or_default();
+                self.end_idempotency(&key_hash, |json| {
+                    crate::idempotency::idempotency_finish(json, done.clone())
+                })
+                .await
+            }
+            Io::ReleaseIdempotency {
+                key_hash,
+                claimed_at,
+            } => {
+                self.end_idempotency(&key_hash, |json| {
+                    crate::idempotency::idempotency_release(json, claimed_at.0 as f64)
+                })
+                .await
+            }
+            // This store keeps no reuse hints: the guard decides every request.
+            Io::ReadReuseHint { .. } => Ok(r#"{"result":"reuseHint","sessionId":null}"#.into()),
+            Io::PutReuseHint { .. } | Io::DropReuseHint { .. } => Ok(DONE.into()),
+            other => Err(throw(&Error::CorruptState {
+                message: format!("not a step of the native Redis store: {}", io_name(&other))
+                    .into(),
+            })),
+        }
+    }
+}
+
+/// Audit events as the RECORD script's lines: whether each goes to the repeatable list, and its JSON.
+fn lines_of(events: &[otpkit_core::audit::AuditEvent]) -> Vec<(bool, String)> {
+    events
+        .iter()
+        .map(|e| {
+            (
+                e.is_repeatable(),
+                serde_json::to_string(e).unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+fn io_name(io: &Io) -> String {
+    serde_json::to_value(io)
+        .ok()
+        .and_then(|v| v.get("io").and_then(|n| n.as_str().map(str::to_string)))
+        .unwrap_or_default()
+}
+
+impl Job {
+    /// A claimed Idempotency-Key's record finished or released, deciding first on what the
+    /// claim wrote.
+    async fn end_idempotency(
+        &self,
+        key_hash: &str,
+        decide: impl Fn(Option<String>) -> Result<crate::idempotency::IdempotencyStep>,
+    ) -> Result<String> {
+        let guess = self.take(|c| c.idem.take());
+        self.shared
+            .update(
+                &self.shared.keys.key2("idem", self.id(), key_hash),
+                |json| {
+                    let st = decide(json.map(str::to_string))?;
+                    let w = Write {
+                        state: st.state,
+                        keep_ms: st.keep_ms,
+                        changed: st.changed,
+                    };
+                    Ok((w, ()))
+                },
+                guess,
+                false,
+            )
+            .await?;
+        Ok(DONE.into())
+    }
+}
+
+struct Admit {
+    dest: String,
+    purpose: String,
+    session_id: String,
+    expires_at: f64,
+    test: bool,
+    resend: bool,
+    flood_limit: Option<u32>,
+    spend: Option<otpkit_core::spend::SpendCharge>,
+    fraud: Option<otpkit_core::fraud::FraudCharge>,
+}
+
+fn admitted(admission: &str) -> String {
+    format!(r#"{{"result":"admitted","admission":{admission}}}"#)
+}
+
+impl Job {
+    fn decide_admit(&self, a: &Admit, json: Option<&str>) -> Result<steps::GuardStep> {
+        steps::guard_admit(
+            json.map(str::to_string),
+            &self.ws,
+            a.purpose.clone(),
+            a.session_id.clone(),
+            a.expires_at,
+            a.test,
+            a.resend,
+            self.now,
+        )
+    }
+
+    /// Admits a send at the destination guard; with a flood limit, a spend cap or Fraud
+    /// Guard, also charges the workspace in the same script (one Redis) or right after (a
+    /// Cluster: the guard's slot, then the workspace's; the flow refunds a refused send).
+    async fn admit(&self, a: Admit) -> Result<String> {
+        let s = &self.shared;
+        let k = &s.keys;
+        let guard_key = k.guard(self.id(), &a.dest);
+        let charged = a.flood_limit.is_some() || a.spend.is_some() || a.fraud.is_some();
+        if !charged || k.cluster {
+            // The first try decides on no guard (most sends go to a destination not seen
+            // lately): a guard that is there makes the write fail and come back with it.
+            let (step, after) = s
+                .update(
+                    &guard_key,
+                    |json| {
+                        let g = self.decide_admit(&a, json)?;
+                        Ok((Write::from(&g), g))
+                    },
+                    Some(None),
+                    true,
+                )
+                .await?;
+            self.keep(|c| c.guard = Some(after));
+            let admission = step.admission.unwrap_or_default();
+            if !charged || step.kind != "send" {
+                return Ok(admitted(&admission));
+            }
+            let mut inv = s.scripts.charge.key(k.ws("fw", self.id()));
+            self.charge_args(&mut inv, &a);
+            let reply = s.run(&inv).await?;
+            return match reply {
+                Value::Array(items) => self.refusal(&items, &a, true),
+                _ => Ok(admitted(&admission)),
+            };
+        }
+        let mut known: Option<Option<String>> = Some(None);
+        let mut guess = true;
+        for i in 0..MAX_TRIES {
+            let raw = match known.take() {
+                Some(v) => v,
+                None => s.get(&guard_key).await?,
+            };
+            let (ver, json) = split(raw.as_deref());
+            let step = self.decide_admit(&a, json)?;
+            let admission = step.admission.clone().unwrap_or_default();
+            let state = step.state.clone().unwrap_or_default();
+            if step.kind != "send" {
+                if !step.changed {
+                    if !guess {
+                        return Ok(admitted(&admission));
+                    }
+                    guess = false;
+                    continue;
+                }
+                let reply = s
+                    .run(
+                        s.scripts
+                            .cas
+                            .key(&guard_key)
+                            .arg(ver)
+                            .arg(&state)
+                            .arg(keep_arg(Some(step.keep_ms)))
+                            .arg(""),
+                    )
+                    .await?;
+                let (wrote, found) = pair(&reply);
+                if wrote == 1 {
+                    return Ok(admitted(&admission));
+                }
+                known = Some(found);
+            } else {
+                let mut inv = s.scripts.admit.key(&guard_key);
+                inv.key(k.ws("fw", self.id()))
+                    .key(k.ws("sp", self.id()))
+                    .arg(ver)
+                    .arg(&state)
+                    .arg(keep_arg(Some(step.keep_ms)));
+                self.charge_args(&mut inv, &a);
+                let reply = s.run(&inv).await?;
+                match &reply {
+                    Value::Array(items) if int(&items[0]) == Some(0) => {
+                        known = Some(items.get(1).and_then(text));
+                    }
+                    Value::Array(items) => return self.refusal(items, &a, false),
+                    _ => {
+                        let after = (!state.is_empty()).then(|| format!("{}|{state}", ver + 1));
+                        self.keep(|c| c.guard = Some(after));
+                        return Ok(admitted(&admission));
+                    }
+                }
+            }
+            guess = false;
+            backoff(i).await;
+        }
+        Err(unavailable())
+    }
+
+    /// The ADMIT / CHARGE arguments after the guard's (see `admit.lua`); a Cluster's CHARGE
+    /// takes the spend key as its second and three unused guard arguments.
+    fn charge_args(&self, inv: &mut ScriptInvocation<'_>, a: &Admit) {
+        let k = &self.shared.keys;
+        let now = self.now_ms();
+        if k.cluster {
+            inv.key(k.ws("sp", self.id())).arg("").arg("").arg("");
+        }
+        inv.arg(a.flood_limit.map(|l| l.to_string()).unwrap_or_default())
+            .arg(now)
+            .arg(FLOOD_WINDOW_MS)
+            .arg(FLOOD_KEEP_MS);
+        match &a.spend {
+            Some(sp) => {
+                let keep = ((u64::from(sp.day) + 2) * DAY_MS)
+                    .saturating_sub(now)
+                    .max(1000);
+                inv.arg(sp.limit_micros)
+                    .arg(sp.cost_micros)
+                    .arg(sp.day)
+                    .arg(keep);
+            }
+            None => {
+                inv.arg("").arg("").arg("").arg("");
+            }
+        }
+        if let Some(f) = &a.fraud {
+            inv.arg(k.ws2("fr", self.id(), &f.prefix))
+                .arg(k.ws("fx", self.id()))
+                .arg(&f.prefix)
+                .arg(f.window_ms)
+                .arg(f.min_sends)
+                .arg(f.min_conversion)
+                .arg(f.block_ms);
+        }
+    }
+
+    /// A charge's refusal (`{-1|-2|-3, …}`: nothing written but Fraud Guard's own count) as the
+    /// core's admission. `admitted`: the guard recorded the send in an earlier step (Cluster).
+    fn refusal(&self, items: &[Value], a: &Admit, was_admitted: bool) -> Result<String> {
+        let what = items.first().and_then(int).unwrap_or(0);
+        let arg = items.get(1).and_then(text).unwrap_or_default();
+        let admission = match what {
+            -3 => steps::fraud_refused(arg == "1", Some(was_admitted)),
+            -2 => {
+                let spend = a.spend.as_ref().ok_or_else(unavailable)?;
+                let full = format!(r#"{{"day":{arg},"micros":{}}}"#, spend.limit_micros);
+                let charge = serde_json::to_string(spend).unwrap_or_default();
+                steps::spend_json(Some(full), charge, self.now, Some(was_admitted))?
+                    .refused
+                    .unwrap_or_default()
+            }
+            _ => {
+                let limit = a.flood_limit.unwrap_or(0);
+                let full = format!(r#"{{"windowStart":{arg},"count":{limit}}}"#);
+                steps::flood_json(Some(full), limit, self.now, Some(was_admitted))
+                    .refused
+                    .unwrap_or_default()
+            }
+        };
+        Ok(admitted(&admission))
+    }
+
+    /// A delivered session: stored (with its purge entry) and confirmed at the guard in one
+    /// script (one Redis), so a waiter told "delivered" always finds it; on a Cluster the
+    /// session's slot first, then the guard's.
+    async fn store_session(&self, session: &Session) -> Result<String> {
+        let s = &self.shared;
+        let k = &s.keys;
+        let guess = self.take(|c| c.guard.take());
+        let json = session.to_json();
+        let guard_key = k.guard(self.id(), &session.dest);
+        let session_key = k.session(&session.workspace_id, &session.id);
+        let value = format!("1|{json}");
+        let purge_at = session.purge_at().0;
+        let now = self.now_ms();
+        let keep = purge_at.saturating_sub(now).max(1000) + PURGE_GRACE_MS;
+        let purge = k.key("purge", "all");
+        let (ws, fnow) = (&self.ws, self.now);
+        let decide = |json: Option<&str>| {
+            steps::guard_delivery(
+                json.map(str::to_string),
+                ws,
+                session.id.clone(),
+                "delivered".into(),
+                fnow,
+            )
+        };
+        let cancel = if k.cluster {
+            // Two slots: sent side by side, both awaited before the guard hears of it.
+            let set = redis::cmd("SET")
+                .arg(&session_key)
+                .arg(&value)
+                .arg("PX")
+                .arg(keep)
+                .to_owned();
+            let zadd = redis::cmd("ZADD")
+                .arg(&purge)
+                .arg(purge_at)
+                .arg(&session_key)
+                .to_owned();
+            tokio::try_join!(s.query(&set), s.query(&zadd))?;
+            s.update(
+                &guard_key,
+                |json| {
+                    let g = decide(json)?;
+                    Ok((Write::from(&g), g.session_id))
+                },
+                guess,
+                false,
+            )
+            .await?
+            .0
+        } else {
+            let mut found = None;
+            for i in 0..MAX_TRIES {
+                let guessed = i == 0 && guess.is_some();
+                let raw = match (i, &guess) {
+                    (0, Some(g)) => g.clone(),
+                    _ => s.get(&guard_key).await?,
+                };
+                let (ver, guard) = split(raw.as_deref());
+                let g = decide(guard)?;
+                let expect = if guessed {
+                    raw.clone().unwrap_or_default()
+                } else {
+                    String::new()
+                };
+                let (state, keep_guard) = if g.changed {
+                    (
+                        g.state.clone().unwrap_or_default(),
+                        keep_arg(Some(g.keep_ms)),
+                    )
+                } else {
+                    // The guard needs no change: store the session against its current version.
+                    (guard.unwrap_or_default().to_string(), "-1".to_string())
+                };
+                let reply = s
+                    .run(
+                        s.scripts
+                            .confirm
+                            .key(&guard_key)
+                            .key(&session_key)
+                            .key(&purge)
+                            .arg(ver)
+                            .arg(state)
+                            .arg(keep_guard)
+                            .arg(&value)
+                            .arg(keep)
+                            .arg(purge_at)
+                            .arg(expect),
+                    )
+                    .await?;
+                if int(&reply) == Some(1) {
+                    found = Some(g.session_id);
+                    break;
+                }
+                backoff(i).await;
+            }
+            found.ok_or_else(unavailable)?
+        };
+        self.index_receipts(session, purge_at);
+        Ok(format!(
+            r#"{{"result":"storedAndConfirmed","cancel":{}}}"#,
+            json_str(cancel.as_deref())
+        ))
+    }
+
+    /// The delivery receipt index entries of a session, each kept until its purge time. Not
+    /// waited for (a failed write is logged and fails nothing); `RedisCore::settle` waits.
+    fn index_receipts(&self, session: &Session, purge_at: u64) {
+        let entries = otpkit_core::delivery::index_entries(session);
+        if entries.is_empty() {
+            return;
+        }
+        let ttl = purge_at.saturating_sub(self.now_ms()).max(1);
+        let shared = Arc::clone(&self.shared);
+        shared.indexing.fetch_add(1, Ordering::SeqCst);
+        tokio::spawn(async move {
+            let mut failed = false;
+            for (key, value) in &entries {
+                let cmd = redis::cmd("SET")
+                    .arg(shared.keys.key("rcpt", key))
+                    .arg(value)
+                    .arg("PX")
+                    .arg(ttl)
+                    .to_owned();
+                if shared.query(&cmd).await.is_err() {
+                    failed = true;
+                }
+            }
+            if failed {
+                if let Some(log) = &shared.on_index_failure {
+                    log.call(
+                        "STORE_UNAVAILABLE".into(),
+                        ThreadsafeFunctionCallMode::NonBlocking,
+                    );
+                }
+            }
+            shared.indexing.fetch_sub(1, Ordering::SeqCst);
+            shared.indexed.notify_waiters();
+        });
+    }
+
+    /// One step of a resend: read → `resend_stored` → compare-and-set (with the purge time on
+    /// one Redis), again on a conflict.
+    async fn resend(&self, session_id: &str, step: &ResendStep) -> Result<String> {
+        let s = &self.shared;
+        let k = &s.keys;
+        let key = k.session(self.id(), session_id);
+        let step_json = serde_json::to_string(step).unwrap_or_default();
+        let purge = k.key("purge", "all");
+        let mut known: Option<Option<String>> = None;
+        for i in 0..MAX_TRIES {
+            let raw = match known.take() {
+                Some(v) => v,
+                None => s.get(&key).await?,
+            };
+            let (ver, json) = split(raw.as_deref());
+            let st = steps::resend_stored(
+                json.map(str::to_string),
+                self.id().to_string(),
+                step_json.clone(),
+                self.now,
+            )?;
+            let Some(write) = st.write else {
+                return Ok(st.outcome);
+            };
+            let written = Session::from_json(&write).map_err(|e| throw(&e))?;
+            let purge_at = written.purge_at().0;
+            let keep = purge_at.saturating_sub(self.now_ms()).max(1000) + PURGE_GRACE_MS;
+            let reply = if k.cluster {
+                s.run(s.scripts.cas.key(&key).arg(ver).arg(&write).arg(keep))
+                    .await?
+            } else {
+                s.run(
+                    s.scripts
+                        .resend_write
+                        .key(&key)
+                        .key(&purge)
+                        .arg(ver)
+                        .arg(&write)
+                        .arg(keep)
+                        .arg(purge_at),
+                )
+                .await?
+            };
+            let (wrote, found) = pair(&reply);
+            if wrote == 1 {
+                if k.cluster {
+                    s.query(redis::cmd("ZADD").arg(&purge).arg(purge_at).arg(&key))
+                        .await?;
+                }
+                // A new message was applied: receipts find it by its id until the purge.
+                if matches!(step, ResendStep::Apply { .. }) {
+                    self.index_receipts(&written, purge_at);
+                }
+                return Ok(st.outcome);
+            }
+            known = Some(found);
+            backoff(i).await;
+        }
+        Err(unavailable())
+    }
+
+    /// A verify: read → `verify_stored` → compare-and-set, again on a conflict. The first try
+    /// uses the session read with the API key, if any; on one Redis the write also reads the
+    /// destination guard, on which the failure streak that follows the answer decides first.
+    async fn verify(&self, session_id: &str, code: &str, tx: Option<String>) -> Result<String> {
+        let s = &self.shared;
+        let k = &s.keys;
+        let engine = self
+            .engine
+            .as_ref()
+            .ok_or_else(|| misconfigured("OTP_PEPPER is not set"))?;
+        let key = k.session(self.id(), session_id);
+        let mut known = self.take(|c| c.session.take());
+        for i in 0..MAX_TRIES {
+            let given = known.is_some();
+            let raw = match known.take() {
+                Some(v) => v,
+                None => s.get(&key).await?,
+            };
+            let (ver, json) = split(raw.as_deref());
+            let st = engine.verify_stored(
+                json.map(str::to_string),
+                self.id().to_string(),
+                code.to_string(),
+                self.now,
+                tx.clone(),
+            )?;
+            let Some(write) = st.write else {
+                return Ok(st.outcome); // nothing to write (no session, already ended)
+            };
+            let expect = if given {
+                raw.clone().unwrap_or_default()
+            } else {
+                String::new()
+            };
+            if k.cluster {
+                // The guard is in another slot: the failure streak after the answer reads it.
+                let reply = s
+                    .run(
+                        s.scripts
+                            .cas
+                            .key(&key)
+                            .arg(ver)
+                            .arg(&write)
+                            .arg("-1")
+                            .arg(expect),
+                    )
+                    .await?;
+                let (wrote, found) = pair(&reply);
+                if wrote == 1 {
+                    return Ok(st.outcome);
+                }
+                known = Some(found);
+            } else {
+                let guard_key = k.guard(self.id(), st.dest.as_deref().unwrap_or(""));
+                let reply = s
+                    .run(
+                        s.scripts
+                            .verify_write
+                            .key(&key)
+                            .key(&guard_key)
+                            .arg(ver)
+                            .arg(&write)
+                            .arg("-1")
+                            .arg(expect),
+                    )
+                    .await?;
+                let (ok, other) = pair(&reply);
+                if ok == 1 {
+                    self.keep(|c| c.guard = Some(other));
+                    return Ok(st.outcome);
+                }
+                known = Some(other);
+            }
+            backoff(i).await;
+        }
+        Err(unavailable())
+    }
+}
+
+/// Appends audit lines (`(repeatable, JSON)`) and applies analytics deltas for one workspace,
+/// in one atomic script (see `record.lua`).
+async fn record(
+    s: &Shared,
+    ws_id: &str,
+    lines: &[(bool, String)],
+    deltas: &[otpkit_core::analytics::Delta],
+) -> Result<()> {
+    let k = &s.keys;
+    let ops = if deltas.is_empty() {
+        Vec::new()
+    } else {
+        steps::redis_analytics_ops(
+            format!("{}:", k.ws("an", ws_id)),
+            k.ws("ao", ws_id),
+            serde_json::to_string(deltas).unwrap_or_default(),
+            crate::num(otpkit_core::UnixMillis(now_ms())),
+        )?
+    };
+    if lines.is_empty() && ops.is_empty() {
+        return Ok(());
+    }
+    let mut inv = s.scripts.record.key(k.ws("a", ws_id));
+    inv.key(k.seq(ws_id))
+        .key(k.ws("ar", ws_id))
+        .arg(lines.len())
+        .arg(s.audit_keep);
+    for (repeatable, line) in lines {
+        inv.arg(format!("{}{line}", if *repeatable { 'r' } else { 'l' }));
+    }
+    for op in &ops {
+        inv.arg(op);
+    }
+    s.run(&inv).await?;
+    Ok(())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[napi]
+impl RedisCore {
+    /// `opts`: one Redis (`url`) or a Cluster (`nodes`), the key prefix, the audit cap and the
+    /// scripts; `on_index_failure` is called (with the error code) when a receipt index write
+    /// fails.
+    #[napi(
+        constructor,
+        ts_args_type = "opts: RedisCoreOptions, onIndexFailure?: (code: string) => void"
+    )]
+    pub fn new(opts: RedisCoreOptions, on_index_failure: Option<FailureLog>) -> Result<Self> {
+        let script = |name: &str| {
+            opts.scripts
+                .get(name)
+                .map(|t| Script::new(t))
+                .ok_or_else(|| misconfigured(&format!("the Redis script {name} is missing")))
+        };
+        let scripts = Scripts {
+            cas: script("cas")?,
+            admit: script("admit")?,
+            charge: script("charge")?,
+            confirm: script("confirm")?,
+            verify_write: script("verifyWrite")?,
+            record: script("record")?,
+            resend_write: script("resendWrite")?,
+            refund_spend: script("refundSpend")?,
+            fraud_verified: script("fraudVerified")?,
+        };
+        let (target, cluster) = match (opts.url, opts.nodes) {
+            (_, Some(nodes)) if !nodes.is_empty() => (Target::Nodes(nodes), true),
+            (Some(url), _) => (Target::Url(url), false),
+            _ => return Err(misconfigured("RedisCore needs a url or nodes")),
+        };
+        Ok(RedisCore {
+            shared: Arc::new(Shared {
+                keys: Keys {
+                    prefix: opts.prefix,
+                    cluster,
+                },
+                audit_keep: opts.audit_keep,
+                scripts,
+                target,
+                conn: Mutex::new(None),
+                connecting: tokio::sync::Mutex::new(()),
+                closed: AtomicBool::new(false),
+                indexing: AtomicUsize::new(0),
+                indexed: tokio::sync::Notify::new(),
+                on_index_failure,
+            }),
+        })
+    }
+
+    /// Performs one store effect of a flow (`io_json`: the step the flow polled) in workspace
+    /// `ws` at `now`; resolves with the outcome JSON to feed back, or rejects with the store's
+    /// error (`STORE_UNAVAILABLE`, `MISCONFIGURED`, or a corrupt value's `INTERNAL_ERROR`).
+    /// `steps` carries what one effect read for the next of the same request.
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn perform<'env>(
+        &self,
+        env: &'env Env,
+        engine: &Engine,
+        ws: &Workspace,
+        io_json: String,
+        now: f64,
+        steps: &RedisSteps,
+    ) -> Result<PromiseRaw<'env, String>> {
+        let io: Io = serde_json::from_str(&io_json)
+            .map_err(|_| throw(&Error::invalid("io", "not a flow step")))?;
+        let engine = match &io {
+            Io::Verify { .. } => Some(Engine {
+                pepper: Ok(engine.pepper()?.clone()),
+            }),
+            _ => None,
+        };
+        let job = Job {
+            shared: Arc::clone(&self.shared),
+            ws: ws.clone(),
+            engine,
+            carried: Arc::clone(&steps.carried),
+            now,
+        };
+        env.spawn_future(job.perform(io))
+    }
+
+    /// Appends audit lines (event JSON, as `otpkit_core::audit` writes them) to workspace
+    /// `ws_id`'s trail: the sweep's `purged` events.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn record_lines<'env>(
+        &self,
+        env: &'env Env,
+        ws_id: String,
+        lines: Vec<String>,
+    ) -> Result<PromiseRaw<'env, ()>> {
+        let repeatable = crate::reports::audit_repeatable(lines.clone());
+        let lines: Vec<(bool, String)> = repeatable.into_iter().zip(lines).collect();
+        let shared = Arc::clone(&self.shared);
+        env.spawn_future(async move { record(&shared, &ws_id, &lines, &[]).await })
+    }
+
+    /// Resolves once the receipt index writes in flight are done.
+    #[napi]
+    pub async fn settle(&self) -> Result<()> {
+        let shared = Arc::clone(&self.shared);
+        loop {
+            let wait = shared.indexed.notified();
+            if shared.indexing.load(Ordering::SeqCst) == 0 {
+                return Ok(());
+            }
+            wait.await;
+        }
+    }
+
+    /// Closes the connection; every later step fails (`STORE_UNAVAILABLE`).
+    #[napi]
+    pub fn close(&self) {
+        self.shared.closed.store(true, Ordering::Relaxed);
+        if let Ok(mut c) = self.shared.conn.lock() {
+            *c = None;
+        }
+    }
+}
