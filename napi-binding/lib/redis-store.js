@@ -222,8 +222,12 @@ class RedisStore {
     this.timer = setInterval(() => this.sweep().catch(() => {}), SWEEP_MS);
     this.timer.unref();
     // The flow steps run in Rust on a redis-rs connection to the same Redis (src/redis_store.rs).
+    // Each step's end comes back through one callback, by id (see stepDone).
+    this.steps = new Map(); // id → { resolve, reject }
+    this.stepId = 0;
     this.core = new native.RedisCore(
       { ...coreTarget(this.redis, this.cluster), prefix, auditKeep, scripts: NATIVE_SCRIPTS },
+      (done) => this.stepDone(done),
       (code) => logStoreFailure(this.kind, 'indexReceipt', hostError(code ?? 'STORE_UNAVAILABLE')),
     );
     this.keys = keyCache ? new KeyCache(this) : null;
@@ -356,7 +360,16 @@ class RedisStore {
         steps.prefetch(ctx.session);
         ctx.session = undefined;
       }
-      return this.core.perform(engine, ws, raw, now, steps);
+      return new Promise((resolve, reject) => {
+        const id = (this.stepId = (this.stepId + 1) >>> 0);
+        this.steps.set(id, { resolve, reject });
+        try {
+          this.core.perform(id, engine, ws, raw, now, steps);
+        } catch (e) {
+          this.steps.delete(id);
+          reject(e);
+        }
+      });
     }
     switch (io.io) {
       case 'readFraud':
@@ -397,6 +410,15 @@ class RedisStore {
       default:
         throw hostError('INTERNAL_ERROR', null, `not a step of the Redis store: ${io.io}`);
     }
+  }
+
+  /** A step RedisCore performed has ended: its outcome JSON, or its error (an `OTPKIT:` message). */
+  stepDone({ id, ok, text }) {
+    const step = this.steps.get(id);
+    if (!step) return;
+    this.steps.delete(id);
+    if (ok) step.resolve(text);
+    else step.reject(new Error(text));
   }
 
   /** Every Fraud Guard count of a workspace, one script: the `prefixes` outcome. */

@@ -165,6 +165,24 @@ impl RedisSteps {
     }
 }
 
+/// A step's end, handed to JavaScript: `ok` with the outcome JSON, or the error's message (an
+/// `OTPKIT:` error `lib/errors.js` reads).
+#[napi(object)]
+#[derive(Debug)]
+pub struct Finished {
+    /// The id [`RedisCore::perform`] was given.
+    pub id: u32,
+    /// Whether `text` is the outcome (else the error).
+    pub ok: bool,
+    /// The outcome JSON or the error message.
+    pub text: String,
+}
+
+/// Where every step's end goes: one threadsafe function for all of them (one made per promise
+/// would cost more than most steps). It keeps Node's event loop alive until `close()`, as a
+/// connection does.
+type DoneFn = ThreadsafeFunction<Finished, (), Finished, Status, false>;
+
 /// Called with a store failure's code when a receipt index write fails (it fails nothing else).
 /// Weak: it does not keep Node's event loop alive.
 type FailureLog = ThreadsafeFunction<String, (), String, Status, false, true>;
@@ -180,6 +198,7 @@ struct Shared {
     indexing: AtomicUsize,
     indexed: tokio::sync::Notify,
     on_index_failure: Option<FailureLog>,
+    done: Mutex<Option<Arc<DoneFn>>>,
 }
 
 enum Target {
@@ -1333,9 +1352,13 @@ impl RedisCore {
     /// fails.
     #[napi(
         constructor,
-        ts_args_type = "opts: RedisCoreOptions, onIndexFailure?: (code: string) => void"
+        ts_args_type = "opts: RedisCoreOptions, onDone: (done: Finished) => void, onIndexFailure?: (code: string) => void"
     )]
-    pub fn new(opts: RedisCoreOptions, on_index_failure: Option<FailureLog>) -> Result<Self> {
+    pub fn new(
+        opts: RedisCoreOptions,
+        on_done: DoneFn,
+        on_index_failure: Option<FailureLog>,
+    ) -> Result<Self> {
         let script = |name: &str| {
             opts.scripts
                 .get(name)
@@ -1373,24 +1396,26 @@ impl RedisCore {
                 indexing: AtomicUsize::new(0),
                 indexed: tokio::sync::Notify::new(),
                 on_index_failure,
+                done: Mutex::new(Some(Arc::new(on_done))),
             }),
         })
     }
 
     /// Performs one store effect of a flow (`io_json`: the step the flow polled) in workspace
-    /// `ws` at `now`; resolves with the outcome JSON to feed back, or rejects with the store's
-    /// error (`STORE_UNAVAILABLE`, `MISCONFIGURED`, or a corrupt value's `INTERNAL_ERROR`).
-    /// `steps` carries what one effect read for the next of the same request.
-    #[napi(ts_return_type = "Promise<string>")]
-    pub fn perform<'env>(
+    /// `ws` at `now`; its end goes to `onDone` with `id`: the outcome JSON to feed back, or the
+    /// store's error (`STORE_UNAVAILABLE`, `MISCONFIGURED`, or a corrupt value's
+    /// `INTERNAL_ERROR`). `steps` carries what one effect read for the next of the same request.
+    /// Throws (nothing started) for a step that is not the store's or a missing pepper.
+    #[napi]
+    pub fn perform(
         &self,
-        env: &'env Env,
+        id: u32,
         engine: &Engine,
         ws: &Workspace,
         io_json: String,
         now: f64,
         steps: &RedisSteps,
-    ) -> Result<PromiseRaw<'env, String>> {
+    ) -> Result<()> {
         let io: Io = serde_json::from_str(&io_json)
             .map_err(|_| throw(&Error::invalid("io", "not a flow step")))?;
         let engine = match &io {
@@ -1399,6 +1424,13 @@ impl RedisCore {
             }),
             _ => None,
         };
+        let done = self
+            .shared
+            .done
+            .lock()
+            .ok()
+            .and_then(|d| d.clone())
+            .ok_or_else(unavailable)?;
         let job = Job {
             shared: Arc::clone(&self.shared),
             ws: ws.clone(),
@@ -1406,7 +1438,17 @@ impl RedisCore {
             carried: Arc::clone(&steps.carried),
             now,
         };
-        env.spawn_future(job.perform(io))
+        napi::bindgen_prelude::spawn(async move {
+            let (ok, text) = match job.perform(io).await {
+                Ok(outcome) => (true, outcome),
+                Err(e) => (false, e.reason.clone()),
+            };
+            done.call(
+                Finished { id, ok, text },
+                ThreadsafeFunctionCallMode::NonBlocking,
+            );
+        });
+        Ok(())
     }
 
     /// Appends audit lines (event JSON, as `otpkit_core::audit` writes them) to workspace
@@ -1441,6 +1483,10 @@ impl RedisCore {
     #[napi]
     pub fn close(&self) {
         self.shared.closed.store(true, Ordering::Relaxed);
+        // Steps in flight still end (they hold their own handle); then Node may exit.
+        if let Ok(mut d) = self.shared.done.lock() {
+            *d = None;
+        }
         if let Ok(mut c) = self.shared.conn.lock() {
             *c = None;
         }
