@@ -1,6 +1,12 @@
 'use strict';
 // The Redis store: several Node processes share one Redis and keep SPEC's guarantees.
 //
+// The flows of requests, verifies, resends, cancels, status and delivery receipts run in Rust
+// (RedisCore, src/redis_store.rs, on its own redis-rs connection): every store effect between two
+// steps of the driver (the gateway's send, a wait) is performed there, and what follows an answer
+// runs on there too. This file keeps the admin effects, the API-key lookups and their cache, the
+// sweep and the reports, on ioredis.
+//
 // Every value that changes is stored as "<version>|<JSON>". A change is read → decided by the
 // core (through the native module) → written by one Lua script that compares the version and
 // sets the new value only if nobody wrote in between; on a conflict the step is decided again
@@ -74,7 +80,7 @@ const NATIVE_SCRIPTS = {
 const NATIVE_IO = new Set([
   'readSession', 'admit', 'readActive', 'forget', 'storeSession', 'reportDelivery', 'resend',
   'cancelSession', 'refundSpend', 'fraudVerified', 'verify', 'recordVerify', 'record',
-  'audit', 'findReceipt', 'applyReceipt', 'claimIdempotency', 'finishIdempotency', 'releaseIdempotency',
+  'audit', 'findReceipt', 'applyReceipt', 'readWorkspace', 'claimIdempotency', 'finishIdempotency', 'releaseIdempotency',
   'readReuseHint', 'putReuseHint', 'dropReuseHint',
 ]);
 const UNBLOCK_PREFIX = luaScript('unblock-prefix');
@@ -223,7 +229,8 @@ class RedisStore {
     this.timer.unref();
     // The flow steps run in Rust on a redis-rs connection to the same Redis (src/redis_store.rs).
     // Each step's end comes back through one callback, by id (see stepDone).
-    this.steps = new Map(); // id → { resolve, reject }
+    this.steps = new Map(); // id → { resolve, reject, flow?, drain? }
+    this.running = new WeakMap(); // flow → its drain (answered, still running in Rust)
     this.stepId = 0;
     this.core = new native.RedisCore(
       { ...coreTarget(this.redis, this.cluster), prefix, auditKeep, scripts: NATIVE_SCRIPTS },
@@ -336,14 +343,66 @@ class RedisStore {
     return this.cluster ? this.wsKey('aseq', wsId) : this.key('aseq', 'all');
   }
 
-  /** The flow's next step: each of its store effects comes to perform(). */
-  next(flow) {
-    return flow.poll();
+  /**
+   * The flow's next step for the driver (a promise of its JSON): RedisCore runs the flow in Rust,
+   * performing every store effect, until a step the driver takes (deliver, awaitSend, pause) or
+   * the answer; what follows the answer runs on there (see drained). An admin flow, whose
+   * effects are partly this store's, steps here one effect at a time through perform().
+   */
+  next(flow, engine, ws, ctx = {}) {
+    if (this.stepwise(flow)) return flow.poll();
+    return this.runFlow(flow, engine, ws, null, ctx);
   }
-  /** Feeds the outcome of an IO and answers the next step. */
-  resume(flow, outcome) {
-    flow.handle(outcome);
-    return flow.poll();
+  /** Feeds the outcome of the driver's IO and answers the next step, as next() does. */
+  resume(flow, outcome, engine, ws, ctx = {}) {
+    if (this.stepwise(flow)) {
+      flow.handle(outcome);
+      return flow.poll();
+    }
+    return this.runFlow(flow, engine, ws, outcome, ctx);
+  }
+  /**
+   * Whether a flow steps through perform() one effect at a time: an admin flow, every flow once
+   * the store is MISCONFIGURED (perform answers it), and every flow when `oneEffectAtATime` is
+   * set (a test that needs to act between two effects).
+   */
+  stepwise(flow) {
+    return this.oneEffectAtATime === true || this.misconfigured != null || flow instanceof native.AdminFlow;
+  }
+
+  /** Once a flow run by RedisCore has answered: resolves when what follows the answer is done. */
+  drained(flow) {
+    const drain = this.running.get(flow);
+    if (!drain) return undefined;
+    return (drain.reported ??= drain.promise.then((end) => this.report(end, drain.ctx)));
+  }
+
+  runFlow(flow, engine, ws, outcome, ctx) {
+    const steps = (ctx.native ??= new native.RedisSteps());
+    if (ctx.session !== undefined) {
+      steps.prefetch(ctx.session);
+      ctx.session = undefined;
+    }
+    const ran = new Promise((resolve, reject) => {
+      const id = this.stepStarted({ resolve, reject, flow, ctx, drain: null });
+      try {
+        flow.runRedis(id, this.core, engine, ws, outcome, steps, ctx.metrics != null);
+      } catch (e) {
+        this.stepEnded(id);
+        reject(e);
+      }
+    });
+    // In the request's context: its store failures are logged, its effects timed.
+    return ran.then((end) => {
+      this.report(end, ctx);
+      return end.text;
+    });
+  }
+
+  /** The store effects of a flow run that failed (logged as the driver logs its own) and their times. */
+  report({ failed, timed }, ctx) {
+    for (let i = 0; i + 1 < failed.length; i += 2) logStoreFailure(this.kind, failed[i], hostError(failed[i + 1]));
+    for (let i = 0; i + 1 < timed.length; i += 2) ctx.metrics?.stored(timed[i], Number(timed[i + 1]));
   }
 
   /**
@@ -361,12 +420,11 @@ class RedisStore {
         ctx.session = undefined;
       }
       return new Promise((resolve, reject) => {
-        const id = (this.stepId = (this.stepId + 1) >>> 0);
-        this.steps.set(id, { resolve, reject });
+        const id = this.stepStarted({ resolve, reject });
         try {
           this.core.perform(id, engine, ws, raw, now, steps);
         } catch (e) {
-          this.steps.delete(id);
+          this.stepEnded(id);
           reject(e);
         }
       });
@@ -379,13 +437,6 @@ class RedisStore {
           this.redis.otpkitUnblockPrefix(this.wsKey('fr', io.workspaceId, io.prefix), this.wsKey('fx', io.workspaceId), io.prefix, String(io.now)),
         );
         return `{"result":"unblocked","wasBlocked":${was === 1}}`;
-      }
-      case 'readWorkspace': {
-        // The record with each key's lastUsedAt, kept beside it (`used:<id>`; see touchKey).
-        const [json, used] = await this.run(() =>
-          Promise.all([this.redis.get(this.wsKey('ws', io.workspaceId)), this.redis.hgetall(this.wsKey('used', io.workspaceId))]),
-        );
-        return `{"result":"workspace","workspace":${withLastUsed(json, used) ?? 'null'}}`;
       }
       case 'putWorkspace': {
         // compare-and-set on the record's revision: concurrent admin writes, from any process,
@@ -413,12 +464,45 @@ class RedisStore {
   }
 
   /** A step RedisCore performed has ended: its outcome JSON, or its error (an `OTPKIT:` message). */
-  stepDone({ id, ok, text }) {
+  stepDone(end) {
+    const { id, ok, text } = end;
     const step = this.steps.get(id);
     if (!step) return;
-    this.steps.delete(id);
-    if (ok) step.resolve(text);
-    else step.reject(new Error(text));
+    if (!step.flow) {
+      // perform(): one effect
+      this.stepEnded(id);
+      if (ok) step.resolve(text);
+      else step.reject(new Error(text));
+      return;
+    }
+    if (step.drain) {
+      // what followed the answer is done
+      this.stepEnded(id);
+      step.drain.resolve(end); // kept in `running` while the flow lives: drained() answers it after this too
+      return;
+    }
+    if (text.startsWith('{"answer"') || text.startsWith('{"error"')) {
+      // The flow goes on in Rust: its end comes under the same id.
+      let resolve;
+      const promise = new Promise((r) => (resolve = r));
+      step.drain = { promise, resolve, ctx: step.ctx };
+      this.running.set(step.flow, step.drain);
+    } else {
+      this.stepEnded(id);
+    }
+    step.resolve(end);
+  }
+
+  /** A step handed to RedisCore: its id. Node's event loop is kept alive while any is in flight. */
+  stepStarted(entry) {
+    if (this.steps.size === 0) this.core.hold(true);
+    const id = (this.stepId = (this.stepId + 1) >>> 0);
+    this.steps.set(id, entry);
+    return id;
+  }
+
+  stepEnded(id) {
+    if (this.steps.delete(id) && this.steps.size === 0) this.core.hold(false);
   }
 
   /** Every Fraud Guard count of a workspace, one script: the `prefixes` outcome. */
@@ -511,11 +595,6 @@ class RedisStore {
   /** A session's JSON from its stored value (null when absent). */
   sessionValue(raw) {
     return split(raw)[1];
-  }
-
-  /** Waits for the receipt index writes in flight. */
-  async settle() {
-    await this.core.settle();
   }
 
   /** `GET /v1/messaging/otp/audit`: both of the workspace's lists, read atomically, merged newest first. */
@@ -668,6 +747,12 @@ class RedisStore {
     clearInterval(this.timer);
     this.keys?.stop();
     this.core.close();
+    // Steps still in flight end unheard: they fail as a lost connection would.
+    for (const [id, step] of this.steps) {
+      this.steps.delete(id);
+      if (step.drain) step.drain.resolve({ failed: [], timed: [] });
+      else step.reject(hostError('STORE_UNAVAILABLE'));
+    }
     if (this.ownClient) this.redis.disconnect();
   }
 }

@@ -332,12 +332,16 @@ class OtpService {
    * the background once the flow is done, after what follows its answer.
    */
   async drive(flow, ws, ctx = {}, onStep = null, onDone = null) {
-    let raw = this.store.next(flow, this.engine, ws);
+    if (this.metrics) ctx.metrics = this.metrics;
+    // A store that runs flows itself (Redis) answers a promise of the step.
+    let raw = this.store.next(flow, this.engine, ws, ctx);
+    if (typeof raw !== 'string') raw = await raw;
     for (;;) {
       const step = JSON.parse(raw);
       if (step.io) {
         if (onStep) onStep(step);
-        raw = this.store.resume(flow, await this.perform(ws, step, raw, ctx), this.engine, ws);
+        raw = this.store.resume(flow, await this.perform(ws, step, raw, ctx), this.engine, ws, ctx);
+        if (typeof raw !== 'string') raw = await raw;
         continue;
       }
       if (step.answer === undefined && step.error === undefined) throw hostError('STORE_UNAVAILABLE'); // a flow always answers
@@ -350,11 +354,14 @@ class OtpService {
 
   /** Performs what follows an answer, until the flow is done. */
   async drain(flow, ws, ctx) {
-    let raw = this.store.next(flow, this.engine, ws);
+    const running = this.store.drained?.(flow); // still running in the store (Redis)
+    if (running) return running;
+    let raw = this.store.next(flow, this.engine, ws, ctx);
     for (;;) {
+      if (typeof raw !== 'string') raw = await raw;
       const step = JSON.parse(raw);
       if (!step.io) return;
-      raw = this.store.resume(flow, await this.perform(ws, step, raw, ctx), this.engine, ws);
+      raw = this.store.resume(flow, await this.perform(ws, step, raw, ctx), this.engine, ws, ctx);
     }
   }
 
@@ -505,6 +512,7 @@ class OtpService {
   async receiptReply(kind, pathAndQuery, signature, body) {
     const flow = native.receiptFlow(kind, pathAndQuery, signature == null ? null : String(signature), body, this.receiptKeys, Date.now(), this.libraryWorkspace);
     const answer = await this.drive(flow, this.libraryWorkspace, {}, null, () => this.fallBack(flow));
+    await this.store.drained?.(flow); // a store still running the flow (Redis) gives it back first
     logReceipt(flow);
     return answer;
   }

@@ -6,6 +6,7 @@
 use crate::engine::Engine;
 use crate::errors::{error_info, throw};
 use crate::memory::MemoryStore;
+use crate::redis_store::{RedisCore, RedisSteps};
 use crate::workspace::Workspace;
 use crate::{dialect, ms, random};
 use napi::bindgen_prelude::Buffer;
@@ -18,10 +19,11 @@ use otpkit_core::flow::{
 use otpkit_core::http::request::{Dialect, IssueRequest, ResendRequest, VerifyRequest};
 use otpkit_core::idempotency::Idempotency;
 use otpkit_core::{Entropy, Error};
+use std::sync::{Arc, Mutex};
 
 /// One step as JSON: `{"io": …}` (perform it), `{"answer": {status, body, retryAfter}}`,
 /// `{"error": {code, httpStatus, message, …, body}}`, or `{"done": true}`.
-fn step_json(step: Step) -> String {
+pub(crate) fn step_json(step: Step) -> String {
     match step {
         Step::Io(io) => serde_json::to_string(&io).unwrap_or_default(),
         // `replayed` only when set: a replayed `Idempotency-Key` answer (SPEC §7).
@@ -39,7 +41,7 @@ fn step_json(step: Step) -> String {
 }
 
 /// An outcome from the driver; anything unreadable counts as a store failure.
-fn outcome(json: &str) -> Outcome {
+pub(crate) fn outcome(json: &str) -> Outcome {
     serde_json::from_str(json).unwrap_or(Outcome::Failed {
         corrupt: false,
         misconfigured: None,
@@ -81,21 +83,46 @@ macro_rules! node_flow {
         #[napi]
         #[derive(Debug)]
         pub struct $name {
-            inner: $inner,
+            inner: Lent<$inner>,
         }
 
         #[napi]
         impl $name {
             /// The next step (JSON).
             #[napi]
-            pub fn poll(&mut self) -> String {
-                step_json(self.inner.poll())
+            pub fn poll(&mut self) -> Result<String> {
+                self.inner.with(|f| step_json(f.poll()))
             }
 
             /// Feeds the outcome (JSON) of the IO last polled.
             #[napi]
-            pub fn handle(&mut self, outcome_json: String) {
-                self.inner.handle(outcome(&outcome_json));
+            pub fn handle(&mut self, outcome_json: String) -> Result<()> {
+                self.inner.with(|f| f.handle(outcome(&outcome_json)))
+            }
+
+            /// Runs the flow on the Redis store (`RedisCore`, in Rust): after feeding
+            /// `outcome_json` (the driver's IO's, if any), every store effect is performed on
+            /// the tokio runtime, and the first step the store cannot take (deliver,
+            /// awaitSend, pause) or the answer goes to the store's callback with `id`. What
+            /// follows the answer runs on, and a second callback says when it is done. The
+            /// flow is lent meanwhile: no other call may use it until then.
+            #[napi]
+            #[allow(clippy::too_many_arguments)]
+            pub fn run_redis(
+                &mut self,
+                id: u32,
+                core: &RedisCore,
+                engine: &Engine,
+                ws: &Workspace,
+                outcome_json: Option<String>,
+                steps: &RedisSteps,
+                timed: bool,
+            ) -> Result<()> {
+                let mut flow = self.inner.lend()?;
+                if let Some(o) = outcome_json {
+                    flow.handle(outcome(&o));
+                }
+                core.run(id, flow, self.inner.clone(), engine, ws, steps, timed)
             }
 
             /// [`Self::handle`], then [`Self::run_memory`]: one Node-API call.
@@ -107,9 +134,11 @@ macro_rules! node_flow {
                 engine: &Engine,
                 ws: &Workspace,
                 now: f64,
-            ) -> String {
-                self.inner.handle(outcome(&outcome_json));
-                run_memory(&mut self.inner, store, engine, ws, now)
+            ) -> Result<String> {
+                self.inner.with(|f| {
+                    f.handle(outcome(&outcome_json));
+                    run_memory(f, store, engine, ws, now)
+                })
             }
 
             /// Runs the flow on the memory store: every store effect is performed here, in
@@ -123,8 +152,8 @@ macro_rules! node_flow {
                 engine: &Engine,
                 ws: &Workspace,
                 now: f64,
-            ) -> String {
-                run_memory(&mut self.inner, store, engine, ws, now)
+            ) -> Result<String> {
+                self.inner.with(|f| run_memory(f, store, engine, ws, now))
             }
         }
     };
@@ -176,22 +205,23 @@ impl ReceiptFlow {
     /// Masked destination, ids, provider status and error code only.
     #[napi]
     #[allow(clippy::needless_pass_by_value)]
-    pub fn log_lines(&self, level: Option<String>, now: f64) -> Vec<String> {
+    pub fn log_lines(&self, level: Option<String>, now: f64) -> Result<Vec<String>> {
         self.inner
-            .log_lines(ms(now), otpkit_core::log::Level::parse(level.as_deref()))
+            .with(|f| f.log_lines(ms(now), otpkit_core::log::Level::parse(level.as_deref())))
     }
 
     /// Once the flow is done: how many resends the receipts ask for (policy
     /// `fallbackOnUndelivered`, otpkit_core::flow::Fallback).
     #[napi]
-    pub fn fallback_count(&self) -> u32 {
-        u32::try_from(self.inner.fallbacks().len()).unwrap_or(u32::MAX)
+    pub fn fallback_count(&self) -> Result<u32> {
+        self.inner
+            .with(|f| u32::try_from(f.fallbacks().len()).unwrap_or(u32::MAX))
     }
 
     /// The workspace of resend `i` (null past the last).
     #[napi]
-    pub fn fallback_workspace(&self, i: u32) -> Option<Workspace> {
-        self.fallback(i).map(|fb| Workspace {
+    pub fn fallback_workspace(&self, i: u32) -> Result<Option<Workspace>> {
+        self.fallback(i, |fb| Workspace {
             rec: std::sync::Arc::new(fb.workspace.clone()),
             any_sender: false,
         })
@@ -201,19 +231,16 @@ impl ReceiptFlow {
     /// (otpkit_core::flow::ResendFlow::fallback); null past the last.
     #[napi]
     pub fn fallback_flow(&self, engine: &Engine, i: u32, now: f64) -> Result<Option<ResendFlow>> {
-        let Some(fb) = self.fallback(i) else {
+        let entropy = Entropy::from_bytes(&random::<48>()?);
+        let pepper = engine.pepper()?;
+        let made = self.fallback(i, |fb| {
+            flow::ResendFlow::fallback(fb, ms(now), &entropy, pepper, HostTraits::default())
+        })?;
+        let Some(inner) = made else {
             return Ok(None);
         };
-        let entropy = Entropy::from_bytes(&random::<48>()?);
-        let inner = flow::ResendFlow::fallback(
-            fb,
-            ms(now),
-            &entropy,
-            engine.pepper()?,
-            HostTraits::default(),
-        );
         Ok(Some(ResendFlow {
-            inner: flow::Idempotent::new(inner, None),
+            inner: flow::Idempotent::new(inner, None).into(),
         }))
     }
 
@@ -227,19 +254,79 @@ impl ReceiptFlow {
         refused: Option<String>,
         level: Option<String>,
         now: f64,
-    ) -> Option<String> {
-        otpkit_core::log::fallback(
-            ms(now),
-            self.fallback(i)?,
-            refused.as_deref(),
-            otpkit_core::log::Level::parse(level.as_deref()),
-        )
+    ) -> Result<Option<String>> {
+        Ok(self
+            .fallback(i, |fb| {
+                otpkit_core::log::fallback(
+                    ms(now),
+                    fb,
+                    refused.as_deref(),
+                    otpkit_core::log::Level::parse(level.as_deref()),
+                )
+            })?
+            .flatten())
     }
 }
 
 impl ReceiptFlow {
-    fn fallback(&self, i: u32) -> Option<&flow::Fallback> {
-        self.inner.fallbacks().get(usize::try_from(i).ok()?)
+    /// `f` of resend `i` (None past the last).
+    fn fallback<R>(&self, i: u32, f: impl FnOnce(&flow::Fallback) -> R) -> Result<Option<R>> {
+        self.inner.with(|flow| {
+            usize::try_from(i)
+                .ok()
+                .and_then(|i| flow.fallbacks().get(i))
+                .map(f)
+        })
+    }
+}
+
+/// A flow's state, shared with the tokio runtime: the Redis store runs the flow there
+/// ([`RedisCore`]) and gives it back before the driver may use it again.
+pub(crate) struct Lent<T>(Arc<Mutex<Option<Box<T>>>>);
+
+impl<T> Clone for Lent<T> {
+    fn clone(&self) -> Self {
+        Lent(Arc::clone(&self.0))
+    }
+}
+
+impl<T> From<T> for Lent<T> {
+    fn from(flow: T) -> Self {
+        Lent(Arc::new(Mutex::new(Some(Box::new(flow)))))
+    }
+}
+
+impl<T> std::fmt::Debug for Lent<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lent").finish_non_exhaustive()
+    }
+}
+
+fn in_use() -> napi::Error {
+    throw(&Error::CorruptState {
+        message: "the flow is in use by the Redis store".into(),
+    })
+}
+
+impl<T> Lent<T> {
+    /// `f` on the flow; an error while it is lent.
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> Result<R> {
+        let mut slot = self.0.lock().map_err(|_| in_use())?;
+        slot.as_deref_mut().map(f).ok_or_else(in_use)
+    }
+    /// Takes the flow out, to run it elsewhere.
+    pub(crate) fn lend(&self) -> Result<Box<T>> {
+        self.0
+            .lock()
+            .map_err(|_| in_use())?
+            .take()
+            .ok_or_else(in_use)
+    }
+    /// Puts it back.
+    pub(crate) fn give_back(&self, flow: Box<T>) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(flow);
+        }
     }
 }
 
@@ -366,7 +453,8 @@ pub fn receipt_flow(
     };
     Ok(ReceiptFlow {
         inner: flow::ReceiptFlow::start(source, &body, &keys, ms(now))
-            .with_own_workspace((*own.rec).clone()),
+            .with_own_workspace((*own.rec).clone())
+            .into(),
     })
 }
 
@@ -407,7 +495,7 @@ pub fn resend_flow(
         HostTraits::default(),
     );
     Ok(ResendFlow {
-        inner: flow::Idempotent::new(inner, idem),
+        inner: flow::Idempotent::new(inner, idem).into(),
     })
 }
 
@@ -420,7 +508,7 @@ pub fn cancel_flow(
     now: f64,
 ) -> Result<CancelFlow> {
     Ok(CancelFlow {
-        inner: flow::CancelFlow::start(&raw_id, dialect(&dialect_name)?, &ws_id, ms(now)),
+        inner: flow::CancelFlow::start(&raw_id, dialect(&dialect_name)?, &ws_id, ms(now)).into(),
     })
 }
 
@@ -482,7 +570,7 @@ pub fn request_flow(
     )
     .map_err(|e| throw(&e))?;
     Ok(RequestFlow {
-        inner: flow::Idempotent::new(inner, idem),
+        inner: flow::Idempotent::new(inner, idem).into(),
     })
 }
 
@@ -502,7 +590,7 @@ pub fn verify_flow(
     }
     .map_err(|e| throw(&e))?;
     Ok(VerifyFlow {
-        inner: flow::VerifyFlow::start(&req, d, ms(now), HostTraits::default()),
+        inner: flow::VerifyFlow::start(&req, d, ms(now), HostTraits::default()).into(),
     })
 }
 
@@ -515,7 +603,7 @@ pub fn status_flow(
     now: f64,
 ) -> Result<StatusFlow> {
     Ok(StatusFlow {
-        inner: flow::StatusFlow::start(&raw_id, dialect(&dialect_name)?, &ws_id, ms(now)),
+        inner: flow::StatusFlow::start(&raw_id, dialect(&dialect_name)?, &ws_id, ms(now)).into(),
     })
 }
 
@@ -536,7 +624,7 @@ pub fn list_workspaces_flow(query: String, now: f64) -> Result<AdminFlow> {
     };
     let random = random::<ADMIN_RANDOM_BYTES>()?;
     Ok(AdminFlow {
-        inner: flow::AdminFlow::start(action, ms(now), &random),
+        inner: flow::AdminFlow::start(action, ms(now), &random).into(),
     })
 }
 
@@ -569,6 +657,6 @@ pub fn admin_flow(
     };
     let random = random::<ADMIN_RANDOM_BYTES>()?;
     Ok(AdminFlow {
-        inner: flow::AdminFlow::start(action, ms(now), &random),
+        inner: flow::AdminFlow::start(action, ms(now), &random).into(),
     })
 }

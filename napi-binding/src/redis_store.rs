@@ -11,19 +11,20 @@
 
 use crate::engine::Engine;
 use crate::errors::throw;
+use crate::flow::{outcome, step_json, Lent};
 use crate::workspace::Workspace;
 use crate::{ms, redis as steps};
 use napi::bindgen_prelude::PromiseRaw;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Env, Result, Status};
 use napi_derive::napi;
-use otpkit_core::flow::{Io, ResendStep};
+use otpkit_core::flow::{Flow, Io, Outcome, ResendStep, Step};
 use otpkit_core::{Error, Session};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, ErrorKind, Pipeline, RedisFuture, Script, ScriptInvocation, Value};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -166,22 +167,30 @@ impl RedisSteps {
 }
 
 /// A step's end, handed to JavaScript: `ok` with the outcome JSON, or the error's message (an
-/// `OTPKIT:` error `lib/errors.js` reads).
+/// `OTPKIT:` error `lib/errors.js` reads). For a flow run ([`RedisCore::run`]): `text` is the
+/// flow's step (JSON) and `drained` says the flow is done after its answer; `failed` and
+/// `timed` are its store effects that failed and, when asked, how long each took.
 #[napi(object)]
 #[derive(Debug)]
 pub struct Finished {
-    /// The id [`RedisCore::perform`] was given.
+    /// The id [`RedisCore::perform`] or [`RedisCore::run`] was given.
     pub id: u32,
     /// Whether `text` is the outcome (else the error).
     pub ok: bool,
     /// The outcome JSON or the error message.
     pub text: String,
+    /// A flow run: what follows its answer is done.
+    pub drained: bool,
+    /// A flow run: `[effect, error code, …]` of each store effect that failed.
+    pub failed: Vec<String>,
+    /// A flow run asked to time its effects: `[effect, seconds, …]`.
+    pub timed: Vec<String>,
 }
 
 /// Where every step's end goes: one threadsafe function for all of them (one made per promise
-/// would cost more than most steps). It keeps Node's event loop alive until `close()`, as a
-/// connection does.
-type DoneFn = ThreadsafeFunction<Finished, (), Finished, Status, false>;
+/// would cost more than most steps). It keeps Node's event loop alive only while steps are in
+/// flight ([`RedisCore::hold`]), as a connection with commands pending does.
+type DoneFn = ThreadsafeFunction<Finished, (), Finished, Status, false, true>;
 
 /// Called with a store failure's code when a receipt index write fails (it fails nothing else).
 /// Weak: it does not keep Node's event loop alive.
@@ -195,10 +204,8 @@ struct Shared {
     conn: Mutex<Option<Conn>>,
     connecting: tokio::sync::Mutex<()>,
     closed: AtomicBool,
-    indexing: AtomicUsize,
-    indexed: tokio::sync::Notify,
     on_index_failure: Option<FailureLog>,
-    done: Mutex<Option<Arc<DoneFn>>>,
+    done: Mutex<Option<DoneFn>>,
 }
 
 enum Target {
@@ -386,6 +393,15 @@ impl Shared {
             .map_err(|e| store_error(self.keys.cluster, &e))?;
         *self.conn.lock().map_err(|_| unavailable())? = Some(c.clone());
         Ok(c)
+    }
+
+    /// Hands a step's end to JavaScript (nothing after `close()`).
+    fn finished(&self, end: Finished) {
+        if let Ok(done) = self.done.lock() {
+            if let Some(f) = done.as_ref() {
+                f.call(end, ThreadsafeFunctionCallMode::NonBlocking);
+            }
+        }
     }
 
     fn fail(&self, e: &redis::RedisError) -> napi::Error {
@@ -684,6 +700,20 @@ impl Job {
                 record(&s, &workspace_id, &lines_of(&events), &deltas).await?;
                 Ok(DONE.into())
             }
+            // A record with each key's lastUsedAt, kept beside it (`used:<id>`, which the
+            // JavaScript store's touchKey writes).
+            Io::ReadWorkspace { workspace_id } => {
+                let get = redis::cmd("GET").arg(k.ws("ws", &workspace_id)).to_owned();
+                let used = redis::cmd("HGETALL")
+                    .arg(k.ws("used", &workspace_id))
+                    .to_owned();
+                let (json, used) = tokio::try_join!(s.query(&get), s.query(&used))?;
+                let json = text(&json).map(|j| with_last_used(j, &used));
+                Ok(format!(
+                    r#"{{"result":"workspace","workspace":{}}}"#,
+                    json.as_deref().unwrap_or("null")
+                ))
+            }
             Io::FindReceipt { key } => {
                 let owner = s.get(&k.key("rcpt", &key)).await?;
                 Ok(format!(
@@ -782,6 +812,40 @@ impl Job {
     }
 }
 
+/// A stored workspace record (JSON) with each key's `lastUsedAt` from `used` (HGETALL's
+/// `keyId → ms`); as stored when none is known or the record is not JSON.
+fn with_last_used(json: String, used: &Value) -> String {
+    let pairs: Vec<(String, u64)> = match used {
+        Value::Array(items) => items
+            .chunks(2)
+            .filter_map(|p| Some((text(p.first()?)?, text(p.get(1)?)?.parse().ok()?)))
+            .collect(),
+        Value::Map(items) => items
+            .iter()
+            .filter_map(|(k, v)| Some((text(k)?, text(v)?.parse().ok()?)))
+            .collect(),
+        _ => Vec::new(),
+    };
+    if pairs.is_empty() {
+        return json;
+    }
+    let Ok(mut ws) = serde_json::from_str::<serde_json::Value>(&json) else {
+        return json;
+    };
+    if let Some(keys) = ws.get_mut("keys").and_then(|k| k.as_array_mut()) {
+        for key in keys {
+            let id = key
+                .get("keyId")
+                .and_then(|i| i.as_str())
+                .map(str::to_string);
+            if let Some(at) = id.and_then(|id| pairs.iter().find(|(k, _)| *k == id).map(|p| p.1)) {
+                key["lastUsedAt"] = at.into();
+            }
+        }
+    }
+    ws.to_string()
+}
+
 /// Audit events as the RECORD script's lines: whether each goes to the repeatable list, and its JSON.
 fn lines_of(events: &[otpkit_core::audit::AuditEvent]) -> Vec<(bool, String)> {
     events
@@ -793,6 +857,26 @@ fn lines_of(events: &[otpkit_core::audit::AuditEvent]) -> Vec<(bool, String)> {
             )
         })
         .collect()
+}
+
+/// A store effect's error as the flow's outcome (`failed`: corrupt for `INTERNAL_ERROR`, with
+/// the message for `MISCONFIGURED`), and its code.
+fn failed_outcome(e: &napi::Error) -> (String, Outcome) {
+    let info: serde_json::Value = e
+        .reason
+        .strip_prefix("OTPKIT:")
+        .and_then(|j| serde_json::from_str(j).ok())
+        .unwrap_or_default();
+    let code = info["code"]
+        .as_str()
+        .unwrap_or("STORE_UNAVAILABLE")
+        .to_string();
+    let failed = Outcome::Failed {
+        corrupt: code == "INTERNAL_ERROR",
+        misconfigured: (code == "MISCONFIGURED")
+            .then(|| info["message"].as_str().unwrap_or_default().to_string()),
+    };
+    (code, failed)
 }
 
 fn io_name(io: &Io) -> String {
@@ -941,7 +1025,7 @@ impl Job {
                 self.charge_args(&mut inv, &a);
                 let reply = s.run(&inv).await?;
                 match &reply {
-                    Value::Array(items) if int(&items[0]) == Some(0) => {
+                    Value::Array(items) if items.first().and_then(int) == Some(0) => {
                         known = Some(items.get(1).and_then(text));
                     }
                     Value::Array(items) => return self.refusal(items, &a, false),
@@ -1046,120 +1130,118 @@ impl Job {
                 fnow,
             )
         };
-        let cancel = if k.cluster {
-            // Two slots: sent side by side, both awaited before the guard hears of it.
-            let set = redis::cmd("SET")
-                .arg(&session_key)
-                .arg(&value)
-                .arg("PX")
-                .arg(keep)
-                .to_owned();
-            let zadd = redis::cmd("ZADD")
-                .arg(&purge)
-                .arg(purge_at)
-                .arg(&session_key)
-                .to_owned();
-            tokio::try_join!(s.query(&set), s.query(&zadd))?;
-            s.update(
-                &guard_key,
-                |json| {
-                    let g = decide(json)?;
-                    Ok((Write::from(&g), g.session_id))
-                },
-                guess,
-                false,
-            )
-            .await?
-            .0
-        } else {
-            let mut found = None;
-            for i in 0..MAX_TRIES {
-                let guessed = i == 0 && guess.is_some();
-                let raw = match (i, &guess) {
-                    (0, Some(g)) => g.clone(),
-                    _ => s.get(&guard_key).await?,
-                };
-                let (ver, guard) = split(raw.as_deref());
-                let g = decide(guard)?;
-                let expect = if guessed {
-                    raw.clone().unwrap_or_default()
-                } else {
-                    String::new()
-                };
-                let (state, keep_guard) = if g.changed {
-                    (
-                        g.state.clone().unwrap_or_default(),
-                        keep_arg(Some(g.keep_ms)),
-                    )
-                } else {
-                    // The guard needs no change: store the session against its current version.
-                    (guard.unwrap_or_default().to_string(), "-1".to_string())
-                };
-                let reply = s
-                    .run(
-                        s.scripts
-                            .confirm
-                            .key(&guard_key)
-                            .key(&session_key)
-                            .key(&purge)
-                            .arg(ver)
-                            .arg(state)
-                            .arg(keep_guard)
-                            .arg(&value)
-                            .arg(keep)
-                            .arg(purge_at)
-                            .arg(expect),
-                    )
-                    .await?;
-                if int(&reply) == Some(1) {
-                    found = Some(g.session_id);
-                    break;
+        let confirm = async {
+            Ok::<_, napi::Error>(if k.cluster {
+                // Two slots: sent side by side, both awaited before the guard hears of it.
+                let set = redis::cmd("SET")
+                    .arg(&session_key)
+                    .arg(&value)
+                    .arg("PX")
+                    .arg(keep)
+                    .to_owned();
+                let zadd = redis::cmd("ZADD")
+                    .arg(&purge)
+                    .arg(purge_at)
+                    .arg(&session_key)
+                    .to_owned();
+                tokio::try_join!(s.query(&set), s.query(&zadd))?;
+                s.update(
+                    &guard_key,
+                    |json| {
+                        let g = decide(json)?;
+                        Ok((Write::from(&g), g.session_id))
+                    },
+                    guess,
+                    false,
+                )
+                .await?
+                .0
+            } else {
+                let mut found = None;
+                for i in 0..MAX_TRIES {
+                    let guessed = i == 0 && guess.is_some();
+                    let raw = match (i, &guess) {
+                        (0, Some(g)) => g.clone(),
+                        _ => s.get(&guard_key).await?,
+                    };
+                    let (ver, guard) = split(raw.as_deref());
+                    let g = decide(guard)?;
+                    let expect = if guessed {
+                        raw.clone().unwrap_or_default()
+                    } else {
+                        String::new()
+                    };
+                    let (state, keep_guard) = if g.changed {
+                        (
+                            g.state.clone().unwrap_or_default(),
+                            keep_arg(Some(g.keep_ms)),
+                        )
+                    } else {
+                        // The guard needs no change: store the session against its current version.
+                        (guard.unwrap_or_default().to_string(), "-1".to_string())
+                    };
+                    let reply = s
+                        .run(
+                            s.scripts
+                                .confirm
+                                .key(&guard_key)
+                                .key(&session_key)
+                                .key(&purge)
+                                .arg(ver)
+                                .arg(state)
+                                .arg(keep_guard)
+                                .arg(&value)
+                                .arg(keep)
+                                .arg(purge_at)
+                                .arg(expect),
+                        )
+                        .await?;
+                    if int(&reply) == Some(1) {
+                        found = Some(g.session_id);
+                        break;
+                    }
+                    backoff(i).await;
                 }
-                backoff(i).await;
-            }
-            found.ok_or_else(unavailable)?
+                found.ok_or_else(unavailable)?
+            })
         };
-        self.index_receipts(session, purge_at);
+        // Side by side: the index writes ride the same connection as the confirmation.
+        let (cancel, ()) = tokio::join!(confirm, self.index_receipts(session, purge_at));
+        let cancel = cancel?;
         Ok(format!(
             r#"{{"result":"storedAndConfirmed","cancel":{}}}"#,
             json_str(cancel.as_deref())
         ))
     }
 
-    /// The delivery receipt index entries of a session, each kept until its purge time. Not
-    /// waited for (a failed write is logged and fails nothing); `RedisCore::settle` waits.
-    fn index_receipts(&self, session: &Session, purge_at: u64) {
+    /// The delivery receipt index entries of a session, each kept until its purge time, written
+    /// before the step answers (a receipt may follow the answer at once). A failed write fails
+    /// nothing: it is logged (`onIndexFailure`).
+    async fn index_receipts(&self, session: &Session, purge_at: u64) {
         let entries = otpkit_core::delivery::index_entries(session);
-        if entries.is_empty() {
-            return;
-        }
         let ttl = purge_at.saturating_sub(self.now_ms()).max(1);
-        let shared = Arc::clone(&self.shared);
-        shared.indexing.fetch_add(1, Ordering::SeqCst);
-        tokio::spawn(async move {
-            let mut failed = false;
-            for (key, value) in &entries {
-                let cmd = redis::cmd("SET")
-                    .arg(shared.keys.key("rcpt", key))
-                    .arg(value)
-                    .arg("PX")
-                    .arg(ttl)
-                    .to_owned();
-                if shared.query(&cmd).await.is_err() {
-                    failed = true;
-                }
-            }
-            if failed {
-                if let Some(log) = &shared.on_index_failure {
-                    log.call(
-                        "STORE_UNAVAILABLE".into(),
-                        ThreadsafeFunctionCallMode::NonBlocking,
-                    );
-                }
-            }
-            shared.indexing.fetch_sub(1, Ordering::SeqCst);
-            shared.indexed.notify_waiters();
+        let s = &self.shared;
+        let writes = entries.iter().map(|(key, value)| {
+            let cmd = redis::cmd("SET")
+                .arg(s.keys.key("rcpt", key))
+                .arg(value)
+                .arg("PX")
+                .arg(ttl)
+                .to_owned();
+            async move { s.query(&cmd).await }
         });
+        let failed = futures_util::future::join_all(writes)
+            .await
+            .iter()
+            .any(Result::is_err);
+        if failed {
+            if let Some(log) = &s.on_index_failure {
+                log.call(
+                    "STORE_UNAVAILABLE".into(),
+                    ThreadsafeFunctionCallMode::NonBlocking,
+                );
+            }
+        }
     }
 
     /// One step of a resend: read → `resend_stored` → compare-and-set (with the purge time on
@@ -1213,7 +1295,7 @@ impl Job {
                 }
                 // A new message was applied: receipts find it by its id until the purge.
                 if matches!(step, ResendStep::Apply { .. }) {
-                    self.index_receipts(&written, purge_at);
+                    self.index_receipts(&written, purge_at).await;
                 }
                 return Ok(st.outcome);
             }
@@ -1393,10 +1475,8 @@ impl RedisCore {
                 conn: Mutex::new(None),
                 connecting: tokio::sync::Mutex::new(()),
                 closed: AtomicBool::new(false),
-                indexing: AtomicUsize::new(0),
-                indexed: tokio::sync::Notify::new(),
                 on_index_failure,
-                done: Mutex::new(Some(Arc::new(on_done))),
+                done: Mutex::new(Some(on_done)),
             }),
         })
     }
@@ -1424,13 +1504,10 @@ impl RedisCore {
             }),
             _ => None,
         };
-        let done = self
-            .shared
-            .done
-            .lock()
-            .ok()
-            .and_then(|d| d.clone())
-            .ok_or_else(unavailable)?;
+        if self.shared.closed.load(Ordering::Relaxed) {
+            return Err(unavailable());
+        }
+        let shared = Arc::clone(&self.shared);
         let job = Job {
             shared: Arc::clone(&self.shared),
             ws: ws.clone(),
@@ -1443,10 +1520,108 @@ impl RedisCore {
                 Ok(outcome) => (true, outcome),
                 Err(e) => (false, e.reason.clone()),
             };
-            done.call(
-                Finished { id, ok, text },
-                ThreadsafeFunctionCallMode::NonBlocking,
-            );
+            let end = Finished {
+                id,
+                ok,
+                text,
+                drained: false,
+                failed: Vec::new(),
+                timed: Vec::new(),
+            };
+            shared.finished(end);
+        });
+        Ok(())
+    }
+
+    /// Runs `flow` (lent by its napi object, given back through `slot`) on this store: see
+    /// the flows' `runRedis`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn run<F: Flow + Send + 'static>(
+        &self,
+        id: u32,
+        mut flow: Box<F>,
+        slot: Lent<F>,
+        engine: &Engine,
+        ws: &Workspace,
+        steps: &RedisSteps,
+        timed: bool,
+    ) -> Result<()> {
+        if self.shared.closed.load(Ordering::Relaxed) {
+            slot.give_back(flow);
+            return Err(unavailable());
+        }
+        let pepper = engine.pepper().ok().cloned();
+        let shared = Arc::clone(&self.shared);
+        let ws = ws.clone();
+        let carried = Arc::clone(&steps.carried);
+        napi::bindgen_prelude::spawn(async move {
+            let mut end = Finished {
+                id,
+                ok: true,
+                text: String::new(),
+                drained: false,
+                failed: Vec::new(),
+                timed: Vec::new(),
+            };
+            let mut answered = false;
+            loop {
+                match flow.poll() {
+                    // Not the store's: the gateway, the wait for another request's send, the
+                    // pause of an `Idempotency-Key` duplicate (all before the answer).
+                    Step::Io(
+                        io @ (Io::Deliver { .. } | Io::AwaitSend { .. } | Io::Pause { .. }),
+                    ) => {
+                        slot.give_back(flow);
+                        end.text = step_json(Step::Io(io));
+                        shared.finished(end);
+                        return;
+                    }
+                    Step::Io(io) => {
+                        let kind = io.kind();
+                        let started = std::time::Instant::now();
+                        let job = Job {
+                            shared: Arc::clone(&shared),
+                            ws: ws.clone(),
+                            engine: pepper.clone().map(|p| Engine { pepper: Ok(p) }),
+                            carried: Arc::clone(&carried),
+                            now: now_ms() as f64,
+                        };
+                        let result = job.perform(io).await;
+                        if timed {
+                            end.timed.push(kind.into());
+                            end.timed.push(started.elapsed().as_secs_f64().to_string());
+                        }
+                        flow.handle(match result {
+                            Ok(text) => outcome(&text),
+                            Err(e) => {
+                                let (code, failed) = failed_outcome(&e);
+                                end.failed.push(kind.into());
+                                end.failed.push(code);
+                                failed
+                            }
+                        });
+                    }
+                    Step::Answer(a) => {
+                        answered = true;
+                        let now = Finished {
+                            id,
+                            ok: true,
+                            text: step_json(Step::Answer(a)),
+                            drained: false,
+                            failed: std::mem::take(&mut end.failed),
+                            timed: std::mem::take(&mut end.timed),
+                        };
+                        shared.finished(now);
+                    }
+                    Step::Done => {
+                        slot.give_back(flow);
+                        end.text = r#"{"done":true}"#.into();
+                        end.drained = answered;
+                        shared.finished(end);
+                        return;
+                    }
+                }
+            }
         });
         Ok(())
     }
@@ -1466,16 +1641,16 @@ impl RedisCore {
         env.spawn_future(async move { record(&shared, &ws_id, &lines, &[]).await })
     }
 
-    /// Resolves once the receipt index writes in flight are done.
+    /// Keeps Node's event loop alive (`on`) while steps are in flight, or lets it go: the store
+    /// calls it when its first step starts and when its last one ends.
     #[napi]
-    pub async fn settle(&self) -> Result<()> {
-        let shared = Arc::clone(&self.shared);
-        loop {
-            let wait = shared.indexed.notified();
-            if shared.indexing.load(Ordering::SeqCst) == 0 {
-                return Ok(());
-            }
-            wait.await;
+    #[allow(deprecated)] // napi's ref / unref of a threadsafe function: what keeps the loop alive
+    pub fn hold(&self, env: Env, on: bool) -> Result<()> {
+        let mut done = self.shared.done.lock().map_err(|_| unavailable())?;
+        match done.as_mut() {
+            Some(f) if on => f.refer(&env),
+            Some(f) => f.unref(&env),
+            None => Ok(()),
         }
     }
 
@@ -1483,7 +1658,7 @@ impl RedisCore {
     #[napi]
     pub fn close(&self) {
         self.shared.closed.store(true, Ordering::Relaxed);
-        // Steps in flight still end (they hold their own handle); then Node may exit.
+        // Steps in flight end unheard: the store's close() answers them.
         if let Ok(mut d) = self.shared.done.lock() {
             *d = None;
         }

@@ -96,6 +96,7 @@ describe('Redis SIGKILL and restart (AOF, fsync always)', () => {
     // The store now writes both in one script, so this state is made by hand here (a process of
     // an older version, which stored the session first, can still leave it during an upgrade).
     const perform = store.perform.bind(store);
+    store.oneEffectAtATime = true; // every effect through perform(), to act between two
     let killed = false;
     store.perform = async (engine, ws, io, raw, now, ctx) => {
       if (io.io !== 'storeSession' || killed || io.session.dest !== victim) return perform(engine, ws, io, raw, now, ctx);
