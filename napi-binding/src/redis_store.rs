@@ -501,7 +501,7 @@ impl Job {
         ms(self.now).0
     }
 
-    async fn perform(self, io: Io) -> Result<String> {
+    async fn perform(&self, io: Io) -> Result<String> {
         let s = Arc::clone(&self.shared);
         let k = &s.keys;
         match io {
@@ -1550,10 +1550,17 @@ impl RedisCore {
             slot.give_back(flow);
             return Err(unavailable());
         }
-        let pepper = engine.pepper().ok().cloned();
+        // One job for the whole run: its clock is read again for each effect.
+        let mut job = Job {
+            shared: Arc::clone(&self.shared),
+            ws: ws.clone(),
+            engine: engine.pepper().ok().map(|p| Engine {
+                pepper: Ok(p.clone()),
+            }),
+            carried: Arc::clone(&steps.carried),
+            now: 0.0,
+        };
         let shared = Arc::clone(&self.shared);
-        let ws = ws.clone();
-        let carried = Arc::clone(&steps.carried);
         napi::bindgen_prelude::spawn(async move {
             let mut end = Finished {
                 id,
@@ -1579,13 +1586,7 @@ impl RedisCore {
                     Step::Io(io) => {
                         let kind = io.kind();
                         let started = std::time::Instant::now();
-                        let job = Job {
-                            shared: Arc::clone(&shared),
-                            ws: ws.clone(),
-                            engine: pepper.clone().map(|p| Engine { pepper: Ok(p) }),
-                            carried: Arc::clone(&carried),
-                            now: now_ms() as f64,
-                        };
+                        job.now = now_ms() as f64;
                         let result = job.perform(io).await;
                         if timed {
                             end.timed.push(kind.into());
