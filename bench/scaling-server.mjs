@@ -29,6 +29,9 @@ import { fileURLToPath } from 'node:url';
 const require = createRequire(import.meta.url);
 const PKG = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'napi-binding');
 const { OtpService, MemoryStore, RedisStore, gatewayFromEnv, createServer } = require(PKG);
+// The bench's own Redis client (ioredis, a devDependency of the package): the store's client is
+// its own business; this one reads memory and key counts and copies the template records.
+const Redis = createRequire(path.join(PKG, 'package.json'))('ioredis');
 
 const env = process.env;
 const PREFIX = 'otpkit:'; // RedisStore's default prefix
@@ -41,9 +44,12 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const send = (m) => process.send && process.send(m);
 
 let store;
+let raw = null; // the bench's own client to the store's Redis
 if (env.REDIS_URL) {
   store = new RedisStore({ url: env.REDIS_URL });
   await store.connect();
+  raw = new Redis(env.REDIS_URL);
+  raw.on('error', () => {}); // a failed command rejects; no unhandled-error noise at shutdown
 } else {
   store = new MemoryStore();
 }
@@ -62,9 +68,9 @@ function gc() {
 }
 
 async function redisMemory() {
-  const info = await store.redis.info('memory');
+  const info = await raw.info('memory');
   const field = (k) => Number(new RegExp(`^${k}:(\\d+)`, 'm').exec(info)?.[1] ?? NaN);
-  const keys = await store.redis.dbsize();
+  const keys = await raw.dbsize();
   return { usedMemory: field('used_memory'), usedMemoryRss: field('used_memory_rss'), keys };
 }
 
@@ -162,7 +168,7 @@ async function respPipe(url) {
 const mask = (dest) => `${dest.slice(0, 4)}****${dest.slice(-4)}`;
 
 async function prefillRedisCopies(n, workspaces) {
-  const R = store.redis;
+  const R = raw;
   const W = workspaces.length;
   // 1. One real session per workspace: the templates.
   const templates = [];
@@ -254,7 +260,12 @@ process.on('message', async (msg) => {
   try {
     if (msg.cmd === 'prefill') {
       const workspaces = [];
-      for (const id of msg.workspaces) workspaces.push(await service.loadWorkspace(id));
+      for (const id of msg.workspaces) {
+        // (OtpService.loadWorkspace went with the admin flows: the stored record, parsed as the service does)
+        const json = await store.getWorkspace(id);
+        if (json == null) throw new Error(`workspace ${id} not found`);
+        workspaces.push(service.parsedWorkspace(json));
+      }
       const t0 = performance.now();
       prefilling = true;
       // Memory store: the first sessions (up to 1,000, at most half) are made before the "before"
@@ -300,6 +311,7 @@ process.on('message', async (msg) => {
 const stop = () => {
   server.close();
   server.closeIdleConnections?.();
+  raw?.disconnect();
   service.close().finally(() => process.exit(0));
   setTimeout(() => process.exit(0), 3000).unref();
 };

@@ -8,7 +8,7 @@
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { OtpService, MemoryStore, RedisStore } = require('..');
-const { PEPPER, startRedis, codeOf, newDest, recorder } = require('./helpers');
+const { PEPPER, startRedis, codeOf, newDest, recorder, redisClientFor } = require('./helpers');
 
 const KEEP = 50;
 const DEFAULT_KEEP = 10_000;
@@ -149,17 +149,18 @@ describe('audit retention: Redis store', () => {
 
   smallCapSuite(() => make({ auditKeep: KEEP }));
 
-  it('the two streams are separate lists, each with the 90-day TTL', async () => {
+  it('the two streams are separate lists, each with the 90-day TTL', async (t) => {
     const store = await make({ auditKeep: KEEP });
+    const raw = redisClientFor(redis, t); // the test's own client, to read the lists
     const gw = recorder();
     const otp = new OtpService({ pepper: PEPPER, gateway: gw, store });
     await reuseFlood(otp, gw, 3);
-    const lifecycle = await store.redis.lrange(`${store.prefix}a:default`, 0, -1);
-    const repeatable = await store.redis.lrange(`${store.prefix}ar:default`, 0, -1);
+    const lifecycle = await raw.lrange(`${store.prefix}a:default`, 0, -1);
+    const repeatable = await raw.lrange(`${store.prefix}ar:default`, 0, -1);
     assert.deepEqual(lifecycle.map((l) => JSON.parse(l.slice(l.indexOf('|') + 1)).event), ['delivered', 'requested']);
     assert.equal(repeatable.length, 3);
     for (const k of ['a', 'ar']) {
-      const ttl = await store.redis.pttl(`${store.prefix}${k}:default`);
+      const ttl = await raw.pttl(`${store.prefix}${k}:default`);
       assert.ok(ttl > 89 * 86_400_000 && ttl <= 90 * 86_400_000, `${k} TTL ${ttl}`);
     }
     await otp.close();

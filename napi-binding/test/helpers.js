@@ -126,8 +126,56 @@ async function serve(env) {
 }
 
 /**
- * Defines the flow-step scripts RedisCore runs in Rust (ADMIT, REFUND_SPEND, FRAUD_VERIFIED) as
- * commands of an ioredis client, so a test can hold them to the core's rules directly.
+ * A test's own ioredis client to the same Redis as a store, so that a test reads and writes the
+ * keys itself rather than through the store's client. `target` is what the store was given: a
+ * URL (`'redis://…'`), `{url}` (one Redis: a plain `new Redis(url)`) or `{nodes}` (a Redis
+ * Cluster, `'host:port,…'` or an array of `host:port`: `new Redis.Cluster(nodes)`); the results of
+ * startRedis() and startRedisCluster() are both. With `t` (a test context, or anything with
+ * `after(fn)`), the client is closed when the test ends; without it, the caller closes it
+ * (`client.disconnect()`, in the file's after hook). defineStepScripts(client) works on it.
+ */
+function redisClientFor(target, t) {
+  const Redis = require('ioredis'); // a devDependency: the tests' own client, not the package's
+  const { url, nodes } = typeof target === 'string' ? { url: target } : target ?? {};
+  let client;
+  if (nodes) {
+    const list = (Array.isArray(nodes) ? nodes : String(nodes).split(',')).map((n) => String(n).trim()).filter(Boolean);
+    const startupNodes = list.map((n) => {
+      const m = /^(.+):(\d{1,5})$/.exec(n);
+      if (!m) throw new TypeError(`redisClientFor: "${n}" is not host:port`);
+      return { host: m[1].replace(/^\[(.*)\]$/, '$1'), port: Number(m[2]) };
+    });
+    client = new Redis.Cluster(startupNodes);
+  } else if (url) {
+    client = new Redis(url);
+  } else {
+    throw new TypeError('redisClientFor needs a url or nodes (e.g. the result of startRedis() or startRedisCluster())');
+  }
+  client.on('error', () => {}); // a command that fails rejects; no unhandled-error noise while a server stops
+  if (t) t.after(() => client.disconnect());
+  return client;
+}
+
+/**
+ * A Lua script of lib/redis/ as the store runs it: the fragments its `--| needs:` line names
+ * (theirs first, each once), then its own text (the rule of lib/redis-store.js's luaScript).
+ */
+function luaScript(name, seen = new Set()) {
+  const text = require('node:fs').readFileSync(path.join(__dirname, '..', 'lib', 'redis', `${name}.lua`), 'utf8');
+  const needs = /^--\| needs: (.+)$/m.exec(text)?.[1].trim().split(/\s+/) ?? [];
+  let out = '';
+  for (const n of needs) {
+    if (seen.has(n)) continue;
+    seen.add(n);
+    out += luaScript(n, seen);
+  }
+  return out + text;
+}
+
+/**
+ * Defines the flow-step scripts RedisCore runs in Rust (ADMIT, REFUND_SPEND, FRAUD_VERIFIED) and
+ * the operator's UNBLOCK_PREFIX as commands of an ioredis client (a test's own, redisClientFor),
+ * so a test can hold them to the core's rules directly.
  */
 function defineStepScripts(client) {
   const { RedisStore } = require('../lib/redis-store');
@@ -135,7 +183,9 @@ function defineStepScripts(client) {
   if (!client.otpkitAdmit) client.defineCommand('otpkitAdmit', { numberOfKeys: 3, lua: s.admit });
   if (!client.otpkitRefundSpend) client.defineCommand('otpkitRefundSpend', { numberOfKeys: 1, lua: s.refundSpend });
   if (!client.otpkitFraudVerified) client.defineCommand('otpkitFraudVerified', { numberOfKeys: 2, lua: s.fraudVerified });
+  // Not among RedisStore.scripts today (the store defined it on its own client): read from lib/redis/.
+  if (!client.otpkitUnblockPrefix) client.defineCommand('otpkitUnblockPrefix', { numberOfKeys: 2, lua: s.unblockPrefix ?? luaScript('unblock-prefix') });
   return client;
 }
 
-module.exports = { defineStepScripts, ROOT, PEPPER, freePort, sleep, startRedis, startRedisCluster, startSink, codeOf, newDest, recorder, serve };
+module.exports = { defineStepScripts, redisClientFor, ROOT, PEPPER, freePort, sleep, startRedis, startRedisCluster, startSink, codeOf, newDest, recorder, serve };

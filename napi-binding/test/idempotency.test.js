@@ -6,7 +6,7 @@
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { OtpService, OtpError, RedisStore } = require('..');
-const { PEPPER, startRedis, newDest, recorder } = require('./helpers');
+const { PEPPER, startRedis, newDest, recorder, redisClientFor } = require('./helpers');
 
 const params = (dest, extra = {}) => ({ dest, src: 'Acme', purpose: 'LOGIN', ...extra });
 
@@ -14,7 +14,8 @@ async function rejects(promise, code) {
   await assert.rejects(promise, (e) => e instanceof OtpError && e.code === code);
 }
 
-function suite(name, makeStore) {
+/** `clientFor(t)`: the test's own client to the Redis the stores use (none for the memory store). */
+function suite(name, makeStore, clientFor = null) {
   describe(`idempotencyKey (${name})`, () => {
     it('the same call → the same result, one send; other params → IDEMPOTENCY_KEY_REUSED; bad keys → VALIDATION_ERROR', async () => {
       const gw = recorder();
@@ -46,7 +47,7 @@ function suite(name, makeStore) {
       }
     });
 
-    it('10 parallel calls with one key send once and resolve alike; a DELIVERY_FAILED is not kept', async () => {
+    it('10 parallel calls with one key send once and resolve alike; a DELIVERY_FAILED is not kept', async (t) => {
       let fail = true;
       const gw = recorder((m) => (m.to === failing && fail ? 'failed' : 'delivered'));
       const failing = newDest();
@@ -63,10 +64,10 @@ function suite(name, makeStore) {
         const ok = await otp.request(params(failing), { idempotencyKey: 'f' });
         assert.equal(ok.reused, false);
         assert.equal(gw.sent.filter((m) => m.to === failing).length, 2, 'the retry ran');
-        if (otp.store.redis) {
-          const store = otp.store;
-          const keys = await store.redis.keys('*');
-          const values = await Promise.all(keys.map((k) => store.redis.type(k).then((t) => (t === 'string' ? store.redis.get(k) : ''))));
+        if (clientFor) {
+          const raw = clientFor(t); // the test's own client, to search every key
+          const keys = await raw.keys('*');
+          const values = await Promise.all(keys.map((k) => raw.type(k).then((type) => (type === 'string' ? raw.get(k) : ''))));
           const text = keys.concat(values).join('\n');
           assert.ok(keys.some((k) => k.includes(':idem:')), 'records under idem:<ws>:<hash>');
           assert.ok(!/:(par|f)(\b|$)/.test(keys.join('\n')) && !text.includes('"par"'), 'no key in clear');
@@ -94,5 +95,5 @@ describe('with Redis', () => {
     const store = new RedisStore({ url: redis.url, prefix: `t${Math.random().toString(36).slice(2)}:` });
     await store.connect();
     return store;
-  });
+  }, (t) => redisClientFor(redis, t));
 });

@@ -9,7 +9,7 @@ const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const Redis = require('ioredis');
 const { OtpService, RedisStore } = require('..');
-const { PEPPER, startRedis, startRedisCluster, codeOf, newDest, recorder, serve } = require('./helpers');
+const { PEPPER, startRedis, startRedisCluster, codeOf, newDest, recorder, serve, redisClientFor } = require('./helpers');
 
 /** Every key of every node: `{ node url → [key] }`. */
 async function keysByNode(cluster) {
@@ -34,19 +34,20 @@ describe('RedisStore on a Redis Cluster', () => {
     await cluster?.stop();
   });
 
-  it('request, verify, status and audit round-trip; the code is never stored in clear', async () => {
+  it('request, verify, status and audit round-trip; the code is never stored in clear', async (t) => {
     const gw = recorder();
     const store = new RedisStore({ nodes: cluster.nodes });
     await store.connect();
     assert.equal(store.cluster, true);
     const otp = new OtpService({ pepper: PEPPER, gateway: gw, store });
+    const cli = redisClientFor(cluster, t); // the test's own Cluster client, to read the session
     try {
       const r = await otp.request({ dest: newDest(), src: 'Acme', purpose: 'LOGIN' });
       const code = codeOf(gw.sent[0].text);
       assert.equal((await otp.verify({ sessionId: r.sessionId, code: code === '000000' ? '111111' : '000000' })).attemptsLeft, 4);
       assert.equal((await otp.verify({ sessionId: r.sessionId, code })).status, 'APPROVED');
       assert.equal((await otp.status(r.sessionId)).state, 'APPROVED');
-      const raw = await store.redis.get(`otpkit:s:default:${r.sessionId}`);
+      const raw = await cli.get(`otpkit:s:default:${r.sessionId}`);
       assert.ok(raw && !raw.includes(code), 'the session is stored, without its code');
       await otp.settle();
       const events = (await otp.audit({ sessionId: r.sessionId })).events.map((e) => e.event);
@@ -112,10 +113,11 @@ describe('RedisStore on a Redis Cluster', () => {
     }
   });
 
-  it('the sweeper purges each due session once across two stores, and keeps one whose resend moved its purge time', async () => {
+  it('the sweeper purges each due session once across two stores, and keeps one whose resend moved its purge time', async (t) => {
     const store = new RedisStore({ nodes: cluster.nodes, prefix: 'sweep:' });
     const other = new RedisStore({ nodes: cluster.nodes, prefix: 'sweep:' });
     await Promise.all([store.connect(), other.connect()]);
+    const cli = redisClientFor(cluster, t); // the test's own Cluster client, to stale the purge entry
     const otp = new OtpService({ pepper: PEPPER, gateway: recorder(), store, policy: { retentionSeconds: 0, ttlSeconds: 60 } });
     try {
       const r = await otp.request({ dest: newDest(), src: 'Acme', purpose: 'LOGIN' });
@@ -124,10 +126,10 @@ describe('RedisStore on a Redis Cluster', () => {
       // the entry): the session's own purge time decides, and the entry moves to it.
       const kept = await otp.request({ dest: newDest(), src: 'Acme', purpose: 'LOGIN' });
       const keptKey = `sweep:s:default:${kept.sessionId}`;
-      await store.redis.zadd('sweep:purge:all', String(Date.now() - 1000), keptKey);
+      await cli.zadd('sweep:purge:all', String(Date.now() - 1000), keptKey);
       const counts = await Promise.all([store.sweep(later - 30_000), other.sweep(later - 30_000)]);
       assert.equal(counts[0] + counts[1], 0, 'nothing before expiry + retention');
-      assert.ok(Number(await store.redis.zscore('sweep:purge:all', keptKey)) > Date.now(), 'the stale entry moved to the purge time');
+      assert.ok(Number(await cli.zscore('sweep:purge:all', keptKey)) > Date.now(), 'the stale entry moved to the purge time');
       const swept = await Promise.all([store.sweep(later), other.sweep(later)]);
       assert.equal(swept[0] + swept[1], 2, 'both purged, each by exactly one process');
       assert.equal(await otp.status(r.sessionId), null);

@@ -6,7 +6,7 @@ const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { spawn } = require('node:child_process');
 const { OtpService, RedisStore } = require('..');
-const { PEPPER, startRedis, codeOf, newDest, sleep, recorder, defineStepScripts } = require('./helpers');
+const { PEPPER, startRedis, codeOf, newDest, sleep, recorder, defineStepScripts, redisClientFor } = require('./helpers');
 
 
 describe('RedisStore', () => {
@@ -18,20 +18,21 @@ describe('RedisStore', () => {
     await redis.stop();
   });
 
-  it('request, verify and status round-trip through Redis; keys carry a TTL', async () => {
+  it('request, verify and status round-trip through Redis; keys carry a TTL', async (t) => {
     const gw = recorder();
     const store = new RedisStore({ url: redis.url });
     await store.connect();
+    const raw = redisClientFor(redis, t); // the test's own client, to read the keys
     const otp = new OtpService({ pepper: PEPPER, gateway: gw, store });
     const r = await otp.request({ dest: newDest(), src: 'Acme', purpose: 'LOGIN' });
     const code = codeOf(gw.sent[0].text);
     assert.equal((await otp.verify({ sessionId: r.sessionId, code: code === '000000' ? '111111' : '000000' })).attemptsLeft, 4);
     assert.equal((await otp.verify({ sessionId: r.sessionId, code })).status, 'APPROVED');
     assert.equal((await otp.status(r.sessionId)).state, 'APPROVED');
-    const ttl = await store.redis.pttl(`otpkit:s:default:${r.sessionId}`);
+    const ttl = await raw.pttl(`otpkit:s:default:${r.sessionId}`);
     assert.ok(ttl > 300_000 && ttl <= 86_700_000 + 3_600_000, `session TTL ${ttl}`); // expiry + 24 h retention + 1 h for the sweeper
-    const raw = await store.redis.get(`otpkit:s:default:${r.sessionId}`);
-    assert.ok(!raw.includes(code), 'the code is never stored in clear');
+    const stored = await raw.get(`otpkit:s:default:${r.sessionId}`);
+    assert.ok(!stored.includes(code), 'the code is never stored in clear');
     await otp.settle();
     const events = (await otp.audit({ sessionId: r.sessionId })).events.map((e) => e.event);
     assert.deepEqual(events, ['verify_approved', 'verify_invalid', 'delivered', 'requested']);
@@ -59,7 +60,7 @@ describe('RedisStore', () => {
     await otp.close();
   });
 
-  it("a send's end decides on the guard admit wrote, but writes only if the guard still holds exactly that", { timeout: 60_000 }, async () => {
+  it("a send's end decides on the guard admit wrote, but writes only if the guard still holds exactly that", { timeout: 60_000 }, async (t) => {
     // finish() skips re-reading the destination guard: its first try decides on the value admit
     // stored, and the script compares that whole value, not only its version. Here, while the first
     // send is at the gateway, a second send to the same number (another purpose) changes the guard,
@@ -75,6 +76,7 @@ describe('RedisStore', () => {
     await store.connect();
     const otp = new OtpService({ pepper: PEPPER, gateway: gw, store });
     const guardKey = `otpkit:g:default:${dest}`;
+    const raw = redisClientFor(redis, t); // the test's own client, to read and put back the guard
     const first = otp.request({ dest, src: 'Acme', purpose: 'LOGIN' });
     let failed = null;
     first.catch((e) => (failed = e)); // awaited below; seen here so the wait cannot outlive it
@@ -82,16 +84,16 @@ describe('RedisStore', () => {
       if (failed) throw failed;
       assert.ok(Date.now() < until, 'the first send reached the gateway within 10 s');
     }
-    const admitted = await store.redis.get(guardKey); // what the first send's admit wrote
+    const admitted = await raw.get(guardKey); // what the first send's admit wrote
     const version = Number(admitted.split('|')[0]);
     const second = await otp.request({ dest, src: 'Acme', purpose: 'PASSWORD_RESET' });
-    const changed = await store.redis.get(guardKey);
+    const changed = await raw.get(guardKey);
     assert.ok(Number(changed.split('|')[0]) > version, 'the second send wrote the guard');
     assert.ok(changed.includes(second.sessionId));
-    await store.redis.set(guardKey, `${version}|${changed.slice(changed.indexOf('|') + 1)}`, 'KEEPTTL');
+    await raw.set(guardKey, `${version}|${changed.slice(changed.indexOf('|') + 1)}`, 'KEEPTTL');
     release();
     const a = await first;
-    const after = await store.redis.get(guardKey);
+    const after = await raw.get(guardKey);
     assert.ok(after.includes(second.sessionId), "the second send's entry survives the first send's end");
     assert.ok(after.includes(a.sessionId), "the first send's entry is there");
     assert.ok(Number(after.split('|')[0]) > version, 'written after a fresh read');
@@ -157,13 +159,14 @@ describe('RedisStore', () => {
     let core = null; // the core's shield JSON
     let now = 1_800_000_000_000;
     t.after(() => store.close());
+    const client = defineStepScripts(redisClientFor(redis, t)); // the test's own client runs the script
     for (let i = 0; i < 2000; i++) {
       // mostly small steps forward; sometimes past the window, sometimes back in time
       const r = rand(100);
       now += r < 80 ? rand(3000) : r < 95 ? 60_000 + rand(5000) : -rand(90_000);
       const limit = 1 + rand(12);
       const want = native.floodJson(core, limit, now);
-      const got = await defineStepScripts(store.redis).otpkitAdmit(`eq${process.pid}:g:${i}`, `eq${process.pid}:fw`, `eq${process.pid}:sp`, 0, '{}', 60000, limit, now, 60_000, 120_000, '', '', '', '');
+      const got = await client.otpkitAdmit(`eq${process.pid}:g:${i}`, `eq${process.pid}:fw`, `eq${process.pid}:sp`, 0, '{}', 60000, limit, now, 60_000, 120_000, '', '', '', '');
       if (want.refused) {
         assert.ok(Array.isArray(got), `step ${i}: the core refuses, the script admitted`);
         const full = JSON.stringify({ windowStart: Number(got[1]), count: limit });
@@ -172,7 +175,7 @@ describe('RedisStore', () => {
         assert.equal(got, 1, `step ${i}: the core admits, the script answered ${JSON.stringify(got)}`);
         core = want.state;
         const shield = JSON.parse(core);
-        const [start, count] = await store.redis.hmget(`eq${process.pid}:fw`, 'start', 'count');
+        const [start, count] = await client.hmget(`eq${process.pid}:fw`, 'start', 'count');
         assert.deepEqual([Number(start), Number(count)], [shield.windowStart, shield.count], `step ${i}`);
       }
     }
@@ -187,6 +190,7 @@ describe('RedisStore', () => {
     const store = new RedisStore({ url: redis.url, prefix: p });
     await store.connect();
     t.after(() => store.close());
+    const client = defineStepScripts(redisClientFor(redis, t)); // the test's own client runs the scripts
     let rng = 0x1b873593;
     const rand = (n) => {
       // 32-bit LCG in exact integer arithmetic (Math.imul), its high bits used
@@ -209,13 +213,13 @@ describe('RedisStore', () => {
         const before = core;
         core = native.spendRefundJson(core, refundDay, micros);
         if (core !== before && JSON.parse(core).micros !== JSON.parse(before ?? '{"micros":0}').micros) seen.refunded++;
-        await defineStepScripts(store.redis).otpkitRefundSpend(`${p}sp`, String(refundDay), String(micros));
+        await client.otpkitRefundSpend(`${p}sp`, String(refundDay), String(micros));
       } else {
         const limitMicros = rand(3) ? 1 + rand(5_000_000) : big();
         const costMicros = 1 + (rand(3) ? rand(2_000_000) : Math.min(big(), limitMicros));
         const charge = JSON.stringify({ limitMicros, costMicros, day });
         const want = native.spendJson(core, charge, now);
-        const got = await defineStepScripts(store.redis).otpkitAdmit(`${p}g:${i}`, `${p}fw`, `${p}sp`, 0, '{}', 60000, '', now, 60_000, 120_000, String(limitMicros), String(costMicros), String(day), 2 * DAY);
+        const got = await client.otpkitAdmit(`${p}g:${i}`, `${p}fw`, `${p}sp`, 0, '{}', 60000, '', now, 60_000, 120_000, String(limitMicros), String(costMicros), String(day), 2 * DAY);
         if (want.refused) {
           assert.ok(Array.isArray(got) && got[0] === -2, `step ${i}: the core refuses, the script answered ${JSON.stringify(got)}`);
           const full = JSON.stringify({ day: Number(got[1]), micros: limitMicros });
@@ -228,7 +232,7 @@ describe('RedisStore', () => {
         seen.charged++;
       }
       const counter = JSON.parse(core);
-      const [d, micros] = await store.redis.hmget(`${p}sp`, 'day', 'micros');
+      const [d, micros] = await client.hmget(`${p}sp`, 'day', 'micros');
       if (d == null) assert.equal(counter.micros, 0, `step ${i}: nothing charged yet`);
       else assert.deepEqual([Number(d), Number(micros)], [counter.day, counter.micros], `step ${i}`);
     }
