@@ -305,9 +305,11 @@ export class MemoryStore {
  */
 export class RedisStore {
   /**
-   * @param opts.client an ioredis client (or `Redis.Cluster`) you manage; or
+   * The store connects by itself, in the native module (redis-rs): no Redis client to install.
    * @param opts.nodes a Redis Cluster's `host:port,…` (or an array; default: REDIS_CLUSTER_NODES); or
-   * @param opts.url a redis:// URL (default: REDIS_URL) for a client this store creates and closes.
+   * @param opts.url a redis:// or rediss:// URL (default: REDIS_URL).
+   * @param opts.client kept for stores made with an ioredis client: only its connection options
+   *   (host, port, user, password, database, TLS; a Cluster's start nodes) are read.
    * @param opts.prefix key prefix (default "otpkit:").
    * @param opts.auditKeep audit events kept per workspace in each stream (default 10,000).
    * @param opts.keyCache default true: API key → workspace lookups kept in this process after
@@ -315,8 +317,8 @@ export class RedisStore {
    *   (`CLIENT TRACKING … BCAST` on one more connection, one per master of a Cluster), so
    *   revocation stays immediate and authentication usually costs no round trip.
    * - `log` / `logLevel`: where the `key_cache_off` line (level warn) goes when a Redis refuses
-   *   that tracking (an ACL without `CLIENT` or `SUBSCRIBE`, Redis before 6), once per node and
-   *   cause; without `log`, a process warning says it. Lookups then go to Redis.
+   *   that tracking (an ACL without `CLIENT`, Redis before 6), once per node and cause; without
+   *   `log`, a process warning says it. Lookups then go to Redis.
    */
   constructor(
     opts?: {
@@ -330,7 +332,11 @@ export class RedisStore {
     } & AuditRetentionOptions,
   );
   readonly kind: 'redis';
-  /** Connects and pings; rejects with OtpError STORE_UNAVAILABLE when Redis does not answer. */
+  /**
+   * Connects and pings; rejects with OtpError STORE_UNAVAILABLE when Redis does not answer, and
+   * MISCONFIGURED when the deployment is not the one configured (a url naming a Cluster node;
+   * nodes naming a Redis without cluster mode).
+   */
   connect(): Promise<void>;
   /**
    * Purges sessions past retention, each once across processes, with a `purged` audit event;

@@ -3,7 +3,7 @@
 
 const { OtpService } = require('./lib/service');
 const { MemoryStore } = require('./lib/memory-store');
-const { RedisStore } = require('./lib/redis-store'); // ioredis is loaded on first use
+const { RedisStore } = require('./lib/redis-store');
 const { OtpError } = require('./lib/errors');
 const { JsonGateway, TwilioGateway, MetaGateway, gatewayFromEnv, receiptKeysFromEnv } = require('./lib/gateway');
 const { createServer, listener, serveNative } = require('./lib/server');

@@ -42,7 +42,11 @@ function fromInfo(info) {
 function fromNative(e) {
   if (e instanceof OtpError) return e;
   if (e && typeof e.message === 'string' && e.message.startsWith(PREFIX)) {
-    return fromInfo(JSON.parse(e.message.slice(PREFIX.length)));
+    const info = JSON.parse(e.message.slice(PREFIX.length));
+    const err = fromInfo(info);
+    // The failing part's own word (a Redis reply's READONLY, ECONNREFUSED): for the store-failure log.
+    if (typeof info.cause === 'string') Object.defineProperty(err, 'cause', { value: { code: info.cause }, enumerable: false });
+    return err;
   }
   return e;
 }

@@ -33,6 +33,16 @@ pub(crate) fn throw(e: &Error) -> napi::Error {
     )
 }
 
+/// The JS `Error` for a core error with its cause: the failing part's own word for what
+/// happened (a Redis reply's first word such as `READONLY`, or `ECONNREFUSED`), which
+/// `lib/errors.js` keeps as the error's `cause.code` for the store-failure log line. Never more
+/// of a reply's text.
+pub(crate) fn throw_caused(e: &Error, cause: &str) -> napi::Error {
+    let mut info = error_info(e);
+    info["cause"] = cause.into();
+    napi::Error::new(Status::GenericFailure, format!("{ERROR_PREFIX}{info}"))
+}
+
 /// Throws the core error named by `code` (see [`crate::http::error_reply`]). `message` says
 /// what is wrong for `MISCONFIGURED` (never a secret); the other codes have the core's own.
 #[napi]

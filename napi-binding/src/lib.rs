@@ -1,8 +1,8 @@
 //! otpkit for Node.js: otpkit-core's pure operations through Node-API, a thread-safe in-memory
-//! store, the Redis store's flow steps (redis-rs), the gateway's HTTP client and `otpkit serve`'s
-//! HTTP server. The npm package's JavaScript (`lib/`) holds the flows' driver, the Redis store's
-//! admin effects, key lookups and sweep, and the service API; every rule those need is a function
-//! here, so no rule of SPEC is written twice.
+//! store, the Redis store (redis-rs: its flows' steps, key lookups and their cache, sweep and
+//! reads), the gateway's HTTP client and `otpkit serve`'s HTTP server. The npm package's
+//! JavaScript (`lib/`) holds the flows' driver and the service API; every rule those need is a
+//! function here, so no rule of SPEC is written twice.
 //!
 //! Conventions at this boundary:
 //! - Errors are thrown as `Error` whose message is `OTPKIT:` + JSON `{code, httpStatus, message,
@@ -19,7 +19,8 @@
 //! | `memory` | `MemoryStore`: the in-memory store, every effect atomic under one lock |
 //! | `idempotency` | `Idempotency-Key` records: the core's claim, finish and release on stored JSON (Redis) |
 //! | `redis` | the JSON transitions of the Redis store's compare-and-set steps |
-//! | `redis_store` | `RedisCore`: the Redis store's flow steps in Rust (redis-rs, one Redis or a Cluster), a whole flow at a time (`runRedis`) |
+//! | `redis_store` | `RedisCore`: the Redis store in Rust (redis-rs, one Redis or a Cluster): flows a whole segment at a time (`runRedis`), key lookups, sweep, the reports' reads |
+//! | `key_cache` | the Redis store's API-key cache, kept exact by `CLIENT TRACKING` (RESP3 pushes) |
 //! | `ops` | the store operations both stores apply, written once over typed state |
 //! | `http` | routing, checks before the body, authentication, non-flow answers (`Reply`) |
 //! | `reports` | audit and analytics: queries, pages, reports, the lines a store appends |
@@ -34,6 +35,7 @@ mod flow;
 mod gateway;
 mod http;
 mod idempotency;
+mod key_cache;
 mod log;
 mod memory;
 mod ops;

@@ -1,17 +1,21 @@
-//! The Redis store's flow steps in Rust: `lib/redis-store.js` hands each store effect of a
-//! request, verify, resend, cancel or receipt flow to [`RedisCore::perform`], which reads,
-//! decides (otpkit-core, through [`crate::redis`], [`crate::idempotency`] and the engine) and
-//! writes with the Lua scripts of `lib/redis/` (given by the JavaScript loader, run by EVALSHA)
-//! on a redis-rs connection: one Redis (`ConnectionManager`, which reconnects by itself) or a
-//! Redis Cluster (the cluster client, which follows the slots). The admin effects, the key
-//! lookups and the key cache are still the JavaScript store's (ioredis).
+//! The Redis store in Rust, behind `lib/redis-store.js`: every command it sends. The flows of
+//! requests, verifies, resends, cancels, receipts and the admin routes run here between the
+//! driver's own steps ([`RedisCore::run`], or one effect at a time by [`RedisCore::perform`]):
+//! each effect is read, decided (otpkit-core, through [`crate::redis`], [`crate::idempotency`]
+//! and the engine) and written with the Lua scripts of `lib/redis/` (given by the JavaScript
+//! loader, run by EVALSHA). The API-key lookups (with their cache, [`crate::key_cache`]), the
+//! sweep and the reports' reads are here too. One connection: one Redis (`ConnectionManager`,
+//! which reconnects by itself) or a Redis Cluster (the cluster client, which follows the slots).
 //!
-//! Every value that changes is stored as `<version>|<JSON>` and written by a compare-and-set:
-//! see `lib/redis-store.js` for the key layout, which this module shares ([`Keys`]).
+//! Every value that changes is stored as `<version>|<JSON>` and written by a compare-and-set.
+//! Key layout ([`Keys`]): `<prefix><kind>:<a>[:<b>]`; on a Cluster the keys one script touches
+//! together carry their workspace's hash tag (`ws:{<id>}`), while guards (`g:<ws>:<dest>`) and
+//! sessions (`s:<ws>:<id>`) hash on their own, so one busy workspace spreads over every shard.
 
 use crate::engine::Engine;
-use crate::errors::throw;
+use crate::errors::{throw, throw_caused};
 use crate::flow::{outcome, step_json, Lent};
+use crate::key_cache::{KeyCache, Refused, TrackTarget};
 use crate::workspace::Workspace;
 use crate::{ms, redis as steps};
 use napi::bindgen_prelude::PromiseRaw;
@@ -85,9 +89,16 @@ struct Scripts {
     resend_write: Script,
     refund_spend: Script,
     fraud_verified: Script,
+    read_fraud: Script,
+    unblock_prefix: Script,
+    put_workspace: Script,
+    put_record_only: Script,
+    lookup_session: Script,
+    sweep: Script,
+    audit_lists: Script,
 }
 
-/// Key names (`lib/redis-store.js` `key`, `wsKey`, `seqKey`: the same layout).
+/// Key names: a key in a workspace's slot carries its hash tag on a Cluster (see the module doc).
 struct Keys {
     prefix: String,
     cluster: bool,
@@ -181,7 +192,8 @@ pub struct Finished {
     pub text: String,
     /// A flow run: what follows its answer is done.
     pub drained: bool,
-    /// A flow run: `[effect, error code, …]` of each store effect that failed.
+    /// A flow run: `[effect, error code, cause, …]` of each store effect that failed (the cause:
+    /// Redis's word, or the socket's condition; see `cause_word`).
     pub failed: Vec<String>,
     /// A flow run asked to time its effects: `[effect, seconds, …]`.
     pub timed: Vec<String>,
@@ -196,9 +208,25 @@ type DoneFn = ThreadsafeFunction<Finished, (), Finished, Status, false, true>;
 /// Weak: it does not keep Node's event loop alive.
 type FailureLog = ThreadsafeFunction<String, (), String, Status, false, true>;
 
+/// A Redis refused the key cache's tracking (so nothing is cached): the node and Redis's error
+/// word, once per pair.
+#[napi(object)]
+#[derive(Debug)]
+pub struct KeyCacheRefusal {
+    /// `host:port`.
+    pub node: String,
+    /// Redis's error word (`NOPERM`, `ERR`, …).
+    pub cause: String,
+}
+
+/// Where a [`KeyCacheRefusal`] goes. Weak, as [`FailureLog`].
+type RefusalLog = ThreadsafeFunction<KeyCacheRefusal, (), KeyCacheRefusal, Status, false, true>;
+
 struct Shared {
     keys: Keys,
     audit_keep: u32,
+    /// The Fraud Guard count's fields, in the order the scripts store them (`fraud.lua`).
+    fraud_fields: Vec<String>,
     scripts: Scripts,
     target: Target,
     conn: Mutex<Option<Conn>>,
@@ -206,6 +234,8 @@ struct Shared {
     closed: AtomicBool,
     on_index_failure: Option<FailureLog>,
     done: Mutex<Option<DoneFn>>,
+    /// API key hash → workspace record, kept by Redis's invalidations (none: `keyCache: false`).
+    key_cache: Option<Arc<KeyCache>>,
 }
 
 enum Target {
@@ -226,8 +256,13 @@ pub struct RedisCoreOptions {
     /// Audit events kept per workspace in each list.
     pub audit_keep: u32,
     /// Script name → text (`cas`, `admit`, `charge`, `confirm`, `verifyWrite`, `record`,
-    /// `resendWrite`, `refundSpend`, `fraudVerified`).
+    /// `resendWrite`, `refundSpend`, `fraudVerified`, `readFraud`, `unblockPrefix`,
+    /// `putWorkspace`, `putRecordOnly`, `lookupSession`, `sweep`, `auditLists`).
     pub scripts: HashMap<String, String>,
+    /// The Fraud Guard count's fields in the order `fraud.lua` stores them.
+    pub fraud_fields: Vec<String>,
+    /// Keep API key lookups in this process (`src/key_cache.rs`; default true).
+    pub key_cache: Option<bool>,
 }
 
 /// The Redis store's flow steps (see the module documentation).
@@ -269,7 +304,25 @@ fn store_error(cluster: bool, e: &redis::RedisError) -> napi::Error {
     if !cluster && (redirected || crossslot) {
         return misconfigured("Redis answered with a cluster redirection: REDIS_URL names a Redis Cluster node; set REDIS_CLUSTER_NODES");
     }
-    unavailable()
+    throw_caused(&Error::StoreUnavailable, &cause_word(e))
+}
+
+/// What went wrong in one word, for the store-failure log line: a Redis reply's first word
+/// (`READONLY`, `NOSCRIPT`, `CLUSTERDOWN`, …), the socket's condition as Node names it
+/// (`ECONNREFUSED`, `ETIMEDOUT`, `ECONNRESET`), else the client's kind of error.
+fn cause_word(e: &redis::RedisError) -> String {
+    if let Some(code) = e.code() {
+        return code.to_string();
+    }
+    if e.is_connection_refusal() {
+        "ECONNREFUSED".into()
+    } else if e.is_timeout() {
+        "ETIMEDOUT".into()
+    } else if e.is_connection_dropped() || e.is_unrecoverable_error() {
+        "ECONNRESET".into()
+    } else {
+        format!("{:?}", e.kind())
+    }
 }
 
 /// `<version>|<JSON>` → (version, JSON); (0, None) when absent.
@@ -349,6 +402,55 @@ fn json_str(s: Option<&str>) -> String {
     serde_json::to_string(&s).unwrap_or_else(|_| "null".into())
 }
 
+/// A record as stored: without its keys' `lastUsedAt` (kept beside it, never in it).
+fn stored_record(ws: &otpkit_core::workspace::WorkspaceRecord) -> String {
+    let mut ws = ws.clone();
+    ws.clear_last_used();
+    ws.to_json()
+}
+
+/// READ_FRAUD's flat reply (each prefix, then its count's fields in `fields` order) as the
+/// `prefixes` outcome.
+fn prefixes_outcome(fields: &[String], flat: &Value) -> String {
+    let Value::Array(items) = flat else {
+        return r#"{"result":"prefixes","prefixes":[]}"#.into();
+    };
+    let n = fields.len() + 1;
+    let prefixes: Vec<serde_json::Value> = items
+        .chunks_exact(n)
+        .map(|c| {
+            let count: serde_json::Map<String, serde_json::Value> = fields
+                .iter()
+                .zip(&c[1..])
+                .map(|(f, v)| (f.clone(), int(v).unwrap_or(0).into()))
+                .collect();
+            serde_json::json!([text(&c[0]).unwrap_or_default(), count])
+        })
+        .collect();
+    serde_json::json!({"result": "prefixes", "prefixes": prefixes}).to_string()
+}
+
+/// The strings of an array reply (nil and other kinds left out).
+fn strings(v: Value) -> Vec<String> {
+    match v {
+        Value::Array(items) | Value::Set(items) => items.iter().filter_map(text).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// A HGETALL reply as flat `[field, value, …]` (RESP2 array or RESP3 map).
+fn flat_hash(v: &Value) -> Vec<String> {
+    match v {
+        Value::Array(items) => items.iter().filter_map(text).collect(),
+        Value::Map(items) => items
+            .iter()
+            .filter_map(|(k, v)| Some([text(k)?, text(v)?]))
+            .flatten()
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 impl Shared {
     async fn open(&self) -> redis::RedisResult<Conn> {
         match &self.target {
@@ -389,7 +491,7 @@ impl Shared {
         }
         let c = tokio::time::timeout(CONNECT_TIMEOUT * 2, self.open())
             .await
-            .map_err(|_| unavailable())?
+            .map_err(|_| throw_caused(&Error::StoreUnavailable, "ETIMEDOUT"))?
             .map_err(|e| store_error(self.keys.cluster, &e))?;
         *self.conn.lock().map_err(|_| unavailable())? = Some(c.clone());
         Ok(c)
@@ -411,6 +513,75 @@ impl Shared {
     async fn query(&self, cmd: &Cmd) -> Result<Value> {
         let mut c = self.conn().await?;
         cmd.query_async(&mut c).await.map_err(|e| self.fail(&e))
+    }
+
+    /// Commands sent together, each answered: one pipeline (one round trip) on one Redis; side
+    /// by side on a Cluster, where their keys can be in different slots (a Cluster pipeline's
+    /// keys must share one).
+    async fn many(&self, cmds: Vec<Cmd>) -> Result<Vec<Value>> {
+        if cmds.is_empty() {
+            return Ok(Vec::new());
+        }
+        if self.keys.cluster {
+            let each = cmds.iter().map(|c| self.query(c));
+            return futures_util::future::join_all(each)
+                .await
+                .into_iter()
+                .collect();
+        }
+        let mut pipe = redis::pipe();
+        for c in cmds {
+            pipe.add_command(c);
+        }
+        let mut c = self.conn().await?;
+        pipe.query_async(&mut c).await.map_err(|e| self.fail(&e))
+    }
+
+    /// An admin write of a key entry or a record: this process's key cache is emptied before
+    /// and after it (other processes hear Redis's invalidation).
+    async fn own_write<T>(&self, write: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        let cache = self.key_cache.as_deref();
+        cache.inspect(|c| c.drop_all());
+        let done = write.await;
+        cache.inspect(|c| c.drop_all());
+        done
+    }
+
+    /// One page of the admin listing: the ids after `cursor` (the last id of the page before;
+    /// any string orders) from the index, by id, then their records and key uses (one
+    /// pipeline). `next` is the page's last id while more follow.
+    async fn list_workspaces(&self, cursor: Option<String>, limit: u32) -> Result<String> {
+        let k = &self.keys;
+        let from = cursor.map_or_else(|| "-".to_string(), |c| format!("({c}"));
+        let ids = strings(
+            self.query(
+                redis::cmd("ZRANGEBYLEX")
+                    .arg(k.key("wsindex", "all"))
+                    .arg(from)
+                    .arg("+")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit + 1),
+            )
+            .await?,
+        );
+        let page = &ids[..ids.len().min(limit as usize)];
+        let mut cmds = Vec::with_capacity(page.len() * 2);
+        for id in page {
+            cmds.push(redis::cmd("GET").arg(k.ws("ws", id)).to_owned());
+            cmds.push(redis::cmd("HGETALL").arg(k.ws("used", id)).to_owned());
+        }
+        let got = self.many(cmds).await?;
+        let shown: Vec<String> = got
+            .chunks_exact(2)
+            .filter_map(|p| Some(with_last_used(text(&p[0])?, &p[1])))
+            .collect();
+        let next = (ids.len() > page.len()).then(|| page.last()).flatten();
+        Ok(format!(
+            r#"{{"result":"workspaces","workspaces":[{}],"next":{}}}"#,
+            shown.join(","),
+            json_str(next.map(String::as_str))
+        ))
     }
 
     async fn get(&self, key: &str) -> Result<Option<String>> {
@@ -801,6 +972,89 @@ impl Job {
                 })
                 .await
             }
+            Io::ReadFraud { workspace_id } => {
+                let flat = s
+                    .run(
+                        s.scripts
+                            .read_fraud
+                            .key(k.ws("fx", &workspace_id))
+                            .arg(format!("{}:", k.ws("fr", &workspace_id)))
+                            .arg(self.now_ms()),
+                    )
+                    .await?;
+                Ok(prefixes_outcome(&s.fraud_fields, &flat))
+            }
+            Io::UnblockPrefix {
+                workspace_id,
+                prefix,
+                now,
+            } => {
+                let was = s
+                    .run(
+                        s.scripts
+                            .unblock_prefix
+                            .key(k.ws2("fr", &workspace_id, &prefix))
+                            .key(k.ws("fx", &workspace_id))
+                            .arg(&prefix)
+                            .arg(now.0),
+                    )
+                    .await?;
+                Ok(format!(
+                    r#"{{"result":"unblocked","wasBlocked":{}}}"#,
+                    int(&was) == Some(1)
+                ))
+            }
+            // Compare-and-set on the record's revision: concurrent admin writes, from any
+            // process, never lose one another (the core reads again and re-applies on a
+            // conflict). This process's own writes empty its key cache before and after.
+            Io::PutWorkspace {
+                workspace,
+                expected,
+            } => {
+                let json = stored_record(&workspace);
+                let id = workspace.id.clone();
+                let record = k.ws("ws", &id);
+                let index = k.key("wsindex", "all");
+                let expected = expected.map(|e| e.to_string()).unwrap_or_default();
+                let written = s
+                    .own_write(async {
+                        if k.cluster {
+                            // The index (another slot) takes the id first: a listed id whose
+                            // record never came is skipped, and no record is unlisted.
+                            s.query(redis::cmd("ZADD").arg(&index).arg(0).arg(&id))
+                                .await?;
+                            let mut inv = s.scripts.put_record_only.key(&record);
+                            s.run(inv.arg(&json).arg(&expected).arg(&id)).await
+                        } else {
+                            let mut inv = s.scripts.put_workspace.key(&record);
+                            s.run(inv.key(&index).arg(&json).arg(&expected).arg(&id))
+                                .await
+                        }
+                    })
+                    .await?;
+                Ok(if int(&written) == Some(1) {
+                    DONE.into()
+                } else {
+                    r#"{"result":"conflict"}"#.into()
+                })
+            }
+            Io::IndexKey {
+                key_hash,
+                workspace_id,
+            } => {
+                let set = redis::cmd("SET")
+                    .arg(k.key("key", &key_hash))
+                    .arg(&workspace_id)
+                    .to_owned();
+                s.own_write(s.query(&set)).await?;
+                Ok(DONE.into())
+            }
+            Io::UnindexKey { key_hash } => {
+                let del = redis::cmd("DEL").arg(k.key("key", &key_hash)).to_owned();
+                s.own_write(s.query(&del)).await?;
+                Ok(DONE.into())
+            }
+            Io::ListWorkspaces { cursor, limit } => s.list_workspaces(cursor, limit).await,
             // This store keeps no reuse hints: the guard decides every request.
             Io::ReadReuseHint { .. } => Ok(r#"{"result":"reuseHint","sessionId":null}"#.into()),
             Io::PutReuseHint { .. } | Io::DropReuseHint { .. } => Ok(DONE.into()),
@@ -860,8 +1114,9 @@ fn lines_of(events: &[otpkit_core::audit::AuditEvent]) -> Vec<(bool, String)> {
 }
 
 /// A store effect's error as the flow's outcome (`failed`: corrupt for `INTERNAL_ERROR`, with
-/// the message for `MISCONFIGURED`), and its code.
-fn failed_outcome(e: &napi::Error) -> (String, Outcome) {
+/// the message for `MISCONFIGURED`), its code and its cause (see [`cause_word`]; the code when
+/// none).
+fn failed_outcome(e: &napi::Error) -> (String, String, Outcome) {
     let info: serde_json::Value = e
         .reason
         .strip_prefix("OTPKIT:")
@@ -871,12 +1126,13 @@ fn failed_outcome(e: &napi::Error) -> (String, Outcome) {
         .as_str()
         .unwrap_or("STORE_UNAVAILABLE")
         .to_string();
+    let cause = info["cause"].as_str().unwrap_or(&code).to_string();
     let failed = Outcome::Failed {
         corrupt: code == "INTERNAL_ERROR",
         misconfigured: (code == "MISCONFIGURED")
             .then(|| info["message"].as_str().unwrap_or_default().to_string()),
     };
-    (code, failed)
+    (code, cause, failed)
 }
 
 fn io_name(io: &Io) -> String {
@@ -1434,12 +1690,13 @@ impl RedisCore {
     /// fails.
     #[napi(
         constructor,
-        ts_args_type = "opts: RedisCoreOptions, onDone: (done: Finished) => void, onIndexFailure?: (code: string) => void"
+        ts_args_type = "opts: RedisCoreOptions, onDone: (done: Finished) => void, onIndexFailure?: (code: string) => void, onKeyCacheRefused?: (refusal: KeyCacheRefusal) => void"
     )]
     pub fn new(
         opts: RedisCoreOptions,
         on_done: DoneFn,
         on_index_failure: Option<FailureLog>,
+        on_key_cache_refused: Option<RefusalLog>,
     ) -> Result<Self> {
         let script = |name: &str| {
             opts.scripts
@@ -1457,12 +1714,34 @@ impl RedisCore {
             resend_write: script("resendWrite")?,
             refund_spend: script("refundSpend")?,
             fraud_verified: script("fraudVerified")?,
+            read_fraud: script("readFraud")?,
+            unblock_prefix: script("unblockPrefix")?,
+            put_workspace: script("putWorkspace")?,
+            put_record_only: script("putRecordOnly")?,
+            lookup_session: script("lookupSession")?,
+            sweep: script("sweep")?,
+            audit_lists: script("auditLists")?,
         };
         let (target, cluster) = match (opts.url, opts.nodes) {
             (_, Some(nodes)) if !nodes.is_empty() => (Target::Nodes(nodes), true),
             (Some(url), _) => (Target::Url(url), false),
             _ => return Err(misconfigured("RedisCore needs a url or nodes")),
         };
+        let key_cache = opts.key_cache.unwrap_or(true).then(|| {
+            let refused = on_key_cache_refused.map(|log| -> Refused {
+                Box::new(move |node, cause| {
+                    log.call(
+                        KeyCacheRefusal { node, cause },
+                        ThreadsafeFunctionCallMode::NonBlocking,
+                    );
+                })
+            });
+            let track = match &target {
+                Target::Url(url) => TrackTarget::Url(url.clone()),
+                Target::Nodes(nodes) => TrackTarget::Nodes(nodes.clone()),
+            };
+            KeyCache::new(opts.prefix.clone(), track, refused)
+        });
         Ok(RedisCore {
             shared: Arc::new(Shared {
                 keys: Keys {
@@ -1470,6 +1749,7 @@ impl RedisCore {
                     cluster,
                 },
                 audit_keep: opts.audit_keep,
+                fraud_fields: opts.fraud_fields,
                 scripts,
                 target,
                 conn: Mutex::new(None),
@@ -1477,6 +1757,7 @@ impl RedisCore {
                 closed: AtomicBool::new(false),
                 on_index_failure,
                 done: Mutex::new(Some(on_done)),
+                key_cache,
             }),
         })
     }
@@ -1595,9 +1876,8 @@ impl RedisCore {
                         flow.handle(match result {
                             Ok(text) => outcome(&text),
                             Err(e) => {
-                                let (code, failed) = failed_outcome(&e);
-                                end.failed.push(kind.into());
-                                end.failed.push(code);
+                                let (code, cause, failed) = failed_outcome(&e);
+                                end.failed.extend([kind.into(), code, cause]);
                                 failed
                             }
                         });
@@ -1655,10 +1935,14 @@ impl RedisCore {
         }
     }
 
-    /// Closes the connection; every later step fails (`STORE_UNAVAILABLE`).
+    /// Closes the connection and stops the key cache; every later step fails
+    /// (`STORE_UNAVAILABLE`).
     #[napi]
     pub fn close(&self) {
         self.shared.closed.store(true, Ordering::Relaxed);
+        if let Some(cache) = &self.shared.key_cache {
+            cache.stop();
+        }
         // Steps in flight end unheard: the store's close() answers them.
         if let Ok(mut d) = self.shared.done.lock() {
             *d = None;
@@ -1666,5 +1950,543 @@ impl RedisCore {
         if let Ok(mut c) = self.shared.conn.lock() {
             *c = None;
         }
+    }
+}
+
+/// An API key's workspace record (JSON) and, in that workspace, a session's stored value.
+#[napi(object)]
+#[derive(Debug)]
+pub struct KeyLookup {
+    /// The record the key points at (none: unknown key).
+    pub workspace: Option<String>,
+    /// The session's stored value (`<version>|<JSON>`), when one was asked for and exists.
+    pub session: Option<String>,
+}
+
+/// One workspace's analytics rows for a period ([`crate::reports::analytics_reply`]'s input).
+#[napi(object)]
+#[derive(Debug)]
+pub struct AnalyticsRows {
+    /// Flat `[day, field, value, …]`.
+    pub counters: Vec<String>,
+    /// Members of its sessions still open and unexpired.
+    pub open: Vec<String>,
+}
+
+impl Shared {
+    /// The workspace record an API key hash points at and, in it, session `session_id`: one
+    /// round trip on one Redis (a script), two on a Cluster (the key's entry, then the record and
+    /// the session side by side: three slots).
+    async fn lookup(&self, hash: &str, session_id: Option<&str>) -> Result<KeyLookup> {
+        // Kept only if no invalidation came while the lookup was in flight.
+        let gen = self.key_cache.as_ref().map(|c| c.generation());
+        let found = self.lookup_uncached(hash, session_id).await?;
+        if let (Some(cache), Some(gen), Some(json)) = (&self.key_cache, gen, &found.workspace) {
+            cache.put(hash, json, gen);
+        }
+        Ok(found)
+    }
+
+    async fn lookup_uncached(&self, hash: &str, session_id: Option<&str>) -> Result<KeyLookup> {
+        let k = &self.keys;
+        if k.cluster {
+            let Some(id) = self.get(&k.key("key", hash)).await? else {
+                return Ok(KeyLookup {
+                    workspace: None,
+                    session: None,
+                });
+            };
+            let record_key = k.ws("ws", &id);
+            let record = self.get(&record_key);
+            let (workspace, session) = match session_id {
+                Some(sid) => {
+                    let session_key = k.session(&id, sid);
+                    tokio::try_join!(record, self.get(&session_key))?
+                }
+                None => (record.await?, None),
+            };
+            return Ok(KeyLookup { workspace, session });
+        }
+        let reply = self
+            .run(
+                self.scripts
+                    .lookup_session
+                    .key(k.key("key", hash))
+                    .arg(format!("{}ws:", k.prefix))
+                    .arg(format!("{}s:", k.prefix))
+                    .arg(session_id.unwrap_or_default()),
+            )
+            .await?;
+        let (workspace, session) = match &reply {
+            Value::Array(items) => (items.first().and_then(text), items.get(1).and_then(text)),
+            _ => (None, None),
+        };
+        Ok(KeyLookup {
+            workspace,
+            session: session_id.and(session),
+        })
+    }
+
+    /// Purges the sessions whose retention has passed (at most `limit`), each with its `purged`
+    /// audit event; answers how many.
+    async fn sweep(&self, now: u64, limit: u32) -> Result<u32> {
+        let purge = self.keys.key("purge", "all");
+        let values = if self.keys.cluster {
+            self.sweep_cluster(&purge, now, limit).await?
+        } else {
+            strings(
+                self.run(self.scripts.sweep.key(&purge).arg(now).arg(limit))
+                    .await?,
+            )
+        };
+        let mut by_ws: Vec<(String, Vec<(bool, String)>)> = Vec::new();
+        for raw in &values {
+            // Unreadable: dropped without an event.
+            let Some(session) = split(Some(raw)).1.and_then(|j| Session::from_json(j).ok()) else {
+                continue;
+            };
+            let event = otpkit_core::audit::AuditEvent::for_session(
+                "purged",
+                &session,
+                "ok",
+                None,
+                otpkit_core::UnixMillis(now),
+            );
+            let line = (event.is_repeatable(), crate::reports::event_line(&event));
+            match by_ws.iter_mut().find(|(id, _)| *id == session.workspace_id) {
+                Some((_, lines)) => lines.push(line),
+                None => by_ws.push((session.workspace_id.clone(), vec![line])),
+            }
+        }
+        for (ws_id, lines) in &by_ws {
+            record(self, ws_id, lines, &[]).await?;
+        }
+        Ok(values.len() as u32)
+    }
+
+    /// The sweep on a Redis Cluster, where the schedule and the sessions are in different
+    /// slots: each due entry is claimed by the one process whose ZREM removes it; its session is
+    /// deleted only if its own purge time has come (a resend writes the session, then moves its
+    /// entry: the session is the truth) and it did not change since it was read. Answers the
+    /// values purged.
+    async fn sweep_cluster(&self, purge: &str, now: u64, limit: u32) -> Result<Vec<String>> {
+        let due = strings(
+            self.query(
+                redis::cmd("ZRANGEBYSCORE")
+                    .arg(purge)
+                    .arg("-inf")
+                    .arg(now)
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit),
+            )
+            .await?,
+        );
+        let one = |key: String| async move {
+            if int(&self.query(redis::cmd("ZREM").arg(purge).arg(&key)).await?) != Some(1) {
+                return Ok(None); // another process has it
+            }
+            let Some(raw) = self.get(&key).await? else {
+                return Ok(None);
+            };
+            let (ver, json) = split(Some(&raw));
+            let Some(purge_at) = json
+                .and_then(|j| Session::from_json(j).ok())
+                .map(|s| s.purge_at().0)
+            else {
+                // unreadable: dropped without an event, as SWEEP does
+                self.query(redis::cmd("DEL").arg(&key)).await?;
+                return Ok(None);
+            };
+            if purge_at > now {
+                self.query(redis::cmd("ZADD").arg(purge).arg(purge_at).arg(&key))
+                    .await?;
+                return Ok(None);
+            }
+            let mut cas = self.scripts.cas.key(&key);
+            let reply = self.run(cas.arg(ver).arg("").arg("-1").arg(&raw)).await?;
+            if pair(&reply).0 == 1 {
+                return Ok(Some(raw));
+            }
+            // It changed: the next sweep decides again.
+            self.query(redis::cmd("ZADD").arg(purge).arg(now).arg(&key))
+                .await?;
+            Ok::<_, napi::Error>(None)
+        };
+        let done = futures_util::future::join_all(due.into_iter().map(one)).await;
+        let mut purged = Vec::new();
+        for d in done {
+            if let Some(raw) = d? {
+                purged.push(raw);
+            }
+        }
+        Ok(purged)
+    }
+
+    /// Connects and checks that the connection matches the deployment: `REDIS_URL` on a Cluster
+    /// node, or `REDIS_CLUSTER_NODES` on a Redis without cluster mode, is `MISCONFIGURED`.
+    async fn check(&self) -> Result<()> {
+        match self.conn().await {
+            Ok(_) => {}
+            Err(e) => {
+                if let Target::Nodes(nodes) = &self.target {
+                    if let Some(seed) = nodes.first() {
+                        if cluster_enabled(&format!("redis://{seed}")).await == Some(false) {
+                            return Err(misconfigured("REDIS_CLUSTER_NODES names a Redis without cluster mode: set REDIS_URL=redis://host:port for one Redis"));
+                        }
+                    }
+                }
+                return Err(e);
+            }
+        }
+        self.query(&redis::cmd("PING")).await?;
+        if !self.keys.cluster {
+            let info = text(&self.query(redis::cmd("INFO").arg("cluster")).await?);
+            if info.is_some_and(|i| i.contains("cluster_enabled:1")) {
+                return Err(misconfigured("REDIS_URL names a Redis Cluster node: set REDIS_CLUSTER_NODES=host:port,… to use the cluster"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether the Redis at `url` runs in cluster mode (`None`: not reachable or not answering).
+async fn cluster_enabled(url: &str) -> Option<bool> {
+    let probe = async {
+        let client = redis::Client::open(url).ok()?;
+        let mut c = client.get_multiplexed_async_connection().await.ok()?;
+        let info: String = redis::cmd("INFO")
+            .arg("cluster")
+            .query_async(&mut c)
+            .await
+            .ok()?;
+        Some(info.contains("cluster_enabled:1"))
+    };
+    tokio::time::timeout(CONNECT_TIMEOUT, probe)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// The store's reads and writes that are not a flow's steps: key lookups, another request's
+/// send, the reports, the sweep, the checks. Each answers a promise (none is on a request's
+/// hot path but the key lookup, and that one only when the key cache does not hold the key).
+#[napi]
+impl RedisCore {
+    fn shared(&self) -> Result<Arc<Shared>> {
+        if self.shared.closed.load(Ordering::Relaxed) {
+            return Err(unavailable());
+        }
+        Ok(Arc::clone(&self.shared))
+    }
+
+    /// The workspace record an API key hash points at and, when `session_id` is given, that
+    /// workspace's session (its stored value): see [`KeyLookup`].
+    #[napi(ts_return_type = "Promise<KeyLookup>")]
+    pub fn lookup<'env>(
+        &self,
+        env: &'env Env,
+        hash: String,
+        session_id: Option<String>,
+    ) -> Result<PromiseRaw<'env, KeyLookup>> {
+        let s = self.shared()?;
+        env.spawn_future(async move { s.lookup(&hash, session_id.as_deref()).await })
+    }
+
+    /// Where another request's send stands: `pending`, `delivered` or `gone` (also once stale).
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn entry<'env>(
+        &self,
+        env: &'env Env,
+        ws_id: String,
+        dest: String,
+        session_id: String,
+        now: f64,
+    ) -> Result<PromiseRaw<'env, String>> {
+        let s = self.shared()?;
+        env.spawn_future(async move {
+            let raw = s.get(&s.keys.guard(&ws_id, &dest)).await?;
+            steps::guard_entry(
+                split(raw.as_deref()).1.map(str::to_string),
+                session_id,
+                Some(now),
+            )
+        })
+    }
+
+    /// A session's JSON (none: not stored).
+    #[napi(ts_return_type = "Promise<string | null>")]
+    pub fn get_session<'env>(
+        &self,
+        env: &'env Env,
+        ws_id: String,
+        session_id: String,
+    ) -> Result<PromiseRaw<'env, Option<String>>> {
+        let s = self.shared()?;
+        env.spawn_future(async move {
+            let raw = s.get(&s.keys.session(&ws_id, &session_id)).await?;
+            Ok(split(raw.as_deref()).1.map(str::to_string))
+        })
+    }
+
+    /// A workspace's stored record (JSON; none: unknown).
+    #[napi(ts_return_type = "Promise<string | null>")]
+    pub fn get_workspace<'env>(
+        &self,
+        env: &'env Env,
+        id: String,
+    ) -> Result<PromiseRaw<'env, Option<String>>> {
+        let s = self.shared()?;
+        env.spawn_future(async move { s.get(&s.keys.ws("ws", &id)).await })
+    }
+
+    /// Key `key_id` of workspace `ws_id` authenticated a request at `at` (ms): one HSET of the
+    /// hash `used:<ws>` beside the record (never in it: no part in its revision).
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn touch_key<'env>(
+        &self,
+        env: &'env Env,
+        ws_id: String,
+        key_id: String,
+        at: f64,
+    ) -> Result<PromiseRaw<'env, ()>> {
+        let s = self.shared()?;
+        env.spawn_future(async move {
+            let hset = redis::cmd("HSET")
+                .arg(s.keys.ws("used", &ws_id))
+                .arg(key_id)
+                .arg(ms(at).0)
+                .to_owned();
+            s.query(&hset).await.map(|_| ())
+        })
+    }
+
+    /// Both audit lists of a workspace (`seq|event` lines, newest first), read at once:
+    /// `[lifecycle, repeatable]`.
+    #[napi(ts_return_type = "Promise<string[][]>")]
+    pub fn audit_lists<'env>(
+        &self,
+        env: &'env Env,
+        ws_id: String,
+    ) -> Result<PromiseRaw<'env, Vec<Vec<String>>>> {
+        let s = self.shared()?;
+        env.spawn_future(async move {
+            let k = &s.keys;
+            let reply = s
+                .run(
+                    s.scripts
+                        .audit_lists
+                        .key(k.ws("a", &ws_id))
+                        .key(k.ws("ar", &ws_id)),
+                )
+                .await?;
+            let Value::Array(lists) = reply else {
+                return Err(unavailable());
+            };
+            Ok(lists.into_iter().map(strings).collect())
+        })
+    }
+
+    /// A workspace's analytics rows for days `first_day`..=`last_day` and its sessions open
+    /// after `now` (one round trip).
+    #[napi(ts_return_type = "Promise<AnalyticsRows>")]
+    pub fn analytics_rows<'env>(
+        &self,
+        env: &'env Env,
+        ws_id: String,
+        first_day: u32,
+        last_day: u32,
+        now: f64,
+    ) -> Result<PromiseRaw<'env, AnalyticsRows>> {
+        let s = self.shared()?;
+        env.spawn_future(async move {
+            let mut rows = s
+                .analytics_rows(
+                    std::slice::from_ref(&ws_id),
+                    first_day,
+                    last_day,
+                    ms(now).0,
+                    false,
+                )
+                .await?;
+            let (_, _, counters, open) = rows.pop().ok_or_else(unavailable)?;
+            Ok(AnalyticsRows { counters, open })
+        })
+    }
+
+    /// Every indexed workspace's (and `extra`'s: the library's workspace id and record, not
+    /// stored here) record and analytics rows, for `GET /v1/admin/analytics`.
+    #[napi(ts_return_type = "Promise<WorkspaceRows[]>")]
+    pub fn admin_analytics_rows<'env>(
+        &self,
+        env: &'env Env,
+        first_day: u32,
+        last_day: u32,
+        now: f64,
+        extra_id: Option<String>,
+        extra_json: Option<String>,
+    ) -> Result<PromiseRaw<'env, Vec<crate::reports::WorkspaceRows>>> {
+        let s = self.shared()?;
+        env.spawn_future(async move {
+            let mut ids = strings(
+                s.query(
+                    redis::cmd("ZRANGE")
+                        .arg(s.keys.key("wsindex", "all"))
+                        .arg(0)
+                        .arg(-1),
+                )
+                .await?,
+            );
+            if let Some(extra) = &extra_id {
+                if !ids.contains(extra) {
+                    ids.push(extra.clone());
+                }
+            }
+            let rows = s
+                .analytics_rows(&ids, first_day, last_day, ms(now).0, true)
+                .await?;
+            Ok(rows
+                .into_iter()
+                .map(|(id, record, counters, open)| {
+                    let workspace = record.or_else(|| {
+                        (extra_id.as_deref() == Some(id.as_str()))
+                            .then(|| extra_json.clone())
+                            .flatten()
+                    });
+                    crate::reports::WorkspaceRows {
+                        workspace_id: id,
+                        workspace,
+                        counters,
+                        open,
+                    }
+                })
+                .collect())
+        })
+    }
+
+    /// Purges sessions past retention (at most `limit`), each with its `purged` audit event;
+    /// answers how many.
+    #[napi(ts_return_type = "Promise<number>")]
+    pub fn sweep<'env>(
+        &self,
+        env: &'env Env,
+        now: f64,
+        limit: u32,
+    ) -> Result<PromiseRaw<'env, u32>> {
+        let s = self.shared()?;
+        env.spawn_future(async move { s.sweep(ms(now).0, limit).await })
+    }
+
+    /// `GET /ready`'s check: Redis answers PING within a second.
+    #[napi(ts_return_type = "Promise<boolean>")]
+    pub fn ping<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, bool>> {
+        let s = self.shared()?;
+        env.spawn_future(async move {
+            let ping = redis::cmd("PING");
+            let pong = tokio::time::timeout(Duration::from_secs(1), s.query(&ping));
+            Ok(matches!(pong.await, Ok(Ok(_))))
+        })
+    }
+
+    /// Starts the key cache's tracking connections (nothing is cached until every one tracks).
+    #[napi]
+    pub fn start_key_cache(&self) {
+        if let Some(cache) = &self.shared.key_cache {
+            if !self.shared.closed.load(Ordering::Relaxed) {
+                cache.start();
+            }
+        }
+    }
+
+    /// The workspace record cached for an API key hash (none: not cached, or the cache is not
+    /// live).
+    #[napi]
+    pub fn cached_key(&self, hash: String) -> Option<String> {
+        let (json, _) = self.shared.key_cache.as_ref()?.entry(&hash)?;
+        Some(json.to_string())
+    }
+
+    /// Whether the key cache is live (every tracking connection tracks).
+    #[napi]
+    pub fn key_cache_live(&self) -> bool {
+        self.shared.key_cache.as_ref().is_some_and(|c| c.live())
+    }
+
+    /// How many tracking connections the key cache has (one per Redis master).
+    #[napi]
+    pub fn key_cache_trackers(&self) -> u32 {
+        self.shared
+            .key_cache
+            .as_ref()
+            .map_or(0, |c| c.trackers() as u32)
+    }
+
+    /// Connects now, and checks the deployment (see [`Shared::check`]).
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn check<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {
+        let s = self.shared()?;
+        env.spawn_future(async move { s.check().await })
+    }
+}
+
+impl Shared {
+    /// For each workspace of `ids`: its record (when `records`), its day hashes of
+    /// `first_day..=last_day` flattened, and its open sessions after `now`; one round trip (see
+    /// [`Shared::many`]).
+    async fn analytics_rows(
+        &self,
+        ids: &[String],
+        first_day: u32,
+        last_day: u32,
+        now: u64,
+        records: bool,
+    ) -> Result<Vec<(String, Option<String>, Vec<String>, Vec<String>)>> {
+        let k = &self.keys;
+        let days = last_day.saturating_sub(first_day) as usize + 1;
+        let mut cmds = Vec::new();
+        for id in ids {
+            if records {
+                cmds.push(redis::cmd("GET").arg(k.ws("ws", id)).to_owned());
+            }
+            for day in first_day..=last_day {
+                cmds.push(
+                    redis::cmd("HGETALL")
+                        .arg(k.ws2("an", id, &day.to_string()))
+                        .to_owned(),
+                );
+            }
+            cmds.push(
+                redis::cmd("ZRANGEBYSCORE")
+                    .arg(k.ws("ao", id))
+                    .arg(format!("({now}"))
+                    .arg("+inf")
+                    .to_owned(),
+            );
+        }
+        let got = self.many(cmds).await?;
+        let per = days + 1 + usize::from(records);
+        if got.len() != per * ids.len() {
+            return Err(unavailable());
+        }
+        Ok(ids
+            .iter()
+            .zip(got.chunks_exact(per))
+            .map(|(id, g)| {
+                let (record, g) = if records {
+                    (text(&g[0]), &g[1..])
+                } else {
+                    (None, g)
+                };
+                let mut counters = Vec::new();
+                for (d, hash) in g[..days].iter().enumerate() {
+                    let day = (first_day as usize + d).to_string();
+                    for fv in flat_hash(hash).chunks_exact(2) {
+                        counters.extend([day.clone(), fv[0].clone(), fv[1].clone()]);
+                    }
+                }
+                let open = strings(g[days].clone());
+                (id.clone(), record, counters, open)
+            })
+            .collect())
     }
 }

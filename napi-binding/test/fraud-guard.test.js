@@ -13,7 +13,7 @@ const http = require('node:http');
 const { randomBytes } = require('node:crypto');
 const { OtpService, RedisStore, MemoryStore, Metrics, OtpError, listener } = require('..');
 const native = require('../lib/native');
-const { PEPPER, startRedis, codeOf, recorder, defineStepScripts } = require('./helpers');
+const { PEPPER, startRedis, codeOf, recorder, defineStepScripts, redisClientFor } = require('./helpers');
 
 let numbers = Math.floor(Math.random() * 1e5);
 /** A fresh number in `prefix` (`+233202` → `+233202xxxxxx`). */
@@ -193,14 +193,14 @@ describe('Fraud Guard on Redis', () => {
     await redis?.stop();
   });
 
-  it('blocks a pumped prefix, reads and unblocks it (library, HTTP, metrics); counts expire once idle', async () => {
+  it('blocks a pumped prefix, reads and unblocks it (library, HTTP, metrics); counts expire once idle', async (t) => {
     const store = new RedisStore({ url: redis.url, prefix: `fg${process.pid}:` });
     await store.connect();
     const wsId = await exercise(store);
     const client = new RedisStore({ url: redis.url, prefix: `fg${process.pid}:` });
     await client.connect();
     try {
-      const r = defineStepScripts(client.redis);
+      const r = defineStepScripts(redisClientFor(redis, t)); // the test's own client, to read the counts
       const [key] = await r.keys(`fg${process.pid}:fr:${wsId}:*`);
       assert.ok(key, 'a prefix count');
       const ttl = await r.pttl(key);
@@ -216,7 +216,9 @@ describe('Fraud Guard on Redis', () => {
       // A count gone leaves the index at the next read.
       const gone = key.slice(key.lastIndexOf(':') + 1);
       await r.del(key);
-      const read = JSON.parse(await client.perform(null, null, { io: 'readFraud', workspaceId: wsId }, null, Date.now(), {}));
+      const io = { io: 'readFraud', workspaceId: wsId };
+      const probe = new OtpService({ pepper: PEPPER, gateway: recorder(), store: client });
+      const read = JSON.parse(await client.perform(probe.engine, probe.libraryWorkspace, io, JSON.stringify(io), Date.now(), {}));
       assert.equal(read.result, 'prefixes');
       assert.ok(!read.prefixes.some(([p]) => p === gone));
       assert.ok(!(await r.zrange(indexKey, 0, -1)).includes(gone));
@@ -233,7 +235,7 @@ describe('Fraud Guard on Redis', () => {
     const store = new RedisStore({ url: redis.url, prefix: p });
     await store.connect();
     t.after(() => store.close());
-    const r = defineStepScripts(store.redis);
+    const r = defineStepScripts(redisClientFor(redis, t)); // the test's own client runs the scripts
     let rng = 0x3c6ef372;
     const rand = (n) => {
       rng = (Math.imul(rng, 1103515245) + 12345) >>> 0;
@@ -352,7 +354,7 @@ describe('Fraud Guard on Redis', () => {
     const store = new RedisStore({ url: redis.url, prefix: p });
     await store.connect();
     t.after(() => store.close());
-    const r = defineStepScripts(store.redis);
+    const r = defineStepScripts(redisClientFor(redis, t)); // the test's own client runs the scripts
     let rng = 0x7f4a7c15;
     const rand = (n) => {
       rng = (Math.imul(rng, 1103515245) + 12345) >>> 0;

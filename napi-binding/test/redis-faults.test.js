@@ -15,7 +15,8 @@ const assert = require('node:assert/strict');
 const path = require('node:path');
 const { pathToFileURL } = require('node:url');
 const { OtpService, RedisStore } = require('..');
-const { ROOT, PEPPER, freePort, codeOf, newDest, sleep, recorder } = require('./helpers');
+const native = require('../lib/native');
+const { ROOT, PEPPER, freePort, codeOf, newDest, sleep, recorder, redisClientFor } = require('./helpers');
 
 const STALE_MS = 15_000; // otpkit-core guard::IN_FLIGHT_STALE_MS
 
@@ -101,7 +102,13 @@ describe('Redis SIGKILL and restart (AOF, fsync always)', () => {
     store.perform = async (engine, ws, io, raw, now, ctx) => {
       if (io.io !== 'storeSession' || killed || io.session.dest !== victim) return perform(engine, ws, io, raw, now, ctx);
       killed = true;
-      await store.putSession(io.session, now);
+      // The session alone, as stored (`1|<JSON>`, kept past its purge time, scheduled for the sweep).
+      const json = JSON.stringify(io.session);
+      const purgeAt = native.sessionPurgeAt(json);
+      const key = `otpkit:s:${io.session.workspaceId}:${io.session.id}`;
+      const own = redisClientFor(redis.url);
+      await own.multi().set(key, `1|${json}`, 'PX', Math.ceil(purgeAt - now) + 3600_000).zadd('otpkit:purge:all', purgeAt, key).exec();
+      own.disconnect();
       await redis.kill();
       return perform(engine, ws, io, raw, now, ctx); // fails: Redis is gone
     };

@@ -1,16 +1,16 @@
 'use strict';
-// RedisStore's API key cache against a real redis-server and a real local 3-master Redis
-// Cluster: a cached lookup costs no
-// Redis command; any write to a key entry or a workspace record — through otpkit or by hand —
-// empties it as soon as Redis reports it (CLIENT TRACKING … BCAST); while the tracking connection
-// is down nothing is cached. The revocation across two processes is in two-process.test.js.
+// RedisStore's API key cache (src/key_cache.rs) against a real redis-server and a real local
+// 3-master Redis Cluster: a cached lookup costs no Redis command; any write to a key entry or a
+// workspace record — through otpkit or by hand — empties it as soon as Redis reports it (CLIENT
+// TRACKING … BCAST, RESP3 push messages); while a tracking connection is down nothing is cached.
+// The revocation across two processes is in two-process.test.js.
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { OtpService, RedisStore } = require('..');
 const native = require('../lib/native');
 const Redis = require('ioredis');
-const { PEPPER, startRedis, startRedisCluster, sleep, recorder } = require('./helpers');
+const { PEPPER, startRedis, startRedisCluster, sleep, recorder, redisClientFor } = require('./helpers');
 
 /** Polls `cond` every 10 ms until it holds (or fails the test after `ms`). */
 async function until(cond, what, ms = 5000) {
@@ -21,22 +21,31 @@ async function until(cond, what, ms = 5000) {
   }
 }
 
+/** Closes the key cache's tracking connections on one Redis (CLIENT LIST flag `t`): how many. */
+async function killTrackers(client) {
+  const ids = (await client.client('LIST'))
+    .split('\n')
+    .filter((l) => /\bflags=\S*t/.test(l))
+    .map((l) => /\bid=(\d+)/.exec(l)[1]);
+  for (const id of ids) await client.client('KILL', 'ID', id);
+  return ids.length;
+}
+
 describe('RedisStore key cache (one Redis)', () => {
   let redis;
   let raw; // a plain client for INFO, writes by hand and CLIENT KILL
   before(async () => {
     redis = await startRedis();
-    raw = new RedisStore({ url: redis.url, keyCache: false });
-    await raw.connect();
+    raw = new Redis(redis.url);
   });
   after(async () => {
-    await raw?.close();
+    raw?.disconnect();
     await redis.stop();
   });
 
   /** Calls of EVALSHA and GET Redis has run so far (INFO commandstats). */
   async function calls() {
-    const info = await raw.redis.info('commandstats');
+    const info = await raw.info('commandstats');
     const of = (cmd) => Number(new RegExp(`cmdstat_${cmd}:calls=(\\d+)`).exec(info)?.[1] ?? 0);
     return of('evalsha') + of('eval') + of('get');
   }
@@ -60,10 +69,10 @@ describe('RedisStore key cache (one Redis)', () => {
       const found = await store.lookupKeyWithSession(hash, null);
       assert.equal(found.workspace, first);
       assert.equal((await calls()) - before, 0, 'no EVALSHA or GET for 101 cached lookups');
-      // With a session to read, only the session is read (one GET).
+      // With a session to read, nothing is read here either: the flow reads the session itself.
       const withSession = await store.lookupKeyWithSession(hash, 'sess_absent');
-      assert.deepEqual(withSession, { workspace: first, session: null });
-      assert.equal((await calls()) - before, 1);
+      assert.deepEqual(withSession, { workspace: first, session: undefined });
+      assert.equal((await calls()) - before, 0);
       assert.equal(await store.lookupKey(native.apiKeyHash('otpk_unknown')), null, 'an unknown key is answered by Redis');
     } finally {
       await otp.close();
@@ -75,17 +84,17 @@ describe('RedisStore key cache (one Redis)', () => {
     try {
       const record = await store.lookupKey(hash);
       assert.ok(store.keys.get(hash));
-      await raw.redis.set(`otpkit:ws:${workspaceId}`, record); // same bytes: still a write
+      await raw.set(`otpkit:ws:${workspaceId}`, record); // same bytes: still a write
       await until(() => store.keys.get(hash) === undefined, 'the invalidation of the record');
       assert.equal(await store.lookupKey(hash), record);
       assert.ok(store.keys.get(hash), 'cached again');
-      await raw.redis.del(`otpkit:key:${hash}`);
+      await raw.del(`otpkit:key:${hash}`);
       await until(() => store.keys.get(hash) === undefined, 'the invalidation of the key entry');
       assert.equal(await store.lookupKey(hash), null, 'the deleted entry is not found');
       // A write elsewhere (a session, a guard) leaves the cache alone.
-      await raw.redis.set(`otpkit:key:${hash}`, workspaceId);
+      await raw.set(`otpkit:key:${hash}`, workspaceId);
       await until(async () => (await store.lookupKey(hash)) != null && store.keys.get(hash) !== undefined, 'the entry cached again');
-      await raw.redis.set('otpkit:s:other:sess_x', '1');
+      await raw.set('otpkit:s:other:sess_x', '1');
       await sleep(100);
       assert.ok(store.keys.get(hash), 'still cached after an unrelated write');
     } finally {
@@ -110,7 +119,7 @@ describe('RedisStore key cache (one Redis)', () => {
     try {
       await store.lookupKey(hash);
       assert.ok(store.keys.get(hash));
-      await raw.redis.client('KILL', 'TYPE', 'pubsub');
+      assert.equal(await killTrackers(raw), 1, 'one tracking connection');
       await until(() => !store.keys.live, 'the cache to turn off');
       assert.equal(store.keys.get(hash), undefined, 'emptied');
       const before = await calls();
@@ -125,7 +134,7 @@ describe('RedisStore key cache (one Redis)', () => {
   });
 
   it('a Redis that refuses CLIENT TRACKING (ACL): one key_cache_off line, lookups still answered, nothing cached', async () => {
-    await raw.redis.call('ACL', 'SETUSER', 'notrack', 'on', '>notrack-secret-pw', '~*', '&*', '+@all', '-client|tracking');
+    await raw.call('ACL', 'SETUSER', 'notrack', 'on', '>notrack-secret-pw', '~*', '&*', '+@all', '-client|tracking');
     const lines = [];
     const url = redis.url.replace('redis://', 'redis://notrack:notrack-secret-pw@');
     const store = new RedisStore({ url, log: (l) => lines.push(l), logLevel: 'info' });
@@ -157,7 +166,7 @@ describe('RedisStore key cache (one Redis)', () => {
       assert.match(warnings[0], /refused the API-key cache's tracking \(NOPERM\): key lookups go to Redis/);
     } finally {
       await otp.close();
-      await raw.redis.call('ACL', 'DELUSER', 'notrack');
+      await raw.call('ACL', 'DELUSER', 'notrack');
     }
   });
 
@@ -177,6 +186,7 @@ describe('RedisStore key cache (3-master Redis Cluster)', () => {
   before(async () => {
     cluster = await startRedisCluster(3);
     masters = cluster.servers.map((s) => new Redis(s.url));
+    masters.forEach((m) => m.on('error', () => {}));
   });
   after(async () => {
     for (const m of masters ?? []) m.disconnect();
@@ -192,7 +202,7 @@ describe('RedisStore key cache (3-master Redis Cluster)', () => {
     return n;
   };
 
-  it('a tracking connection per master; hits cost no command on any master; a write by hand on the record empties it; a killed tracker turns it off until it is back', async () => {
+  it('a tracking connection per master; hits cost no command on any master; a write by hand on the record empties it; a killed tracker turns it off until it is back', async (t) => {
     const store = new RedisStore({ nodes: cluster.nodes });
     await store.connect();
     const otp = new OtpService({ pepper: PEPPER, gateway: recorder(), store, adminToken: 'admin-token-0123456789abcdef' });
@@ -210,11 +220,12 @@ describe('RedisStore key cache (3-master Redis Cluster)', () => {
       for (let i = 0; i < 50; i++) assert.equal(await store.lookupKey(hash), record);
       assert.equal((await calls()) - before, 0, 'no GET for 50 cached lookups');
       // The record lives in its workspace's slot, on one master: written there by hand.
-      await store.redis.set(`otpkit:ws:{${workspaceId}}`, record);
+      const byHand = redisClientFor(cluster, t);
+      await byHand.set(`otpkit:ws:{${workspaceId}}`, record);
       await until(() => store.keys.get(hash) === undefined, 'the invalidation from the record\'s master');
       assert.equal(await store.lookupKey(hash), record);
       assert.ok(store.keys.get(hash), 'cached again');
-      await masters[1].client('KILL', 'TYPE', 'pubsub');
+      assert.equal(await killTrackers(masters[1]), 1, "the master's tracking connection");
       await until(() => !store.keys.live, 'the cache to turn off');
       assert.equal(store.keys.get(hash), undefined);
       await until(() => store.keys.live, 'the tracker to come back');
