@@ -84,6 +84,22 @@ class HttpGateway {
   async send(message, opts = {}) {
     return post(this.#kind, this, message, this.timeoutMs, opts);
   }
+
+  /**
+   * The settings the native module sends with (native.NativeGateway), or null when `send` is
+   * not this class's own (a subclass that changes how a message goes out keeps its way).
+   */
+  nativeSettings() {
+    if (this.send !== HttpGateway.prototype.send) return null;
+    return {
+      kind: this.#kind,
+      url: this.url ? String(this.url) : undefined,
+      token: this.token ?? undefined,
+      account: this.account ?? undefined,
+      publicBaseUrl: this.publicBaseUrl ?? undefined,
+      timeoutMs: timeout(this.timeoutMs),
+    };
+  }
 }
 
 /** `POST url` with `{to, from, text, channel, reference}` and `Authorization: Bearer token`. */
@@ -133,6 +149,28 @@ class ChannelGateway {
 
   async send(message, opts = {}) {
     return this.for(message).send(message, opts);
+  }
+}
+
+/**
+ * The service's gateway as the native module sends with it (native.NativeGateway: a flow run in
+ * Rust then sends its messages itself), or null for a gateway written in JavaScript (a
+ * function, a provider's SDK), whose sends go through the driver.
+ */
+function nativeGateway(gateway) {
+  let sms = null;
+  let whatsapp = null;
+  if (gateway instanceof HttpGateway) sms = gateway.nativeSettings();
+  else if (gateway instanceof ChannelGateway && gateway.send === ChannelGateway.prototype.send && gateway.sms instanceof HttpGateway && gateway.whatsapp instanceof HttpGateway) {
+    sms = gateway.sms.nativeSettings();
+    whatsapp = gateway.whatsapp.nativeSettings();
+    if (!whatsapp) return null;
+  }
+  if (!sms) return null;
+  try {
+    return new native.NativeGateway(sms, whatsapp);
+  } catch (e) {
+    throw fromNative(e);
   }
 }
 
@@ -213,4 +251,4 @@ function receiptKeysFromEnv(env = process.env) {
   };
 }
 
-module.exports = { JsonGateway, TwilioGateway, MetaGateway, ChannelGateway, gatewayFromEnv, receiptKeysFromEnv, TIMEOUT_MS, MAX_REPLY_BYTES };
+module.exports = { JsonGateway, TwilioGateway, MetaGateway, ChannelGateway, gatewayFromEnv, receiptKeysFromEnv, nativeGateway, TIMEOUT_MS, MAX_REPLY_BYTES };

@@ -21,7 +21,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 const native = require('./native');
 const { fromNative, hostError } = require('./errors');
-const { logStoreFailure } = require('./log');
+const { logStoreFailure, logDeliveryFailure } = require('./log');
 
 const AUDIT_KEEP = 10_000; // events per workspace in each audit list (otpkit_core::audit::KEEP_PER_STREAM)
 const SWEEP_MS = 10_000;
@@ -271,7 +271,7 @@ class RedisStore {
     const ran = new Promise((resolve, reject) => {
       const id = this.stepStarted({ resolve, reject, flow, ctx, drain: null });
       try {
-        flow.runRedis(id, this.core, engine, ws, outcome, steps, ctx.metrics != null);
+        flow.runRedis(id, this.core, engine, ws, outcome, steps, ctx.metrics != null, ctx.gateway ?? null);
       } catch (e) {
         this.stepEnded(id);
         reject(e);
@@ -284,10 +284,21 @@ class RedisStore {
     });
   }
 
-  /** The store effects of a flow run that failed (logged as the driver logs its own) and their times. */
-  report({ failed, timed }, ctx) {
+  /**
+   * What a flow run did that the request logs and counts, as the driver does for its own: the
+   * store effects that failed, their times, and the messages it sent through a built-in gateway.
+   */
+  report({ failed, timed, sent }, ctx) {
     for (let i = 0; i + 2 < failed.length; i += 3) logStoreFailure(this.kind, failed[i], hostError(failed[i + 1], { code: failed[i + 2] }));
     for (let i = 0; i + 1 < timed.length; i += 2) ctx.metrics?.stored(timed[i], Number(timed[i + 1]));
+    for (let i = 0; i + 7 < (sent?.length ?? 0); i += 8) {
+      const [channel, kind, outcome, seconds, status, to, reference] = sent.slice(i, i + 7);
+      const message = { channel, to, reference };
+      ctx.metrics?.sent(message, outcome, Number(seconds));
+      if (outcome === 'delivered') continue;
+      const cause = outcome === 'timedOut' ? { timedOut: true } : status ? { status: Number(status) } : {};
+      logDeliveryFailure(message, kind, cause, Date.now() - Number(seconds) * 1000);
+    }
   }
 
   /**

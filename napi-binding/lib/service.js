@@ -8,6 +8,7 @@ const native = require('./native');
 const { OtpError, fromInfo, fromNative, hostError, fromReply } = require('./errors');
 const { MemoryStore } = require('./memory-store');
 const { note, logDeliveryFailure, logStoreFailure, logReceipt, logFallback } = require('./log');
+const { nativeGateway } = require('./gateway');
 
 const IN_FLIGHT_STALE_MS = 15_000; // as otpkit-core's guard::IN_FLIGHT_STALE_MS
 const POLL_MS = 20;
@@ -91,6 +92,8 @@ class OtpService {
     }
     const gw = opts.gateway;
     this.gateway = typeof gw === 'function' ? { send: gw } : gw || null;
+    // A built-in gateway sends from Rust within a flow the store runs there (Redis).
+    this.nativeGateway = nativeGateway(this.gateway);
     Object.defineProperty(this, 'receiptKeys', { value: receiptKeys(opts.receipts, this.gateway), enumerable: false });
     this.store = opts.store || new MemoryStore();
     this.adminToken = opts.adminToken || null;
@@ -333,6 +336,7 @@ class OtpService {
    */
   async drive(flow, ws, ctx = {}, onStep = null, onDone = null) {
     if (this.metrics) ctx.metrics = this.metrics;
+    if (this.nativeGateway) ctx.gateway = this.nativeGateway;
     // A store that runs flows itself (Redis) answers a promise of the step.
     let raw = this.store.next(flow, this.engine, ws, ctx);
     if (typeof raw !== 'string') raw = await raw;

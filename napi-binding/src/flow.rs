@@ -7,6 +7,7 @@ use crate::engine::Engine;
 use crate::errors::{error_info, throw};
 use crate::memory::MemoryStore;
 use crate::redis_store::{RedisCore, RedisSteps};
+use crate::send::NativeGateway;
 use crate::workspace::Workspace;
 use crate::{dialect, ms, random};
 use napi::bindgen_prelude::Buffer;
@@ -102,8 +103,9 @@ macro_rules! node_flow {
 
             /// Runs the flow on the Redis store (`RedisCore`, in Rust): after feeding
             /// `outcome_json` (the driver's IO's, if any), every store effect is performed on
-            /// the tokio runtime, and the first step the store cannot take (deliver,
-            /// awaitSend, pause) or the answer goes to the store's callback with `id`. What
+            /// the tokio runtime, and the first step the store cannot take (deliver and
+            /// awaitSend, unless `gateway`, the service's built-in gateway, sends here) or the
+            /// answer goes to the store's callback with `id`. What
             /// follows the answer runs on, and a second callback says when it is done. The
             /// flow is lent meanwhile: no other call may use it until then.
             #[napi]
@@ -117,12 +119,22 @@ macro_rules! node_flow {
                 outcome_json: Option<String>,
                 steps: &RedisSteps,
                 timed: bool,
+                gateway: Option<&NativeGateway>,
             ) -> Result<()> {
                 let mut flow = self.inner.lend()?;
                 if let Some(o) = outcome_json {
                     flow.handle(outcome(&o));
                 }
-                core.run(id, flow, self.inner.clone(), engine, ws, steps, timed)
+                core.run(
+                    id,
+                    flow,
+                    self.inner.clone(),
+                    engine,
+                    ws,
+                    steps,
+                    timed,
+                    gateway,
+                )
             }
 
             /// [`Self::handle`], then [`Self::run_memory`]: one Node-API call.

@@ -16,6 +16,7 @@ use crate::engine::Engine;
 use crate::errors::{throw, throw_caused};
 use crate::flow::{outcome, step_json, Lent};
 use crate::key_cache::{KeyCache, Refused, TrackTarget};
+use crate::send::NativeGateway;
 use crate::workspace::Workspace;
 use crate::{ms, redis as steps};
 use napi::bindgen_prelude::PromiseRaw;
@@ -23,6 +24,7 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Env, Result, Status};
 use napi_derive::napi;
 use otpkit_core::flow::{Flow, Io, Outcome, ResendStep, Step};
+use otpkit_core::guard::{DeliveryOutcome, IN_FLIGHT_STALE_MS};
 use otpkit_core::{Error, Session};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
@@ -197,6 +199,9 @@ pub struct Finished {
     pub failed: Vec<String>,
     /// A flow run asked to time its effects: `[effect, seconds, …]`.
     pub timed: Vec<String>,
+    /// A flow run that sent through a built-in gateway: `[channel, gateway kind, outcome,
+    /// seconds, HTTP status or "", destination, session id, started at (ms), …]` of each send.
+    pub sent: Vec<String>,
 }
 
 /// Where every step's end goes: one threadsafe function for all of them (one made per promise
@@ -236,6 +241,9 @@ struct Shared {
     done: Mutex<Option<DoneFn>>,
     /// API key hash → workspace record, kept by Redis's invalidations (none: `keyCache: false`).
     key_cache: Option<Arc<KeyCache>>,
+    /// Session id → how its send ended (`None` while in flight), for the requests of this
+    /// process that wait for it ([`Shared::await_send`]).
+    inflight: Mutex<HashMap<String, tokio::sync::watch::Sender<Option<bool>>>>,
 }
 
 enum Target {
@@ -1758,6 +1766,7 @@ impl RedisCore {
                 on_index_failure,
                 done: Mutex::new(Some(on_done)),
                 key_cache,
+                inflight: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -1808,6 +1817,7 @@ impl RedisCore {
                 drained: false,
                 failed: Vec::new(),
                 timed: Vec::new(),
+                sent: Vec::new(),
             };
             shared.finished(end);
         });
@@ -1826,11 +1836,13 @@ impl RedisCore {
         ws: &Workspace,
         steps: &RedisSteps,
         timed: bool,
+        gateway: Option<&NativeGateway>,
     ) -> Result<()> {
         if self.shared.closed.load(Ordering::Relaxed) {
             slot.give_back(flow);
             return Err(unavailable());
         }
+        let gateway = gateway.map(NativeGateway::share);
         // One job for the whole run: its clock is read again for each effect.
         let mut job = Job {
             shared: Arc::clone(&self.shared),
@@ -1850,15 +1862,53 @@ impl RedisCore {
                 drained: false,
                 failed: Vec::new(),
                 timed: Vec::new(),
+                sent: Vec::new(),
             };
             let mut answered = false;
+            // The session this run is sending, while it is (other requests may wait for it).
+            let mut sending: Option<String> = None;
             loop {
                 match flow.poll() {
-                    // Not the store's: the gateway, the wait for another request's send, the
-                    // pause of an `Idempotency-Key` duplicate (all before the answer).
-                    Step::Io(
-                        io @ (Io::Deliver { .. } | Io::AwaitSend { .. } | Io::Pause { .. }),
-                    ) => {
+                    // The pause of an `Idempotency-Key` duplicate.
+                    Step::Io(Io::Pause { millis }) => {
+                        tokio::time::sleep(Duration::from_millis(millis)).await;
+                        flow.handle(Outcome::Done);
+                    }
+                    // The gateway's send, when the service's gateway is a built-in one.
+                    Step::Io(Io::Deliver { message }) if gateway.is_some() => {
+                        let Some(g) = gateway.as_ref() else { continue };
+                        shared.sending(&message.reference);
+                        sending = Some(message.reference.clone());
+                        let started_ms = now_ms();
+                        let d = g.deliver(job.id(), &message).await;
+                        end.sent.extend([
+                            message.channel.as_str().to_string(),
+                            d.kind.to_string(),
+                            d.sent.outcome.clone(),
+                            d.seconds.to_string(),
+                            d.sent.status.map(|s| s.to_string()).unwrap_or_default(),
+                            message.to.clone(),
+                            message.reference.clone(),
+                            started_ms.to_string(),
+                        ]);
+                        let outcome = match d.sent.outcome.as_str() {
+                            "delivered" => DeliveryOutcome::Delivered,
+                            "timedOut" => DeliveryOutcome::TimedOut,
+                            _ => DeliveryOutcome::Failed,
+                        };
+                        flow.handle(Outcome::Delivery {
+                            outcome,
+                            message_id: d.sent.message_id,
+                        });
+                    }
+                    // Another request's send, when this run sends its own (a built-in gateway).
+                    Step::Io(Io::AwaitSend { dest, session_id }) if gateway.is_some() => {
+                        let delivered = shared.await_send(job.id(), &dest, &session_id).await;
+                        flow.handle(Outcome::Awaited { delivered });
+                    }
+                    // Not the store's: the gateway, the wait for another request's send (the
+                    // driver's, for a gateway written in JavaScript).
+                    Step::Io(io @ (Io::Deliver { .. } | Io::AwaitSend { .. })) => {
                         slot.give_back(flow);
                         end.text = step_json(Step::Io(io));
                         shared.finished(end);
@@ -1884,6 +1934,9 @@ impl RedisCore {
                     }
                     Step::Answer(a) => {
                         answered = true;
+                        if let Some(reference) = sending.take() {
+                            shared.sent(&reference, a.is_ok());
+                        }
                         let now = Finished {
                             id,
                             ok: true,
@@ -1891,10 +1944,14 @@ impl RedisCore {
                             drained: false,
                             failed: std::mem::take(&mut end.failed),
                             timed: std::mem::take(&mut end.timed),
+                            sent: std::mem::take(&mut end.sent),
                         };
                         shared.finished(now);
                     }
                     Step::Done => {
+                        if let Some(reference) = sending.take() {
+                            shared.sent(&reference, false);
+                        }
                         slot.give_back(flow);
                         end.text = r#"{"done":true}"#.into();
                         end.drained = answered;
@@ -2429,7 +2486,74 @@ impl RedisCore {
     }
 }
 
+/// How often a request waiting for another process's send reads its guard.
+const AWAIT_POLL: Duration = Duration::from_millis(20);
+
 impl Shared {
+    /// This process starts sending session `reference`'s message.
+    fn sending(&self, reference: &str) {
+        if let Ok(mut m) = self.inflight.lock() {
+            m.insert(reference.to_string(), tokio::sync::watch::channel(None).0);
+        }
+    }
+
+    /// That send's request has answered: `ok` when it answered without an error (its session
+    /// is stored and its message went out).
+    fn sent(&self, reference: &str, ok: bool) {
+        let tx = self
+            .inflight
+            .lock()
+            .ok()
+            .and_then(|mut m| m.remove(reference));
+        if let Some(tx) = tx {
+            tx.send_replace(Some(ok));
+        }
+    }
+
+    /// Waits for another request's send of session `session_id` to `dest`: true once it is
+    /// delivered, false if it failed or went stale. A send of this process is waited for
+    /// directly (until it ends, or for the stale period); another process's is watched at its
+    /// guard, every [`AWAIT_POLL`], until the stale period is over. A session already stored
+    /// means its send succeeded, even if its sender died before confirming it.
+    async fn await_send(&self, ws_id: &str, dest: &str, session_id: &str) -> bool {
+        let stale = Duration::from_millis(IN_FLIGHT_STALE_MS);
+        let local = self
+            .inflight
+            .lock()
+            .ok()
+            .and_then(|m| m.get(session_id).map(tokio::sync::watch::Sender::subscribe));
+        if let Some(mut rx) = local {
+            let ended = tokio::time::timeout(stale, rx.wait_for(Option::is_some)).await;
+            return matches!(ended, Ok(Ok(v)) if *v == Some(true));
+        }
+        let deadline = tokio::time::Instant::now() + stale;
+        let (guard, session) = (
+            self.keys.guard(ws_id, dest),
+            self.keys.session(ws_id, session_id),
+        );
+        while tokio::time::Instant::now() < deadline {
+            let Ok(raw) = self.get(&guard).await else {
+                tokio::time::sleep(AWAIT_POLL).await;
+                continue;
+            };
+            let state = steps::guard_entry(
+                split(raw.as_deref()).1.map(str::to_string),
+                session_id.to_string(),
+                Some(now_ms() as f64),
+            )
+            .unwrap_or_default();
+            if state == "delivered" {
+                return true;
+            }
+            let stored = matches!(self.get(&session).await, Ok(Some(_)));
+            if stored || state == "gone" {
+                return stored;
+            }
+            tokio::time::sleep(AWAIT_POLL).await;
+        }
+        false
+    }
+
     /// For each workspace of `ids`: its record (when `records`), its day hashes of
     /// `first_day..=last_day` flattened, and its open sessions after `now`; one round trip (see
     /// [`Shared::many`]).

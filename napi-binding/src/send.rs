@@ -20,7 +20,11 @@ use crate::errors::throw;
 use crate::gateway::encode_request;
 use napi::Result;
 use napi_derive::napi;
-use otpkit_core::gateway::{message_id_of, GatewayKind, MAX_REPLY_BYTES, TIMEOUT_MS};
+use otpkit_core::gateway::{
+    message_id_of, GatewayConfig, GatewayKind, Gateways, HttpRequest, OutgoingMessage,
+    MAX_REPLY_BYTES, TIMEOUT_MS,
+};
+use otpkit_core::Channel;
 use otpkit_core::Error;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
@@ -133,39 +137,14 @@ async fn drain(res: &mut reqwest::Response, keep: bool) -> Option<Vec<u8>> {
     }
 }
 
-/// Sends one message (`message_json`: the flow's `deliver` message as the core wrote it) of
-/// workspace `workspace_id` through the gateway `kind_name` (`json`, `twilio` or `meta`) at
-/// `url`, as [`crate::gateway::encode_gateway_message`] encodes it, and answers how it went.
-/// Nothing to send (no `url`; `meta` without a template) is `failed` with no status. Rejects
-/// with `MISCONFIGURED` for an unknown kind or unusable `NODE_EXTRA_CA_CERTS`, and
-/// `VALIDATION_ERROR` for a message that is not the core's.
-#[napi]
-#[allow(clippy::too_many_arguments)]
-pub async fn send_gateway_message(
-    kind_name: Option<String>,
-    url: Option<String>,
-    token: Option<String>,
-    account: Option<String>,
-    message_json: String,
-    workspace_id: String,
-    public_base_url: Option<String>,
-    timeout_ms: Option<u32>,
+/// Sends one encoded request to a gateway of `kind` within `timeout` and answers how it went
+/// (see the module's rules).
+pub(crate) async fn send_request(
+    kind: GatewayKind,
+    request: HttpRequest,
+    timeout: Duration,
 ) -> Result<Sent> {
-    let kind = GatewayKind::parse_whatsapp(kind_name.as_deref()).map_err(|e| throw(&e))?;
-    let request = encode_request(
-        kind,
-        url,
-        token,
-        account,
-        &message_json,
-        &workspace_id,
-        public_base_url,
-    )?;
-    let Some(request) = request else {
-        return Ok(Sent::failed(None));
-    };
     let client = client()?;
-    let timeout = Duration::from_millis(timeout_ms.map_or(TIMEOUT_MS, u64::from));
     let method =
         reqwest::Method::from_bytes(request.method.as_bytes()).unwrap_or(reqwest::Method::POST);
     let mut builder = client
@@ -198,4 +177,151 @@ pub async fn send_gateway_message(
         status: Some(u32::from(status)),
         message_id: body.and_then(|b| message_id_of(kind, &b)),
     })
+}
+
+/// Sends one message (`message_json`: the flow's `deliver` message as the core wrote it) of
+/// workspace `workspace_id` through the gateway `kind_name` (`json`, `twilio` or `meta`) at
+/// `url`, as [`crate::gateway::encode_gateway_message`] encodes it, and answers how it went.
+/// Nothing to send (no `url`; `meta` without a template) is `failed` with no status. Rejects
+/// with `MISCONFIGURED` for an unknown kind or unusable `NODE_EXTRA_CA_CERTS`, and
+/// `VALIDATION_ERROR` for a message that is not the core's.
+#[napi]
+#[allow(clippy::too_many_arguments)]
+pub async fn send_gateway_message(
+    kind_name: Option<String>,
+    url: Option<String>,
+    token: Option<String>,
+    account: Option<String>,
+    message_json: String,
+    workspace_id: String,
+    public_base_url: Option<String>,
+    timeout_ms: Option<u32>,
+) -> Result<Sent> {
+    let kind = GatewayKind::parse_whatsapp(kind_name.as_deref()).map_err(|e| throw(&e))?;
+    let request = encode_request(
+        kind,
+        url,
+        token,
+        account,
+        &message_json,
+        &workspace_id,
+        public_base_url,
+    )?;
+    let Some(request) = request else {
+        return Ok(Sent::failed(None));
+    };
+    let timeout = Duration::from_millis(timeout_ms.map_or(TIMEOUT_MS, u64::from));
+    send_request(kind, request, timeout).await
+}
+
+/// One built-in gateway's settings, as `lib/gateway.js`'s `HttpGateway` holds them.
+#[napi(object, object_to_js = false)]
+#[allow(missing_debug_implementations)] // holds the token
+pub struct GatewaySettings {
+    /// `json`, `twilio` or `meta`.
+    pub kind: String,
+    pub url: Option<String>,
+    pub token: Option<String>,
+    pub account: Option<String>,
+    /// A Twilio send asks for status callbacks here (SPEC §8).
+    pub public_base_url: Option<String>,
+    /// The whole exchange's deadline (default: the core's 10 s).
+    pub timeout_ms: Option<u32>,
+}
+
+/// One channel's gateway, ready to send.
+struct Route {
+    gateways: Gateways,
+    timeout: Duration,
+}
+
+impl Route {
+    fn new(s: GatewaySettings) -> Result<Self> {
+        let kind = GatewayKind::parse_whatsapp(Some(&s.kind)).map_err(|e| throw(&e))?;
+        Ok(Route {
+            gateways: Gateways {
+                sms: GatewayConfig {
+                    kind,
+                    url: s.url,
+                    token: s.token,
+                    account: s.account,
+                },
+                whatsapp: None,
+                public_base_url: s.public_base_url,
+            },
+            timeout: Duration::from_millis(s.timeout_ms.map_or(TIMEOUT_MS, u64::from)),
+        })
+    }
+}
+
+/// The built-in gateways of a service (SMS, and WhatsApp when it has its own), for the flows
+/// the Redis store runs in Rust: their `deliver` steps are sent here without a crossing into
+/// JavaScript. A gateway written in JavaScript (a function, a provider's SDK) is not one of
+/// these: its sends go through the driver.
+#[napi]
+pub struct NativeGateway {
+    routes: Arc<(Route, Option<Route>)>,
+}
+
+impl std::fmt::Debug for NativeGateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NativeGateway").finish_non_exhaustive() // tokens inside
+    }
+}
+
+/// How one message went, for the host's metrics and log line (never its text).
+#[derive(Debug)]
+pub(crate) struct Delivered {
+    pub sent: Sent,
+    /// The gateway's kind (`json`, `twilio`, `meta`).
+    pub kind: &'static str,
+    /// How long the exchange took.
+    pub seconds: f64,
+}
+
+#[napi]
+impl NativeGateway {
+    /// `sms`: the SMS gateway (WhatsApp too when `whatsapp` is absent). Throws `MISCONFIGURED`
+    /// for an unknown kind or unusable `NODE_EXTRA_CA_CERTS`.
+    #[napi(constructor)]
+    pub fn new(sms: GatewaySettings, whatsapp: Option<GatewaySettings>) -> Result<Self> {
+        client()?;
+        let sms = Route::new(sms)?;
+        let whatsapp = whatsapp.map(Route::new).transpose()?;
+        Ok(NativeGateway {
+            routes: Arc::new((sms, whatsapp)),
+        })
+    }
+}
+
+impl NativeGateway {
+    /// A handle for a task on the runtime.
+    pub(crate) fn share(&self) -> NativeGateway {
+        NativeGateway {
+            routes: Arc::clone(&self.routes),
+        }
+    }
+
+    /// Sends `message` of workspace `workspace_id` through its channel's gateway.
+    pub(crate) async fn deliver(&self, workspace_id: &str, message: &OutgoingMessage) -> Delivered {
+        let (sms, whatsapp) = &*self.routes;
+        let route = match (message.channel, whatsapp) {
+            (Channel::Whatsapp, Some(w)) => w,
+            _ => sms,
+        };
+        let started = std::time::Instant::now();
+        let (kind, request) = route.gateways.encode(workspace_id, message);
+        let sent = match request {
+            // Nothing to send (no url; meta without a template): a definite failure.
+            None => Sent::failed(None),
+            Some(request) => send_request(kind, request, route.timeout)
+                .await
+                .unwrap_or_else(|_| Sent::failed(None)),
+        };
+        Delivered {
+            sent,
+            kind: kind.as_str(),
+            seconds: started.elapsed().as_secs_f64(),
+        }
+    }
 }

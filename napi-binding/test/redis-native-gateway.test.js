@@ -1,0 +1,106 @@
+'use strict';
+// A built-in gateway (JsonGateway, …) on the Redis store: a flow run in Rust sends its messages
+// itself (native.NativeGateway), waits there for another request's send, and reports each send
+// back for the request's metrics and log line. Against a real redis-server and the conformance
+// suite's SMS sink (a real HTTP server). A gateway written in JavaScript keeps the driver's path.
+
+const { describe, it, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const { OtpService, RedisStore, JsonGateway, Metrics } = require('..');
+const { nativeGateway } = require('../lib/gateway');
+const { requestInfo } = require('../lib/log');
+const { PEPPER, startRedis, startSink, codeOf, newDest, recorder } = require('./helpers');
+
+describe('Redis store with a built-in gateway: sends from Rust', () => {
+  let redis;
+  let sink;
+  before(async () => {
+    redis = await startRedis();
+    sink = await startSink();
+  });
+  after(async () => {
+    await sink?.stop();
+    await redis?.stop();
+  });
+
+  async function service(opts = {}) {
+    const store = new RedisStore({ url: redis.url });
+    await store.connect();
+    const gateway = opts.gateway ?? new JsonGateway({ url: sink.gatewayUrl, token: 'sink-token' });
+    return new OtpService({ pepper: PEPPER, gateway, store, metrics: opts.metrics });
+  }
+
+  it('only a built-in gateway whose send is its own is sent from Rust', () => {
+    assert.ok(nativeGateway(new JsonGateway({ url: sink.gatewayUrl })));
+    assert.equal(nativeGateway({ send: async () => 'delivered' }), null);
+    class Wrapped extends JsonGateway {
+      async send(m, o) {
+        return super.send(m, o);
+      }
+    }
+    assert.equal(nativeGateway(new Wrapped({ url: sink.gatewayUrl })), null, 'a subclass that changes send keeps the driver');
+  });
+
+  it('the message reaches the gateway, its code verifies, and the send is counted in the request', async () => {
+    const metrics = new Metrics();
+    const otp = await service({ metrics });
+    try {
+      assert.ok(otp.nativeGateway, 'the service sends from Rust');
+      const dest = newDest();
+      const r = await otp.request({ dest, src: 'Acme', purpose: 'LOGIN' });
+      const [m] = await sink.messages(dest);
+      assert.equal(m.reference, r.sessionId);
+      assert.equal((await otp.verify({ sessionId: r.sessionId, code: codeOf(m.text) })).status, 'APPROVED');
+      const text = (await metrics.expose()).body;
+      assert.match(text, /otpkit_sends_total\{[^}]*outcome="delivered"[^}]*\} 1/);
+      assert.match(text, /otpkit_gateway_latency_seconds_count\{[^}]*outcome="delivered"[^}]*\} 1/);
+    } finally {
+      await otp.close();
+    }
+  });
+
+  it('parallel requests for one destination: one message, the others wait for it in Rust and reuse it', async () => {
+    const otp = await service();
+    try {
+      const dest = newDest();
+      const all = await Promise.all(Array.from({ length: 8 }, () => otp.request({ dest, src: 'Acme', purpose: 'LOGIN' })));
+      assert.equal((await sink.messages(dest)).length, 1, 'one SMS');
+      assert.equal(new Set(all.map((r) => r.sessionId)).size, 1, 'one session');
+      assert.equal(all.filter((r) => r.reused).length, 7);
+    } finally {
+      await otp.close();
+    }
+  });
+
+  it('a gateway that fails: DELIVERY_FAILED, the delivery_failed line in the request, nothing stored', async () => {
+    const otp = await service();
+    const dest = newDest();
+    await sink.setMode(dest, 'fail500');
+    const lines = [];
+    try {
+      await requestInfo.run({ log: (l) => lines.push(l), level: 'info' }, () =>
+        assert.rejects(otp.request({ dest, src: 'Acme', purpose: 'LOGIN' }), (e) => e.code === 'DELIVERY_FAILED'),
+      );
+      const failed = lines.map((l) => JSON.parse(l)).find((l) => l.msg === 'delivery_failed');
+      assert.ok(failed, `a delivery_failed line: ${lines.join('\n')}`);
+      assert.equal(failed.gateway, 'json');
+      assert.equal(failed.gatewayStatus, 500);
+      assert.ok(!lines.join('\n').includes(dest), 'the number is masked');
+    } finally {
+      await otp.close();
+    }
+  });
+
+  it('a gateway written in JavaScript goes through the driver as before', async () => {
+    const gw = recorder();
+    const otp = await service({ gateway: gw });
+    try {
+      assert.equal(otp.nativeGateway, null);
+      const r = await otp.request({ dest: newDest(), src: 'Acme', purpose: 'LOGIN' });
+      assert.equal(gw.sent.length, 1);
+      assert.equal((await otp.verify({ sessionId: r.sessionId, code: codeOf(gw.sent[0].text) })).status, 'APPROVED');
+    } finally {
+      await otp.close();
+    }
+  });
+});
