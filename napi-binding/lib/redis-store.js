@@ -219,11 +219,11 @@ class RedisStore {
     }
   }
 
-  /** A native call's promise, its error as the store's (an OtpError). */
-  async call(promise) {
+  /** What `start()` (a native call) answers, its error as the store's (an OtpError). */
+  async call(start) {
     if (this.misconfigured) throw this.misconfigured;
     try {
-      return await promise();
+      return await start();
     } catch (e) {
       throw fromNative(e);
     }

@@ -23,7 +23,7 @@
 //! | `key_cache` | the Redis store's API-key cache, kept exact by `CLIENT TRACKING` (RESP3 pushes) |
 //! | `ops` | the store operations both stores apply, written once over typed state |
 //! | `http` | routing, checks before the body, authentication, non-flow answers (`Reply`) |
-//! | `reports` | audit and analytics: queries, pages, reports, the lines a store appends |
+//! | `reports` | audit and analytics: queries, pages, reports from a store's raw rows |
 //! | `gateway` | the gateway's HTTP request, encoded by the core |
 //! | `send` | that request sent (reqwest + rustls on napi's tokio runtime); the delivery outcome |
 //! | `serve` | `otpkit serve`'s HTTP server: hyper on the tokio runtime, each request answered by the JavaScript service |

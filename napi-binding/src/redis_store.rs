@@ -1964,21 +1964,6 @@ impl RedisCore {
         Ok(())
     }
 
-    /// Appends audit lines (event JSON, as `otpkit_core::audit` writes them) to workspace
-    /// `ws_id`'s trail: the sweep's `purged` events.
-    #[napi(ts_return_type = "Promise<void>")]
-    pub fn record_lines<'env>(
-        &self,
-        env: &'env Env,
-        ws_id: String,
-        lines: Vec<String>,
-    ) -> Result<PromiseRaw<'env, ()>> {
-        let repeatable = crate::reports::audit_repeatable(lines.clone());
-        let lines: Vec<(bool, String)> = repeatable.into_iter().zip(lines).collect();
-        let shared = Arc::clone(&self.shared);
-        env.spawn_future(async move { record(&shared, &ws_id, &lines, &[]).await })
-    }
-
     /// Keeps Node's event loop alive (`on`) while steps are in flight, or lets it go: the store
     /// calls it when its first step starts and when its last one ends.
     #[napi]
@@ -2096,7 +2081,7 @@ impl Shared {
                     .await?,
             )
         };
-        let mut by_ws: Vec<(String, Vec<(bool, String)>)> = Vec::new();
+        let mut by_ws: Vec<(String, Vec<otpkit_core::audit::AuditEvent>)> = Vec::new();
         for raw in &values {
             // Unreadable: dropped without an event.
             let Some(session) = split(Some(raw)).1.and_then(|j| Session::from_json(j).ok()) else {
@@ -2109,14 +2094,13 @@ impl Shared {
                 None,
                 otpkit_core::UnixMillis(now),
             );
-            let line = (event.is_repeatable(), crate::reports::event_line(&event));
             match by_ws.iter_mut().find(|(id, _)| *id == session.workspace_id) {
-                Some((_, lines)) => lines.push(line),
-                None => by_ws.push((session.workspace_id.clone(), vec![line])),
+                Some((_, events)) => events.push(event),
+                None => by_ws.push((session.workspace_id.clone(), vec![event])),
             }
         }
-        for (ws_id, lines) in &by_ws {
-            record(self, ws_id, lines, &[]).await?;
+        for (ws_id, events) in &by_ws {
+            record(self, ws_id, &lines_of(events), &[]).await?;
         }
         Ok(values.len() as u32)
     }

@@ -1,5 +1,5 @@
 //! The audit log and analytics as the stores hold them: query strings parsed, pages and reports
-//! answered from a store's raw rows, and the audit/analytics lines a store appends.
+//! answered from a store's raw rows.
 
 use crate::errors::throw;
 use crate::http::Reply;
@@ -9,33 +9,10 @@ use napi::Result;
 use napi_derive::napi;
 use otpkit_core::analytics::{self, AnalyticsQuery, Counter, WorkspaceCounters};
 use otpkit_core::audit::{self, AuditEvent, AuditQuery};
-use otpkit_core::Session;
-
-pub(crate) fn event_line(e: &AuditEvent) -> String {
-    serde_json::to_string(e).unwrap_or_default()
-}
-
-/// The `reused` audit line for a stored session.
-#[napi]
-pub fn session_audit(
-    event: String,
-    session_json: String,
-    outcome: String,
-    now: f64,
-) -> Result<String> {
-    let s = Session::from_json(&session_json).map_err(|e| throw(&e))?;
-    Ok(event_line(&AuditEvent::for_session(
-        &event,
-        &s,
-        &outcome,
-        None,
-        ms(now),
-    )))
-}
 
 /// The audit page for `query` (the URL's query string) over `lines` (`seq|eventJSON`, newest
 /// first, already limited to one workspace) merged with `repeatable` (the workspace's other
-/// stream, likewise; see [`audit_repeatable`]) into one newest-first order by sequence number.
+/// stream, likewise) into one newest-first order by sequence number.
 #[napi]
 pub fn audit_reply(
     lines: Vec<String>,
@@ -46,17 +23,6 @@ pub fn audit_reply(
     let lifecycle = lines.iter().filter_map(|l| parse_line(l));
     let repeatable = repeatable.iter().flatten().filter_map(|l| parse_line(l));
     Ok(audit_page(newest_first(lifecycle, repeatable), &q))
-}
-
-/// For each audit line (event JSON), whether it goes to the workspace's stream of events an end
-/// user can repeat without a send (`otpkit_core::audit::AuditEvent::is_repeatable`) rather than
-/// its lifecycle stream. An unreadable line counts as lifecycle.
-#[napi]
-pub fn audit_repeatable(lines: Vec<String>) -> Vec<bool> {
-    lines
-        .iter()
-        .map(|l| serde_json::from_str::<AuditEvent>(l).is_ok_and(|e| e.is_repeatable()))
-        .collect()
 }
 
 /// Merges two streams each ordered newest first (sequence numbers descending) into one.

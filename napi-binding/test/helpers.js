@@ -157,22 +157,6 @@ function redisClientFor(target, t) {
 }
 
 /**
- * A Lua script of lib/redis/ as the store runs it: the fragments its `--| needs:` line names
- * (theirs first, each once), then its own text (the rule of lib/redis-store.js's luaScript).
- */
-function luaScript(name, seen = new Set()) {
-  const text = require('node:fs').readFileSync(path.join(__dirname, '..', 'lib', 'redis', `${name}.lua`), 'utf8');
-  const needs = /^--\| needs: (.+)$/m.exec(text)?.[1].trim().split(/\s+/) ?? [];
-  let out = '';
-  for (const n of needs) {
-    if (seen.has(n)) continue;
-    seen.add(n);
-    out += luaScript(n, seen);
-  }
-  return out + text;
-}
-
-/**
  * Defines the flow-step scripts RedisCore runs in Rust (ADMIT, REFUND_SPEND, FRAUD_VERIFIED) and
  * the operator's UNBLOCK_PREFIX as commands of an ioredis client (a test's own, redisClientFor),
  * so a test can hold them to the core's rules directly.
@@ -183,8 +167,7 @@ function defineStepScripts(client) {
   if (!client.otpkitAdmit) client.defineCommand('otpkitAdmit', { numberOfKeys: 3, lua: s.admit });
   if (!client.otpkitRefundSpend) client.defineCommand('otpkitRefundSpend', { numberOfKeys: 1, lua: s.refundSpend });
   if (!client.otpkitFraudVerified) client.defineCommand('otpkitFraudVerified', { numberOfKeys: 2, lua: s.fraudVerified });
-  // Not among RedisStore.scripts today (the store defined it on its own client): read from lib/redis/.
-  if (!client.otpkitUnblockPrefix) client.defineCommand('otpkitUnblockPrefix', { numberOfKeys: 2, lua: s.unblockPrefix ?? luaScript('unblock-prefix') });
+  if (!client.otpkitUnblockPrefix) client.defineCommand('otpkitUnblockPrefix', { numberOfKeys: 2, lua: s.unblockPrefix });
   return client;
 }
 
