@@ -8,6 +8,7 @@
 
 const { AsyncLocalStorage } = require('node:async_hooks');
 const native = require('./native');
+const { hostError } = require('./errors');
 
 const requestInfo = new AsyncLocalStorage();
 
@@ -82,4 +83,23 @@ function logFallback(flow, i, refused) {
   if (line) info.log(line);
 }
 
-module.exports = { requestInfo, note, current, logRequest, logDeliveryFailure, logStoreFailure, logReceipt, logFallback };
+/**
+ * What a flow run in Rust did that the request logs and counts, as the driver does for its own
+ * steps (`store`: the store's kind): the store effects that failed (`failed`: `[effect, code,
+ * cause, …]`), their times (`timed`: `[effect, seconds, …]`), and the messages sent through a
+ * built-in gateway (`sent`: 8 fields a message, see src/inflight.rs `deliver`).
+ */
+function reportRun(store, { failed, timed, sent }, ctx) {
+  for (let i = 0; i + 2 < (failed?.length ?? 0); i += 3) logStoreFailure(store, failed[i], hostError(failed[i + 1], { code: failed[i + 2] }));
+  for (let i = 0; i + 1 < (timed?.length ?? 0); i += 2) ctx.metrics?.stored(timed[i], Number(timed[i + 1]));
+  for (let i = 0; i + 7 < (sent?.length ?? 0); i += 8) {
+    const [channel, kind, outcome, seconds, status, to, reference] = sent.slice(i, i + 7);
+    const message = { channel, to, reference };
+    ctx.metrics?.sent(message, outcome, Number(seconds));
+    if (outcome === 'delivered') continue;
+    const cause = outcome === 'timedOut' ? { timedOut: true } : status ? { status: Number(status) } : {};
+    logDeliveryFailure(message, kind, cause, Date.now() - Number(seconds) * 1000);
+  }
+}
+
+module.exports = { requestInfo, note, current, logRequest, logDeliveryFailure, logStoreFailure, logReceipt, logFallback, reportRun };

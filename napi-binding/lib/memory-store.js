@@ -4,6 +4,7 @@
 
 const native = require('./native');
 const { fromNative } = require('./errors');
+const { reportRun } = require('./log');
 
 const SWEEP_MS = 10_000;
 
@@ -32,10 +33,17 @@ class MemoryStore {
   /**
    * The flow's next step after performing, in one native call under the store's lock, every
    * store effect it names (admission with the flood shield, store with confirm, verify, …);
-   * what comes back is for the driver: deliver, awaitSend, the answer, or done.
+   * what comes back is for the driver: deliver, awaitSend, the answer, or done. With a built-in
+   * gateway (`ctx.gateway`) the send, a wait for another send and a pause happen in Rust too:
+   * then a promise of the answer (or done), once the flow is done.
    */
-  next(flow, engine, ws) {
-    return flow.runMemory(this.native, engine, ws, Date.now());
+  next(flow, engine, ws, ctx = {}) {
+    const ran = flow.runMemory(this.native, engine, ws, Date.now(), ctx.gateway ?? null);
+    if (typeof ran === 'string') return ran;
+    return ran.then((end) => {
+      reportRun(this.kind, end, ctx); // in the request's context: its sends are counted and logged
+      return end.text;
+    });
   }
   /** Feeds the outcome of the driver's IO and answers the next step, as next() does: one call. */
   resume(flow, outcome, engine, ws) {

@@ -21,7 +21,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 const native = require('./native');
 const { fromNative, hostError } = require('./errors');
-const { logStoreFailure, logDeliveryFailure } = require('./log');
+const { reportRun, logStoreFailure } = require('./log');
 
 const AUDIT_KEEP = 10_000; // events per workspace in each audit list (otpkit_core::audit::KEEP_PER_STREAM)
 const SWEEP_MS = 10_000;
@@ -259,7 +259,7 @@ class RedisStore {
   drained(flow) {
     const drain = this.running.get(flow);
     if (!drain) return undefined;
-    return (drain.reported ??= drain.promise.then((end) => this.report(end, drain.ctx)));
+    return (drain.reported ??= drain.promise.then((end) => reportRun(this.kind, end, drain.ctx)));
   }
 
   runFlow(flow, engine, ws, outcome, ctx) {
@@ -279,26 +279,9 @@ class RedisStore {
     });
     // In the request's context: its store failures are logged, its effects timed.
     return ran.then((end) => {
-      this.report(end, ctx);
+      reportRun(this.kind, end, ctx);
       return end.text;
     });
-  }
-
-  /**
-   * What a flow run did that the request logs and counts, as the driver does for its own: the
-   * store effects that failed, their times, and the messages it sent through a built-in gateway.
-   */
-  report({ failed, timed, sent }, ctx) {
-    for (let i = 0; i + 2 < failed.length; i += 3) logStoreFailure(this.kind, failed[i], hostError(failed[i + 1], { code: failed[i + 2] }));
-    for (let i = 0; i + 1 < timed.length; i += 2) ctx.metrics?.stored(timed[i], Number(timed[i + 1]));
-    for (let i = 0; i + 7 < (sent?.length ?? 0); i += 8) {
-      const [channel, kind, outcome, seconds, status, to, reference] = sent.slice(i, i + 7);
-      const message = { channel, to, reference };
-      ctx.metrics?.sent(message, outcome, Number(seconds));
-      if (outcome === 'delivered') continue;
-      const cause = outcome === 'timedOut' ? { timedOut: true } : status ? { status: Number(status) } : {};
-      logDeliveryFailure(message, kind, cause, Date.now() - Number(seconds) * 1000);
-    }
   }
 
   /**

@@ -5,18 +5,20 @@
 
 use crate::engine::Engine;
 use crate::errors::{error_info, throw};
+use crate::inflight;
 use crate::memory::MemoryStore;
 use crate::redis_store::{RedisCore, RedisSteps};
 use crate::send::NativeGateway;
 use crate::workspace::Workspace;
 use crate::{dialect, ms, random};
-use napi::bindgen_prelude::Buffer;
-use napi::Result;
+use napi::bindgen_prelude::{Buffer, Either, PromiseRaw};
+use napi::{Env, Result};
 use napi_derive::napi;
 use otpkit_core::delivery::ReceiptKeys;
 use otpkit_core::flow::{
     self, AdminAction, Flow, HostTraits, Io, Outcome, Step, ADMIN_RANDOM_BYTES,
 };
+use otpkit_core::http::envelope::Reply;
 use otpkit_core::http::request::{Dialect, IssueRequest, ResendRequest, VerifyRequest};
 use otpkit_core::idempotency::Idempotency;
 use otpkit_core::{Entropy, Error};
@@ -49,30 +51,109 @@ pub(crate) fn outcome(json: &str) -> Outcome {
     })
 }
 
+/// Runs `flow` on the memory store up to the first step the store cannot take: the answer (with
+/// `done` once everything after it is done too), or that step as JSON for the driver (deliver,
+/// awaitSend, pause). With `native` (a built-in gateway sends here), that step comes back
+/// instead, for [`finish_memory`] to take on the runtime.
 fn run_memory(
     flow: &mut impl Flow,
     store: &MemoryStore,
     engine: &Engine,
     ws: &Workspace,
     now: f64,
-) -> String {
+    native: bool,
+) -> std::result::Result<String, Box<Io>> {
     let mut answer = None;
     loop {
         match flow.poll() {
             // Not the store's: the gateway, the wait for another request's send and the pause of
             // an `Idempotency-Key` duplicate (all come before the answer).
             Step::Io(io @ (Io::Deliver { .. } | Io::AwaitSend { .. } | Io::Pause { .. })) => {
-                return step_json(Step::Io(io));
+                return if native {
+                    Err(Box::new(io))
+                } else {
+                    Ok(step_json(Step::Io(io)))
+                };
             }
             Step::Io(io) => flow.handle(store.perform_one(engine, ws, io, ms(now))),
             // What follows the answer here is all in-memory bookkeeping, done before returning
             // (as in one critical section): the answer comes back with `done`.
             Step::Answer(a) => answer = Some(a),
-            Step::Done => {
-                return match answer {
-                    Some(a) => step_json(Step::Answer(a)).replacen('{', r#"{"done":true,"#, 1),
-                    None => step_json(Step::Done),
+            Step::Done => return Ok(answered(answer)),
+        }
+    }
+}
+
+/// A memory run's last step: its answer with `done`, or `done` alone.
+fn answered(answer: Option<std::result::Result<Reply, Error>>) -> String {
+    match answer {
+        Some(a) => step_json(Step::Answer(a)).replacen('{', r#"{"done":true,"#, 1),
+        None => step_json(Step::Done),
+    }
+}
+
+/// How a memory run that went on on the runtime ended ([`finish_memory`]).
+#[napi(object)]
+#[derive(Debug)]
+pub struct MemoryEnd {
+    /// The answer with `done` (as `runMemory` answers it), or `done` alone.
+    pub text: String,
+    /// Each send through the built-in gateway: `[channel, gateway kind, outcome, seconds, HTTP
+    /// status or "", destination, session id, started at (ms), …]`.
+    pub sent: Vec<String>,
+}
+
+/// Takes a memory run on from `first` (the step [`run_memory`] stopped at) on the runtime: the
+/// gateway's send through `gateway`, the wait for another request's send, a pause, and every
+/// store effect, until the flow is done.
+async fn finish_memory<F: Flow>(
+    flow: &mut F,
+    first: Io,
+    store: MemoryStore,
+    engine: Engine,
+    ws: Workspace,
+    gateway: NativeGateway,
+) -> MemoryEnd {
+    let mut sent = Vec::new();
+    let mut answer = None;
+    // The session this run is sending, while it is (other requests may wait for it).
+    let mut sending: Option<String> = None;
+    let mut next = Some(first);
+    loop {
+        let step = next.take().map_or_else(|| flow.poll(), Step::Io);
+        match step {
+            Step::Io(Io::Pause { millis }) => {
+                tokio::time::sleep(std::time::Duration::from_millis(millis)).await;
+                flow.handle(Outcome::Done);
+            }
+            Step::Io(Io::Deliver { message }) => {
+                sending = Some(message.reference.clone());
+                let inflight = store.inflight();
+                let o = inflight::deliver(&gateway, inflight, &ws.rec.id, &message, &mut sent);
+                flow.handle(o.await);
+            }
+            Step::Io(Io::AwaitSend { dest, session_id }) => {
+                let delivered = store.await_send(&ws.rec.id, &dest, &session_id).await;
+                flow.handle(Outcome::Awaited { delivered });
+            }
+            Step::Io(io) => {
+                let now = otpkit_core::UnixMillis(inflight::now_ms());
+                flow.handle(store.perform_one(&engine, &ws, io, now));
+            }
+            Step::Answer(a) => {
+                if let Some(reference) = sending.take() {
+                    store.inflight().sent(&reference, a.is_ok());
                 }
+                answer = Some(a);
+            }
+            Step::Done => {
+                if let Some(reference) = sending.take() {
+                    store.inflight().sent(&reference, false);
+                }
+                return MemoryEnd {
+                    text: answered(answer),
+                    sent,
+                };
             }
         }
     }
@@ -137,7 +218,8 @@ macro_rules! node_flow {
                 )
             }
 
-            /// [`Self::handle`], then [`Self::run_memory`]: one Node-API call.
+            /// [`Self::handle`], then [`Self::run_memory`] (without a gateway): one Node-API
+            /// call.
             #[napi]
             pub fn resume_memory(
                 &mut self,
@@ -149,23 +231,51 @@ macro_rules! node_flow {
             ) -> Result<String> {
                 self.inner.with(|f| {
                     f.handle(outcome(&outcome_json));
-                    run_memory(f, store, engine, ws, now)
+                    run_memory(f, store, engine, ws, now, false)
+                        .unwrap_or_else(|io| step_json(Step::Io(*io)))
                 })
             }
 
             /// Runs the flow on the memory store: every store effect is performed here, in
             /// Rust, and the first step the store cannot take comes back as JSON (deliver,
-            /// awaitSend), or the answer once everything after it is done too (`done: true`)
-            /// — one Node-API call instead of one per effect.
-            #[napi]
-            pub fn run_memory(
+            /// awaitSend, pause), or the answer once everything after it is done too (`done:
+            /// true`) — one Node-API call instead of one per effect. With `gateway` (the
+            /// service's built-in gateway), a run that reaches such a step goes on on the
+            /// runtime instead, sending there, and answers a promise of its [`MemoryEnd`]; the
+            /// flow is lent meanwhile.
+            #[napi(ts_return_type = "string | Promise<MemoryEnd>")]
+            pub fn run_memory<'env>(
                 &mut self,
+                env: &'env Env,
                 store: &MemoryStore,
                 engine: &Engine,
                 ws: &Workspace,
                 now: f64,
-            ) -> Result<String> {
-                self.inner.with(|f| run_memory(f, store, engine, ws, now))
+                gateway: Option<&NativeGateway>,
+            ) -> Result<Either<String, PromiseRaw<'env, MemoryEnd>>> {
+                let stopped = self
+                    .inner
+                    .with(|f| run_memory(f, store, engine, ws, now, gateway.is_some()))?;
+                let first = match stopped {
+                    Ok(text) => return Ok(Either::A(text)),
+                    Err(io) => *io,
+                };
+                // It stops there only when asked to: with a gateway.
+                let Some(gateway) = gateway else {
+                    return Err(throw(&Error::StoreUnavailable));
+                };
+                let mut flow = self.inner.lend()?;
+                let slot = self.inner.clone();
+                let engine = Engine {
+                    pepper: Ok(engine.pepper()?.clone()),
+                };
+                let (store, ws, gateway) = (store.share(), ws.clone(), gateway.share());
+                env.spawn_future(async move {
+                    let end = finish_memory(&mut *flow, first, store, engine, ws, gateway).await;
+                    slot.give_back(flow);
+                    Ok(end)
+                })
+                .map(Either::B)
             }
         }
     };

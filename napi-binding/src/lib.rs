@@ -25,6 +25,7 @@
 //! | `http` | routing, checks before the body, authentication, non-flow answers (`Reply`) |
 //! | `reports` | audit and analytics: queries, pages, reports from a store's raw rows |
 //! | `gateway` | the gateway's HTTP request, encoded by the core |
+//! | `inflight` | a flow run's send through a built-in gateway and its wait for another request's send, for both stores |
 //! | `send` | that request sent (reqwest + rustls on napi's tokio runtime); the delivery outcome |
 //! | `serve` | `otpkit serve`'s HTTP server: hyper on the tokio runtime, each request answered by the JavaScript service |
 //! | `errors` | core errors thrown as JS errors; host-side error codes |
@@ -35,6 +36,7 @@ mod flow;
 mod gateway;
 mod http;
 mod idempotency;
+mod inflight;
 mod key_cache;
 mod log;
 mod memory;

@@ -5,6 +5,7 @@
 use crate::engine::Engine;
 use crate::errors::throw;
 use crate::http::Reply;
+use crate::inflight::{now_ms, Inflight};
 use crate::reports::{analytics_query, audit_page, audit_query, newest_first};
 use crate::workspace::Workspace;
 use crate::{ms, ops};
@@ -22,7 +23,7 @@ use otpkit_core::{Error, Session, UnixMillis, VerifyOutcome};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::ops::Bound::{Excluded, Unbounded};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Audit events kept per workspace in each of its two streams (oldest dropped first), unless
 /// the store is made with another `auditKeep`.
@@ -102,7 +103,9 @@ enum Due {
 /// A thread-safe in-memory store of sessions, destination guards, workspaces and audit events.
 #[napi]
 pub struct MemoryStore {
-    inner: Mutex<Inner>,
+    inner: Arc<Mutex<Inner>>,
+    /// The sends of this process in flight (a flow run with a built-in gateway).
+    inflight: Arc<Inflight>,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -167,6 +170,36 @@ fn count(n: usize) -> u32 {
 }
 
 impl MemoryStore {
+    /// A handle on the same store, for a flow run on the runtime.
+    pub(crate) fn share(&self) -> MemoryStore {
+        MemoryStore {
+            inner: Arc::clone(&self.inner),
+            inflight: Arc::clone(&self.inflight),
+        }
+    }
+
+    /// The sends of this process in flight.
+    pub(crate) fn inflight(&self) -> &Inflight {
+        &self.inflight
+    }
+
+    /// Waits for another request's send of `session_id` to `dest` in `ws_id` (see
+    /// [`Inflight::await_send`]): one process holds a memory store, so it is this process's
+    /// send, or one that already ended (its guard entry and session tell how).
+    pub(crate) async fn await_send(&self, ws_id: &str, dest: &str, session_id: &str) -> bool {
+        let probe = || async {
+            let now = UnixMillis(now_ms());
+            let inner = self.inner.lock().ok()?;
+            let state = match inner.guards.get(&key(ws_id, dest)) {
+                Some((g, _)) => ops::entry_state(g, session_id, Some(now)),
+                None => "gone",
+            };
+            let stored = inner.live_session(&key(ws_id, session_id), now).is_some();
+            Some((state.to_string(), stored))
+        };
+        self.inflight.await_send(session_id, probe).await
+    }
+
     fn lock(&self) -> Result<MutexGuard<'_, Inner>> {
         self.inner
             .lock()
@@ -690,10 +723,11 @@ impl MemoryStore {
     pub fn new(audit_keep: Option<u32>) -> Self {
         let keep = audit_keep.map_or(AUDIT_KEEP, |n| n.max(1) as usize);
         MemoryStore {
-            inner: Mutex::new(Inner {
+            inner: Arc::new(Mutex::new(Inner {
                 audit_keep: keep,
                 ..Inner::default()
-            }),
+            })),
+            inflight: Arc::default(),
         }
     }
 

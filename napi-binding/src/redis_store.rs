@@ -15,6 +15,7 @@
 use crate::engine::Engine;
 use crate::errors::{throw, throw_caused};
 use crate::flow::{outcome, step_json, Lent};
+use crate::inflight::{self, now_ms, Inflight};
 use crate::key_cache::{KeyCache, Refused, TrackTarget};
 use crate::send::NativeGateway;
 use crate::workspace::Workspace;
@@ -24,7 +25,6 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Env, Result, Status};
 use napi_derive::napi;
 use otpkit_core::flow::{Flow, Io, Outcome, ResendStep, Step};
-use otpkit_core::guard::{DeliveryOutcome, IN_FLIGHT_STALE_MS};
 use otpkit_core::{Error, Session};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
@@ -243,7 +243,7 @@ struct Shared {
     key_cache: Option<Arc<KeyCache>>,
     /// Session id → how its send ended (`None` while in flight), for the requests of this
     /// process that wait for it ([`Shared::await_send`]).
-    inflight: Mutex<HashMap<String, tokio::sync::watch::Sender<Option<bool>>>>,
+    inflight: Inflight,
 }
 
 enum Target {
@@ -1685,12 +1685,6 @@ async fn record(
     Ok(())
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 #[napi]
 impl RedisCore {
     /// `opts`: one Redis (`url`) or a Cluster (`nodes`), the key prefix, the audit cap and the
@@ -1766,7 +1760,7 @@ impl RedisCore {
                 on_index_failure,
                 done: Mutex::new(Some(on_done)),
                 key_cache,
-                inflight: Mutex::new(HashMap::new()),
+                inflight: Inflight::default(),
             }),
         })
     }
@@ -1877,29 +1871,16 @@ impl RedisCore {
                     // The gateway's send, when the service's gateway is a built-in one.
                     Step::Io(Io::Deliver { message }) if gateway.is_some() => {
                         let Some(g) = gateway.as_ref() else { continue };
-                        shared.sending(&message.reference);
                         sending = Some(message.reference.clone());
-                        let started_ms = now_ms();
-                        let d = g.deliver(job.id(), &message).await;
-                        end.sent.extend([
-                            message.channel.as_str().to_string(),
-                            d.kind.to_string(),
-                            d.sent.outcome.clone(),
-                            d.seconds.to_string(),
-                            d.sent.status.map(|s| s.to_string()).unwrap_or_default(),
-                            message.to.clone(),
-                            message.reference.clone(),
-                            started_ms.to_string(),
-                        ]);
-                        let outcome = match d.sent.outcome.as_str() {
-                            "delivered" => DeliveryOutcome::Delivered,
-                            "timedOut" => DeliveryOutcome::TimedOut,
-                            _ => DeliveryOutcome::Failed,
-                        };
-                        flow.handle(Outcome::Delivery {
-                            outcome,
-                            message_id: d.sent.message_id,
-                        });
+                        let sent = inflight::deliver(
+                            g,
+                            &shared.inflight,
+                            job.id(),
+                            &message,
+                            &mut end.sent,
+                        )
+                        .await;
+                        flow.handle(sent);
                     }
                     // Another request's send, when this run sends its own (a built-in gateway).
                     Step::Io(Io::AwaitSend { dest, session_id }) if gateway.is_some() => {
@@ -1935,7 +1916,7 @@ impl RedisCore {
                     Step::Answer(a) => {
                         answered = true;
                         if let Some(reference) = sending.take() {
-                            shared.sent(&reference, a.is_ok());
+                            shared.inflight.sent(&reference, a.is_ok());
                         }
                         let now = Finished {
                             id,
@@ -1950,7 +1931,7 @@ impl RedisCore {
                     }
                     Step::Done => {
                         if let Some(reference) = sending.take() {
-                            shared.sent(&reference, false);
+                            shared.inflight.sent(&reference, false);
                         }
                         slot.give_back(flow);
                         end.text = r#"{"done":true}"#.into();
@@ -2470,72 +2451,26 @@ impl RedisCore {
     }
 }
 
-/// How often a request waiting for another process's send reads its guard.
-const AWAIT_POLL: Duration = Duration::from_millis(20);
-
 impl Shared {
-    /// This process starts sending session `reference`'s message.
-    fn sending(&self, reference: &str) {
-        if let Ok(mut m) = self.inflight.lock() {
-            m.insert(reference.to_string(), tokio::sync::watch::channel(None).0);
-        }
-    }
-
-    /// That send's request has answered: `ok` when it answered without an error (its session
-    /// is stored and its message went out).
-    fn sent(&self, reference: &str, ok: bool) {
-        let tx = self
-            .inflight
-            .lock()
-            .ok()
-            .and_then(|mut m| m.remove(reference));
-        if let Some(tx) = tx {
-            tx.send_replace(Some(ok));
-        }
-    }
-
-    /// Waits for another request's send of session `session_id` to `dest`: true once it is
-    /// delivered, false if it failed or went stale. A send of this process is waited for
-    /// directly (until it ends, or for the stale period); another process's is watched at its
-    /// guard, every [`AWAIT_POLL`], until the stale period is over. A session already stored
-    /// means its send succeeded, even if its sender died before confirming it.
+    /// Waits for another request's send of session `session_id` to `dest` (see
+    /// [`Inflight::await_send`]): another process's is watched at its guard and session.
     async fn await_send(&self, ws_id: &str, dest: &str, session_id: &str) -> bool {
-        let stale = Duration::from_millis(IN_FLIGHT_STALE_MS);
-        let local = self
-            .inflight
-            .lock()
-            .ok()
-            .and_then(|m| m.get(session_id).map(tokio::sync::watch::Sender::subscribe));
-        if let Some(mut rx) = local {
-            let ended = tokio::time::timeout(stale, rx.wait_for(Option::is_some)).await;
-            return matches!(ended, Ok(Ok(v)) if *v == Some(true));
-        }
-        let deadline = tokio::time::Instant::now() + stale;
         let (guard, session) = (
             self.keys.guard(ws_id, dest),
             self.keys.session(ws_id, session_id),
         );
-        while tokio::time::Instant::now() < deadline {
-            let Ok(raw) = self.get(&guard).await else {
-                tokio::time::sleep(AWAIT_POLL).await;
-                continue;
-            };
+        let probe = || async {
+            let raw = self.get(&guard).await.ok()?;
             let state = steps::guard_entry(
                 split(raw.as_deref()).1.map(str::to_string),
                 session_id.to_string(),
                 Some(now_ms() as f64),
             )
             .unwrap_or_default();
-            if state == "delivered" {
-                return true;
-            }
-            let stored = matches!(self.get(&session).await, Ok(Some(_)));
-            if stored || state == "gone" {
-                return stored;
-            }
-            tokio::time::sleep(AWAIT_POLL).await;
-        }
-        false
+            let stored = state != "delivered" && matches!(self.get(&session).await, Ok(Some(_)));
+            Some((state, stored))
+        };
+        self.inflight.await_send(session_id, probe).await
     }
 
     /// For each workspace of `ids`: its record (when `records`), its day hashes of

@@ -1,21 +1,22 @@
 'use strict';
-// A built-in gateway (JsonGateway, …) on the Redis store: a flow run in Rust sends its messages
-// itself (native.NativeGateway), waits there for another request's send, and reports each send
-// back for the request's metrics and log line. Against a real redis-server and the conformance
-// suite's SMS sink (a real HTTP server). A gateway written in JavaScript keeps the driver's path.
+// A built-in gateway (JsonGateway, …) on either store: a flow run in Rust sends its messages
+// itself (native.NativeGateway), waits there for another request's send or pauses for an
+// Idempotency-Key duplicate, and reports each send back for the request's metrics and log line.
+// Against a real redis-server and the conformance suite's SMS sink (a real HTTP server). A
+// gateway written in JavaScript keeps the driver's path.
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { OtpService, RedisStore, JsonGateway, Metrics } = require('..');
+const { OtpService, RedisStore, MemoryStore, JsonGateway, Metrics } = require('..');
 const { nativeGateway } = require('../lib/gateway');
 const { requestInfo } = require('../lib/log');
 const { PEPPER, startRedis, startSink, codeOf, newDest, recorder } = require('./helpers');
 
-describe('Redis store with a built-in gateway: sends from Rust', () => {
+for (const kind of ['redis', 'memory']) describe(`${kind} store with a built-in gateway: sends from Rust`, () => {
   let redis;
   let sink;
   before(async () => {
-    redis = await startRedis();
+    if (kind === 'redis') redis = await startRedis();
     sink = await startSink();
   });
   after(async () => {
@@ -24,10 +25,19 @@ describe('Redis store with a built-in gateway: sends from Rust', () => {
   });
 
   async function service(opts = {}) {
-    const store = new RedisStore({ url: redis.url });
-    await store.connect();
+    let store = new MemoryStore();
+    if (kind === 'redis') {
+      store = new RedisStore({ url: redis.url });
+      await store.connect();
+    }
     const gateway = opts.gateway ?? new JsonGateway({ url: sink.gatewayUrl, token: 'sink-token' });
-    return new OtpService({ pepper: PEPPER, gateway, store, metrics: opts.metrics });
+    const otp = new OtpService({ pepper: PEPPER, gateway, store, metrics: opts.metrics });
+    // A built-in gateway's sends and waits never reach the driver's own.
+    if (!opts.gateway) {
+      otp.send = async () => assert.fail("a send through the driver's path");
+      otp.waitFor = async () => assert.fail("a wait on the driver's path");
+    }
+    return otp;
   }
 
   it('only a built-in gateway whose send is its own is sent from Rust', () => {
@@ -67,6 +77,24 @@ describe('Redis store with a built-in gateway: sends from Rust', () => {
       assert.equal((await sink.messages(dest)).length, 1, 'one SMS');
       assert.equal(new Set(all.map((r) => r.sessionId)).size, 1, 'one session');
       assert.equal(all.filter((r) => r.reused).length, 7);
+    } finally {
+      await otp.close();
+    }
+  });
+
+  it('an Idempotency-Key duplicate in flight pauses in Rust, then answers the first answer', async () => {
+    const otp = await service();
+    try {
+      const dest = newDest();
+      const params = { dest, src: 'Acme', purpose: 'LOGIN' };
+      const [a, b] = await Promise.all([
+        otp.request(params, { idempotencyKey: 'k-1' }),
+        otp.request(params, { idempotencyKey: 'k-1' }),
+      ]);
+      assert.equal((await sink.messages(dest)).length, 1, 'one SMS');
+      assert.equal(a.sessionId, b.sessionId);
+      assert.equal(a.reused, false);
+      assert.equal(b.reused, false, 'the first answer, replayed (not a reuse)');
     } finally {
       await otp.close();
     }
