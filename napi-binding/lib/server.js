@@ -4,7 +4,7 @@
 
 const http = require('node:http');
 const { hostError, clientAborted, fromNative } = require('./errors');
-const { requestInfo, logRequest } = require('./log');
+const { requestInfo, logRequest, reportRun } = require('./log');
 const native = require('./native');
 
 // Connection limits (issue 19, item 2: ~21,000 sockets held open by clients dribbling a body after
@@ -342,9 +342,11 @@ function createServer(service) {
 
 /**
  * `otpkit serve`'s server: hyper on the native module's tokio runtime (src/serve.rs) holds the
- * connections, their deadlines (the same OTPKIT_* limits as createServer) and the writes; each
- * request crosses to JavaScript once, and is answered by replyTo() as on node:http, with the same
- * request log line and metrics. Answers `{port, connections, close(graceMs)}`: close() stops
+ * connections, their deadlines (the same OTPKIT_* limits as createServer) and the writes. With a
+ * built-in gateway the OTP routes (request, verify, status, cancel, resend) are answered there
+ * too (src/service.rs), and only told to JavaScript afterwards for the log line and metrics;
+ * every other request crosses to JavaScript once, and is answered by replyTo() as on node:http,
+ * with the same request log line and metrics. Answers `{port, connections, close(graceMs)}`: close() stops
  * accepting, lets requests in flight finish (idle connections close at once) for at most
  * `graceMs`, then closes the rest.
  */
@@ -384,8 +386,21 @@ function serveNative(service, { host = '127.0.0.1', port = 8787, log = null, log
       () => server.respond(r.id, { status: 500, headers: { 'content-type': 'application/json' }, body: native.errorReply('INTERNAL_ERROR').body }),
     );
   };
+  // The OTP routes are answered in Rust when the service can (a built-in gateway): each answer is
+  // told here once sent, for its log line and metrics (and what its flow did after, once done).
+  const flows = service.flowService();
+  const onServed = (e) => {
+    const info = { started: Date.now() - e.latencyMs, log: log || (() => {}), level: logLevel, route: e.route, workspace: e.workspace ?? undefined };
+    requestInfo.run(info, () => {
+      reportRun(service.store.kind ?? 'store', e, { metrics: service.metrics });
+      if (e.after) return;
+      if (log) logRequest(info, e.method, e.status, e.body ?? undefined);
+      service.metrics?.answered(e.route, e.status, e.body ?? undefined);
+    });
+  };
+  const told = flows && (log || service.metrics) ? onServed : null;
   try {
-    server = native.serveNative(host, port, { ...limits, maxBodyBytes: native.maxBodyBytes() }, handler);
+    server = native.serveNative(host, port, { ...limits, maxBodyBytes: native.maxBodyBytes() }, handler, flows, told);
   } catch (e) {
     throw fromNative(e);
   }

@@ -258,8 +258,26 @@ class OtpService {
     await this.#data(() => this.adminReply('unblockPrefix', { id: String(workspaceId), prefix: String(prefix) }));
   }
 
+  /**
+   * The OTP routes answered in Rust (src/service.rs) for `otpkit serve` on hyper: made once, when
+   * the gateway is a built-in one, the store runs flows in Rust (memory, or Redis not stepping
+   * one effect at a time) and a pepper is set; else null (those routes go through handle()).
+   */
+  flowService() {
+    if (this.flows !== undefined) return this.flows;
+    const s = this.store;
+    const memory = s instanceof MemoryStore ? s.native : null;
+    const redis = s.kind === 'redis' && s.core && !s.stepwise() ? s.core : null;
+    this.flows = null;
+    if (this.nativeGateway && this.engine.configured && (memory || redis)) {
+      this.flows = new native.FlowService(this.engine, memory, redis, this.nativeGateway, this.metrics != null);
+    }
+    return this.flows;
+  }
+
   /** Waits for bookkeeping that follows answers (audit, failure streak). */
   async settle() {
+    if (this.flows) await this.flows.settle();
     while (this.background.size) await Promise.allSettled([...this.background]);
     if (this.store.settle) await this.store.settle();
   }

@@ -72,3 +72,24 @@ pub(crate) fn host_error(code: &str) -> Error {
         },
     }
 }
+
+/// The core error a thrown JS error carries (see [`throw`]): its code, and for `MISCONFIGURED`
+/// its message; anything unreadable is `STORE_UNAVAILABLE` (what a store's failure is).
+pub(crate) fn core_error(e: &napi::Error) -> Error {
+    let info: serde_json::Value = e
+        .reason
+        .strip_prefix(ERROR_PREFIX)
+        .and_then(|j| serde_json::from_str(j).ok())
+        .unwrap_or_default();
+    match info["code"].as_str() {
+        Some("MISCONFIGURED") => Error::Misconfigured {
+            message: info["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+                .into(),
+        },
+        Some(code) => host_error(code),
+        None => Error::StoreUnavailable,
+    }
+}

@@ -21,7 +21,7 @@ use otpkit_core::flow::{
 use otpkit_core::http::envelope::Reply;
 use otpkit_core::http::request::{Dialect, IssueRequest, ResendRequest, VerifyRequest};
 use otpkit_core::idempotency::Idempotency;
-use otpkit_core::{Entropy, Error};
+use otpkit_core::{Entropy, Error, Pepper, UnixMillis};
 use std::sync::{Arc, Mutex};
 
 /// One step as JSON: `{"io": …}` (perform it), `{"answer": {status, body, retryAfter}}`,
@@ -51,41 +51,36 @@ pub(crate) fn outcome(json: &str) -> Outcome {
     })
 }
 
-/// Runs `flow` on the memory store up to the first step the store cannot take: the answer (with
-/// `done` once everything after it is done too), or that step as JSON for the driver (deliver,
-/// awaitSend, pause). With `native` (a built-in gateway sends here), that step comes back
-/// instead, for [`finish_memory`] to take on the runtime.
-fn run_memory(
+/// A flow's answer, when it gave one.
+pub(crate) type Answer = Option<std::result::Result<Reply, Error>>;
+
+/// Runs `flow` on the memory store up to the first step the store cannot take: its end (with
+/// the answer: what follows the answer here is all in-memory bookkeeping, done before returning
+/// as in one critical section), or that step (deliver, awaitSend, pause).
+pub(crate) fn run_memory(
     flow: &mut impl Flow,
     store: &MemoryStore,
     engine: &Engine,
     ws: &Workspace,
-    now: f64,
-    native: bool,
-) -> std::result::Result<String, Box<Io>> {
+    now: UnixMillis,
+) -> std::result::Result<Answer, Box<Io>> {
     let mut answer = None;
     loop {
         match flow.poll() {
             // Not the store's: the gateway, the wait for another request's send and the pause of
             // an `Idempotency-Key` duplicate (all come before the answer).
             Step::Io(io @ (Io::Deliver { .. } | Io::AwaitSend { .. } | Io::Pause { .. })) => {
-                return if native {
-                    Err(Box::new(io))
-                } else {
-                    Ok(step_json(Step::Io(io)))
-                };
+                return Err(Box::new(io))
             }
-            Step::Io(io) => flow.handle(store.perform_one(engine, ws, io, ms(now))),
-            // What follows the answer here is all in-memory bookkeeping, done before returning
-            // (as in one critical section): the answer comes back with `done`.
+            Step::Io(io) => flow.handle(store.perform_one(engine, ws, io, now)),
             Step::Answer(a) => answer = Some(a),
-            Step::Done => return Ok(answered(answer)),
+            Step::Done => return Ok(answer),
         }
     }
 }
 
-/// A memory run's last step: its answer with `done`, or `done` alone.
-fn answered(answer: Option<std::result::Result<Reply, Error>>) -> String {
+/// A memory run's last step as JSON: its answer with `done`, or `done` alone.
+fn answered(answer: Answer) -> String {
     match answer {
         Some(a) => step_json(Step::Answer(a)).replacen('{', r#"{"done":true,"#, 1),
         None => step_json(Step::Done),
@@ -106,15 +101,15 @@ pub struct MemoryEnd {
 /// Takes a memory run on from `first` (the step [`run_memory`] stopped at) on the runtime: the
 /// gateway's send through `gateway`, the wait for another request's send, a pause, and every
 /// store effect, until the flow is done.
-async fn finish_memory<F: Flow>(
+pub(crate) async fn finish_memory<F: Flow>(
     flow: &mut F,
     first: Io,
-    store: MemoryStore,
-    engine: Engine,
-    ws: Workspace,
-    gateway: NativeGateway,
-) -> MemoryEnd {
-    let mut sent = Vec::new();
+    store: &MemoryStore,
+    engine: &Engine,
+    ws: &Workspace,
+    gateway: &NativeGateway,
+    sent: &mut Vec<String>,
+) -> Answer {
     let mut answer = None;
     // The session this run is sending, while it is (other requests may wait for it).
     let mut sending: Option<String> = None;
@@ -129,7 +124,7 @@ async fn finish_memory<F: Flow>(
             Step::Io(Io::Deliver { message }) => {
                 sending = Some(message.reference.clone());
                 let inflight = store.inflight();
-                let o = inflight::deliver(&gateway, inflight, &ws.rec.id, &message, &mut sent);
+                let o = inflight::deliver(gateway, inflight, &ws.rec.id, &message, sent);
                 flow.handle(o.await);
             }
             Step::Io(Io::AwaitSend { dest, session_id }) => {
@@ -138,7 +133,7 @@ async fn finish_memory<F: Flow>(
             }
             Step::Io(io) => {
                 let now = otpkit_core::UnixMillis(inflight::now_ms());
-                flow.handle(store.perform_one(&engine, &ws, io, now));
+                flow.handle(store.perform_one(engine, ws, io, now));
             }
             Step::Answer(a) => {
                 if let Some(reference) = sending.take() {
@@ -150,10 +145,7 @@ async fn finish_memory<F: Flow>(
                 if let Some(reference) = sending.take() {
                     store.inflight().sent(&reference, false);
                 }
-                return MemoryEnd {
-                    text: answered(answer),
-                    sent,
-                };
+                return answer;
             }
         }
     }
@@ -231,8 +223,10 @@ macro_rules! node_flow {
             ) -> Result<String> {
                 self.inner.with(|f| {
                     f.handle(outcome(&outcome_json));
-                    run_memory(f, store, engine, ws, now, false)
-                        .unwrap_or_else(|io| step_json(Step::Io(*io)))
+                    match run_memory(f, store, engine, ws, ms(now)) {
+                        Ok(answer) => answered(answer),
+                        Err(io) => step_json(Step::Io(*io)),
+                    }
                 })
             }
 
@@ -255,12 +249,12 @@ macro_rules! node_flow {
             ) -> Result<Either<String, PromiseRaw<'env, MemoryEnd>>> {
                 let stopped = self
                     .inner
-                    .with(|f| run_memory(f, store, engine, ws, now, gateway.is_some()))?;
-                let first = match stopped {
-                    Ok(text) => return Ok(Either::A(text)),
-                    Err(io) => *io,
+                    .with(|f| run_memory(f, store, engine, ws, ms(now)))?;
+                let first = match (stopped, gateway) {
+                    (Ok(answer), _) => return Ok(Either::A(answered(answer))),
+                    (Err(io), None) => return Ok(Either::A(step_json(Step::Io(*io)))),
+                    (Err(io), Some(_)) => *io,
                 };
-                // It stops there only when asked to: with a gateway.
                 let Some(gateway) = gateway else {
                     return Err(throw(&Error::StoreUnavailable));
                 };
@@ -271,9 +265,15 @@ macro_rules! node_flow {
                 };
                 let (store, ws, gateway) = (store.share(), ws.clone(), gateway.share());
                 env.spawn_future(async move {
-                    let end = finish_memory(&mut *flow, first, store, engine, ws, gateway).await;
+                    let mut sent = Vec::new();
+                    let answer =
+                        finish_memory(&mut *flow, first, &store, &engine, &ws, &gateway, &mut sent)
+                            .await;
                     slot.give_back(flow);
-                    Ok(end)
+                    Ok(MemoryEnd {
+                        text: answered(answer),
+                        sent,
+                    })
                 })
                 .map(Either::B)
             }
@@ -595,33 +595,59 @@ pub fn resend_flow(
     idempotency_key: Option<String>,
     path: Option<String>,
 ) -> Result<ResendFlow> {
-    let pepper = engine.pepper()?;
-    let bytes = body.as_deref().unwrap_or_default();
-    let idem = idempotency(
-        &ws.rec.id,
+    let inner = start_resend(
+        engine.pepper()?,
+        dialect(&dialect_name)?,
+        &raw_id,
+        body.as_deref(),
+        ws,
+        ms(now),
         idempotency_key.as_deref(),
         path.as_deref(),
-        bytes,
-    )?;
-    let req =
-        ResendRequest::from_json(body.as_deref().unwrap_or_default()).map_err(|e| throw(&e))?;
-    let entropy = Entropy::from_bytes(&random::<48>()?);
-    let inner = flow::ResendFlow::start(
-        &raw_id,
-        &req,
-        dialect(&dialect_name)?,
-        &ws.rec.policy,
-        ms(now),
-        &entropy,
-        pepper,
-        HostTraits::default(),
-    );
+    )
+    .map_err(|e| throw(&e))?;
     Ok(ResendFlow {
-        inner: flow::Idempotent::new(inner, idem).into(),
+        inner: inner.into(),
     })
 }
 
-/// Starts a cancellation of the id as given in the path.
+/// 48 random bytes for a flow that may send (codes, ids).
+fn entropy() -> std::result::Result<Entropy, Error> {
+    let mut bytes = [0u8; 48];
+    getrandom::fill(&mut bytes).map_err(|_| Error::Misconfigured {
+        message: "no CSPRNG available".into(),
+    })?;
+    Ok(Entropy::from_bytes(&bytes))
+}
+
+/// `POST …/sessions/{id}/resend`'s flow (`body`: none, or its JSON).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn start_resend(
+    pepper: &Pepper,
+    d: Dialect,
+    raw_id: &str,
+    body: Option<&[u8]>,
+    ws: &Workspace,
+    now: UnixMillis,
+    idempotency_key: Option<&str>,
+    path: Option<&str>,
+) -> std::result::Result<flow::Idempotent<flow::ResendFlow>, Error> {
+    let bytes = body.unwrap_or_default();
+    let idem = idempotency(&ws.rec.id, idempotency_key, path, bytes)?;
+    let req = ResendRequest::from_json(bytes)?;
+    let inner = flow::ResendFlow::start(
+        raw_id,
+        &req,
+        d,
+        &ws.rec.policy,
+        now,
+        &entropy()?,
+        pepper,
+        HostTraits::default(),
+    );
+    Ok(flow::Idempotent::new(inner, idem))
+}
+
 #[napi]
 pub fn cancel_flow(
     dialect_name: String,
@@ -641,9 +667,8 @@ pub(crate) fn idempotency(
     key: Option<&str>,
     path: Option<&str>,
     body: &[u8],
-) -> Result<Option<Idempotency>> {
+) -> std::result::Result<Option<Idempotency>, Error> {
     Idempotency::from_header(ws_id, key, "POST", path.unwrap_or_default(), body)
-        .map_err(|e| throw(&e))
 }
 
 /// Starts a request flow: checks the `Idempotency-Key` (`idempotency_key`, with the request's
@@ -659,18 +684,36 @@ pub fn request_flow(
     idempotency_key: Option<String>,
     path: Option<String>,
 ) -> Result<RequestFlow> {
-    let pepper = engine.pepper()?;
-    let idem = idempotency(
-        &ws.rec.id,
+    let inner = start_request(
+        engine.pepper()?,
+        dialect(&dialect_name)?,
+        &body,
+        ws,
+        ms(now),
         idempotency_key.as_deref(),
         path.as_deref(),
-        &body,
-    )?;
-    let req = match dialect(&dialect_name)? {
-        Dialect::V1 => IssueRequest::from_v1_json(&body),
-        Dialect::Zend => IssueRequest::from_zend_json(&body),
-    }
+    )
     .map_err(|e| throw(&e))?;
+    Ok(RequestFlow {
+        inner: inner.into(),
+    })
+}
+
+/// `POST /v1/messaging/otp/request`'s (or `POST /otp/send`'s) flow, with its `Idempotency-Key`.
+pub(crate) fn start_request(
+    pepper: &Pepper,
+    d: Dialect,
+    body: &[u8],
+    ws: &Workspace,
+    now: UnixMillis,
+    idempotency_key: Option<&str>,
+    path: Option<&str>,
+) -> std::result::Result<flow::Idempotent<flow::RequestFlow>, Error> {
+    let idem = idempotency(&ws.rec.id, idempotency_key, path, body)?;
+    let req = match d {
+        Dialect::V1 => IssueRequest::from_v1_json(body),
+        Dialect::Zend => IssueRequest::from_zend_json(body),
+    }?;
     let own;
     let senders = match (&req.src, ws.any_sender) {
         (Some(src), true) => {
@@ -679,25 +722,19 @@ pub fn request_flow(
         }
         _ => &ws.rec.senders[..],
     };
-    let entropy = Entropy::from_bytes(&random::<48>()?);
     let inner = flow::RequestFlow::start(
         &req,
         &ws.rec.id,
         senders,
         &ws.rec.policy,
-        ms(now),
-        &entropy,
+        now,
+        &entropy()?,
         pepper,
         HostTraits::default(),
-    )
-    .map_err(|e| throw(&e))?;
-    Ok(RequestFlow {
-        inner: flow::Idempotent::new(inner, idem).into(),
-    })
+    )?;
+    Ok(flow::Idempotent::new(inner, idem))
 }
 
-/// Starts a verify flow: parses the body of `dialect` (`pathId` for the zend dialect). Throws
-/// 400 for a malformed body; a malformed session id is answered NOT_FOUND by the flow.
 #[napi]
 pub fn verify_flow(
     dialect_name: String,
@@ -705,18 +742,35 @@ pub fn verify_flow(
     body: Buffer,
     now: f64,
 ) -> Result<VerifyFlow> {
-    let d = dialect(&dialect_name)?;
-    let req = match (d, path_id) {
-        (Dialect::Zend, Some(id)) => VerifyRequest::from_zend_json(&id, &body),
-        _ => VerifyRequest::from_v1_json(&body),
-    }
-    .map_err(|e| throw(&e))?;
+    let inner = start_verify(dialect(&dialect_name)?, path_id.as_deref(), &body, ms(now));
     Ok(VerifyFlow {
-        inner: flow::VerifyFlow::start(&req, d, ms(now), HostTraits::default()).into(),
+        inner: inner.map_err(|e| throw(&e))?.into(),
     })
 }
 
-/// Starts a status flow for the id as given in the path.
+/// `POST …/verify`'s flow (`path_id`: the session id in a `zend` path).
+pub(crate) fn start_verify(
+    d: Dialect,
+    path_id: Option<&str>,
+    body: &[u8],
+    now: UnixMillis,
+) -> std::result::Result<flow::VerifyFlow, Error> {
+    let req = verify_request(d, path_id, body)?;
+    Ok(flow::VerifyFlow::start(&req, d, now, HostTraits::default()))
+}
+
+/// A verify body as the core reads it (`zend`: the session id is the path's).
+pub(crate) fn verify_request(
+    d: Dialect,
+    path_id: Option<&str>,
+    body: &[u8],
+) -> std::result::Result<VerifyRequest, Error> {
+    match (d, path_id) {
+        (Dialect::Zend, Some(id)) => VerifyRequest::from_zend_json(id, body),
+        _ => VerifyRequest::from_v1_json(body),
+    }
+}
+
 #[napi]
 pub fn status_flow(
     dialect_name: String,

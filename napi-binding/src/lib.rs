@@ -27,6 +27,7 @@
 //! | `gateway` | the gateway's HTTP request, encoded by the core |
 //! | `inflight` | a flow run's send through a built-in gateway and its wait for another request's send, for both stores |
 //! | `send` | that request sent (reqwest + rustls on napi's tokio runtime); the delivery outcome |
+//! | `service` | the OTP routes answered in Rust for `otpkit serve` (authentication, the route's flow on the store, the built-in gateway) |
 //! | `serve` | `otpkit serve`'s HTTP server: hyper on the tokio runtime, each request answered by the JavaScript service |
 //! | `errors` | core errors thrown as JS errors; host-side error codes |
 
@@ -46,6 +47,7 @@ mod redis_store;
 mod reports;
 mod send;
 mod serve;
+mod service;
 mod workspace;
 
 use crate::errors::throw;

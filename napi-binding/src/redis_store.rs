@@ -1685,6 +1685,104 @@ async fn record(
     Ok(())
 }
 
+/// What a flow run did that its host logs and counts: the store effects that failed (`[effect,
+/// error code, cause, …]`), their times when asked (`[effect, seconds, …]`), and the sends
+/// through a built-in gateway (8 fields each: see [`inflight::deliver`]).
+#[derive(Debug, Default)]
+pub(crate) struct RunReports {
+    pub failed: Vec<String>,
+    pub timed: Vec<String>,
+    pub sent: Vec<String>,
+}
+
+/// Where [`RedisRun::until`] stopped.
+pub(crate) enum Stop {
+    /// The flow's answer; what follows it is still to run.
+    Answer(std::result::Result<otpkit_core::http::envelope::Reply, Error>),
+    /// A step this run does not take (deliver or awaitSend without a built-in gateway).
+    Yield(Io),
+    /// The flow is done.
+    Done,
+}
+
+/// One flow run on the Redis store: every store effect on the runtime, and with a built-in
+/// gateway its send, the wait for another request's send and a pause too.
+pub(crate) struct RedisRun {
+    job: Job,
+    shared: Arc<Shared>,
+    gateway: Option<NativeGateway>,
+    timed: bool,
+    /// The session this run is sending, while it is (other requests may wait for it).
+    sending: Option<String>,
+}
+
+impl RedisRun {
+    /// Runs `flow` up to its answer, a step it does not take, or its end.
+    pub(crate) async fn until<F: Flow>(&mut self, flow: &mut F, reports: &mut RunReports) -> Stop {
+        let shared = Arc::clone(&self.shared);
+        loop {
+            match flow.poll() {
+                // The pause of an `Idempotency-Key` duplicate.
+                Step::Io(Io::Pause { millis }) => {
+                    tokio::time::sleep(Duration::from_millis(millis)).await;
+                    flow.handle(Outcome::Done);
+                }
+                // The gateway's send, when the service's gateway is a built-in one.
+                Step::Io(Io::Deliver { message }) if self.gateway.is_some() => {
+                    let Some(g) = self.gateway.as_ref() else {
+                        continue;
+                    };
+                    self.sending = Some(message.reference.clone());
+                    let ws_id = self.job.id();
+                    let inflight = &shared.inflight;
+                    let sent = inflight::deliver(g, inflight, ws_id, &message, &mut reports.sent);
+                    flow.handle(sent.await);
+                }
+                // Another request's send, when this run sends its own (a built-in gateway).
+                Step::Io(Io::AwaitSend { dest, session_id }) if self.gateway.is_some() => {
+                    let delivered = shared.await_send(self.job.id(), &dest, &session_id).await;
+                    flow.handle(Outcome::Awaited { delivered });
+                }
+                Step::Io(io @ (Io::Deliver { .. } | Io::AwaitSend { .. })) => {
+                    return Stop::Yield(io)
+                }
+                Step::Io(io) => {
+                    let kind = io.kind();
+                    let started = std::time::Instant::now();
+                    self.job.now = now_ms() as f64;
+                    let result = self.job.perform(io).await;
+                    if self.timed {
+                        reports.timed.push(kind.into());
+                        reports
+                            .timed
+                            .push(started.elapsed().as_secs_f64().to_string());
+                    }
+                    flow.handle(match result {
+                        Ok(text) => outcome(&text),
+                        Err(e) => {
+                            let (code, cause, failed) = failed_outcome(&e);
+                            reports.failed.extend([kind.into(), code, cause]);
+                            failed
+                        }
+                    });
+                }
+                Step::Answer(a) => {
+                    if let Some(reference) = self.sending.take() {
+                        shared.inflight.sent(&reference, a.is_ok());
+                    }
+                    return Stop::Answer(a);
+                }
+                Step::Done => {
+                    if let Some(reference) = self.sending.take() {
+                        shared.inflight.sent(&reference, false);
+                    }
+                    return Stop::Done;
+                }
+            }
+        }
+    }
+}
+
 #[napi]
 impl RedisCore {
     /// `opts`: one Redis (`url`) or a Cluster (`nodes`), the key prefix, the audit cap and the
@@ -1832,117 +1930,80 @@ impl RedisCore {
         timed: bool,
         gateway: Option<&NativeGateway>,
     ) -> Result<()> {
-        if self.shared.closed.load(Ordering::Relaxed) {
-            slot.give_back(flow);
-            return Err(unavailable());
-        }
-        let gateway = gateway.map(NativeGateway::share);
-        // One job for the whole run: its clock is read again for each effect.
-        let mut job = Job {
-            shared: Arc::clone(&self.shared),
-            ws: ws.clone(),
-            engine: engine.pepper().ok().map(|p| Engine {
-                pepper: Ok(p.clone()),
-            }),
-            carried: Arc::clone(&steps.carried),
-            now: 0.0,
+        let mut run = match self.runner(engine, ws, steps, gateway, timed) {
+            Ok(run) => run,
+            Err(e) => {
+                slot.give_back(flow);
+                return Err(e);
+            }
         };
-        let shared = Arc::clone(&self.shared);
         napi::bindgen_prelude::spawn(async move {
-            let mut end = Finished {
-                id,
-                ok: true,
-                text: String::new(),
-                drained: false,
-                failed: Vec::new(),
-                timed: Vec::new(),
-                sent: Vec::new(),
-            };
             let mut answered = false;
-            // The session this run is sending, while it is (other requests may wait for it).
-            let mut sending: Option<String> = None;
+            let mut reports = RunReports::default();
             loop {
-                match flow.poll() {
-                    // The pause of an `Idempotency-Key` duplicate.
-                    Step::Io(Io::Pause { millis }) => {
-                        tokio::time::sleep(Duration::from_millis(millis)).await;
-                        flow.handle(Outcome::Done);
-                    }
-                    // The gateway's send, when the service's gateway is a built-in one.
-                    Step::Io(Io::Deliver { message }) if gateway.is_some() => {
-                        let Some(g) = gateway.as_ref() else { continue };
-                        sending = Some(message.reference.clone());
-                        let sent = inflight::deliver(
-                            g,
-                            &shared.inflight,
-                            job.id(),
-                            &message,
-                            &mut end.sent,
-                        )
-                        .await;
-                        flow.handle(sent);
-                    }
-                    // Another request's send, when this run sends its own (a built-in gateway).
-                    Step::Io(Io::AwaitSend { dest, session_id }) if gateway.is_some() => {
-                        let delivered = shared.await_send(job.id(), &dest, &session_id).await;
-                        flow.handle(Outcome::Awaited { delivered });
-                    }
+                let end = |text: String, drained: bool, r: &mut RunReports| Finished {
+                    id,
+                    ok: true,
+                    text,
+                    drained,
+                    failed: std::mem::take(&mut r.failed),
+                    timed: std::mem::take(&mut r.timed),
+                    sent: std::mem::take(&mut r.sent),
+                };
+                match run.until(&mut *flow, &mut reports).await {
                     // Not the store's: the gateway, the wait for another request's send (the
                     // driver's, for a gateway written in JavaScript).
-                    Step::Io(io @ (Io::Deliver { .. } | Io::AwaitSend { .. })) => {
+                    Stop::Yield(io) => {
                         slot.give_back(flow);
-                        end.text = step_json(Step::Io(io));
-                        shared.finished(end);
+                        run.shared
+                            .finished(end(step_json(Step::Io(io)), false, &mut reports));
                         return;
                     }
-                    Step::Io(io) => {
-                        let kind = io.kind();
-                        let started = std::time::Instant::now();
-                        job.now = now_ms() as f64;
-                        let result = job.perform(io).await;
-                        if timed {
-                            end.timed.push(kind.into());
-                            end.timed.push(started.elapsed().as_secs_f64().to_string());
-                        }
-                        flow.handle(match result {
-                            Ok(text) => outcome(&text),
-                            Err(e) => {
-                                let (code, cause, failed) = failed_outcome(&e);
-                                end.failed.extend([kind.into(), code, cause]);
-                                failed
-                            }
-                        });
-                    }
-                    Step::Answer(a) => {
+                    Stop::Answer(a) => {
                         answered = true;
-                        if let Some(reference) = sending.take() {
-                            shared.inflight.sent(&reference, a.is_ok());
-                        }
-                        let now = Finished {
-                            id,
-                            ok: true,
-                            text: step_json(Step::Answer(a)),
-                            drained: false,
-                            failed: std::mem::take(&mut end.failed),
-                            timed: std::mem::take(&mut end.timed),
-                            sent: std::mem::take(&mut end.sent),
-                        };
-                        shared.finished(now);
+                        let text = step_json(Step::Answer(a));
+                        run.shared.finished(end(text, false, &mut reports));
                     }
-                    Step::Done => {
-                        if let Some(reference) = sending.take() {
-                            shared.inflight.sent(&reference, false);
-                        }
+                    Stop::Done => {
                         slot.give_back(flow);
-                        end.text = r#"{"done":true}"#.into();
-                        end.drained = answered;
-                        shared.finished(end);
+                        let text = r#"{"done":true}"#.to_string();
+                        run.shared.finished(end(text, answered, &mut reports));
                         return;
                     }
                 }
             }
         });
         Ok(())
+    }
+
+    /// A flow run on this store for `ws` (see [`RedisRun`]).
+    pub(crate) fn runner(
+        &self,
+        engine: &Engine,
+        ws: &Workspace,
+        steps: &RedisSteps,
+        gateway: Option<&NativeGateway>,
+        timed: bool,
+    ) -> Result<RedisRun> {
+        if self.shared.closed.load(Ordering::Relaxed) {
+            return Err(unavailable());
+        }
+        Ok(RedisRun {
+            // One job for the whole run: its clock is read again for each effect.
+            job: Job {
+                shared: Arc::clone(&self.shared),
+                ws: ws.clone(),
+                engine: engine.pepper().ok().map(|p| Engine {
+                    pepper: Ok(p.clone()),
+                }),
+                carried: Arc::clone(&steps.carried),
+                now: 0.0,
+            },
+            shared: Arc::clone(&self.shared),
+            gateway: gateway.map(NativeGateway::share),
+            timed,
+            sending: None,
+        })
     }
 
     /// Keeps Node's event loop alive (`on`) while steps are in flight, or lets it go: the store
@@ -2190,6 +2251,38 @@ async fn cluster_enabled(url: &str) -> Option<bool> {
         .flatten()
 }
 
+/// What the flow routes answered in Rust (`crate::service`) ask of the store outside a flow.
+impl RedisCore {
+    /// Another handle on the same store.
+    pub(crate) fn share(&self) -> RedisCore {
+        RedisCore {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// The workspace record cached for an API key hash (see [`RedisCore::cached_key`]).
+    pub(crate) fn cached(&self, hash: &str) -> Option<String> {
+        let (json, _) = self.shared.key_cache.as_ref()?.entry(hash)?;
+        Some(json.to_string())
+    }
+
+    /// See [`RedisCore::lookup`].
+    pub(crate) async fn find_key(&self, hash: &str, session_id: Option<&str>) -> Result<KeyLookup> {
+        self.shared()?.lookup(hash, session_id).await
+    }
+
+    /// See [`RedisCore::touch_key`].
+    pub(crate) async fn touch(&self, ws_id: &str, key_id: &str, at: u64) -> Result<()> {
+        let s = self.shared()?;
+        let hset = redis::cmd("HSET")
+            .arg(s.keys.ws("used", ws_id))
+            .arg(key_id)
+            .arg(at)
+            .to_owned();
+        s.query(&hset).await.map(|_| ())
+    }
+}
+
 /// The store's reads and writes that are not a flow's steps: key lookups, another request's
 /// send, the reports, the sweep, the checks. Each answers a promise (none is on a request's
 /// hot path but the key lookup, and that one only when the key cache does not hold the key).
@@ -2272,15 +2365,8 @@ impl RedisCore {
         key_id: String,
         at: f64,
     ) -> Result<PromiseRaw<'env, ()>> {
-        let s = self.shared()?;
-        env.spawn_future(async move {
-            let hset = redis::cmd("HSET")
-                .arg(s.keys.ws("used", &ws_id))
-                .arg(key_id)
-                .arg(ms(at).0)
-                .to_owned();
-            s.query(&hset).await.map(|_| ())
-        })
+        let core = self.share();
+        env.spawn_future(async move { core.touch(&ws_id, &key_id, ms(at).0).await })
     }
 
     /// Both audit lists of a workspace (`seq|event` lines, newest first), read at once:
@@ -2424,8 +2510,7 @@ impl RedisCore {
     /// live).
     #[napi]
     pub fn cached_key(&self, hash: String) -> Option<String> {
-        let (json, _) = self.shared.key_cache.as_ref()?.entry(&hash)?;
-        Some(json.to_string())
+        self.cached(&hash)
     }
 
     /// Whether the key cache is live (every tracking connection tracks).

@@ -17,6 +17,8 @@
 //! and at most `maxConnections` are open at once (more are closed at accept).
 
 use crate::errors::{host_error, throw};
+use crate::redis_store::RunReports;
+use crate::service::{BodyError, FlowService, Served};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Incoming};
@@ -29,6 +31,7 @@ use napi::bindgen_prelude::{spawn, Buffer, Either};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Error, Result, Status};
 use napi_derive::napi;
+use otpkit_core::http::envelope::Reply;
 use otpkit_core::Error as CoreError;
 use std::collections::HashMap;
 use std::io;
@@ -275,6 +278,93 @@ impl AsyncWrite for Timed {
 /// [`NativeServer::respond`] (a synchronous call: cheaper than a promise to await from here).
 type Handler = ThreadsafeFunction<ServedRequest, (), ServedRequest, Status, false>;
 
+/// An answer given in Rust ([`FlowService`]), told to JavaScript for its log line and metrics
+/// once sent; or (`after`) what its flow did after the answer, once done.
+#[napi(object, object_from_js = false)]
+#[derive(Debug)]
+pub struct ServedEvent {
+    pub method: String,
+    /// The route's name (`request`, `verify`, …).
+    pub route: String,
+    pub status: u32,
+    /// How long it took to answer (ms).
+    pub latency_ms: f64,
+    /// The workspace it authenticated as.
+    pub workspace: Option<String>,
+    /// The answer's body, when it is an error (its code is logged, nothing else of it).
+    pub body: Option<String>,
+    /// What its flow run did: see `lib/log.js` `reportRun`.
+    pub failed: Vec<String>,
+    pub timed: Vec<String>,
+    pub sent: Vec<String>,
+    /// Only what followed the answer (`failed`, `timed`, `sent`): no request to log.
+    pub after: bool,
+}
+
+impl ServedEvent {
+    fn of(method: &str, latency_ms: f64, served: Served) -> Self {
+        let status = u32::from(served.reply.status);
+        ServedEvent {
+            method: method.to_string(),
+            route: served.route.to_string(),
+            status,
+            latency_ms,
+            workspace: served.workspace,
+            body: (status >= 400).then_some(served.reply.body),
+            failed: served.reports.failed,
+            timed: served.reports.timed,
+            sent: served.reports.sent,
+            after: false,
+        }
+    }
+
+    fn after(r: RunReports) -> Self {
+        ServedEvent {
+            method: String::new(),
+            route: String::new(),
+            status: 0,
+            latency_ms: 0.0,
+            workspace: None,
+            body: None,
+            failed: r.failed,
+            timed: r.timed,
+            sent: r.sent,
+            after: true,
+        }
+    }
+}
+
+/// Where [`ServedEvent`]s go. Weak: it does not keep Node's event loop alive.
+type ServedFn = ThreadsafeFunction<ServedEvent, (), ServedEvent, Status, false, true>;
+
+/// The HTTP answer to a core reply, with the headers `lib/server.js` `replyTo` gives one.
+fn answer_of(reply: &Reply) -> Answer {
+    let mut headers = HashMap::with_capacity(4);
+    if reply.status != 204 {
+        headers.insert("content-type".into(), "application/json".into());
+    }
+    if let Some(s) = reply.retry_after {
+        headers.insert("retry-after".into(), s.to_string());
+    }
+    if reply.replayed {
+        headers.insert("idempotent-replayed".into(), "true".into()); // SPEC §7
+    }
+    // A 401 always closes (see `replyTo`).
+    if reply.status == 401 {
+        headers.insert("connection".into(), "close".into());
+    }
+    let body = if reply.status == 204 {
+        Bytes::new()
+    } else {
+        Bytes::from(reply.body.clone())
+    };
+    Answer {
+        status: u32::from(reply.status),
+        headers,
+        body,
+    }
+}
+
 /// An answer, owned on this side.
 struct Answer {
     status: u32,
@@ -307,6 +397,10 @@ impl Drop for Waiting<'_> {
 struct Shared {
     /// Taken on close, so the JavaScript event loop is no longer held open by the server.
     handler: Mutex<Option<Arc<Handler>>>,
+    /// The OTP routes answered in Rust (none: every request goes to `handler`).
+    service: Option<FlowService>,
+    /// Told of each answer of `service`, once sent, for its log line and metrics.
+    on_served: Option<Arc<ServedFn>>,
     pending: Mutex<Pending>,
     limits: ServeLimits,
     active: AtomicUsize,
@@ -403,6 +497,8 @@ pub fn serve_native(
     port: u32,
     limits: ServeLimits,
     handler: Handler,
+    service: Option<&FlowService>,
+    on_served: Option<ServedFn>,
 ) -> Result<NativeServer> {
     let port =
         u16::try_from(port).map_err(|_| throw(&CoreError::invalid("port", "must be 0–65535")))?;
@@ -421,6 +517,8 @@ pub fn serve_native(
     let (shutdown, _) = watch::channel(false);
     let shared = Arc::new(Shared {
         handler: Mutex::new(Some(Arc::new(handler))),
+        service: service.map(FlowService::share),
+        on_served: on_served.map(Arc::new),
         pending: Mutex::new(Pending::default()),
         limits,
         active: AtomicUsize::new(0),
@@ -626,6 +724,15 @@ async fn answer(
             .or_insert_with(|| value.into_owned());
     }
     let (ready, ended, aborted) = ready_part(&mut incoming, limits.max_body_bytes as usize);
+    let method = parts.method.as_str();
+    let url = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let path = parts.uri.path();
+    // The OTP routes are answered in Rust when the service can (a built-in gateway).
+    let fast = shared
+        .service
+        .as_ref()
+        .filter(|_| FlowService::handles(method, path))
+        .map(FlowService::share);
     let state = Arc::new(BodyState {
         incoming: tokio::sync::Mutex::new((!ended && !aborted).then_some(incoming)),
         read: Mutex::new(Vec::new()),
@@ -633,47 +740,80 @@ async fn answer(
         cancelled: AtomicBool::new(false),
         cancel: Notify::new(),
     });
-    let (body, stream) = if ended {
-        (Some(Buffer::from(ready)), None)
+    let (mut whole, body, stream) = if ended {
+        if fast.is_some() {
+            (Some(ready), None, None)
+        } else {
+            (None, Some(Buffer::from(ready)), None)
+        }
     } else {
         if let Ok(mut r) = state.read.lock() {
             *r = ready;
         }
-        (
-            None,
-            Some(RequestBody {
-                state: Arc::clone(&state),
-            }),
-        )
+        let stream = RequestBody {
+            state: Arc::clone(&state),
+        };
+        (None, None, Some(stream))
     };
-    let (tx, rx) = oneshot::channel();
-    let id = match shared.pending.lock() {
-        Ok(mut p) => {
-            p.next = p.next.wrapping_add(1);
-            let id = p.next;
-            p.waiting.insert(id, tx);
-            id
-        }
-        Err(_) => return internal_error(),
-    };
-    let _waiting = Waiting {
-        pending: &shared.pending,
-        id,
-    };
-    let request = ServedRequest {
-        id,
-        method: parts.method.as_str().to_string(),
-        url: parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string(),
-        headers,
-        body,
-        stream,
-    };
-    let handler = shared.handler.lock().ok().and_then(|h| h.clone());
+    let body_state = Arc::clone(&state);
     let reply = async {
+        if let Some(service) = fast {
+            let read = |max: usize| {
+                let (whole, state) = (whole.take(), Arc::clone(&body_state));
+                async move {
+                    match whole {
+                        Some(b) if b.len() > max => Err(BodyError::TooLarge),
+                        Some(b) => Ok(b),
+                        None => state.read_all(max).await.map_err(|code| match code {
+                            "PAYLOAD_TOO_LARGE" => BodyError::TooLarge,
+                            _ => BodyError::Aborted,
+                        }),
+                    }
+                }
+            };
+            let begun = Instant::now();
+            let told = shared.on_served.as_ref().map(Arc::clone);
+            let later = told.as_ref().map(Arc::clone);
+            let after = move |r: RunReports| {
+                if let Some(f) = later {
+                    f.call(
+                        ServedEvent::after(r),
+                        ThreadsafeFunctionCallMode::NonBlocking,
+                    );
+                }
+            };
+            let served = service.answer(method, path, &headers, read, after).await;
+            let answer = answer_of(&served.reply);
+            if let Some(f) = told {
+                let latency_ms = begun.elapsed().as_secs_f64() * 1000.0;
+                let event = ServedEvent::of(method, latency_ms, served);
+                f.call(event, ThreadsafeFunctionCallMode::NonBlocking);
+            }
+            return Some(answer);
+        }
+        let (tx, rx) = oneshot::channel();
+        let id = match shared.pending.lock() {
+            Ok(mut p) => {
+                p.next = p.next.wrapping_add(1);
+                let id = p.next;
+                p.waiting.insert(id, tx);
+                id
+            }
+            Err(_) => return None,
+        };
+        let _waiting = Waiting {
+            pending: &shared.pending,
+            id,
+        };
+        let request = ServedRequest {
+            id,
+            method: method.to_string(),
+            url: url.to_string(),
+            headers: std::mem::take(&mut headers),
+            body,
+            stream,
+        };
+        let handler = shared.handler.lock().ok().and_then(|h| h.clone());
         let handler = handler?; // closed
         if handler.call(request, ThreadsafeFunctionCallMode::NonBlocking) != Status::Ok {
             return None;

@@ -8,7 +8,7 @@ const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const net = require('node:net');
 const path = require('node:path');
-const { spawn } = require('node:child_process');
+const { spawn, spawnSync } = require('node:child_process');
 const { randomBytes } = require('node:crypto');
 const { ROOT, sleep, startSink, newDest, serve, freePort } = require('./helpers');
 
@@ -215,6 +215,66 @@ describe('otpkit serve on the native server: graceful SIGTERM', () => {
     assert.ok(ms >= 1500, `answered after the gateway's delay (${ms} ms)`);
     assert.doesNotMatch(out, /internal error|    at /i, out);
   });
+});
+
+describe('otpkit serve on the native server: the OTP routes answered in Rust', () => {
+  for (const kind of ['memory', 'redis']) {
+    it(`${kind}: request and verify are answered while the JavaScript thread is blocked, then logged and counted`, async (t) => {
+      const { OtpService, MemoryStore, RedisStore, JsonGateway, Metrics, serveNative } = require(path.join(ROOT, 'napi-binding'));
+      const { startRedis } = require('./helpers');
+      let redis = null;
+      let store = new MemoryStore();
+      if (kind === 'redis') {
+        redis = await startRedis();
+        store = new RedisStore({ url: redis.url });
+        await store.connect();
+      }
+      // The gateway's sink runs in the child below: nothing of this process may answer anything.
+      const sinkPort = await freePort();
+      const gateway = new JsonGateway({ url: `http://127.0.0.1:${sinkPort}/sms`, token: 'sink-token' });
+      const metrics = new Metrics();
+      const service = new OtpService({ pepper: 'p'.repeat(40), gateway, store, metrics });
+      const { apiKey, workspaceId } = await service.createWorkspace({ name: 'fast', senders: ['Acme'] });
+      const lines = [];
+      const server = serveNative(service, { port: 0, log: (l) => lines.push(l), logLevel: 'info' });
+      t.after(async () => {
+        await server.close(1000);
+        await service.close();
+        await redis?.stop();
+      });
+      const dest = newDest();
+      const child = `
+        const { startSink } = await import(${JSON.stringify(path.join(ROOT, 'tests', 'conformance', 'sink.mjs'))});
+        const sink = await startSink({ port: ${sinkPort} });
+        const base = 'http://127.0.0.1:${server.port}';
+        const h = { 'x-api-key': ${JSON.stringify(apiKey)}, 'content-type': 'application/json' };
+        const post = (p, body) => fetch(base + p, { method: 'POST', headers: h, body: JSON.stringify(body) });
+        const r = await post('/v1/messaging/otp/request', { dest: ${JSON.stringify(dest)}, src: 'Acme', purpose: 'LOGIN' });
+        const { sessionId } = (await r.json()).data;
+        const [m] = await sink.messages(${JSON.stringify(dest)});
+        const v = await post('/v1/messaging/otp/verify', { sessionId, code: /\\d{4,10}/.exec(m.text)[0] });
+        const denied = await fetch(base + '/v1/messaging/otp/sessions/' + sessionId, { headers: { 'x-api-key': 'otpk_' + 'A'.repeat(43) } });
+        console.log(JSON.stringify({ request: r.status, verify: v.status, status: (await v.json()).data.status, denied: denied.status, closes: denied.headers.get('connection') }));
+        await sink.stop();
+      `;
+      // spawnSync holds this process's JavaScript thread until the child is done.
+      const out = spawnSync(process.execPath, ['--input-type=module', '-e', child], { encoding: 'utf8', timeout: 30_000 });
+      assert.equal(out.status, 0, `${out.stdout}\n${out.stderr}`);
+      assert.deepEqual(JSON.parse(out.stdout), { request: 200, verify: 200, status: 'APPROVED', denied: 401, closes: 'close' });
+      await sleep(100); // the answers are told to JavaScript once it runs again
+      const logged = lines.map((l) => JSON.parse(l)).filter((l) => l.msg === 'request');
+      assert.deepEqual(
+        logged.map((l) => [l.route, l.status, l.workspace ?? null]),
+        [['request', 200, workspaceId], ['verify', 200, workspaceId], ['status', 401, null]],
+      );
+      const text = (await metrics.expose()).body;
+      assert.match(text, /otpkit_sends_total\{[^}]*outcome="delivered"[^}]*\} 1/);
+      assert.match(text, /otpkit_verifications_total\{status="APPROVED"\} 1/);
+      assert.match(text, /otpkit_requests_total\{route="status",status="401"\} 1/);
+      if (kind === 'redis') assert.match(text, /otpkit_store_latency_seconds_count\{io="verify"\} 1/);
+      assert.ok(!lines.join('\n').includes(apiKey), 'never the key');
+    });
+  }
 });
 
 describe('serveNative in a library', () => {
