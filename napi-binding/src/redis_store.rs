@@ -244,6 +244,36 @@ struct Shared {
     /// Session id → how its send ended (`None` while in flight), for the requests of this
     /// process that wait for it ([`Shared::await_send`]).
     inflight: Inflight,
+    /// Sessions as this process last stored them (see [`SessionCache`]).
+    sessions: Mutex<SessionCache>,
+}
+
+/// The sessions this process stored or last wrote, as stored (`<version>|<JSON>`), so that a
+/// verify on this process decides on the value it knows and writes at once (one round trip: the
+/// compare-and-set, which compares the whole value, so a stale entry only costs the read it
+/// saved). Two generations of at most [`SESSION_CACHE`] entries each: when the newer one is full
+/// it becomes the older and the older is dropped.
+#[derive(Default)]
+struct SessionCache {
+    new: HashMap<String, String>,
+    old: HashMap<String, String>,
+}
+
+/// Entries of a [`SessionCache`] generation (about 0.5 KiB each).
+const SESSION_CACHE: usize = 8192;
+
+impl SessionCache {
+    fn put(&mut self, key: String, raw: String) {
+        if self.new.len() >= SESSION_CACHE {
+            self.old = std::mem::take(&mut self.new);
+        }
+        self.old.remove(&key);
+        self.new.insert(key, raw);
+    }
+
+    fn take(&mut self, key: &str) -> Option<String> {
+        self.new.remove(key).or_else(|| self.old.remove(key))
+    }
 }
 
 enum Target {
@@ -456,6 +486,27 @@ fn flat_hash(v: &Value) -> Vec<String> {
             .flatten()
             .collect(),
         _ => Vec::new(),
+    }
+}
+
+impl Shared {
+    /// Session `key` is now stored as `raw` (by this process).
+    fn remember(&self, key: String, raw: String) {
+        if let Ok(mut c) = self.sessions.lock() {
+            c.put(key, raw);
+        }
+    }
+
+    /// Session `key` as this process last wrote it (taken: the write that follows puts it back).
+    fn recall(&self, key: &str) -> Option<String> {
+        self.sessions.lock().ok()?.take(key)
+    }
+
+    /// A compare-and-set wrote `json` over version `ver` of session `key` (`""`: deleted).
+    fn written(&self, key: String, ver: u64, json: &str) {
+        if !json.is_empty() {
+            self.remember(key, format!("{}|{json}", ver + 1));
+        }
     }
 }
 
@@ -1472,6 +1523,7 @@ impl Job {
         // Side by side: the index writes ride the same connection as the confirmation.
         let (cancel, ()) = tokio::join!(confirm, self.index_receipts(session, purge_at));
         let cancel = cancel?;
+        s.remember(session_key, value);
         Ok(format!(
             r#"{{"result":"storedAndConfirmed","cancel":{}}}"#,
             json_str(cancel.as_deref())
@@ -1580,7 +1632,10 @@ impl Job {
             .as_ref()
             .ok_or_else(|| misconfigured("OTP_PEPPER is not set"))?;
         let key = k.session(self.id(), session_id);
-        let mut known = self.take(|c| c.session.take());
+        // Read with the key, else as this process last wrote it, else read now.
+        let mut known = self
+            .take(|c| c.session.take())
+            .or_else(|| s.recall(&key).map(Some));
         for i in 0..MAX_TRIES {
             let given = known.is_some();
             let raw = match known.take() {
@@ -1618,6 +1673,7 @@ impl Job {
                     .await?;
                 let (wrote, found) = pair(&reply);
                 if wrote == 1 {
+                    s.written(key, ver, &write);
                     return Ok(st.outcome);
                 }
                 known = Some(found);
@@ -1638,6 +1694,7 @@ impl Job {
                 let (ok, other) = pair(&reply);
                 if ok == 1 {
                     self.keep(|c| c.guard = Some(other));
+                    s.written(key, ver, &write);
                     return Ok(st.outcome);
                 }
                 known = Some(other);
@@ -1859,6 +1916,7 @@ impl RedisCore {
                 done: Mutex::new(Some(on_done)),
                 key_cache,
                 inflight: Inflight::default(),
+                sessions: Mutex::default(),
             }),
         })
     }
