@@ -175,15 +175,19 @@ export async function runPairs({
   }
   timing = true;
   const cpu0 = cpuSeconds?.();
+  const own0 = process.cpuUsage();
   const t0 = performance.now();
   const deadline = pairs == null ? t0 + seconds * 1000 : Infinity;
   await Promise.all(Array.from({ length: clients }, until(deadline, true)));
   const secs = (performance.now() - t0) / 1000;
   const cpu = cpuSeconds ? cpuSeconds().map((x, i) => x - cpu0[i]) : null;
+  const own = process.cpuUsage(own0);
   agent.destroy();
   return {
     clients,
     cpuSeconds: cpu,
+    // This process's own CPU in the window: the load's clients (and whatever else runs here).
+    loadCpuSeconds: (own.user + own.system) / 1e6,
     seconds: secs,
     pairs: done,
     pairsPerSec: done / secs,
