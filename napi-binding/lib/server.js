@@ -387,7 +387,7 @@ function serveNative(service, { host = '127.0.0.1', port = 8787, log = null, log
     );
   };
   // The OTP routes are answered in Rust when the service can (a built-in gateway): each answer is
-  // told here once sent, for its log line and metrics (and what its flow did after, once done).
+  // told here as it is answered, for its log line and metrics (and what its flow did after, once done).
   const flows = service.flowService();
   const onServed = (e) => {
     const info = { started: Date.now() - e.latencyMs, log: log || (() => {}), level: logLevel, route: e.route, workspace: e.workspace ?? undefined };

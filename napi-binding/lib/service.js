@@ -260,8 +260,9 @@ class OtpService {
 
   /**
    * The OTP routes answered in Rust (src/service.rs) for `otpkit serve` on hyper: made once, when
-   * the gateway is a built-in one, the store runs flows in Rust (memory, or Redis not stepping
-   * one effect at a time) and a pepper is set; else null (those routes go through handle()).
+   * there is a gateway, the store runs flows in Rust (memory, or Redis not stepping one effect
+   * at a time) and a pepper is set; else null (those routes go through handle()). A built-in
+   * gateway sends from Rust; one written in JavaScript is called from there (callGateway).
    */
   flowService() {
     if (this.flows !== undefined) return this.flows;
@@ -269,8 +270,15 @@ class OtpService {
     const memory = s instanceof MemoryStore ? s.native : null;
     const redis = s.kind === 'redis' && s.core && !s.stepwise() ? s.core : null;
     this.flows = null;
-    if (this.nativeGateway && this.engine.configured && (memory || redis)) {
-      this.flows = new native.FlowService(this.engine, memory, redis, this.nativeGateway, this.metrics != null);
+    if (this.gateway && this.engine.configured && (memory || redis)) {
+      const send = this.nativeGateway
+        ? null
+        : async ({ message: json, workspaceId }) => {
+            const message = JSON.parse(json);
+            const { outcome, messageId, cause } = await this.callGateway(message, workspaceId);
+            return { outcome, messageId: messageId ?? undefined, status: Number.isInteger(cause?.status) ? cause.status : undefined, kind: this.gatewayKind(message) };
+          };
+      this.flows = new native.FlowService(this.engine, memory, redis, this.nativeGateway, send, this.metrics != null);
     }
     return this.flows;
   }
@@ -425,6 +433,26 @@ class OtpService {
    */
   async send(message, workspaceId = 'default') {
     const started = Date.now();
+    const { outcome, messageId, cause } = await this.callGateway(message, workspaceId);
+    if (this.gateway) this.metrics?.sent(message, outcome, (Date.now() - started) / 1000);
+    if (outcome !== 'delivered') {
+      // `otpkit serve` logs why (a library call outside a served request logs nothing).
+      logDeliveryFailure(message, this.gatewayKind(message), cause ?? (outcome === 'timedOut' ? { timedOut: true } : {}), started);
+    }
+    return { outcome, messageId };
+  }
+
+  /** The kind of gateway `message` goes through, for the log line (`custom`: a function). */
+  gatewayKind(message) {
+    return (this.gateway?.for?.(message) ?? this.gateway)?.kind ?? (this.gateway ? 'custom' : 'none');
+  }
+
+  /**
+   * One call of the gateway: `{outcome, messageId, cause}` (`cause`: what the gateway told of a
+   * failure through `opts.onFailure`, such as `{status}`); no gateway, or a gateway that throws,
+   * is a definite failure. Counts and logs nothing (see send()).
+   */
+  async callGateway(message, workspaceId) {
     let cause = null;
     let outcome = 'failed';
     let messageId = null;
@@ -442,12 +470,7 @@ class OtpService {
       }
     }
     if (outcome !== 'delivered' || (messageId != null && !/^[\x21-\x7e]{1,128}$/.test(messageId))) messageId = null;
-    if (this.gateway) this.metrics?.sent(message, outcome, (Date.now() - started) / 1000);
-    if (outcome !== 'delivered') {
-      // `otpkit serve` logs why (a library call outside a served request logs nothing).
-      logDeliveryFailure(message, (this.gateway?.for?.(message) ?? this.gateway)?.kind ?? (this.gateway ? 'custom' : 'none'), cause ?? (outcome === 'timedOut' ? { timedOut: true } : {}), started);
-    }
-    return { outcome, messageId };
+    return { outcome, messageId, cause };
   }
 
   /**

@@ -8,7 +8,7 @@ use crate::errors::{error_info, throw};
 use crate::inflight;
 use crate::memory::MemoryStore;
 use crate::redis_store::{RedisCore, RedisSteps};
-use crate::send::NativeGateway;
+use crate::send::{Gateway, NativeGateway};
 use crate::workspace::Workspace;
 use crate::{dialect, ms, random};
 use napi::bindgen_prelude::{Buffer, Either, PromiseRaw};
@@ -107,7 +107,7 @@ pub(crate) async fn finish_memory<F: Flow>(
     store: &MemoryStore,
     engine: &Engine,
     ws: &Workspace,
-    gateway: &NativeGateway,
+    gateway: &Gateway,
     sent: &mut Vec<String>,
 ) -> Answer {
     let mut answer = None;
@@ -263,7 +263,8 @@ macro_rules! node_flow {
                 let engine = Engine {
                     pepper: Ok(engine.pepper()?.clone()),
                 };
-                let (store, ws, gateway) = (store.share(), ws.clone(), gateway.share());
+                let (store, ws) = (store.share(), ws.clone());
+                let gateway = Gateway::Native(gateway.share());
                 env.spawn_future(async move {
                     let mut sent = Vec::new();
                     let answer =

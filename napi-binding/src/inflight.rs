@@ -3,7 +3,7 @@
 //! log line, and the wait for another request's send. A send of this process is waited for on
 //! its own channel; another process's (Redis) is watched through the store, as the store says.
 
-use crate::send::NativeGateway;
+use crate::send::Gateway;
 use otpkit_core::flow::Outcome;
 use otpkit_core::gateway::OutgoingMessage;
 use otpkit_core::guard::{DeliveryOutcome, IN_FLIGHT_STALE_MS};
@@ -87,7 +87,7 @@ pub(crate) fn now_ms() -> u64 {
 /// `[channel, gateway kind, outcome, seconds, HTTP status or "", destination, session id,
 /// started at (ms)]`. Answers the flow's outcome.
 pub(crate) async fn deliver(
-    gateway: &NativeGateway,
+    gateway: &Gateway,
     inflight: &Inflight,
     ws_id: &str,
     message: &OutgoingMessage,
@@ -98,7 +98,7 @@ pub(crate) async fn deliver(
     let d = gateway.deliver(ws_id, message).await;
     report.extend([
         message.channel.as_str().to_string(),
-        d.kind.to_string(),
+        d.kind,
         d.sent.outcome.clone(),
         d.seconds.to_string(),
         d.sent.status.map(|s| s.to_string()).unwrap_or_default(),

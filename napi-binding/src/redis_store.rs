@@ -17,7 +17,7 @@ use crate::errors::{throw, throw_caused};
 use crate::flow::{outcome, step_json, Lent};
 use crate::inflight::{self, now_ms, Inflight};
 use crate::key_cache::{KeyCache, Refused, TrackTarget};
-use crate::send::NativeGateway;
+use crate::send::{Gateway, NativeGateway};
 use crate::workspace::Workspace;
 use crate::{ms, redis as steps};
 use napi::bindgen_prelude::PromiseRaw;
@@ -1767,7 +1767,7 @@ pub(crate) enum Stop {
 pub(crate) struct RedisRun {
     job: Job,
     shared: Arc<Shared>,
-    gateway: Option<NativeGateway>,
+    gateway: Option<Gateway>,
     timed: bool,
     /// The session this run is sending, while it is (other requests may wait for it).
     sending: Option<String>,
@@ -1988,6 +1988,7 @@ impl RedisCore {
         timed: bool,
         gateway: Option<&NativeGateway>,
     ) -> Result<()> {
+        let gateway = gateway.map(|g| Gateway::Native(g.share()));
         let mut run = match self.runner(engine, ws, steps, gateway, timed) {
             Ok(run) => run,
             Err(e) => {
@@ -2040,7 +2041,7 @@ impl RedisCore {
         engine: &Engine,
         ws: &Workspace,
         steps: &RedisSteps,
-        gateway: Option<&NativeGateway>,
+        gateway: Option<Gateway>,
         timed: bool,
     ) -> Result<RedisRun> {
         if self.shared.closed.load(Ordering::Relaxed) {
@@ -2058,7 +2059,7 @@ impl RedisCore {
                 now: 0.0,
             },
             shared: Arc::clone(&self.shared),
-            gateway: gateway.map(NativeGateway::share),
+            gateway,
             timed,
             sending: None,
         })

@@ -18,6 +18,8 @@
 
 use crate::errors::throw;
 use crate::gateway::encode_request;
+use napi::bindgen_prelude::Promise;
+use napi::threadsafe_function::ThreadsafeFunction;
 use napi::Result;
 use napi_derive::napi;
 use otpkit_core::gateway::{
@@ -273,8 +275,8 @@ impl std::fmt::Debug for NativeGateway {
 #[derive(Debug)]
 pub(crate) struct Delivered {
     pub sent: Sent,
-    /// The gateway's kind (`json`, `twilio`, `meta`).
-    pub kind: &'static str,
+    /// The gateway's kind (`json`, `twilio`, `meta`; a JavaScript gateway's own, or `custom`).
+    pub kind: String,
     /// How long the exchange took.
     pub seconds: f64,
 }
@@ -320,7 +322,90 @@ impl NativeGateway {
         };
         Delivered {
             sent,
-            kind: kind.as_str(),
+            kind: kind.as_str().to_string(),
+            seconds: started.elapsed().as_secs_f64(),
+        }
+    }
+}
+
+/// How a gateway written in JavaScript answered a message ([`JsGatewayFn`]).
+#[napi(object)]
+#[derive(Debug)]
+pub struct GatewayAnswer {
+    /// `delivered`, `failed` or `timedOut`.
+    pub outcome: String,
+    /// The provider's id of an accepted message, when it told one.
+    pub message_id: Option<String>,
+    /// The provider's HTTP status of a refusal, when there was one.
+    pub status: Option<u32>,
+    /// The gateway's kind, for the log line (`custom` for a function).
+    pub kind: String,
+}
+
+/// What a gateway written in JavaScript is called with ([`JsGatewayFn`]).
+#[napi(object, object_from_js = false)]
+#[derive(Debug)]
+pub struct GatewayCall {
+    /// The message (`otpkit_core::gateway::OutgoingMessage`) as JSON: never logged.
+    pub message: String,
+    pub workspace_id: String,
+}
+
+/// A gateway written in JavaScript, called from a flow run in Rust: `({message, workspaceId}) =>
+/// Promise<GatewayAnswer>`. Weak: it does not keep Node's event loop alive.
+pub(crate) type JsGatewayFn =
+    ThreadsafeFunction<GatewayCall, Promise<GatewayAnswer>, GatewayCall, napi::Status, false, true>;
+
+/// Where a flow run in Rust sends its messages: a built-in gateway (from here), or one written
+/// in JavaScript (called on the JavaScript thread, awaited here).
+pub(crate) enum Gateway {
+    Native(NativeGateway),
+    Js(Arc<JsGatewayFn>),
+}
+
+impl Gateway {
+    /// A handle for a task on the runtime.
+    pub(crate) fn share(&self) -> Gateway {
+        match self {
+            Gateway::Native(g) => Gateway::Native(g.share()),
+            Gateway::Js(f) => Gateway::Js(Arc::clone(f)),
+        }
+    }
+
+    /// Sends `message` of workspace `workspace_id`.
+    pub(crate) async fn deliver(&self, workspace_id: &str, message: &OutgoingMessage) -> Delivered {
+        let f = match self {
+            Gateway::Native(g) => return g.deliver(workspace_id, message).await,
+            Gateway::Js(f) => f,
+        };
+        let started = std::time::Instant::now();
+        let json = serde_json::to_string(message).unwrap_or_default();
+        let call = GatewayCall {
+            message: json,
+            workspace_id: workspace_id.to_string(),
+        };
+        let answer = match f.call_async(call).await {
+            Ok(promise) => promise.await.ok(),
+            Err(_) => None,
+        };
+        let (sent, kind) = match answer {
+            Some(a) => (
+                Sent {
+                    outcome: match a.outcome.as_str() {
+                        "delivered" | "timedOut" => a.outcome,
+                        _ => "failed".into(),
+                    },
+                    status: a.status,
+                    message_id: a.message_id,
+                },
+                a.kind,
+            ),
+            // It threw or could not be called: a definite failure.
+            None => (Sent::failed(None), "custom".into()),
+        };
+        Delivered {
+            sent,
+            kind,
             seconds: started.elapsed().as_secs_f64(),
         }
     }

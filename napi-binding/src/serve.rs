@@ -279,7 +279,7 @@ impl AsyncWrite for Timed {
 type Handler = ThreadsafeFunction<ServedRequest, (), ServedRequest, Status, false>;
 
 /// An answer given in Rust ([`FlowService`]), told to JavaScript for its log line and metrics
-/// once sent; or (`after`) what its flow did after the answer, once done.
+/// as it is handed to hyper; or (`after`) what its flow did after the answer, once done.
 #[napi(object, object_from_js = false)]
 #[derive(Debug)]
 pub struct ServedEvent {
@@ -399,7 +399,7 @@ struct Shared {
     handler: Mutex<Option<Arc<Handler>>>,
     /// The OTP routes answered in Rust (none: every request goes to `handler`).
     service: Option<FlowService>,
-    /// Told of each answer of `service`, once sent, for its log line and metrics.
+    /// Told of each answer of `service`, as it is handed to hyper, for its log line and metrics.
     on_served: Option<Arc<ServedFn>>,
     pending: Mutex<Pending>,
     limits: ServeLimits,

@@ -7,7 +7,7 @@
 //! gateway, in the same order (401 before any body error; 415 / 413 before the body is read).
 //!
 //! Logs and metrics stay JavaScript's (prom-client, the log lines' writer): serve.rs tells each
-//! answer to JavaScript once it is sent, in one non-blocking call, with what its run did.
+//! answer to JavaScript as it hands it to hyper, in one non-blocking call, with what its run did.
 
 use crate::engine::Engine;
 use crate::errors::{core_error, throw};
@@ -17,7 +17,7 @@ use crate::flow::{
 use crate::inflight::now_ms;
 use crate::memory::MemoryStore;
 use crate::redis_store::{RedisCore, RedisSteps, RunReports, Stop};
-use crate::send::NativeGateway;
+use crate::send::{Gateway, JsGatewayFn, NativeGateway};
 use crate::workspace::Workspace;
 use napi::Result;
 use napi_derive::napi;
@@ -61,7 +61,7 @@ impl std::fmt::Debug for FlowService {
 struct Inner {
     engine: Engine,
     store: Store,
-    gateway: NativeGateway,
+    gateway: Gateway,
     /// Time each store effect (for the store latency histogram).
     timed: bool,
     /// Stored workspace JSON → its parsed workspace.
@@ -94,16 +94,25 @@ pub(crate) enum BodyError {
 
 #[napi]
 impl FlowService {
-    /// `memory` or `redis`: the store; `gateway`: the built-in gateway its sends go through;
-    /// `timed`: time each store effect (metrics are on).
+    /// `memory` or `redis`: the store; `gateway`: the built-in gateway its sends go through, or
+    /// else `send`, a gateway written in JavaScript (`({message, workspaceId}) =>
+    /// Promise<GatewayAnswer>`, the message as JSON); `timed`: time each store effect (metrics
+    /// are on).
     #[napi(constructor)]
     pub fn new(
         engine: &Engine,
         memory: Option<&MemoryStore>,
         redis: Option<&RedisCore>,
-        gateway: &NativeGateway,
+        gateway: Option<&NativeGateway>,
+        #[napi(ts_arg_type = "((call: GatewayCall) => Promise<GatewayAnswer>) | null")]
+        send: Option<JsGatewayFn>,
         timed: bool,
     ) -> Result<Self> {
+        let gateway = match (gateway, send) {
+            (Some(g), _) => Gateway::Native(g.share()),
+            (None, Some(f)) => Gateway::Js(Arc::new(f)),
+            (None, None) => return Err(throw(&Error::invalid("gateway", "a gateway is required"))),
+        };
         let store = match (memory, redis) {
             (Some(m), None) => Store::Memory(m.share()),
             (None, Some(r)) => Store::Redis(r.share()),
@@ -120,7 +129,7 @@ impl FlowService {
                     pepper: engine.pepper.clone(),
                 },
                 store,
-                gateway: gateway.share(),
+                gateway,
                 timed,
                 parsed: Mutex::new(HashMap::new()),
                 key_uses: Mutex::new(HashMap::new()),
@@ -454,7 +463,13 @@ impl Inner {
                     steps.prefetch(session);
                 }
                 let mut run = r
-                    .runner(&self.engine, ws, &steps, Some(&self.gateway), self.timed)
+                    .runner(
+                        &self.engine,
+                        ws,
+                        &steps,
+                        Some(self.gateway.share()),
+                        self.timed,
+                    )
                     .map_err(|e| core_error(&e))?;
                 match run.until(&mut flow, &mut ask.served.reports).await {
                     Stop::Answer(a) => {

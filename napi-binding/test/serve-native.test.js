@@ -277,6 +277,62 @@ describe('otpkit serve on the native server: the OTP routes answered in Rust', (
   }
 });
 
+describe('otpkit serve on the native server: a gateway written in JavaScript, called from Rust', () => {
+  it('sends once for parallel requests, verifies, and a failure is a 502 with its delivery_failed line', async (t) => {
+    const { OtpService, MemoryStore, Metrics, serveNative } = require(path.join(ROOT, 'napi-binding'));
+    const sent = [];
+    const failing = newDest();
+    const gateway = async (m, opts) => {
+      sent.push(m);
+      await sleep(30); // the other requests arrive while this send is in flight
+      if (m.to === failing) {
+        opts.onFailure({ status: 503 });
+        return 'failed';
+      }
+      return { outcome: 'delivered', messageId: `SM${sent.length}` };
+    };
+    const metrics = new Metrics();
+    const service = new OtpService({ pepper: 'p'.repeat(40), gateway, store: new MemoryStore(), metrics });
+    assert.ok(service.flowService(), 'the OTP routes are answered in Rust');
+    // Nothing of the driver's request path may run.
+    service.issue = async () => assert.fail("the driver's request path");
+    service.check = async () => assert.fail("the driver's verify path");
+    const { apiKey } = await service.createWorkspace({ name: 'js-gateway', senders: ['Acme'] });
+    const lines = [];
+    const server = serveNative(service, { port: 0, log: (l) => lines.push(l), logLevel: 'info' });
+    t.after(async () => {
+      await server.close(1000);
+      await service.close();
+    });
+    const base = `http://127.0.0.1:${server.port}`;
+    const h = { 'x-api-key': apiKey, 'content-type': 'application/json' };
+    const post = async (p, body) => {
+      const r = await fetch(base + p, { method: 'POST', headers: h, body: JSON.stringify(body) });
+      return { status: r.status, body: await r.json() };
+    };
+    const dest = newDest();
+    const all = await Promise.all(Array.from({ length: 6 }, () => post('/v1/messaging/otp/request', { dest, src: 'Acme', purpose: 'LOGIN' })));
+    assert.deepEqual(all.map((r) => r.status), [200, 200, 200, 200, 200, 200]);
+    assert.equal(sent.filter((m) => m.to === dest).length, 1, 'one message');
+    assert.equal(all.filter((r) => r.body.data.reused).length, 5, 'the others waited for it and reuse it');
+    const [m] = sent;
+    assert.equal(m.reference, all[0].body.data.sessionId);
+    const v = await post('/v1/messaging/otp/verify', { sessionId: m.reference, code: /\d{4,10}/.exec(m.text)[0] });
+    assert.equal(v.body.data.status, 'APPROVED');
+    const refused = await post('/v1/messaging/otp/request', { dest: failing, src: 'Acme', purpose: 'LOGIN' });
+    assert.equal(refused.status, 502);
+    assert.equal(refused.body.error.code, 'DELIVERY_FAILED');
+    await sleep(100);
+    const failed = lines.map((l) => JSON.parse(l)).find((l) => l.msg === 'delivery_failed');
+    assert.ok(failed, lines.join('\n'));
+    assert.equal(failed.gateway, 'custom');
+    assert.equal(failed.gatewayStatus, 503);
+    const text = (await metrics.expose()).body;
+    assert.match(text, /otpkit_sends_total\{[^}]*outcome="delivered"[^}]*\} 1/);
+    assert.match(text, /otpkit_sends_total\{[^}]*outcome="failed"[^}]*\} 1/);
+  });
+});
+
 describe('serveNative in a library', () => {
   it('close() releases the event loop: a script that serves one request and closes exits by itself', async () => {
     const script = `
