@@ -343,7 +343,7 @@ function createServer(service) {
 /**
  * `otpkit serve`'s server: hyper on the native module's tokio runtime (src/serve.rs) holds the
  * connections, their deadlines (the same OTPKIT_* limits as createServer) and the writes. With a
- * built-in gateway the OTP routes (request, verify, status, cancel, resend) are answered there
+ * gateway the OTP routes (request, verify, status, cancel, resend) are answered there
  * too (src/service.rs), and only told to JavaScript afterwards for the log line and metrics;
  * every other request crosses to JavaScript once, and is answered by replyTo() as on node:http,
  * with the same request log line and metrics. Answers `{port, connections, close(graceMs)}`: close() stops
@@ -386,7 +386,7 @@ function serveNative(service, { host = '127.0.0.1', port = 8787, log = null, log
       () => server.respond(r.id, { status: 500, headers: { 'content-type': 'application/json' }, body: native.errorReply('INTERNAL_ERROR').body }),
     );
   };
-  // The OTP routes are answered in Rust when the service can (a built-in gateway): each answer is
+  // The OTP routes are answered in Rust when the service can (see flowService()): each answer is
   // told here as it is answered, for its log line and metrics (and what its flow did after, once done).
   const flows = service.flowService();
   const onServed = (e) => {

@@ -92,7 +92,7 @@ class OtpService {
     }
     const gw = opts.gateway;
     this.gateway = typeof gw === 'function' ? { send: gw } : gw || null;
-    // A built-in gateway sends from Rust within a flow the store runs there (Redis).
+    // A built-in gateway sends from Rust within a flow the store runs there.
     this.nativeGateway = nativeGateway(this.gateway);
     Object.defineProperty(this, 'receiptKeys', { value: receiptKeys(opts.receipts, this.gateway), enumerable: false });
     this.store = opts.store || new MemoryStore();

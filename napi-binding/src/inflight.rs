@@ -1,4 +1,4 @@
-//! What a flow run does between store effects when it runs in Rust with a built-in gateway, for
+//! What a flow run does between store effects when it runs in Rust with a gateway it sends to, for
 //! both stores (`memory`, `redis_store`): the gateway's send, reported for the host's metrics and
 //! log line, and the wait for another request's send. A send of this process is waited for on
 //! its own channel; another process's (Redis) is watched through the store, as the store says.

@@ -1,8 +1,9 @@
 //! otpkit for Node.js: otpkit-core's pure operations through Node-API, a thread-safe in-memory
 //! store, the Redis store (redis-rs: its flows' steps, key lookups and their cache, sweep and
 //! reads), the gateway's HTTP client and `otpkit serve`'s HTTP server. The npm package's
-//! JavaScript (`lib/`) holds the flows' driver and the service API; every rule those need is a
-//! function here, so no rule of SPEC is written twice.
+//! JavaScript (`lib/`) holds the service API and the flows' driver for the library's calls and
+//! `handle()`; `otpkit serve`'s OTP routes are driven here (`service`). Every rule those need is
+//! a function here, so no rule of SPEC is written twice.
 //!
 //! Conventions at this boundary:
 //! - Errors are thrown as `Error` whose message is `OTPKIT:` + JSON `{code, httpStatus, message,
@@ -25,9 +26,9 @@
 //! | `http` | routing, checks before the body, authentication, non-flow answers (`Reply`) |
 //! | `reports` | audit and analytics: queries, pages, reports from a store's raw rows |
 //! | `gateway` | the gateway's HTTP request, encoded by the core |
-//! | `inflight` | a flow run's send through a built-in gateway and its wait for another request's send, for both stores |
+//! | `inflight` | a flow run's send from Rust and its wait for another request's send, for both stores |
 //! | `send` | that request sent (reqwest + rustls on napi's tokio runtime); the delivery outcome |
-//! | `service` | the OTP routes answered in Rust for `otpkit serve` (authentication, the route's flow on the store, the built-in gateway) |
+//! | `service` | the OTP routes answered in Rust for `otpkit serve` (authentication, the route's flow on the store, the gateway) |
 //! | `serve` | `otpkit serve`'s HTTP server: hyper on the tokio runtime, each request answered by the JavaScript service |
 //! | `errors` | core errors thrown as JS errors; host-side error codes |
 

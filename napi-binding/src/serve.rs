@@ -1,7 +1,9 @@
 //! `otpkit serve`'s HTTP/1.1 server: hyper 1 on napi's tokio runtime. Connections, parsing,
-//! keep-alive, deadlines and writes happen here, off the JavaScript thread; each request is
-//! answered by the JavaScript service (`lib/server.js` `serveNative`) through one threadsafe
-//! function call, with the body when it came with the head (else a [`RequestBody`] to read).
+//! keep-alive, deadlines and writes happen here, off the JavaScript thread. The OTP routes are
+//! answered here too, by [`FlowService`] (`src/service.rs`), and told to JavaScript afterwards
+//! for the log line and metrics ([`ServedEvent`]); every other request is answered by the
+//! JavaScript service (`lib/server.js` `serveNative`) through one threadsafe function call, with
+//! the body when it came with the head (else a [`RequestBody`] to read).
 //!
 //! Every connection has a deadline, whatever it sends (as `lib/server.js` documents for node:http):
 //! - **headers**: a request head must be complete within `headersTimeoutMs` of its first byte
@@ -727,7 +729,7 @@ async fn answer(
     let method = parts.method.as_str();
     let url = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let path = parts.uri.path();
-    // The OTP routes are answered in Rust when the service can (a built-in gateway).
+    // The OTP routes are answered in Rust when the service can (`OtpService.flowService()`).
     let fast = shared
         .service
         .as_ref()

@@ -1,8 +1,9 @@
 //! The OTP routes (request, verify, status, cancel, resend) answered in Rust, on the tokio
 //! runtime, for `otpkit serve` on hyper (`serve.rs`): authentication by API key (the key cache,
 //! or one lookup that also reads the session a verify or status names, on Redis), the flow of
-//! the route run to its answer on the store (memory or Redis) with the built-in gateway sending
-//! from here, and what follows the answer. A request on these routes never waits for the
+//! the route run to its answer on the store (memory or Redis) with the gateway sending from
+//! here (a built-in one; one written in JavaScript is called from here), and what follows the
+//! answer. A request on these routes never waits for the
 //! JavaScript thread. The steps are the ones `lib/service.js` `handle()` takes for a JavaScript
 //! gateway, in the same order (401 before any body error; 415 / 413 before the body is read).
 //!
@@ -486,7 +487,7 @@ impl Inner {
                         });
                         Some(a)
                     }
-                    // Not with a built-in gateway: every step is taken here.
+                    // Not with a gateway: every step is taken here.
                     Stop::Yield(_) | Stop::Done => None,
                 }
             }
