@@ -355,16 +355,25 @@ impl Inner {
                 };
                 (json, None)
             }
-            Store::Redis(r) => match r.cached(hash) {
-                Some(json) => (Some(json), None),
-                None => {
-                    let found = r
-                        .find_key(hash, session_id)
-                        .await
-                        .map_err(|e| core_error(&e))?;
-                    (found.workspace, session_id.map(|_| found.session))
+            // A key revoked by another process: Redis sent this process's tracking connection
+            // its invalidation before the revoker heard back, but the runtime may not have read
+            // it yet when this request's task runs first. A yield lets the runtime poll its
+            // sockets and run what they woke (the tracker drops the cache inline) before the
+            // cache is read: the revocation then holds from the revoker's answer on, as it did
+            // when every request crossed to JavaScript first.
+            Store::Redis(r) => {
+                tokio::task::yield_now().await;
+                match r.cached(hash) {
+                    Some(json) => (Some(json), None),
+                    None => {
+                        let found = r
+                            .find_key(hash, session_id)
+                            .await
+                            .map_err(|e| core_error(&e))?;
+                        (found.workspace, session_id.map(|_| found.session))
+                    }
                 }
-            },
+            }
         };
         let ws = self.parsed(&json.ok_or(Error::Unauthorized)?)?;
         let key_id = ws
