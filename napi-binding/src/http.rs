@@ -8,7 +8,7 @@ use napi::bindgen_prelude::Buffer;
 use napi::Result;
 use napi_derive::napi;
 use otpkit_core::http::envelope::{self, Reply as CoreReply};
-use otpkit_core::http::request::{self, Dialect, VerifyRequest};
+use otpkit_core::http::request::{self, Dialect};
 use otpkit_core::http::route::{match_route, Route as CoreRoute};
 use otpkit_core::workspace;
 
@@ -125,17 +125,22 @@ pub fn route(method: String, path: String) -> Result<RouteMatch> {
     })
 }
 
+/// A `Content-Length` header's value, when it is a number.
+pub(crate) fn declared_length(v: Option<&str>) -> Option<u64> {
+    v.and_then(|v| v.trim().parse::<u64>().ok())
+}
+
 /// 415 / 413 before the body is read (SPEC's order).
 #[napi]
 pub fn check_content(content_type: Option<String>, content_length: Option<String>) -> Result<()> {
-    let declared = content_length.and_then(|v| v.trim().parse::<u64>().ok());
+    let declared = declared_length(content_length.as_deref());
     request::check_content(content_type.as_deref(), declared).map_err(|e| throw(&e))
 }
 
 /// Does a request on a route whose body is optional (resend) carry one? (`otpkit_core`'s rule.)
 #[napi]
 pub fn has_body(content_type: Option<String>, content_length: Option<String>) -> bool {
-    let declared = content_length.and_then(|v| v.trim().parse::<u64>().ok());
+    let declared = declared_length(content_length.as_deref());
     request::has_body(content_type.as_deref(), declared)
 }
 
@@ -200,11 +205,8 @@ pub fn parse_verify(
     path_id: Option<String>,
     body: Buffer,
 ) -> Result<VerifyInput> {
-    let r = match (dialect(&dialect_name)?, path_id) {
-        (Dialect::Zend, Some(id)) => VerifyRequest::from_zend_json(&id, &body),
-        _ => VerifyRequest::from_v1_json(&body),
-    }
-    .map_err(|e| throw(&e))?;
+    let r = crate::flow::verify_request(dialect(&dialect_name)?, path_id.as_deref(), &body)
+        .map_err(|e| throw(&e))?;
     Ok(VerifyInput {
         raw_session_id: r.raw_session_id,
         session_id: r.session_id,

@@ -15,6 +15,7 @@ use crate::errors::{core_error, throw};
 use crate::flow::{
     finish_memory, run_memory, start_request, start_resend, start_verify, verify_request,
 };
+use crate::http::declared_length;
 use crate::inflight::now_ms;
 use crate::memory::MemoryStore;
 use crate::redis_store::{RedisCore, RedisSteps, RunReports, Stop};
@@ -249,10 +250,6 @@ impl Ask<'_> {
                 BodyError::Aborted => Error::invalid("body", "was not received whole"),
             })
     }
-}
-
-fn declared_length(v: Option<&str>) -> Option<u64> {
-    v.and_then(|v| v.trim().parse::<u64>().ok())
 }
 
 fn now() -> UnixMillis {
