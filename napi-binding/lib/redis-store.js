@@ -264,10 +264,6 @@ class RedisStore {
 
   runFlow(flow, engine, ws, outcome, ctx) {
     const steps = (ctx.native ??= new native.RedisSteps());
-    if (ctx.session !== undefined) {
-      steps.prefetch(ctx.session);
-      ctx.session = undefined;
-    }
     const ran = new Promise((resolve, reject) => {
       const id = this.stepStarted({ resolve, reject, flow, ctx, drain: null });
       try {
@@ -286,16 +282,12 @@ class RedisStore {
 
   /**
    * Performs one store effect of a flow (`io`; `raw`, its JSON) in Rust and answers the outcome
-   * JSON (the stepwise path). `ctx` carries, per flow, what one step read for the next: the
-   * session read with the API key (`session`), then RedisCore's own (`native`).
+   * JSON (the stepwise path). `ctx` carries, per flow, what one step read for the next
+   * (RedisCore's own, `native`).
    */
   async perform(engine, ws, io, raw, now, ctx) {
     if (this.misconfigured) throw this.misconfigured;
     const steps = (ctx.native ??= new native.RedisSteps());
-    if (ctx.session !== undefined) {
-      steps.prefetch(ctx.session);
-      ctx.session = undefined;
-    }
     return new Promise((resolve, reject) => {
       const id = this.stepStarted({ resolve, reject });
       try {

@@ -168,11 +168,12 @@ impl RedisSteps {
     pub fn new() -> Self {
         Self::default()
     }
+}
 
-    /// The session's stored value read with the API key (`null`: there is none), for the
-    /// flow's next read or verify of it.
-    #[napi]
-    pub fn prefetch(&self, value: Option<String>) {
+impl RedisSteps {
+    /// The session's stored value read with the API key (`None`: there is none), for the
+    /// flow's next read or verify of it (`FlowService`).
+    pub(crate) fn prefetch(&self, value: Option<String>) {
         if let Ok(mut c) = self.carried.lock() {
             c.session = Some(value);
         }

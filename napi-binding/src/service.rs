@@ -1,5 +1,7 @@
 //! The OTP routes (request, verify, status, cancel, resend) answered in Rust, on the tokio
-//! runtime, for `otpkit serve` on hyper (`serve.rs`): authentication by API key (the key cache,
+//! runtime, for `otpkit serve` on hyper (`serve.rs`), for `handle()` (node:http, the framework
+//! adapters: [`FlowService::handle`]) and for the library's operations (`otp.request(…)`:
+//! [`FlowService::call`], one Node-API call each): authentication by API key (the key cache,
 //! or one lookup that also reads the session a verify or status names, on Redis), the flow of
 //! the route run to its answer on the store (memory or Redis) with the gateway sending from
 //! here (a built-in one; one written in JavaScript is called from here), and what follows the
@@ -13,7 +15,7 @@
 use crate::engine::Engine;
 use crate::errors::{core_error, throw};
 use crate::flow::{
-    finish_memory, run_memory, start_request, start_resend, start_verify, verify_request,
+    finish_memory, run_memory, start_request, start_resend, start_verify, verify_request, Answer,
 };
 use crate::http::declared_length;
 use crate::inflight::now_ms;
@@ -21,11 +23,14 @@ use crate::memory::MemoryStore;
 use crate::redis_store::{RedisCore, RedisSteps, RunReports, Stop};
 use crate::send::{Gateway, JsGatewayFn, NativeGateway};
 use crate::workspace::Workspace;
-use napi::Result;
+use napi::bindgen_prelude::{Buffer, Either, PromiseRaw};
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::{Env, Result, Status};
 use napi_derive::napi;
-use otpkit_core::flow::{self as core_flow, Flow, HostTraits};
+use otpkit_core::flow::{self as core_flow, Flow, HostTraits, Io};
 use otpkit_core::http::envelope::{self, Reply};
 use otpkit_core::http::request as core_request;
+use otpkit_core::http::request::Dialect;
 use otpkit_core::http::route::{match_route, Route};
 use otpkit_core::workspace::{api_key_hash, last_used_due, presented_api_key};
 use otpkit_core::{Error, UnixMillis};
@@ -47,8 +52,8 @@ enum Store {
     Redis(RedisCore),
 }
 
-/// The OTP routes answered in Rust (see the module): made by `lib/service.js` for `otpkit
-/// serve` when its gateway is a built-in one, and handed to `serveNative`.
+/// The OTP routes answered in Rust (see the module): made once by `lib/service.js`
+/// `flowService()` when the service has a gateway, a pepper and a store that runs flows in Rust.
 #[napi]
 pub struct FlowService {
     inner: Arc<Inner>,
@@ -85,6 +90,81 @@ pub(crate) struct Served {
     pub workspace: Option<String>,
     /// What its flow run did before the answer.
     pub reports: RunReports,
+}
+
+/// An answer of [`FlowService::handle`] or [`FlowService::call`]: the HTTP reply, and what the
+/// run did before it (see `lib/log.js` `reportRun`).
+#[napi(object)]
+#[derive(Debug)]
+pub struct FlowAnswer {
+    pub status: u32,
+    /// The JSON body (empty for 204).
+    pub body: String,
+    /// `Retry-After` seconds.
+    pub retry_after: Option<u32>,
+    /// A replay of the answer stored for an `Idempotency-Key` (SPEC §7).
+    pub replayed: bool,
+    /// The workspace the API key authenticated as (`handle`).
+    pub workspace: Option<String>,
+    /// An error answer's own message (`call`: the body's `message` also names the field).
+    pub error_message: Option<String>,
+    pub failed: Vec<String>,
+    pub timed: Vec<String>,
+    pub sent: Vec<String>,
+}
+
+impl FlowAnswer {
+    fn of(reply: Reply, workspace: Option<String>, reports: RunReports) -> Self {
+        FlowAnswer {
+            status: u32::from(reply.status),
+            body: reply.body,
+            retry_after: reply.retry_after,
+            replayed: reply.replayed,
+            workspace,
+            error_message: None,
+            failed: reports.failed,
+            timed: reports.timed,
+            sent: reports.sent,
+        }
+    }
+
+    /// The answer of a run that ended with `answer` (none: the store failed).
+    fn ended(answer: Answer, reports: RunReports) -> Self {
+        match answer.unwrap_or(Err(Error::StoreUnavailable)) {
+            Ok(reply) => FlowAnswer::of(reply, None, reports),
+            Err(e) => FlowAnswer {
+                error_message: Some(e.message().to_string()),
+                ..FlowAnswer::of(envelope::error(&e), None, reports)
+            },
+        }
+    }
+}
+
+/// What a flow run did after its answer ([`FlowService::handle`]'s `after`; see `lib/log.js`
+/// `reportRun`).
+#[napi(object)]
+#[derive(Debug)]
+pub struct AfterReport {
+    pub failed: Vec<String>,
+    pub timed: Vec<String>,
+    pub sent: Vec<String>,
+}
+
+/// Where [`AfterReport`]s go. Weak: it does not keep Node's event loop alive.
+type AfterFn = ThreadsafeFunction<AfterReport, (), AfterReport, Status, false, true>;
+
+/// What hands what followed an answer to `after` (nothing without one).
+fn tell_after(after: Option<AfterFn>) -> impl FnOnce(RunReports) + Send + 'static {
+    move |r: RunReports| {
+        if let Some(f) = after {
+            let report = AfterReport {
+                failed: r.failed,
+                timed: r.timed,
+                sent: r.sent,
+            };
+            f.call(report, ThreadsafeFunctionCallMode::NonBlocking);
+        }
+    }
 }
 
 /// Why a body could not be read: too large, or the client went first.
@@ -141,6 +221,110 @@ impl FlowService {
         })
     }
 
+    /// Answers a request on one of the OTP routes (request, verify, status, cancel, resend) for
+    /// `handle()` (node:http, the framework adapters), as `otpkit serve` on hyper does:
+    /// `headers` by lower-case name; `body` the body as read (null: none), or `bodyError`
+    /// (`tooLarge`, `aborted`) when it could not be; it is looked at only once the route wants
+    /// it, so a missing API key is still answered 401 first. `after` gets what the flow did
+    /// after its answer, when there is anything to tell.
+    #[napi(ts_return_type = "Promise<FlowAnswer>")]
+    #[allow(clippy::too_many_arguments)]
+    pub fn handle<'env>(
+        &self,
+        env: &'env Env,
+        method: String,
+        path: String,
+        headers: HashMap<String, String>,
+        body: Option<Buffer>,
+        body_error: Option<String>,
+        #[napi(ts_arg_type = "((report: AfterReport) => void) | null")] after: Option<AfterFn>,
+    ) -> Result<PromiseRaw<'env, FlowAnswer>> {
+        let read_body = match body_error.as_deref() {
+            Some("tooLarge") => Err(BodyError::TooLarge),
+            Some(_) => Err(BodyError::Aborted),
+            None => Ok(body.map(|b| b.to_vec()).unwrap_or_default()),
+        };
+        let service = self.share();
+        env.spawn_future(async move {
+            let read = move |max: usize| async move {
+                match read_body {
+                    Ok(b) if b.len() > max => Err(BodyError::TooLarge),
+                    r => r,
+                }
+            };
+            let after = tell_after(after);
+            let served = service.answer(&method, &path, &headers, read, after).await;
+            Ok(FlowAnswer::of(
+                served.reply,
+                served.workspace,
+                served.reports,
+            ))
+        })
+    }
+
+    /// One operation of the library in workspace `ws` (`otp.request(…)` …): `op` `request`
+    /// (`body`: its JSON), `verify` (`body`), `status`, `cancel` or `resend` (`id`: the
+    /// session id; `body`: JSON or null), with the call's `Idempotency-Key` and the route path
+    /// it is fingerprinted with. The answer is the v1 route's, as over HTTP; on the memory
+    /// store it comes at once unless the flow sends (or waits for a send), else as a promise.
+    /// `after`: as [`Self::handle`]'s.
+    #[napi(ts_return_type = "FlowAnswer | Promise<FlowAnswer>")]
+    #[allow(clippy::too_many_arguments)]
+    pub fn call<'env>(
+        &self,
+        env: &'env Env,
+        op: String,
+        ws: &Workspace,
+        id: Option<String>,
+        body: Option<Buffer>,
+        idempotency_key: Option<String>,
+        idempotency_path: Option<String>,
+        #[napi(ts_arg_type = "((report: AfterReport) => void) | null")] after: Option<AfterFn>,
+    ) -> Result<Either<FlowAnswer, PromiseRaw<'env, FlowAnswer>>> {
+        let pepper = match &self.inner.engine.pepper {
+            Ok(p) => p,
+            Err(e) => {
+                return Ok(Either::A(FlowAnswer::ended(
+                    Some(Err(e.clone())),
+                    RunReports::default(),
+                )))
+            }
+        };
+        let (d, at, id) = (Dialect::V1, now(), id.as_deref().unwrap_or(""));
+        let (key, path) = (idempotency_key.as_deref(), idempotency_path.as_deref());
+        let bytes = body.as_deref().unwrap_or_default();
+        let started = match op.as_str() {
+            "request" => start_request(pepper, d, bytes, ws, at, key, path)
+                .map(|f| self.drive(env, f, ws, after)),
+            "verify" => start_verify(d, None, bytes, at).map(|f| self.drive(env, f, ws, after)),
+            "status" => Ok(self.drive(
+                env,
+                core_flow::StatusFlow::start(id, d, &ws.rec.id, at),
+                ws,
+                after,
+            )),
+            "cancel" => Ok(self.drive(
+                env,
+                core_flow::CancelFlow::start(id, d, &ws.rec.id, at),
+                ws,
+                after,
+            )),
+            "resend" => start_resend(pepper, d, id, body.as_deref(), ws, at, key, path)
+                .map(|f| self.drive(env, f, ws, after)),
+            _ => Err(Error::invalid(
+                "op",
+                "must be request, verify, status, cancel or resend",
+            )),
+        };
+        match started {
+            Ok(answer) => answer,
+            Err(e) => Ok(Either::A(FlowAnswer::ended(
+                Some(Err(e)),
+                RunReports::default(),
+            ))),
+        }
+    }
+
     /// Resolves once no work after an answer is running.
     #[napi]
     pub async fn settle(&self) -> Result<()> {
@@ -161,6 +345,44 @@ impl FlowService {
         FlowService {
             inner: Arc::clone(&self.inner),
         }
+    }
+
+    /// Runs `flow` for a library call (see [`Self::call`]): to its answer here on the memory
+    /// store when it needs no send, else on the runtime.
+    fn drive<'env, F: Flow + Send + 'static>(
+        &self,
+        env: &'env Env,
+        mut flow: F,
+        ws: &Workspace,
+        after: Option<AfterFn>,
+    ) -> Result<Either<FlowAnswer, PromiseRaw<'env, FlowAnswer>>> {
+        let inner = Arc::clone(&self.inner);
+        let ws = ws.clone();
+        if let Store::Memory(m) = &inner.store {
+            let first = match run_memory(&mut flow, m, &inner.engine, &ws, now()) {
+                Ok(answer) => {
+                    return Ok(Either::A(FlowAnswer::ended(answer, RunReports::default())))
+                }
+                Err(first) => first,
+            };
+            return env
+                .spawn_future(async move {
+                    let mut reports = RunReports::default();
+                    let answer = inner
+                        .finish_memory(&mut flow, *first, &ws, &mut reports)
+                        .await;
+                    Ok(FlowAnswer::ended(answer, reports))
+                })
+                .map(Either::B);
+        }
+        env.spawn_future(async move {
+            let mut reports = RunReports::default();
+            let answer = inner
+                .run(flow, &ws, None, &mut reports, tell_after(after))
+                .await;
+            Ok(FlowAnswer::ended(Some(answer), reports))
+        })
+        .map(Either::B)
     }
 
     /// Whether `method` `path` is one of the routes answered here.
@@ -283,14 +505,18 @@ impl Inner {
                 let sid = request.as_ref().ok().and_then(|r| r.session_id.clone());
                 let (ws, prefetched) = self.authenticate(&hash, sid.as_deref(), &mut ask).await?;
                 let flow = core_flow::VerifyFlow::start(&request?, d, now(), HostTraits::default());
-                return self.run(flow, &ws, prefetched, &mut ask, after).await;
+                return self
+                    .run(flow, &ws, prefetched, &mut ask.served.reports, after)
+                    .await;
             }
             if let Route::Status(d, id) = route {
                 let hash = hash.ok_or(Error::Unauthorized)?;
                 let sid = otpkit_core::validate::normalize_session_id(id);
                 let (ws, prefetched) = self.authenticate(&hash, sid.as_deref(), &mut ask).await?;
                 let flow = core_flow::StatusFlow::start(id, d, &ws.rec.id, now());
-                return self.run(flow, &ws, prefetched, &mut ask, after).await;
+                return self
+                    .run(flow, &ws, prefetched, &mut ask.served.reports, after)
+                    .await;
             }
         }
         let hash = hash.ok_or(Error::Unauthorized)?;
@@ -301,20 +527,24 @@ impl Inner {
                 let body = ask.json_body(read).await?;
                 let (key, path) = (idem_key.as_deref(), Some(ask.path));
                 let flow = start_request(&pepper, d, &body, &ws, now(), key, path)?;
-                self.run(flow, &ws, None, &mut ask, after).await
+                self.run(flow, &ws, None, &mut ask.served.reports, after)
+                    .await
             }
             Route::Verify(d, id) => {
                 let body = ask.json_body(read).await?;
                 let flow = start_verify(d, id, &body, now())?;
-                self.run(flow, &ws, None, &mut ask, after).await
+                self.run(flow, &ws, None, &mut ask.served.reports, after)
+                    .await
             }
             Route::Status(d, id) => {
                 let flow = core_flow::StatusFlow::start(id, d, &ws.rec.id, now());
-                self.run(flow, &ws, None, &mut ask, after).await
+                self.run(flow, &ws, None, &mut ask.served.reports, after)
+                    .await
             }
             Route::Cancel(d, id) => {
                 let flow = core_flow::CancelFlow::start(id, d, &ws.rec.id, now());
-                self.run(flow, &ws, None, &mut ask, after).await
+                self.run(flow, &ws, None, &mut ask.served.reports, after)
+                    .await
             }
             Route::Resend(d, id) => {
                 // The body is optional: read only when the request says it has one.
@@ -326,7 +556,8 @@ impl Inner {
                 };
                 let (key, path) = (idem_key.as_deref(), Some(ask.path));
                 let flow = start_resend(&pepper, d, id, body.as_deref(), &ws, now(), key, path)?;
-                self.run(flow, &ws, None, &mut ask, after).await
+                self.run(flow, &ws, None, &mut ask.served.reports, after)
+                    .await
             }
             _ => Err(Error::NotFound),
         }
@@ -452,17 +683,13 @@ impl Inner {
         mut flow: F,
         ws: &Workspace,
         prefetched: Option<Option<String>>,
-        ask: &mut Ask<'_>,
+        reports: &mut RunReports,
         after: impl FnOnce(RunReports) + Send + 'static,
     ) -> std::result::Result<Reply, Error> {
         let answer = match &self.store {
             Store::Memory(m) => match run_memory(&mut flow, m, &self.engine, ws, now()) {
                 Ok(answer) => answer,
-                Err(first) => {
-                    let sent = &mut ask.served.reports.sent;
-                    let (engine, gateway) = (&self.engine, &self.gateway);
-                    finish_memory(&mut flow, *first, m, engine, ws, gateway, sent).await
-                }
+                Err(first) => self.finish_memory(&mut flow, *first, ws, reports).await,
             },
             Store::Redis(r) => {
                 let steps = RedisSteps::new();
@@ -478,7 +705,7 @@ impl Inner {
                         self.timed,
                     )
                     .map_err(|e| core_error(&e))?;
-                match run.until(&mut flow, &mut ask.served.reports).await {
+                match run.until(&mut flow, reports).await {
                     Stop::Answer(a) => {
                         // What follows the answer (audit, analytics, …) runs on.
                         self.later(async move {
@@ -500,5 +727,21 @@ impl Inner {
         };
         // A flow always answers: none is a store failure.
         answer.unwrap_or(Err(Error::StoreUnavailable))
+    }
+
+    /// A memory run from the first step the store cannot take (deliver, awaitSend, pause) on:
+    /// sends through the service's gateway, to the flow's answer.
+    async fn finish_memory<F: Flow>(
+        &self,
+        flow: &mut F,
+        first: Io,
+        ws: &Workspace,
+        reports: &mut RunReports,
+    ) -> Answer {
+        let Store::Memory(m) = &self.store else {
+            return None;
+        };
+        let (engine, gateway, sent) = (&self.engine, &self.gateway, &mut reports.sent);
+        finish_memory(flow, first, m, engine, ws, gateway, sent).await
     }
 }

@@ -3,7 +3,8 @@
 // itself (native.NativeGateway), waits there for another request's send or pauses for an
 // Idempotency-Key duplicate, and reports each send back for the request's metrics and log line.
 // Against a real redis-server and the conformance suite's SMS sink (a real HTTP server). A
-// gateway written in JavaScript keeps the driver's path.
+// gateway written in JavaScript is called from Rust on Redis, and from the driver on memory
+// (test/flow-service.test.js).
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
@@ -119,7 +120,7 @@ for (const kind of ['redis', 'memory']) describe(`${kind} store with a built-in 
     }
   });
 
-  it('a gateway written in JavaScript goes through the driver as before', async () => {
+  it('a gateway written in JavaScript is not a built-in one, and its messages go out', async () => {
     const gw = recorder();
     const otp = await service({ gateway: gw });
     try {

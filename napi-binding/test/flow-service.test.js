@@ -1,0 +1,194 @@
+'use strict';
+// The library's operations and handle()'s OTP routes go through the FlowService (src/service.rs):
+// one native call an operation, the flow run to its answer in Rust. Each test makes the
+// JavaScript driver's entry points fail, so a silent fallback to it cannot pass; and checks
+// that what the driver still serves (a store stepping one effect at a time) answers alike.
+// Against a real redis-server and the conformance suite's SMS sink (a real HTTP server).
+
+const { describe, it, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const { OtpService, RedisStore, MemoryStore, JsonGateway } = require('..');
+const { requestInfo } = require('../lib/log');
+const { PEPPER, startRedis, startSink, codeOf, newDest, recorder } = require('./helpers');
+
+/** Makes the driver's entry points for the OTP routes fail (for the FlowService's tests). */
+function noDriver(otp, except = []) {
+  for (const name of ['issue', 'check', 'sessionStatus', 'cancelSession', 'resendSession', 'drive']) {
+    if (!except.includes(name)) otp[name] = async () => assert.fail(`the driver's ${name}`);
+  }
+  return otp;
+}
+
+/** A handle() request: `body` an object (JSON) or a Buffer; `headers` by lower-case name. */
+function req(method, path, { key, body, headers = {} } = {}) {
+  const bytes = body == null ? Buffer.alloc(0) : Buffer.isBuffer(body) ? body : Buffer.from(JSON.stringify(body));
+  const h = { 'content-type': 'application/json', ...headers };
+  if (key) h.authorization = `Bearer ${key}`;
+  return {
+    method,
+    path,
+    query: '',
+    headers: h,
+    readBody: async (max) => {
+      if (bytes.length > max) throw Object.assign(new Error('too large'), { code: 'PAYLOAD_TOO_LARGE' });
+      return bytes;
+    },
+  };
+}
+
+for (const kind of ['redis', 'memory']) describe(`${kind} store: the OTP operations through the FlowService`, () => {
+  let redis;
+  let sink;
+  before(async () => {
+    if (kind === 'redis') redis = await startRedis();
+    sink = await startSink();
+  });
+  after(async () => {
+    await sink?.stop();
+    await redis?.stop();
+  });
+
+  async function store() {
+    if (kind === 'memory') return new MemoryStore();
+    const s = new RedisStore({ url: redis.url });
+    await s.connect();
+    return s;
+  }
+
+  it('library calls with a built-in gateway: request, verify, status, resend, cancel, each one native call', async () => {
+    const otp = new OtpService({ pepper: PEPPER, gateway: new JsonGateway({ url: sink.gatewayUrl, token: 'sink-token' }), store: await store() });
+    noDriver(otp);
+    const calls = [];
+    const flows = otp.flowService();
+    const call = flows.call.bind(flows);
+    flows.call = (...a) => (calls.push(a[0]), call(...a));
+    try {
+      const dest = newDest();
+      const r = await otp.request({ dest, src: 'Acme', purpose: 'LOGIN' });
+      assert.equal(r.reused, false);
+      const [m] = await sink.messages(dest);
+      assert.equal(m.reference, r.sessionId);
+      const wrong = codeOf(m.text) === '000000' ? '111111' : '000000';
+      assert.deepEqual(await otp.verify({ sessionId: r.sessionId, code: wrong }), {
+        sessionId: r.sessionId, status: 'INVALID', verified: false, message: 'Invalid OTP', attemptsLeft: 4,
+      });
+      assert.equal((await otp.status(r.sessionId)).state, 'PENDING');
+      assert.equal(await otp.status('sess_unknown'), null);
+      await assert.rejects(otp.resend(r.sessionId), (e) => e.code === 'RESEND_TOO_SOON' && e.retryAfterSeconds > 0);
+      assert.equal((await otp.cancel(r.sessionId)).state, 'CANCELED');
+      await assert.rejects(otp.cancel(r.sessionId), (e) => e.code === 'EXPIRED' || e.code === 'ALREADY_USED' || e.code === 'MAX_ATTEMPTS_REACHED' || e.code === 'NOT_FOUND');
+      const again = await otp.request({ dest, src: 'Acme', purpose: 'LOGIN' });
+      const code = codeOf((await sink.messages(dest))[1].text);
+      assert.equal((await otp.verify({ sessionId: again.sessionId, code })).status, 'APPROVED');
+      assert.deepEqual(calls, ['request', 'verify', 'status', 'status', 'resend', 'cancel', 'cancel', 'request', 'verify']);
+    } finally {
+      await otp.close();
+    }
+  });
+
+  it('an answer or a refusal is the driver\'s: the OtpError\'s code, status, field, message, retryAfterSeconds', async () => {
+    const gw = recorder();
+    // On memory a send with a gateway written in JavaScript is the driver's (see below).
+    const fast = noDriver(new OtpService({ pepper: PEPPER, gateway: gw, store: await store() }), kind === 'memory' ? ['issue', 'resendSession', 'drive'] : ['issue']);
+    const slowStore = await store();
+    if (kind === 'redis') slowStore.oneEffectAtATime = true; // the driver, one effect at a time
+    const slow = new OtpService({ pepper: PEPPER, gateway: gw, store: slowStore });
+    if (kind === 'memory') slow.flowService = () => null; // the driver
+    const refusal = async (otp, fn) => {
+      try {
+        return { answer: await fn(otp) };
+      } catch (e) {
+        return { name: e.name, code: e.code, httpStatus: e.httpStatus, field: e.field, message: e.message, retryAfterSeconds: e.retryAfterSeconds, body: e.body };
+      }
+    };
+    let refused = 0;
+    try {
+      for (const fn of [
+        (o) => o.verify({ sessionId: 'x', code: '12' }),
+        (o) => o.verify({ sessionId: 'sess_nope', code: '123456' }),
+        (o) => o.cancel('sess_nope'),
+        (o) => o.resend('sess_nope'),
+      ]) {
+        const [a, b] = [await refusal(fast, fn), await refusal(slow, fn)];
+        assert.deepEqual(a, b);
+        refused += a.name === 'OtpError' ? 1 : 0;
+      }
+      assert.ok(refused >= 3, `${refused} refusals`);
+      if (kind === 'redis') {
+        // Without the exemption above, a request through the FlowService.
+        delete fast.issue;
+        const a = await refusal(fast, (o) => o.request({ dest: 'nope', src: 'Acme', purpose: 'LOGIN' }));
+        const b = await refusal(slow, (o) => o.request({ dest: 'nope', src: 'Acme', purpose: 'LOGIN' }));
+        assert.deepEqual(a, b);
+        assert.equal(a.field, 'dest');
+        assert.ok(!a.message.startsWith('dest '), 'the message without the field (the HTTP body names it)');
+      }
+    } finally {
+      await fast.close();
+      await slow.close();
+    }
+  });
+
+  it('a gateway written in JavaScript: verify, status and cancel through the FlowService; request too on Redis', async () => {
+    const gw = recorder();
+    const otp = new OtpService({ pepper: PEPPER, gateway: gw, store: await store() });
+    // On memory a request calls the gateway from the driver, on this thread (quicker than
+    // from the runtime: see #sendsOnThisThread in lib/service.js).
+    noDriver(otp, kind === 'memory' ? ['issue', 'drive'] : []);
+    try {
+      const r = await otp.request({ dest: newDest(), src: 'Acme', purpose: 'LOGIN' });
+      assert.equal(gw.sent.length, 1);
+      assert.equal((await otp.status(r.sessionId)).state, 'PENDING');
+      otp.drive = async () => assert.fail("the driver's drive");
+      assert.equal((await otp.verify({ sessionId: r.sessionId, code: codeOf(gw.sent[0].text) })).status, 'APPROVED');
+    } finally {
+      await otp.close();
+    }
+  });
+
+  it('handle(): the OTP routes through the FlowService, in SPEC order, logged in the request', async () => {
+    const otp = new OtpService({ pepper: PEPPER, gateway: new JsonGateway({ url: sink.gatewayUrl, token: 'sink-token' }), store: await store(), adminToken: 'admin-token-0123456789' });
+    const { apiKey, workspaceId } = await otp.createWorkspace({ name: 'Acme', senders: ['Acme'] });
+    noDriver(otp);
+    const lines = [];
+    const info = { log: (l) => lines.push(l), level: 'info' };
+    const handle = (r) => requestInfo.run(info, () => otp.handle(r));
+    try {
+      const dest = newDest();
+      const big = Buffer.alloc(20 * 1024 * 1024, 'a');
+      // 401 before any body error; then 415 and 413 before the body; 400 for a bad one.
+      assert.equal((await handle(req('POST', '/v1/messaging/otp/request', { body: big }))).status, 401);
+      assert.equal((await handle(req('POST', '/v1/messaging/otp/request', { key: apiKey, body: { dest }, headers: { 'content-type': 'text/plain' } }))).status, 415);
+      assert.equal((await handle(req('POST', '/v1/messaging/otp/request', { key: apiKey, body: big }))).status, 413);
+      const bad = await handle(req('POST', '/v1/messaging/otp/request', { key: apiKey, body: Buffer.from('{') }));
+      assert.equal(bad.status, 400);
+      const sent = await handle(req('POST', '/v1/messaging/otp/request', { key: apiKey, body: { dest, src: 'Acme', purpose: 'LOGIN' }, headers: { 'idempotency-key': 'k-7' } }));
+      assert.equal(sent.status, 200, sent.body);
+      assert.equal(info.workspace, workspaceId, 'the workspace is noted for the log line');
+      const { sessionId } = JSON.parse(sent.body).data;
+      const replay = await handle(req('POST', '/v1/messaging/otp/request', { key: apiKey, body: { dest, src: 'Acme', purpose: 'LOGIN' }, headers: { 'idempotency-key': 'k-7' } }));
+      assert.equal(replay.replayed, true, 'an Idempotency-Key replay says so');
+      assert.equal(replay.body, sent.body);
+      const status = await handle(req('GET', `/v1/messaging/otp/sessions/${sessionId}`, { key: apiKey }));
+      assert.equal(JSON.parse(status.body).data.state, 'PENDING');
+      const early = await handle(req('POST', `/v1/messaging/otp/sessions/${sessionId}/resend`, { key: apiKey }));
+      assert.equal(early.status, 429);
+      assert.ok(early.retryAfter > 0, 'Retry-After');
+      const code = codeOf((await sink.messages(dest))[0].text);
+      const ok = await handle(req('POST', '/v1/messaging/otp/verify', { key: apiKey, body: { sessionId, code } }));
+      assert.equal(JSON.parse(ok.body).data.status, 'APPROVED');
+      const canceled = await handle(req('POST', `/v1/messaging/otp/sessions/${sessionId}/cancel`, { key: apiKey }));
+      assert.equal(canceled.status, 409, canceled.body);
+      // A refused send: the delivery_failed line in this request's log.
+      const failing = newDest();
+      await sink.setMode(failing, 'fail500');
+      const refused = await handle(req('POST', '/v1/messaging/otp/request', { key: apiKey, body: { dest: failing, src: 'Acme', purpose: 'LOGIN' } }));
+      assert.equal(refused.status, 502);
+      const failed = lines.map((l) => JSON.parse(l)).find((l) => l.msg === 'delivery_failed');
+      assert.ok(failed, `a delivery_failed line: ${lines.join('\n')}`);
+      assert.equal(failed.gatewayStatus, 500);
+    } finally {
+      await otp.close();
+    }
+  });
+});
