@@ -3,7 +3,7 @@
 //! log line, and the wait for another request's send. A send of this process is waited for on
 //! its own channel; another process's (Redis) is watched through the store, as the store says.
 
-use crate::send::Gateway;
+use crate::send::{Delivered, Gateway};
 use otpkit_core::flow::Outcome;
 use otpkit_core::gateway::OutgoingMessage;
 use otpkit_core::guard::{DeliveryOutcome, IN_FLIGHT_STALE_MS};
@@ -96,6 +96,17 @@ pub(crate) async fn deliver(
     inflight.sending(&message.reference);
     let started_ms = now_ms();
     let d = gateway.deliver(ws_id, message).await;
+    delivered(d, message, started_ms, report)
+}
+
+/// The flow's outcome of a send of `message` begun at `started_ms` that ended as `d`, added to
+/// `report` as [`deliver`] says.
+pub(crate) fn delivered(
+    d: Delivered,
+    message: &OutgoingMessage,
+    started_ms: u64,
+    report: &mut Vec<String>,
+) -> Outcome {
     report.extend([
         message.channel.as_str().to_string(),
         d.kind,

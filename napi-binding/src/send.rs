@@ -379,15 +379,29 @@ impl Gateway {
             Gateway::Js(f) => f,
         };
         let started = std::time::Instant::now();
-        let json = serde_json::to_string(message).unwrap_or_default();
-        let call = GatewayCall {
-            message: json,
-            workspace_id: workspace_id.to_string(),
-        };
+        let call = GatewayCall::of(workspace_id, message);
         let answer = match f.call_async(call).await {
             Ok(promise) => promise.await.ok(),
             Err(_) => None,
         };
+        Delivered::of_js(answer, started)
+    }
+}
+
+impl GatewayCall {
+    /// The call of a gateway written in JavaScript for `message`.
+    pub(crate) fn of(workspace_id: &str, message: &OutgoingMessage) -> Self {
+        GatewayCall {
+            message: serde_json::to_string(message).unwrap_or_default(),
+            workspace_id: workspace_id.to_string(),
+        }
+    }
+}
+
+impl Delivered {
+    /// How a gateway written in JavaScript answered (`None`: it threw, or could not be
+    /// called), called at `started`.
+    pub(crate) fn of_js(answer: Option<GatewayAnswer>, started: std::time::Instant) -> Self {
         let (sent, kind) = match answer {
             Some(a) => (
                 Sent {

@@ -18,14 +18,15 @@ use crate::flow::{
     finish_memory, run_memory, start_request, start_resend, start_verify, verify_request, Answer,
 };
 use crate::http::declared_length;
+use crate::inflight;
 use crate::inflight::now_ms;
 use crate::memory::MemoryStore;
 use crate::redis_store::{RedisCore, RedisSteps, RunReports, Stop};
-use crate::send::{Gateway, JsGatewayFn, NativeGateway};
+use crate::send::{Delivered, Gateway, GatewayAnswer, GatewayCall, JsGatewayFn, NativeGateway};
 use crate::workspace::Workspace;
-use napi::bindgen_prelude::{Buffer, Either, PromiseRaw};
+use napi::bindgen_prelude::{Buffer, CallbackContext, Either, Function, FunctionRef, PromiseRaw};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
-use napi::{Env, Result, Status};
+use napi::{Env, JsValue, Result, Status};
 use napi_derive::napi;
 use otpkit_core::flow::{self as core_flow, Flow, HostTraits, Io};
 use otpkit_core::http::envelope::{self, Reply};
@@ -36,6 +37,7 @@ use otpkit_core::workspace::{api_key_hash, last_used_due, presented_api_key};
 use otpkit_core::{Error, UnixMillis};
 use std::collections::HashMap;
 use std::future::Future;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
@@ -152,6 +154,87 @@ pub struct AfterReport {
 
 /// Where [`AfterReport`]s go. Weak: it does not keep Node's event loop alive.
 type AfterFn = ThreadsafeFunction<AfterReport, (), AfterReport, Status, false, true>;
+
+/// A gateway written in JavaScript, as `call` is given it (for the JavaScript thread).
+type SendRef = FunctionRef<GatewayCall, PromiseRaw<'static, GatewayAnswer>>;
+
+/// A library call's flow run on the memory store, on the JavaScript thread: every store effect
+/// here, and a send through a gateway written in JavaScript called here too, the run going on in
+/// its promise's callback (a call from the runtime would cost four thread hops a send). A wait
+/// for another request's send, a pause, or a send without that function goes on on the runtime.
+struct LocalRun<F> {
+    inner: Arc<Inner>,
+    flow: F,
+    ws: Workspace,
+    send: Option<Rc<SendRef>>,
+    reports: RunReports,
+    /// The session this run is sending, while it is (other requests may wait for it).
+    sending: Option<String>,
+}
+
+/// A library call's answer: at once, or a promise of it.
+type Answering = Either<FlowAnswer, PromiseRaw<'static, FlowAnswer>>;
+
+impl<F: Flow + Send + 'static> LocalRun<F> {
+    /// Runs on from `first` (the outcome of a send already fed: `None`) to the answer, or to the
+    /// next send (then a promise).
+    fn go(mut self: Box<Self>, env: &Env, mut first: Option<Io>) -> Result<Answering> {
+        let Store::Memory(m) = &self.inner.store else {
+            return Err(throw(&Error::StoreUnavailable));
+        };
+        let io = match first.take() {
+            Some(io) => io,
+            None => match run_memory(&mut self.flow, m, &self.inner.engine, &self.ws, now()) {
+                Ok(answer) => {
+                    if let Some(reference) = self.sending.take() {
+                        m.inflight().sent(&reference, matches!(answer, Some(Ok(_))));
+                    }
+                    let reports = std::mem::take(&mut self.reports);
+                    return Ok(Either::A(FlowAnswer::ended(answer, reports)));
+                }
+                Err(io) => *io,
+            },
+        };
+        let send = self.send.as_ref().map(Rc::clone);
+        match (io, send) {
+            (Io::Deliver { message }, Some(send)) => {
+                let inflight = m.inflight();
+                inflight.sending(&message.reference);
+                self.sending = Some(message.reference.clone());
+                let (started_ms, started) = (inflight::now_ms(), std::time::Instant::now());
+                let call = GatewayCall::of(&self.ws.rec.id, &message);
+                // The function given is the service's own wrapper, which never rejects.
+                let promise = send.borrow_back(env)?.call(call)?;
+                let next = promise.then(move |ctx: CallbackContext<GatewayAnswer>| {
+                    let d = Delivered::of_js(Some(ctx.value), started);
+                    let sent = &mut self.reports.sent;
+                    let outcome = inflight::delivered(d, &message, started_ms, sent);
+                    self.flow.handle(outcome);
+                    self.go(&ctx.env, None)
+                })?;
+                Ok(Either::B(PromiseRaw::new(env.raw(), next.raw())))
+            }
+            (io, _) => {
+                let LocalRun {
+                    inner,
+                    mut flow,
+                    ws,
+                    mut reports,
+                    sending,
+                    ..
+                } = *self;
+                let promise = env.spawn_future(async move {
+                    let answer = inner.finish_memory(&mut flow, io, &ws, &mut reports).await;
+                    if let (Some(reference), Store::Memory(m)) = (sending, &inner.store) {
+                        m.inflight().sent(&reference, matches!(answer, Some(Ok(_))));
+                    }
+                    Ok(FlowAnswer::ended(answer, reports))
+                })?;
+                Ok(Either::B(PromiseRaw::new(env.raw(), promise.raw())))
+            }
+        }
+    }
+}
 
 /// What hands what followed an answer to `after` (nothing without one).
 fn tell_after(after: Option<AfterFn>) -> impl FnOnce(RunReports) + Send + 'static {
@@ -280,7 +363,10 @@ impl FlowService {
         idempotency_key: Option<String>,
         idempotency_path: Option<String>,
         #[napi(ts_arg_type = "((report: AfterReport) => void) | null")] after: Option<AfterFn>,
+        #[napi(ts_arg_type = "((call: GatewayCall) => Promise<GatewayAnswer>) | null")]
+        send: Option<Function<GatewayCall, PromiseRaw<'static, GatewayAnswer>>>,
     ) -> Result<Either<FlowAnswer, PromiseRaw<'env, FlowAnswer>>> {
+        let send = send.map(|f| f.create_ref()).transpose()?.map(Rc::new);
         let pepper = match &self.inner.engine.pepper {
             Ok(p) => p,
             Err(e) => {
@@ -295,22 +381,26 @@ impl FlowService {
         let bytes = body.as_deref().unwrap_or_default();
         let started = match op.as_str() {
             "request" => start_request(pepper, d, bytes, ws, at, key, path)
-                .map(|f| self.drive(env, f, ws, after)),
-            "verify" => start_verify(d, None, bytes, at).map(|f| self.drive(env, f, ws, after)),
+                .map(|f| self.drive(env, f, ws, after, send)),
+            "verify" => {
+                start_verify(d, None, bytes, at).map(|f| self.drive(env, f, ws, after, send))
+            }
             "status" => Ok(self.drive(
                 env,
                 core_flow::StatusFlow::start(id, d, &ws.rec.id, at),
                 ws,
                 after,
+                send,
             )),
             "cancel" => Ok(self.drive(
                 env,
                 core_flow::CancelFlow::start(id, d, &ws.rec.id, at),
                 ws,
                 after,
+                send,
             )),
             "resend" => start_resend(pepper, d, id, body.as_deref(), ws, at, key, path)
-                .map(|f| self.drive(env, f, ws, after)),
+                .map(|f| self.drive(env, f, ws, after, send)),
             _ => Err(Error::invalid(
                 "op",
                 "must be request, verify, status, cancel or resend",
@@ -352,28 +442,26 @@ impl FlowService {
     fn drive<'env, F: Flow + Send + 'static>(
         &self,
         env: &'env Env,
-        mut flow: F,
+        flow: F,
         ws: &Workspace,
         after: Option<AfterFn>,
+        send: Option<Rc<SendRef>>,
     ) -> Result<Either<FlowAnswer, PromiseRaw<'env, FlowAnswer>>> {
         let inner = Arc::clone(&self.inner);
         let ws = ws.clone();
-        if let Store::Memory(m) = &inner.store {
-            let first = match run_memory(&mut flow, m, &inner.engine, &ws, now()) {
-                Ok(answer) => {
-                    return Ok(Either::A(FlowAnswer::ended(answer, RunReports::default())))
-                }
-                Err(first) => first,
-            };
-            return env
-                .spawn_future(async move {
-                    let mut reports = RunReports::default();
-                    let answer = inner
-                        .finish_memory(&mut flow, *first, &ws, &mut reports)
-                        .await;
-                    Ok(FlowAnswer::ended(answer, reports))
-                })
-                .map(Either::B);
+        if let Store::Memory(_) = &inner.store {
+            let run = Box::new(LocalRun {
+                inner,
+                flow,
+                ws,
+                send,
+                reports: RunReports::default(),
+                sending: None,
+            });
+            return run.go(env, None).map(|a| match a {
+                Either::A(answer) => Either::A(answer),
+                Either::B(p) => Either::B(PromiseRaw::new(env.raw(), p.raw())),
+            });
         }
         env.spawn_future(async move {
             let mut reports = RunReports::default();

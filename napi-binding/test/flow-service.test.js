@@ -88,8 +88,7 @@ for (const kind of ['redis', 'memory']) describe(`${kind} store: the OTP operati
 
   it('an answer or a refusal is the driver\'s: the OtpError\'s code, status, field, message, retryAfterSeconds', async () => {
     const gw = recorder();
-    // On memory a send with a gateway written in JavaScript is the driver's (see below).
-    const fast = noDriver(new OtpService({ pepper: PEPPER, gateway: gw, store: await store() }), kind === 'memory' ? ['issue', 'resendSession', 'drive'] : ['issue']);
+    const fast = noDriver(new OtpService({ pepper: PEPPER, gateway: gw, store: await store() }), ['issue']);
     const slowStore = await store();
     if (kind === 'redis') slowStore.oneEffectAtATime = true; // the driver, one effect at a time
     const slow = new OtpService({ pepper: PEPPER, gateway: gw, store: slowStore });
@@ -129,18 +128,31 @@ for (const kind of ['redis', 'memory']) describe(`${kind} store: the OTP operati
     }
   });
 
-  it('a gateway written in JavaScript: verify, status and cancel through the FlowService; request too on Redis', async () => {
+  it('a gateway written in JavaScript, called from Rust: parallel requests send once, a throw is DELIVERY_FAILED', async () => {
     const gw = recorder();
-    const otp = new OtpService({ pepper: PEPPER, gateway: gw, store: await store() });
-    // On memory a request calls the gateway from the driver, on this thread (quicker than
-    // from the runtime: see #sendsOnThisThread in lib/service.js).
-    noDriver(otp, kind === 'memory' ? ['issue', 'drive'] : []);
+    const slow = {
+      sent: gw.sent,
+      // Slow enough that the other requests find this send in flight and wait for it.
+      async send(m) {
+        await new Promise((r) => setTimeout(r, 30));
+        if (m.to === broken) throw new Error('provider down');
+        return gw(m);
+      },
+    };
+    const broken = newDest();
+    const otp = noDriver(new OtpService({ pepper: PEPPER, gateway: slow, store: await store() }));
     try {
-      const r = await otp.request({ dest: newDest(), src: 'Acme', purpose: 'LOGIN' });
-      assert.equal(gw.sent.length, 1);
-      assert.equal((await otp.status(r.sessionId)).state, 'PENDING');
-      otp.drive = async () => assert.fail("the driver's drive");
-      assert.equal((await otp.verify({ sessionId: r.sessionId, code: codeOf(gw.sent[0].text) })).status, 'APPROVED');
+      assert.equal(otp.nativeGateway, null);
+      const dest = newDest();
+      const all = await Promise.all(Array.from({ length: 6 }, () => otp.request({ dest, src: 'Acme', purpose: 'LOGIN' })));
+      assert.equal(gw.sent.length, 1, 'one message');
+      assert.equal(new Set(all.map((r) => r.sessionId)).size, 1, 'one session');
+      assert.equal(all.filter((r) => r.reused).length, 5);
+      assert.equal((await otp.status(all[0].sessionId)).state, 'PENDING');
+      assert.equal((await otp.verify({ sessionId: all[0].sessionId, code: codeOf(gw.sent[0].text) })).status, 'APPROVED');
+      await assert.rejects(otp.request({ dest: broken, src: 'Acme', purpose: 'LOGIN' }), (e) => e.code === 'DELIVERY_FAILED');
+      // Nothing was stored for it: a new request sends again.
+      await assert.rejects(otp.request({ dest: broken, src: 'Acme', purpose: 'LOGIN' }), (e) => e.code === 'DELIVERY_FAILED');
     } finally {
       await otp.close();
     }

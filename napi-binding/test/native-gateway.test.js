@@ -3,8 +3,7 @@
 // itself (native.NativeGateway), waits there for another request's send or pauses for an
 // Idempotency-Key duplicate, and reports each send back for the request's metrics and log line.
 // Against a real redis-server and the conformance suite's SMS sink (a real HTTP server). A
-// gateway written in JavaScript is called from Rust on Redis, and from the driver on memory
-// (test/flow-service.test.js).
+// gateway written in JavaScript is called from Rust too (test/flow-service.test.js).
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
