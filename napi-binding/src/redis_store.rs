@@ -1633,12 +1633,11 @@ impl Job {
             .as_ref()
             .ok_or_else(|| misconfigured("OTP_PEPPER is not set"))?;
         let key = k.session(self.id(), session_id);
-        // Read with the key, else as this process last wrote it (one Redis: on a Cluster the
-        // request's audit is written after its answer, in another slot, and a verify that skips
-        // its read could be audited before it), else read now.
+        // Read with the key, else as this process last wrote it (a request's answer waits for
+        // its audit on a Cluster: see `RedisRun::until`), else read now.
         let mut known = self
             .take(|c| c.session.take())
-            .or_else(|| (!k.cluster).then(|| s.recall(&key)).flatten().map(Some));
+            .or_else(|| s.recall(&key).map(Some));
         for i in 0..MAX_TRIES {
             let given = known.is_some();
             let raw = match known.take() {
@@ -1774,12 +1773,26 @@ pub(crate) struct RedisRun {
     timed: bool,
     /// The session this run is sending, while it is (other requests may wait for it).
     sending: Option<String>,
+    /// A send's answer held until its audit is written (a Cluster: see [`Self::until`]).
+    held: Option<std::result::Result<otpkit_core::http::envelope::Reply, Error>>,
+    /// The flow ended while its answer was held.
+    done: bool,
 }
 
 impl RedisRun {
     /// Runs `flow` up to its answer, a step it does not take, or its end.
+    ///
+    /// On a Cluster the audit of a send (`requested`, `delivered`) goes to the workspace's slot,
+    /// after the answer; a verify of that session, in another slot, could then be audited first.
+    /// So there the answer of a run that sent waits for its first audit write (one round trip
+    /// more for the request, none for the verify, which may then decide on the session this
+    /// process stored: see `verify`). On one Redis both go through the same connection, in
+    /// order.
     pub(crate) async fn until<F: Flow>(&mut self, flow: &mut F, reports: &mut RunReports) -> Stop {
         let shared = Arc::clone(&self.shared);
+        if self.done {
+            return Stop::Done;
+        }
         loop {
             match flow.poll() {
                 // The pause of an `Idempotency-Key` duplicate.
@@ -1810,6 +1823,7 @@ impl RedisRun {
                     let kind = io.kind();
                     let started = std::time::Instant::now();
                     self.job.now = now_ms() as f64;
+                    let record = matches!(io, Io::Record { .. });
                     let result = self.job.perform(io).await;
                     if self.timed {
                         reports.timed.push(kind.into());
@@ -1825,16 +1839,29 @@ impl RedisRun {
                             failed
                         }
                     });
+                    if record {
+                        if let Some(a) = self.held.take() {
+                            return Stop::Answer(a);
+                        }
+                    }
                 }
                 Step::Answer(a) => {
                     if let Some(reference) = self.sending.take() {
                         shared.inflight.sent(&reference, a.is_ok());
+                        if shared.keys.cluster {
+                            self.held = Some(a);
+                            continue;
+                        }
                     }
                     return Stop::Answer(a);
                 }
                 Step::Done => {
                     if let Some(reference) = self.sending.take() {
                         shared.inflight.sent(&reference, false);
+                    }
+                    if let Some(a) = self.held.take() {
+                        self.done = true;
+                        return Stop::Answer(a);
                     }
                     return Stop::Done;
                 }
@@ -2062,6 +2089,8 @@ impl RedisCore {
                 now: 0.0,
             },
             shared: Arc::clone(&self.shared),
+            held: None,
+            done: false,
             gateway,
             timed,
             sending: None,
