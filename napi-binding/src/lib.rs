@@ -32,6 +32,12 @@
 //! | `serve` | `otpkit serve`'s HTTP server: hyper on the tokio runtime, each request answered by the JavaScript service |
 //! | `errors` | core errors thrown as JS errors; host-side error codes |
 
+/// The addon's allocations go through mimalloc: the memory store's sessions are written from the
+/// runtime's threads and the JavaScript thread alike, and the system allocator's per-thread
+/// arenas left them spread thin (RSS a live session and CPU in BENCHMARKS.md).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod engine;
 mod errors;
 mod flow;
