@@ -7,8 +7,8 @@
 // gateway pointed at the bench's code sink.
 //
 // Prefill:
-//   memory store: N real requests in-process, `service.issue(workspace, 'v1', body)` (the code
-//     path of POST /v1/messaging/otp/request after authentication), 64 in flight, round-robin over
+//   memory store: N real requests in-process, `FlowService.call('request', workspace, …)` (the
+//     code path of POST /v1/messaging/otp/request after authentication), 64 in flight, round-robin over
 //     the given workspaces, every session on its own destination (+1666…).
 //   Redis store: one real request per workspace (the template), then its exact records copied
 //     N − W times with new session ids and destinations through pipelined commands: the session
@@ -89,7 +89,9 @@ const destOf = (i) => `+1666${String(i).padStart(7, '0')}`;
 const bodyFor = (dest) => Buffer.from(JSON.stringify({ dest, src: 'LOAD', purpose: 'LOGIN' }));
 
 async function issueOne(ws, dest) {
-  const reply = await service.issue(ws, 'v1', bodyFor(dest));
+  // The path a request takes in otpkit serve and the library: the flow run in Rust (FlowService).
+  const flows = service.flowService();
+  const reply = flows ? await flows.call('request', ws, null, bodyFor(dest)) : await service.issue(ws, 'v1', bodyFor(dest));
   if (reply.status !== 200) throw new Error(`prefill request answered ${reply.status}`);
   return JSON.parse(reply.body).data.sessionId;
 }
