@@ -176,24 +176,21 @@ struct LocalRun<F> {
 type Answering = Either<FlowAnswer, PromiseRaw<'static, FlowAnswer>>;
 
 impl<F: Flow + Send + 'static> LocalRun<F> {
-    /// Runs on from `first` (the outcome of a send already fed: `None`) to the answer, or to the
-    /// next send (then a promise).
-    fn go(mut self: Box<Self>, env: &Env, mut first: Option<Io>) -> Result<Answering> {
+    /// Runs on (from the start, or once a send's outcome is fed) to the answer, or to the next
+    /// send (then a promise).
+    fn go(mut self: Box<Self>, env: &Env) -> Result<Answering> {
         let Store::Memory(m) = &self.inner.store else {
             return Err(throw(&Error::StoreUnavailable));
         };
-        let io = match first.take() {
-            Some(io) => io,
-            None => match run_memory(&mut self.flow, m, &self.inner.engine, &self.ws, now()) {
-                Ok(answer) => {
-                    if let Some(reference) = self.sending.take() {
-                        m.inflight().sent(&reference, matches!(answer, Some(Ok(_))));
-                    }
-                    let reports = std::mem::take(&mut self.reports);
-                    return Ok(Either::A(FlowAnswer::ended(answer, reports)));
+        let io = match run_memory(&mut self.flow, m, &self.inner.engine, &self.ws, now()) {
+            Ok(answer) => {
+                if let Some(reference) = self.sending.take() {
+                    m.inflight().sent(&reference, matches!(answer, Some(Ok(_))));
                 }
-                Err(io) => *io,
-            },
+                let reports = std::mem::take(&mut self.reports);
+                return Ok(Either::A(FlowAnswer::ended(answer, reports)));
+            }
+            Err(io) => *io,
         };
         let send = self.send.as_ref().map(Rc::clone);
         match (io, send) {
@@ -210,7 +207,7 @@ impl<F: Flow + Send + 'static> LocalRun<F> {
                     let sent = &mut self.reports.sent;
                     let outcome = inflight::delivered(d, &message, started_ms, sent);
                     self.flow.handle(outcome);
-                    self.go(&ctx.env, None)
+                    self.go(&ctx.env)
                 })?;
                 Ok(Either::B(PromiseRaw::new(env.raw(), next.raw())))
             }
@@ -458,7 +455,7 @@ impl FlowService {
                 reports: RunReports::default(),
                 sending: None,
             });
-            return run.go(env, None).map(|a| match a {
+            return run.go(env).map(|a| match a {
                 Either::A(answer) => Either::A(answer),
                 Either::B(p) => Either::B(PromiseRaw::new(env.raw(), p.raw())),
             });
