@@ -23,6 +23,12 @@ function normalize(e) {
   return fromNative(e);
 }
 
+/** Whether a request's `Content-Length` already says its body is over the limit (413 unread). */
+function declaredTooLarge(headers) {
+  const declared = headers['content-length'];
+  return declared != null && /^\s*\d+\s*$/.test(declared) && Number(declared) > native.maxBodyBytes();
+}
+
 /** A query string of the given (not null or undefined) values. */
 function queryString(values) {
   const q = new URLSearchParams();
@@ -724,8 +730,7 @@ class OtpService {
       if (r.receipt) {
         // No API key (the flow checks the provider's signature) and any content type (Twilio
         // posts a form); the usual size limit, then the raw bytes.
-        const declared = h['content-length'];
-        if (declared != null && /^\s*\d+\s*$/.test(declared) && Number(declared) > native.maxBodyBytes()) throw hostError('PAYLOAD_TOO_LARGE');
+        if (declaredTooLarge(h)) throw hostError('PAYLOAD_TOO_LARGE');
         const body = await req.readBody(native.maxBodyBytes());
         const pathAndQuery = req.pathAndQuery ?? (req.query ? `${req.path}?${req.query}` : req.path);
         const [kind, header] = RECEIPT_ROUTES[r.kind];
@@ -784,17 +789,14 @@ class OtpService {
       if (typeof v === 'string') headers[name] = v;
     }
     let body = null;
-    let bodyError = null;
-    const declared = headers['content-length'];
-    if (!(declared != null && /^\s*\d+\s*$/.test(declared) && Number(declared) > native.maxBodyBytes())) {
+    let bodyError = declaredTooLarge(headers) ? 'tooLarge' : null;
+    if (!bodyError) {
       try {
         body = await req.readBody(native.maxBodyBytes());
       } catch (e) {
-        const err = normalize(e);
-        if (err?.code !== 'PAYLOAD_TOO_LARGE') bodyError = 'aborted';
-        else bodyError = 'tooLarge';
+        bodyError = normalize(e)?.code === 'PAYLOAD_TOO_LARGE' ? 'tooLarge' : 'aborted';
       }
-    } else bodyError = 'tooLarge';
+    }
     const kind = this.store.kind ?? 'store';
     const a = await flows.handle(req.method, req.path, headers, body, bodyError, this.#after(kind));
     if (a.workspace != null) note('workspace', a.workspace);
