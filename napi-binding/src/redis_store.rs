@@ -1746,9 +1746,11 @@ async fn record(
 
 /// What a flow run did that its host logs and counts: the store effects that failed (`[effect,
 /// error code, cause, …]`), their times when asked (`[effect, seconds, …]`), and the sends
-/// through a built-in gateway (8 fields each: see [`inflight::deliver`]).
+/// through a built-in gateway (8 fields each: see [`inflight::deliver`]). Handed to JavaScript
+/// as is for what follows an answer (`FlowService`'s `after`; `lib/log.js` `reportRun`).
+#[napi(object)]
 #[derive(Debug, Default)]
-pub(crate) struct RunReports {
+pub struct RunReports {
     pub failed: Vec<String>,
     pub timed: Vec<String>,
     pub sent: Vec<String>,

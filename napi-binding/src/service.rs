@@ -142,18 +142,9 @@ impl FlowAnswer {
     }
 }
 
-/// What a flow run did after its answer ([`FlowService::handle`]'s `after`; see `lib/log.js`
-/// `reportRun`).
-#[napi(object)]
-#[derive(Debug)]
-pub struct AfterReport {
-    pub failed: Vec<String>,
-    pub timed: Vec<String>,
-    pub sent: Vec<String>,
-}
-
-/// Where [`AfterReport`]s go. Weak: it does not keep Node's event loop alive.
-type AfterFn = ThreadsafeFunction<AfterReport, (), AfterReport, Status, false, true>;
+/// Where what a flow run did after its answer goes ([`FlowService::handle`]'s `after`). Weak: it
+/// does not keep Node's event loop alive.
+type AfterFn = ThreadsafeFunction<RunReports, (), RunReports, Status, false, true>;
 
 /// A gateway written in JavaScript, as `call` is given it (for the JavaScript thread).
 type SendRef = FunctionRef<GatewayCall, PromiseRaw<'static, GatewayAnswer>>;
@@ -237,12 +228,7 @@ impl<F: Flow + Send + 'static> LocalRun<F> {
 fn tell_after(after: Option<AfterFn>) -> impl FnOnce(RunReports) + Send + 'static {
     move |r: RunReports| {
         if let Some(f) = after {
-            let report = AfterReport {
-                failed: r.failed,
-                timed: r.timed,
-                sent: r.sent,
-            };
-            f.call(report, ThreadsafeFunctionCallMode::NonBlocking);
+            f.call(r, ThreadsafeFunctionCallMode::NonBlocking);
         }
     }
 }
@@ -317,7 +303,7 @@ impl FlowService {
         headers: HashMap<String, String>,
         body: Option<Buffer>,
         body_error: Option<String>,
-        #[napi(ts_arg_type = "((report: AfterReport) => void) | null")] after: Option<AfterFn>,
+        #[napi(ts_arg_type = "((report: RunReports) => void) | null")] after: Option<AfterFn>,
     ) -> Result<PromiseRaw<'env, FlowAnswer>> {
         let read_body = match body_error.as_deref() {
             Some("tooLarge") => Err(BodyError::TooLarge),
@@ -359,7 +345,7 @@ impl FlowService {
         body: Option<Buffer>,
         idempotency_key: Option<String>,
         idempotency_path: Option<String>,
-        #[napi(ts_arg_type = "((report: AfterReport) => void) | null")] after: Option<AfterFn>,
+        #[napi(ts_arg_type = "((report: RunReports) => void) | null")] after: Option<AfterFn>,
         #[napi(ts_arg_type = "((call: GatewayCall) => Promise<GatewayAnswer>) | null")]
         send: Option<Function<GatewayCall, PromiseRaw<'static, GatewayAnswer>>>,
     ) -> Result<Either<FlowAnswer, PromiseRaw<'env, FlowAnswer>>> {
