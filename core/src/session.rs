@@ -89,7 +89,9 @@ pub struct Session {
     pub purpose: Purpose,
     /// Channel.
     pub channel: Channel,
-    /// Application label.
+    /// Application label (absent: none; stored JSON leaves a `null` out, as readers before
+    /// take a missing optional field for none: 29 bytes, one Redis size class, a session).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app: Option<String>,
     /// Hex HMAC of the code (SPEC §4). Never the code.
     pub code_hash: String,
@@ -105,7 +107,8 @@ pub struct Session {
     pub max_attempts: u8,
     /// Stored state.
     pub state: StoredState,
-    /// Approval time.
+    /// Approval time (absent: not approved).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verified_at: Option<UnixMillis>,
     /// Issued for a test number (no SMS).
     pub test: bool,
