@@ -100,10 +100,13 @@ pub struct MemoryEnd {
 
 /// Takes a memory run on from `first` (the step [`run_memory`] stopped at) on the runtime: the
 /// gateway's send through `gateway`, the wait for another request's send, a pause, and every
-/// store effect, until the flow is done.
+/// store effect, until the flow is done. `sending`: the session this run was already sending
+/// when it came here (other requests may wait for it), told sent or not with the answer.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn finish_memory<F: Flow>(
     flow: &mut F,
     first: Io,
+    mut sending: Option<String>,
     store: &MemoryStore,
     engine: &Engine,
     ws: &Workspace,
@@ -111,8 +114,6 @@ pub(crate) async fn finish_memory<F: Flow>(
     sent: &mut Vec<String>,
 ) -> Answer {
     let mut answer = None;
-    // The session this run is sending, while it is (other requests may wait for it).
-    let mut sending: Option<String> = None;
     let mut next = Some(first);
     loop {
         let step = next.take().map_or_else(|| flow.poll(), Step::Io);
@@ -267,9 +268,10 @@ macro_rules! node_flow {
                 let gateway = Gateway::Native(gateway.share());
                 env.spawn_future(async move {
                     let mut sent = Vec::new();
-                    let answer =
-                        finish_memory(&mut *flow, first, &store, &engine, &ws, &gateway, &mut sent)
-                            .await;
+                    let answer = finish_memory(
+                        &mut *flow, first, None, &store, &engine, &ws, &gateway, &mut sent,
+                    )
+                    .await;
                     slot.give_back(flow);
                     Ok(MemoryEnd {
                         text: answered(answer),

@@ -99,6 +99,10 @@ pub(crate) async fn deliver(
     delivered(d, message, started_ms, report)
 }
 
+/// Strings a send takes in a report (see [`delivered`]): channel, gateway kind, outcome (the
+/// third), seconds, HTTP status, destination, session id, start (ms).
+pub(crate) const SENT_FIELDS: usize = 8;
+
 /// The flow's outcome of a send of `message` begun at `started_ms` that ended as `d`, added to
 /// `report` as [`deliver`] says.
 pub(crate) fn delivered(

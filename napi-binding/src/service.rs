@@ -110,9 +110,15 @@ pub struct FlowAnswer {
     pub workspace: Option<String>,
     /// An error answer's own message (`call`: the body's `message` also names the field).
     pub error_message: Option<String>,
-    pub failed: Vec<String>,
-    pub timed: Vec<String>,
-    pub sent: Vec<String>,
+    /// [`RunReports`]' three lists, each left out when empty (most answers: none is set).
+    pub failed: Option<Vec<String>>,
+    pub timed: Option<Vec<String>>,
+    pub sent: Option<Vec<String>>,
+}
+
+/// `list`, unless it is empty.
+fn listed(list: Vec<String>) -> Option<Vec<String>> {
+    (!list.is_empty()).then_some(list)
 }
 
 impl FlowAnswer {
@@ -124,9 +130,9 @@ impl FlowAnswer {
             replayed: reply.replayed,
             workspace,
             error_message: None,
-            failed: reports.failed,
-            timed: reports.timed,
-            sent: reports.sent,
+            failed: listed(reports.failed),
+            timed: listed(reports.timed),
+            sent: listed(reports.sent),
         }
     }
 
@@ -178,7 +184,7 @@ impl<F: Flow + Send + 'static> LocalRun<F> {
                 if let Some(reference) = self.sending.take() {
                     m.inflight().sent(&reference, matches!(answer, Some(Ok(_))));
                 }
-                let reports = std::mem::take(&mut self.reports);
+                let reports = self.inner.to_tell(std::mem::take(&mut self.reports));
                 return Ok(Either::A(FlowAnswer::ended(answer, reports)));
             }
             Err(io) => *io,
@@ -212,11 +218,10 @@ impl<F: Flow + Send + 'static> LocalRun<F> {
                     ..
                 } = *self;
                 let promise = env.spawn_future(async move {
-                    let answer = inner.finish_memory(&mut flow, io, &ws, &mut reports).await;
-                    if let (Some(reference), Store::Memory(m)) = (sending, &inner.store) {
-                        m.inflight().sent(&reference, matches!(answer, Some(Ok(_))));
-                    }
-                    Ok(FlowAnswer::ended(answer, reports))
+                    let answer = inner
+                        .finish_memory(&mut flow, io, sending, &ws, &mut reports)
+                        .await;
+                    Ok(FlowAnswer::ended(answer, inner.to_tell(reports)))
                 })?;
                 Ok(Either::B(PromiseRaw::new(env.raw(), promise.raw())))
             }
@@ -320,11 +325,8 @@ impl FlowService {
             };
             let after = tell_after(after);
             let served = service.answer(&method, &path, &headers, read, after).await;
-            Ok(FlowAnswer::of(
-                served.reply,
-                served.workspace,
-                served.reports,
-            ))
+            let reports = service.inner.to_tell(served.reports);
+            Ok(FlowAnswer::of(served.reply, served.workspace, reports))
         })
     }
 
@@ -451,7 +453,7 @@ impl FlowService {
             let answer = inner
                 .run(flow, &ws, None, &mut reports, tell_after(after))
                 .await;
-            Ok(FlowAnswer::ended(Some(answer), reports))
+            Ok(FlowAnswer::ended(Some(answer), inner.to_tell(reports)))
         })
         .map(Either::B)
     }
@@ -550,6 +552,24 @@ fn now() -> UnixMillis {
 }
 
 impl Inner {
+    /// What of `reports` an answer tells JavaScript: all of it with metrics on; else a
+    /// delivered send is left out, as `lib/log.js` `reportRun` would only count it (a failed
+    /// one is logged). 8 strings a send made into JavaScript strings for nothing otherwise.
+    fn to_tell(&self, mut reports: RunReports) -> RunReports {
+        if !self.timed && !reports.sent.is_empty() {
+            let mut kept = Vec::new();
+            let mut sent = std::mem::take(&mut reports.sent).into_iter().peekable();
+            while sent.peek().is_some() {
+                let send: Vec<String> = sent.by_ref().take(inflight::SENT_FIELDS).collect();
+                if send.get(2).map(String::as_str) != Some("delivered") {
+                    kept.extend(send);
+                }
+            }
+            reports.sent = kept;
+        }
+        reports
+    }
+
     async fn route<R, Fut>(
         self: Arc<Self>,
         route: Route<'_>,
@@ -760,7 +780,10 @@ impl Inner {
         let answer = match &self.store {
             Store::Memory(m) => match run_memory(&mut flow, m, &self.engine, ws, now()) {
                 Ok(answer) => answer,
-                Err(first) => self.finish_memory(&mut flow, *first, ws, reports).await,
+                Err(first) => {
+                    self.finish_memory(&mut flow, *first, None, ws, reports)
+                        .await
+                }
             },
             Store::Redis(r) => {
                 let steps = RedisSteps::new();
@@ -801,11 +824,13 @@ impl Inner {
     }
 
     /// A memory run from the first step the store cannot take (deliver, awaitSend, pause) on:
-    /// sends through the service's gateway, to the flow's answer.
+    /// sends through the service's gateway, to the flow's answer (`sending`: as
+    /// [`finish_memory`]'s).
     async fn finish_memory<F: Flow>(
         &self,
         flow: &mut F,
         first: Io,
+        sending: Option<String>,
         ws: &Workspace,
         reports: &mut RunReports,
     ) -> Answer {
@@ -813,6 +838,6 @@ impl Inner {
             return None;
         };
         let (engine, gateway, sent) = (&self.engine, &self.gateway, &mut reports.sent);
-        finish_memory(flow, first, m, engine, ws, gateway, sent).await
+        finish_memory(flow, first, sending, m, engine, ws, gateway, sent).await
     }
 }
