@@ -438,7 +438,14 @@ export interface SessionStatus {
   verifiedAt: string | null;
   /** The payment the code is bound to (PSD2), when there is one. */
   transaction?: Transaction;
+  /** What the provider's receipts say of the latest message (SPEC §8); absent for test numbers. */
+  delivery?: DeliveryState;
+  /** The provider's error code of an `undelivered` or `failed` message. */
+  deliveryErrorCode?: string;
 }
+
+/** Where a message is, as far as the provider's receipts have told (SPEC §8); never backwards. */
+export type DeliveryState = 'accepted' | 'sent' | 'delivered' | 'undelivered' | 'failed';
 
 export interface AuditEvent {
   time: string;
@@ -459,6 +466,10 @@ export interface AuditEvent {
   test?: boolean;
   /** The key of `key_created` / `key_revoked`, by id (never the key or its hash). */
   keyId?: string;
+  /** The channel of a delivery event (`delivered`, `delivery_failed`, `resent`, `delivery_receipt`). */
+  channel?: Channel;
+  /** The provider's message id of a `delivered` or `resent` message, when its gateway named one. */
+  messageId?: string;
 }
 
 export interface AuditPage {
@@ -507,6 +518,12 @@ export interface AnalyticsCounts {
   fraud_blocked: number;
   /** What those sends would have cost: pricePerSegment × their SMS segments. */
   fraud_saved: { amount: string; currency: string };
+  /** Messages a receipt said reached the handset (SPEC §8). */
+  delivered: number;
+  /** Messages a receipt said were undelivered or failed. */
+  undelivered: number;
+  /** delivered / (delivered + undelivered), 4 decimals; 0 when no message has a final receipt. */
+  delivery_rate: number;
 }
 
 /** GET /otp/analytics: every count is attributed to the UTC day its session was created. */
@@ -522,6 +539,10 @@ export interface AnalyticsReport {
   /** Only channels and purposes with activity in the period. */
   by_channel: Partial<Record<Channel, AnalyticsCounts>>;
   by_purpose: Partial<Record<Purpose, AnalyticsCounts>>;
+  /** By the destination's calling code (`"233"`; `"other"` when unknown), with activity only. */
+  by_country: Record<string, AnalyticsCounts>;
+  /** The provider error codes of the period's undelivered and failed messages, most frequent first (≤ 10). */
+  top_errors: Array<{ code: string; count: number }>;
 }
 
 /** The OTP operations bound to one workspace. */
@@ -742,14 +763,15 @@ export interface WorkspacePage {
 /**
  * `GET /v1/admin/analytics`: AnalyticsReport over every workspace (each bucket costed at its own
  * workspace's price). Every `estimated_cost` is null when workspaces price in more than one
- * currency; `estimated_costs` has the period's cost per currency. Not by country (no counter is
- * kept by country).
+ * currency; `estimated_costs` has the period's cost per currency.
  */
-export interface AdminAnalyticsReport extends Omit<AnalyticsReport, 'totals' | 'days' | 'by_channel' | 'by_purpose'> {
+export interface AdminAnalyticsReport
+  extends Omit<AnalyticsReport, 'totals' | 'days' | 'by_channel' | 'by_purpose' | 'by_country'> {
   totals: AdminAnalyticsCounts;
   days: Array<AdminAnalyticsCounts & { date: string }>;
   by_channel: Partial<Record<Channel, AdminAnalyticsCounts>>;
   by_purpose: Partial<Record<Purpose, AdminAnalyticsCounts>>;
+  by_country: Record<string, AdminAnalyticsCounts>;
   estimated_costs: Array<{ amount: string; currency: string }>;
   /** Each workspace with activity in the period, by id, with its totals as its own analytics() shows them. */
   workspaces: Array<{ workspace_id: string; totals: AnalyticsCounts }>;
