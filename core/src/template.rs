@@ -260,10 +260,15 @@ const GSM7_ASCII: [u8; 128] = {
 
 /// Septets a character takes in GSM-7, or `None` if it has no GSM-7 form.
 fn gsm7_septets(c: char) -> Option<u32> {
-    if let Some(&n) = GSM7_ASCII.get(c as usize) {
-        return (n > 0).then_some(u32::from(n));
+    match GSM7_ASCII.get(c as usize) {
+        Some(&n) => (n > 0).then_some(u32::from(n)),
+        None => gsm7_scanned(c),
     }
-    if GSM7_BASIC.contains(c) {
+}
+
+/// [`gsm7_septets`] by a scan of the two alphabets (what [`GSM7_ASCII`] holds for ASCII).
+fn gsm7_scanned(c: char) -> Option<u32> {
+    if c != '\u{1b}' && GSM7_BASIC.contains(c) {
         Some(1)
     } else if GSM7_EXTENSION.contains(c) {
         Some(2)
@@ -311,15 +316,8 @@ mod tests {
     #[test]
     fn gsm7_ascii_table_matches_the_alphabets() {
         for b in 0u8..0x80 {
-            let c = char::from(b);
-            let scanned = if c != '\u{1b}' && GSM7_BASIC.contains(c) {
-                1
-            } else if GSM7_EXTENSION.contains(c) {
-                2
-            } else {
-                0
-            };
-            assert_eq!(GSM7_ASCII[usize::from(b)], scanned, "U+{b:04X}");
+            let scanned = gsm7_scanned(char::from(b)).unwrap_or(0);
+            assert_eq!(u32::from(GSM7_ASCII[usize::from(b)]), scanned, "U+{b:04X}");
         }
         assert_eq!(gsm7_septets('é'), Some(1));
         assert_eq!(gsm7_septets('€'), Some(2));
