@@ -12,7 +12,7 @@ const assert = require('node:assert/strict');
 const path = require('node:path');
 const ts = require('typescript');
 const { OtpService, RedisStore, MemoryStore } = require('..');
-const { PEPPER, startRedis, codeOf, newDest } = require('./helpers');
+const { PEPPER, startRedis, codeOf, newDest, recorder } = require('./helpers');
 
 const INDEX = path.join(__dirname, '..', 'index');
 
@@ -53,13 +53,15 @@ function lineLabel(text, n) {
   return '';
 }
 
-/** Every operation of the library, once or more, each answer with its index.d.ts type. */
-async function answers(otp) {
+/**
+ * Every operation of the library, once or more, each answer with its index.d.ts type (`sent`:
+ * what its gateway was given, for the code).
+ */
+async function answers(otp, sent) {
   const samples = [];
   // Each answer has the type its method is declared to resolve to.
   const add = (method, value, label, of = 'OtpService') =>
     samples.push([`Awaited<ReturnType<otp.${of}['${method}']>>`, value, label]);
-  const sent = otp.gateway.sent;
   const dest = newDest();
   const r = await otp.request({ dest, src: 'ACME', purpose: 'LOGIN', app: 'shop' });
   add('request', r, 'request');
@@ -102,18 +104,6 @@ async function answers(otp) {
   return samples;
 }
 
-/** A gateway written in JavaScript that keeps what it is given (for the code). */
-function keepingGateway() {
-  const gw = {
-    sent: [],
-    async send(message) {
-      gw.sent.push(message);
-      return 'delivered';
-    },
-  };
-  return gw;
-}
-
 describe('index.d.ts against the answers of the Rust core', () => {
   let redis;
   before(async () => {
@@ -127,9 +117,10 @@ describe('index.d.ts against the answers of the Rust core', () => {
     it(`${kind} store: every operation's answer is the type index.d.ts declares`, async () => {
       const store = kind === 'memory' ? new MemoryStore() : new RedisStore({ url: redis.url });
       if (kind === 'redis') await store.connect();
-      const otp = new OtpService({ pepper: PEPPER, gateway: keepingGateway(), store, policy: { resendAfterSeconds: 0 } });
+      const gateway = recorder();
+      const otp = new OtpService({ pepper: PEPPER, gateway, store, policy: { resendAfterSeconds: 0 } });
       try {
-        const samples = await answers(otp);
+        const samples = await answers(otp, gateway.sent);
         assert.ok(samples.length >= 20, `${samples.length} answers`);
         assert.deepEqual(typeErrors(samples), []);
       } finally {
